@@ -1,0 +1,213 @@
+"""The `medtl` command: one sub-command per pipeline stage (see README, "Commands").
+
+Heavy libraries (torch, MONAI) are imported inside the commands, so `medtl --help` stays fast. Every medtl error is
+printed as a short message with what to do, and mapped to a stable exit code; stages that are not built yet say so
+and exit non-zero rather than producing anything that looks like a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from medtl import __version__
+from medtl.errors import MedTLError, NotBuiltError
+
+app = typer.Typer(
+    name="medtl",
+    help="Transfer learning for medical images: ingest DICOM/NIfTI, fine-tune pretrained networks with "
+    "patient-grouped cross-validation, and produce audited artifacts, clinician reports and batch scores.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+datasets_app = typer.Typer(help="Bring public datasets into medtl's input format.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+err_console = Console(stderr=True)
+console = Console()
+
+DevKeyOption = Annotated[
+    bool,
+    typer.Option(
+        "--dev-pseudonym-key",
+        help="Use the public development pseudonym key instead of MEDTL_PSEUDONYM_KEY. "
+        "Only for synthetic or public data: it is recorded in every output.",
+    ),
+]
+
+
+def _not_built(command: str, issue: str) -> NotBuiltError:
+    return NotBuiltError(
+        f"`medtl {command}` is not built yet in medtl {__version__}",
+        fix=f"this stage lands with the {issue} work; see the README's roadmap. Nothing was written.",
+    )
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the medtl version."""
+    console.print(__version__)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the cohort into (created).")],
+    patients: Annotated[int, typer.Option("--patients", "-n", min=2, help="Number of patients.")] = 24,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes byte-identical files.")] = 0,
+    prevalence: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of patients with the finding.")] = 0.5,
+    difficulty: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="0 = obvious finding, 1 = subtle (smaller, fainter).")
+    ] = 0.3,
+    with_problems: Annotated[
+        bool, typer.Option("--with-problems", help="Mix in broken and unusual files that ingest must handle.")
+    ] = False,
+) -> None:
+    """Write a synthetic cohort: real DICOM series (+ NIfTI copies) and labels.csv, with a learnable finding."""
+    from medtl.datasets.synth import make_cohort
+
+    summary = make_cohort(
+        out, patients=patients, seed=seed, prevalence=prevalence, difficulty=difficulty, with_problems=with_problems
+    )
+    console.print(summary.describe())
+
+
+@datasets_app.command("import-medmnist")
+def import_medmnist(
+    name: Annotated[str, typer.Argument(help="MedMNIST set, e.g. breastmnist, pneumoniamnist, adrenalmnist3d.")],
+    source: Annotated[str, typer.Option(help="Local .npz file, or an https URL to download when online.")],
+    out: Annotated[Path, typer.Option(help="Folder for the DICOM/NIfTI files and labels.csv.")],
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Convert only the first N images of each split (quick trials).")
+    ] = None,
+) -> None:
+    """Convert a MedMNIST .npz into DICOM (2D) or NIfTI (3D) files and labels.csv with the official split."""
+    from medtl.datasets.medmnist import import_medmnist as run_import
+
+    summary = run_import(name, source=source, out=out, limit=limit)
+    console.print(summary.describe())
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[Path], typer.Argument(help="Folders or files with DICOM and/or NIfTI scans.")],
+    out: Annotated[Path, typer.Option(help="Dataset folder to write (manifest, reports, cache).")],
+    labels: Annotated[Path | None, typer.Option(help="labels.csv (see data_contracts/labels.v1.schema.json).")] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="Preprocessing spec YAML/JSON; default: derived from the data.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Parallel worker processes; 0 = one per CPU core.")] = 0,
+    dev_pseudonym_key: DevKeyOption = False,
+) -> None:
+    """Discover, check, decode, preprocess and cache scans; every input file ends ingested, skipped or quarantined."""
+    from medtl.identity import pseudonymizer_from_env
+    from medtl.ingest.pipeline import ingest_sources, load_spec
+
+    pseudonymizer = pseudonymizer_from_env(allow_development_key=dev_pseudonym_key)
+    result = ingest_sources(
+        sources,
+        out=out,
+        labels=labels,
+        spec=load_spec(spec) if spec else None,
+        workers=workers,
+        pseudonymizer=pseudonymizer,
+        progress=True,
+    )
+    console.print(result.describe())
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder written by `medtl ingest`.")],
+    config: Annotated[Path | None, typer.Option(help="Training config YAML.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Artifact folder to write.")] = None,
+) -> None:
+    """Split by patient, adapt a pretrained backbone and fine-tune it over K folds; write the artifact."""
+    raise _not_built("train", "training (issue 5)")
+
+
+@app.command()
+def evaluate(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
+    test: Annotated[Path | None, typer.Option(help="Locked test dataset folder, scored once.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+) -> None:
+    """Metrics with confidence intervals, calibration, operating point, subgroups; report.html/pdf."""
+    raise _not_built("evaluate", "evaluation report (issue 7)")
+
+
+@app.command()
+def approve(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
+    reviewer: Annotated[str | None, typer.Option(help="Reviewer's name.")] = None,
+    decision: Annotated[str | None, typer.Option(help="approve or reject.")] = None,
+) -> None:
+    """Record a clinician's sign-off as a signed event in the artifact's audit log."""
+    raise _not_built("approve", "evaluation report (issue 7)")
+
+
+@app.command()
+def verify(artifact: Annotated[Path, typer.Argument(help="Artifact folder.")]) -> None:
+    """Check every hash, the signature and the audit chain of an artifact; non-zero exit on any mismatch."""
+    raise _not_built("verify", "audited artifacts (issue 6)")
+
+
+@app.command()
+def score(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
+    sources: Annotated[list[Path], typer.Argument(help="Folders or files with new scans.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder for scores.parquet.")] = None,
+) -> None:
+    """Batch-score new scans with the artifact's own preprocessing, with QC and out-of-distribution flags."""
+    raise _not_built("score", "batch scoring (issue 8)")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo-output"),
+    patients: Annotated[int, typer.Option(min=4, help="Patients in the synthetic cohort.")] = 40,
+    seed: Annotated[int, typer.Option(help="Seed for the cohort and every later stage.")] = 0,
+) -> None:
+    """Run every stage that is built on a synthetic cohort, offline, and print where the outputs are."""
+    from medtl.demo import run_demo
+
+    run_demo(out, patients=patients, seed=seed, console=console)
+
+
+def main() -> None:
+    """Console entry point: medtl errors become a clear message and their exit code, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except MedTLError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        sys.exit(error.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as error:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

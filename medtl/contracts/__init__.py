@@ -1,0 +1,54 @@
+"""Data contracts: the files that cross stage boundaries, as pydantic models (the single source of truth)."""
+
+from medtl.contracts.artifact import ArtifactManifest, ArtifactMetadata, AuditEvent
+from medtl.contracts.base import (
+    ContractModel,
+    read_json,
+    read_table,
+    validate_document,
+    validate_rows,
+    write_json,
+    write_table,
+)
+from medtl.contracts.evaluation import Metrics, ScoreRow
+from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
+from medtl.contracts.labels import LabelRow
+from medtl.contracts.preprocessing import PreprocessingSpec
+from medtl.contracts.training import Splits
+
+# Every contract, in data-flow order; data_contracts/ holds one JSON Schema file per entry.
+ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
+    LabelRow,
+    ManifestRow,
+    Fingerprint,
+    IngestReport,
+    PreprocessingSpec,
+    Splits,
+    ArtifactMetadata,
+    ArtifactManifest,
+    AuditEvent,
+    Metrics,
+    ScoreRow,
+)
+
+__all__ = [
+    "ALL_CONTRACTS",
+    "ArtifactManifest",
+    "ArtifactMetadata",
+    "AuditEvent",
+    "ContractModel",
+    "Fingerprint",
+    "IngestReport",
+    "LabelRow",
+    "ManifestRow",
+    "Metrics",
+    "PreprocessingSpec",
+    "ScoreRow",
+    "Splits",
+    "read_json",
+    "read_table",
+    "validate_document",
+    "validate_rows",
+    "write_json",
+    "write_table",
+]

@@ -1,0 +1,187 @@
+"""Validation machinery shared by every contract.
+
+Why pydantic models as the single source of truth: the JSON Schemas in data_contracts/ are generated from them (a
+test keeps the committed files equal to the generated ones), and the same models validate every file that a stage
+reads or writes. A violation raises DataContractError listing every problem, not just the first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from medtl.errors import ContractProblem, DataContractError
+
+M = TypeVar("M", bound="ContractModel")
+_MAX_VALUE_CHARS = 80
+
+
+class Strict(BaseModel):
+    """A nested object inside a contract: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContractModel(Strict):
+    """A document or a table row that crosses a stage boundary. Subclasses set the contract's name and version."""
+
+    contract_name: ClassVar[str]
+    contract_version: ClassVar[int] = 1
+    # "json": one document per file; "rows": one model per row of a table (CSV or Parquet).
+    contract_unit: ClassVar[str] = "json"
+    contract_title: ClassVar[str] = ""
+
+    @classmethod
+    def schema_filename(cls) -> str:
+        return f"{cls.contract_name}.v{cls.contract_version}.schema.json"
+
+
+def _safe_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
+
+
+def _problems(error: ValidationError, prefix: str) -> list[ContractProblem]:
+    problems = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"])
+        location = f"{prefix}{path}" if path else prefix.rstrip(", ") or "document"
+        value = None if item["type"] == "missing" else _safe_value(item.get("input"))
+        problems.append(ContractProblem(location, item["msg"], value))
+    return problems
+
+
+def validate_document(model: type[M], data: Any, *, where: str | None = None) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise DataContractError(model.schema_filename(), _problems(error, "$."), where=where) from None
+
+
+def validate_rows(
+    model: type[M], records: Iterable[dict[str, Any]], *, where: str | None = None, first_row_number: int = 0
+) -> list[M]:
+    """Validate every row and report all failing cells as (row, column, value, rule)."""
+    rows: list[M] = []
+    problems: list[ContractProblem] = []
+    for number, record in enumerate(records, start=first_row_number):
+        try:
+            rows.append(model.model_validate(record))
+        except ValidationError as error:
+            problems.extend(_problems(error, f"row {number}, column "))
+    if problems:
+        raise DataContractError(model.schema_filename(), problems, where=where)
+    return rows
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so an interrupted run never leaves half a contract file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(document: ContractModel, path: str | Path) -> None:
+    payload = {"contract": document.contract_name, "contract_version": document.contract_version}
+    payload.update(document.model_dump(mode="json"))
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_json(model: type[M], path: str | Path) -> M:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataContractError(
+            model.schema_filename(),
+            [ContractProblem("file", "the file does not exist")],
+            where=path.name,
+            fix=f"run the stage that writes {path.name} first",
+        ) from None
+    except json.JSONDecodeError as error:
+        raise DataContractError(
+            model.schema_filename(), [ContractProblem(f"line {error.lineno}", "not valid JSON")], where=path.name
+        ) from None
+    _check_header(model, data, path.name)
+    data = {key: value for key, value in data.items() if key not in ("contract", "contract_version")}
+    return validate_document(model, data, where=path.name)
+
+
+def _check_header(model: type[ContractModel], data: dict[str, Any], where: str) -> None:
+    name, version = data.get("contract"), data.get("contract_version")
+    if name != model.contract_name or version != model.contract_version:
+        raise DataContractError(
+            model.schema_filename(),
+            [
+                ContractProblem(
+                    "$.contract",
+                    f"expected contract {model.contract_name!r} version {model.contract_version}",
+                    _safe_value(f"{name} v{version}"),
+                )
+            ],
+            where=where,
+            fix="the file was written by an incompatible medtl version or is not this kind of file; "
+            "see data_contracts/README.md for the compatibility rules",
+        )
+
+
+_TABLE_KEY = b"medtl_contract"
+
+
+def write_table(model: type[ContractModel], frame: pd.DataFrame, path: str | Path) -> None:
+    """Validate every row, then write Parquet that records its contract in the file's metadata."""
+    validate_rows(model, _records(frame), where=Path(path).name)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    header = json.dumps({"contract": model.contract_name, "contract_version": model.contract_version}).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _TABLE_KEY: header})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def read_table(model: type[ContractModel], path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise DataContractError(
+            model.schema_filename(),
+            [ContractProblem("file", "the file does not exist")],
+            where=path.name,
+            fix=f"run the stage that writes {path.name} first",
+        )
+    table = pq.read_table(path)
+    header = json.loads((table.schema.metadata or {}).get(_TABLE_KEY, b"{}"))
+    _check_header(model, header, path.name)
+    frame = table.to_pandas()
+    validate_rows(model, _records(frame), where=path.name)
+    return frame
+
+
+def _records(frame: pd.DataFrame) -> Sequence[dict[str, Any]]:
+    """Rows as plain Python values (numpy arrays to lists, NaN/NA to None) so pydantic judges content, not dtype."""
+    records = []
+    for record in frame.to_dict(orient="records"):
+        clean = {}
+        for key, value in record.items():
+            if hasattr(value, "tolist"):
+                value = value.tolist()
+            elif value is not None and not isinstance(value, (list, dict, str)) and pd.isna(value):
+                value = None
+            clean[key] = value
+        records.append(clean)
+    return records

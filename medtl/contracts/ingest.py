@@ -1,0 +1,149 @@
+"""Contracts written by ingest: the manifest (one row per scan), the fingerprint and the ingest report.
+
+None of them may contain PHI: identifiers are pseudonyms (see medtl.identity), files are named by a keyed id and a
+content hash, never by their original path.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from medtl.contracts.base import ContractModel, Strict
+
+PSEUDONYM = r"^[PSRXF]-[0-9a-f]{16}$"
+SHA256 = r"^[0-9a-f]{64}$"
+REASON_CODE = r"^[a-z][a-z0-9_]*$"
+
+ImageKind = Literal["volume", "image2d"]
+
+
+class ManifestRow(ContractModel):
+    """One scan: a 3D volume or a 2D image, decoded, checked and cached."""
+
+    contract_name: ClassVar[str] = "manifest"
+    contract_unit: ClassVar[str] = "rows"
+    contract_title: ClassVar[str] = "manifest.parquet: one ingested scan per row"
+
+    scan_id: str = Field(pattern=PSEUDONYM, description="pseudonym of the scan (series + volume index)")
+    patient_id: str = Field(pattern=PSEUDONYM)
+    study_id: str | None = Field(None, pattern=PSEUDONYM)
+    series_id: str = Field(pattern=PSEUDONYM)
+    volume_index: int = Field(ge=0, description="position of this volume within its series (4D, echoes, ...)")
+    volumes_in_series: int = Field(ge=1)
+    source_format: Literal["dicom", "nifti"]
+    modality: str
+    sop_class: str | None = Field(None, description="DICOM SOP class name; null for NIfTI")
+    image_kind: ImageKind
+    n_files: int = Field(ge=1)
+    shape: list[int] = Field(min_length=2, max_length=3)
+    spacing: list[float] = Field(min_length=2, max_length=3, description="mm per array axis")
+    affine: list[float] = Field(
+        min_length=16, max_length=16, description="4x4 voxel-to-RAS (mm) matrix, row-major"
+    )
+    orientation: str = Field(description="axis codes of the stored array, e.g. RAS")
+    transfer_syntax: str | None = None
+    decoder: str | None = Field(None, description="pixel decoder that ran, e.g. pydicom, pylibjpeg, nibabel")
+    manufacturer: str | None = None
+    manufacturer_model: str | None = None
+    body_part: str | None = None
+    sex: Literal["F", "M", "O"] | None = None
+    age_band: str | None = Field(None, description="decade band such as 40-49; 90+ for 90 and above")
+    site: str | None = None
+    label: str | None = Field(None, description="null = unlabelled (kept for scoring, never trained on)")
+    split: Literal["train", "val", "test"] | None = None
+    pixel_hash: str = Field(pattern=SHA256, description="sha256 of the decoded float32 array")
+    source_hash: str = Field(pattern=SHA256, description="sha256 over the content of the scan's input files")
+    cache_path: str = Field(description="decoded array (.npy) relative to the dataset folder")
+    intensity_min: float
+    intensity_max: float
+    intensity_mean: float
+    intensity_std: float
+    intensity_p01: float
+    intensity_p99: float
+    qc_flags: list[str] = Field(default_factory=list, description="warnings that did not stop ingest")
+
+
+class AxisStats(Strict):
+    p05: float
+    median: float
+    p95: float
+
+
+class IntensityStats(Strict):
+    p01: float
+    p50: float
+    p99: float
+    mean: float
+    std: float
+
+
+class GroupStats(Strict):
+    """Statistics for the scans of one image kind and modality; later stages compare new scans against them."""
+
+    image_kind: ImageKind
+    modality: str
+    n_scans: int = Field(ge=1)
+    spacing: list[AxisStats]
+    shape: list[AxisStats]
+    intensity: IntensityStats
+
+
+class Fingerprint(ContractModel):
+    """Dataset statistics: choose preprocessing defaults and flag out-of-distribution scans at scoring."""
+
+    contract_name: ClassVar[str] = "fingerprint"
+    contract_title: ClassVar[str] = "fingerprint.json: dataset statistics"
+
+    medtl_version: str
+    pseudonym_key_id: str = Field(description="identifies the pseudonym key (not the key); 'development' = public")
+    manifest_hash: str = Field(pattern=SHA256, description="sha256 of the manifest's canonical row content")
+    n_scans: int = Field(ge=0)
+    n_patients: int = Field(ge=0)
+    n_studies: int = Field(ge=0)
+    modalities: dict[str, int]
+    labels: dict[str, int] = Field(description="scans per label; unlabelled scans are not counted")
+    patients_per_label: dict[str, int]
+    groups: list[GroupStats]
+    preprocessing_hash: str | None = Field(None, pattern=SHA256)
+
+
+class FileRecord(Strict):
+    """What became of one input file."""
+
+    file_id: str = Field(pattern=PSEUDONYM, description="keyed id of the file's relative path")
+    source_index: int = Field(ge=0, description="which SRC argument the file came from")
+    size_bytes: int = Field(ge=0)
+    sha256: str | None = Field(None, pattern=SHA256)
+    status: Literal["ingested", "skipped", "quarantined"]
+    reason_code: str | None = Field(None, pattern=REASON_CODE)
+    reason: str | None = None
+    series_id: str | None = Field(None, pattern=PSEUDONYM)
+    scan_ids: list[str] = Field(default_factory=list)
+
+
+class LabelsSummary(Strict):
+    n_rows: int = Field(ge=0)
+    n_rows_matched: int = Field(ge=0)
+    unmatched_rows: list[int] = Field(default_factory=list, description="1-based CSV rows that matched no scan")
+    duplicate_rows: list[int] = Field(default_factory=list)
+    conflicting_rows: list[int] = Field(default_factory=list, description="rows that disagree on one scan's label")
+    unlabelled_scans: list[str] = Field(default_factory=list)
+    ignored_columns: list[str] = Field(default_factory=list)
+
+
+class IngestReport(ContractModel):
+    """Every input file accounted for: ingested, skipped (with reason) or quarantined (with reason)."""
+
+    contract_name: ClassVar[str] = "ingest_report"
+    contract_title: ClassVar[str] = "ingest_report.json: the fate of every input file"
+
+    medtl_version: str
+    pseudonym_key_id: str
+    n_sources: int = Field(ge=1)
+    counts: dict[Literal["ingested", "skipped", "quarantined"], int]
+    reasons: dict[str, int]
+    n_scans: int = Field(ge=0)
+    files: list[FileRecord]
+    labels: LabelsSummary | None = None
