@@ -115,7 +115,8 @@ def ingest(
 ) -> None:
     """Discover, check, decode, preprocess and cache scans; every input file ends ingested, skipped or quarantined."""
     from medtl.identity import pseudonymizer_from_env
-    from medtl.ingest.pipeline import ingest_sources, load_spec
+    from medtl.ingest.pipeline import ingest_sources
+    from medtl.ingest.preprocess import load_spec
 
     pseudonymizer = pseudonymizer_from_env(allow_development_key=dev_pseudonym_key)
     result = ingest_sources(

@@ -1,13 +1,26 @@
-"""Contracts of the model artifact folder: metadata, the file manifest and the hash-chained audit events."""
+"""Contracts of the model artifact folder: metadata, the file manifest and the hash-chained audit events.
+
+The folder layout, the signing rules and the hash chain are described in medtl/artifacts/README.md; these models are
+the machine-checkable part of it (data_contracts/artifact_*.schema.json, audit_event.*.schema.json).
+"""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medtl.contracts.base import ContractModel, Strict
 from medtl.contracts.ingest import SHA256, ImageKind
+
+# One segment: starts with a letter or digit (no hidden files, no "." / ".."), then a small portable alphabet, so
+# that a folder copied between Linux, macOS and Windows keeps every name exactly.
+ARTIFACT_PATH = r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)*[A-Za-z0-9][A-Za-z0-9._-]*$"
+ED25519_PUBLIC_KEY = r"^[0-9a-f]{64}$"
+ED25519_SIGNATURE = r"^[0-9a-f]{128}$"
+ISO_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$"
+# Files that the manifest cannot list: the manifest itself, the signature over it and the log that grows after it.
+UNLISTED_FILES = ("manifest.json", "signature.bin", "audit.jsonl")
 
 
 class TaskSpec(Strict):
@@ -17,34 +30,69 @@ class TaskSpec(Strict):
 
 
 class InputSpec(Strict):
-    modalities: list[str]
+    """What the network expects after the artifact's own preprocessing (preprocessing.json) has run."""
+
+    modalities: list[str] = Field(description="DICOM modality codes the model was trained on, e.g. CT, MR, CR")
     image_kind: ImageKind
     channels: int = Field(ge=1)
-    spatial_shape: list[int]
-    value_range: tuple[float, float]
+    spatial_shape: list[int] = Field(description="network input size per spatial axis")
+    value_range: tuple[float, float] = Field(description="range of the preprocessed values, e.g. [0, 1]")
 
 
 class PretrainedSource(Strict):
     source: str = Field(description="weight source kind: torchvision, medicalnet, monai_bundle, artifact, file, none")
     name: str
-    sha256: str | None = Field(None, pattern=SHA256)
-    license: str | None = None
+    sha256: str | None = Field(None, pattern=SHA256, description="full SHA-256 of the weight file that was loaded")
+    license: str | None = Field(None, description="license of the weights; 'unknown' must be said explicitly")
+    location: str | None = Field(
+        None, description="where it came from, without local paths: e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1"
+    )
+
+    @model_validator(mode="after")
+    def _hash_and_license(self) -> PretrainedSource:
+        if self.source != "none" and (self.sha256 is None or self.license is None):
+            raise ValueError("pretrained weights need their full sha256 and a license (or license 'unknown')")
+        return self
+
+
+class CodeVersion(Strict):
+    kind: Literal["git", "package"] = Field(description="git: medtl ran from a git checkout; package: an install")
+    version: str = Field(description="medtl package version")
+    commit: str | None = Field(None, pattern=r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+    dirty: bool | None = Field(None, description="git only: uncommitted changes to tracked files")
+
+
+class Hardware(Strict):
+    platform: str
+    machine: str
+    cpu: str
+    cpu_count: int = Field(ge=1)
+    ram_gb: float | None = None
+    gpu: str | None = None
+    gpu_count: int = Field(0, ge=0)
+    cuda: str | None = None
+    cudnn: str | None = None
 
 
 class Provenance(Strict):
     medtl_version: str
-    code_version: str = Field(description="git commit (+dirty) or package version")
+    code_version: str = Field(description="short form: git:<commit>[+dirty] or package:<version>")
+    code: CodeVersion
     python: str
-    packages: dict[str, str]
-    hardware: dict[str, str]
-    manifest_hash: str = Field(pattern=SHA256)
+    packages: dict[str, str] = Field(description="versions of the key packages ('not installed' when absent)")
+    environment_sha256: str | None = Field(
+        None, pattern=SHA256, description="sha256 of environment.txt, the full name==version lock"
+    )
+    hardware: Hardware
+    manifest_hash: str = Field(pattern=SHA256, description="sha256 of the dataset's manifest.parquet")
     fingerprint_hash: str = Field(pattern=SHA256)
     split_hash: str = Field(pattern=SHA256)
     pretrained: PretrainedSource
-    seed: int
-    started_at: str
-    finished_at: str
-    flow_run_id: str | None = None
+    seed: int = Field(description="the one seed that drives everything below")
+    seeds: dict[str, int] = Field(default_factory=dict, description="derived seeds: split, init, loader, augment, ...")
+    started_at: str = Field(pattern=ISO_TIME)
+    finished_at: str = Field(pattern=ISO_TIME)
+    flow_run_id: str | None = Field(None, description="Prefect flow-run id when run as a flow")
 
 
 class ArtifactMetadata(ContractModel):
@@ -56,40 +104,78 @@ class ArtifactMetadata(ContractModel):
     task: TaskSpec
     intended_use: str
     input: InputSpec
-    output: dict[str, str]
+    output: dict[str, str] = Field(description="what the model returns, e.g. {'probability': 'P(positive_class)'}")
     preprocessing_hash: str = Field(pattern=SHA256)
     config_hash: str = Field(pattern=SHA256)
     provenance: Provenance
 
 
 class FileEntry(Strict):
-    path: str = Field(description="relative POSIX path inside the artifact folder")
+    path: str = Field(pattern=ARTIFACT_PATH, max_length=255, description="relative POSIX path in the artifact")
     sha256: str = Field(pattern=SHA256)
     size_bytes: int = Field(ge=0)
 
 
 class ArtifactManifest(ContractModel):
-    """Every file of the artifact with its hash; the signature covers this document."""
+    """Every file of the artifact with its hash; signature.bin is Ed25519 over the exact bytes of this file."""
 
     contract_name: ClassVar[str] = "artifact_manifest"
     contract_title: ClassVar[str] = "artifact/manifest.json: files and hashes of a sealed artifact"
 
-    files: list[FileEntry]
+    files: list[FileEntry] = Field(min_length=1, description="sorted by path; every file but the three unlisted")
     signed: bool = Field(description="false only when unsigned artifacts were explicitly allowed")
-    public_key: str | None = Field(None, description="Ed25519 public key (hex) that verifies signature.bin")
+    public_key: str | None = Field(
+        None, pattern=ED25519_PUBLIC_KEY, description="raw Ed25519 public key (hex) that verifies signature.bin"
+    )
+    key_fingerprint: str | None = Field(None, description="ed25519:<first 16 hex of sha256(public key)>")
+    sealed_at: str = Field(pattern=ISO_TIME)
+    medtl_version: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ArtifactManifest:
+        paths = [entry.path for entry in self.files]
+        if paths != sorted(paths):
+            raise ValueError("files must be sorted by path")
+        folded = [path.casefold() for path in paths]
+        if len(set(folded)) != len(folded):
+            raise ValueError("file paths must be unique, also ignoring case")
+        reserved = set(UNLISTED_FILES) & set(paths)
+        if reserved:
+            raise ValueError(f"the manifest may not list {sorted(reserved)}")
+        if self.signed != (self.public_key is not None):
+            raise ValueError("a signed manifest names its public key; an unsigned one names none")
+        return self
+
+
+EventKind = Literal["created", "evaluated", "approved", "rejected", "scored", "verified"]
 
 
 class AuditEvent(ContractModel):
-    """One line of the append-only audit log; `hash` chains it to the previous event."""
+    """One line of the append-only audit log.
+
+    `hash` = sha256 of the canonical JSON of the event without `hash` and `signature`; `prev_hash` is the previous
+    event's hash, so editing, removing or reordering any event breaks the chain. `manifest_sha256` binds every event to
+    one sealed manifest. An event may be signed: `signature` is Ed25519 over "medtl-audit-event-v1:" + hash by
+    `public_key`, which itself is covered by the hash (so a signature cannot be stripped without breaking the chain).
+    """
 
     contract_name: ClassVar[str] = "audit_event"
     contract_unit: ClassVar[str] = "rows"
     contract_title: ClassVar[str] = "artifact/audit.jsonl: one hash-chained event per line"
 
     index: int = Field(ge=0)
-    kind: Literal["created", "evaluated", "approved", "rejected", "scored", "verified"]
-    actor: str
-    time: str
+    kind: EventKind
+    actor: str = Field(min_length=1, description="who did it: a person, or a service account / pipeline")
+    time: str = Field(pattern=ISO_TIME)
+    manifest_sha256: str = Field(pattern=SHA256)
     payload: dict[str, Any]
     prev_hash: str | None = Field(None, pattern=SHA256)
+    public_key: str | None = Field(None, pattern=ED25519_PUBLIC_KEY)
     hash: str = Field(pattern=SHA256)
+    signature: str | None = Field(None, pattern=ED25519_SIGNATURE)
+
+    @model_validator(mode="after")
+    def _signed_consistently(self) -> AuditEvent:
+        if (self.public_key is None) != (self.signature is None):
+            raise ValueError("public_key and signature are given together or not at all")
+        return self

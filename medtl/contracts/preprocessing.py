@@ -70,7 +70,7 @@ class PreprocessingSpec(ContractModel):
     def _dims(self) -> PreprocessingSpec:
         if len(self.target_shape) != self.spatial_dims or any(size < 1 for size in self.target_shape):
             raise ValueError(f"target_shape must have {self.spatial_dims} positive sizes")
-        if self.target_spacing is not None:
-            if len(self.target_spacing) != self.spatial_dims or any(s <= 0 for s in self.target_spacing):
-                raise ValueError(f"target_spacing must have {self.spatial_dims} positive values")
+        spacing = self.target_spacing
+        if spacing is not None and (len(spacing) != self.spatial_dims or any(s <= 0 for s in spacing)):
+            raise ValueError(f"target_spacing must have {self.spatial_dims} positive values")
         return self

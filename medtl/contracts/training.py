@@ -37,4 +37,4 @@ class Splits(ContractModel):
     )
 
 
-__all__ = ["Fold", "Splits", "PSEUDONYM"]
+__all__ = ["PSEUDONYM", "Fold", "Splits"]

@@ -1,0 +1,83 @@
+"""Dataset statistics: the basis for default preprocessing and for out-of-distribution checks at scoring."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from medtl import __version__
+from medtl.contracts.ingest import AxisStats, Fingerprint, GroupStats, IntensityStats
+from medtl.hashing import sha256_json
+
+
+def manifest_hash(rows: Sequence[dict[str, Any]]) -> str:
+    """Hash of the manifest's content, independent of row order and of the Parquet writer's version."""
+    return sha256_json(sorted(rows, key=lambda row: row["scan_id"]))
+
+
+def _axis_stats(values: np.ndarray) -> list[AxisStats]:
+    return [
+        AxisStats(
+            p05=float(np.percentile(column, 5)), median=float(np.median(column)), p95=float(np.percentile(column, 95))
+        )
+        for column in values.T
+    ]
+
+
+def group_stats(rows: Sequence[dict[str, Any]], samples: dict[str, np.ndarray]) -> list[GroupStats]:
+    """Per (image kind, modality): spacing, shape and pooled intensity statistics."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["image_kind"], row["modality"])].append(row)
+    out = []
+    for (kind, modality), members in sorted(groups.items()):
+        ndims = {len(row["shape"]) for row in members}
+        if len(ndims) != 1:
+            continue
+        spacing = np.array([row["spacing"] for row in members], dtype=float)
+        shape = np.array([row["shape"] for row in members], dtype=float)
+        pooled = [samples[row["scan_id"]] for row in members if row["scan_id"] in samples]
+        values = np.concatenate(pooled).astype(np.float64) if pooled else np.zeros(1)
+        p01, p50, p99 = np.percentile(values, [1, 50, 99])
+        out.append(
+            GroupStats(
+                image_kind=kind,
+                modality=modality,
+                n_scans=len(members),
+                spacing=_axis_stats(spacing),
+                shape=_axis_stats(shape),
+                intensity=IntensityStats(
+                    p01=float(p01), p50=float(p50), p99=float(p99), mean=float(values.mean()), std=float(values.std())
+                ),
+            )
+        )
+    return out
+
+
+def build_fingerprint(
+    rows: Sequence[dict[str, Any]],
+    samples: dict[str, np.ndarray],
+    *,
+    pseudonym_key_id: str,
+    preprocessing_hash: str | None,
+) -> Fingerprint:
+    labelled = [row for row in rows if row.get("label") is not None]
+    patients_per_label: dict[str, set[str]] = defaultdict(set)
+    for row in labelled:
+        patients_per_label[row["label"]].add(row["patient_id"])
+    return Fingerprint(
+        medtl_version=__version__,
+        pseudonym_key_id=pseudonym_key_id,
+        manifest_hash=manifest_hash(rows),
+        n_scans=len(rows),
+        n_patients=len({row["patient_id"] for row in rows}),
+        n_studies=len({row["study_id"] for row in rows if row.get("study_id")}),
+        modalities=dict(sorted(Counter(row["modality"] for row in rows).items())),
+        labels=dict(sorted(Counter(row["label"] for row in labelled).items())),
+        patients_per_label={label: len(ids) for label, ids in sorted(patients_per_label.items())},
+        groups=group_stats(rows, samples),
+        preprocessing_hash=preprocessing_hash,
+    )

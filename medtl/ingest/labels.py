@@ -1,0 +1,144 @@
+"""Read the clinicians' labels file and join it to scans by patient, study and series.
+
+Nothing is guessed: a row that matches no scan, a duplicate, or two rows that disagree about one scan are reported
+by row number; a scan without a label stays unlabelled (usable for scoring, never for training). Extra columns such
+as names or birth dates are ignored and never copied anywhere.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from medtl.contracts import LabelRow, validate_rows
+from medtl.contracts.ingest import LabelsSummary
+from medtl.contracts.labels import KNOWN_COLUMNS
+from medtl.errors import ContractProblem, LabelsError
+
+_FIRST_DATA_ROW = 2  # row 1 of the CSV is the header; rows are reported as a spreadsheet shows them
+
+
+@dataclass
+class LabelTable:
+    rows: list[LabelRow]
+    ignored_columns: list[str]
+    duplicate_rows: list[int] = field(default_factory=list)
+
+    def row_number(self, index: int) -> int:
+        return index + _FIRST_DATA_ROW
+
+
+@dataclass(frozen=True)
+class ScanKeys:
+    """The raw identifiers of one scan, used only inside ingest to find its label."""
+
+    patient_id: str
+    study_uid: str | None
+    accession_number: str | None
+    series_uid: str | None
+
+
+@dataclass
+class LabelMatch:
+    label: str | None
+    split: str | None
+    site: str | None
+    rows: list[int]
+    conflict: bool = False
+
+
+def read_labels(path: Path) -> LabelTable:
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError:
+        problem = ContractProblem("file", "does not exist")
+        raise LabelsError("labels.v1.schema.json", [problem], where="labels") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise LabelsError(
+            "labels.v1.schema.json", [ContractProblem("file", f"not a readable CSV ({type(error).__name__})")]
+        ) from None
+    frame.columns = [str(column).strip() for column in frame.columns]
+    missing = [column for column in ("patient_id", "label") if column not in frame.columns]
+    if missing:
+        raise LabelsError(
+            "labels.v1.schema.json",
+            [ContractProblem("header", f"required column {name!r} is missing") for name in missing],
+            where="labels file",
+            fix="the labels CSV needs at least the columns patient_id and label (see data_contracts/README.md)",
+        )
+    ignored = [column for column in frame.columns if column not in KNOWN_COLUMNS]
+    known = frame[[column for column in frame.columns if column in KNOWN_COLUMNS]]
+    records = [{k: (v if v != "" else None) for k, v in row.items()} for row in known.to_dict(orient="records")]
+    rows = validate_rows(LabelRow, records, where="labels file", first_row_number=_FIRST_DATA_ROW)
+    table = LabelTable(rows, ignored)
+    seen: dict[tuple, int] = {}
+    for index, row in enumerate(rows):
+        key = (row.patient_id, row.study_id, row.series_id)
+        if key in seen:
+            table.duplicate_rows.append(table.row_number(index))
+        else:
+            seen[key] = index
+    return table
+
+
+class LabelIndex:
+    """Finds the rows that apply to a scan; the most specific level (series > study > patient) wins."""
+
+    def __init__(self, table: LabelTable) -> None:
+        self.table = table
+        self._by_patient: dict[str, list[int]] = defaultdict(list)
+        for index, row in enumerate(table.rows):
+            self._by_patient[row.patient_id].append(index)
+        self.used: set[int] = set()
+
+    def match(self, keys: ScanKeys) -> LabelMatch | None:
+        candidates = []
+        for index in self._by_patient.get(keys.patient_id, []):
+            row = self.table.rows[index]
+            if row.study_id is not None and row.study_id not in (keys.study_uid, keys.accession_number):
+                continue
+            if row.series_id is not None and row.series_id != keys.series_uid:
+                continue
+            specificity = (row.series_id is not None) * 2 + (row.study_id is not None)
+            candidates.append((specificity, index))
+        if not candidates:
+            return None
+        best = max(specificity for specificity, _ in candidates)
+        chosen = [index for specificity, index in candidates if specificity == best]
+        self.used.update(index for _, index in candidates)
+        rows = [self.table.rows[i] for i in chosen]
+        numbers = [self.table.row_number(i) for i in chosen]
+        labels = {row.label for row in rows}
+        if len(labels) > 1:
+            return LabelMatch(None, None, None, numbers, conflict=True)
+        splits = {row.split for row in rows if row.split}
+        sites = {row.site for row in rows if row.site}
+        conflict = len(splits) > 1 or len(sites) > 1
+        return LabelMatch(
+            None if conflict else rows[0].label,
+            splits.pop() if len(splits) == 1 else None,
+            sites.pop() if len(sites) == 1 else None,
+            numbers,
+            conflict=conflict,
+        )
+
+    def unmatched_rows(self) -> list[int]:
+        return [self.table.row_number(i) for i in range(len(self.table.rows)) if i not in self.used]
+
+
+def labels_summary(
+    index: LabelIndex | None, table: LabelTable, rows: list[dict], conflicting_rows: list[int]
+) -> LabelsSummary:
+    unmatched = index.unmatched_rows() if index is not None else []
+    return LabelsSummary(
+        n_rows=len(table.rows),
+        n_rows_matched=len(table.rows) - len(unmatched),
+        unmatched_rows=unmatched,
+        duplicate_rows=table.duplicate_rows,
+        conflicting_rows=conflicting_rows,
+        unlabelled_scans=sorted(row["scan_id"] for row in rows if row.get("label") is None),
+        ignored_columns=table.ignored_columns,
+    )

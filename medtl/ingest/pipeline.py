@@ -1,0 +1,370 @@
+"""`medtl ingest`: sources + labels -> manifest, fingerprint, report, cache. Every input file is accounted for.
+
+Steps: discover and read headers (parallel) -> group DICOM into scans -> decode, check and cache each scan
+(parallel, series by series) -> join labels -> choose or validate the preprocessing spec and fill the
+preprocessed cache -> write the contract files. Identifiers become pseudonyms here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from medtl.contracts import ManifestRow, PreprocessingSpec, write_json, write_table
+from medtl.contracts.ingest import FileRecord, Fingerprint, IngestReport
+from medtl.errors import IngestError
+from medtl.identity import Pseudonymizer
+from medtl.ingest.discover import InputFile, classify_file, walk_sources
+from medtl.ingest.fingerprint import build_fingerprint
+from medtl.ingest.labels import LabelIndex, ScanKeys, labels_summary, read_labels
+from medtl.ingest.preprocess import default_spec, spec_hash
+from medtl.ingest.privacy import PrivateRecords
+from medtl.ingest.report import build_report, qc_summary_markdown
+from medtl.ingest.worker import WorkItem, WorkResult, preprocess_records, run_item, worker_count
+from medtl.io.dicom.grouping import ScanPlan, group_headers
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+MANIFEST = "manifest.parquet"
+FINGERPRINT = "fingerprint.json"
+REPORT = "ingest_report.json"
+QC_SUMMARY = "qc_summary.md"
+PREPROCESSING = "preprocessing.json"
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+_HEADER_CHUNK = 64
+
+
+@dataclass
+class IngestResult:
+    out: Path
+    report: IngestReport
+    fingerprint: Fingerprint
+    spec: PreprocessingSpec | None
+
+    def describe(self) -> str:
+        counts = self.report.counts
+        return (
+            f"ingested {counts['ingested']} files, skipped {counts['skipped']}, quarantined {counts['quarantined']}; "
+            f"{self.fingerprint.n_scans} scans from {self.fingerprint.n_patients} patients "
+            f"(labels: {self.fingerprint.labels or 'none'})\n"
+            f"wrote {self.out / MANIFEST}, {self.out / REPORT}, {self.out / QC_SUMMARY}"
+        )
+
+
+@dataclass
+class _Identity:
+    patient: str
+    study: str | None
+    accession: str | None
+    series: str
+    scan_prefix: str
+
+
+def ingest_sources(
+    sources: Sequence[Path],
+    *,
+    out: Path,
+    pseudonymizer: Pseudonymizer,
+    labels: Path | None = None,
+    spec: PreprocessingSpec | None = None,
+    workers: int = 0,
+    progress: bool = False,
+) -> IngestResult:
+    if not sources:
+        raise IngestError("no input given", fix="pass one or more folders or files with DICOM / NIfTI scans")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    label_table = read_labels(labels) if labels is not None else None
+    private = PrivateRecords(out, pseudonymizer)
+    n_workers = worker_count(workers)
+    with _executor(n_workers) as executor, _Progress(progress) as bar:
+        paths = list(walk_sources(sources))
+        files = list(
+            bar.track(
+                _map(executor, _classify_chunk, _chunks(paths, _HEADER_CHUNK)), "reading headers", len(paths), flat=True
+            )
+        )
+        grouping = group_headers([f.header for f in files if f.header is not None])
+        items, identities = _work_items(files, grouping.plans, out)
+        for identity in identities.values():
+            private.add_identifiers(identity.patient, identity.accession)
+        results = list(bar.track(_bounded(executor, run_item, items, 2 * n_workers), "decoding scans", len(items)))
+        records: dict[Path, FileRecord] = {}
+        for file in files:
+            private.register(file)
+            if file.status is not None:
+                records[file.path] = private.record(file, file.status, file.reason_code, file.reason)
+        by_path = {f.path: f for f in files}
+        for fate in grouping.fates:
+            file = by_path[fate.header.path]
+            records[file.path] = private.record(file, fate.status, fate.reason_code, fate.reason)
+        label_index = LabelIndex(label_table) if label_table is not None else None
+        rows, samples, conflicts = _collect(results, items, identities, by_path, records, private, label_index)
+        _ensure_all_accounted(files, records)
+        chosen_spec = spec or _default_spec(rows, samples)
+        key = spec_hash(chosen_spec) if chosen_spec else None
+        if chosen_spec is not None:
+            list(bar.track(_preprocess(executor, out, rows, chosen_spec, n_workers), "preprocessing", len(rows)))
+    frame = pd.DataFrame(rows, columns=list(ManifestRow.model_fields))
+    write_table(ManifestRow, frame, out / MANIFEST)
+    fingerprint = build_fingerprint(rows, samples, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key)
+    write_json(fingerprint, out / FINGERPRINT)
+    if chosen_spec is not None:
+        write_json(chosen_spec, out / PREPROCESSING)
+    summary = labels_summary(label_index, label_table, rows, conflicts) if label_table is not None else None
+    report = build_report(
+        list(records.values()), n_sources=len(sources), n_scans=len(rows), key_id=pseudonymizer.key_id, labels=summary
+    )
+    write_json(report, out / REPORT)
+    spec_text = chosen_spec.model_dump_json(indent=2) if chosen_spec else "{}"
+    (out / QC_SUMMARY).write_text(qc_summary_markdown(report, rows, fingerprint, spec_text), encoding="utf-8")
+    private.write(sources, label_table)
+    return IngestResult(out, report, fingerprint, chosen_spec)
+
+
+# -- discovery ---------------------------------------------------------------------------------------------------
+
+
+def _classify_chunk(chunk: list[tuple[int, Path, str]]) -> list[InputFile]:
+    return [classify_file(index, path, relative) for index, path, relative in chunk]
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# -- work items and identity ---------------------------------------------------------------------------------------
+
+
+def _work_items(
+    files: list[InputFile], plans: list[ScanPlan], out: Path
+) -> tuple[list[WorkItem], dict[int, _Identity]]:
+    items: list[WorkItem] = []
+    identities: dict[int, _Identity] = {}
+    for plan in plans:
+        first = plan.headers[0]
+        item = WorkItem(len(items), out, plan=plan)
+        series = first.series_uid or f"instance:{first.sop_instance_uid}"
+        identities[item.item_id] = _Identity(
+            patient=first.patient_id,
+            study=first.study_uid,
+            accession=first.accession_number or None,
+            series=series,
+            scan_prefix=f"{series}|{plan.handling}|{plan.volume_index}",
+        )
+        items.append(item)
+    for file in files:
+        if file.kind == "nifti" and file.status is None:
+            item = WorkItem(len(items), out, nifti_path=file.path)
+            identities[item.item_id] = _nifti_identity(file)
+            items.append(item)
+    return items, identities
+
+
+def _nifti_identity(file: InputFile) -> _Identity:
+    """Patient = first folder under the source root (or the file stem), study = second folder, series = the file.
+
+    A file stem that is a DICOM UID is used as the SeriesInstanceUID, so NIfTI exported from DICOM (one file per
+    series, named by its UID) gets the same pseudonyms as the DICOM it came from. A dcm2niix-style sidecar with
+    PatientID / StudyInstanceUID / SeriesInstanceUID overrides all of this.
+    """
+    from medtl.io.nifti import sidecar_for
+
+    parts = file.relative.split("/")
+    name = parts[-1]
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
+    sidecar = sidecar_for(file.path)
+    patient = str(sidecar.get("PatientID") or (parts[0] if len(parts) > 1 else stem))
+    study = sidecar.get("StudyInstanceUID") or (parts[1] if len(parts) > 2 else None)
+    series = sidecar.get("SeriesInstanceUID") or (stem if _UID.match(stem) else f"nifti:{file.relative}")
+    return _Identity(patient, study, None, str(series), f"{series}|nifti")
+
+
+# -- collecting results ----------------------------------------------------------------------------------------------
+
+
+def _collect(
+    results: list[WorkResult],
+    items: list[WorkItem],
+    identities: dict[int, _Identity],
+    by_path: dict[Path, InputFile],
+    records: dict[Path, FileRecord],
+    private: PrivateRecords,
+    label_index: LabelIndex | None,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[int]]:
+    rows: list[dict[str, Any]] = []
+    samples: dict[str, np.ndarray] = {}
+    conflicts: list[int] = []
+    pseudo = private.pseudonymizer
+    for result in sorted(results, key=lambda r: r.item_id):
+        identity = identities[result.item_id]
+        series_id = pseudo.series(identity.series)
+        scan_ids = []
+        for scan, sample in zip(result.scans, result.samples, strict=True):
+            scan_id = pseudo.pseudonym("scan", f"{identity.scan_prefix}|{scan['volume_index']}")
+            scan_ids.append(scan_id)
+            keys = ScanKeys(identity.patient, identity.study, identity.accession, identity.series)
+            match = label_index.match(keys) if label_index is not None else None
+            if match is not None and match.conflict:
+                conflicts.extend(match.rows)
+            row = {
+                **scan,
+                "scan_id": scan_id,
+                "patient_id": pseudo.patient(identity.patient),
+                "study_id": pseudo.study(identity.study) if identity.study else None,
+                "series_id": series_id,
+                "source_format": "nifti" if items[result.item_id].nifti_path else "dicom",
+                "site": match.site if match else None,
+                "label": match.label if match else None,
+                "split": match.split if match else None,
+            }
+            rows.append(row)
+            samples[scan_id] = sample
+        for file_result in result.files:
+            file = by_path[file_result.path]
+            if file_result.error is not None or not scan_ids:
+                reason = file_result.error or result.error or "no scan could be formed from this file"
+                code = "decode_failed" if file_result.error and not result.error else "scan_rejected"
+                records[file.path] = private.record(file, "quarantined", code, reason, sha256=file_result.sha256)
+            else:
+                records[file.path] = private.record(
+                    file, "ingested", None, None, sha256=file_result.sha256, series_id=series_id, scan_ids=scan_ids
+                )
+    return rows, samples, sorted(set(conflicts))
+
+
+def _ensure_all_accounted(files: list[InputFile], records: dict[Path, FileRecord]) -> None:
+    missing = [f for f in files if f.path not in records]
+    if missing:
+        raise IngestError(
+            f"{len(missing)} input file(s) have no recorded fate; this is a bug in medtl",
+            fix="please report it with the ingest log; no output was written for this run",
+        )
+
+
+def _default_spec(rows: list[dict[str, Any]], samples: dict[str, np.ndarray]) -> PreprocessingSpec | None:
+    from medtl.ingest.fingerprint import group_stats
+
+    groups = group_stats(rows, samples)
+    if not groups:
+        return None
+    dominant = max(groups, key=lambda g: g.n_scans)
+    return default_spec(
+        image_kind=dominant.image_kind,
+        modality=dominant.modality,
+        median_spacing=[axis.median for axis in dominant.spacing],
+        median_shape=[round(axis.median) for axis in dominant.shape],
+    )
+
+
+def _preprocess(
+    executor: Executor | None, out: Path, rows: list[dict[str, Any]], spec: PreprocessingSpec, n_workers: int
+) -> Iterator[str | None]:
+    key = spec_hash(spec)
+    chunk = max(1, min(16, len(rows) // max(1, 4 * n_workers)))
+    batches = list(_chunks(rows, chunk))
+    for paths in _map(executor, _preprocess_batch, [(out, batch, spec, key) for batch in batches]):
+        yield from paths
+
+
+def _preprocess_batch(args: tuple[Path, list[dict[str, Any]], PreprocessingSpec, str]) -> list[str | None]:
+    out, batch, spec, key = args
+    return preprocess_records(out, batch, spec, key)
+
+
+# -- execution helpers -----------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _executor(n_workers: int) -> Iterator[Executor | None]:
+    """Worker processes (spawned: safe beside threads started by Prefect or torch); none when one worker is asked."""
+    if n_workers <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn")) as pool:
+        yield pool
+
+
+def _map(executor: Executor | None, func: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    if executor is None:
+        for item in items:
+            yield func(item)
+        return
+    yield from _bounded(executor, func, items, 2 * getattr(executor, "_max_workers", 2), ordered=True)
+
+
+def _bounded(
+    executor: Executor | None, func: Callable[[T], R], items: Iterable[T], limit: int, *, ordered: bool = False
+) -> Iterator[R]:
+    """Submit at most `limit` tasks at a time so memory stays bounded whatever the cohort size."""
+    if executor is None:
+        for item in items:
+            yield func(item)
+        return
+    iterator = iter(items)
+    pending: dict[Future[R], int] = {}
+    done_results: dict[int, R] = {}
+    next_index, next_yield = 0, 0
+    for item in iterator:
+        pending[executor.submit(func, item)] = next_index
+        next_index += 1
+        if len(pending) >= limit:
+            break
+    while pending:
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in finished:
+            index = pending.pop(future)
+            if ordered:
+                done_results[index] = future.result()
+            else:
+                yield future.result()
+            for item in iterator:
+                pending[executor.submit(func, item)] = next_index
+                next_index += 1
+                break
+        while ordered and next_yield in done_results:
+            yield done_results.pop(next_yield)
+            next_yield += 1
+
+
+class _Progress:
+    """A rich progress bar on the terminal, or nothing (library and flow use log instead)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import Progress
+
+            self._progress = Progress(transient=False)
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def track(self, iterable: Iterable[Any], label: str, total: int, *, flat: bool = False) -> Iterator[Any]:
+        log.info("%s: %d", label, total)
+        task = self._progress.add_task(label, total=total) if self._progress is not None else None
+        for value in iterable:
+            batch = value if flat else [value]
+            for element in batch:
+                yield element
+                if task is not None:
+                    self._progress.advance(task)

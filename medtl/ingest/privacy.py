@@ -1,0 +1,110 @@
+"""The only place where real identifiers and paths are written: the dataset's `private/` folder.
+
+Outputs refer to files by a keyed id and to patients by pseudonyms. A site still needs to find the file behind a
+quarantine entry, and the artifact's PHI gate needs to know what to look for; both live in `private/`, which stays
+at the site like the source images themselves and is never copied into artifacts, reports or logs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from medtl.contracts.base import atomic_write_bytes
+from medtl.contracts.ingest import FileRecord
+from medtl.identity import Pseudonymizer
+from medtl.ingest.discover import InputFile
+from medtl.ingest.labels import LabelTable
+
+PRIVATE_DIR = "private"
+_README = """This folder holds protected health information (PHI): original file paths and the identifiers found in the
+input headers. It stays at the site, like the source images. medtl never copies it into manifests, artifacts,
+reports or logs; the artifact PHI gate reads phi_terms.json to make sure of that.
+
+source_index.csv  file_id (as used in ingest_report.json) -> source number, original relative path, status
+phi_terms.json    names, ids, birth dates, accession numbers and paths seen during ingest
+"""
+
+
+class PrivateRecords:
+    def __init__(self, out: Path, pseudonymizer: Pseudonymizer) -> None:
+        self.out = Path(out)
+        self.pseudonymizer = pseudonymizer
+        self._index: dict[str, tuple[int, str]] = {}
+        self._terms: dict[str, set[str]] = {
+            "patient_names": set(),
+            "patient_ids": set(),
+            "birth_dates": set(),
+            "accession_numbers": set(),
+            "paths": set(),
+        }
+        self._status: dict[str, str] = {}
+
+    def file_id(self, file: InputFile) -> str:
+        return self.pseudonymizer.file(f"{file.source_index}/{file.relative}")
+
+    def register(self, file: InputFile) -> None:
+        self._index[self.file_id(file)] = (file.source_index, file.relative)
+        self._terms["paths"].add(file.relative)
+        header = file.header
+        if header is None:
+            return
+        for kind, value in (
+            ("patient_names", header.patient_name),
+            ("patient_ids", header.patient_id),
+            ("birth_dates", header.birth_date),
+            ("accession_numbers", header.accession_number),
+        ):
+            if value:
+                self._terms[kind].add(value)
+
+    def add_identifiers(self, patient_id: str, accession_number: str | None) -> None:
+        """Identifiers that did not come from a DICOM header (NIfTI folder names, sidecars)."""
+        self._terms["patient_ids"].add(patient_id)
+        if accession_number:
+            self._terms["accession_numbers"].add(accession_number)
+
+    def record(
+        self,
+        file: InputFile,
+        status: str,
+        reason_code: str | None,
+        reason: str | None,
+        *,
+        sha256: str | None = None,
+        series_id: str | None = None,
+        scan_ids: Sequence[str] = (),
+    ) -> FileRecord:
+        file_id = self.file_id(file)
+        self._status[file_id] = status
+        return FileRecord(
+            file_id=file_id,
+            source_index=file.source_index,
+            size_bytes=file.size,
+            sha256=sha256,
+            status=status,  # type: ignore[arg-type]
+            reason_code=reason_code,
+            reason=reason,
+            series_id=series_id,
+            scan_ids=list(scan_ids),
+        )
+
+    def write(self, sources: Sequence[Path], labels: LabelTable | None) -> None:
+        folder = self.out / PRIVATE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "README.txt").write_text(_README, encoding="utf-8")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["file_id", "source_index", "relative_path", "status"])
+        for file_id, (index, relative) in sorted(self._index.items(), key=lambda item: item[1]):
+            writer.writerow([file_id, index, relative, self._status.get(file_id, "")])
+        atomic_write_bytes(folder / "source_index.csv", buffer.getvalue().encode("utf-8"))
+        terms = {kind: set(values) for kind, values in self._terms.items()}
+        terms["paths"].update(str(Path(source).resolve()) for source in sources)
+        if labels is not None:
+            terms["patient_ids"].update(row.patient_id for row in labels.rows)
+        payload = {kind: sorted(values) for kind, values in terms.items()}
+        atomic_write_bytes(folder / "phi_terms.json", json.dumps(payload, indent=1).encode("utf-8"))

@@ -1,0 +1,191 @@
+"""Work done per series in a worker process: hash inputs, decode (or reuse the cache), check, cache, preprocess.
+
+Arrays never travel back to the parent process: they are written to the cache here and only small records return,
+so memory stays bounded by the largest series, not the cohort.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtl.contracts import PreprocessingSpec
+from medtl.errors import ConfigError, ReadError
+from medtl.hashing import sha256_array, sha256_bytes, sha256_json
+from medtl.ingest.cache import ScanCache
+from medtl.ingest.preprocess import applies_to, preprocess_array
+from medtl.ingest.qc import check_scan, intensity_stats
+from medtl.io.dicom.grouping import ScanPlan
+from medtl.io.dicom.reader import read_plan
+from medtl.io.nifti import read_nifti
+from medtl.io.scan import Scan
+
+# Bump when decoding changes what arrays come out, so old cache entries are not reused.
+DECODER_VERSION = "1"
+SAMPLE_VOXELS = 4096
+
+
+@dataclass
+class WorkItem:
+    item_id: int
+    dataset_root: Path
+    plan: ScanPlan | None = None  # DICOM
+    nifti_path: Path | None = None  # NIfTI
+
+
+@dataclass
+class FileResult:
+    path: Path
+    sha256: str | None
+    error: str | None = None
+
+
+@dataclass
+class WorkResult:
+    item_id: int
+    scans: list[dict[str, Any]] = field(default_factory=list)
+    files: list[FileResult] = field(default_factory=list)
+    samples: list[np.ndarray] = field(default_factory=list)
+    error: str | None = None  # the whole item failed (all its files quarantined with this reason)
+    from_cache: bool = False
+
+
+def run_item(item: WorkItem) -> WorkResult:
+    """Never raises for bad data: every failure is described in the result."""
+    result = WorkResult(item.item_id)
+    paths = [h.path for h in item.plan.headers] if item.plan else [item.nifti_path]
+    blobs: dict[Path, bytes] = {}
+    for path in paths:
+        try:
+            blobs[path] = path.read_bytes()
+        except OSError as error:
+            result.files.append(FileResult(path, None, f"cannot read file ({error.strerror})"))
+    hashes = {path: sha256_bytes(data) for path, data in blobs.items()}
+    cache = ScanCache(item.dataset_root)
+    source_key = sha256_json(
+        {
+            "decoder": DECODER_VERSION,
+            "files": sorted(hashes.values()),
+            "handling": item.plan.handling if item.plan else "nifti",
+            "volume": item.plan.volume_index if item.plan else 0,
+        }
+    )
+    cached = cache.lookup(source_key)
+    if cached is not None:
+        result.from_cache = True
+        result.files.extend(FileResult(path, digest) for path, digest in hashes.items())
+        for record in cached:
+            result.scans.append(record)
+            result.samples.append(_sample(cache.load_array(record["cache_path"], mmap=True)))
+        return result
+    try:
+        scans, outcomes = _decode(item, blobs)
+    except ReadError as error:
+        result.error = error.what
+        result.files.extend(FileResult(path, hashes.get(path), error.what) for path in blobs)
+        return result
+    result.files.extend(outcomes)
+    good = sorted(hashes[f.path] for f in outcomes if f.error is None)
+    source_hash = sha256_json(good)
+    for scan in scans:
+        try:
+            record = _store(scan, cache, source_hash, n_files=len(good))
+        except ReadError as error:
+            result.error = error.what
+            result.files = [FileResult(f.path, f.sha256, f.error or error.what) for f in result.files]
+            return result
+        result.scans.append(record)
+        result.samples.append(_sample(scan.array))
+    cache.remember(source_key, result.scans)
+    return result
+
+
+def _decode(item: WorkItem, blobs: dict[Path, bytes]) -> tuple[list[Scan], list[FileResult]]:
+    if item.plan is not None:
+        plan_result = read_plan(item.plan, blobs)
+        outcomes = [FileResult(o.header.path, o.sha256, o.error) for o in plan_result.files]
+        return plan_result.scans, outcomes
+    if item.nifti_path is None or item.nifti_path not in blobs:
+        raise ReadError("cannot read file")
+    scans, digest = read_nifti(item.nifti_path)
+    return scans, [FileResult(item.nifti_path, digest)]
+
+
+def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> dict[str, Any]:
+    array = np.ascontiguousarray(scan.array, dtype=np.float32)
+    stats = intensity_stats(array)
+    check_scan(scan, stats)
+    pixel_hash = sha256_array(array)
+    relpath = cache.array_relpath(pixel_hash)
+    cache.save_array(relpath, array)
+    meta = scan.meta
+    return {
+        "volume_index": scan.volume_index,
+        "volumes_in_series": scan.volumes_in_series,
+        "image_kind": scan.image_kind,
+        "shape": [int(size) for size in array.shape],
+        "spacing": [round(float(value), 6) for value in scan.spacing],
+        "affine": [round(float(value), 6) for value in scan.affine.reshape(-1)],
+        "orientation": scan.orientation,
+        "modality": meta.get("modality") or "OT",
+        "sop_class": meta.get("sop_class"),
+        "transfer_syntax": meta.get("transfer_syntax"),
+        "decoder": meta.get("decoder"),
+        "manufacturer": meta.get("manufacturer"),
+        "manufacturer_model": meta.get("manufacturer_model"),
+        "body_part": meta.get("body_part"),
+        "sex": meta.get("sex"),
+        "age_band": meta.get("age_band"),
+        "n_files": n_files,
+        "pixel_hash": pixel_hash,
+        "source_hash": source_hash,
+        "cache_path": relpath,
+        "qc_flags": list(scan.qc_flags),
+        **stats,
+    }
+
+
+def _sample(array: np.ndarray) -> np.ndarray:
+    """A fixed, deterministic subsample of voxels for dataset-level intensity statistics."""
+    flat = array.reshape(-1)
+    step = max(1, flat.size // SAMPLE_VOXELS)
+    return np.asarray(flat[::step][:SAMPLE_VOXELS], dtype=np.float32)
+
+
+def preprocess_cached(
+    cache: ScanCache, pixel_hash: str, cache_path: str, affine: list[float], spec: PreprocessingSpec, spec_key: str
+) -> str:
+    """Preprocessed tensor for one scan under one spec; computed once, then served from the cache."""
+    relpath = cache.preprocessed_relpath(pixel_hash, spec_key)
+    if not cache.has(relpath):
+        array = cache.load_array(cache_path)
+        tensor = preprocess_array(array, np.asarray(affine, dtype=float).reshape(4, 4), spec)
+        cache.save_array(relpath, tensor)
+    return relpath
+
+
+def preprocess_records(
+    dataset_root: Path, records: list[dict[str, Any]], spec: PreprocessingSpec, spec_key: str
+) -> list[str | None]:
+    """Worker entry point for a batch of scans; scans of the other dimensionality get None."""
+    cache = ScanCache(dataset_root)
+    out: list[str | None] = []
+    for record in records:
+        if not applies_to(spec, record["image_kind"]):
+            out.append(None)
+            continue
+        try:
+            out.append(
+                preprocess_cached(cache, record["pixel_hash"], record["cache_path"], record["affine"], spec, spec_key)
+            )
+        except ConfigError:
+            out.append(None)
+    return out
+
+
+def worker_count(requested: int) -> int:
+    return requested if requested > 0 else max(1, os.cpu_count() or 1)

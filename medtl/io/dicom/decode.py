@@ -1,0 +1,165 @@
+"""Second pass: decode pixels into float32 physical values, recording which decoder ran.
+
+Rescale (or a Modality LUT) is applied per slice and, for Enhanced multi-frame objects, per frame, because slope
+and intercept may differ between them. MONOCHROME1 images are inverted so that larger values are always brighter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, get_decoder
+from pydicom.uid import UID
+
+from medtl.errors import ReadError
+
+# Compressed syntaxes are decoded by the first available plugin in this order; the one that ran is recorded.
+PLUGIN_PREFERENCE = ("pylibjpeg", "pyjpegls", "pydicom", "pillow", "gdcm")
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass
+class DecodedObject:
+    frames: np.ndarray  # float32 (n_frames, rows, columns)
+    decoder: str
+    transfer_syntax: str
+    sha256: str
+    dataset: Dataset
+    flags: list[str] = field(default_factory=list)
+
+
+def read_dataset(path: Path, data: bytes | None = None) -> tuple[Dataset, str]:
+    """Parse the whole object from its bytes (read here unless the caller already has them) and hash them."""
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise ReadError(f"cannot read file ({type(error).__name__})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except Exception as error:  # a damaged file quarantines itself, not the run
+        raise ReadError(f"unreadable DICOM object ({type(error).__name__}: {_short(error)})") from None
+    return ds, digest
+
+
+def decode_object(path: Path, data: bytes | None = None) -> DecodedObject:
+    ds, digest = read_dataset(path, data)
+    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+        raise ReadError("the object has no pixel data")
+    syntax = UID(str(ds.file_meta.TransferSyntaxUID)) if "TransferSyntaxUID" in ds.file_meta else None
+    if syntax is None:
+        raise ReadError("no Transfer Syntax UID in the file meta information")
+    pixels, plugin = _decode(ds, syntax)
+    flags: list[str] = []
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if pixels.ndim == 2 or (pixels.ndim == 3 and n_frames == 1 and int(ds.get("SamplesPerPixel", 1)) > 1):
+        pixels = pixels[np.newaxis]
+    if pixels.ndim == 4:  # colour frames: keep luminance, and say so
+        pixels = pixels.astype(np.float32) @ _LUMA
+        flags.append("rgb_to_grey")
+        frames = pixels.astype(np.float32)
+        return DecodedObject(frames, plugin, syntax.name, digest, ds, flags)
+    frames = _to_physical(pixels, ds, flags)
+    return DecodedObject(frames, plugin, syntax.name, digest, ds, flags)
+
+
+def _decode(ds: Dataset, syntax: UID) -> tuple[np.ndarray, str]:
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise ReadError(f"no decoder for transfer syntax {syntax.name}") from None
+    if not syntax.is_compressed:
+        candidates = [""]
+    else:
+        candidates = [name for name in PLUGIN_PREFERENCE if name in decoder.available_plugins]
+        if not candidates:
+            raise ReadError(
+                f"no installed plugin decodes {syntax.name}",
+                fix="install the pylibjpeg plugins: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
+                "pylibjpeg-rle",
+            )
+    failures = []
+    for plugin in candidates:
+        try:
+            array, _ = decoder.as_array(ds, decoding_plugin=plugin, as_rgb=True)
+            return array, plugin or "pydicom-native"
+        except Exception as error:  # try the next plugin; all failures are reported together
+            failures.append(f"{plugin or 'native'}: {type(error).__name__}: {_short(error)}")
+    raise ReadError(f"pixel data could not be decoded ({syntax.name}; {'; '.join(failures)})")
+
+
+def _short(error: Exception, limit: int = 120) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return text[:limit]
+
+
+def _to_physical(pixels: np.ndarray, ds: Dataset, flags: list[str]) -> np.ndarray:
+    """Stored values -> physical values, frame by frame; MONOCHROME1 inverted."""
+    frames = np.empty(pixels.shape, dtype=np.float32)
+    groups = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    low, high = _stored_range(ds)
+    monochrome1 = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    for index in range(pixels.shape[0]):
+        transform = _frame_transform(groups, shared, index)
+        if transform is not None:
+            slope, intercept = transform
+            frames[index] = pixels[index].astype(np.float32) * np.float32(slope) + np.float32(intercept)
+            out_low, out_high = low * slope + intercept, high * slope + intercept
+        elif "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds:
+            frames[index] = np.asarray(apply_modality_lut(pixels[index], ds), dtype=np.float32)
+            out_low, out_high = _lut_range(ds, low, high)
+        else:
+            frames[index] = pixels[index].astype(np.float32)
+            out_low, out_high = low, high
+            if ds.get("Modality") in ("CT", "PT"):
+                _add(flags, "no_rescale_tags")
+        if monochrome1:
+            frames[index] = np.float32(out_low + out_high) - frames[index]
+    if monochrome1:
+        flags.append("monochrome1_inverted")
+    return frames
+
+
+def _add(flags: list[str], flag: str) -> None:
+    if flag not in flags:
+        flags.append(flag)
+
+
+def _frame_transform(groups, shared, index: int) -> tuple[float, float] | None:
+    """Slope/intercept from the Enhanced functional groups (per-frame first, then shared), if any."""
+    for source in ((groups[index] if groups is not None and index < len(groups) else None), _first(shared)):
+        if source is None:
+            continue
+        transform = _first(source.get("PixelValueTransformationSequence"))
+        if transform is not None and "RescaleSlope" in transform:
+            return float(transform.RescaleSlope), float(transform.get("RescaleIntercept", 0.0))
+    return None
+
+
+def _first(sequence):
+    return sequence[0] if sequence else None
+
+
+def _stored_range(ds: Dataset) -> tuple[float, float]:
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        return float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    return 0.0, float(2**bits - 1)
+
+
+def _lut_range(ds: Dataset, low: float, high: float) -> tuple[float, float]:
+    if "ModalityLUTSequence" in ds:
+        table = np.asarray(apply_modality_lut(np.array([low, high]).astype(np.int64), ds), dtype=float)
+        return float(table.min()), float(table.max())
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    return low * slope + intercept, high * slope + intercept

@@ -1,0 +1,91 @@
+"""Which DICOM objects are images medtl can learn from, and why everything else is skipped.
+
+An allow-list, not a deny-list: a new or unusual SOP class is skipped with a reason until someone decides how to
+read it, instead of being stacked into a volume by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydicom.uid import UID
+
+_STORAGE = "1.2.840.10008.5.1.4.1.1."
+
+# Single-frame classes whose slices stack into a volume by position.
+_STACKED_VOLUME = {"2": "CT", "4": "MR", "128": "PT"}
+# Multi-frame classes carrying a whole volume with per-frame functional groups.
+_ENHANCED_VOLUME = {"2.1": "CT", "2.2": "CT", "4.1": "MR", "4.4": "MR", "128.1": "PT", "130": "PT"}
+# Projection and other planar images: 2D, never one-slice volumes.
+_PLANAR = {
+    "1": "CR",
+    "1.1": "DX",
+    "1.1.1": "DX",
+    "1.2": "MG",
+    "1.2.1": "MG",
+    "1.3": "IO",
+    "1.3.1": "IO",
+    "6": "US",
+    "6.1": "US",
+    "7": "OT",
+    "12.1": "XA",
+    "12.2": "RF",
+    "13.1.4": "MG",
+    "13.1.5": "MG",
+}
+# Multi-frame planar classes: cine loops, not one image.
+_CINE = {"3", "3.1", "7.1", "7.2", "7.3", "7.4", "12.1.1", "12.2.1", "12.3"}
+
+_SKIP_PREFIXES: tuple[tuple[str, str, str], ...] = (
+    ("88.59", "key_object_selection", "a Key Object Selection document, not an image"),
+    ("88.", "structured_report", "a Structured Report, not an image"),
+    ("11.", "presentation_state", "a Presentation State, not an image"),
+    ("66.4", "segmentation", "a Segmentation object: masks are not training images"),
+    ("481.3", "rt_structure_set", "an RT Structure Set, not an image"),
+    ("481.", "radiotherapy_object", "a radiotherapy object, not a diagnostic image"),
+    ("104.", "encapsulated_document", "an encapsulated document (PDF, CDA, STL ...), not an image"),
+    ("9.", "waveform", "a waveform, not an image"),
+    ("66", "raw_data", "raw or registration data, not an image"),
+)
+
+Handling = Literal["stack", "enhanced", "planar", "skip"]
+
+
+@dataclass(frozen=True)
+class SopDecision:
+    handling: Handling
+    modality_hint: str | None
+    reason_code: str | None = None
+    reason: str | None = None
+
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+def classify_sop(sop_class_uid: str | None, *, number_of_frames: int = 1) -> SopDecision:
+    """Decide how (and whether) to read an object of this SOP class."""
+    if not sop_class_uid:
+        return SopDecision("skip", None, "missing_sop_class", "no SOP Class UID: cannot tell what the object is")
+    if sop_class_uid == MEDIA_STORAGE_DIRECTORY:
+        return SopDecision("skip", None, "dicomdir", "a DICOMDIR index file, not an image")
+    name = UID(sop_class_uid).name
+    if not sop_class_uid.startswith(_STORAGE):
+        return SopDecision("skip", None, "unsupported_sop_class", f"not an image storage class ({name})")
+    suffix = sop_class_uid[len(_STORAGE) :]
+    if suffix in _STACKED_VOLUME:
+        return SopDecision("stack", _STACKED_VOLUME[suffix])
+    if suffix in _ENHANCED_VOLUME:
+        return SopDecision("enhanced", _ENHANCED_VOLUME[suffix])
+    if suffix in _PLANAR:
+        if number_of_frames > 1:
+            return SopDecision(
+                "skip", _PLANAR[suffix], "cine_unsupported", f"a multi-frame {name}: cine loops are not supported"
+            )
+        return SopDecision("planar", _PLANAR[suffix])
+    if suffix in _CINE:
+        return SopDecision("skip", None, "cine_unsupported", f"{name}: cine loops are not supported")
+    for prefix, code, text in _SKIP_PREFIXES:
+        if suffix == prefix.rstrip(".") or suffix.startswith(prefix):
+            return SopDecision("skip", None, code, f"{text} ({name})")
+    return SopDecision("skip", None, "unsupported_sop_class", f"{name} is not on medtl's image allow-list")

@@ -1,0 +1,116 @@
+"""Slice geometry: order slices by position, derive spacing, detect gaps and tilt, build affines.
+
+Why positions and not InstanceNumber or file names: both are set by scanners and PACS exports in any order; only
+ImagePositionPatient projected on the slice normal says where a slice is. Spacing comes from those projections,
+not from SliceThickness (which is the slab thickness, not the step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import nibabel.orientations as nio
+import numpy as np
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+POSITION_TOLERANCE_MM = 0.01
+GAP_FACTOR = 1.5
+NONUNIFORM_TOLERANCE = 0.01  # relative deviation of one step from the median step
+TILT_TOLERANCE_DEG = 0.5
+
+
+def slice_normal(orientation: Sequence[float]) -> np.ndarray:
+    """Unit normal of an image plane from ImageOrientationPatient (row direction, column direction)."""
+    row_dir = np.asarray(orientation[:3], dtype=float)
+    col_dir = np.asarray(orientation[3:6], dtype=float)
+    normal = np.cross(row_dir, col_dir)
+    norm = np.linalg.norm(normal)
+    if norm < 1e-6:
+        raise ValueError("ImageOrientationPatient rows and columns are parallel")
+    return normal / norm
+
+
+def projected_positions(positions: Sequence[Sequence[float]], orientation: Sequence[float]) -> np.ndarray:
+    return np.asarray(positions, dtype=float) @ slice_normal(orientation)
+
+
+@dataclass
+class StackGeometry:
+    """What the positions of a sorted stack say about it."""
+
+    order: list[int]  # indices of the input slices, sorted along the normal
+    step: np.ndarray  # mean displacement between consecutive slices (mm, LPS)
+    spacing: float  # median distance between slices along the normal
+    flags: list[str] = field(default_factory=list)
+    tilt_degrees: float = 0.0
+
+
+def analyse_stack(positions: Sequence[Sequence[float]], orientation: Sequence[float]) -> StackGeometry:
+    """Sort by projected position and check the spacing; duplicates must have been split off before."""
+    points = np.asarray(positions, dtype=float)
+    along = projected_positions(points, orientation)
+    order = [int(i) for i in np.argsort(along, kind="stable")]
+    if len(order) == 1:
+        return StackGeometry(order, np.zeros(3), 0.0, ["single_slice"])
+    sorted_along = along[order]
+    steps = np.diff(sorted_along)
+    flags: list[str] = []
+    if np.any(steps < POSITION_TOLERANCE_MM):
+        flags.append("duplicate_positions")
+    median = float(np.median(steps))
+    if median > POSITION_TOLERANCE_MM:
+        if np.any(steps > GAP_FACTOR * median):
+            flags.append("slice_gap")
+        elif np.any(np.abs(steps - median) > NONUNIFORM_TOLERANCE * median + POSITION_TOLERANCE_MM):
+            flags.append("nonuniform_spacing")
+    sorted_points = points[order]
+    step = (sorted_points[-1] - sorted_points[0]) / (len(order) - 1)
+    tilt = _angle_degrees(step, slice_normal(orientation))
+    if tilt > TILT_TOLERANCE_DEG:
+        flags.append("gantry_tilt")
+    return StackGeometry(order, step, median, flags, tilt)
+
+
+def _angle_degrees(vector: np.ndarray, normal: np.ndarray) -> float:
+    length = np.linalg.norm(vector)
+    if length < 1e-9:
+        return 0.0
+    cosine = abs(float(vector @ normal)) / length
+    return float(np.degrees(np.arccos(min(1.0, cosine))))
+
+
+def lps_affine(
+    orientation: Sequence[float],
+    pixel_spacing: Sequence[float],
+    first_position: Sequence[float],
+    step: Sequence[float] | None,
+) -> np.ndarray:
+    """Voxel (i = column, j = row, k = slice) to LPS mm.
+
+    PixelSpacing is (between rows, between columns): moving one column (i) goes along the row direction by the
+    column spacing. The slice axis uses the measured step between positions, so a tilted stack keeps its true
+    (sheared) geometry instead of being silently straightened.
+    """
+    row_dir = np.asarray(orientation[:3], dtype=float)
+    col_dir = np.asarray(orientation[3:6], dtype=float)
+    affine = np.eye(4)
+    affine[:3, 0] = row_dir * float(pixel_spacing[1])
+    affine[:3, 1] = col_dir * float(pixel_spacing[0])
+    if step is None or np.linalg.norm(step) < 1e-9:
+        affine[:3, 2] = slice_normal(orientation)
+    else:
+        affine[:3, 2] = np.asarray(step, dtype=float)
+    affine[:3, 3] = np.asarray(first_position, dtype=float)
+    return affine
+
+
+def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Reorder/flip axes so the array is closest to RAS+, updating the affine; returns axis codes."""
+    transform = nio.io_orientation(affine)  # how each array axis maps onto R, A, S
+    if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
+        return array, affine, "RAS"
+    reoriented = nio.apply_orientation(array, transform)
+    new_affine = affine @ nio.inv_ornt_aff(transform, array.shape)
+    codes = "".join(nio.aff2axcodes(new_affine))
+    return np.ascontiguousarray(reoriented), new_affine, codes
