@@ -86,29 +86,32 @@ def group_headers(headers: Iterable[DicomHeader]) -> GroupingResult:
 
 
 def _drop_duplicate_instances(headers: Iterable[DicomHeader], fates: list[FileFate]) -> list[DicomHeader]:
-    """Keep one file per SOPInstanceUID (the first by path); a copy with other content is quarantined."""
-    kept: dict[str, DicomHeader] = {}
+    """Keep one file per SOPInstanceUID (the first by path) when the copies agree; quarantine all when they don't.
+
+    Copies of different size cannot be the same object, and nothing here can tell which one is right.
+    """
+    by_uid: dict[str, list[DicomHeader]] = defaultdict(list)
     unique: list[DicomHeader] = []
     for header in sorted(headers, key=lambda h: str(h.path)):
-        uid = header.sop_instance_uid
-        if uid is None:
+        if header.sop_instance_uid is None:
             unique.append(header)
-            continue
-        first = kept.get(uid)
-        if first is None:
-            kept[uid] = header
-            unique.append(header)
-        elif first.size == header.size:
-            fates.append(FileFate(header, "skipped", "duplicate_instance", "a second copy of an instance already read"))
         else:
-            fates.append(
+            by_uid[header.sop_instance_uid].append(header)
+    for copies in by_uid.values():
+        if len({h.size for h in copies}) > 1:
+            fates.extend(
                 FileFate(
-                    header,
+                    h,
                     "quarantined",
                     "conflicting_duplicate_instance",
-                    "same SOP Instance UID as another file but different content; check which copy is right",
+                    f"{len(copies)} files share one SOP Instance UID but differ; keep the right copy and re-run",
                 )
+                for h in copies
             )
+            continue
+        unique.append(copies[0])
+        reason = "a second copy of an instance already read"
+        fates.extend(FileFate(h, "skipped", "duplicate_instance", reason) for h in copies[1:])
     return unique
 
 

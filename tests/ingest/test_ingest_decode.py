@@ -1,0 +1,94 @@
+"""Pixel decoding on real files from pydicom-data: compressed = uncompressed, rescale, MONOCHROME1, truncation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from medtl.errors import ReadError
+from medtl.io.dicom.decode import decode_object
+
+
+def _path(name: str):
+    return get_testdata_file(name)
+
+
+def _decode(name: str):
+    from pathlib import Path
+
+    return decode_object(Path(_path(name)))
+
+
+@pytest.mark.parametrize(
+    ("reference", "variant", "decoder"),
+    [
+        ("MR_small.dcm", "MR_small_RLE.dcm", "pylibjpeg"),
+        ("MR_small.dcm", "MR_small_jp2klossless.dcm", "pylibjpeg"),
+        ("MR_small.dcm", "MR_small_jpeg_ls_lossless.dcm", "pylibjpeg"),
+        ("MR_small.dcm", "MR_small_bigendian.dcm", "pydicom-native"),
+        ("MR_small.dcm", "MR_small_implicit.dcm", "pydicom-native"),
+        ("emri_small.dcm", "emri_small_RLE.dcm", "pylibjpeg"),
+        ("emri_small.dcm", "emri_small_jpeg_2k_lossless.dcm", "pylibjpeg"),
+        ("emri_small.dcm", "emri_small_jpeg_ls_lossless.dcm", "pylibjpeg"),
+    ],
+)
+def test_lossless_syntaxes_decode_to_the_uncompressed_values(reference, variant, decoder):
+    expected = _decode(reference)
+    decoded = _decode(variant)
+    assert decoded.decoder == decoder
+    assert expected.decoder == "pydicom-native"
+    assert decoded.frames.dtype == np.float32
+    assert decoded.frames.shape == expected.frames.shape
+    np.testing.assert_array_equal(decoded.frames, expected.frames)
+
+
+def test_rescale_slope_and_intercept_give_physical_values():
+    ds = pydicom.dcmread(_path("CT_small.dcm"))
+    expected = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    decoded = _decode("CT_small.dcm")
+    assert float(ds.RescaleIntercept) != 0.0
+    np.testing.assert_allclose(decoded.frames[0], expected, atol=1e-3)
+
+
+def test_monochrome1_is_inverted_over_the_stored_range():
+    ds = pydicom.dcmread(_path("RG1_UNCR.dcm"))
+    assert ds.PhotometricInterpretation == "MONOCHROME1"
+    bits = int(ds.BitsStored)
+    slope, intercept = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
+    rescaled = ds.pixel_array.astype(np.float64) * slope + intercept
+    expected = (0 + (2**bits - 1)) * slope + 2 * intercept - rescaled
+    decoded = _decode("RG1_UNCR.dcm")
+    assert "monochrome1_inverted" in decoded.flags
+    np.testing.assert_allclose(decoded.frames[0], expected, atol=1e-2)
+    # the brightest stored value (bone in MONOCHROME1 is dark) becomes the darkest after inversion
+    assert decoded.frames[0].argmin() == ds.pixel_array.argmax()
+
+
+def test_enhanced_ct_applies_each_frames_own_rescale():
+    ds = pydicom.dcmread(_path("eCT_Supplemental.dcm"))
+    decoded = _decode("eCT_Supplemental.dcm")
+    stored = ds.pixel_array
+    assert decoded.frames.shape[0] == int(ds.NumberOfFrames) == stored.shape[0]
+    for index, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        transform = group.get("PixelValueTransformationSequence") or ds.SharedFunctionalGroupsSequence[0].get(
+            "PixelValueTransformationSequence"
+        )
+        slope, intercept = float(transform[0].RescaleSlope), float(transform[0].RescaleIntercept)
+        np.testing.assert_allclose(decoded.frames[index], stored[index] * slope + intercept, atol=1e-3)
+
+
+def test_a_truncated_file_is_refused_with_a_reason():
+    with pytest.raises(ReadError) as caught:
+        _decode("MR_truncated.dcm")
+    assert "decod" in caught.value.what or "unreadable" in caught.value.what
+
+
+def test_colour_is_reduced_to_luminance_and_flagged():
+    ds = pydicom.dcmread(_path("SC_rgb.dcm"))
+    decoded = _decode("SC_rgb.dcm")
+    rgb = ds.pixel_array.astype(np.float32)
+    expected = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    assert "rgb_to_grey" in decoded.flags
+    np.testing.assert_allclose(decoded.frames[0], expected, atol=1e-3)
