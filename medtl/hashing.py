@@ -42,5 +42,5 @@ def sha256_array(array: np.ndarray) -> str:
     contiguous = np.ascontiguousarray(array)
     digest = hashlib.sha256()
     digest.update(f"{contiguous.dtype.str}|{contiguous.shape}|".encode())
-    digest.update(contiguous.tobytes())
+    digest.update(memoryview(contiguous).cast("B"))  # no copy of a possibly large volume
     return digest.hexdigest()

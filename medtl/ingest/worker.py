@@ -15,7 +15,7 @@ import numpy as np
 
 from medtl.contracts import PreprocessingSpec
 from medtl.errors import ConfigError, ReadError
-from medtl.hashing import sha256_array, sha256_bytes, sha256_json
+from medtl.hashing import sha256_array, sha256_file, sha256_json
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.preprocess import applies_to, preprocess_array
 from medtl.ingest.qc import check_scan, intensity_stats
@@ -58,13 +58,12 @@ def run_item(item: WorkItem) -> WorkResult:
     """Never raises for bad data: every failure is described in the result."""
     result = WorkResult(item.item_id)
     paths = [h.path for h in item.plan.headers] if item.plan else [item.nifti_path]
-    blobs: dict[Path, bytes] = {}
+    hashes: dict[Path, str] = {}
     for path in paths:
         try:
-            blobs[path] = path.read_bytes()
+            hashes[path] = sha256_file(path)  # streamed: a series is never held in memory as bytes
         except OSError as error:
             result.files.append(FileResult(path, None, f"cannot read file ({error.strerror})"))
-    hashes = {path: sha256_bytes(data) for path, data in blobs.items()}
     cache = ScanCache(item.dataset_root)
     source_key = sha256_json(
         {
@@ -83,10 +82,10 @@ def run_item(item: WorkItem) -> WorkResult:
             result.samples.append(_sample(cache.load_array(record["cache_path"], mmap=True)))
         return result
     try:
-        scans, outcomes = _decode(item, blobs)
+        scans, outcomes = _decode(item, hashes)
     except ReadError as error:
         result.error = error.what
-        result.files.extend(FileResult(path, hashes.get(path), error.what) for path in blobs)
+        result.files.extend(FileResult(path, digest, error.what) for path, digest in hashes.items())
         return result
     result.files.extend(outcomes)
     good = sorted(hashes[f.path] for f in outcomes if f.error is None)
@@ -104,14 +103,16 @@ def run_item(item: WorkItem) -> WorkResult:
     return result
 
 
-def _decode(item: WorkItem, blobs: dict[Path, bytes]) -> tuple[list[Scan], list[FileResult]]:
+def _decode(item: WorkItem, hashes: dict[Path, str]) -> tuple[list[Scan], list[FileResult]]:
     if item.plan is not None:
-        plan_result = read_plan(item.plan, blobs)
+        plan_result = read_plan(item.plan, hashes)
         outcomes = [FileResult(o.header.path, o.sha256, o.error) for o in plan_result.files]
         return plan_result.scans, outcomes
-    if item.nifti_path is None or item.nifti_path not in blobs:
+    if item.nifti_path is None or item.nifti_path not in hashes:
         raise ReadError("cannot read file")
     scans, digest = read_nifti(item.nifti_path)
+    if digest != hashes[item.nifti_path]:
+        raise ReadError("the file changed while ingest was reading it")
     return scans, [FileResult(item.nifti_path, digest)]
 
 

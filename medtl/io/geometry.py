@@ -105,12 +105,32 @@ def lps_affine(
     return affine
 
 
+def canonical_buffer(affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, str]:
+    """An empty float32 volume in canonical (RAS+) order, and a view of it in the source's index order.
+
+    Writing the source's slices through the view fills the canonical volume directly, so a reader never holds the
+    volume twice (once as read, once reoriented).
+    """
+    transform = nio.io_orientation(affine)  # how each source axis maps onto R, A, S
+    canonical_shape = [0, 0, 0]
+    for source_axis in range(3):
+        canonical_shape[int(transform[source_axis, 0])] = int(shape[source_axis])
+    volume = np.empty(canonical_shape, dtype=np.float32)
+    identity = nio.axcodes2ornt(("R", "A", "S"))
+    view = nio.apply_orientation(volume, nio.ornt_transform(identity, transform))
+    return volume, view, "RAS"
+
+
+def affine_to_canonical(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The affine of the canonical array made from a source array of `shape` with `affine`."""
+    transform = nio.io_orientation(affine)
+    return affine @ nio.inv_ornt_aff(transform, shape)
+
+
 def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """Reorder/flip axes so the array is closest to RAS+, updating the affine; returns axis codes."""
     transform = nio.io_orientation(affine)  # how each array axis maps onto R, A, S
     if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
         return array, affine, "RAS"
     reoriented = nio.apply_orientation(array, transform)
-    new_affine = affine @ nio.inv_ornt_aff(transform, array.shape)
-    codes = "".join(nio.aff2axcodes(new_affine))
-    return np.ascontiguousarray(reoriented), new_affine, codes
+    return np.ascontiguousarray(reoriented), affine_to_canonical(affine, array.shape), "RAS"

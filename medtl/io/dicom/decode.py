@@ -35,13 +35,12 @@ class DecodedObject:
     flags: list[str] = field(default_factory=list)
 
 
-def read_dataset(path: Path, data: bytes | None = None) -> tuple[Dataset, str]:
-    """Parse the whole object from its bytes (read here unless the caller already has them) and hash them."""
-    if data is None:
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise ReadError(f"cannot read file ({type(error).__name__})") from None
+def read_dataset(path: Path) -> tuple[Dataset, str]:
+    """Read the whole object once, hashing the bytes on the way (the hash proves what was decoded)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ReadError(f"cannot read file ({type(error).__name__})") from None
     digest = hashlib.sha256(data).hexdigest()
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -50,8 +49,8 @@ def read_dataset(path: Path, data: bytes | None = None) -> tuple[Dataset, str]:
     return ds, digest
 
 
-def decode_object(path: Path, data: bytes | None = None) -> DecodedObject:
-    ds, digest = read_dataset(path, data)
+def decode_object(path: Path) -> DecodedObject:
+    ds, digest = read_dataset(path)
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise ReadError("the object has no pixel data")
     syntax = UID(str(ds.file_meta.TransferSyntaxUID)) if "TransferSyntaxUID" in ds.file_meta else None

@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel.orientations as nio
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -14,7 +15,14 @@ from medtl.errors import ReadError
 from medtl.io.dicom.decode import DecodedObject, decode_object
 from medtl.io.dicom.grouping import ScanPlan
 from medtl.io.dicom.headers import DicomHeader
-from medtl.io.geometry import LPS_TO_RAS, analyse_stack, lps_affine, projected_positions, to_canonical
+from medtl.io.geometry import (
+    LPS_TO_RAS,
+    affine_to_canonical,
+    analyse_stack,
+    canonical_buffer,
+    lps_affine,
+    projected_positions,
+)
 from medtl.io.scan import Scan
 
 
@@ -40,77 +48,136 @@ class _Plane:
     order_key: tuple = ()
 
 
-def read_plan(plan: ScanPlan, blobs: dict[Path, bytes] | None = None) -> PlanResult:
+def read_plan(plan: ScanPlan, expected_sha256: dict[Path, str] | None = None) -> PlanResult:
     """Decode every file of the plan; files that fail are reported, the rest still form a scan when they can.
 
-    `blobs` holds file contents the caller has already read (to hash them), so each file is read once.
+    `expected_sha256` holds hashes taken before decoding (for the cache key); a file whose content differs when it
+    is decoded changed under our feet and is refused rather than cached under the wrong key.
     """
-    blobs = blobs or {}
+    expected = expected_sha256 or {}
     if plan.handling == "planar":
-        return _read_planar(plan, blobs)
+        return _read_planar(plan, expected)
     if plan.handling == "enhanced":
-        return _read_enhanced(plan, blobs)
-    return _read_stack(plan, blobs)
+        return _read_enhanced(plan, expected)
+    return _read_stack(plan, expected)
+
+
+def _decode_one(header: DicomHeader, expected: dict[Path, str]) -> tuple[DecodedObject | None, FileOutcome]:
+    try:
+        obj = decode_object(header.path)
+    except ReadError as error:
+        return None, FileOutcome(header, None, error.what)
+    if header.path in expected and expected[header.path] != obj.sha256:
+        return None, FileOutcome(header, obj.sha256, "the file changed while ingest was reading it")
+    return obj, FileOutcome(header, obj.sha256)
 
 
 def _decode_all(
-    plan: ScanPlan, blobs: dict[Path, bytes]
+    plan: ScanPlan, expected: dict[Path, str]
 ) -> tuple[list[tuple[DicomHeader, DecodedObject]], list[FileOutcome]]:
     decoded, outcomes = [], []
     for header in plan.headers:
-        try:
-            obj = decode_object(header.path, blobs.get(header.path))
-        except ReadError as error:
-            outcomes.append(FileOutcome(header, None, error.what))
-            continue
-        decoded.append((header, obj))
-        outcomes.append(FileOutcome(header, obj.sha256))
+        obj, outcome = _decode_one(header, expected)
+        outcomes.append(outcome)
+        if obj is not None:
+            decoded.append((header, obj))
     return decoded, outcomes
 
 
-def _read_stack(plan: ScanPlan, blobs: dict[Path, bytes]) -> PlanResult:
-    decoded, outcomes = _decode_all(plan, blobs)
-    if not decoded:
+def _read_stack(plan: ScanPlan, expected: dict[Path, str]) -> PlanResult:
+    """Geometry from the headers first, then each slice decoded straight into the canonical volume.
+
+    Only one slice and the finished volume are in memory at a time: no list of planes, no stacked copy, no
+    reoriented copy. Slices that fail to decode are dropped afterwards and the geometry is recomputed.
+    """
+    headers = plan.headers
+    geometry = analyse_stack([h.position for h in headers], headers[0].orientation)  # type: ignore[misc]
+    ordered = [headers[i] for i in geometry.order]
+    affine = _stack_affine(ordered, geometry.step)
+    shape = (ordered[0].columns or 0, ordered[0].rows or 0, len(ordered))
+    volume, writable, codes = canonical_buffer(affine, shape)
+    outcomes: list[FileOutcome] = []
+    kept: list[int] = []
+    objects: list[DecodedObject] = []
+    for k, header in enumerate(ordered):
+        obj, outcome = _decode_one(header, expected)
+        outcomes.append(outcome)
+        if obj is None:
+            continue
+        frame = obj.frames[0]
+        if frame.shape != (shape[1], shape[0]):
+            outcome.error = f"slice size {frame.shape} differs from the series ({shape[1]}, {shape[0]})"
+            continue
+        writable[:, :, k] = frame.T
+        kept.append(k)
+        obj.frames = frame[:0]  # keep the decoded metadata, drop the pixels
+        objects.append(obj)
+    if not kept:
         return PlanResult([], outcomes)
-    planes = []
-    for header, obj in decoded:
-        spacing = header.pixel_spacing or (1.0, 1.0)
-        planes.append(_Plane(obj.frames[0], header.position, header.orientation, spacing))  # type: ignore[arg-type]
-    scan = _assemble_volume(planes)
+    flags = list(geometry.flags)
+    if len(kept) < len(ordered):
+        volume, affine, flags = _drop_slices(volume, affine, ordered, kept)
+        flags.append("unreadable_slices")
+    scan = Scan(array=volume, affine=affine_to_canonical(affine, shape), image_kind="volume", orientation=codes)
     scan.volume_index, scan.volumes_in_series = plan.volume_index, plan.volumes_in_series
-    if any(o.error for o in outcomes):
-        scan.flag("unreadable_slices")
-    first_header = decoded[0][0]
-    _describe(scan, plan, first_header, [obj for _, obj in decoded])
-    for name in plan.flags:
+    scan.meta["tilt_degrees"] = round(geometry.tilt_degrees, 3)
+    for name in (*flags, *plan.flags):
         scan.flag(name)
-    if first_header.pixel_spacing is None:
+    used = [ordered[k] for k in kept]
+    _describe(scan, plan, used[0], objects)
+    if used[0].pixel_spacing is None:
         scan.flag("no_pixel_spacing")
-    if len({h.pixel_spacing for h, _ in decoded}) > 1:
+    if len({h.pixel_spacing for h in used}) > 1:
         scan.flag("inconsistent_pixel_spacing")
     return PlanResult([scan], outcomes)
 
 
+def _stack_affine(ordered: list[DicomHeader], step: np.ndarray) -> np.ndarray:
+    first = ordered[0]
+    spacing = first.pixel_spacing or (1.0, 1.0)
+    return LPS_TO_RAS @ lps_affine(first.orientation, spacing, first.position, step)  # type: ignore[arg-type]
+
+
+def _drop_slices(
+    volume: np.ndarray, affine: np.ndarray, ordered: list[DicomHeader], kept: list[int]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Remove the slots of slices that failed; positions of the rest decide the new geometry (gaps show)."""
+    transform = nio.io_orientation(affine)
+    axis, direction = int(transform[2, 0]), int(transform[2, 1])
+    n = len(ordered)
+    slots = [k if direction > 0 else n - 1 - k for k in kept]
+    reduced = np.ascontiguousarray(np.take(volume, sorted(slots), axis=axis))
+    remaining = [ordered[k] for k in kept]
+    geometry = analyse_stack([h.position for h in remaining], remaining[0].orientation)  # type: ignore[misc]
+    return reduced, _stack_affine(remaining, geometry.step), list(geometry.flags)
+
+
 def _assemble_volume(planes: list[_Plane]) -> Scan:
+    """Stack already-decoded planes (Enhanced multi-frame objects, whose frames arrive together)."""
     geometry = analyse_stack([p.position for p in planes], planes[0].orientation)
     ordered = [planes[i] for i in geometry.order]
     shapes = {p.pixels.shape for p in ordered}
     if len(shapes) > 1:
         raise ReadError(f"slices of one volume have different sizes {sorted(shapes)}")
-    # (k, rows, columns) -> (i = column, j = row, k = slice)
-    stacked = np.stack([p.pixels for p in ordered]).transpose(2, 1, 0)
     affine = LPS_TO_RAS @ lps_affine(ordered[0].orientation, ordered[0].spacing, ordered[0].position, geometry.step)
-    array, affine, codes = to_canonical(np.ascontiguousarray(stacked, dtype=np.float32), affine)
-    scan = Scan(array=array, affine=affine, image_kind="volume", orientation=codes)
+    rows, columns = ordered[0].pixels.shape
+    volume, writable, codes = canonical_buffer(affine, (columns, rows, len(ordered)))
+    for k, plane in enumerate(ordered):
+        writable[:, :, k] = plane.pixels.T
+    scan = Scan(
+        array=volume,
+        affine=affine_to_canonical(affine, (columns, rows, len(ordered))),
+        image_kind="volume",
+        orientation=codes,
+    )
     for name in geometry.flags:
         scan.flag(name)
-    scan.meta["slice_spacing"] = geometry.spacing
     scan.meta["tilt_degrees"] = round(geometry.tilt_degrees, 3)
     return scan
 
 
-def _read_planar(plan: ScanPlan, blobs: dict[Path, bytes]) -> PlanResult:
-    decoded, outcomes = _decode_all(plan, blobs)
+def _read_planar(plan: ScanPlan, expected: dict[Path, str]) -> PlanResult:
+    decoded, outcomes = _decode_all(plan, expected)
     if not decoded:
         return PlanResult([], outcomes)
     header, obj = decoded[0]
@@ -128,8 +195,8 @@ def _read_planar(plan: ScanPlan, blobs: dict[Path, bytes]) -> PlanResult:
     return PlanResult([scan], outcomes)
 
 
-def _read_enhanced(plan: ScanPlan, blobs: dict[Path, bytes]) -> PlanResult:
-    decoded, outcomes = _decode_all(plan, blobs)
+def _read_enhanced(plan: ScanPlan, expected: dict[Path, str]) -> PlanResult:
+    decoded, outcomes = _decode_all(plan, expected)
     if not decoded:
         return PlanResult([], outcomes)
     header, obj = decoded[0]

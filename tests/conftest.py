@@ -1,0 +1,25 @@
+"""Fixtures shared by every test area."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path | None:
+    """Real medical images beside the repository (or at MEDTL_SHARED_DATA); absent on a user's fresh clone."""
+    configured = os.environ.get("MEDTL_SHARED_DATA")
+    root = Path(configured) if configured else REPO.parent / "shared" / "data"
+    return root if root.is_dir() else None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    root = shared_data_root()
+    if root is None:
+        pytest.skip("shared data folder not present (set MEDTL_SHARED_DATA to its location)")
+    return root
