@@ -38,9 +38,16 @@ def sha256_json(obj: Any) -> str:
 
 
 def sha256_array(array: np.ndarray) -> str:
-    """Hash dtype, shape and values, so that a reshaped or re-typed array never collides with the original."""
-    contiguous = np.ascontiguousarray(array)
+    """Hash dtype, shape and values in Fortran (column-major) order, the order NIfTI and medtl's cache store voxels.
+
+    Equal arrays hash equally whatever their memory layout, and a reshaped or re-typed array never collides with
+    the original. Arrays in another layout are hashed one sub-array at a time, never copied whole.
+    """
     digest = hashlib.sha256()
-    digest.update(f"{contiguous.dtype.str}|{contiguous.shape}|".encode())
-    digest.update(memoryview(contiguous).cast("B"))  # no copy of a possibly large volume
+    digest.update(f"{array.dtype.str}|{array.shape}|F|".encode())
+    if array.flags.f_contiguous or array.ndim < 2:
+        digest.update(memoryview(np.asfortranarray(array).T).cast("B"))
+    else:
+        for index in range(array.shape[-1]):
+            digest.update(memoryview(np.asfortranarray(array[..., index]).T).cast("B"))
     return digest.hexdigest()

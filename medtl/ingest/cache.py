@@ -57,7 +57,7 @@ class ScanCache:
         handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".npy.tmp")
         try:
             with os.fdopen(handle, "wb") as out:
-                np.save(out, np.ascontiguousarray(array), allow_pickle=False)
+                np.save(out, array, allow_pickle=False)  # keeps the memory layout; no copy
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

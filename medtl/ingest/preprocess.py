@@ -1,4 +1,4 @@
-"""Apply a PreprocessingSpec with MONAI transforms, and choose a sensible default spec from the data.
+"""Apply a PreprocessingSpec, and choose a sensible default spec from the data.
 
 The same function runs at training and at scoring time with the spec stored in the artifact, so the two can never
 drift apart. Order: intensity scaling on the native grid (percentiles then describe the real scan), resampling to
@@ -8,7 +8,6 @@ the target spacing, then resize (2D) or centre pad/crop (3D, which keeps the phy
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -62,66 +61,80 @@ def applies_to(spec: PreprocessingSpec, image_kind: str) -> bool:
 
 
 def preprocess_array(array: np.ndarray, affine: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
-    """Decoded scan -> float32 (channels, *target_shape) in [0, 1]."""
-    import torch
-    from monai.data import MetaTensor
+    """Decoded scan -> float32 (channels, *target_shape) in [0, 1].
 
+    numpy + scipy.ndimage only: ingest and scoring workers must not pay for importing torch. Arrays are in
+    canonical order, so resampling to a target spacing is a zoom along each array axis.
+    """
     if array.ndim != spec.spatial_dims:
         raise ConfigError(
             f"the preprocessing spec is {spec.spatial_dims}D but the scan is {array.ndim}D",
             fix="use a spec whose spatial_dims matches the scans (2 for projection images, 3 for volumes)",
         )
-    affine_nd = _affine_for(affine, spec.spatial_dims)
-    data = MetaTensor(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None], affine=affine_nd)
-    for transform in _transforms(spec.model_dump_json()):
-        data = transform(data)
-    out = data.as_tensor().numpy().astype(np.float32, copy=False)
+    scaled = _scale_intensity(np.asarray(array, dtype=np.float32), spec)
+    if spec.target_spacing is not None:
+        spacing = [float(np.linalg.norm(affine[:3, axis])) for axis in range(array.ndim)]
+        factors = [current / target for current, target in zip(spacing, spec.target_spacing, strict=True)]
+        scaled = _zoom(scaled, factors)
+    if spec.spatial_dims == 3:
+        out = _centre_pad_crop(scaled, spec.target_shape)
+    else:
+        out = _zoom(
+            scaled, [t / s for t, s in zip(spec.target_shape, scaled.shape, strict=True)], exact=spec.target_shape
+        )
+    out = np.clip(out, 0.0, 1.0, out=out)[np.newaxis]
     if spec.channels > 1:
         out = np.repeat(out, spec.channels, axis=0)
-    return np.ascontiguousarray(out)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _affine_for(affine: np.ndarray, spatial_dims: int):
-    import torch
-
-    if spatial_dims == 3:
-        return torch.as_tensor(affine, dtype=torch.float64)
-    # MONAI's 2D resampling wants a 3x3 affine of the image plane.
-    plane = np.eye(3)
-    plane[:2, :2] = affine[:2, :2]
-    plane[:2, 2] = affine[:2, 3]
-    return torch.as_tensor(plane, dtype=torch.float64)
-
-
-@lru_cache(maxsize=8)
-def _transforms(spec_json: str) -> tuple:
-    """Build the MONAI chain once per spec per process."""
-    from monai.transforms import (
-        Resize,
-        ResizeWithPadOrCrop,
-        ScaleIntensityRange,
-        ScaleIntensityRangePercentiles,
-        Spacing,
-    )
-
-    spec = PreprocessingSpec.model_validate_json(spec_json)
-    chain: list = []
+def _scale_intensity(array: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+    """Map the spec's intensity range to [0, 1], clipping outside it (window, fixed range or percentiles)."""
     intensity = spec.intensity
     if intensity.kind == "window":
         low, high = intensity.center - intensity.width / 2, intensity.center + intensity.width / 2
-        chain.append(ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
     elif intensity.kind == "range":
-        chain.append(ScaleIntensityRange(a_min=intensity.low, a_max=intensity.high, b_min=0.0, b_max=1.0, clip=True))
+        low, high = intensity.low, intensity.high
     else:
-        chain.append(
-            ScaleIntensityRangePercentiles(
-                lower=intensity.lower, upper=intensity.upper, b_min=0.0, b_max=1.0, clip=True
-            )
-        )
-    if spec.target_spacing is not None:
-        chain.append(Spacing(pixdim=tuple(spec.target_spacing), mode="bilinear", padding_mode="border"))
-    if spec.spatial_dims == 3:
-        chain.append(ResizeWithPadOrCrop(spatial_size=tuple(spec.target_shape), mode="constant"))
-    else:
-        chain.append(Resize(spatial_size=tuple(spec.target_shape), mode="bilinear", anti_aliasing=True))
-    return tuple(chain)
+        low, high = (float(v) for v in np.percentile(array, [intensity.lower, intensity.upper]))
+    if high <= low:  # a constant image: everything maps to 0
+        return np.zeros_like(array)
+    out = (array - np.float32(low)) / np.float32(high - low)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _zoom(array: np.ndarray, factors: Sequence[float], exact: Sequence[int] | None = None) -> np.ndarray:
+    """Linear resampling by `factors`; shrinking is low-pass filtered first so that it does not alias."""
+    from scipy import ndimage
+
+    if all(abs(f - 1.0) < 1e-6 for f in factors) and (exact is None or tuple(exact) == array.shape):
+        return array
+    sigma = [max(0.0, (1.0 / f - 1.0) / 2.0) if f < 1.0 else 0.0 for f in factors]
+    if any(sigma):
+        array = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest")
+    output_shape = (
+        tuple(exact)
+        if exact is not None
+        else tuple(max(1, round(n * f)) for n, f in zip(array.shape, factors, strict=True))
+    )
+    zoomed = ndimage.zoom(
+        array, [o / n for o, n in zip(output_shape, array.shape, strict=True)], order=1, mode="nearest", grid_mode=True
+    )
+    return zoomed.astype(np.float32, copy=False)
+
+
+def _centre_pad_crop(array: np.ndarray, target: Sequence[int]) -> np.ndarray:
+    """Keep the physical scale: pad with 0 (the bottom of the intensity range) or crop, centred on each axis."""
+    out = np.zeros(tuple(target), dtype=np.float32)
+    source, dest = [], []
+    for size, want in zip(array.shape, target, strict=True):
+        if size >= want:
+            start = (size - want) // 2
+            source.append(slice(start, start + want))
+            dest.append(slice(0, want))
+        else:
+            start = (want - size) // 2
+            source.append(slice(0, size))
+            dest.append(slice(start, start + size))
+    out[tuple(dest)] = array[tuple(source)]
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 
 from medtl.contracts import PreprocessingSpec
 from medtl.errors import ConfigError, ReadError
-from medtl.hashing import sha256_array, sha256_file, sha256_json
+from medtl.hashing import sha256_array, sha256_bytes, sha256_file, sha256_json
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.preprocess import applies_to, preprocess_array
 from medtl.ingest.qc import check_scan, intensity_stats
@@ -27,6 +27,8 @@ from medtl.io.scan import Scan
 # Bump when decoding changes what arrays come out, so old cache entries are not reused.
 DECODER_VERSION = "1"
 SAMPLE_VOXELS = 4096
+# Bytes of one series kept in memory between hashing and decoding (so each file is read once); beyond it, re-read.
+PREFETCH_BUDGET_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -58,12 +60,8 @@ def run_item(item: WorkItem) -> WorkResult:
     """Never raises for bad data: every failure is described in the result."""
     result = WorkResult(item.item_id)
     paths = [h.path for h in item.plan.headers] if item.plan else [item.nifti_path]
-    hashes: dict[Path, str] = {}
-    for path in paths:
-        try:
-            hashes[path] = sha256_file(path)  # streamed: a series is never held in memory as bytes
-        except OSError as error:
-            result.files.append(FileResult(path, None, f"cannot read file ({error.strerror})"))
+    prefetched = _prefetch(paths, result)
+    hashes = {path: digest for path, (_, digest) in prefetched.items()}
     cache = ScanCache(item.dataset_root)
     source_key = sha256_json(
         {
@@ -82,7 +80,7 @@ def run_item(item: WorkItem) -> WorkResult:
             result.samples.append(_sample(cache.load_array(record["cache_path"], mmap=True)))
         return result
     try:
-        scans, outcomes = _decode(item, hashes)
+        scans, outcomes = _decode(item, prefetched)
     except ReadError as error:
         result.error = error.what
         result.files.extend(FileResult(path, digest, error.what) for path, digest in hashes.items())
@@ -103,21 +101,38 @@ def run_item(item: WorkItem) -> WorkResult:
     return result
 
 
-def _decode(item: WorkItem, hashes: dict[Path, str]) -> tuple[list[Scan], list[FileResult]]:
+def _prefetch(paths: list[Path], result: WorkResult) -> dict[Path, tuple[bytes | None, str]]:
+    """Read and hash every file once; keep the bytes for decoding while they fit the budget, else re-read later."""
+    prefetched: dict[Path, tuple[bytes | None, str]] = {}
+    kept = 0
+    for path in paths:
+        try:
+            if kept + path.stat().st_size <= PREFETCH_BUDGET_BYTES:
+                data = path.read_bytes()
+                kept += len(data)
+                prefetched[path] = (data, sha256_bytes(data))
+            else:
+                prefetched[path] = (None, sha256_file(path))
+        except OSError as error:
+            result.files.append(FileResult(path, None, f"cannot read file ({error.strerror})"))
+    return prefetched
+
+
+def _decode(item: WorkItem, prefetched: dict[Path, tuple[bytes | None, str]]) -> tuple[list[Scan], list[FileResult]]:
     if item.plan is not None:
-        plan_result = read_plan(item.plan, hashes)
+        plan_result = read_plan(item.plan, prefetched)
         outcomes = [FileResult(o.header.path, o.sha256, o.error) for o in plan_result.files]
         return plan_result.scans, outcomes
-    if item.nifti_path is None or item.nifti_path not in hashes:
+    if item.nifti_path is None or item.nifti_path not in prefetched:
         raise ReadError("cannot read file")
     scans, digest = read_nifti(item.nifti_path)
-    if digest != hashes[item.nifti_path]:
+    if digest != prefetched[item.nifti_path][1]:
         raise ReadError("the file changed while ingest was reading it")
     return scans, [FileResult(item.nifti_path, digest)]
 
 
 def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> dict[str, Any]:
-    array = np.ascontiguousarray(scan.array, dtype=np.float32)
+    array = np.asarray(scan.array, dtype=np.float32)
     stats = intensity_stats(array)
     check_scan(scan, stats)
     pixel_hash = sha256_array(array)
@@ -152,7 +167,7 @@ def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> d
 
 def _sample(array: np.ndarray) -> np.ndarray:
     """A fixed, deterministic subsample of voxels for dataset-level intensity statistics."""
-    flat = array.reshape(-1)
+    flat = array.ravel(order="K")
     step = max(1, flat.size // SAMPLE_VOXELS)
     return np.asarray(flat[::step][:SAMPLE_VOXELS], dtype=np.float32)
 

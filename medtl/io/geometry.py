@@ -109,13 +109,14 @@ def canonical_buffer(affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[n
     """An empty float32 volume in canonical (RAS+) order, and a view of it in the source's index order.
 
     Writing the source's slices through the view fills the canonical volume directly, so a reader never holds the
-    volume twice (once as read, once reoriented).
+    volume twice (once as read, once reoriented). The volume is laid out in Fortran order, like NIfTI on disk:
+    an axial slice (fixed z) is then one contiguous block, which makes slice-by-slice filling fast.
     """
     transform = nio.io_orientation(affine)  # how each source axis maps onto R, A, S
     canonical_shape = [0, 0, 0]
     for source_axis in range(3):
         canonical_shape[int(transform[source_axis, 0])] = int(shape[source_axis])
-    volume = np.empty(canonical_shape, dtype=np.float32)
+    volume = np.empty(canonical_shape, dtype=np.float32, order="F")
     identity = nio.axcodes2ornt(("R", "A", "S"))
     view = nio.apply_orientation(volume, nio.ornt_transform(identity, transform))
     return volume, view, "RAS"
@@ -131,6 +132,6 @@ def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
     """Reorder/flip axes so the array is closest to RAS+, updating the affine; returns axis codes."""
     transform = nio.io_orientation(affine)  # how each array axis maps onto R, A, S
     if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
-        return array, affine, "RAS"
+        return np.asfortranarray(array), affine, "RAS"
     reoriented = nio.apply_orientation(array, transform)
-    return np.ascontiguousarray(reoriented), affine_to_canonical(affine, array.shape), "RAS"
+    return np.asfortranarray(reoriented), affine_to_canonical(affine, array.shape), "RAS"

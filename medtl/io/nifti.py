@@ -80,7 +80,7 @@ def read_nifti(path: Path) -> tuple[list[Scan], str]:
     for index, volume in enumerate(volumes):
         canonical, canonical_affine, codes = to_canonical(volume, affine)
         scan = Scan(
-            array=np.ascontiguousarray(canonical, dtype=np.float32),
+            array=np.asfortranarray(canonical, dtype=np.float32),
             affine=canonical_affine,
             image_kind="volume",
             orientation=codes,

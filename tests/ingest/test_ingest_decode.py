@@ -92,3 +92,32 @@ def test_colour_is_reduced_to_luminance_and_flagged():
     expected = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     assert "rgb_to_grey" in decoded.flags
     np.testing.assert_allclose(decoded.frames[0], expected, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("name", "fast"),
+    [
+        ("CT_small.dcm", True),
+        ("MR_small.dcm", True),
+        ("MR_small_implicit.dcm", True),
+        ("RG1_UNCR.dcm", True),  # MONOCHROME1
+        ("693_UNCI.dcm", True),
+        ("MR2_UNCR.dcm", True),
+        ("JPEG2000_UNC.dcm", True),
+        ("OBXXXX1A.dcm", False),  # palette colour
+        ("liver_1frame.dcm", False),  # 1-bit pixels
+        ("MR_small_bigendian.dcm", False),
+    ],
+)
+def test_native_fast_path_equals_pydicom(name, fast):
+    from pathlib import Path
+
+    from medtl.io.dicom.headers import read_header
+
+    path = Path(_path(name))
+    fast_object = decode_object(path, read_header(path))
+    full = decode_object(path)
+    assert (fast_object.decoder == "medtl-native") is fast
+    assert fast_object.flags == full.flags
+    assert fast_object.sha256 == full.sha256
+    np.testing.assert_array_equal(fast_object.frames, full.frames)

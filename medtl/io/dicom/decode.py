@@ -6,7 +6,6 @@ and intercept may differ between them. MONOCHROME1 images are inverted so that l
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
 from medtl.errors import ReadError
+from medtl.io.dicom.headers import DicomHeader
+from medtl.io.dicom.native import decode_native, read_and_hash
 
 # Compressed syntaxes are decoded by the first available plugin in this order; the one that ran is recorded.
 PLUGIN_PREFERENCE = ("pylibjpeg", "pyjpegls", "pydicom", "pillow", "gdcm")
@@ -31,26 +32,65 @@ class DecodedObject:
     decoder: str
     transfer_syntax: str
     sha256: str
-    dataset: Dataset
+    dataset: Dataset | None  # None when the native fast path decoded the pixels
     flags: list[str] = field(default_factory=list)
 
 
-def read_dataset(path: Path) -> tuple[Dataset, str]:
-    """Read the whole object once, hashing the bytes on the way (the hash proves what was decoded)."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ReadError(f"cannot read file ({type(error).__name__})") from None
-    digest = hashlib.sha256(data).hexdigest()
+def decode_object(
+    path: Path, header: DicomHeader | None = None, *, data: bytes | None = None, sha256: str | None = None
+) -> DecodedObject:
+    """Decode a file's frames from its bytes (read and hashed here unless the caller already holds both).
+
+    With the header from the first pass, plain uncompressed greyscale pixels take the fast path in native.py;
+    everything else is parsed and decoded by pydicom. The hash proves which bytes were decoded.
+    """
+    if data is None or sha256 is None:
+        try:
+            data, sha256 = read_and_hash(path)
+        except OSError as error:
+            raise ReadError(f"cannot read file ({type(error).__name__})") from None
+    digest = sha256
+    if header is not None:
+        stored = decode_native(header, data)
+        if stored is not None:
+            return _native_object(header, stored, digest)
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as error:  # a damaged file quarantines itself, not the run
         raise ReadError(f"unreadable DICOM object ({type(error).__name__}: {_short(error)})") from None
-    return ds, digest
+    return _decode_dataset(ds, digest)
 
 
-def decode_object(path: Path) -> DecodedObject:
-    ds, digest = read_dataset(path)
+def _native_object(header: DicomHeader, stored: np.ndarray, digest: str) -> DecodedObject:
+    flags: list[str] = []
+    slope = header.rescale_slope if header.rescale_slope is not None else 1.0
+    intercept = header.rescale_intercept if header.rescale_intercept is not None else 0.0
+    if header.rescale_slope is None and header.rescale_intercept is None and header.modality in ("CT", "PT"):
+        flags.append("no_rescale_tags")
+    low, high = _range_for(header.bits_stored or header.bits_allocated or 16, header.pixel_representation == 1)
+    monochrome1 = (header.photometric or "").upper() == "MONOCHROME1"
+    frame = _linear(stored, slope, intercept, low, high, monochrome1)
+    if monochrome1:
+        flags.append("monochrome1_inverted")
+    syntax = UID(header.transfer_syntax_uid or "").name
+    return DecodedObject(frame[np.newaxis], "medtl-native", syntax, digest, None, flags)
+
+
+def _linear(
+    stored: np.ndarray, slope: float, intercept: float, low: float, high: float, monochrome1: bool
+) -> np.ndarray:
+    """stored * slope + intercept (computed in float64, stored as float32); MONOCHROME1 mirrored over the range."""
+    out = stored.astype(np.float64)
+    if slope != 1.0:
+        out *= slope
+    if intercept != 0.0:
+        out += intercept
+    if monochrome1:
+        out = ((low + high) * slope + 2 * intercept) - out
+    return out.astype(np.float32)
+
+
+def _decode_dataset(ds: Dataset, digest: str) -> DecodedObject:
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise ReadError("the object has no pixel data")
     syntax = UID(str(ds.file_meta.TransferSyntaxUID)) if "TransferSyntaxUID" in ds.file_meta else None
@@ -58,13 +98,14 @@ def decode_object(path: Path) -> DecodedObject:
         raise ReadError("no Transfer Syntax UID in the file meta information")
     pixels, plugin = _decode(ds, syntax)
     flags: list[str] = []
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if pixels.ndim == 2 or (pixels.ndim == 3 and n_frames == 1 and int(ds.get("SamplesPerPixel", 1)) > 1):
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)  # indices mean nothing without their palette
+        flags.append("palette_applied")
+    if int(ds.get("NumberOfFrames", 1) or 1) == 1:  # pydicom drops the frame axis of single-frame objects
         pixels = pixels[np.newaxis]
     if pixels.ndim == 4:  # colour frames: keep luminance, and say so
-        pixels = pixels.astype(np.float32) @ _LUMA
+        frames = (pixels[..., :3].astype(np.float32) @ _LUMA).astype(np.float32)
         flags.append("rgb_to_grey")
-        frames = pixels.astype(np.float32)
         return DecodedObject(frames, plugin, syntax.name, digest, ds, flags)
     frames = _to_physical(pixels, ds, flags)
     return DecodedObject(frames, plugin, syntax.name, digest, ds, flags)
@@ -111,9 +152,9 @@ def _to_physical(pixels: np.ndarray, ds: Dataset, flags: list[str]) -> np.ndarra
         transform = _frame_transform(groups, shared, index)
         if transform is not None:
             slope, intercept = transform
-            frames[index] = pixels[index].astype(np.float32) * np.float32(slope) + np.float32(intercept)
-            out_low, out_high = low * slope + intercept, high * slope + intercept
-        elif "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds:
+            frames[index] = _linear(pixels[index], slope, intercept, low, high, monochrome1)
+            continue
+        if "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds:
             frames[index] = np.asarray(apply_modality_lut(pixels[index], ds), dtype=np.float32)
             out_low, out_high = _lut_range(ds, low, high)
         else:
@@ -150,7 +191,11 @@ def _first(sequence):
 
 def _stored_range(ds: Dataset) -> tuple[float, float]:
     bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
-    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+    return _range_for(bits, int(ds.get("PixelRepresentation", 0) or 0) == 1)
+
+
+def _range_for(bits: int, signed: bool) -> tuple[float, float]:
+    if signed:
         return float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
     return 0.0, float(2**bits - 1)
 

@@ -48,13 +48,17 @@ class _Plane:
     order_key: tuple = ()
 
 
-def read_plan(plan: ScanPlan, expected_sha256: dict[Path, str] | None = None) -> PlanResult:
+Prefetched = dict[Path, tuple[bytes | None, str]]
+
+
+def read_plan(plan: ScanPlan, prefetched: Prefetched | None = None) -> PlanResult:
     """Decode every file of the plan; files that fail are reported, the rest still form a scan when they can.
 
-    `expected_sha256` holds hashes taken before decoding (for the cache key); a file whose content differs when it
-    is decoded changed under our feet and is refused rather than cached under the wrong key.
+    `prefetched` maps a path to (its bytes, or None when they were not kept, and the hash taken for the cache key).
+    Kept bytes are decoded as they are and released slice by slice; a file read again must still have that hash,
+    or it changed under our feet and is refused rather than cached under the wrong key.
     """
-    expected = expected_sha256 or {}
+    expected = prefetched if prefetched is not None else {}
     if plan.handling == "planar":
         return _read_planar(plan, expected)
     if plan.handling == "enhanced":
@@ -62,18 +66,19 @@ def read_plan(plan: ScanPlan, expected_sha256: dict[Path, str] | None = None) ->
     return _read_stack(plan, expected)
 
 
-def _decode_one(header: DicomHeader, expected: dict[Path, str]) -> tuple[DecodedObject | None, FileOutcome]:
+def _decode_one(header: DicomHeader, expected: Prefetched) -> tuple[DecodedObject | None, FileOutcome]:
+    data, digest = expected.pop(header.path, (None, None))
     try:
-        obj = decode_object(header.path)
+        obj = decode_object(header.path, header, data=data, sha256=digest)
     except ReadError as error:
-        return None, FileOutcome(header, None, error.what)
-    if header.path in expected and expected[header.path] != obj.sha256:
+        return None, FileOutcome(header, digest, error.what)
+    if digest is not None and digest != obj.sha256:
         return None, FileOutcome(header, obj.sha256, "the file changed while ingest was reading it")
     return obj, FileOutcome(header, obj.sha256)
 
 
 def _decode_all(
-    plan: ScanPlan, expected: dict[Path, str]
+    plan: ScanPlan, expected: Prefetched
 ) -> tuple[list[tuple[DicomHeader, DecodedObject]], list[FileOutcome]]:
     decoded, outcomes = [], []
     for header in plan.headers:
@@ -84,7 +89,7 @@ def _decode_all(
     return decoded, outcomes
 
 
-def _read_stack(plan: ScanPlan, expected: dict[Path, str]) -> PlanResult:
+def _read_stack(plan: ScanPlan, expected: Prefetched) -> PlanResult:
     """Geometry from the headers first, then each slice decoded straight into the canonical volume.
 
     Only one slice and the finished volume are in memory at a time: no list of planes, no stacked copy, no
@@ -146,7 +151,7 @@ def _drop_slices(
     axis, direction = int(transform[2, 0]), int(transform[2, 1])
     n = len(ordered)
     slots = [k if direction > 0 else n - 1 - k for k in kept]
-    reduced = np.ascontiguousarray(np.take(volume, sorted(slots), axis=axis))
+    reduced = np.asfortranarray(np.take(volume, sorted(slots), axis=axis))
     remaining = [ordered[k] for k in kept]
     geometry = analyse_stack([h.position for h in remaining], remaining[0].orientation)  # type: ignore[misc]
     return reduced, _stack_affine(remaining, geometry.step), list(geometry.flags)
@@ -176,7 +181,7 @@ def _assemble_volume(planes: list[_Plane]) -> Scan:
     return scan
 
 
-def _read_planar(plan: ScanPlan, expected: dict[Path, str]) -> PlanResult:
+def _read_planar(plan: ScanPlan, expected: Prefetched) -> PlanResult:
     decoded, outcomes = _decode_all(plan, expected)
     if not decoded:
         return PlanResult([], outcomes)
@@ -195,7 +200,7 @@ def _read_planar(plan: ScanPlan, expected: dict[Path, str]) -> PlanResult:
     return PlanResult([scan], outcomes)
 
 
-def _read_enhanced(plan: ScanPlan, expected: dict[Path, str]) -> PlanResult:
+def _read_enhanced(plan: ScanPlan, expected: Prefetched) -> PlanResult:
     decoded, outcomes = _decode_all(plan, expected)
     if not decoded:
         return PlanResult([], outcomes)

@@ -1,0 +1,223 @@
+"""Ingest throughput and memory: medtl against plain pydicom and MONAI's PydicomReader, on the same series.
+
+Each method runs in a fresh Python process (so import caches and memory do not leak between them) and reports
+wall time and peak resident memory (its own and its worker processes'). Results go to a JSON file; compare the
+ratios, not the absolute numbers, which depend on the machine and its load.
+
+    python benchmarks/bench_ingest.py --out benchmarks/results/ingest.json
+
+Targets (issue "Ingest"): medtl's full ingest (all checks, caching, preprocessing) at least as fast as MONAI's
+reader and within 1.5x of the bare pydicom stack on uncompressed series; peak memory for the 20-series cohort no
+more than twice the peak for its largest series alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_cohort(root: Path, *, n_series: int, size: int, seed: int) -> list[dict]:
+    """Uncompressed axial CT-like series with varied slice counts; returns one descriptor per series."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    rng = np.random.default_rng(seed)
+    series = []
+    for index in range(n_series):
+        slices = int(40 + (56 * index) // max(1, n_series - 1))  # 40 ... 96 slices
+        folder = root / f"series{index:02d}"
+        folder.mkdir(parents=True)
+        uid, study_uid = generate_uid(), generate_uid()
+        base = rng.normal(0, 200, size=(size, size)).astype(np.int16)
+        for k in range(slices):
+            ds = Dataset()
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+            ds.SOPClassUID = CTImageStorage
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.PatientID = f"BENCH{index:03d}"
+            ds.PatientName = "BENCH^SERIES"
+            ds.StudyInstanceUID = study_uid
+            ds.SeriesInstanceUID = uid
+            ds.Modality = "CT"
+            ds.InstanceNumber = k + 1
+            ds.ImagePositionPatient = [-150.0, -150.0, 2.5 * k]
+            ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+            ds.PixelSpacing = [0.8, 0.8]
+            ds.SliceThickness = 2.5
+            ds.RescaleSlope, ds.RescaleIntercept = 1.0, -1024.0
+            ds.Rows = ds.Columns = size
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.BitsAllocated = ds.BitsStored = 16
+            ds.HighBit = 15
+            ds.PixelRepresentation = 1
+            ds.PixelData = (base + np.int16(k)).tobytes()
+            pydicom.dcmwrite(folder / f"{k:04d}.dcm", ds, enforce_file_format=True)
+        series.append({"folder": folder.name, "slices": slices})
+    return series
+
+
+# -- the methods, each run in a child process ----------------------------------------------------------------------
+
+
+def run_pydicom(data: Path, folders: list[str]) -> int:
+    import pydicom
+
+    slices = 0
+    for folder in folders:
+        files = sorted((data / folder).iterdir())
+        volume = np.stack([pydicom.dcmread(f).pixel_array for f in files])
+        slices += volume.shape[0]
+    return slices
+
+
+def run_monai(data: Path, folders: list[str]) -> int:
+    from monai.transforms import LoadImage
+
+    loader = LoadImage(reader="PydicomReader", image_only=True)
+    slices = 0
+    for folder in folders:
+        image = loader(str(data / folder))
+        slices += int(image.shape[-1])
+    return slices
+
+
+def run_medtl(data: Path, folders: list[str], workers: int, out: Path) -> int:
+    from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+    from medtl.ingest.pipeline import ingest_sources
+
+    result = ingest_sources(
+        [data / folder for folder in folders],
+        out=out,
+        pseudonymizer=Pseudonymizer(DEVELOPMENT_KEY, key_id="development"),
+        workers=workers,
+    )
+    return int(result.report.counts["ingested"])
+
+
+def child(args: argparse.Namespace) -> None:
+    data, folders = Path(args.data), args.folders.split(",")
+    if args.method.startswith("medtl"):
+        import medtl.ingest.pipeline  # noqa: F401  (imports are not part of the measured work)
+    elif args.method == "monai":
+        import monai.transforms  # noqa: F401
+    start = time.perf_counter()
+    if args.method == "pydicom":
+        slices = run_pydicom(data, folders)
+    elif args.method == "monai":
+        slices = run_monai(data, folders)
+    else:
+        slices = run_medtl(data, folders, args.workers, Path(args.dataset))
+    seconds = time.perf_counter() - start
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "slices": slices, "peak_rss_mb": own, "peak_child_rss_mb": children}))
+
+
+def measure(method: str, data: Path, folders: list[str], *, workers: int = 1, dataset: Path | None = None) -> dict:
+    command = [sys.executable, __file__, "--child", method, "--data", str(data), "--folders", ",".join(folders)]
+    command += ["--workers", str(workers), "--dataset", str(dataset or data.parent / "unused")]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ingest.json"))
+    parser.add_argument("--series", type=int, default=20)
+    parser.add_argument("--size", type=int, default=256, help="rows = columns of each slice")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per method; the fastest is kept")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--child", dest="method", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--folders", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.method:
+        child(args)
+        return
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="medtl-bench-ingest-"))
+    data = workdir / "dicom"
+    if data.exists():
+        shutil.rmtree(data)
+    series = write_cohort(data, n_series=args.series, size=args.size, seed=0)
+    folders = [s["folder"] for s in series]
+    total_slices = sum(s["slices"] for s in series)
+    megabytes = sum(f.stat().st_size for f in data.rglob("*.dcm")) / 1e6
+    largest = max(series, key=lambda s: s["slices"])["folder"]
+    cpus = os.cpu_count() or 1
+
+    def best(method: str, **kwargs) -> dict:
+        runs = []
+        for repeat in range(args.repeats):
+            dataset = workdir / f"dataset-{method}-{kwargs.get('workers', 1)}-{repeat}"
+            shutil.rmtree(dataset, ignore_errors=True)
+            runs.append(measure(method, data, kwargs.pop("folders", folders), dataset=dataset, **kwargs))
+            kwargs.setdefault("folders", folders)
+        fastest = min(runs, key=lambda r: r["seconds"])
+        fastest["slices_per_s"] = total_slices / fastest["seconds"]
+        fastest["mb_per_s"] = megabytes / fastest["seconds"]
+        return fastest
+
+    results = {
+        "pydicom_stack": best("pydicom"),
+        "monai_pydicomreader": best("monai"),
+        "medtl_1_worker": best("medtl", workers=1),
+        f"medtl_{cpus}_workers": best("medtl", workers=cpus),
+    }
+    memory_largest = measure("medtl", data, [largest], workers=1, dataset=workdir / "mem-largest")
+    memory_all = measure("medtl", data, folders, workers=1, dataset=workdir / "mem-all")
+    medtl_best = results[f"medtl_{cpus}_workers"]["seconds"]
+    ratios = {
+        "medtl_vs_monai_speed": results["monai_pydicomreader"]["seconds"] / medtl_best,
+        "medtl_vs_pydicom_time": medtl_best / results["pydicom_stack"]["seconds"],
+        "medtl_1_worker_vs_monai_speed": results["monai_pydicomreader"]["seconds"]
+        / results["medtl_1_worker"]["seconds"],
+        "medtl_1_worker_vs_pydicom_time": results["medtl_1_worker"]["seconds"] / results["pydicom_stack"]["seconds"],
+        "peak_memory_cohort_vs_largest_series": memory_all["peak_rss_mb"] / memory_largest["peak_rss_mb"],
+    }
+    report = {
+        "benchmark": "ingest",
+        "machine": {"cpus": cpus, "platform": platform.platform(), "python": platform.python_version()},
+        "cohort": {"series": len(series), "slices": total_slices, "megabytes": round(megabytes, 1)},
+        "largest_series_slices": max(s["slices"] for s in series),
+        "methods": results,
+        "memory": {"largest_series_alone": memory_largest, "whole_cohort": memory_all},
+        "ratios": ratios,
+        "targets": {
+            "medtl_vs_monai_speed": ">= 1.0",
+            "medtl_vs_pydicom_time": "<= 1.5",
+            "peak_memory_cohort_vs_largest_series": "<= 2.0",
+        },
+        "met": {
+            "medtl_vs_monai_speed": ratios["medtl_vs_monai_speed"] >= 1.0,
+            "medtl_vs_pydicom_time": ratios["medtl_vs_pydicom_time"] <= 1.5,
+            "peak_memory_cohort_vs_largest_series": ratios["peak_memory_cohort_vs_largest_series"] <= 2.0,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({"ratios": ratios, "met": report["met"]}, indent=2))
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
