@@ -1,0 +1,118 @@
+"""Data contracts: one source of truth, validation that lists every problem, and files that round-trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import pytest
+
+from medtl.contracts import ALL_CONTRACTS, LabelRow, PreprocessingSpec, read_json, validate_rows, write_json
+from medtl.contracts.base import read_table, write_table
+from medtl.contracts.ingest import ManifestRow
+from medtl.contracts.schemas import render
+from medtl.errors import DataContractError
+
+CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "data_contracts"
+
+
+@pytest.mark.parametrize("model", ALL_CONTRACTS, ids=lambda m: m.contract_name)
+def test_committed_schema_equals_the_generated_one(model):
+    committed = (CONTRACTS_DIR / model.schema_filename()).read_text(encoding="utf-8")
+    assert committed == render(model), f"run `make schemas` and commit {model.schema_filename()}"
+
+
+def test_every_schema_file_belongs_to_a_contract():
+    expected = {model.schema_filename() for model in ALL_CONTRACTS}
+    assert {p.name for p in CONTRACTS_DIR.glob("*.schema.json")} == expected
+
+
+def test_every_stage_boundary_has_a_contract():
+    names = {model.contract_name for model in ALL_CONTRACTS}
+    assert {"labels", "manifest", "fingerprint", "ingest_report", "preprocessing", "splits"} <= names
+    assert {"artifact_metadata", "artifact_manifest", "audit_event", "metrics", "scores"} <= names
+
+
+def test_validation_lists_every_problem_with_row_column_value_and_rule():
+    rows = [
+        {"patient_id": "A", "label": "1"},
+        {"patient_id": "", "label": "1"},
+        {"patient_id": "C", "label": "no spaces allowed", "split": "holdout"},
+    ]
+    with pytest.raises(DataContractError) as caught:
+        validate_rows(LabelRow, rows, first_row_number=2)
+    problems = caught.value.problems
+    assert [p.location for p in problems] == ["row 3, column patient_id", "row 4, column label", "row 4, column split"]
+    assert problems[2].value == "'holdout'"
+    assert "pattern" in problems[1].rule
+    assert "3 problem(s)" in str(caught.value) and "data_contracts/" in str(caught.value)
+
+
+def test_json_documents_round_trip_and_match_their_json_schema(tmp_path):
+    spec = PreprocessingSpec(spatial_dims=3, target_spacing=[1.0, 1.0, 2.0], target_shape=[64, 64, 32])
+    path = tmp_path / "preprocessing.json"
+    write_json(spec, path)
+    assert read_json(PreprocessingSpec, path) == spec
+    document = json.loads(path.read_text())
+    schema = json.loads((CONTRACTS_DIR / PreprocessingSpec.schema_filename()).read_text())
+    payload = {k: v for k, v in document.items() if k not in ("contract", "contract_version")}
+    jsonschema.validate(payload, schema)
+    payload["target_shape"] = "big"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(payload, schema)
+
+
+def test_a_file_of_another_contract_or_version_is_refused(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"contract": "fingerprint", "contract_version": 1}))
+    with pytest.raises(DataContractError, match="expected contract 'preprocessing' version 1"):
+        read_json(PreprocessingSpec, path)
+    path.write_text(json.dumps({"contract": "preprocessing", "contract_version": 2, "spatial_dims": 2}))
+    with pytest.raises(DataContractError, match="compatibility rules"):
+        read_json(PreprocessingSpec, path)
+
+
+def test_semantic_rules_are_part_of_the_contract():
+    with pytest.raises(DataContractError, match="target_shape must have 3"):
+        from medtl.contracts import validate_document
+
+        validate_document(PreprocessingSpec, {"spatial_dims": 3, "target_shape": [64, 64]})
+
+
+def test_tables_carry_their_contract_and_are_validated_on_read(tmp_path):
+    row = {
+        "scan_id": "X-0123456789abcdef",
+        "patient_id": "P-0123456789abcdef",
+        "series_id": "R-0123456789abcdef",
+        "volume_index": 0,
+        "volumes_in_series": 1,
+        "source_format": "dicom",
+        "modality": "CT",
+        "image_kind": "volume",
+        "n_files": 3,
+        "shape": [4, 4, 3],
+        "spacing": [1.0, 1.0, 2.0],
+        "affine": [1.0, 0, 0, 0, 0, 1.0, 0, 0, 0, 0, 2.0, 0, 0, 0, 0, 1.0],
+        "orientation": "RAS",
+        "pixel_hash": "a" * 64,
+        "source_hash": "b" * 64,
+        "cache_path": "cache/arrays/aa/x.npy",
+        "intensity_min": -1.0,
+        "intensity_max": 1.0,
+        "intensity_mean": 0.0,
+        "intensity_std": 0.5,
+        "intensity_p01": -0.9,
+        "intensity_p99": 0.9,
+        "qc_flags": ["slice_gap"],
+    }
+    frame = pd.DataFrame([{**{name: None for name in ManifestRow.model_fields}, **row}])
+    path = tmp_path / "manifest.parquet"
+    write_table(ManifestRow, frame, path)
+    back = read_table(ManifestRow, path)
+    assert list(back.qc_flags.iloc[0]) == ["slice_gap"]
+    frame.loc[0, "patient_id"] = "PAT001"  # a real identifier instead of a pseudonym
+    with pytest.raises(DataContractError, match="row 0, column patient_id"):
+        write_table(ManifestRow, frame, tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists()

@@ -1,0 +1,95 @@
+"""Errors, registries, pseudonyms, hashing and the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medtl.cli import app
+from medtl.errors import DuplicateNameError, MedTLError, NotBuiltError, PseudonymKeyError, UnknownNameError
+from medtl.hashing import sha256_array
+from medtl.identity import DEV_KEY_ENV, KEY_ENV, Pseudonymizer, pseudonymizer_from_env
+from medtl.registry import Registry
+
+
+def test_errors_say_what_where_and_what_to_do():
+    error = MedTLError("the thing is broken", where="series R-1", fix="mend it")
+    assert str(error) == "the thing is broken [series R-1]\n  What to do: mend it"
+
+
+def test_registry_refuses_duplicates_and_suggests_near_misses():
+    registry: Registry[int] = Registry("backbone")
+    registry.register("resnet18", 1)
+    registry.register("resnet50", 2)
+    with pytest.raises(DuplicateNameError):
+        registry.register("resnet18", 3)
+    with pytest.raises(UnknownNameError) as caught:
+        registry.get("resnet-18")
+    assert "did you mean 'resnet18'" in str(caught.value)
+    assert registry.names() == ["resnet18", "resnet50"] and registry.get("resnet50") == 2
+
+
+def test_pseudonyms_are_keyed_stable_and_namespaced():
+    site_a, site_b = Pseudonymizer(b"a" * 32), Pseudonymizer(b"b" * 32)
+    assert site_a.patient("MRN1") == site_a.patient("MRN1") != site_b.patient("MRN1")
+    assert site_a.patient("1.2.3")[2:] != site_a.series("1.2.3")[2:]
+    assert site_a.patient("MRN1").startswith("P-") and len(site_a.patient("MRN1")) == 18
+    assert "MRN1" not in site_a.patient("MRN1")
+    with pytest.raises(PseudonymKeyError):
+        Pseudonymizer(b"short")
+
+
+def test_missing_key_is_an_error_unless_the_development_key_is_chosen(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv(DEV_KEY_ENV, raising=False)
+    with pytest.raises(PseudonymKeyError, match="--dev-pseudonym-key"):
+        pseudonymizer_from_env()
+    assert pseudonymizer_from_env(allow_development_key=True).is_development
+    monkeypatch.setenv(KEY_ENV, "x" * 40)
+    site = pseudonymizer_from_env()
+    assert not site.is_development and site.key_id != "development"
+
+
+def test_array_hash_ignores_layout_but_not_shape_or_dtype():
+    array = np.random.default_rng(0).random((4, 5, 6)).astype(np.float32)
+    assert sha256_array(array) == sha256_array(np.asfortranarray(array))
+    assert sha256_array(array) != sha256_array(array.reshape(6, 5, 4))
+    assert sha256_array(array) != sha256_array(array.astype(np.float64))
+    changed = array.copy()
+    changed[1, 2, 3] += 1e-6
+    assert sha256_array(array) != sha256_array(changed)
+
+
+def test_cli_help_lists_every_command_of_the_design():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("synth", "datasets", "ingest", "train", "evaluate", "approve", "verify", "score", "demo"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", [["train", "x"], ["evaluate", "x"], ["approve", "x"], ["score", "x", "y"]])
+def test_stages_not_built_say_so_and_exit_non_zero(command, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "medtl.cli", *command], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == NotBuiltError.exit_code
+    assert "not built yet" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ingest_without_a_key_fails_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv(DEV_KEY_ENV, raising=False)
+    (tmp_path / "src").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "medtl.cli", "ingest", str(tmp_path / "src"), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == PseudonymKeyError.exit_code
+    assert KEY_ENV in result.stderr
+    assert not (tmp_path / "out").exists()
