@@ -7,8 +7,10 @@ and exit non-zero rather than producing anything that looks like a result.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -162,12 +164,6 @@ def approve(
 
 
 @app.command()
-def verify(artifact: Annotated[Path, typer.Argument(help="Artifact folder.")]) -> None:
-    """Check every hash, the signature and the audit chain of an artifact; non-zero exit on any mismatch."""
-    raise _not_built("verify", "audited artifacts (issue 6)")
-
-
-@app.command()
 def score(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
     sources: Annotated[list[Path], typer.Argument(help="Folders or files with new scans.")],
@@ -189,10 +185,30 @@ def demo(
     run_demo(out, patients=patients, seed=seed, console=console)
 
 
+def _exit_with_code(command: Callable[..., int]) -> Callable[..., None]:
+    """Mount a command function that returns its exit code (so it can be called from Python and tests)."""
+
+    @functools.wraps(command)
+    def run(*args: object, **kwargs: object) -> None:
+        raise typer.Exit(command(*args, **kwargs))
+
+    return run
+
+
+def _mount_lazy_commands() -> None:
+    from medtl.artifacts.cli import verify_command
+
+    app.command("verify")(_exit_with_code(verify_command))
+
+
+_mount_lazy_commands()
+
+
 def main() -> None:
     """Console entry point: medtl errors become a clear message and their exit code, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # in this mode click returns a command's exit code instead of exiting
+        sys.exit(code if isinstance(code, int) else 0)
     except MedTLError as error:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
         sys.exit(error.exit_code)

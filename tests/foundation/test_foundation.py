@@ -93,3 +93,12 @@ def test_ingest_without_a_key_fails_with_instructions(tmp_path, monkeypatch):
     assert result.returncode == PseudonymKeyError.exit_code
     assert KEY_ENV in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_verify_command_exit_code_reaches_the_shell(tmp_path):
+    (tmp_path / "not-an-artifact").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "medtl.cli", "verify", str(tmp_path / "not-an-artifact")], capture_output=True, text=True
+    )
+    assert result.returncode == 6
+    assert "manifest.json is missing" in result.stderr
