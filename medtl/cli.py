@@ -196,9 +196,12 @@ def _exit_with_code(command: Callable[..., int]) -> Callable[..., None]:
 
 
 def _mount_lazy_commands() -> None:
+    """Commands whose modules keep heavy imports (torch) inside their functions, so `--help` stays fast."""
     from medtl.artifacts.cli import verify_command
+    from medtl.models.cli import weights_app
 
     app.command("verify")(_exit_with_code(verify_command))
+    app.add_typer(weights_app, name="weights")
 
 
 _mount_lazy_commands()

@@ -105,6 +105,10 @@ class ArtifactMetadata(ContractModel):
     intended_use: str
     input: InputSpec
     output: dict[str, str] = Field(description="what the model returns, e.g. {'probability': 'P(positive_class)'}")
+    model: dict[str, Any] = Field(
+        description="the architecture (backbone, input channels, classes, adaptation) as medtl.models records it; "
+        "enough to rebuild the network before loading its weights, and to reuse it as a pretrained source"
+    )
     preprocessing_hash: str = Field(pattern=SHA256)
     config_hash: str = Field(pattern=SHA256)
     provenance: Provenance

@@ -109,6 +109,7 @@ def write_contents(builder: ArtifactBuilder, provenance: dict[str, Any], environ
             "value_range": (0.0, 1.0),
         },
         output={"probability": "P(finding), softmax output"},
+        model={"backbone": "tinynet", "in_channels": 1, "num_classes": 2, "spatial_dims": 2},
         preprocessing_hash=sha256_json(preprocessing),
         config_hash=sha256_json(config),
         provenance=provenance,
