@@ -55,3 +55,26 @@ def test_nifti_4d_is_split_and_a_lesion_mask_is_flagged(ingested):
     masks = nifti[nifti.qc_flags.apply(lambda flags: "possible_label_map" in list(flags))]
     assert len(masks) == 1 and masks.iloc[0].intensity_max == 3.0
     assert all(orientation == "RAS" for orientation in nifti.orientation)
+
+
+def test_medmnist_import_then_ingest_keeps_images_labels_and_official_split(shared_data, tmp_path):
+    from medtl.datasets.medmnist import import_medmnist
+
+    source = shared_data / "medmnist" / "breastmnist.npz"
+    if not source.exists():
+        pytest.skip("breastmnist.npz not in the shared data")
+    import numpy as np
+
+    arrays = np.load(source)
+    import_medmnist("breastmnist", source=str(source), out=tmp_path / "breast", limit=12)
+    out = tmp_path / "dataset"
+    ingest_sources([tmp_path / "breast"], out=out, labels=tmp_path / "breast" / "labels.csv", pseudonymizer=PSEUDO)
+    manifest = read_table(ManifestRow, out / "manifest.parquet")
+    assert len(manifest) == 36 and set(manifest.modality) == {"US"} and set(manifest.image_kind) == {"image2d"}
+    assert manifest.split.value_counts().to_dict() == {"train": 12, "val": 12, "test": 12}
+    assert all(list(shape) == [28, 28] for shape in manifest["shape"])
+    for split in ("train", "val", "test"):
+        expected_labels = sorted(str(int(v)) for v in arrays[f"{split}_labels"][:12, 0])
+        assert sorted(manifest.label[manifest.split == split]) == expected_labels
+        images = {np.load(out / p).tobytes() for p in manifest.cache_path[manifest.split == split]}
+        assert images == {arrays[f"{split}_images"][i].astype(np.float32).tobytes() for i in range(12)}

@@ -1,0 +1,350 @@
+"""Import a MedMNIST v2 set (.npz) as DICOM (2D) or NIfTI (3D) files plus labels.csv with the official split.
+
+Why convert instead of reading the .npz directly: the rest of medtl reads what hospitals have (DICOM, NIfTI and a
+labels spreadsheet), so a public benchmark goes through exactly the same ingest, QC and training path.
+
+MedMNIST has no patient identifiers. Each image is treated as its own patient, with the id
+`<name>-<split>-<index>` (index = position in the official split array, from 0). Whether several images come from
+one person in the source datasets cannot be known from the .npz, so patient-level leakage inside MedMNIST's own
+splits cannot be checked; the official split is kept in labels.csv (`split`), and `test` is for final reporting only.
+
+Output:
+    DIR/<patient_id>/<patient_id>.dcm      2D sets: one 8-bit DICOM per image (MONOCHROME2, or RGB for colour sets);
+                                           US / DX where the modality is known, Secondary Capture (OT) otherwise.
+                                           No PixelSpacing: MedMNIST images have no physical pixel size.
+    DIR/<patient_id>/<patient_id>.nii.gz   3D sets: the uint8 volume as stored (axis order as in the .npz) with a
+                                           nominal 1 mm identity affine (real voxel sizes differ per set).
+    DIR/labels.csv                         patient_id, label (the integer class), split
+    DIR/dataset.json                       set description, class names, counts, source file hash
+UIDs are derived from (name, split, index), so re-importing gives identical files.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation, SecondaryCaptureImageStorage, UltrasoundImageStorage
+from rich.console import Console
+from rich.progress import Progress
+
+from medtl.datasets.writing import (
+    check_empty_dir,
+    derived_uid,
+    new_dicom,
+    save_dicom,
+    staged_output,
+    write_csv,
+    write_json,
+    write_nifti,
+)
+from medtl.errors import ConfigError, ReadError
+from medtl.hashing import sha256_file
+from medtl.registry import Registry
+
+SPLITS = ("train", "val", "test")
+PROGRESS_THRESHOLD = 2000  # images; smaller imports finish before a progress bar is worth drawing
+NOMINAL_AFFINE = np.eye(4)
+
+
+@dataclass(frozen=True)
+class MedMNISTSet:
+    """What medtl knows about one MedMNIST set (from the MedMNIST v2 paper and its INFO table)."""
+
+    base: str
+    dims: Literal[2, 3]
+    channels: int
+    modality: str  # DICOM Modality for 2D files; the source imaging for 3D sets (recorded, not written)
+    sop_class_uid: str | None
+    source: str
+    classes: tuple[str, ...]  # class name by label value
+    task: str = "multi-class"
+
+
+MEDMNIST_SETS: Registry[MedMNISTSet] = Registry("MedMNIST set")
+_ORGANS_2D = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left",
+              "lung-right", "pancreas", "spleen")
+_ORGANS_3D = ("liver", "kidney-right", "kidney-left", "femur-right", "femur-left", "bladder", "heart", "lung-right",
+              "lung-left", "spleen", "pancreas")
+_SC, _US, _DX = SecondaryCaptureImageStorage, UltrasoundImageStorage, DigitalXRayImageStorageForPresentation
+_KNOWN = (
+    MedMNISTSet("breastmnist", 2, 1, "US", _US, "breast ultrasound (BUSI)", ("malignant", "normal or benign"),
+                "binary"),
+    MedMNISTSet("pneumoniamnist", 2, 1, "DX", _DX, "paediatric chest X-ray", ("normal", "pneumonia"), "binary"),
+    MedMNISTSet("pathmnist", 2, 3, "OT", _SC, "colon histology patches (H&E)",
+                ("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
+                 "cancer-associated stroma", "colorectal adenocarcinoma epithelium")),
+    MedMNISTSet("dermamnist", 2, 3, "OT", _SC, "dermatoscopy (HAM10000)",
+                ("actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
+                 "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
+                 "vascular lesions")),
+    MedMNISTSet("octmnist", 2, 1, "OT", _SC, "retinal OCT",
+                ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal")),
+    MedMNISTSet("retinamnist", 2, 3, "OT", _SC, "retinal fundus photography",
+                ("DR grade 0", "DR grade 1", "DR grade 2", "DR grade 3", "DR grade 4"), "ordinal"),
+    MedMNISTSet("bloodmnist", 2, 3, "OT", _SC, "blood cell microscopy",
+                ("basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte", "monocyte",
+                 "neutrophil", "platelet")),
+    MedMNISTSet("tissuemnist", 2, 1, "OT", _SC, "kidney cortex cell microscopy (BBBC051)",
+                ("collecting duct, connecting tubule", "distal convoluted tubule", "glomerular endothelial cells",
+                 "interstitial endothelial cells", "leukocytes", "podocytes", "proximal tubule segments",
+                 "thick ascending limb")),
+    MedMNISTSet("organamnist", 2, 1, "OT", _SC, "abdominal CT, axial organ crops (windowed, 8-bit)", _ORGANS_2D),
+    MedMNISTSet("organcmnist", 2, 1, "OT", _SC, "abdominal CT, coronal organ crops (windowed, 8-bit)", _ORGANS_2D),
+    MedMNISTSet("organsmnist", 2, 1, "OT", _SC, "abdominal CT, sagittal organ crops (windowed, 8-bit)", _ORGANS_2D),
+    MedMNISTSet("organmnist3d", 3, 1, "CT", None, "abdominal CT organ crops", _ORGANS_3D),
+    MedMNISTSet("nodulemnist3d", 3, 1, "CT", None, "chest CT lung nodules (LIDC-IDRI)", ("benign", "malignant"),
+                "binary"),
+    MedMNISTSet("adrenalmnist3d", 3, 1, "CT", None, "adrenal gland shape masks from abdominal CT",
+                ("normal", "hyperplasia"), "binary"),
+    MedMNISTSet("fracturemnist3d", 3, 1, "CT", None, "rib fractures from chest CT (RibFrac)",
+                ("buckle", "nondisplaced", "displaced")),
+    MedMNISTSet("vesselmnist3d", 3, 1, "MR", None, "brain vessel segments voxelised from MRA meshes (IntrA)",
+                ("vessel", "aneurysm"), "binary"),
+    MedMNISTSet("synapsemnist3d", 3, 1, "EM", None, "synapses in electron microscopy", ("inhibitory", "excitatory"),
+                "binary"),
+)
+# chestmnist is left out on purpose: it is multi-label (14 findings per image) and labels.csv holds one label.
+SIZE_SUFFIXES = {2: ("", "_64", "_128", "_224"), 3: ("", "_64")}
+for _set in _KNOWN:
+    for _suffix in SIZE_SUFFIXES[_set.dims]:
+        MEDMNIST_SETS.register(_set.base + _suffix, _set)
+
+
+def image_size(name: str) -> int:
+    """The edge length in pixels that a registered name promises (28 unless it ends in _64, _128 or _224)."""
+    tail = name.rsplit("_", 1)[-1]
+    return int(tail) if "_" in name and tail.isdigit() else 28
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    name: str
+    spec: MedMNISTSet
+    out: Path
+    counts: dict[str, int]
+    label_counts: dict[str, dict[str, int]]
+    limit: int | None
+
+    def describe(self) -> str:
+        kind = "DICOM files" if self.spec.dims == 2 else "NIfTI volumes"
+        lines = [f"MedMNIST {self.name} ({self.spec.source}) written to {self.out}"]
+        for split in SPLITS:
+            labels = ", ".join(f"{label}: {n}" for label, n in sorted(self.label_counts[split].items()))
+            lines.append(f"  {split}: {self.counts[split]} {kind} (labels {labels or 'none'})")
+        lines.append("  classes: " + "; ".join(f"{i} = {c}" for i, c in enumerate(self.spec.classes)))
+        lines.append("  MedMNIST has no patient ids: each image is its own patient (<name>-<split>-<index>).")
+        if self.limit is not None:
+            lines.append(f"  limited to the first {self.limit} images of each split")
+        return "\n".join(lines)
+
+
+def download(url: str, directory: Path, *, timeout_s: float = 60.0) -> Path:
+    """Fetch `url` into `directory` with urllib (no extra dependency); a clear error when offline."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise ConfigError(f"--source {url!r} is neither a local file nor an http(s) URL",
+                          fix="pass the path of a MedMNIST .npz file or its https download URL")
+    target = Path(directory) / (Path(parsed.path).name or "medmnist.npz")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response, open(target, "wb") as sink:  # noqa: S310 (scheme checked above)
+            while block := response.read(1 << 20):
+                sink.write(block)
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ReadError(
+            f"could not download the MedMNIST file ({reason})",
+            where=url,
+            fix="check the network connection, or download the .npz on a machine with internet access "
+            "(https://zenodo.org/records/10519652) and pass its local path as --source",
+        ) from None
+    return target
+
+
+@contextmanager
+def _local_source(source: str) -> Iterator[Path]:
+    if source.startswith(("http://", "https://")):
+        with tempfile.TemporaryDirectory(prefix="medtl-medmnist-") as tmp:
+            yield download(source, Path(tmp))
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise ReadError("the MedMNIST source file does not exist", where=str(path),
+                        fix="pass the path of the .npz file (or an https URL to download it)")
+    yield path
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an .npz, read from the .npy headers without loading the data."""
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with archive.open(member) as stream:
+                    version = np.lib.format.read_magic(stream)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                        else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(stream)
+                headers[member[: -len(".npy")]] = (tuple(shape), np.dtype(dtype))
+    except (zipfile.BadZipFile, ValueError, OSError) as error:
+        raise ReadError(
+            f"not a readable .npz file ({error})",
+            where=path.name,
+            fix="download the MedMNIST .npz again; the file may be truncated or of another format",
+        ) from None
+    return headers
+
+
+def _check_npz(path: Path, name: str, spec: MedMNISTSet) -> dict[str, np.ndarray]:
+    """Check keys, shapes and dtypes against the set's description; return the labels (small) by split."""
+    headers = _npz_headers(path)
+    expected = [f"{split}_{part}" for split in SPLITS for part in ("images", "labels")]
+    missing = [key for key in expected if key not in headers]
+    if missing:
+        raise ReadError(f"the .npz lacks the key(s) {', '.join(missing)}; found: {', '.join(sorted(headers))}",
+                        where=path.name, fix="pass an unmodified MedMNIST v2 .npz file")
+    size = image_size(name)
+    image_shape = (size,) * spec.dims + ((3,) if spec.channels == 3 else ())
+    problems = []
+    for split in SPLITS:
+        shape, dtype = headers[f"{split}_images"]
+        if shape[1:] != image_shape or dtype != np.uint8:
+            wanted = ", ".join(map(str, ("N", *image_shape)))
+            problems.append(f"{split}_images is {dtype} {shape}; {name} needs uint8 ({wanted})")
+        label_shape, label_dtype = headers[f"{split}_labels"]
+        if label_shape[:1] != shape[:1]:
+            problems.append(f"{split}_labels has {label_shape[0] if label_shape else 0} rows but {split}_images has "
+                            f"{shape[0]} images")
+        elif (len(label_shape) == 2 and label_shape[1] != 1) or len(label_shape) > 2:
+            problems.append(f"{split}_labels has shape {label_shape}: one label per image (N, 1) is needed "
+                            "(multi-label sets such as chestmnist are not supported)")
+        elif label_dtype.kind not in "iu":
+            problems.append(f"{split}_labels has dtype {label_dtype}; integer class labels are needed")
+    if problems:
+        raise ReadError("the .npz does not match " + name + ": " + "; ".join(problems), where=path.name,
+                        fix="check that --source is the file for this set and size (e.g. breastmnist_64 for 64 px)")
+    labels = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for split in SPLITS:
+            values = np.asarray(npz[f"{split}_labels"]).reshape(-1).astype(np.int64)
+            bad = values[(values < 0) | (values >= len(spec.classes))]
+            if bad.size:
+                raise ReadError(f"{split}_labels holds {bad.size} value(s) outside 0..{len(spec.classes) - 1}, "
+                                f"e.g. {int(bad[0])}", where=path.name, fix=f"pass the .npz file of {name}")
+            labels[split] = values
+    return labels
+
+
+def _dicom_2d(spec: MedMNISTSet, name: str, split: str, index: int, patient_id: str, pixels: np.ndarray) -> Dataset:
+    assert spec.sop_class_uid is not None
+    ds = new_dicom(spec.sop_class_uid, derived_uid("medmnist", name, split, index, "instance"))
+    ds.PatientID = patient_id
+    ds.PatientName = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyInstanceUID = derived_uid("medmnist", name, split, index, "study")
+    ds.SeriesInstanceUID = derived_uid("medmnist", name, split, index, "series")
+    ds.StudyID = ""
+    ds.StudyDate = ""
+    ds.StudyTime = ""
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = f"MedMNIST {name}"
+    ds.SeriesDescription = f"{split} split"
+    ds.Modality = spec.modality
+    ds.Manufacturer = ""
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.BurnedInAnnotation = "NO"
+    ds.ImageComments = "MedMNIST v2 image converted by medtl: no patient identity, no physical pixel size"
+    if spec.modality == "OT":
+        ds.ConversionType = "WSD"
+    if spec.modality == "DX":
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
+    rgb = pixels.ndim == 3
+    ds.SamplesPerPixel = 3 if rgb else 1
+    ds.PhotometricInterpretation = "RGB" if rgb else "MONOCHROME2"
+    if rgb:
+        ds.PlanarConfiguration = 0
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    return ds
+
+
+def import_medmnist(name: str, *, source: str, out: Path, limit: int | None = None,
+                    progress: bool | None = None) -> ImportSummary:
+    """Convert a MedMNIST .npz (local path or http(s) URL) into files medtl ingests; see the module docstring."""
+    name = name.strip().lower()
+    spec = MEDMNIST_SETS.get(name)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be 1 or more (got {limit})", fix="leave --limit out to convert everything")
+    out = Path(out)
+    check_empty_dir(out, what=f"MedMNIST {name}")
+    with _local_source(str(source)) as path:
+        labels = _check_npz(path, name, spec)
+        counts = {split: len(values) if limit is None else min(limit, len(values)) for split, values in labels.items()}
+        rows: list[dict[str, Any]] = []
+        with staged_output(out, what=f"MedMNIST {name}") as work, np.load(path, allow_pickle=False) as npz, \
+                _progress(sum(counts.values()), progress) as advance:
+            for split in SPLITS:
+                images = npz[f"{split}_images"]  # one split in memory at a time
+                width = max(5, len(str(len(images) - 1)))
+                for index in range(counts[split]):
+                    patient_id = f"{name}-{split}-{index:0{width}d}"
+                    if spec.dims == 2:
+                        dataset = _dicom_2d(spec, name, split, index, patient_id, images[index])
+                        save_dicom(dataset, work / patient_id / f"{patient_id}.dcm")
+                    else:
+                        write_nifti(work / patient_id / f"{patient_id}.nii.gz", images[index], NOMINAL_AFFINE)
+                    rows.append({"patient_id": patient_id, "label": int(labels[split][index]), "split": split})
+                    advance()
+                del images
+            label_counts = {split: {str(k): v for k, v in sorted(Counter(
+                r["label"] for r in rows if r["split"] == split).items())} for split in SPLITS}
+            write_csv(work / "labels.csv", ("patient_id", "label", "split"), rows)
+            write_json(work / "dataset.json", {
+                "source": "MedMNIST v2 (Yang et al., Scientific Data 2023), CC BY 4.0",
+                "name": name,
+                "description": spec.source,
+                "dims": spec.dims,
+                "modality": spec.modality,
+                "task": spec.task,
+                "classes": {str(i): c for i, c in enumerate(spec.classes)},
+                "counts": counts,
+                "label_counts": label_counts,
+                "limit": limit,
+                "source_file": path.name,
+                "source_sha256": sha256_file(path),
+                "patient_ids": "none in MedMNIST: each image is its own patient, <name>-<split>-<index>",
+                "spacing": "none (2D: no PixelSpacing)" if spec.dims == 2 else "nominal 1 mm identity affine",
+            })
+    return ImportSummary(name=name, spec=spec, out=out, counts=counts, label_counts=label_counts, limit=limit)
+
+
+@contextmanager
+def _progress(total: int, show: bool | None) -> Iterator[Any]:
+    """A rich progress bar on stderr for big imports; a no-op otherwise."""
+    if not (show if show is not None else total >= PROGRESS_THRESHOLD):
+        yield lambda: None
+        return
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("converting", total=total)
+        yield lambda: bar.advance(task)
