@@ -53,9 +53,13 @@ class ManifestRow(ContractModel):
     site: str | None = None
     label: str | None = Field(None, description="null = unlabelled (kept for scoring, never trained on)")
     split: Literal["train", "val", "test"] | None = None
-    pixel_hash: str = Field(pattern=SHA256, description="sha256 of the decoded float32 array")
+    pixel_hash: str = Field(
+        pattern=SHA256,
+        description="sha256 of the decoded array as cached: int16/uint16 when every value is a whole number in "
+        "range (lossless), else float32; dtype and shape included (medtl.hashing.sha256_array)",
+    )
     source_hash: str = Field(pattern=SHA256, description="sha256 over the content of the scan's input files")
-    cache_path: str = Field(description="decoded array (.npy) relative to the dataset folder")
+    cache_path: str = Field(description="decoded array (.npy, physical values) relative to the dataset folder")
     intensity_min: float
     intensity_max: float
     intensity_mean: float

@@ -76,6 +76,10 @@ def read_nifti(path: Path) -> tuple[list[Scan], str]:
     if len(volumes) > MAX_VOLUMES:
         raise ReadError(f"NIfTI 4th axis has {len(volumes)} entries (more than {MAX_VOLUMES}): not a volume series")
     sidecar = sidecar_for(path)
+    slope, inter = image.header.get_slope_inter()
+    integral = np.issubdtype(image.get_data_dtype(), np.integer) and all(
+        value is None or float(value).is_integer() for value in (slope, inter)
+    )
     scans = []
     for index, volume in enumerate(volumes):
         canonical, canonical_affine, codes = to_canonical(volume, affine)
@@ -96,6 +100,7 @@ def read_nifti(path: Path) -> tuple[list[Scan], str]:
         if _looks_like_label_map(canonical):
             scan.flag("possible_label_map")
         scan.meta.update(
+            integral=integral,
             modality=str(sidecar.get("Modality", "OT")).upper(),
             sop_class=None,
             transfer_syntax=None,

@@ -170,3 +170,17 @@ def test_parallel_workers_give_the_same_manifest(cohort, tmp_path):
     serial = read_table(ManifestRow, tmp_path / "serial" / "manifest.parquet").sort_values("scan_id")
     parallel = read_table(ManifestRow, tmp_path / "parallel" / "manifest.parquet").sort_values("scan_id")
     pd.testing.assert_frame_equal(serial.reset_index(drop=True), parallel.reset_index(drop=True))
+
+
+def test_worker_results_hold_no_reference_to_decoded_volumes():
+    # a sample that is a view keeps its whole volume alive: memory would grow with every series ingested
+    from medtl.ingest.worker import _sample, compact_lossless
+
+    volume = np.arange(64 * 64 * 8, dtype=np.float32).reshape(64, 64, 8)
+    assert not np.shares_memory(_sample(volume), volume)
+    assert compact_lossless(volume, integral=True, low=0, high=volume.max()).dtype == np.int16
+    assert compact_lossless(volume * 2, integral=True, low=0, high=volume.max() * 2).dtype == np.uint16
+    assert compact_lossless(volume - 40000, integral=True, low=-40000, high=volume.max() - 40000).dtype == np.float32
+    assert compact_lossless(volume + 0.5, integral=False, low=0.5, high=1e4).dtype == np.float32
+    signed = compact_lossless(volume - 1024, integral=True, low=-1024, high=volume.max() - 1024)
+    assert signed.dtype == np.int16 and np.array_equal(signed.astype(np.float32), volume - 1024)

@@ -76,5 +76,5 @@ def test_medmnist_import_then_ingest_keeps_images_labels_and_official_split(shar
     for split in ("train", "val", "test"):
         expected_labels = sorted(str(int(v)) for v in arrays[f"{split}_labels"][:12, 0])
         assert sorted(manifest.label[manifest.split == split]) == expected_labels
-        images = {np.load(out / p).tobytes() for p in manifest.cache_path[manifest.split == split]}
+        images = {np.load(out / p).astype(np.float32).tobytes() for p in manifest.cache_path[manifest.split == split]}
         assert images == {arrays[f"{split}_images"][i].astype(np.float32).tobytes() for i in range(12)}

@@ -34,6 +34,7 @@ class DecodedObject:
     sha256: str
     dataset: Dataset | None  # None when the native fast path decoded the pixels
     flags: list[str] = field(default_factory=list)
+    integral: bool = False  # every value is a whole number (lets the cache store it losslessly as integers)
 
 
 def decode_object(
@@ -73,14 +74,21 @@ def _native_object(header: DicomHeader, stored: np.ndarray, digest: str) -> Deco
     if monochrome1:
         flags.append("monochrome1_inverted")
     syntax = UID(header.transfer_syntax_uid or "").name
-    return DecodedObject(frame[np.newaxis], "medtl-native", syntax, digest, None, flags)
+    integral = float(slope).is_integer() and float(intercept).is_integer()
+    return DecodedObject(frame[np.newaxis], "medtl-native", syntax, digest, None, flags, integral=integral)
 
 
 def _linear(
     stored: np.ndarray, slope: float, intercept: float, low: float, high: float, monochrome1: bool
 ) -> np.ndarray:
-    """stored * slope + intercept (computed in float64, stored as float32); MONOCHROME1 mirrored over the range."""
-    out = stored.astype(np.float64)
+    """stored * slope + intercept as float32; MONOCHROME1 mirrored over the rescaled stored range.
+
+    Integer slope and intercept (the usual CT case) are exact in float32 below 2**24; anything else is computed in
+    float64 first, so the result matches pydicom's Modality LUT to the last bit.
+    """
+    exact = float(slope).is_integer() and float(intercept).is_integer()
+    exact = exact and max(abs(low * slope + intercept), abs(high * slope + intercept)) < 2**24
+    out = stored.astype(np.float32 if exact else np.float64)
     if slope != 1.0:
         out *= slope
     if intercept != 0.0:
@@ -108,7 +116,8 @@ def _decode_dataset(ds: Dataset, digest: str) -> DecodedObject:
         flags.append("rgb_to_grey")
         return DecodedObject(frames, plugin, syntax.name, digest, ds, flags)
     frames = _to_physical(pixels, ds, flags)
-    return DecodedObject(frames, plugin, syntax.name, digest, ds, flags)
+    integral = bool(np.all(np.equal(np.mod(frames, 1), 0)))
+    return DecodedObject(frames, plugin, syntax.name, digest, ds, flags, integral=integral)
 
 
 def _decode(ds: Dataset, syntax: UID) -> tuple[np.ndarray, str]:

@@ -291,6 +291,7 @@ def _describe(scan: Scan, plan: ScanPlan, header: DicomHeader, objects: list[Dec
         for name in obj.flags:
             scan.flag(name)
     scan.meta.update(
+        integral=all(obj.integral for obj in objects),
         modality=header.modality or plan.modality,
         sop_class=UID(header.sop_class_uid).name if header.sop_class_uid else None,
         transfer_syntax=objects[0].transfer_syntax,
