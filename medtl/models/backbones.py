@@ -42,6 +42,16 @@ class BackboneSpec:
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 
 
+# torchvision and MONAI DenseNet121 name their layers alike: the same stages serve both.
+_DENSENET_STAGES = (
+    ("stem", ("features.conv0", "features.norm0")),
+    ("block1", ("features.denseblock1", "features.transition1")),
+    ("block2", ("features.denseblock2", "features.transition2")),
+    ("block3", ("features.denseblock3", "features.transition3")),
+    ("block4", ("features.denseblock4", "features.norm5")),
+)
+
+
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     return BACKBONES.register(spec.name, spec)
 
@@ -133,13 +143,7 @@ def _register_torchvision() -> None:
             inflatable=True,
             first_conv="features.conv0",
             head="classifier",
-            stages=(
-                ("stem", ("features.conv0", "features.norm0")),
-                ("block1", ("features.denseblock1", "features.transition1")),
-                ("block2", ("features.denseblock2", "features.transition2")),
-                ("block3", ("features.denseblock3", "features.transition3")),
-                ("block4", ("features.denseblock4", "features.norm5")),
-            ),
+            stages=_DENSENET_STAGES,
             torchvision_weights=tvm.DenseNet121_Weights,
         )
     )
@@ -250,13 +254,7 @@ def _register_monai() -> None:
             inflatable=False,
             first_conv="features.conv0",
             head="class_layers.out",
-            stages=(
-                ("stem", ("features.conv0", "features.norm0")),
-                ("block1", ("features.denseblock1", "features.transition1")),
-                ("block2", ("features.denseblock2", "features.transition2")),
-                ("block3", ("features.denseblock3", "features.transition3")),
-                ("block4", ("features.denseblock4", "features.norm5")),
-            ),
+            stages=_DENSENET_STAGES,
         )
     )
 
