@@ -132,4 +132,3 @@ class PHIError(MedTLError):
     """Protected health information was found where none may be (outputs, artifacts, logs)."""
 
     exit_code = 7
-

@@ -39,9 +39,7 @@ class ManifestRow(ContractModel):
     n_files: int = Field(ge=1)
     shape: list[int] = Field(min_length=2, max_length=3)
     spacing: list[float] = Field(min_length=2, max_length=3, description="mm per array axis")
-    affine: list[float] = Field(
-        min_length=16, max_length=16, description="4x4 voxel-to-RAS (mm) matrix, row-major"
-    )
+    affine: list[float] = Field(min_length=16, max_length=16, description="4x4 voxel-to-RAS (mm) matrix, row-major")
     orientation: str = Field(description="axis codes of the stored array, e.g. RAS")
     transfer_syntax: str | None = None
     decoder: str | None = Field(None, description="pixel decoder that ran, e.g. pydicom, pylibjpeg, nibabel")

@@ -73,47 +73,168 @@ class MedMNISTSet:
 
 
 MEDMNIST_SETS: Registry[MedMNISTSet] = Registry("MedMNIST set")
-_ORGANS_2D = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left",
-              "lung-right", "pancreas", "spleen")
-_ORGANS_3D = ("liver", "kidney-right", "kidney-left", "femur-right", "femur-left", "bladder", "heart", "lung-right",
-              "lung-left", "spleen", "pancreas")
+_ORGANS_2D = (
+    "bladder",
+    "femur-left",
+    "femur-right",
+    "heart",
+    "kidney-left",
+    "kidney-right",
+    "liver",
+    "lung-left",
+    "lung-right",
+    "pancreas",
+    "spleen",
+)
+_ORGANS_3D = (
+    "liver",
+    "kidney-right",
+    "kidney-left",
+    "femur-right",
+    "femur-left",
+    "bladder",
+    "heart",
+    "lung-right",
+    "lung-left",
+    "spleen",
+    "pancreas",
+)
 _SC, _US, _DX = SecondaryCaptureImageStorage, UltrasoundImageStorage, DigitalXRayImageStorageForPresentation
 _KNOWN = (
-    MedMNISTSet("breastmnist", 2, 1, "US", _US, "breast ultrasound (BUSI)", ("malignant", "normal or benign"),
-                "binary"),
+    MedMNISTSet(
+        "breastmnist", 2, 1, "US", _US, "breast ultrasound (BUSI)", ("malignant", "normal or benign"), "binary"
+    ),
     MedMNISTSet("pneumoniamnist", 2, 1, "DX", _DX, "paediatric chest X-ray", ("normal", "pneumonia"), "binary"),
-    MedMNISTSet("pathmnist", 2, 3, "OT", _SC, "colon histology patches (H&E)",
-                ("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
-                 "cancer-associated stroma", "colorectal adenocarcinoma epithelium")),
-    MedMNISTSet("dermamnist", 2, 3, "OT", _SC, "dermatoscopy (HAM10000)",
-                ("actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
-                 "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
-                 "vascular lesions")),
-    MedMNISTSet("octmnist", 2, 1, "OT", _SC, "retinal OCT",
-                ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal")),
-    MedMNISTSet("retinamnist", 2, 3, "OT", _SC, "retinal fundus photography",
-                ("DR grade 0", "DR grade 1", "DR grade 2", "DR grade 3", "DR grade 4"), "ordinal"),
-    MedMNISTSet("bloodmnist", 2, 3, "OT", _SC, "blood cell microscopy",
-                ("basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte", "monocyte",
-                 "neutrophil", "platelet")),
-    MedMNISTSet("tissuemnist", 2, 1, "OT", _SC, "kidney cortex cell microscopy (BBBC051)",
-                ("collecting duct, connecting tubule", "distal convoluted tubule", "glomerular endothelial cells",
-                 "interstitial endothelial cells", "leukocytes", "podocytes", "proximal tubule segments",
-                 "thick ascending limb")),
+    MedMNISTSet(
+        "pathmnist",
+        2,
+        3,
+        "OT",
+        _SC,
+        "colon histology patches (H&E)",
+        (
+            "adipose",
+            "background",
+            "debris",
+            "lymphocytes",
+            "mucus",
+            "smooth muscle",
+            "normal colon mucosa",
+            "cancer-associated stroma",
+            "colorectal adenocarcinoma epithelium",
+        ),
+    ),
+    MedMNISTSet(
+        "dermamnist",
+        2,
+        3,
+        "OT",
+        _SC,
+        "dermatoscopy (HAM10000)",
+        (
+            "actinic keratoses and intraepithelial carcinoma",
+            "basal cell carcinoma",
+            "benign keratosis-like lesions",
+            "dermatofibroma",
+            "melanoma",
+            "melanocytic nevi",
+            "vascular lesions",
+        ),
+    ),
+    MedMNISTSet(
+        "octmnist",
+        2,
+        1,
+        "OT",
+        _SC,
+        "retinal OCT",
+        ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal"),
+    ),
+    MedMNISTSet(
+        "retinamnist",
+        2,
+        3,
+        "OT",
+        _SC,
+        "retinal fundus photography",
+        ("DR grade 0", "DR grade 1", "DR grade 2", "DR grade 3", "DR grade 4"),
+        "ordinal",
+    ),
+    MedMNISTSet(
+        "bloodmnist",
+        2,
+        3,
+        "OT",
+        _SC,
+        "blood cell microscopy",
+        (
+            "basophil",
+            "eosinophil",
+            "erythroblast",
+            "immature granulocytes",
+            "lymphocyte",
+            "monocyte",
+            "neutrophil",
+            "platelet",
+        ),
+    ),
+    MedMNISTSet(
+        "tissuemnist",
+        2,
+        1,
+        "OT",
+        _SC,
+        "kidney cortex cell microscopy (BBBC051)",
+        (
+            "collecting duct, connecting tubule",
+            "distal convoluted tubule",
+            "glomerular endothelial cells",
+            "interstitial endothelial cells",
+            "leukocytes",
+            "podocytes",
+            "proximal tubule segments",
+            "thick ascending limb",
+        ),
+    ),
     MedMNISTSet("organamnist", 2, 1, "OT", _SC, "abdominal CT, axial organ crops (windowed, 8-bit)", _ORGANS_2D),
     MedMNISTSet("organcmnist", 2, 1, "OT", _SC, "abdominal CT, coronal organ crops (windowed, 8-bit)", _ORGANS_2D),
     MedMNISTSet("organsmnist", 2, 1, "OT", _SC, "abdominal CT, sagittal organ crops (windowed, 8-bit)", _ORGANS_2D),
     MedMNISTSet("organmnist3d", 3, 1, "CT", None, "abdominal CT organ crops", _ORGANS_3D),
-    MedMNISTSet("nodulemnist3d", 3, 1, "CT", None, "chest CT lung nodules (LIDC-IDRI)", ("benign", "malignant"),
-                "binary"),
-    MedMNISTSet("adrenalmnist3d", 3, 1, "CT", None, "adrenal gland shape masks from abdominal CT",
-                ("normal", "hyperplasia"), "binary"),
-    MedMNISTSet("fracturemnist3d", 3, 1, "CT", None, "rib fractures from chest CT (RibFrac)",
-                ("buckle", "nondisplaced", "displaced")),
-    MedMNISTSet("vesselmnist3d", 3, 1, "MR", None, "brain vessel segments voxelised from MRA meshes (IntrA)",
-                ("vessel", "aneurysm"), "binary"),
-    MedMNISTSet("synapsemnist3d", 3, 1, "EM", None, "synapses in electron microscopy", ("inhibitory", "excitatory"),
-                "binary"),
+    MedMNISTSet(
+        "nodulemnist3d", 3, 1, "CT", None, "chest CT lung nodules (LIDC-IDRI)", ("benign", "malignant"), "binary"
+    ),
+    MedMNISTSet(
+        "adrenalmnist3d",
+        3,
+        1,
+        "CT",
+        None,
+        "adrenal gland shape masks from abdominal CT",
+        ("normal", "hyperplasia"),
+        "binary",
+    ),
+    MedMNISTSet(
+        "fracturemnist3d",
+        3,
+        1,
+        "CT",
+        None,
+        "rib fractures from chest CT (RibFrac)",
+        ("buckle", "nondisplaced", "displaced"),
+    ),
+    MedMNISTSet(
+        "vesselmnist3d",
+        3,
+        1,
+        "MR",
+        None,
+        "brain vessel segments voxelised from MRA meshes (IntrA)",
+        ("vessel", "aneurysm"),
+        "binary",
+    ),
+    MedMNISTSet(
+        "synapsemnist3d", 3, 1, "EM", None, "synapses in electron microscopy", ("inhibitory", "excitatory"), "binary"
+    ),
 )
 # chestmnist is left out on purpose: it is multi-label (14 findings per image) and labels.csv holds one label.
 SIZE_SUFFIXES = {2: ("", "_64", "_128", "_224"), 3: ("", "_64")}
@@ -154,8 +275,10 @@ def download(url: str, directory: Path, *, timeout_s: float = 60.0) -> Path:
     """Fetch `url` into `directory` with urllib (no extra dependency); a clear error when offline."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("http", "https"):
-        raise ConfigError(f"--source {url!r} is neither a local file nor an http(s) URL",
-                          fix="pass the path of a MedMNIST .npz file or its https download URL")
+        raise ConfigError(
+            f"--source {url!r} is neither a local file nor an http(s) URL",
+            fix="pass the path of a MedMNIST .npz file or its https download URL",
+        )
     target = Path(directory) / (Path(parsed.path).name or "medmnist.npz")
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response, open(target, "wb") as sink:  # noqa: S310 (scheme checked above)
@@ -180,8 +303,11 @@ def _local_source(source: str) -> Iterator[Path]:
         return
     path = Path(source)
     if not path.is_file():
-        raise ReadError("the MedMNIST source file does not exist", where=str(path),
-                        fix="pass the path of the .npz file (or an https URL to download it)")
+        raise ReadError(
+            "the MedMNIST source file does not exist",
+            where=str(path),
+            fix="pass the path of the .npz file (or an https URL to download it)",
+        )
     yield path
 
 
@@ -195,8 +321,11 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                     continue
                 with archive.open(member) as stream:
                     version = np.lib.format.read_magic(stream)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
                         else np.lib.format.read_array_header_2_0
+                    )
                     shape, _, dtype = read(stream)
                 headers[member[: -len(".npy")]] = (tuple(shape), np.dtype(dtype))
     except (zipfile.BadZipFile, ValueError, OSError) as error:
@@ -214,8 +343,11 @@ def _check_npz(path: Path, name: str, spec: MedMNISTSet) -> dict[str, np.ndarray
     expected = [f"{split}_{part}" for split in SPLITS for part in ("images", "labels")]
     missing = [key for key in expected if key not in headers]
     if missing:
-        raise ReadError(f"the .npz lacks the key(s) {', '.join(missing)}; found: {', '.join(sorted(headers))}",
-                        where=path.name, fix="pass an unmodified MedMNIST v2 .npz file")
+        raise ReadError(
+            f"the .npz lacks the key(s) {', '.join(missing)}; found: {', '.join(sorted(headers))}",
+            where=path.name,
+            fix="pass an unmodified MedMNIST v2 .npz file",
+        )
     size = image_size(name)
     image_shape = (size,) * spec.dims + ((3,) if spec.channels == 3 else ())
     problems = []
@@ -226,24 +358,34 @@ def _check_npz(path: Path, name: str, spec: MedMNISTSet) -> dict[str, np.ndarray
             problems.append(f"{split}_images is {dtype} {shape}; {name} needs uint8 ({wanted})")
         label_shape, label_dtype = headers[f"{split}_labels"]
         if label_shape[:1] != shape[:1]:
-            problems.append(f"{split}_labels has {label_shape[0] if label_shape else 0} rows but {split}_images has "
-                            f"{shape[0]} images")
+            problems.append(
+                f"{split}_labels has {label_shape[0] if label_shape else 0} rows but {split}_images has "
+                f"{shape[0]} images"
+            )
         elif (len(label_shape) == 2 and label_shape[1] != 1) or len(label_shape) > 2:
-            problems.append(f"{split}_labels has shape {label_shape}: one label per image (N, 1) is needed "
-                            "(multi-label sets such as chestmnist are not supported)")
+            problems.append(
+                f"{split}_labels has shape {label_shape}: one label per image (N, 1) is needed "
+                "(multi-label sets such as chestmnist are not supported)"
+            )
         elif label_dtype.kind not in "iu":
             problems.append(f"{split}_labels has dtype {label_dtype}; integer class labels are needed")
     if problems:
-        raise ReadError("the .npz does not match " + name + ": " + "; ".join(problems), where=path.name,
-                        fix="check that --source is the file for this set and size (e.g. breastmnist_64 for 64 px)")
+        raise ReadError(
+            "the .npz does not match " + name + ": " + "; ".join(problems),
+            where=path.name,
+            fix="check that --source is the file for this set and size (e.g. breastmnist_64 for 64 px)",
+        )
     labels = {}
     with np.load(path, allow_pickle=False) as npz:
         for split in SPLITS:
             values = np.asarray(npz[f"{split}_labels"]).reshape(-1).astype(np.int64)
             bad = values[(values < 0) | (values >= len(spec.classes))]
             if bad.size:
-                raise ReadError(f"{split}_labels holds {bad.size} value(s) outside 0..{len(spec.classes) - 1}, "
-                                f"e.g. {int(bad[0])}", where=path.name, fix=f"pass the .npz file of {name}")
+                raise ReadError(
+                    f"{split}_labels holds {bad.size} value(s) outside 0..{len(spec.classes) - 1}, e.g. {int(bad[0])}",
+                    where=path.name,
+                    fix=f"pass the .npz file of {name}",
+                )
             labels[split] = values
     return labels
 
@@ -289,8 +431,9 @@ def _dicom_2d(spec: MedMNISTSet, name: str, split: str, index: int, patient_id: 
     return ds
 
 
-def import_medmnist(name: str, *, source: str, out: Path, limit: int | None = None,
-                    progress: bool | None = None) -> ImportSummary:
+def import_medmnist(
+    name: str, *, source: str, out: Path, limit: int | None = None, progress: bool | None = None
+) -> ImportSummary:
     """Convert a MedMNIST .npz (local path or http(s) URL) into files medtl ingests; see the module docstring."""
     name = name.strip().lower()
     spec = MEDMNIST_SETS.get(name)
@@ -302,8 +445,11 @@ def import_medmnist(name: str, *, source: str, out: Path, limit: int | None = No
         labels = _check_npz(path, name, spec)
         counts = {split: len(values) if limit is None else min(limit, len(values)) for split, values in labels.items()}
         rows: list[dict[str, Any]] = []
-        with staged_output(out, what=f"MedMNIST {name}") as work, np.load(path, allow_pickle=False) as npz, \
-                _progress(sum(counts.values()), progress) as advance:
+        with (
+            staged_output(out, what=f"MedMNIST {name}") as work,
+            np.load(path, allow_pickle=False) as npz,
+            _progress(sum(counts.values()), progress) as advance,
+        ):
             for split in SPLITS:
                 images = npz[f"{split}_images"]  # one split in memory at a time
                 width = max(5, len(str(len(images) - 1)))
@@ -317,25 +463,30 @@ def import_medmnist(name: str, *, source: str, out: Path, limit: int | None = No
                     rows.append({"patient_id": patient_id, "label": int(labels[split][index]), "split": split})
                     advance()
                 del images
-            label_counts = {split: {str(k): v for k, v in sorted(Counter(
-                r["label"] for r in rows if r["split"] == split).items())} for split in SPLITS}
+            label_counts = {
+                split: {str(k): v for k, v in sorted(Counter(r["label"] for r in rows if r["split"] == split).items())}
+                for split in SPLITS
+            }
             write_csv(work / "labels.csv", ("patient_id", "label", "split"), rows)
-            write_json(work / "dataset.json", {
-                "source": "MedMNIST v2 (Yang et al., Scientific Data 2023), CC BY 4.0",
-                "name": name,
-                "description": spec.source,
-                "dims": spec.dims,
-                "modality": spec.modality,
-                "task": spec.task,
-                "classes": {str(i): c for i, c in enumerate(spec.classes)},
-                "counts": counts,
-                "label_counts": label_counts,
-                "limit": limit,
-                "source_file": path.name,
-                "source_sha256": sha256_file(path),
-                "patient_ids": "none in MedMNIST: each image is its own patient, <name>-<split>-<index>",
-                "spacing": "none (2D: no PixelSpacing)" if spec.dims == 2 else "nominal 1 mm identity affine",
-            })
+            write_json(
+                work / "dataset.json",
+                {
+                    "source": "MedMNIST v2 (Yang et al., Scientific Data 2023), CC BY 4.0",
+                    "name": name,
+                    "description": spec.source,
+                    "dims": spec.dims,
+                    "modality": spec.modality,
+                    "task": spec.task,
+                    "classes": {str(i): c for i, c in enumerate(spec.classes)},
+                    "counts": counts,
+                    "label_counts": label_counts,
+                    "limit": limit,
+                    "source_file": path.name,
+                    "source_sha256": sha256_file(path),
+                    "patient_ids": "none in MedMNIST: each image is its own patient, <name>-<split>-<index>",
+                    "spacing": "none (2D: no PixelSpacing)" if spec.dims == 2 else "nominal 1 mm identity affine",
+                },
+            )
     return ImportSummary(name=name, spec=spec, out=out, counts=counts, label_counts=label_counts, limit=limit)
 
 

@@ -96,4 +96,3 @@ def _rows(numbers: Sequence[int], limit: int = 10) -> str:
         return "none"
     shown = ", ".join(str(n) for n in numbers[:limit])
     return shown + (f" (+{len(numbers) - limit} more)" if len(numbers) > limit else "")
-

@@ -41,8 +41,11 @@ def _rows(out: Path) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize(
     ("name", "sop_class", "modality"),
-    [("breastmnist", UltrasoundImageStorage, "US"), ("pneumoniamnist", DigitalXRayImageStorageForPresentation, "DX"),
-     ("octmnist", SecondaryCaptureImageStorage, "OT")],
+    [
+        ("breastmnist", UltrasoundImageStorage, "US"),
+        ("pneumoniamnist", DigitalXRayImageStorageForPresentation, "DX"),
+        ("octmnist", SecondaryCaptureImageStorage, "OT"),
+    ],
 )
 def test_2d_greyscale_import_round_trips_pixels_and_labels(tmp_path, name, sop_class, modality):
     n_classes = len(MEDMNIST_SETS.get(name).classes)
@@ -132,8 +135,18 @@ def test_wrong_inputs_are_refused(tmp_path):
 
 def test_registry_lists_2d_and_3d_sets_with_size_variants():
     names = set(MEDMNIST_SETS.names())
-    assert {"breastmnist", "pneumoniamnist", "breastmnist_224", "adrenalmnist3d", "adrenalmnist3d_64",
-            "organmnist3d", "nodulemnist3d", "fracturemnist3d", "vesselmnist3d", "synapsemnist3d"} <= names
+    assert {
+        "breastmnist",
+        "pneumoniamnist",
+        "breastmnist_224",
+        "adrenalmnist3d",
+        "adrenalmnist3d_64",
+        "organmnist3d",
+        "nodulemnist3d",
+        "fracturemnist3d",
+        "vesselmnist3d",
+        "synapsemnist3d",
+    } <= names
     assert "chestmnist" not in names  # multi-label: not representable as one label per row
     assert MEDMNIST_SETS.get("breastmnist").classes == ("malignant", "normal or benign")
     assert MEDMNIST_SETS.get("pneumoniamnist").classes == ("normal", "pneumonia")

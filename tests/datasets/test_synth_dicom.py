@@ -68,7 +68,8 @@ def test_phantom_contents_in_hounsfield_units(cohort, truth, read_series):
         for ds, hu in zip(datasets, volume, strict=True):
             j, i = np.mgrid[0:64, 0:64]
             pos = np.asarray(ds.ImagePositionPatient, float)[:, None, None] + spacing * (
-                iop[:3, None, None] * i + iop[3:, None, None] * j)
+                iop[:3, None, None] * i + iop[3:, None, None] * j
+            )
             dist = np.linalg.norm(pos - np.asarray(phantom["focus"])[:, None, None], axis=0)
             in_ball.append(hu[dist < 2.0])
         assert np.isclose(np.dot(normal, normal), 1.0)
@@ -94,8 +95,9 @@ def test_slice_positions_follow_the_recorded_geometry(cohort, truth, read_series
         positions = np.array([np.dot(normal, np.asarray(ds.ImagePositionPatient, float)) for ds in datasets])
         expected_steps = np.delete(np.arange(geometry["shape_ijk"][2]), series["missing_positions"])
         np.testing.assert_allclose(positions - positions[0], expected_steps * geometry["spacing_ijk"][2], atol=1e-3)
-        np.testing.assert_allclose(np.asarray(datasets[0].ImagePositionPatient, float), geometry["origin_lps"],
-                                   atol=1e-3)
+        np.testing.assert_allclose(
+            np.asarray(datasets[0].ImagePositionPatient, float), geometry["origin_lps"], atol=1e-3
+        )
         np.testing.assert_allclose([float(v) for v in datasets[0].PixelSpacing], geometry["spacing_ijk"][:2])
         assert all(ds.FrameOfReferenceUID == series["frame_of_reference_uid"] for ds in datasets)
         if series["kind"] == "ct":
@@ -132,8 +134,9 @@ def test_dx_images_are_2d_projections_with_monochrome1_inverted(cohort, truth):
             phantom = Phantom.from_truth(patient["phantom"])
             projection = Projection.from_truth(series["geometry"])
             with_lesion = render_projection(phantom, projection, noise_sd=0, noise_seed=0).astype(int)
-            without = render_projection(dataclasses.replace(phantom, lesion=None), projection, noise_sd=0,
-                                        noise_seed=0).astype(int)
+            without = render_projection(
+                dataclasses.replace(phantom, lesion=None), projection, noise_sd=0, noise_seed=0
+            ).astype(int)
             assert np.abs(with_lesion - without).max() > 30
     assert "MONOCHROME1" in photometrics
 
@@ -148,9 +151,17 @@ def test_headers_look_like_a_pacs_export(cohort, truth):
         assert len(ds.PatientBirthDate) == 8 and ds.PatientBirthDate < ds.StudyDate
         assert ds.StudyDate == study["study_date"].replace("-", "")
         assert ds.PatientSex in ("F", "M") and ds.PatientAge.endswith("Y")
-        for keyword in ("AccessionNumber", "ReferringPhysicianName", "InstitutionName", "Manufacturer",
-                        "ManufacturerModelName", "BodyPartExamined", "StudyDescription", "SeriesDescription",
-                        "SeriesNumber"):
+        for keyword in (
+            "AccessionNumber",
+            "ReferringPhysicianName",
+            "InstitutionName",
+            "Manufacturer",
+            "ManufacturerModelName",
+            "BodyPartExamined",
+            "StudyDescription",
+            "SeriesDescription",
+            "SeriesNumber",
+        ):
             assert str(ds.get(keyword, "")).strip(), keyword
         assert ds.file_meta.TransferSyntaxUID == series["transfer_syntax"]
         institutions.add(ds.InstitutionName)

@@ -66,9 +66,12 @@ def _clean_series_folder(root: Path, truth) -> tuple[Path, dict]:
     for _, _, series in iter_series(truth, "ct"):
         files = series["files"]
         folder = (root / files[0]).parent
-        if (series["transfer_syntax"] == "1.2.840.10008.1.2.1" and None not in files
-                and files[0].endswith(".dcm") and sorted(p.name for p in folder.iterdir()) == sorted(
-                    Path(f).name for f in files)):
+        if (
+            series["transfer_syntax"] == "1.2.840.10008.1.2.1"
+            and None not in files
+            and files[0].endswith(".dcm")
+            and sorted(p.name for p in folder.iterdir()) == sorted(Path(f).name for f in files)
+        ):
             return folder, series
     raise AssertionError("no clean series in the cohort")
 

@@ -30,9 +30,18 @@ def test_every_file_is_a_series_file_or_a_recorded_problem(cohort, truth):
         assert record["fate"] in FATES and record["files"] and record["reason"]
         assert (record["fate"] == "flagged") == ("flag" in record)
     kinds = {p["kind"] for p in truth["problems"]}
-    assert kinds == {"truncated_dicom", "non_dicom", "dicomdir", "structured_report", "duplicate_instance",
-                     "slice_gap", "compressed_rle_lossless", "compressed_jpeg2000_lossless", "unsorted_flat_folder",
-                     "nifti_qform_sform_mismatch"}
+    assert kinds == {
+        "truncated_dicom",
+        "non_dicom",
+        "dicomdir",
+        "structured_report",
+        "duplicate_instance",
+        "slice_gap",
+        "compressed_rle_lossless",
+        "compressed_jpeg2000_lossless",
+        "unsorted_flat_folder",
+        "nifti_qform_sform_mismatch",
+    }
 
 
 def test_truncated_file_cannot_be_decoded(cohort, problem):
@@ -71,8 +80,9 @@ def test_dicomdir_indexes_the_file_set_patient(cohort, truth, problem):
     patient = next(p for p in truth["patients"] if p["layout"] == "fileset")
     files = {(cohort.out / f).resolve() for st in patient["studies"] for s in st["series"] for f in s["files"] if f}
     assert indexed == files
-    assert all(Path(f).parts[:2] == ("dicom", "media") for f in map(str, [p.relative_to(cohort.out.resolve())
-                                                                           for p in files]))
+    assert all(
+        Path(f).parts[:2] == ("dicom", "media") for f in map(str, [p.relative_to(cohort.out.resolve()) for p in files])
+    )
 
 
 def test_structured_report_is_a_text_sr_without_pixels(cohort, problem):
@@ -110,14 +120,20 @@ def test_slice_gap_removes_one_middle_slice(cohort, truth, problem, read_series)
     np.testing.assert_allclose(sorted(steps)[:-1], spacing, atol=1e-3)
 
 
-@pytest.mark.parametrize(("kind", "syntax"), [("compressed_rle_lossless", RLELossless),
-                                              ("compressed_jpeg2000_lossless", JPEG2000Lossless)])
+@pytest.mark.parametrize(
+    ("kind", "syntax"), [("compressed_rle_lossless", RLELossless), ("compressed_jpeg2000_lossless", JPEG2000Lossless)]
+)
 def test_compressed_series_decode_to_the_uncompressed_values(cohort, truth, problem, kind, syntax):
     record = problem(kind)
     assert record["fate"] == "ingested" and record["transfer_syntax"] == syntax
     patient, series = next((p, s) for p, _, s in iter_series(truth) if s["series_uid"] == record["series_uid"])
-    encoding = Encoding(series["encoding"], series["pixel_representation"], series["bits_stored"],
-                        series["rescale_slope"], series["rescale_intercept"])
+    encoding = Encoding(
+        series["encoding"],
+        series["pixel_representation"],
+        series["bits_stored"],
+        series["rescale_slope"],
+        series["rescale_intercept"],
+    )
     uncompressed = encode_hu(expected_values(patient, series), encoding)  # what an uncompressed file would store
     for k, relative in enumerate(series["files"]):
         if relative is None:

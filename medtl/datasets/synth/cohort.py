@@ -76,15 +76,17 @@ def _label_rows(plans: list[PatientPlan]) -> list[dict[str, str]]:
     for patient in plans:
         family, given = patient.name.split("^")
         for study in patient.studies:
-            rows.append({
-                "patient_id": patient.patient_id,
-                "study_id": study.study_uid,
-                "label": str(patient.label),
-                "site": patient.site.institution,
-                "patient_name": f"{family.title()}, {given.title()}",
-                "birth_date": patient.birth_date.isoformat(),
-                "accession_number": study.accession,
-            })
+            rows.append(
+                {
+                    "patient_id": patient.patient_id,
+                    "study_id": study.study_uid,
+                    "label": str(patient.label),
+                    "site": patient.site.institution,
+                    "patient_name": f"{family.title()}, {given.title()}",
+                    "birth_date": patient.birth_date.isoformat(),
+                    "accession_number": study.accession,
+                }
+            )
     return rows
 
 
@@ -117,8 +119,12 @@ def make_cohort(
             "dicom_files": sum(1 for path in (work / "dicom").rglob("*") if path.is_file()),
             "nifti_files": sum(1 for _ in (work / "nifti").rglob("*.nii.gz")),
         }
-        parameters = {"patients": patients, "prevalence": prevalence, "difficulty": difficulty,
-                      "with_problems": with_problems}
+        parameters = {
+            "patients": patients,
+            "prevalence": prevalence,
+            "difficulty": difficulty,
+            "with_problems": with_problems,
+        }
         truth = cohort_truth(seed=seed, parameters=parameters, plans=plans, problems=problems, counts=counts)
         write_json(work / "cohort.json", truth)
     return CohortSummary(

@@ -38,8 +38,11 @@ def encode_hu(hu: np.ndarray, encoding: Encoding) -> np.ndarray:
     """Stored values such that stored * slope + intercept == hu exactly (hu are integers)."""
     stored = np.rint((hu.astype(np.float64) - encoding.intercept) / encoding.slope)
     dtype = "<i2" if encoding.pixel_representation else "<u2"
-    low, high = (-(2 ** (encoding.bits_stored - 1)), 2 ** (encoding.bits_stored - 1) - 1) \
-        if encoding.pixel_representation else (0, 2**encoding.bits_stored - 1)
+    low, high = (
+        (-(2 ** (encoding.bits_stored - 1)), 2 ** (encoding.bits_stored - 1) - 1)
+        if encoding.pixel_representation
+        else (0, 2**encoding.bits_stored - 1)
+    )
     if stored.min() < low or stored.max() > high:
         raise ValueError(f"HU range does not fit encoding {encoding.name}")  # a generator bug, not user input
     return stored.astype(dtype)
@@ -124,8 +127,13 @@ def ct_slice(patient: PatientPlan, study: StudyPlan, series: SeriesPlan, k: int,
     ds.RescaleSlope = ds_number(encoding.slope)
     ds.RescaleType = "HU"
     ds.WindowCenter, ds.WindowWidth = ("40", "400") if series.kind == "ct" else ("-200", "1600")
-    _pixels(ds, encode_hu(hu_slice, encoding), bits_stored=encoding.bits_stored,
-            signed=bool(encoding.pixel_representation), photometric="MONOCHROME2")
+    _pixels(
+        ds,
+        encode_hu(hu_slice, encoding),
+        bits_stored=encoding.bits_stored,
+        signed=bool(encoding.pixel_representation),
+        photometric="MONOCHROME2",
+    )
     return _compress(ds, series.transfer_syntax)
 
 

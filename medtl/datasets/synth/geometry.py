@@ -88,17 +88,20 @@ class SliceStack:
 
     def voxel_positions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """LPS x, y, z of every voxel centre, each shaped (k, j, i) like the stacked DICOM volume."""
-        k, j, i = np.meshgrid(
-            np.arange(self.slices), np.arange(self.rows), np.arange(self.columns), indexing="ij"
-        )
+        k, j, i = np.meshgrid(np.arange(self.slices), np.arange(self.rows), np.arange(self.columns), indexing="ij")
         a = self.affine_lps()
         x, y, z = (a[axis, 0] * i + a[axis, 1] * j + a[axis, 2] * k + a[axis, 3] for axis in range(3))
         return x, y, z
 
     @staticmethod
     def centred(
-        centre: np.ndarray, orientation: tuple[tuple[float, ...], tuple[float, ...]], *, pixel_spacing: float,
-        slice_spacing: float, size: int, slices: int,
+        centre: np.ndarray,
+        orientation: tuple[tuple[float, ...], tuple[float, ...]],
+        *,
+        pixel_spacing: float,
+        slice_spacing: float,
+        size: int,
+        slices: int,
     ) -> SliceStack:
         """The stack of `slices` slices of size x size pixels whose middle voxel lies at `centre` (LPS)."""
         row_dir, col_dir = (tuple(float(v) for v in axis) for axis in orientation)

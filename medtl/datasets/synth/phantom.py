@@ -55,8 +55,9 @@ class Phantom:
     def from_truth(entry: dict[str, Any]) -> Phantom:
         fields = {key: tuple(value) if isinstance(value, list) else value for key, value in entry.items()}
         lesion = entry.get("lesion")
-        fields["lesion"] = None if lesion is None else Lesion(tuple(lesion["centre"]), lesion["radius_mm"],
-                                                               lesion["contrast_hu"])
+        fields["lesion"] = (
+            None if lesion is None else Lesion(tuple(lesion["centre"]), lesion["radius_mm"], lesion["contrast_hu"])
+        )
         return Phantom(**fields)
 
 

@@ -26,8 +26,26 @@ CT_SIZE, LOCALIZER_SIZE, DX_SIZE = 64, 64, 128
 MAX_LESION_RADIUS_MM = 8.1  # nominal radius at difficulty 0 (7 mm) with the +15 % jitter
 _BASE_DATE = dt.date(2018, 1, 1)
 
-FAMILY_NAMES = ("SMITH", "GARCIA", "MULLER", "ROSSI", "NGUYEN", "KOWALSKI", "OKAFOR", "TANAKA", "SILVA",
-                "JOHANSSON", "DUBOIS", "PATEL", "MURPHY", "COHEN", "NOVAK", "HASSAN", "LINDQVIST", "MORENO")
+FAMILY_NAMES = (
+    "SMITH",
+    "GARCIA",
+    "MULLER",
+    "ROSSI",
+    "NGUYEN",
+    "KOWALSKI",
+    "OKAFOR",
+    "TANAKA",
+    "SILVA",
+    "JOHANSSON",
+    "DUBOIS",
+    "PATEL",
+    "MURPHY",
+    "COHEN",
+    "NOVAK",
+    "HASSAN",
+    "LINDQVIST",
+    "MORENO",
+)
 GIVEN_NAMES = {
     "F": ("ANNA", "MARIA", "SOFIA", "YUKI", "AMARA", "LENA", "CLAIRE", "PRIYA", "EVA", "NORA"),
     "M": ("JOHN", "LUCA", "OMAR", "KENJI", "PIOTR", "DAVID", "ARJUN", "TOMAS", "ERIK", "SAMUEL"),
@@ -134,10 +152,16 @@ def _ct_series(rng: np.random.Generator, phantom: Phantom, site: Site, uid_key: 
     orientation = axial_rotated(angle) if rotated else AXIAL
     # Keep the whole focus sphere (the largest possible lesion) inside the z coverage.
     room = max(0.0, (slices - 1) * slice_spacing / 2 - MAX_LESION_RADIUS_MM - slice_spacing)
-    centre = np.array([phantom.centre[0] + rng.uniform(-2, 2), phantom.centre[1] + rng.uniform(-2, 2),
-                       phantom.focus[2] + rng.uniform(-room, room)]).round(2)
-    stack = SliceStack.centred(centre, orientation, pixel_spacing=pixel_spacing, slice_spacing=slice_spacing,
-                               size=CT_SIZE, slices=slices)
+    centre = np.array(
+        [
+            phantom.centre[0] + rng.uniform(-2, 2),
+            phantom.centre[1] + rng.uniform(-2, 2),
+            phantom.focus[2] + rng.uniform(-room, room),
+        ]
+    ).round(2)
+    stack = SliceStack.centred(
+        centre, orientation, pixel_spacing=pixel_spacing, slice_spacing=slice_spacing, size=CT_SIZE, slices=slices
+    )
     drawn = str(rng.choice(["ascending", "descending", "shuffled"], p=[0.4, 0.3, 0.3]))
     order: InstanceOrder = ("shuffled", "descending")[ct_index] if ct_index < 2 else drawn  # type: ignore[assignment]
     series_uid = derived_uid(*uid_key, "series", 2)
@@ -161,8 +185,14 @@ def _localizer(rng: np.random.Generator, phantom: Phantom, site: Site, uid_key: 
     sagittal = rng.uniform() < 0.5
     slices = int(rng.integers(1, 4))
     centre = np.array([phantom.centre[0], phantom.centre[1], phantom.focus[2] + rng.uniform(-10, 10)]).round(2)
-    stack = SliceStack.centred(centre, SAGITTAL if sagittal else CORONAL, pixel_spacing=2.0, slice_spacing=5.0,
-                               size=LOCALIZER_SIZE, slices=slices)
+    stack = SliceStack.centred(
+        centre,
+        SAGITTAL if sagittal else CORONAL,
+        pixel_spacing=2.0,
+        slice_spacing=5.0,
+        size=LOCALIZER_SIZE,
+        slices=slices,
+    )
     series_uid = derived_uid(*uid_key, "series", 1)
     return SeriesPlan(
         kind="localizer",
@@ -242,15 +272,17 @@ def plan_cohort(*, patients: int, seed: int, prevalence: float, difficulty: floa
             if has_dx and study_index == 0:
                 series.append(_dx(rng, phantom, uid_key, monochrome1=dx_index % 2 == 0))
                 dx_index += 1
-            studies.append(StudyPlan(
-                study_uid=derived_uid(*uid_key, "study"),
-                study_id=str(int(rng.integers(1000, 99999))),
-                accession=f"ACC{int(rng.integers(10**7, 10**8))}",
-                date=date,
-                time=f"{int(rng.integers(7, 19)):02d}{int(rng.integers(60)):02d}{int(rng.integers(60)):02d}",
-                description="CT CHEST WITHOUT CONTRAST" if study_index == 0 else "CT CHEST FOLLOW-UP",
-                series=series,
-            ))
+            studies.append(
+                StudyPlan(
+                    study_uid=derived_uid(*uid_key, "study"),
+                    study_id=str(int(rng.integers(1000, 99999))),
+                    accession=f"ACC{int(rng.integers(10**7, 10**8))}",
+                    date=date,
+                    time=f"{int(rng.integers(7, 19)):02d}{int(rng.integers(60)):02d}{int(rng.integers(60)):02d}",
+                    description="CT CHEST WITHOUT CONTRAST" if study_index == 0 else "CT CHEST FOLLOW-UP",
+                    series=series,
+                )
+            )
         birth = first_date - dt.timedelta(days=365 * age + int(rng.integers(0, 365)))
         plans.append(PatientPlan(index, patient_id, name, sex, birth, site, int(index in positives), phantom, studies))
     return plans

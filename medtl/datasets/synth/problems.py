@@ -86,24 +86,65 @@ def inject(out: Path, seed: int, plans: list[PatientPlan]) -> list[dict[str, Any
     for _, _, series in _ct(plans):
         if series.transfer_syntax in (RLELossless, JPEG2000Lossless):
             name = "rle_lossless" if series.transfer_syntax == RLELossless else "jpeg2000_lossless"
-            records.append(_record(f"compressed_{name}", _files(series), "ingested",
-                                   "compressed pixel data: decode through pydicom's plugins and record the decoder",
-                                   series_uid=series.series_uid, transfer_syntax=series.transfer_syntax))
+            records.append(
+                _record(
+                    f"compressed_{name}",
+                    _files(series),
+                    "ingested",
+                    "compressed pixel data: decode through pydicom's plugins and record the decoder",
+                    series_uid=series.series_uid,
+                    transfer_syntax=series.transfer_syntax,
+                )
+            )
         if series.missing_positions:
-            records.append(_record("slice_gap", _files(series), "flagged", "one slice missing in the middle",
-                                   flag="slice_gap", series_uid=series.series_uid,
-                                   missing_positions=series.missing_positions))
+            records.append(
+                _record(
+                    "slice_gap",
+                    _files(series),
+                    "flagged",
+                    "one slice missing in the middle",
+                    flag="slice_gap",
+                    series_uid=series.series_uid,
+                    missing_positions=series.missing_positions,
+                )
+            )
         if series.nifti_qform_mismatch:
-            records.append(_record("nifti_qform_sform_mismatch", [series.nifti_file or ""], "flagged",
-                                   f"qform is shifted {QFORM_SHIFT_MM} mm along x from the sform",
-                                   flag="qform_sform_mismatch", series_uid=series.series_uid))
-    flat = [f for p in plans if p.layout == "flat" for st in p.studies for se in st.series for f in _files(se)
-            if se.kind != "localizer"]  # localizers are skipped wherever they are
-    records.append(_record("unsorted_flat_folder", sorted(flat), "ingested",
-                           "one patient's files in one folder, no .dcm suffix, random names"))
-    records.append(_record("dicomdir", [f"{FILESET_ROOT}/DICOMDIR"], "skipped",
-                           "Media Storage Directory Storage: an index, not an image (its instances are ingested)",
-                           reason_code="dicomdir"))
+            records.append(
+                _record(
+                    "nifti_qform_sform_mismatch",
+                    [series.nifti_file or ""],
+                    "flagged",
+                    f"qform is shifted {QFORM_SHIFT_MM} mm along x from the sform",
+                    flag="qform_sform_mismatch",
+                    series_uid=series.series_uid,
+                )
+            )
+    flat = [
+        f
+        for p in plans
+        if p.layout == "flat"
+        for st in p.studies
+        for se in st.series
+        for f in _files(se)
+        if se.kind != "localizer"
+    ]  # localizers are skipped wherever they are
+    records.append(
+        _record(
+            "unsorted_flat_folder",
+            sorted(flat),
+            "ingested",
+            "one patient's files in one folder, no .dcm suffix, random names",
+        )
+    )
+    records.append(
+        _record(
+            "dicomdir",
+            [f"{FILESET_ROOT}/DICOMDIR"],
+            "skipped",
+            "Media Storage Directory Storage: an index, not an image (its instances are ingested)",
+            reason_code="dicomdir",
+        )
+    )
     standard = _ct([p for p in plans if p.layout == "standard"])
     plain = [t for t in standard if t[2].transfer_syntax == ExplicitVRLittleEndian and not t[2].missing_positions]
     plain = plain or standard
@@ -127,8 +168,14 @@ def _truncated(out: Path, seed: int, patient: PatientPlan, study: StudyPlan, ser
     data = dicom_bytes(ct_slice(patient, study, extended, n, hu[n]))
     relative = instance_path(seed, patient, study, series, str(n + 1))
     (out / relative).write_bytes(data[: int(len(data) * TRUNCATE_FRACTION)])
-    return _record("truncated_dicom", [relative], "quarantined", "file cut inside its pixel data",
-                   reason_code="decode_failed", series_uid=series.series_uid)
+    return _record(
+        "truncated_dicom",
+        [relative],
+        "quarantined",
+        "file cut inside its pixel data",
+        reason_code="decode_failed",
+        series_uid=series.series_uid,
+    )
 
 
 def _duplicate(out: Path, seed: int, patient: PatientPlan, study: StudyPlan, series: SeriesPlan) -> dict[str, Any]:
@@ -136,10 +183,16 @@ def _duplicate(out: Path, seed: int, patient: PatientPlan, study: StudyPlan, ser
     original = series.files[k]
     copy = instance_path(seed, patient, study, series, f"{series.instance_numbers[k]}_dup")
     (out / copy).write_bytes((out / original).read_bytes())
-    return _record("duplicate_instance", [original, copy], "skipped",
-                   "exact copy of another file (same SOPInstanceUID); the later path in sorted order is skipped",
-                   reason_code="duplicate_instance", skipped_file=copy, kept_file=original,
-                   series_uid=series.series_uid)
+    return _record(
+        "duplicate_instance",
+        [original, copy],
+        "skipped",
+        "exact copy of another file (same SOPInstanceUID); the later path in sorted order is skipped",
+        reason_code="duplicate_instance",
+        skipped_file=copy,
+        kept_file=original,
+        series_uid=series.series_uid,
+    )
 
 
 def _non_images(out: Path, patient: PatientPlan, study: StudyPlan) -> list[dict[str, Any]]:
@@ -150,18 +203,38 @@ def _non_images(out: Path, patient: PatientPlan, study: StudyPlan) -> list[dict[
     (out / screenshot).write_bytes(_png(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))))
     series_uid = derived_uid(study.study_uid, "sr-series")
     report = f"dicom/{patient.patient_id}/{study.study_uid}/{series_uid}/1.dcm"
-    save_dicom(text_report(patient, study, series_uid, derived_uid(series_uid, "sr"),
-                           "Reader note: see the clinical report. This object contains no pixel data."), out / report)
+    save_dicom(
+        text_report(
+            patient,
+            study,
+            series_uid,
+            derived_uid(series_uid, "sr"),
+            "Reader note: see the clinical report. This object contains no pixel data.",
+        ),
+        out / report,
+    )
     return [
-        _record("non_dicom", [note, screenshot], "skipped", "not DICOM (a text note and a PNG screenshot)",
-                reason_code="not_an_image"),
-        _record("structured_report", [report], "skipped", "Comprehensive SR: a document, not an image",
-                reason_code="structured_report", sop_class_uid="1.2.840.10008.5.1.4.1.1.88.33"),
+        _record(
+            "non_dicom",
+            [note, screenshot],
+            "skipped",
+            "not DICOM (a text note and a PNG screenshot)",
+            reason_code="not_an_image",
+        ),
+        _record(
+            "structured_report",
+            [report],
+            "skipped",
+            "Comprehensive SR: a document, not an image",
+            reason_code="structured_report",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.88.33",
+        ),
     ]
 
 
 def _png(image: np.ndarray) -> bytes:
     """A minimal 8-bit greyscale PNG (no Pillow needed; no timestamp, so the bytes are reproducible)."""
+
     def chunk(tag: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
 

@@ -83,7 +83,11 @@ def series_truth(series: SeriesPlan) -> dict[str, Any]:
 
 
 def cohort_truth(
-    *, seed: int, parameters: dict[str, Any], plans: list[PatientPlan], problems: list[dict[str, Any]],
+    *,
+    seed: int,
+    parameters: dict[str, Any],
+    plans: list[PatientPlan],
+    problems: list[dict[str, Any]],
     counts: dict[str, int],
 ) -> dict[str, Any]:
     radius, contrast = lesion_size_and_contrast(parameters["difficulty"])
@@ -93,10 +97,20 @@ def cohort_truth(
         "seed": seed,
         "parameters": parameters,
         "conventions": CONVENTIONS,
-        "lesion_model": {"nominal_radius_mm": round(radius, 3), "nominal_abs_contrast_hu": round(contrast, 3),
-                         "jitter": "x0.85 to x1.15 per patient; sign (brighter/darker) random"},
-        "sites": [{"institution": s.institution, "manufacturer": s.manufacturer, "model": s.model,
-                   "encoding": s.encoding.name} for s in SITES],
+        "lesion_model": {
+            "nominal_radius_mm": round(radius, 3),
+            "nominal_abs_contrast_hu": round(contrast, 3),
+            "jitter": "x0.85 to x1.15 per patient; sign (brighter/darker) random",
+        },
+        "sites": [
+            {
+                "institution": s.institution,
+                "manufacturer": s.manufacturer,
+                "model": s.model,
+                "encoding": s.encoding.name,
+            }
+            for s in SITES
+        ],
         "counts": counts,
         "patients": [
             {
@@ -107,8 +121,11 @@ def cohort_truth(
                 "layout": p.layout,
                 "phantom": p.phantom.to_truth(),
                 "studies": [
-                    {"study_uid": st.study_uid, "study_date": st.date.isoformat(),
-                     "series": [series_truth(se) for se in st.series]}
+                    {
+                        "study_uid": st.study_uid,
+                        "study_date": st.date.isoformat(),
+                        "series": [series_truth(se) for se in st.series],
+                    }
                     for st in p.studies
                 ],
             }
@@ -136,7 +153,12 @@ def expected_values(patient: dict[str, Any], series: dict[str, Any]) -> np.ndarr
     the MONOCHROME2 image (rows, columns) for dx."""
     phantom = Phantom.from_truth(patient["phantom"])
     if series["kind"] == "dx":
-        return render_projection(phantom, Projection.from_truth(series["geometry"]), noise_sd=series["noise_sd"],
-                                 noise_seed=series["noise_seed"])
-    return render_hu(phantom, SliceStack.from_truth(series["geometry"]), noise_sd=series["noise_sd"],
-                     noise_seed=series["noise_seed"])
+        return render_projection(
+            phantom,
+            Projection.from_truth(series["geometry"]),
+            noise_sd=series["noise_sd"],
+            noise_seed=series["noise_seed"],
+        )
+    return render_hu(
+        phantom, SliceStack.from_truth(series["geometry"]), noise_sd=series["noise_sd"], noise_seed=series["noise_seed"]
+    )

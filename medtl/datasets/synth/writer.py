@@ -40,14 +40,16 @@ def render_series(patient: PatientPlan, series: SeriesPlan) -> np.ndarray:
     """Intended values: HU (k, j, i) for ct/localizer, the MONOCHROME2 image (rows, columns) for dx."""
     if series.kind == "dx":
         assert series.projection is not None
-        return render_projection(patient.phantom, series.projection, noise_sd=series.noise_sd,
-                                 noise_seed=series.noise_seed)
+        return render_projection(
+            patient.phantom, series.projection, noise_sd=series.noise_sd, noise_seed=series.noise_seed
+        )
     assert series.stack is not None
     return render_hu(patient.phantom, series.stack, noise_sd=series.noise_sd, noise_seed=series.noise_seed)
 
 
-def _datasets(patient: PatientPlan, study: StudyPlan, series: SeriesPlan, values: np.ndarray) -> Iterator[
-        tuple[int, Dataset]]:
+def _datasets(
+    patient: PatientPlan, study: StudyPlan, series: SeriesPlan, values: np.ndarray
+) -> Iterator[tuple[int, Dataset]]:
     if series.kind == "dx":
         yield 0, dx_image(patient, study, series, values)
         return
@@ -95,15 +97,18 @@ def _write_nifti_copy(out: Path, patient: PatientPlan, study: StudyPlan, series:
     encoding = series.encoding
     stored = encode_hu(hu, encoding).transpose(2, 1, 0)  # (k, j, i) -> (i, j, k)
     write_nifti(out / f"{stem}.nii.gz", stored, affine, qform=qform, slope=encoding.slope, inter=encoding.intercept)
-    write_json(out / f"{stem}.json", {
-        "Modality": "CT",
-        "Manufacturer": patient.site.manufacturer,
-        "ManufacturersModelName": patient.site.model,
-        "BodyPartExamined": "CHEST",
-        "SeriesDescription": series.description,
-        "SeriesNumber": series.series_number,
-        "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
-        "SliceThickness": series.slice_thickness,
-        "ConversionSoftware": "medtl-synth",
-    })
+    write_json(
+        out / f"{stem}.json",
+        {
+            "Modality": "CT",
+            "Manufacturer": patient.site.manufacturer,
+            "ManufacturersModelName": patient.site.model,
+            "BodyPartExamined": "CHEST",
+            "SeriesDescription": series.description,
+            "SeriesNumber": series.series_number,
+            "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
+            "SliceThickness": series.slice_thickness,
+            "ConversionSoftware": "medtl-synth",
+        },
+    )
     series.nifti_file = f"{stem}.nii.gz"
