@@ -146,8 +146,10 @@ def test_compressed_series_decode_to_the_uncompressed_values(cohort, truth, prob
 def test_unsorted_folder_holds_one_patient_without_suffixes(cohort, truth, problem):
     record = problem("unsorted_flat_folder")
     patient = next(p for p in truth["patients"] if p["layout"] == "flat")
-    expected = sorted(f for st in patient["studies"] for s in st["series"] for f in s["files"] if f)
-    assert record["files"] == expected and record["fate"] == "ingested"
+    series = [s for st in patient["studies"] for s in st["series"]]
+    expected = sorted(f for s in series if s["kind"] != "localizer" for f in s["files"] if f)
+    assert record["files"] == expected and record["fate"] == "ingested"  # its localizers are skipped as usual
+    assert any(s["kind"] == "localizer" for s in series)
     for relative in record["files"]:
         assert re.fullmatch(r"dicom/unsorted/[0-9a-f]{16}", relative)
         assert pydicom.dcmread(cohort.out / relative, stop_before_pixels=True).PatientID == patient["patient_id"]
