@@ -134,11 +134,17 @@ def ingest(
 @app.command()
 def train(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder written by `medtl ingest`.")],
-    config: Annotated[Path | None, typer.Option(help="Training config YAML.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Artifact folder to write.")] = None,
+    out: Annotated[Path, typer.Option(help="Artifact folder to write (must not exist or be empty).")],
+    config: Annotated[
+        Path | None, typer.Option(help="Training config YAML (see README, 'Training'); default: the CPU recipe.")
+    ] = None,
 ) -> None:
     """Split by patient, adapt a pretrained backbone and fine-tune it over K folds; write the artifact."""
-    raise _not_built("train", "training (issue 5)")
+    from medtl.training.config import load_config
+    from medtl.training.train import train as run_training
+
+    result = run_training(dataset, load_config(config), out, progress=True)
+    console.print(result.describe())
 
 
 @app.command()

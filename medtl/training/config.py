@@ -1,0 +1,139 @@
+"""The training configuration (`train.yaml`): one pydantic model, validated before any work starts.
+
+Defaults are a recipe for a small dataset on a CPU laptop: an ImageNet ResNet-18 fine-tuned end to end with
+discriminative learning rates, 5 patient-grouped folds, early stopping on a tuning split carved from each fold's
+training side, and the two comparison arms that answer "did transfer help?" (a linear probe and the same
+architecture from scratch). `GPU_PROFILE` below documents the settings for a GPU box.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medtl.contracts import PreprocessingSpec
+from medtl.errors import ConfigError
+from medtl.models.config import ModelConfig
+from medtl.models.strategies import StrategyConfig
+from medtl.training.augment import AugmentConfig
+
+Arm = Literal["linear_probe", "scratch"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskConfig(_Section):
+    """Which scans to learn from and what the classes are."""
+
+    classes: list[str] | None = Field(None, description="class names in index order; default: sorted labels found")
+    positive_class: str | None = Field(None, description="binary tasks: the class the probability is for")
+    image_kind: Literal["volume", "image2d"] | None = Field(None, description="default: the spec's dimensionality")
+    modalities: list[str] | None = Field(None, description="e.g. [CT]; default: every modality of that kind")
+    exclude_flags: list[str] = Field(
+        default_factory=lambda: ["constant_image", "possible_label_map"],
+        description="scans with any of these QC flags are left out (and counted in the artifact)",
+    )
+
+
+class CVConfig(_Section):
+    n_folds: int = Field(5, ge=2, le=20)
+    tune_fraction: float = Field(0.2, gt=0, lt=0.5, description="share of each fold's training side for tuning")
+    splits_file: Path | None = Field(None, description="a hand-written splits.json to use instead")
+
+
+class ScheduleConfig(_Section):
+    kind: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0)
+
+
+class EarlyStopConfig(_Section):
+    metric: Literal["auc", "loss"] = Field(
+        "auc", description="what picks the best epoch on the tuning patients; loss is steadier on tiny tuning sets"
+    )
+    patience: int = Field(8, ge=1, description="epochs without a better tuning metric before a fold stops")
+    min_epochs: int = Field(8, ge=1, description="epochs always trained before stopping may happen")
+
+
+class TrainConfig(_Section):
+    model_id: str = Field("medtl-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model_version: str = Field("0.1.0", pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    intended_use: str = Field(
+        "Research use only: classification of the task's images; not validated for clinical decisions.",
+        min_length=10,
+    )
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    preprocessing: PreprocessingSpec | None = Field(None, description="default: the dataset's preprocessing.json")
+    model: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(backbone="resnet18", weights={"source": "torchvision"})
+    )
+    strategy: StrategyConfig = Field(
+        default_factory=lambda: StrategyConfig(name="layerwise_lr_decay", lr=1e-3, decay=0.5)
+    )
+    arms: list[Arm] = Field(
+        default_factory=lambda: ["linear_probe", "scratch"],
+        description="comparison arms trained on the same splits (transfer indicators)",
+    )
+    epochs: int = Field(30, ge=1, le=1000)
+    batch_size: int = Field(32, ge=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
+    class_balance: Literal["weighted_loss", "sampler", "none"] = "weighted_loss"
+    augmentation: AugmentConfig = Field(default_factory=AugmentConfig)
+    cv: CVConfig = Field(default_factory=CVConfig)
+    final_model: Literal["ensemble", "refit"] = Field(
+        "ensemble", description="ensemble: average of the fold models; refit: one model on all training patients"
+    )
+    seed: int = Field(0, ge=0)
+    deterministic: bool = Field(False, description="torch deterministic algorithms (slower; some ops refuse)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "off"] = Field("auto", description="mixed precision on CUDA (bf16 where supported)")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers (tensors are preprocessed already)")
+    allow_unsigned: bool = Field(False, description="seal the artifact without a signature (development only)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.task.positive_class and self.task.classes and self.task.positive_class not in self.task.classes:
+            raise ValueError("task.positive_class must be one of task.classes")
+        if self.early_stopping.min_epochs > self.epochs:
+            raise ValueError("early_stopping.min_epochs cannot exceed epochs")
+        return self
+
+
+# Documented GPU profile: what changes on a CUDA box (merge into train.yaml).
+GPU_PROFILE: dict[str, Any] = {
+    "device": "cuda",
+    "amp": "auto",
+    "batch_size": 128,
+    "num_workers": 4,
+    "epochs": 60,
+    "early_stopping": {"patience": 10, "min_epochs": 5},
+}
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """YAML -> TrainConfig; every problem reported at once with its key path."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read the training config ({type(error).__name__})", where=str(path)) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError("the training config must be a mapping of sections", where=str(path))
+        data = loaded or {}
+    data.update(overrides or {})
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors())
+        raise ConfigError(
+            f"invalid training config: {problems}",
+            where=str(path) if path else "config",
+            fix="see README 'Training configuration' for every key and its default",
+        ) from None

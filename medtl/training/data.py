@@ -1,0 +1,158 @@
+"""From an ingested dataset to training tensors: select the task's scans, map labels, fill the preprocessed cache.
+
+Preprocessing is deterministic and lives in ingest's cache (keyed by pixel hash and spec hash); training only reads
+those tensors, and random augmentation happens later, on whole batches, on the model's device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from medtl.contracts import PreprocessingSpec, read_json, read_table
+from medtl.contracts.ingest import Fingerprint, ManifestRow
+from medtl.errors import ConfigError
+from medtl.hashing import sha256_file
+from medtl.ingest.cache import ScanCache
+from medtl.ingest.pipeline import FINGERPRINT, MANIFEST, PREPROCESSING
+from medtl.ingest.preprocess import applies_to, spec_hash
+from medtl.ingest.worker import preprocess_cached
+from medtl.training.config import TaskConfig
+
+PRELOAD_LIMIT_BYTES = 2 * 1024**3  # below this, every tensor of the task is kept in memory
+
+
+@dataclass
+class TaskData:
+    dataset: Path
+    scans: pd.DataFrame  # labelled scans of the task, with `target` (class index) and `tensor_path`
+    classes: list[str]
+    positive_class: str | None
+    spec: PreprocessingSpec
+    spec_hash: str
+    manifest_hash: str
+    fingerprint_hash: str
+    excluded: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.spec.spatial_dims
+
+    @property
+    def in_channels(self) -> int:
+        return self.spec.channels
+
+    @property
+    def modalities(self) -> list[str]:
+        return sorted(set(self.scans["modality"]))
+
+
+def _sort_labels(labels: set[str]) -> list[str]:
+    """Numeric labels in numeric order (0, 1, 2, 10), others alphabetically."""
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def load_task(dataset: Path, task: TaskConfig, spec: PreprocessingSpec | None = None) -> TaskData:
+    dataset = Path(dataset)
+    manifest = read_table(ManifestRow, dataset / MANIFEST)
+    fingerprint = read_json(Fingerprint, dataset / FINGERPRINT)
+    if spec is None:
+        if not (dataset / PREPROCESSING).exists():
+            raise ConfigError(
+                "the dataset has no preprocessing spec",
+                where=str(dataset),
+                fix="give one in the training config (preprocessing:) or re-run `medtl ingest` with --spec",
+            )
+        spec = read_json(PreprocessingSpec, dataset / PREPROCESSING)
+    kind = task.image_kind or ("volume" if spec.spatial_dims == 3 else "image2d")
+    if not applies_to(spec, kind):
+        raise ConfigError(f"task.image_kind {kind!r} does not match the {spec.spatial_dims}D preprocessing spec")
+    excluded: dict[str, int] = {}
+    selected = manifest
+
+    def drop(mask: pd.Series, reason: str) -> None:
+        nonlocal selected
+        if mask.any():
+            excluded[reason] = int(mask.sum())
+        selected = selected[~mask]
+
+    drop(selected["image_kind"] != kind, f"not {kind}")
+    if task.modalities:
+        drop(~selected["modality"].isin(task.modalities), "other modality")
+    if task.exclude_flags:
+        flagged = selected["qc_flags"].apply(lambda flags: bool(set(flags) & set(task.exclude_flags)))
+        drop(flagged, "excluded QC flag")
+    drop(selected["label"].isna(), "unlabelled")
+    labels = set(selected["label"])
+    classes = task.classes or _sort_labels(labels)
+    unknown = labels - set(classes)
+    if unknown:
+        raise ConfigError(
+            f"labels {sorted(unknown)} are not among task.classes {classes}",
+            fix="add them to task.classes, or fix labels.csv and re-run ingest",
+        )
+    if len(classes) < 2:
+        raise ConfigError(f"the task needs at least two classes; found {classes}", where=str(dataset))
+    positive = task.positive_class or (classes[1] if len(classes) == 2 else None)
+    scans = selected.copy().reset_index(drop=True)
+    scans["target"] = scans["label"].map({name: index for index, name in enumerate(classes)}).astype(int)
+    key = spec_hash(spec)
+    scans["tensor_path"] = _ensure_preprocessed(dataset, scans, spec, key)
+    return TaskData(
+        dataset=dataset,
+        scans=scans,
+        classes=list(classes),
+        positive_class=positive,
+        spec=spec,
+        spec_hash=key,
+        manifest_hash=fingerprint.manifest_hash,
+        fingerprint_hash=sha256_file(dataset / FINGERPRINT),
+        excluded=excluded,
+    )
+
+
+def _ensure_preprocessed(dataset: Path, scans: pd.DataFrame, spec: PreprocessingSpec, key: str) -> list[str]:
+    """The cached tensor of every scan under this spec; missing ones are computed now (and stay cached)."""
+    cache = ScanCache(dataset)
+    return [
+        preprocess_cached(cache, row.pixel_hash, row.cache_path, list(row.affine), spec, key)
+        for row in scans.itertuples()
+    ]
+
+
+class TensorSet(Dataset):
+    """(tensor, target, row index) for the given rows of a task; held in memory when the task is small."""
+
+    def __init__(self, task: TaskData, rows: np.ndarray) -> None:
+        self.task = task
+        self.rows = np.asarray(rows, dtype=int)
+        self.paths = [task.dataset / task.scans["tensor_path"].iloc[i] for i in self.rows]
+        self.targets = torch.as_tensor(task.scans["target"].to_numpy()[self.rows], dtype=torch.long)
+        self._memory: torch.Tensor | None = None
+        if self.rows.size and self._estimated_bytes() <= PRELOAD_LIMIT_BYTES:
+            self._memory = torch.stack([self._load(i) for i in range(len(self.rows))])
+
+    def _estimated_bytes(self) -> int:
+        first = np.load(self.paths[0], mmap_mode="r")
+        return int(first.nbytes) * len(self.rows)
+
+    def _load(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(np.load(self.paths[index], allow_pickle=False), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        tensor = self._memory[index] if self._memory is not None else self._load(index)
+        return tensor, self.targets[index], int(self.rows[index])
+
+
+def rows_of(task: TaskData, patients: list[str]) -> np.ndarray:
+    return np.flatnonzero(task.scans["patient_id"].isin(set(patients)).to_numpy())

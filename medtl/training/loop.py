@@ -1,0 +1,269 @@
+"""One model, one fold: the training loop with early stopping on the fold's own tuning patients.
+
+What it guarantees: the returned weights are a copy taken at the best tuning epoch (not the last epoch); the
+held-out patients are never seen here; every epoch's tuning AUC and elapsed seconds are recorded (the transfer
+curves); an interrupted run resumes from its last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from medtl.models.records import BuiltModel
+from medtl.models.strategies import EpochPlan, apply_plan, param_groups, set_bn_modes
+from medtl.training.augment import BatchAugmenter
+from medtl.training.config import TrainConfig
+from medtl.training.data import TensorSet
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class FitResult:
+    state: dict[str, torch.Tensor]  # best weights, on the CPU
+    best_epoch: int  # 1-based
+    best_tune_auc: float | None
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped_early: bool = False
+    selection: str = "tune_auc"
+
+
+def auc(targets: np.ndarray, probabilities: np.ndarray, positive: int | None) -> float | None:
+    """Binary: AUROC of the positive class; multiclass: macro one-vs-rest. None when only one class is present."""
+    if len(np.unique(targets)) < 2:
+        return None
+    if probabilities.shape[1] == 2:
+        index = 1 if positive is None else positive
+        return float(roc_auc_score(targets == index, probabilities[:, index]))
+    return float(
+        roc_auc_score(targets, probabilities, multi_class="ovr", average="macro", labels=range(probabilities.shape[1]))
+    )
+
+
+def lr_scale(step: int, total: int, warmup: int, kind: str) -> float:
+    """Multiplier of every group's planned lr at optimizer step `step` (frozen groups stay at 0)."""
+    if kind == "constant":
+        return 1.0 if step >= warmup or warmup == 0 else (step + 1) / warmup
+    if kind == "onecycle":
+        peak = max(1, int(0.3 * total))
+        if step < peak:
+            return 0.04 + 0.96 * step / peak
+        progress = (step - peak) / max(1, total - peak)
+        return 0.5 * (1 + math.cos(math.pi * progress)) + 1e-4
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def class_weights(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
+    counts = torch.bincount(targets, minlength=n_classes).float().clamp(min=1)
+    return counts.sum() / (n_classes * counts)
+
+
+def make_loader(data: TensorSet, config: TrainConfig, *, shuffle: bool, balance: bool, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    sampler = None
+    if balance:
+        weights = class_weights(data.targets, int(data.targets.max()) + 1)[data.targets]
+        sampler = WeightedRandomSampler(weights.double(), num_samples=len(data), replacement=True, generator=generator)
+    return DataLoader(
+        data,
+        batch_size=config.batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        generator=generator,
+        num_workers=config.num_workers,
+        drop_last=shuffle and len(data) > config.batch_size,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: TensorSet, *, device: torch.device, batch_size: int) -> np.ndarray:
+    """Class probabilities (N, K) in the dataset's row order."""
+    model.eval()
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    outputs = []
+    for inputs, _, _ in loader:
+        with _autocast(device):
+            logits = model(inputs.to(device, non_blocking=True))
+        outputs.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0))
+
+
+def _autocast(device: torch.device, enabled: bool = True):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+def fit(
+    built: BuiltModel,
+    plans: list[EpochPlan],
+    train: TensorSet,
+    tune: TensorSet | None,
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    positive: int | None,
+    seed: int,
+    workdir: Path | None = None,
+    epochs: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train for up to `epochs` (default config.epochs); select the epoch with the best tuning AUC.
+
+    Without a tuning set (the final refit) the last epoch is kept and no early stopping happens.
+    """
+    epochs = epochs or config.epochs
+    model = built.model.to(device)
+    n_classes = int(train.targets.max()) + 1 if len(train) else 2
+    loss_weights = (
+        class_weights(train.targets, n_classes).to(device) if config.class_balance == "weighted_loss" else None
+    )
+    criterion = nn.CrossEntropyLoss(weight=loss_weights)
+    optimizer = torch.optim.AdamW(param_groups(built, plans[0]))
+    augmenter = BatchAugmenter(config.augmentation, spatial_dims=train.task.spatial_dims).to(device)
+    loader = make_loader(train, config, shuffle=True, balance=config.class_balance == "sampler", seed=seed)
+    steps_per_epoch = max(1, len(loader))
+    total_steps = steps_per_epoch * epochs
+    warmup = int(config.schedule.warmup_epochs * steps_per_epoch)
+    amp = config.amp == "auto" and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    state = _resume(workdir, model, optimizer) if workdir is not None else None
+    start_epoch = state["epoch"] if state else 0
+    best = state["best"] if state else {"auc": None, "loss": math.inf, "epoch": 0, "weights": None}
+    curve: list[dict[str, Any]] = state["curve"] if state else []
+    elapsed = curve[-1]["seconds"] if curve else 0.0
+    stale = state["stale"] if state else 0
+    if state:
+        torch.set_rng_state(state["rng"])
+    for epoch in range(start_epoch, epochs):
+        started = time.perf_counter()
+        # Each epoch's shuffling depends on (seed, epoch) only, so a resumed run replays exactly the same batches.
+        loader.generator.manual_seed(seed * 100_003 + epoch)
+        plan = plans[min(epoch, len(plans) - 1)]
+        model.train()
+        augmenter.train()
+        set_bn_modes(built, plan)
+        losses = []
+        for step, (inputs, targets, _) in enumerate(loader):
+            apply_plan(
+                optimizer, plan, lr_scale(epoch * steps_per_epoch + step, total_steps, warmup, config.schedule.kind)
+            )
+            inputs = augmenter(inputs.to(device, non_blocking=True))
+            targets = targets.to(device, non_blocking=True)
+            with _autocast(device, amp):
+                loss = criterion(model(inputs).float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(float(loss.detach()))
+        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
+        if tune is not None and len(tune):
+            probabilities = predict(model, tune, device=device, batch_size=config.batch_size)
+            tune_targets = tune.targets.numpy()
+            record["tune_auc"] = auc(tune_targets, probabilities, positive)
+            record["tune_loss"] = float(
+                nn.functional.nll_loss(torch.log(torch.as_tensor(probabilities).clamp_min(1e-7)), tune.targets)
+            )
+        elapsed += time.perf_counter() - started
+        record["seconds"] = round(elapsed, 3)
+        curve.append(record)
+        improved = _improves(record, best, config.early_stopping.metric)
+        if improved or tune is None:
+            best = {
+                "auc": record.get("tune_auc"),
+                "loss": record.get("tune_loss", math.inf),
+                "epoch": epoch + 1,
+                "weights": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            }
+            stale = 0
+        else:
+            stale += 1
+        if on_epoch is not None:
+            on_epoch(record)
+        if workdir is not None:
+            _checkpoint(workdir, model, optimizer, epoch + 1, best, curve, stale)
+        if (
+            tune is not None
+            and epoch + 1 >= config.early_stopping.min_epochs
+            and stale >= config.early_stopping.patience
+        ):
+            break
+    if best["weights"] is None:  # no epoch ran (resumed after the end): the checkpointed model is the result
+        best["weights"] = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+    return FitResult(
+        state=best["weights"],
+        best_epoch=best["epoch"],
+        best_tune_auc=best["auc"],
+        curve=curve,
+        seconds=elapsed,
+        stopped_early=len(curve) < epochs,
+        selection=_selection(config, best, tune is not None),
+    )
+
+
+def _selection(config: TrainConfig, best: dict[str, Any], tuned: bool) -> str:
+    if not tuned:
+        return "last_epoch"
+    return "tune_auc" if config.early_stopping.metric == "auc" and best["auc"] is not None else "tune_loss"
+
+
+def _improves(record: dict[str, Any], best: dict[str, Any], metric: str = "auc") -> bool:
+    """Higher tuning AUC wins; ties (and folds whose tuning set has one class) fall back to lower tuning loss."""
+    if metric == "loss":
+        return record.get("tune_loss", math.inf) < best["loss"]
+    auc_now, auc_best = record.get("tune_auc"), best["auc"]
+    if auc_now is not None and (auc_best is None or auc_now > auc_best + 1e-9):
+        return True
+    if auc_now is not None and auc_best is not None and abs(auc_now - auc_best) <= 1e-9:
+        return record.get("tune_loss", math.inf) < best["loss"]
+    if auc_now is None and auc_best is None:
+        return record.get("tune_loss", math.inf) < best["loss"]
+    return False
+
+
+def _checkpoint(workdir: Path, model: nn.Module, optimizer, epoch: int, best, curve, stale: int) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "best": best,
+        "curve": curve,
+        "stale": stale,
+        "rng": torch.get_rng_state(),
+    }
+    tmp = workdir / (CHECKPOINT + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(workdir / CHECKPOINT)
+
+
+def _resume(workdir: Path, model: nn.Module, optimizer) -> dict[str, Any] | None:
+    path = workdir / CHECKPOINT
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)  # our own file, still never unpickled code
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state

@@ -1,0 +1,166 @@
+"""Assemble and seal the model artifact from a finished cross-validation (layout: medtl/artifacts/README.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from medtl.artifacts import ArtifactBuilder, PhiTerms, collect_provenance, environment_text, resolve_signing_key
+from medtl.contracts.artifact import ArtifactMetadata
+from medtl.contracts.training import Splits
+from medtl.errors import ConfigError
+from medtl.hashing import sha256_json
+from medtl.ingest.privacy import PRIVATE_DIR
+from medtl.models.records import BuiltModel
+from medtl.training.config import TrainConfig
+from medtl.training.cv import MAIN_ARM, ArmResult
+from medtl.training.data import TaskData
+
+
+def phi_terms_for(dataset: Path) -> PhiTerms:
+    path = Path(dataset) / PRIVATE_DIR / "phi_terms.json"
+    if not path.exists():
+        raise ConfigError(
+            "the dataset's private/phi_terms.json is missing, so the artifact's PHI gate cannot run",
+            where=str(dataset),
+            fix="train from the dataset folder that `medtl ingest` wrote (its private/ folder stays at the site)",
+        )
+    return PhiTerms.load(path)
+
+
+_PATH_KEYS = ("path", "splits_file")
+
+
+def _without_local_paths(value: Any) -> Any:
+    """Local paths become their last component: an artifact must verify on another machine and carry no PHI.
+
+    What a path pointed to is identified by content instead (the pretrained weights' sha256 is in the provenance).
+    """
+    if isinstance(value, dict):
+        return {
+            key: (Path(item).name if key in _PATH_KEYS and isinstance(item, str) else _without_local_paths(item))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_local_paths(item) for item in value]
+    return value
+
+
+def resolved_config(config: TrainConfig, results: list[ArmResult], task: TaskData) -> dict[str, Any]:
+    """The config as run: every default written out, the spec in force, and each arm's resolved schedule."""
+    data = config.model_dump(mode="json")
+    data["preprocessing"] = task.spec.model_dump(mode="json")
+    data["strategy"] = config.strategy.resolved().model_dump(mode="json")
+    data["resolved_arms"] = {
+        r.arm.name: {"model": r.arm.model.model_dump(mode="json"), "schedule": r.schedule} for r in results
+    }
+    return _without_local_paths(data)
+
+
+def write_artifact(
+    out: Path,
+    *,
+    config: TrainConfig,
+    task: TaskData,
+    splits: Splits,
+    results: list[ArmResult],
+    oof: pd.DataFrame,
+    indicators: list[dict[str, Any]],
+    final_state: dict[str, torch.Tensor] | None,
+    final_built: BuiltModel,
+    final_epochs: int | None,
+    started_at: datetime,
+    device: torch.device,
+    flow_run_id: str | None = None,
+) -> str:
+    """Write every file, then seal (PHI gate, manifest, signature, `created` event); returns the manifest hash."""
+    main = next(r for r in results if r.arm.name == MAIN_ARM)
+    builder = ArtifactBuilder(out)
+    for fold, state in sorted(main.states.items()):
+        builder.add_weights(f"weights/fold{fold}.safetensors", state)
+    if final_state is not None:
+        builder.add_weights("weights/final.safetensors", final_state)
+    config_data = resolved_config(config, results, task)
+    builder.add_yaml("config.yaml", config_data)
+    builder.add_json(
+        "preprocessing.json", {"contract": "preprocessing", "contract_version": 1, **task.spec.model_dump(mode="json")}
+    )
+    builder.add_json("label_map.json", {name: index for index, name in enumerate(task.classes)})
+    builder.add_json("splits.json", {"contract": "splits", "contract_version": 1, **splits.model_dump(mode="json")})
+    builder.add_table("predictions/oof.parquet", oof)
+    pooled = {entry["arm"]: {"oof_auc": entry["oof_auc"]} for entry in indicators}
+    for outcome in main.folds:
+        builder.add_json(
+            f"metrics/fold{outcome.fold}.json", {k: v for k, v in outcome.__dict__.items() if k != "curve"}
+        )
+    builder.add_json("metrics/pooled.json", pooled)
+    builder.add_json("metrics/transfer.json", indicators)
+    environment = environment_text()
+    provenance = collect_provenance(
+        manifest_hash=task.manifest_hash,
+        fingerprint_hash=task.fingerprint_hash,
+        split_hash=sha256_json(splits.model_dump(mode="json")),
+        pretrained=final_built.provenance(),
+        seed=config.seed,
+        seeds={"split": config.seed, "init_and_loader": config.seed + 1, "per_fold_offset": 1000},
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        flow_run_id=flow_run_id,
+        environment=environment,
+    )
+    binary = len(task.classes) == 2
+    metadata = ArtifactMetadata(
+        model_id=config.model_id,
+        model_version=config.model_version,
+        task={
+            "kind": "binary" if binary else "multiclass",
+            "classes": task.classes,
+            "positive_class": task.positive_class,
+        },
+        intended_use=config.intended_use,
+        input={
+            "modalities": task.modalities,
+            "image_kind": "volume" if task.spatial_dims == 3 else "image2d",
+            "channels": task.in_channels,
+            "spatial_shape": list(task.spec.target_shape),
+            "value_range": (0.0, 1.0),
+        },
+        output={
+            "probability": f"P({task.positive_class}) from softmax" if binary else "softmax over task.classes",
+            "model": "refit on all training patients"
+            if final_state is not None
+            else f"mean of {len(main.states)} fold models",
+            "device": device.type,
+        },
+        model=dict(final_built.spec),
+        preprocessing_hash=task.spec_hash,
+        config_hash=sha256_json(config_data),
+        provenance=provenance,
+    )
+    builder.add_metadata(metadata)
+    builder.add_environment(environment)
+    summary = {
+        "patients": int(task.scans["patient_id"].nunique()),
+        "scans": len(task.scans),
+        "locked_test_patients": len(splits.locked_test),
+        "excluded_scans": task.excluded,
+        "final_model": config.final_model + (f" ({final_epochs} epochs)" if final_epochs else ""),
+    }
+    builder.add_model_card(
+        metrics={f"{name} OOF AUROC": value["oof_auc"] for name, value in pooled.items()},
+        fold_metrics=[{"fold": o.fold, "best_epoch": o.best_epoch, "tune_auc": o.best_tune_auc} for o in main.folds],
+        data_summary=summary,
+    )
+    key = resolve_signing_key()
+    if key is None and not config.allow_unsigned:
+        raise ConfigError(
+            "no signing key for the artifact",
+            fix="set MEDTL_SIGNING_KEY to an Ed25519 private key (PEM file or text; "
+            "medtl.artifacts.generate_signing_key makes one), or set allow_unsigned: true in the training config "
+            "for development runs",
+        )
+    return builder.seal(signing_key=key, phi_terms=phi_terms_for(task.dataset), allow_unsigned=config.allow_unsigned)

@@ -1,0 +1,140 @@
+"""`medtl train`: dataset + config -> a sealed, verifiable model artifact (the library entry point)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medtl.errors import ConfigError
+from medtl.training.config import TrainConfig
+from medtl.training.cv import MAIN_ARM, arm_specs, refit, run_cv, seed_everything, transfer_indicators
+from medtl.training.data import load_task
+from medtl.training.package import write_artifact
+from medtl.training.splits import resolve_splits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    artifact: Path
+    manifest_hash: str
+    indicators: list[dict[str, Any]]
+
+    def describe(self) -> str:
+        lines = [f"artifact: {self.artifact} (manifest sha256 {self.manifest_hash[:16]}...)"]
+        for entry in self.indicators:
+            value = entry["oof_auc"]
+            lines.append(
+                f"  {entry['arm']:<13} out-of-fold AUROC {value:.3f}"
+                if value is not None
+                else f"  {entry['arm']}: no AUROC"
+            )
+        return "\n".join(lines)
+
+
+def choose_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but no CUDA device is available", fix="use device: auto or cpu")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def train(
+    dataset: Path,
+    config: TrainConfig,
+    out: Path,
+    *,
+    flow_run_id: str | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Split by patient, train every arm on every fold, refit or ensemble, write and seal the artifact.
+
+    Work in progress lives beside the artifact in `<out>.work/` (one checkpoint per arm and fold): a run that is
+    interrupted picks up where it stopped when started again with the same arguments; it is removed after sealing.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"the artifact folder {out.name} already exists and is not empty", fix="choose a new --out")
+    started = datetime.now(UTC)
+    seed_everything(config.seed)
+    torch.use_deterministic_algorithms(config.deterministic, warn_only=False)
+    device = choose_device(config.device)
+    task = load_task(dataset, config.task, config.preprocessing)
+    splits, _ = resolve_splits(
+        task.scans,
+        dataset=dataset,
+        n_folds=config.cv.n_folds,
+        tune_fraction=config.cv.tune_fraction,
+        seed=config.seed,
+        manifest_hash=task.manifest_hash,
+        splits_file=config.cv.splits_file,
+    )
+    workdir = out.with_name(out.name + ".work")
+    with _Progress(progress) as bar:
+        results, oof = run_cv(task, splits, config, device=device, workdir=workdir, progress=bar.update)
+    indicators = transfer_indicators(results, oof, task)
+    main = next(r for r in results if r.arm.name == MAIN_ARM)
+    main_arm = arm_specs(config)[0]
+    final_state, final_epochs = None, None
+    if config.final_model == "refit":
+        final_epochs = max(1, int(np.median([f.best_epoch for f in main.folds])))
+        final_state, final_built = refit(
+            task, splits, main_arm, config, epochs=final_epochs, device=device, workdir=workdir
+        )
+    else:
+        from medtl.training.cv import build
+
+        final_built = build(task, main_arm, config.seed)
+    manifest_hash = write_artifact(
+        out,
+        config=config,
+        task=task,
+        splits=splits,
+        results=results,
+        oof=oof,
+        indicators=indicators,
+        final_state=final_state,
+        final_built=final_built,
+        final_epochs=final_epochs,
+        started_at=started,
+        device=device,
+        flow_run_id=flow_run_id,
+    )
+    shutil.rmtree(workdir, ignore_errors=True)
+    return TrainResult(out, manifest_hash, indicators)
+
+
+class _Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import Progress
+
+            self._progress = Progress()
+            self._progress.start()
+        return self
+
+    def update(self, label: str, done: int, total: int) -> None:
+        log.info("training: %s (%d/%d)", label, done, total)
+        if self._progress is None:
+            return
+        if self._task is None:
+            self._task = self._progress.add_task("training", total=total)
+        self._progress.update(self._task, completed=done, description=label)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,117 @@
+"""The training loop: best weights are a copy of the best tuning epoch, early stopping, exact resume, schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medtl.models.factory import create_model
+from medtl.models.strategies import StrategyConfig, resolve_schedule
+from medtl.training import loop
+from medtl.training.config import TrainConfig
+from medtl.training.data import TensorSet
+from medtl.training.loop import fit, lr_scale
+
+
+def _config(**overrides) -> TrainConfig:
+    base = {
+        "model": {"backbone": "resnet18", "weights": "none"},
+        "strategy": {"name": "full", "lr": 1e-3},
+        "epochs": 4,
+        "batch_size": 8,
+        "arms": [],
+        "early_stopping": {"patience": 10, "min_epochs": 1},
+        "augmentation": {"enabled": False},
+    }
+    base.update(overrides)
+    return TrainConfig.model_validate(base)
+
+
+def _setup(task, config, seed=0):
+    torch.manual_seed(seed)
+    built = create_model("resnet18", weights="none", in_channels=1, num_classes=2, spatial_dims=2)
+    plans = resolve_schedule(StrategyConfig(name="full", lr=1e-3), config.epochs, built.stage_names)
+    rows = np.arange(len(task.scans))
+    return built, plans, TensorSet(task, rows[:16]), TensorSet(task, rows[16:])
+
+
+def _scripted_tune_auc(monkeypatch, aucs):
+    """Make the tuning AUC follow the given sequence, one value per epoch (the model and predictions stay real)."""
+    calls = {"n": 0}
+
+    def scripted(targets, probabilities, positive):
+        value = aucs[min(calls["n"], len(aucs) - 1)]
+        calls["n"] += 1
+        return value
+
+    monkeypatch.setattr(loop, "auc", scripted)
+
+
+def test_returned_weights_are_the_best_epochs_copy_not_the_last(tiny_task, monkeypatch):
+    config = _config(epochs=4)
+    built, plans, train, tune = _setup(tiny_task, config)
+    _scripted_tune_auc(monkeypatch, [0.6, 0.9, 0.7, 0.65])
+    snapshots = []
+    result = fit(
+        built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=0,
+        on_epoch=lambda record: snapshots.append({k: v.clone() for k, v in built.model.state_dict().items()}),
+    )  # fmt: skip
+    assert result.best_epoch == 2 and result.best_tune_auc == pytest.approx(0.9, abs=1e-3)
+    for key, value in result.state.items():
+        assert torch.equal(value, snapshots[1][key]), key
+    changed = [k for k, v in snapshots[3].items() if v.is_floating_point() and not torch.equal(v, result.state[k])]
+    assert changed, "the last epoch's weights should differ from the returned best ones"
+
+
+def test_early_stopping_waits_patience_epochs_after_the_best(tiny_task, monkeypatch):
+    config = _config(epochs=10, early_stopping={"patience": 2, "min_epochs": 1})
+    built, plans, train, tune = _setup(tiny_task, config)
+    _scripted_tune_auc(monkeypatch, [0.9, 0.5, 0.5, 0.5, 0.5])
+    result = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=0)
+    assert [r["epoch"] for r in result.curve] == [1, 2, 3]
+    assert result.stopped_early and result.best_epoch == 1
+
+
+def test_an_interrupted_fold_resumes_to_exactly_the_same_result(tiny_task, tmp_path):
+    config = _config(epochs=4, augmentation={"enabled": True})
+    built, plans, train, tune = _setup(tiny_task, config, seed=5)
+    torch.manual_seed(11)
+    reference = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=3)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_two(record):
+        if record["epoch"] == 3:
+            raise Interrupted
+
+    workdir = tmp_path / "fold"
+    built, plans, train, tune = _setup(tiny_task, config, seed=5)
+    torch.manual_seed(11)
+    with pytest.raises(Interrupted):
+        fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=3, workdir=workdir,
+            on_epoch=stop_after_two)  # fmt: skip
+    built, plans, train, tune = _setup(tiny_task, config, seed=99)  # a fresh process would start from scratch
+    resumed = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=3, workdir=workdir)
+    assert [r["epoch"] for r in resumed.curve] == [1, 2, 3, 4]
+    assert [r["tune_auc"] for r in resumed.curve] == [r["tune_auc"] for r in reference.curve]
+    assert resumed.best_epoch == reference.best_epoch
+    for key, value in reference.state.items():
+        assert torch.equal(value, resumed.state[key]), key
+
+
+def test_the_model_learns_the_tiny_task(tiny_task):
+    config = _config(epochs=6)
+    built, plans, train, tune = _setup(tiny_task, config)
+    result = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=0)
+    assert result.best_tune_auc is not None and result.best_tune_auc >= 0.9
+    assert result.curve[-1]["train_loss"] < result.curve[0]["train_loss"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "step", "expected"),
+    [("cosine", 0, 0.25), ("cosine", 4, 1.0), ("cosine", 100, 0.0), ("constant", 50, 1.0), ("onecycle", 30, 1.0)],
+)
+def test_learning_rate_schedules(kind, step, expected):
+    assert lr_scale(step, total=100, warmup=4, kind=kind) == pytest.approx(expected, abs=1e-3)
