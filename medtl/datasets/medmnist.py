@@ -394,7 +394,7 @@ def _dicom_2d(spec: MedMNISTSet, name: str, split: str, index: int, patient_id: 
     assert spec.sop_class_uid is not None
     ds = new_dicom(spec.sop_class_uid, derived_uid("medmnist", name, split, index, "instance"))
     ds.PatientID = patient_id
-    ds.PatientName = patient_id
+    ds.PatientName = ""  # MedMNIST images carry no names; an id in the name field would read as a name
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
     ds.StudyInstanceUID = derived_uid("medmnist", name, split, index, "study")

@@ -107,6 +107,24 @@ def test_source_artifact_is_sealed_and_its_folds_never_saw_their_heldout_patient
     assert all(heldout[p] == fold for p, fold in zip(oof.patient_id, oof.fold, strict=True))
     assert oof.groupby("scan_id").size().max() == 1
     assert ((oof.p_0 + oof.p_1 - 1).abs() < 1e-5).all()
+    # the sealed fold weights are the ones that made the out-of-fold predictions
+    import numpy as np
+    import torch
+
+    from medtl.scoring.model import load_model
+    from medtl.training.config import TaskConfig
+    from medtl.training.data import TensorSet, load_task, rows_of
+
+    loaded = load_model(out, device=torch.device("cpu"))
+    assert loaded.kind == "ensemble of 2"
+    task = load_task(dataset, TaskConfig())
+    for fold, network in zip(splits.folds, loaded.networks, strict=True):
+        data = TensorSet(task, rows_of(task, fold.heldout))
+        with torch.no_grad():
+            batch = torch.stack([data[i][0] for i in range(len(data))])
+            probabilities = torch.softmax(network(batch), dim=1)[:, 1].numpy()
+        expected = oof.set_index("scan_id").loc[task.scans.scan_id.iloc[data.rows], "p_1"].to_numpy()
+        np.testing.assert_allclose(probabilities, expected, atol=1e-5)
 
 
 def test_transfer_from_an_earlier_artifact_with_comparison_arms(dataset, source_artifact, tmp_path):

@@ -1,0 +1,67 @@
+"""The artifact's model, ready to predict: verified weights in the architecture the artifact records.
+
+Shared by evaluation and scoring so that both use exactly what was sealed: the refit model, or the mean of the
+fold models' probabilities when the artifact is a fold ensemble.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medtl.artifacts import VerifiedArtifact, open_verified
+from medtl.contracts import PreprocessingSpec, validate_document
+from medtl.models.factory import rebuild_model
+
+
+@dataclass
+class LoadedModel:
+    artifact: VerifiedArtifact
+    networks: list[nn.Module]
+    classes: list[str]
+    positive_class: str | None
+    spec: PreprocessingSpec
+    device: torch.device
+
+    @property
+    def kind(self) -> str:
+        return "refit" if len(self.networks) == 1 else f"ensemble of {len(self.networks)}"
+
+    @torch.no_grad()
+    def predict(self, batch: torch.Tensor) -> np.ndarray:
+        """Class probabilities (N, K) for preprocessed inputs (N, C, *spatial), averaged over the ensemble."""
+        inputs = batch.to(self.device, non_blocking=True)
+        total = None
+        for network in self.networks:
+            probabilities = torch.softmax(network(inputs).float(), dim=1)
+            total = probabilities if total is None else total + probabilities
+        return (total / len(self.networks)).cpu().numpy()
+
+
+def load_model(
+    artifact: Path | VerifiedArtifact, *, device: torch.device | None = None, allow_unsigned: bool = False
+) -> LoadedModel:
+    verified = (
+        artifact if isinstance(artifact, VerifiedArtifact) else open_verified(artifact, allow_unsigned=allow_unsigned)
+    )
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    spec_doc = {
+        k: v for k, v in verified.read_json("preprocessing.json").items() if k not in ("contract", "contract_version")
+    }
+    spec = validate_document(PreprocessingSpec, spec_doc, where="preprocessing.json")
+    names = (
+        ["final"]
+        if "final" in verified.weight_names
+        else sorted(n for n in verified.weight_names if n.startswith("fold"))
+    )
+    networks = []
+    for name in names:
+        network = rebuild_model(verified.metadata["model"]).model
+        network.load_state_dict(verified.load_weights(name), strict=True)
+        networks.append(network.to(device).eval())
+    task = verified.metadata["task"]
+    return LoadedModel(verified, networks, list(task["classes"]), task.get("positive_class"), spec, device)
