@@ -64,7 +64,7 @@ def prepare(name: str, workdir: Path, size: int, limit: int | None) -> Path:
         spatial_dims=dims,
         target_spacing=None,
         target_shape=[size] * dims,
-        intensity={"kind": "range", "low": 0.0, "high": 1.0 if dims == 3 else 255.0},
+        intensity={"kind": "range", "low": 0.0, "high": 255.0},  # MedMNIST images are uint8
     )
     dataset = workdir / f"{name}-dataset"
     ingest_sources(
@@ -88,6 +88,10 @@ def train_config(args: argparse.Namespace, weights: object, arms: list[str]) -> 
         "cv": {"n_folds": args.folds},
         "early_stopping": {"patience": args.patience, "min_epochs": min(args.epochs, 5)},
         "final_model": args.final,
+        # AdrenalMNIST3D images are binary shape masks: ingest rightly flags them as label-map-like; keep them here.
+        "task": {
+            "exclude_flags": [] if args.dataset.startswith("adrenal") else ["constant_image", "possible_label_map"]
+        },
         "seed": args.seed,
         "num_workers": 0,
     }
@@ -101,7 +105,7 @@ def score_test(artifact: Path, dataset: Path) -> dict:
     from medtl.training.data import TensorSet, load_task
 
     model = load_model(artifact)
-    task = load_task(dataset, TaskConfig(), model.spec)
+    task = load_task(dataset, TaskConfig.model_validate(model.artifact.read_yaml("config.yaml")["task"]), model.spec)
     rows = np.flatnonzero((task.scans["split"] == "test").to_numpy())
     data = TensorSet(task, rows)
     probabilities = np.concatenate(
