@@ -12,10 +12,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
 from medtl.training.config import TrainConfig
-from medtl.training.cv import MAIN_ARM, arm_specs, refit, run_cv, seed_everything, transfer_indicators
-from medtl.training.data import load_task
+from medtl.training.cv import (
+    MAIN_ARM,
+    FoldOutcome,
+    arm_specs,
+    build,
+    refit,
+    run_cv,
+    run_fold,
+    seed_everything,
+    transfer_indicators,
+)
+from medtl.training.data import TaskData, load_task
 from medtl.training.package import write_artifact
 from medtl.training.splits import resolve_splits
 
@@ -48,19 +59,27 @@ def choose_device(choice: str) -> torch.device:
     return torch.device("cuda")
 
 
-def train(
-    dataset: Path,
-    config: TrainConfig,
-    out: Path,
-    *,
-    flow_run_id: str | None = None,
-    progress: bool = False,
-) -> TrainResult:
-    """Split by patient, train every arm on every fold, refit or ensemble, write and seal the artifact.
+@dataclass
+class TrainingPlan:
+    """Everything decided before the first epoch: the task, the split, the arms, where work in progress goes."""
 
-    Work in progress lives beside the artifact in `<out>.work/` (one checkpoint per arm and fold): a run that is
-    interrupted picks up where it stopped when started again with the same arguments; it is removed after sealing.
-    """
+    dataset: Path
+    config: TrainConfig
+    out: Path
+    task: TaskData
+    splits: Splits
+    device: torch.device
+    workdir: Path
+    started: datetime
+
+    @property
+    def units(self) -> list[tuple[str, int]]:
+        """(arm, fold) pairs, the unit a Prefect task trains."""
+        return [(arm.name, fold.index) for arm in arm_specs(self.config) for fold in self.splits.folds]
+
+
+def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingPlan:
+    """Validate inputs, select the task, resolve (or create and persist) the split; no training yet."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"the artifact folder {out.name} already exists and is not empty", fix="choose a new --out")
@@ -78,9 +97,23 @@ def train(
         manifest_hash=task.manifest_hash,
         splits_file=config.cv.splits_file,
     )
-    workdir = out.with_name(out.name + ".work")
+    return TrainingPlan(Path(dataset), config, out, task, splits, device, out.with_name(out.name + ".work"), started)
+
+
+def train_unit(plan: TrainingPlan, arm_name: str, fold_index: int) -> FoldOutcome:
+    """Train one arm on one fold (or read it back when it finished before); the result stays in the work folder."""
+    arm = next(a for a in arm_specs(plan.config) if a.name == arm_name)
+    outcome, _, _, _ = run_fold(
+        plan.task, plan.splits, arm, fold_index, plan.config, device=plan.device, workdir=plan.workdir
+    )
+    return outcome
+
+
+def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progress: bool = False) -> TrainResult:
+    """Every fold not trained yet, then the final model, the artifact and its seal; the work folder goes last."""
+    config, task, splits = plan.config, plan.task, plan.splits
     with _Progress(progress) as bar:
-        results, oof = run_cv(task, splits, config, device=device, workdir=workdir, progress=bar.update)
+        results, oof = run_cv(task, splits, config, device=plan.device, workdir=plan.workdir, progress=bar.update)
     indicators = transfer_indicators(results, oof, task)
     main = next(r for r in results if r.arm.name == MAIN_ARM)
     main_arm = arm_specs(config)[0]
@@ -88,14 +121,12 @@ def train(
     if config.final_model == "refit":
         final_epochs = max(1, int(np.median([f.best_epoch for f in main.folds])))
         final_state, final_built = refit(
-            task, splits, main_arm, config, epochs=final_epochs, device=device, workdir=workdir
+            task, splits, main_arm, config, epochs=final_epochs, device=plan.device, workdir=plan.workdir
         )
     else:
-        from medtl.training.cv import build
-
         final_built = build(task, main_arm, config.seed)
     manifest_hash = write_artifact(
-        out,
+        plan.out,
         config=config,
         task=task,
         splits=splits,
@@ -105,12 +136,29 @@ def train(
         final_state=final_state,
         final_built=final_built,
         final_epochs=final_epochs,
-        started_at=started,
-        device=device,
+        started_at=plan.started,
+        device=plan.device,
         flow_run_id=flow_run_id,
     )
-    shutil.rmtree(workdir, ignore_errors=True)
-    return TrainResult(out, manifest_hash, indicators)
+    shutil.rmtree(plan.workdir, ignore_errors=True)
+    return TrainResult(plan.out, manifest_hash, indicators)
+
+
+def train(
+    dataset: Path,
+    config: TrainConfig,
+    out: Path,
+    *,
+    flow_run_id: str | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Split by patient, train every arm on every fold, refit or ensemble, write and seal the artifact.
+
+    Work in progress lives beside the artifact in `<out>.work/` (one checkpoint per arm and fold): a run that is
+    interrupted picks up where it stopped when started again with the same arguments; it is removed after sealing.
+    """
+    plan = prepare_training(dataset, config, out)
+    return finish_training(plan, flow_run_id=flow_run_id, progress=progress)
 
 
 class _Progress:

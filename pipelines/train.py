@@ -1,0 +1,78 @@
+"""The training flow: one Prefect task per (arm, fold), then one task that packages and seals the artifact.
+
+A fold that fails fails its own task; the others still run, the flow reports which failed and stops before
+packaging. Completed folds are kept in the artifact's work folder, so a re-run of the flow trains only what is left.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, ConfigDict, Field
+
+from medtl.errors import MedTLError
+from medtl.training.config import load_config
+from medtl.training.train import TrainingPlan, finish_training, prepare_training, train_unit
+from pipelines.common import retry_on_io_only
+
+
+class TrainParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Path = Field(description="dataset folder written by ingest")
+    out: Path = Field(description="artifact folder to write")
+    config: Path | None = Field(None, description="train.yaml; default: the CPU recipe")
+
+
+class FoldFailed(MedTLError):
+    """One or more folds failed; the artifact is not written."""
+
+
+@task(name="plan-training", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_io_only)
+def plan_training(params: TrainParameters) -> TrainingPlan:
+    return prepare_training(params.dataset, load_config(params.config), params.out)
+
+
+@task(name="train-fold", task_run_name="{arm}-fold{fold}")
+def train_fold(plan: TrainingPlan, arm: str, fold: int) -> dict:
+    outcome = train_unit(plan, arm, fold)
+    return {"arm": arm, "fold": fold, "best_epoch": outcome.best_epoch, "tune_auc": outcome.best_tune_auc,
+            "seconds": outcome.seconds}  # fmt: skip
+
+
+@task(name="package-artifact")
+def package(plan: TrainingPlan, flow_run_id: str | None) -> dict:
+    result = finish_training(plan, flow_run_id=flow_run_id)
+    return {
+        "artifact": str(result.artifact),
+        "manifest_hash": result.manifest_hash,
+        "oof_auc": {entry["arm"]: entry["oof_auc"] for entry in result.indicators},
+    }
+
+
+@flow(name="medtl-train", validate_parameters=True)
+def train_flow(params: TrainParameters) -> dict:
+    """Split by patient, train each arm's folds as separate tasks, then write and seal the artifact."""
+    logger = get_run_logger()
+    plan = plan_training(params)
+    states = {(arm, fold): train_fold(plan, arm, fold, return_state=True) for arm, fold in plan.units}
+    failed = [f"{arm} fold {fold}" for (arm, fold), state in states.items() if not state.is_completed()]
+    folds = [state.result() for state in states.values() if state.is_completed()]
+    create_table_artifact(key="training-folds", table=folds, description="best epoch and tuning AUROC per fold")
+    if failed:
+        raise FoldFailed(
+            f"{len(failed)} fold(s) failed: {', '.join(failed)}; the others completed and are kept",
+            fix="fix the cause shown in the failed task's log and run the flow again: only what is left is trained",
+        )
+    logger.info("all %d folds trained; packaging", len(folds))
+    summary = package(plan, flow_run.get_id())
+    create_markdown_artifact(
+        key="training-summary",
+        markdown="# Training\n\nOut-of-fold AUROC by arm: "
+        + ", ".join(f"{arm} {value:.3f}" for arm, value in summary["oof_auc"].items() if value is not None)
+        + f"\n\nArtifact manifest sha256 `{summary['manifest_hash']}`.",
+    )
+    return summary
