@@ -31,6 +31,12 @@ class MedTLError(Exception):
         return text
 
 
+def describe_validation_error(error: Exception, *, root: str = "config") -> str:
+    """A pydantic ValidationError as one line per problem: `key.path: message` (for config-style errors)."""
+    problems = getattr(error, "errors", lambda: [])()
+    return "; ".join(f"{'.'.join(map(str, item['loc'])) or root}: {item['msg']}" for item in problems) or str(error)
+
+
 class ConfigError(MedTLError):
     """A configuration file, CLI option or flow parameter is invalid."""
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from medtl.errors import ConfigError
+from medtl.errors import ConfigError, describe_validation_error
 from medtl.models.pins import normalise_sha256
 
 ChannelMethod = Literal["sum", "mean"]
@@ -110,7 +110,7 @@ def parse_weights(value: Any, *, where: str = "weights") -> Any:
     try:
         return _ADAPTER.validate_python(value)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or where}: {e['msg']}" for e in error.errors())
+        problems = describe_validation_error(error, root=where)
         raise ConfigError(
             f"invalid weights choice: {problems}",
             where=where,

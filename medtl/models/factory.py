@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from torch import nn
 
-from medtl.errors import ConfigError, WeightsError
+from medtl.errors import ConfigError, WeightsError, describe_validation_error
 from medtl.models.adapt import SliceStack, convert_to_3d
 from medtl.models.backbones import BackboneSpec, get_backbone, partition_stages
 from medtl.models.config import ModelConfig, parse_weights
@@ -202,7 +202,7 @@ def create_model_from_config(
         try:
             cfg = ModelConfig.model_validate(dict(config))
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            problems = describe_validation_error(error, root="model")
             raise ConfigError(f"invalid model section: {problems}", where="model") from None
     return create_model(
         cfg.backbone,

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medtl.contracts import PreprocessingSpec
-from medtl.errors import ConfigError
+from medtl.errors import ConfigError, describe_validation_error
 from medtl.models.config import ModelConfig
 from medtl.models.strategies import StrategyConfig
 from medtl.training.augment import AugmentConfig
@@ -131,7 +131,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> T
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors())
+        problems = describe_validation_error(error)
         raise ConfigError(
             f"invalid training config: {problems}",
             where=str(path) if path else "config",

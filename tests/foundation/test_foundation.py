@@ -71,7 +71,7 @@ def test_cli_help_lists_every_command_of_the_design():
         assert command in result.output
 
 
-@pytest.mark.parametrize("command", [["train", "x"], ["evaluate", "x"], ["approve", "x"], ["score", "x", "y"]])
+@pytest.mark.parametrize("command", [["evaluate", "x"], ["approve", "x"], ["score", "x", "y"]])
 def test_stages_not_built_say_so_and_exit_non_zero(command, tmp_path):
     result = subprocess.run([sys.executable, "-m", "medtl.cli", *command], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == NotBuiltError.exit_code
@@ -100,3 +100,9 @@ def test_verify_command_exit_code_reaches_the_shell(tmp_path):
     )
     assert result.returncode == 6
     assert "manifest.json is missing" in result.stderr
+
+
+def test_a_usage_error_is_a_short_message_not_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "medtl.cli", "train", "x"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Missing" in result.stderr and "Traceback" not in result.stderr
