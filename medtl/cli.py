@@ -180,13 +180,16 @@ def score(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo-output"),
-    patients: Annotated[int, typer.Option(min=4, help="Patients in the synthetic cohort.")] = 40,
-    seed: Annotated[int, typer.Option(help="Seed for the cohort and every later stage.")] = 0,
+    patients: Annotated[
+        int, typer.Option(min=12, help="Patients in the target cohort (the source cohort has twice as many).")
+    ] = 40,
+    seed: Annotated[int, typer.Option(help="Seed for the cohorts and every later stage.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold (fewer for a quick look).")] = 18,
 ) -> None:
-    """Run every stage that is built on a synthetic cohort, offline, and print where the outputs are."""
+    """Run every stage that is built on synthetic cohorts, offline, and print where the outputs are."""
     from medtl.demo import run_demo
 
-    run_demo(out, patients=patients, seed=seed, console=console)
+    run_demo(out, patients=patients, seed=seed, epochs=epochs, console=console)
 
 
 def _exit_with_code(command: Callable[..., int]) -> Callable[..., None]:
