@@ -59,7 +59,7 @@ def group_stats(rows: Sequence[dict[str, Any]], samples: dict[str, np.ndarray]) 
 
 def build_fingerprint(
     rows: Sequence[dict[str, Any]],
-    samples: dict[str, np.ndarray],
+    groups: list[GroupStats],
     *,
     pseudonym_key_id: str,
     preprocessing_hash: str | None,
@@ -78,6 +78,6 @@ def build_fingerprint(
         modalities=dict(sorted(Counter(row["modality"] for row in rows).items())),
         labels=dict(sorted(Counter(row["label"] for row in labelled).items())),
         patients_per_label={label: len(ids) for label, ids in sorted(patients_per_label.items())},
-        groups=group_stats(rows, samples),
+        groups=groups,
         preprocessing_hash=preprocessing_hash,
     )

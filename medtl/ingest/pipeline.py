@@ -21,17 +21,18 @@ import numpy as np
 import pandas as pd
 
 from medtl.contracts import ManifestRow, PreprocessingSpec, write_json, write_table
-from medtl.contracts.ingest import FileRecord, Fingerprint, IngestReport
+from medtl.contracts.ingest import FileRecord, Fingerprint, GroupStats, IngestReport
 from medtl.errors import IngestError
 from medtl.identity import Pseudonymizer
 from medtl.ingest.discover import InputFile, classify_file, walk_sources
-from medtl.ingest.fingerprint import build_fingerprint
+from medtl.ingest.fingerprint import build_fingerprint, group_stats
 from medtl.ingest.labels import LabelIndex, ScanKeys, labels_summary, read_labels
 from medtl.ingest.preprocess import default_spec, spec_hash
 from medtl.ingest.privacy import PrivateRecords
 from medtl.ingest.report import build_report, qc_summary_markdown
 from medtl.ingest.worker import WorkItem, WorkResult, preprocess_records, run_item, worker_count
 from medtl.io.dicom.grouping import ScanPlan, group_headers
+from medtl.progress import Progress
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,7 +90,7 @@ def ingest_sources(
     label_table = read_labels(labels) if labels is not None else None
     private = PrivateRecords(out, pseudonymizer)
     n_workers = worker_count(workers)
-    with _executor(n_workers) as executor, _Progress(progress) as bar:
+    with _executor(n_workers) as executor, Progress(progress) as bar:
         paths = list(walk_sources(sources))
         files = list(
             bar.track(
@@ -113,13 +114,14 @@ def ingest_sources(
         label_index = LabelIndex(label_table) if label_table is not None else None
         rows, samples, conflicts = _collect(results, items, identities, by_path, records, private, label_index)
         _ensure_all_accounted(files, records)
-        chosen_spec = spec or _default_spec(rows, samples)
+        groups = group_stats(rows, samples)
+        chosen_spec = spec or _default_spec(groups)
         key = spec_hash(chosen_spec) if chosen_spec else None
         if chosen_spec is not None:
             list(bar.track(_preprocess(executor, out, rows, chosen_spec, n_workers), "preprocessing", len(rows)))
     frame = pd.DataFrame(rows, columns=list(ManifestRow.model_fields))
     write_table(ManifestRow, frame, out / MANIFEST)
-    fingerprint = build_fingerprint(rows, samples, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key)
+    fingerprint = build_fingerprint(rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key)
     write_json(fingerprint, out / FINGERPRINT)
     if chosen_spec is not None:
         write_json(chosen_spec, out / PREPROCESSING)
@@ -255,10 +257,7 @@ def _ensure_all_accounted(files: list[InputFile], records: dict[Path, FileRecord
         )
 
 
-def _default_spec(rows: list[dict[str, Any]], samples: dict[str, np.ndarray]) -> PreprocessingSpec | None:
-    from medtl.ingest.fingerprint import group_stats
-
-    groups = group_stats(rows, samples)
+def _default_spec(groups: list[GroupStats]) -> PreprocessingSpec | None:
     if not groups:
         return None
     dominant = max(groups, key=lambda g: g.n_scans)
@@ -344,33 +343,3 @@ def _bounded(
         while ordered and next_yield in done_results:
             yield done_results.pop(next_yield)
             next_yield += 1
-
-
-class _Progress:
-    """A rich progress bar on the terminal, or nothing (library and flow use log instead)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._progress = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import Progress
-
-            self._progress = Progress(transient=False)
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def track(self, iterable: Iterable[Any], label: str, total: int, *, flat: bool = False) -> Iterator[Any]:
-        log.info("%s: %d", label, total)
-        task = self._progress.add_task(label, total=total) if self._progress is not None else None
-        for value in iterable:
-            batch = value if flat else [value]
-            for element in batch:
-                yield element
-                if task is not None:
-                    self._progress.advance(task)

@@ -14,6 +14,7 @@ import torch
 
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
+from medtl.progress import Progress
 from medtl.training.config import TrainConfig
 from medtl.training.cv import (
     MAIN_ARM,
@@ -112,7 +113,7 @@ def train_unit(plan: TrainingPlan, arm_name: str, fold_index: int) -> FoldOutcom
 def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progress: bool = False) -> TrainResult:
     """Every fold not trained yet, then the final model, the artifact and its seal; the work folder goes last."""
     config, task, splits = plan.config, plan.task, plan.splits
-    with _Progress(progress) as bar:
+    with Progress(progress) as bar:
         results, oof = run_cv(task, splits, config, device=plan.device, workdir=plan.workdir, progress=bar.update)
     indicators = transfer_indicators(results, oof, task)
     main = next(r for r in results if r.arm.name == MAIN_ARM)
@@ -159,30 +160,3 @@ def train(
     """
     plan = prepare_training(dataset, config, out)
     return finish_training(plan, flow_run_id=flow_run_id, progress=progress)
-
-
-class _Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._progress = None
-        self._task = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import Progress
-
-            self._progress = Progress()
-            self._progress.start()
-        return self
-
-    def update(self, label: str, done: int, total: int) -> None:
-        log.info("training: %s (%d/%d)", label, done, total)
-        if self._progress is None:
-            return
-        if self._task is None:
-            self._task = self._progress.add_task("training", total=total)
-        self._progress.update(self._task, completed=done, description=label)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()

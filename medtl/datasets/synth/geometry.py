@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+from medtl.io.geometry import LPS_TO_RAS
+
 AXIAL = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
 SAGITTAL = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))
 CORONAL = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0))
