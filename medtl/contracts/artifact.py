@@ -84,7 +84,9 @@ class Provenance(Strict):
         None, pattern=SHA256, description="sha256 of environment.txt, the full name==version lock"
     )
     hardware: Hardware
-    manifest_hash: str = Field(pattern=SHA256, description="sha256 of the dataset's manifest.parquet")
+    manifest_hash: str = Field(
+        pattern=SHA256, description="content hash of the dataset's manifest (fingerprint.json: manifest_hash)"
+    )
     fingerprint_hash: str = Field(pattern=SHA256)
     split_hash: str = Field(pattern=SHA256)
     pretrained: PretrainedSource

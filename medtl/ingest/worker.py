@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medtl.contracts import PreprocessingSpec
-from medtl.errors import ConfigError, ReadError
+from medtl.errors import ReadError
 from medtl.hashing import sha256_array, sha256_bytes, sha256_file, sha256_json
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.preprocess import applies_to, preprocess_array
@@ -212,12 +212,9 @@ def preprocess_records(
         if not applies_to(spec, record["image_kind"]):
             out.append(None)
             continue
-        try:
-            out.append(
-                preprocess_cached(cache, record["pixel_hash"], record["cache_path"], record["affine"], spec, spec_key)
-            )
-        except ConfigError:
-            out.append(None)
+        out.append(
+            preprocess_cached(cache, record["pixel_hash"], record["cache_path"], record["affine"], spec, spec_key)
+        )
     return out
 
 
