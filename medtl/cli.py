@@ -149,22 +149,50 @@ def train(
 
 @app.command()
 def evaluate(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
-    test: Annotated[Path | None, typer.Option(help="Locked test dataset folder, scored once.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `medtl train`.")],
+    out: Annotated[Path, typer.Option(help="Report folder: report.html, report.pdf, metrics.json.")],
+    test: Annotated[
+        Path | None, typer.Option(help="Locked test dataset (ingested); its 'test' split, or all of it, scored once.")
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="The training dataset, to show out-of-fold failure cases without a test set.")
+    ] = None,
+    rule: Annotated[str, typer.Option(help="Operating-point rule: youden, sensitivity>=X, specificity>=X.")] = "youden",
+    temperature_scaling: Annotated[
+        bool, typer.Option(help="Fit a temperature on the out-of-fold predictions; report calibration before/after.")
+    ] = False,
+    pdf: Annotated[bool, typer.Option(help="Also write report.pdf (needs WeasyPrint).")] = True,
 ) -> None:
-    """Metrics with confidence intervals, calibration, operating point, subgroups; report.html/pdf."""
-    raise _not_built("evaluate", "evaluation report (issue 7)")
+    """Metrics with confidence intervals, calibration, operating point, subgroups, transfer; report.html/pdf."""
+    from medtl.evaluation.evaluate import evaluate as run_evaluation
+
+    result = run_evaluation(
+        artifact, out=out, test=test, dataset=dataset, rule=rule, temperature_scaling=temperature_scaling, pdf=pdf
+    )
+    console.print(result.describe())
 
 
 @app.command()
 def approve(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
-    reviewer: Annotated[str | None, typer.Option(help="Reviewer's name.")] = None,
-    decision: Annotated[str | None, typer.Option(help="approve or reject.")] = None,
+    reviewer: Annotated[str, typer.Option(help="Reviewer's name (a clinician, not a patient).")],
+    role: Annotated[str, typer.Option(help="Reviewer's role, e.g. consultant radiologist.")],
+    decision: Annotated[str, typer.Option(help="approve or reject.")],
+    report: Annotated[Path, typer.Option(help="The report folder (or report.html) the decision is about.")],
+    threshold: Annotated[
+        float | None, typer.Option(help="Decision threshold; default: the report's operating point.")
+    ] = None,
+    comment: Annotated[str | None, typer.Option(help="Free-text comment for the record.")] = None,
 ) -> None:
-    """Record a clinician's sign-off as a signed event in the artifact's audit log."""
-    raise _not_built("approve", "evaluation report (issue 7)")
+    """Record a clinician's sign-off as a signed event in the artifact's audit log, bound to the report's hash."""
+    from medtl.evaluation.approve import approve as record
+
+    event = record(
+        artifact, reviewer=reviewer, role=role, decision=decision, report=report, threshold=threshold, comment=comment
+    )
+    console.print(
+        f"recorded: {event.kind} by {event.actor} (event {event.index}, threshold {event.payload['threshold']})"
+    )
 
 
 @app.command()

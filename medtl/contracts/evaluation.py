@@ -15,37 +15,66 @@ class Estimate(Strict):
     value: float | None
     ci_low: float | None = None
     ci_high: float | None = None
-    ci_method: str | None = Field(None, description="e.g. patient bootstrap (2000), wilson")
-    n: int | None = None
+    ci_method: str | None = Field(None, description="e.g. percentile bootstrap over patients (2000), wilson")
+    n: int | None = Field(None, description="the count the estimate rests on (patients, positives, ...)")
 
 
 class OperatingPoint(Strict):
-    rule: str = Field(description="e.g. youden, sensitivity>=0.95")
-    threshold: float
-    chosen_on: Literal["oof", "tuning"]
+    rule: str = Field(description="e.g. youden, sensitivity>=0.95; declared before any test data is opened")
+    threshold: float = Field(description="decision threshold on the positive-class probability")
+    chosen_on: Literal["oof"] = Field(description="chosen on out-of-fold predictions, then frozen")
+
+
+class CalibrationBin(Strict):
+    lower: float
+    upper: float
+    count: int = Field(ge=0)
+    mean_predicted: float | None
+    observed: float | None
 
 
 class Calibration(Strict):
     brier: float
     ece: float
-    intercept: float | None = None
-    slope: float | None = None
-    temperature: float | None = None
+    intercept: float | None = Field(None, description="calibration-in-the-large (logistic recalibration)")
+    slope: float | None = Field(None, description="calibration slope; 1 is ideal, <1 overconfident")
+    bins: list[CalibrationBin] = Field(default_factory=list)
+    temperature: float | None = Field(None, description="temperature fitted on OOF data, when scaling was applied")
+    after_scaling: dict[str, float | None] | None = Field(None, description="brier, ece, intercept, slope after")
 
 
 class SubgroupResult(Strict):
     attribute: str
     value: str
     n_patients: int = Field(ge=0)
-    small_cell: bool
+    n_positive: int = Field(ge=0)
+    small_cell: bool = Field(description="too few patients or events for a stable estimate")
     estimates: list[Estimate]
 
 
+class Evaluation(Strict):
+    """Results on one set of predictions: the out-of-fold ones, or the locked test set scored once."""
+
+    evaluated_on: Literal["oof", "test"]
+    n_patients: int = Field(ge=0)
+    n_scans: int = Field(ge=0)
+    prevalence: float | None
+    operating_point: OperatingPoint | None
+    estimates: list[Estimate]
+    classes: list[str]
+    confusion: list[list[int]] = Field(description="rows = true class, columns = predicted class")
+    calibration: Calibration | None = None
+    subgroups: list[SubgroupResult] = Field(default_factory=list)
+
+
 class TransferArm(Strict):
-    arm: str = Field(description="e.g. finetune, linear_probe, scratch")
+    arm: str = Field(description="main (the configured recipe), linear_probe or scratch")
+    strategy: str
+    pretrained: str = Field(description="weight source and name, e.g. artifact:demo-source; none for scratch")
     auc: Estimate
-    epochs_to_scratch_best: int | None = None
+    epochs_to_scratch_best: float | None = Field(None, description="median over folds; None when never reached")
     seconds_to_scratch_best: float | None = None
+    folds_reaching_scratch_best: int = 0
 
 
 class Metrics(ContractModel):
@@ -53,14 +82,9 @@ class Metrics(ContractModel):
     contract_title: ClassVar[str] = "metrics.json: evaluation results with confidence intervals"
 
     artifact_manifest_hash: str = Field(pattern=SHA256)
-    evaluated_on: Literal["oof", "test"]
-    n_patients: int = Field(ge=0)
-    n_scans: int = Field(ge=0)
-    prevalence: float | None
-    operating_point: OperatingPoint | None
-    estimates: list[Estimate]
-    calibration: Calibration | None = None
-    subgroups: list[SubgroupResult] = Field(default_factory=list)
+    model_id: str
+    model_version: str
+    evaluations: list[Evaluation] = Field(min_length=1)
     transfer: list[TransferArm] = Field(default_factory=list)
 
 

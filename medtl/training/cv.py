@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from medtl.contracts.training import Splits
+from medtl.evaluation.subgroups import ATTRIBUTES as SUBGROUP_ATTRIBUTES
 from medtl.models.config import ModelConfig, parse_weights
 from medtl.models.factory import create_model_from_config
 from medtl.models.records import BuiltModel
@@ -159,6 +160,9 @@ def prediction_frame(task: TaskData, rows: np.ndarray, probabilities: np.ndarray
             **{key: value for key, value in extra.items()},
         }
     )
+    for attribute in SUBGROUP_ATTRIBUTES:  # non-identifying facts the report breaks results down by
+        if attribute in scans:
+            frame[attribute] = scans[attribute].to_numpy()
     for index, name in enumerate(task.classes):
         frame[f"p_{name}"] = probabilities[:, index] if len(rows) else []
     positive = positive_index(task)

@@ -71,7 +71,7 @@ def test_cli_help_lists_every_command_of_the_design():
         assert command in result.output
 
 
-@pytest.mark.parametrize("command", [["evaluate", "x"], ["approve", "x"], ["score", "x", "y"]])
+@pytest.mark.parametrize("command", [["score", "x", "y"]])
 def test_stages_not_built_say_so_and_exit_non_zero(command, tmp_path):
     result = subprocess.run([sys.executable, "-m", "medtl.cli", *command], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == NotBuiltError.exit_code

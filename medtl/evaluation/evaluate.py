@@ -1,0 +1,339 @@
+"""`medtl evaluate`: the artifact's out-of-fold predictions (and a locked test set, scored once) -> metrics.json,
+report.html / report.pdf, and an `evaluated` event in the artifact's audit log.
+
+Order matters: the operating point is chosen on the out-of-fold predictions by a declared rule, and only then is
+the test set predicted and measured at that frozen threshold. Every scoring of a test set is recorded in the audit
+log with the test data's manifest hash, so repeated peeking at a test set is visible to an auditor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medtl import __version__
+from medtl.artifacts import VerifiedArtifact, open_verified
+from medtl.contracts import write_json
+from medtl.contracts.evaluation import Estimate, Evaluation, Metrics, OperatingPoint, TransferArm
+from medtl.errors import ConfigError, LeakageError
+from medtl.evaluation.calibration import calibration, fit_temperature
+from medtl.evaluation.metrics import auprc_ci, auroc_ci, roc_points, threshold_metrics
+from medtl.evaluation.operating_point import choose_threshold
+from medtl.evaluation.saliency import saliency_map, thumbnail_png
+from medtl.evaluation.subgroups import subgroup_results
+from medtl.reporting.model import Cohort, Curve, EvaluationCurves, FailureCase, Provenance, ReportInput, TransferCurve
+
+DEFAULT_LIMITATIONS = (
+    "Performance was estimated by patient-grouped cross-validation on the development data"
+    " (and on a locked test set only where this report says so); other scanners, sites and populations may differ.",
+    "The operating point was chosen on out-of-fold predictions; its sensitivity and specificity on new data are"
+    " estimates with the uncertainty shown.",
+    "Saliency maps are illustrative and not validated localisation.",
+    "Not for clinical use until approved; decisions stay with the clinician.",
+)
+
+
+@dataclass
+class EvaluationResult:
+    out: Path
+    metrics: Metrics
+    files: dict[str, str]
+
+    def describe(self) -> str:
+        lines = [f"wrote {', '.join(sorted(self.files))} to {self.out}"]
+        for evaluation in self.metrics.evaluations:
+            named = {e.name: e for e in evaluation.estimates}
+            auroc = named.get("auroc")
+            if auroc and auroc.value is not None:
+                lines.append(
+                    f"  {evaluation.evaluated_on:<4} AUROC {auroc.value:.3f} ({auroc.ci_low:.3f}-{auroc.ci_high:.3f})"
+                    f" on {evaluation.n_patients} patients"
+                )
+        return "\n".join(lines)
+
+
+def evaluate(
+    artifact: Path,
+    *,
+    out: Path,
+    test: Path | None = None,
+    dataset: Path | None = None,
+    rule: str = "youden",
+    temperature_scaling: bool = False,
+    failure_cases: int = 2,
+    pdf: bool = True,
+    n_boot: int = 2000,
+) -> EvaluationResult:
+    """`dataset` (the training dataset) lets the report show out-of-fold failure cases when no test set is given."""
+    verified = open_verified(artifact)
+    metadata = verified.metadata
+    task = metadata["task"]
+    if task["kind"] != "binary":
+        raise ConfigError(
+            "this version of medtl evaluate reports binary tasks only",
+            fix="multiclass evaluation (one-vs-rest AUROCs and a confusion matrix) is not built yet",
+        )
+    oof = verified.read_table("predictions/oof.parquet")
+    main = oof[oof["arm"] == "main"].reset_index(drop=True)
+    positive = task["positive_class"]
+    main["y"] = (main["label"].astype(str) == str(positive)).astype(int)
+    point = choose_threshold(main["y"].to_numpy(), main["probability"].to_numpy(), rule)
+    temperature = fit_temperature(main["y"].to_numpy(), main["probability"].to_numpy()) if temperature_scaling else None
+    evaluations = [_evaluation("oof", main, point, temperature, n_boot)]
+    curves = [_curves("oof", main)]
+    test_frame, test_tensors, test_hash = None, None, None
+    if test is not None:
+        test_frame, test_tensors, test_hash = _score_test(verified, test, oof)
+        evaluations.append(_evaluation("test", test_frame, point, temperature, n_boot))
+        curves.append(_curves("test", test_frame))
+    metrics = Metrics(
+        artifact_manifest_hash=verified.manifest_hash,
+        model_id=metadata["model_id"],
+        model_version=metadata["model_version"],
+        evaluations=evaluations,
+        transfer=_transfer(verified, oof, positive, n_boot),
+    )
+    cases = _failure_cases(verified, test_frame, test_tensors, main, dataset, point.threshold, failure_cases)
+    report = _report_input(verified, metrics, curves, cases, test_frame)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(metrics, out / "metrics.json")
+    from medtl.hashing import sha256_file
+    from medtl.reporting.render import write_report
+
+    files = {"metrics.json": sha256_file(out / "metrics.json"), **write_report(report, out, pdf=pdf)}
+    verified.append_event(
+        "evaluated",
+        actor="medtl evaluate",
+        payload={
+            "files": files,
+            "operating_point": point.model_dump(),
+            "test_manifest_hash": test_hash,
+            "evaluated_on": [e.evaluated_on for e in evaluations],
+        },
+    )
+    return EvaluationResult(out, metrics, files)
+
+
+def _evaluation(
+    name: str, frame: pd.DataFrame, point: OperatingPoint, temperature: float | None, n_boot: int
+) -> Evaluation:
+    targets, scores, patients = frame["y"].to_numpy(), frame["probability"].to_numpy(), frame["patient_id"].to_numpy()
+    estimates: list[Estimate] = [
+        auroc_ci(targets, scores, patients, n_boot=n_boot).estimate("auroc", n=int(frame["patient_id"].nunique())),
+        auprc_ci(targets, scores, patients, n_boot=n_boot).estimate("auprc", n=int(targets.sum())),
+        *threshold_metrics(targets, scores, point.threshold, patients),
+    ]
+    predicted = (scores >= point.threshold).astype(int)
+    confusion = [[int(((targets == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+    return Evaluation(
+        evaluated_on=name,  # type: ignore[arg-type]
+        n_patients=int(frame["patient_id"].nunique()),
+        n_scans=len(frame),
+        prevalence=float(targets.mean()) if len(targets) else None,
+        operating_point=point,
+        estimates=estimates,
+        classes=["negative", "positive"],
+        confusion=confusion,
+        calibration=calibration(targets, scores, temperature=temperature),
+        subgroups=subgroup_results(frame, score="probability", target="y", threshold=point.threshold),
+    )
+
+
+def _curves(name: str, frame: pd.DataFrame) -> EvaluationCurves:
+    from sklearn.metrics import precision_recall_curve
+
+    fpr, tpr = roc_points(frame["y"].to_numpy(), frame["probability"].to_numpy())
+    precision, recall, _ = precision_recall_curve(frame["y"].to_numpy(), frame["probability"].to_numpy())
+    return EvaluationCurves(
+        evaluated_on=name,  # type: ignore[arg-type]
+        roc=Curve(x=fpr, y=tpr),
+        pr=Curve(x=[float(v) for v in recall], y=[float(v) for v in precision]),
+    )
+
+
+def _score_test(verified: VerifiedArtifact, dataset: Path, oof: pd.DataFrame) -> tuple[pd.DataFrame, torch.Tensor, str]:
+    """Predict the locked test scans once with the sealed model (split 'test' when the dataset has splits)."""
+    from medtl.scoring.model import load_model
+    from medtl.training.config import TaskConfig
+    from medtl.training.data import TensorSet, load_task
+
+    model = load_model(verified)
+    task = load_task(dataset, TaskConfig.model_validate(verified.read_yaml("config.yaml")["task"]), model.spec)
+    scans = task.scans
+    rows = (
+        np.flatnonzero((scans["split"] == "test").to_numpy())
+        if (scans["split"] == "test").any()
+        else np.arange(len(scans))
+    )
+    overlap = set(scans["patient_id"].iloc[rows]) & set(oof["patient_id"])
+    if overlap:
+        raise LeakageError(
+            f"{len(overlap)} test patient(s) were part of the model's training cross-validation",
+            where=f"patients {sorted(overlap)[:5]}",
+            fix="a test set must hold patients the model never saw; use the locked test split or another site",
+        )
+    data = TensorSet(task, rows)
+    tensors = torch.stack([data[i][0] for i in range(len(data))]) if len(data) else torch.empty(0)
+    probabilities = np.concatenate([model.predict(tensors[i : i + 64]) for i in range(0, len(tensors), 64)])
+    positive = task.classes.index(model.positive_class) if model.positive_class in task.classes else 1
+    frame = scans.iloc[rows][["scan_id", "patient_id", "label"]].reset_index(drop=True)
+    for column in ("site", "manufacturer", "sex", "age_band", "modality"):
+        if column in scans:
+            frame[column] = scans[column].iloc[rows].to_numpy()
+    frame["probability"] = probabilities[:, positive]
+    frame["y"] = (frame["label"].astype(str) == str(model.positive_class)).astype(int)
+    return frame, tensors, task.manifest_hash
+
+
+def _transfer(verified: VerifiedArtifact, oof: pd.DataFrame, positive: str, n_boot: int) -> list[TransferArm]:
+    entries = json.loads(verified.read_text("metrics/transfer.json"))
+    arms = []
+    for entry in entries:
+        frame = oof[oof["arm"] == entry["arm"]]
+        targets = (frame["label"].astype(str) == str(positive)).astype(int).to_numpy()
+        interval = auroc_ci(targets, frame["probability"].to_numpy(), frame["patient_id"].to_numpy(), n_boot=n_boot)
+        pretrained = entry.get("pretrained") or {}
+        seconds = [f["seconds_to_scratch_best"] for f in entry["folds"] if f.get("seconds_to_scratch_best")]
+        arms.append(
+            TransferArm(
+                arm=entry["arm"],
+                strategy=entry["strategy"],
+                pretrained=f"{pretrained.get('source', 'none')}:{pretrained.get('name', 'none')}",
+                auc=interval.estimate("auroc", n=int(frame["patient_id"].nunique())),
+                epochs_to_scratch_best=entry.get("median_epochs_to_scratch_best"),
+                seconds_to_scratch_best=float(np.median(seconds)) if seconds else None,
+                folds_reaching_scratch_best=int(entry.get("folds_reaching_scratch_best", 0)),
+            )
+        )
+    return arms
+
+
+def _failure_cases(
+    verified: VerifiedArtifact,
+    test_frame: pd.DataFrame | None,
+    test_tensors: torch.Tensor | None,
+    oof: pd.DataFrame,
+    dataset: Path | None,
+    threshold: float,
+    count: int,
+) -> list[FailureCase]:
+    """The most confident errors: highest-scored negatives and lowest-scored positives, with saliency."""
+    if count <= 0:
+        return []
+    from medtl.scoring.model import load_model
+
+    if test_frame is not None and test_tensors is not None:
+        frame, tensors = test_frame, test_tensors
+    elif dataset is not None:
+        frame, tensors = oof, _oof_tensors(verified, oof, dataset)
+    else:
+        return []
+    model = load_model(verified)
+    positive = 1
+    cases = []
+    wrong_negative = frame[(frame["y"] == 0) & (frame["probability"] >= threshold)].nlargest(count, "probability")
+    wrong_positive = frame[(frame["y"] == 1) & (frame["probability"] < threshold)].nsmallest(count, "probability")
+    for kind, chosen in (("false_positive", wrong_negative), ("false_negative", wrong_positive)):
+        for index, row in chosen.iterrows():
+            tensor = tensors[frame.index.get_loc(index)]
+            heat, method = saliency_map(model.networks, verified.metadata["model"], tensor, positive)
+            cases.append(
+                FailureCase(
+                    kind=kind,  # type: ignore[arg-type]
+                    scan_id=row["scan_id"],
+                    probability=float(row["probability"]),
+                    true_class=str(row["label"]),
+                    thumbnail_png=thumbnail_png(tensor[0].numpy(), heat),
+                    saliency_method=method,
+                )
+            )
+    return cases
+
+
+def _oof_tensors(verified: VerifiedArtifact, oof: pd.DataFrame, dataset: Path) -> torch.Tensor:
+    from medtl.scoring.model import load_model
+    from medtl.training.config import TaskConfig
+    from medtl.training.data import TensorSet, load_task
+
+    spec = load_model(verified).spec
+    task = load_task(dataset, TaskConfig.model_validate(verified.read_yaml("config.yaml")["task"]), spec)
+    position = {scan: i for i, scan in enumerate(task.scans["scan_id"])}
+    rows = np.array([position[scan] for scan in oof["scan_id"]])
+    data = TensorSet(task, rows)
+    return torch.stack([data[i][0] for i in range(len(data))])
+
+
+def _report_input(
+    verified: VerifiedArtifact,
+    metrics: Metrics,
+    curves: list[EvaluationCurves],
+    cases: list[FailureCase],
+    test_frame: pd.DataFrame | None,
+) -> ReportInput:
+    metadata = verified.metadata
+    provenance = metadata["provenance"]
+    pretrained = provenance["pretrained"]
+    oof = metrics.evaluations[0]
+    config = verified.read_yaml("config.yaml")
+    transfer = json.loads(verified.read_text("metrics/transfer.json"))
+    splits = verified.read_json("splits.json")
+    return ReportInput(
+        title=f"Evaluation report: {metadata['model_id']} {metadata['model_version']}",
+        model_id=metadata["model_id"],
+        model_version=metadata["model_version"],
+        intended_use=metadata["intended_use"],
+        task_kind=metadata["task"]["kind"],
+        positive_class=metadata["task"]["positive_class"],
+        cohort=Cohort(
+            n_patients=oof.n_patients,
+            n_scans=oof.n_scans,
+            prevalence=oof.prevalence,
+            classes=metadata["task"]["classes"],
+            modalities=metadata["input"]["modalities"],
+            image_kind=metadata["input"]["image_kind"],
+            excluded_scans={},
+            locked_test_patients=len(splits.get("locked_test", [])),
+        ),
+        metrics=metrics,
+        curves=curves,
+        transfer_curves=[
+            TransferCurve(
+                arm=entry["arm"],
+                fold=fold["fold"],
+                epochs=[r["epoch"] for r in fold["curve"]],
+                tune_auc=[r.get("tune_auc") for r in fold["curve"]],
+                seconds=[r["seconds"] for r in fold["curve"]],
+            )
+            for entry in transfer
+            for fold in entry["folds"]
+        ],
+        failure_cases=cases,
+        limitations=list(DEFAULT_LIMITATIONS),
+        provenance=Provenance(
+            artifact_manifest_hash=verified.manifest_hash,
+            signed_by=verified.manifest.key_fingerprint if verified.is_signed else None,
+            data_manifest_hash=provenance["manifest_hash"],
+            code_version=provenance["code_version"],
+            pretrained=_describe_pretrained(pretrained),
+            pretrained_license=pretrained.get("license"),
+            seed=int(config.get("seed", provenance["seed"])),
+            trained_at=provenance["finished_at"],
+        ),
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        medtl_version=__version__,
+    )
+
+
+def _describe_pretrained(pretrained: dict[str, Any]) -> str:
+    if pretrained.get("source") == "none":
+        return "none (trained from random initialisation)"
+    digest = pretrained.get("sha256") or ""
+    return f"{pretrained.get('source')}: {pretrained.get('name')} (sha256 {digest[:16]}...)"

@@ -1,0 +1,91 @@
+"""Everything the report shows, as data: the evaluation writes it, the renderer only lays it out.
+
+Why a separate model: the numbers in the report must be the numbers in metrics.json (a test compares them), so the
+renderer computes nothing; and the same data can be rendered as HTML and as PDF.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medtl.contracts.evaluation import Metrics
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Curve(_Part):
+    """Points of a curve, e.g. ROC (x = 1 - specificity, y = sensitivity) or precision-recall."""
+
+    x: list[float]
+    y: list[float]
+
+
+class EvaluationCurves(_Part):
+    evaluated_on: Literal["oof", "test"]
+    roc: Curve
+    pr: Curve | None = None
+
+
+class TransferCurve(_Part):
+    """Tuning AUROC per epoch of one arm on one fold, with the cumulative seconds (the learning-speed picture)."""
+
+    arm: str
+    fold: int
+    epochs: list[int]
+    tune_auc: list[float | None]
+    seconds: list[float]
+
+
+class FailureCase(_Part):
+    kind: Literal["false_positive", "false_negative"]
+    scan_id: str = Field(pattern=r"^X-[0-9a-f]{16}$")
+    probability: float
+    true_class: str
+    thumbnail_png: bytes = Field(description="de-identified image with the saliency overlay (PNG, no text chunks)")
+    saliency_method: str = Field(description="e.g. Grad-CAM (MONAI), occlusion")
+
+
+class Cohort(_Part):
+    n_patients: int
+    n_scans: int
+    prevalence: float | None
+    classes: list[str]
+    modalities: list[str]
+    image_kind: str
+    excluded_scans: dict[str, int] = Field(default_factory=dict)
+    locked_test_patients: int = 0
+
+
+class Provenance(_Part):
+    artifact_manifest_hash: str
+    signed_by: str | None = Field(None, description="signing key fingerprint; None = UNSIGNED")
+    data_manifest_hash: str
+    code_version: str
+    pretrained: str = Field(description="source, name and sha256 of the pretrained weights, or 'none'")
+    pretrained_license: str | None = None
+    seed: int
+    trained_at: str
+
+
+class ReportInput(_Part):
+    """One report: the machine-readable metrics plus what a clinician needs to read them."""
+
+    title: str
+    model_id: str
+    model_version: str
+    intended_use: str
+    task_kind: Literal["binary", "multiclass"]
+    positive_class: str | None
+    cohort: Cohort
+    metrics: Metrics
+    curves: list[EvaluationCurves]
+    transfer_curves: list[TransferCurve] = Field(default_factory=list)
+    failure_cases: list[FailureCase] = Field(default_factory=list)
+    limitations: list[str]
+    provenance: Provenance
+    generated_at: str
+    medtl_version: str

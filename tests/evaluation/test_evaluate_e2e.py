@@ -1,0 +1,93 @@
+"""`medtl evaluate` and `medtl approve` on a trained synthetic model: metrics, report, audit events, sign-off."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from medtl.artifacts import generate_signing_key, open_verified
+from medtl.contracts import PreprocessingSpec, read_json
+from medtl.contracts.evaluation import Metrics
+from medtl.datasets.synth import make_cohort
+from medtl.errors import ConfigError, LeakageError
+from medtl.evaluation.approve import approve
+from medtl.evaluation.evaluate import evaluate
+from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+from medtl.ingest.pipeline import ingest_sources
+from medtl.training.config import TrainConfig
+from medtl.training.train import train
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+SPEC = PreprocessingSpec(spatial_dims=3, target_spacing=[3.0, 3.0, 6.0], target_shape=[16, 16, 8])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    key = root / "signing.pem"
+    generate_signing_key(key)
+    previous = os.environ.get("MEDTL_SIGNING_KEY")
+    os.environ["MEDTL_SIGNING_KEY"] = str(key)
+    pseudonymizer = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+    for name, seed, n in (("dev", 21, 16), ("test", 22, 10)):
+        make_cohort(root / name, patients=n, seed=seed, difficulty=0.0)
+        ingest_sources([root / name / "dicom"], out=root / f"{name}-data", labels=root / name / "labels.csv",
+                       spec=SPEC, pseudonymizer=pseudonymizer, workers=1)  # fmt: skip
+    config = TrainConfig.model_validate(
+        {"model": {"backbone": "resnet18", "weights": "none"}, "strategy": {"name": "full"}, "arms": [],
+         "epochs": 2, "batch_size": 8, "cv": {"n_folds": 2}, "early_stopping": {"patience": 2, "min_epochs": 1}}
+    )  # fmt: skip
+    train(root / "dev-data", config, root / "artifact")
+    yield root
+    if previous is None:
+        os.environ.pop("MEDTL_SIGNING_KEY", None)
+    else:
+        os.environ["MEDTL_SIGNING_KEY"] = previous
+
+
+def test_evaluate_writes_metrics_report_and_an_audit_event(trained):
+    root = trained
+    result = evaluate(
+        root / "artifact", out=root / "report", test=root / "test-data", dataset=root / "dev-data", n_boot=200
+    )
+    metrics = read_json(Metrics, root / "report" / "metrics.json")
+    assert [e.evaluated_on for e in metrics.evaluations] == ["oof", "test"]
+    oof, test = metrics.evaluations
+    assert oof.operating_point.threshold == test.operating_point.threshold  # frozen before the test was opened
+    assert oof.n_patients == 16 and test.n_patients == 10
+    assert sum(map(sum, test.confusion)) == test.n_scans
+    names = {e.name for e in test.estimates}
+    assert {"auroc", "auprc", "sensitivity", "specificity", "ppv", "npv", "balanced_accuracy"} <= names
+    artifact = open_verified(root / "artifact")
+    event = artifact.events[-1]
+    assert event.kind == "evaluated"
+    assert event.payload["files"]["report.html"] == result.files["report.html"]
+    assert event.payload["test_manifest_hash"] is not None
+    html = (root / "report" / "report.html").read_text()
+    assert "NOT FOR CLINICAL USE" in html.upper()
+    terms = json.loads((root / "dev-data" / "private" / "phi_terms.json").read_text())
+    assert not [t for t in terms["patient_ids"] + terms["accession_numbers"] if t in html]
+
+
+def test_approval_is_bound_to_the_report_and_signed(trained):
+    root = trained
+    with pytest.raises(ConfigError, match="not produced by this artifact"):
+        tampered = root / "tampered.html"
+        tampered.write_text((root / "report" / "report.html").read_text() + "<!-- edited -->")
+        approve(root / "artifact", reviewer="Dr A. Reviewer", role="radiologist", decision="approve", report=tampered)
+    event = approve(root / "artifact", reviewer="Dr A. Reviewer", role="radiologist", decision="approve",
+                    report=root / "report", comment="fit for the research pilot")  # fmt: skip
+    assert event.kind == "approved" and event.signature is not None
+    artifact = open_verified(root / "artifact")
+    assert artifact.is_approved and artifact.approval.payload["report_sha256"] == event.payload["report_sha256"]
+    rejected = approve(
+        root / "artifact", reviewer="Dr B", role="radiologist", decision="reject", report=root / "report"
+    )
+    assert rejected.kind == "rejected" and not open_verified(root / "artifact").is_approved
+
+
+def test_a_test_set_sharing_patients_with_training_is_refused(trained):
+    with pytest.raises(LeakageError, match="were part of the model's training"):
+        evaluate(trained / "artifact", out=trained / "leaky", test=trained / "dev-data", n_boot=50, pdf=False)

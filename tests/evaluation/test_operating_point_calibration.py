@@ -1,0 +1,92 @@
+"""Operating-point rules, Wilson intervals and calibration statistics against values worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medtl.errors import ConfigError
+from medtl.evaluation.calibration import apply_temperature, calibration, fit_temperature, logit
+from medtl.evaluation.metrics import threshold_metrics, wilson
+from medtl.evaluation.operating_point import choose_threshold
+
+TARGETS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+SCORES = np.array([0.1, 0.2, 0.35, 0.6, 0.4, 0.7, 0.8, 0.9])
+
+
+def test_youden_picks_the_threshold_maximising_sensitivity_plus_specificity():
+    point = choose_threshold(TARGETS, SCORES, "youden")
+    # at 0.7: sensitivity 3/4, specificity 4/4 -> J = 0.75; at 0.4: 4/4 and 3/4 -> J = 0.75 too; the first wins
+    predicted = point.threshold <= SCORES
+    sens = (predicted & (TARGETS == 1)).sum() / 4
+    spec = (~predicted & (TARGETS == 0)).sum() / 4
+    assert sens + spec - 1 == pytest.approx(0.75)
+    assert point.chosen_on == "oof"
+
+
+def test_sensitivity_rule_keeps_the_highest_threshold_reaching_the_bound():
+    point = choose_threshold(TARGETS, SCORES, "sensitivity>=1.0")
+    assert point.threshold == pytest.approx(0.4)  # every positive caught, fewest false positives (one: 0.6)
+    point = choose_threshold(TARGETS, SCORES, "specificity >= 1")
+    assert point.threshold == pytest.approx(0.7)
+    with pytest.raises(ConfigError, match="unknown operating-point rule"):
+        choose_threshold(TARGETS, SCORES, "accuracy>=0.9")
+
+
+def test_wilson_interval_matches_the_textbook_value():
+    value, low, high = wilson(8, 10)
+    assert value == 0.8
+    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
+    assert wilson(0, 0) == (None, None, None)
+    _, low, high = wilson(10, 10)
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.7225, abs=1e-3)
+
+
+def test_threshold_metrics_count_correctly():
+    estimates = {e.name: e for e in threshold_metrics(TARGETS, SCORES, 0.5)}
+    assert estimates["sensitivity"].value == 0.75 and estimates["sensitivity"].n == 4
+    assert estimates["specificity"].value == 0.75
+    assert estimates["ppv"].value == 0.75 and estimates["npv"].value == 0.75
+    assert estimates["sensitivity"].ci_method == "wilson"
+    # with several scans per patient the proportions are bootstrapped over patients instead
+    grouped = {e.name: e for e in threshold_metrics(TARGETS, SCORES, 0.5, groups=np.array([0, 0, 1, 1, 2, 2, 3, 3]))}
+    assert "patients" in grouped["sensitivity"].ci_method
+
+
+def test_brier_and_ece_on_a_hand_computed_example():
+    targets = np.array([0, 1, 1, 0])
+    scores = np.array([0.2, 0.8, 0.6, 0.4])
+    result = calibration(targets, scores, n_bins=2)
+    assert result.brier == pytest.approx((0.04 + 0.04 + 0.16 + 0.16) / 4)
+    # bin [0, .5): predictions .2, .4 (mean .3), observed 0 -> gap .3; bin [.5, 1]: mean .7, observed 1 -> gap .3
+    assert result.ece == pytest.approx(0.3)
+    assert [b.count for b in result.bins] == [2, 2]
+
+
+def test_slope_detects_overconfidence_and_temperature_scaling_repairs_it():
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 1.5, 20000)
+    targets = rng.random(20000) < 1 / (1 + np.exp(-true_logit))
+    calibrated = 1 / (1 + np.exp(-true_logit))
+    overconfident = 1 / (1 + np.exp(-2 * true_logit))
+    good = calibration(targets, calibrated)
+    assert good.slope == pytest.approx(1.0, abs=0.05) and abs(good.intercept) < 0.05 and good.ece < 0.02
+    bad = calibration(targets, overconfident)
+    assert bad.slope == pytest.approx(0.5, abs=0.05)
+    temperature = fit_temperature(targets, overconfident)
+    assert temperature == pytest.approx(2.0, abs=0.1)
+    repaired = calibration(targets, overconfident, temperature=temperature)
+    assert repaired.after_scaling["slope"] == pytest.approx(1.0, abs=0.06)
+    assert repaired.after_scaling["ece"] < bad.ece
+    np.testing.assert_allclose(logit(apply_temperature(overconfident, 2.0)), 2 * true_logit / 2, atol=1e-4)
+
+
+def test_a_perfect_proportion_still_gets_an_honest_interval():
+    # 12 positives from 6 patients, all caught: a bootstrap says [1, 1]; Wilson over 6 patients does not
+    targets = np.array([1] * 12 + [0] * 12)
+    scores = np.array([0.9] * 12 + [0.1] * 12)
+    groups = np.repeat(np.arange(12), 2)
+    sensitivity = next(e for e in threshold_metrics(targets, scores, 0.5, groups) if e.name == "sensitivity")
+    assert sensitivity.value == 1.0 and sensitivity.ci_high == pytest.approx(1.0)
+    assert sensitivity.ci_low == pytest.approx(wilson(6, 6)[1]) and sensitivity.ci_low < 0.7
+    assert "wilson over patients" in sensitivity.ci_method
