@@ -29,6 +29,9 @@ from medtl.evaluation.operating_point import choose_threshold
 from medtl.evaluation.saliency import saliency_map, thumbnail_png
 from medtl.evaluation.subgroups import subgroup_results
 from medtl.reporting.model import Cohort, Curve, EvaluationCurves, FailureCase, Provenance, ReportInput, TransferCurve
+from medtl.scoring.model import LoadedModel, load_model
+from medtl.training.config import TaskConfig
+from medtl.training.data import TensorSet, load_task
 
 DEFAULT_LIMITATIONS = (
     "Performance was estimated by patient-grouped cross-validation on the development data"
@@ -88,9 +91,11 @@ def evaluate(
     temperature = fit_temperature(main["y"].to_numpy(), main["probability"].to_numpy()) if temperature_scaling else None
     evaluations = [_evaluation("oof", main, point, temperature, n_boot)]
     curves = [_curves("oof", main)]
+    model = load_model(verified)  # once: it predicts the test set and explains the failure cases
+    task_config = TaskConfig.model_validate(verified.read_yaml("config.yaml")["task"])
     test_frame, test_tensors, test_hash = None, None, None
     if test is not None:
-        test_frame, test_tensors, test_hash = _score_test(verified, test, oof)
+        test_frame, test_tensors, test_hash = _score_test(model, task_config, test, oof)
         evaluations.append(_evaluation("test", test_frame, point, temperature, n_boot))
         curves.append(_curves("test", test_frame))
     metrics = Metrics(
@@ -100,7 +105,7 @@ def evaluate(
         evaluations=evaluations,
         transfer=_transfer(verified, oof, positive, n_boot),
     )
-    cases = _failure_cases(verified, test_frame, test_tensors, main, dataset, point.threshold, failure_cases)
+    cases = _failure_cases(model, task_config, test_frame, test_tensors, main, dataset, point.threshold, failure_cases)
     report = _report_input(verified, metrics, curves, cases, test_frame)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,14 +164,11 @@ def _curves(name: str, frame: pd.DataFrame) -> EvaluationCurves:
     )
 
 
-def _score_test(verified: VerifiedArtifact, dataset: Path, oof: pd.DataFrame) -> tuple[pd.DataFrame, torch.Tensor, str]:
+def _score_test(
+    model: LoadedModel, task_config: TaskConfig, dataset: Path, oof: pd.DataFrame
+) -> tuple[pd.DataFrame, torch.Tensor, str]:
     """Predict the locked test scans once with the sealed model (split 'test' when the dataset has splits)."""
-    from medtl.scoring.model import load_model
-    from medtl.training.config import TaskConfig
-    from medtl.training.data import TensorSet, load_task
-
-    model = load_model(verified)
-    task = load_task(dataset, TaskConfig.model_validate(verified.read_yaml("config.yaml")["task"]), model.spec)
+    task = load_task(dataset, task_config, model.spec)
     scans = task.scans
     rows = (
         np.flatnonzero((scans["split"] == "test").to_numpy())
@@ -217,7 +219,8 @@ def _transfer(verified: VerifiedArtifact, oof: pd.DataFrame, positive: str, n_bo
 
 
 def _failure_cases(
-    verified: VerifiedArtifact,
+    model: LoadedModel,
+    task_config: TaskConfig,
     test_frame: pd.DataFrame | None,
     test_tensors: torch.Tensor | None,
     oof: pd.DataFrame,
@@ -228,15 +231,12 @@ def _failure_cases(
     """The most confident errors: highest-scored negatives and lowest-scored positives, with saliency."""
     if count <= 0:
         return []
-    from medtl.scoring.model import load_model
-
     if test_frame is not None and test_tensors is not None:
         frame, tensors = test_frame, test_tensors
     elif dataset is not None:
-        frame, tensors = oof, _oof_tensors(verified, oof, dataset)
+        frame, tensors = oof, _oof_tensors(model, task_config, oof, dataset)
     else:
         return []
-    model = load_model(verified)
     positive = 1
     cases = []
     wrong_negative = frame[(frame["y"] == 0) & (frame["probability"] >= threshold)].nlargest(count, "probability")
@@ -244,7 +244,7 @@ def _failure_cases(
     for kind, chosen in (("false_positive", wrong_negative), ("false_negative", wrong_positive)):
         for index, row in chosen.iterrows():
             tensor = tensors[frame.index.get_loc(index)]
-            heat, method = saliency_map(model.networks, verified.metadata["model"], tensor, positive)
+            heat, method = saliency_map(model.networks, model.artifact.metadata["model"], tensor, positive)
             cases.append(
                 FailureCase(
                     kind=kind,  # type: ignore[arg-type]
@@ -258,13 +258,8 @@ def _failure_cases(
     return cases
 
 
-def _oof_tensors(verified: VerifiedArtifact, oof: pd.DataFrame, dataset: Path) -> torch.Tensor:
-    from medtl.scoring.model import load_model
-    from medtl.training.config import TaskConfig
-    from medtl.training.data import TensorSet, load_task
-
-    spec = load_model(verified).spec
-    task = load_task(dataset, TaskConfig.model_validate(verified.read_yaml("config.yaml")["task"]), spec)
+def _oof_tensors(model: LoadedModel, task_config: TaskConfig, oof: pd.DataFrame, dataset: Path) -> torch.Tensor:
+    task = load_task(dataset, task_config, model.spec)
     position = {scan: i for i, scan in enumerate(task.scans["scan_id"])}
     rows = np.array([position[scan] for scan in oof["scan_id"]])
     data = TensorSet(task, rows)
