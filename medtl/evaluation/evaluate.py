@@ -22,9 +22,9 @@ from medtl import __version__
 from medtl.artifacts import VerifiedArtifact, open_verified
 from medtl.contracts import write_json
 from medtl.contracts.evaluation import Estimate, Evaluation, Metrics, OperatingPoint, TransferArm
-from medtl.errors import ConfigError, LeakageError
+from medtl.errors import LeakageError
 from medtl.evaluation.calibration import calibration, fit_temperature
-from medtl.evaluation.metrics import auprc_ci, auroc_ci, roc_points, threshold_metrics
+from medtl.evaluation.metrics import auprc_ci, auroc_ci, bootstrap, macro_auroc_ci, roc_points, threshold_metrics
 from medtl.evaluation.operating_point import choose_threshold
 from medtl.evaluation.saliency import saliency_map, thumbnail_png
 from medtl.evaluation.subgroups import subgroup_results
@@ -78,34 +78,44 @@ def evaluate(
     verified = open_verified(artifact)
     metadata = verified.metadata
     task = metadata["task"]
-    if task["kind"] != "binary":
-        raise ConfigError(
-            "this version of medtl evaluate reports binary tasks only",
-            fix="multiclass evaluation (one-vs-rest AUROCs and a confusion matrix) is not built yet",
-        )
+    binary = task["kind"] == "binary"
     oof = verified.read_table("predictions/oof.parquet")
     main = oof[oof["arm"] == "main"].reset_index(drop=True)
     positive = task["positive_class"]
-    main["y"] = (main["label"].astype(str) == str(positive)).astype(int)
-    point = choose_threshold(main["y"].to_numpy(), main["probability"].to_numpy(), rule)
-    temperature = fit_temperature(main["y"].to_numpy(), main["probability"].to_numpy()) if temperature_scaling else None
-    evaluations = [_evaluation("oof", main, point, temperature, n_boot)]
-    curves = [_curves("oof", main)]
+    point, temperature = None, None
+    if binary:
+        main["y"] = (main["label"].astype(str) == str(positive)).astype(int)
+        point = choose_threshold(main["y"].to_numpy(), main["probability"].to_numpy(), rule)
+        if temperature_scaling:
+            temperature = fit_temperature(main["y"].to_numpy(), main["probability"].to_numpy())
+
+    def measure(name: str, frame: pd.DataFrame) -> Evaluation:
+        if binary:
+            return _evaluation(name, frame, point, temperature, n_boot)
+        return _multiclass_evaluation(name, frame, task["classes"], n_boot)
+
+    evaluations = [measure("oof", main)]
+    curves = [_curves("oof", main)] if binary else []
     model = load_model(verified)  # once: it predicts the test set and explains the failure cases
     task_config = TaskConfig.model_validate(verified.read_yaml("config.yaml")["task"])
     test_frame, test_tensors, test_hash = None, None, None
     if test is not None:
         test_frame, test_tensors, test_hash = _score_test(model, task_config, test, oof)
-        evaluations.append(_evaluation("test", test_frame, point, temperature, n_boot))
-        curves.append(_curves("test", test_frame))
+        evaluations.append(measure("test", test_frame))
+        if binary:
+            curves.append(_curves("test", test_frame))
     metrics = Metrics(
         artifact_manifest_hash=verified.manifest_hash,
         model_id=metadata["model_id"],
         model_version=metadata["model_version"],
         evaluations=evaluations,
-        transfer=_transfer(verified, oof, positive, n_boot),
+        transfer=_transfer(verified, oof, task["classes"], positive, n_boot),
     )
-    cases = _failure_cases(model, task_config, test_frame, test_tensors, main, dataset, point.threshold, failure_cases)
+    cases = (
+        _failure_cases(model, task_config, test_frame, test_tensors, main, dataset, point.threshold, failure_cases)
+        if point is not None
+        else []
+    )
     report = _report_input(verified, metrics, curves, cases, test_frame)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +129,7 @@ def evaluate(
         actor="medtl evaluate",
         payload={
             "files": files,
-            "operating_point": point.model_dump(),
+            "operating_point": point.model_dump() if point is not None else None,
             "test_manifest_hash": test_hash,
             "evaluated_on": [e.evaluated_on for e in evaluations],
         },
@@ -149,6 +159,33 @@ def _evaluation(
         confusion=confusion,
         calibration=calibration(targets, scores, temperature=temperature),
         subgroups=subgroup_results(frame, score="probability", target="y", threshold=point.threshold),
+    )
+
+
+def _multiclass_evaluation(name: str, frame: pd.DataFrame, classes: list[str], n_boot: int) -> Evaluation:
+    """One-vs-rest AUROC per class and their macro mean (patient bootstrap), accuracy, and the confusion matrix."""
+    targets = frame["target"].to_numpy().astype(int)
+    probabilities = frame[[f"p_{c}" for c in classes]].to_numpy()
+    patients = frame["patient_id"].to_numpy()
+    estimates = [macro_auroc_ci(frame, classes, n_boot=n_boot).estimate("auroc", n=int(frame["patient_id"].nunique()))]
+    for index, name_ in enumerate(classes):
+        interval = auroc_ci(targets == index, probabilities[:, index], patients, n_boot=n_boot)
+        estimates.append(interval.estimate(f"auroc_{name_}", n=int((targets == index).sum())))
+    predicted = probabilities.argmax(axis=1)
+    accuracy = bootstrap(lambda rows: float((predicted[rows] == targets[rows]).mean()), len(targets), patients)
+    estimates.append(accuracy.estimate("accuracy", n=len(targets)))
+    confusion = [
+        [int(((targets == t) & (predicted == p)).sum()) for p in range(len(classes))] for t in range(len(classes))
+    ]
+    return Evaluation(
+        evaluated_on=name,  # type: ignore[arg-type]
+        n_patients=int(frame["patient_id"].nunique()),
+        n_scans=len(frame),
+        prevalence=None,
+        operating_point=None,
+        estimates=estimates,
+        classes=list(classes),
+        confusion=confusion,
     )
 
 
@@ -190,18 +227,27 @@ def _score_test(
     for column in ("site", "manufacturer", "sex", "age_band", "modality"):
         if column in scans:
             frame[column] = scans[column].iloc[rows].to_numpy()
+    frame["target"] = scans["target"].iloc[rows].to_numpy()
+    for index, name in enumerate(model.classes):
+        frame[f"p_{name}"] = probabilities[:, index]
     frame["probability"] = probabilities[:, positive]
     frame["y"] = (frame["label"].astype(str) == str(model.positive_class)).astype(int)
     return frame, tensors, task.manifest_hash
 
 
-def _transfer(verified: VerifiedArtifact, oof: pd.DataFrame, positive: str, n_boot: int) -> list[TransferArm]:
+def _transfer(
+    verified: VerifiedArtifact, oof: pd.DataFrame, classes: list[str], positive: str | None, n_boot: int
+) -> list[TransferArm]:
     entries = json.loads(verified.read_text("metrics/transfer.json"))
     arms = []
     for entry in entries:
         frame = oof[oof["arm"] == entry["arm"]]
-        targets = (frame["label"].astype(str) == str(positive)).astype(int).to_numpy()
-        interval = auroc_ci(targets, frame["probability"].to_numpy(), frame["patient_id"].to_numpy(), n_boot=n_boot)
+        if positive is not None:
+            targets = (frame["label"].astype(str) == str(positive)).astype(int).to_numpy()
+            scores = frame["probability"].to_numpy()
+            interval = auroc_ci(targets, scores, frame["patient_id"].to_numpy(), n_boot=n_boot)
+        else:
+            interval = macro_auroc_ci(frame, classes, n_boot=n_boot)
         pretrained = entry.get("pretrained") or {}
         seconds = [f["seconds_to_scratch_best"] for f in entry["folds"] if f.get("seconds_to_scratch_best")]
         arms.append(

@@ -102,6 +102,22 @@ def auroc_ci(
     return result if result.value is not None else Interval(None, None, None, 0, "undefined: one class")
 
 
+def macro_auroc_ci(frame, classes: list[str], *, n_boot: int = 2000, seed: int = 0) -> Interval:
+    """Macro one-vs-rest AUROC of a multiclass prediction frame (columns target, patient_id, p_<class>)."""
+    targets = frame["target"].to_numpy().astype(int)
+    probabilities = frame[[f"p_{c}" for c in classes]].to_numpy()
+
+    def statistic(rows: np.ndarray) -> float | None:
+        y = targets[rows]
+        if len(np.unique(y)) < len(classes):
+            return None
+        return float(
+            roc_auc_score(y, probabilities[rows], multi_class="ovr", average="macro", labels=range(len(classes)))
+        )
+
+    return bootstrap(statistic, len(targets), frame["patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
+
+
 def auprc_ci(
     targets: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None, *, n_boot: int = 2000, seed: int = 0
 ) -> Interval:

@@ -90,3 +90,26 @@ def test_a_perfect_proportion_still_gets_an_honest_interval():
     assert sensitivity.value == 1.0 and sensitivity.ci_high == pytest.approx(1.0)
     assert sensitivity.ci_low == pytest.approx(wilson(6, 6)[1]) and sensitivity.ci_low < 0.7
     assert "wilson over patients" in sensitivity.ci_method
+
+
+def test_multiclass_evaluation_reports_one_vs_rest_aurocs_and_a_confusion_matrix():
+    import pandas as pd
+
+    from medtl.evaluation.evaluate import _multiclass_evaluation
+
+    rng = np.random.default_rng(0)
+    targets = np.repeat([0, 1, 2], 20)
+    probabilities = rng.dirichlet([1, 1, 1], size=60)
+    probabilities[np.arange(60), targets] += 1.0  # the true class always scores highest
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    probabilities[:5, 0], probabilities[:5, 1] = probabilities[:5, 1], probabilities[:5, 0].copy()  # 5 mistakes
+    frame = pd.DataFrame({"target": targets, "patient_id": [f"P-{i:016x}" for i in range(60)]})
+    for index, name in enumerate(["a", "b", "c"]):
+        frame[f"p_{name}"] = probabilities[:, index]
+    result = _multiclass_evaluation("oof", frame, ["a", "b", "c"], n_boot=200)
+    named = {e.name: e for e in result.estimates}
+    assert named["accuracy"].value == pytest.approx(55 / 60)
+    assert named["auroc_c"].value == pytest.approx(1.0)
+    assert named["auroc"].ci_low <= named["auroc"].value <= named["auroc"].ci_high
+    assert result.confusion[0] == [15, 5, 0] and result.confusion[2] == [0, 0, 20]
+    assert result.operating_point is None and result.classes == ["a", "b", "c"]
