@@ -6,19 +6,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import save as safetensors_save
 
 from medtl.artifacts import ArtifactBuilder, PhiTerms, collect_provenance, environment_text, resolve_signing_key
 from medtl.contracts.artifact import ArtifactMetadata
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
 from medtl.hashing import sha256_json
+from medtl.ingest.pipeline import FINGERPRINT
 from medtl.ingest.privacy import PRIVATE_DIR
 from medtl.models.records import BuiltModel
+from medtl.scoring.features import FeatureReference, fit_reference, head_module, penultimate_features
 from medtl.training.config import TrainConfig
 from medtl.training.cv import MAIN_ARM, ArmResult
-from medtl.training.data import TaskData
+from medtl.training.data import TaskData, TensorSet, rows_of
 
 
 def phi_terms_for(dataset: Path) -> PhiTerms:
@@ -61,6 +65,27 @@ def resolved_config(config: TrainConfig, results: list[ArmResult], task: TaskDat
     return _without_local_paths(data)
 
 
+OOD_FEATURES = "ood/features.safetensors"
+OOD_SUMMARY = "ood/features.json"
+
+
+def training_feature_reference(
+    network: torch.nn.Module, built: BuiltModel, task: TaskData, splits: Splits, device: torch.device, batch_size: int
+) -> FeatureReference:
+    """Penultimate features of every cross-validated training scan, summarised for the out-of-distribution check."""
+    patients = sorted({p for fold in splits.folds for p in (*fold.train, *fold.tune, *fold.heldout)})
+    data = TensorSet(task, rows_of(task, patients))
+    head = head_module(network, built.head_params)
+    network = network.to(device).eval()
+    features = [
+        penultimate_features(
+            network, head, torch.stack([data[i][0] for i in range(s, min(s + batch_size, len(data)))]).to(device)
+        )
+        for s in range(0, len(data), batch_size)
+    ]
+    return fit_reference(np.concatenate(features))
+
+
 def write_artifact(
     out: Path,
     *,
@@ -99,6 +124,14 @@ def write_artifact(
         )
     builder.add_json("metrics/pooled.json", pooled)
     builder.add_json("metrics/transfer.json", indicators)
+    # What scoring compares new scans with: the training data's statistics and the model's feature distribution.
+    builder.add_bytes("fingerprint.json", (task.dataset / FINGERPRINT).read_bytes())
+    scoring_network = final_built.model
+    if final_state is None:  # an ensemble scores with every fold model; features come from the first, fold 0
+        scoring_network.load_state_dict(main.states[min(main.states)])
+    reference = training_feature_reference(scoring_network, final_built, task, splits, device, config.batch_size)
+    builder.add_bytes(OOD_FEATURES, safetensors_save(reference.tensors()))
+    builder.add_json(OOD_SUMMARY, reference.summary())
     environment = environment_text()
     provenance = collect_provenance(
         manifest_hash=task.manifest_hash,
