@@ -197,12 +197,37 @@ def approve(
 
 @app.command()
 def score(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder (verified, and approved unless allowed).")],
     sources: Annotated[list[Path], typer.Argument(help="Folders or files with new scans.")],
-    out: Annotated[Path | None, typer.Option(help="Output folder for scores.parquet.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder: scores.parquet, ingest/, sr/.")],
+    allow_unapproved: Annotated[
+        bool, typer.Option("--allow-unapproved", help="Score with an unapproved artifact; outputs are marked.")
+    ] = False,
+    policy: Annotated[
+        str, typer.Option(help="flag: score out-of-distribution scans and mark them; abstain: withhold decisions.")
+    ] = "flag",
+    tta: Annotated[bool, typer.Option(help="Average with a left-right flipped copy (test-time augmentation).")] = False,
+    sr: Annotated[bool, typer.Option("--sr", help="Also write a DICOM SR per scored DICOM series (for PACS).")] = False,
+    workers: Annotated[int, typer.Option(min=0, help="Ingest worker processes; 0 = one per CPU core.")] = 0,
+    dev_pseudonym_key: DevKeyOption = False,
 ) -> None:
     """Batch-score new scans with the artifact's own preprocessing, with QC and out-of-distribution flags."""
-    raise _not_built("score", "batch scoring (issue 8)")
+    from medtl.identity import pseudonymizer_from_env
+    from medtl.scoring.score import score as run_scoring
+
+    result = run_scoring(
+        artifact,
+        sources,
+        out=out,
+        pseudonymizer=pseudonymizer_from_env(allow_development_key=dev_pseudonym_key),
+        allow_unapproved=allow_unapproved,
+        policy=policy,
+        tta=tta,
+        sr=sr,
+        workers=workers,
+        progress=True,
+    )
+    console.print(result.describe())
 
 
 @app.command()

@@ -134,6 +134,12 @@ class ArtifactIntegrityError(MedTLError):
     exit_code = 6
 
 
+class NotApprovedError(MedTLError):
+    """An artifact without a clinician's approval was asked to score; scoring must be told explicitly."""
+
+    exit_code = 8
+
+
 class PHIError(MedTLError):
     """Protected health information was found where none may be (outputs, artifacts, logs)."""
 

@@ -1,9 +1,10 @@
 """Penultimate-layer features and a Mahalanobis reference: is a new scan like the ones the model was trained on?
 
-At training, the features of every training scan (from the network that scoring will use first) give a mean and a
-shrunk covariance (Ledoit-Wolf: stable with fewer scans than feature dimensions) and the distance that 99% of
-them stay under. At scoring, a scan whose distance exceeds that threshold is flagged `feature_outlier`. The
-threshold is calibrated on the training scans themselves, which the network has fitted: it errs towards flagging.
+At training, the features of every training scan (from the network that scoring will use first) are reduced to a
+few principal components, where a shrunk covariance (Ledoit-Wolf) is stable even with few scans; the threshold is
+the distance that 99% of training scans stay under when they are left out of the fit (cross-fitted), because
+in-sample distances are too small. At scoring, a scan beyond that distance is flagged `feature_outlier`. The
+network has fitted its training scans, so their features are tighter than new ones: the flag errs towards flagging.
 """
 
 from __future__ import annotations
@@ -41,38 +42,66 @@ def penultimate_features(network: nn.Module, head: nn.Module, batch: torch.Tenso
 
 @dataclass
 class FeatureReference:
-    mean: np.ndarray
-    precision: np.ndarray
+    """Mahalanobis distance in a low-dimensional (PCA) view of the penultimate features, with its threshold."""
+
+    mean: np.ndarray  # feature mean (d,)
+    components: np.ndarray  # PCA axes (k, d)
+    location: np.ndarray  # mean in PCA space (k,)
+    precision: np.ndarray  # Ledoit-Wolf precision in PCA space (k, k)
     threshold: float
     n: int
 
     def distances(self, features: np.ndarray) -> np.ndarray:
-        centred = features - self.mean
-        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centred, self.precision, centred), 0.0))
+        projected = (features - self.mean) @ self.components.T - self.location
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", projected, self.precision, projected), 0.0))
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            "mean": torch.from_numpy(self.mean.astype(np.float32)),
-            "precision": torch.from_numpy(self.precision.astype(np.float32)),
-        }
+        names = ("mean", "components", "location", "precision")
+        return {name: torch.from_numpy(np.ascontiguousarray(getattr(self, name), dtype=np.float32)) for name in names}
 
     def summary(self) -> dict[str, float | int | str]:
-        return {"threshold": self.threshold, "n": self.n, "quantile": REFERENCE_QUANTILE, "metric": "mahalanobis"}
+        return {
+            "threshold": self.threshold,
+            "n": self.n,
+            "components": int(self.components.shape[0]),
+            "quantile": REFERENCE_QUANTILE,
+            "metric": "mahalanobis in PCA space, threshold from out-of-sample distances",
+        }
 
     @classmethod
     def from_parts(cls, tensors: dict[str, torch.Tensor], summary: dict) -> FeatureReference:
-        return cls(
-            mean=tensors["mean"].numpy().astype(np.float64),
-            precision=tensors["precision"].numpy().astype(np.float64),
-            threshold=float(summary["threshold"]),
-            n=int(summary["n"]),
-        )
+        arrays = {
+            name: tensors[name].numpy().astype(np.float64) for name in ("mean", "components", "location", "precision")
+        }
+        return cls(**arrays, threshold=float(summary["threshold"]), n=int(summary["n"]))
 
 
-def fit_reference(features: np.ndarray) -> FeatureReference:
+def _fit(features: np.ndarray, k: int) -> FeatureReference:
     from sklearn.covariance import LedoitWolf
 
-    estimator = LedoitWolf().fit(features)
-    reference = FeatureReference(estimator.location_, estimator.precision_, 0.0, len(features))
-    reference.threshold = float(np.quantile(reference.distances(features), REFERENCE_QUANTILE))
+    mean = features.mean(axis=0)
+    _, _, axes = np.linalg.svd(features - mean, full_matrices=False)
+    components = axes[:k]
+    projected = (features - mean) @ components.T
+    estimator = LedoitWolf().fit(projected)
+    return FeatureReference(mean, components, estimator.location_, estimator.precision_, 0.0, len(features))
+
+
+def fit_reference(features: np.ndarray, *, max_components: int = 16, folds: int = 5, seed: int = 0) -> FeatureReference:
+    """Fit on all training features; set the threshold from distances of scans left out of the fit.
+
+    In-sample distances are too small (the fit has seen those points), which would flag almost every new scan;
+    distances of held-out scans behave like those of new in-distribution scans.
+    """
+    k = int(max(1, min(max_components, len(features) // 4, features.shape[1])))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(features))
+    held_out = []
+    for part in np.array_split(order, min(folds, max(2, len(features) // 4))):
+        rest = np.setdiff1d(order, part)
+        if len(rest) > k + 1:
+            held_out.append(_fit(features[rest], k).distances(features[part]))
+    reference = _fit(features, k)
+    distances = np.concatenate(held_out) if held_out else reference.distances(features)
+    reference.threshold = float(np.quantile(distances, REFERENCE_QUANTILE))
     return reference

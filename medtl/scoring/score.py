@@ -1,0 +1,258 @@
+"""`medtl score`: verified artifact + new scans -> scores.parquet (+ DICOM SR), idempotent and resumable.
+
+The scans go through the same ingest code with the artifact's own preprocessing spec (read from the artifact,
+never re-typed), so scoring sees exactly what training saw. Rows are keyed by (input content hash, artifact hash):
+a re-run adds nothing already scored, and an interrupted run continues where it stopped, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load as safetensors_load
+
+from medtl.artifacts import VerifiedArtifact, open_verified
+from medtl.contracts import read_table, validate_document, write_table
+from medtl.contracts.evaluation import ScoreRow
+from medtl.contracts.ingest import Fingerprint, ManifestRow
+from medtl.errors import NotApprovedError
+from medtl.hashing import sha256_file
+from medtl.identity import Pseudonymizer
+from medtl.ingest.cache import ScanCache
+from medtl.ingest.pipeline import MANIFEST, ingest_sources
+from medtl.ingest.preprocess import spec_hash
+from medtl.models.factory import rebuild_model
+from medtl.progress import Progress
+from medtl.scoring.features import FeatureReference, head_module, penultimate_features
+from medtl.scoring.model import LoadedModel, load_model
+from medtl.scoring.ood import input_flags
+
+log = logging.getLogger(__name__)
+SCORES = "scores.parquet"
+OOD_FLAGS = ("kind_mismatch", "modality_unseen", "spacing_out_of_range", "shape_out_of_range",
+             "intensity_out_of_range", "feature_outlier")  # fmt: skip
+
+
+@dataclass
+class Scorer:
+    """Everything fixed for a scoring run: the verified model, its threshold, its reference distributions."""
+
+    artifact: VerifiedArtifact
+    model: LoadedModel
+    threshold: float | None
+    approved: bool
+    fingerprint: Fingerprint
+    reference: FeatureReference
+    head: torch.nn.Module
+
+    @property
+    def image_kind(self) -> str:
+        return self.artifact.metadata["input"]["image_kind"]
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.artifact.metadata["input"]["modalities"])
+
+
+def prepare(artifact: Path, *, allow_unapproved: bool = False) -> Scorer:
+    """Verify the artifact (integrity and approval) before touching any scan."""
+    verified = open_verified(artifact)
+    approval = verified.approval
+    approved = approval is not None and approval.kind == "approved"
+    if not approved and not allow_unapproved:
+        state = "was rejected" if approval is not None else "has no clinician approval"
+        raise NotApprovedError(
+            f"the artifact {state}: it may not score patients' scans",
+            where=verified.folder.name,
+            fix="run `medtl evaluate` and have a clinician `medtl approve` it; for tests and research, pass "
+            "--allow-unapproved (the outputs are then marked unapproved)",
+        )
+    threshold = approval.payload.get("threshold") if approved else _evaluated_threshold(verified)
+    model = load_model(verified)
+    fingerprint = validate_document(
+        Fingerprint,
+        {k: v for k, v in verified.read_json("fingerprint.json").items() if k not in ("contract", "contract_version")},
+        where="fingerprint.json",
+    )
+    reference = FeatureReference.from_parts(
+        safetensors_load(verified.read_bytes("ood/features.safetensors")), verified.read_json("ood/features.json")
+    )
+    head = head_module(model.networks[0], rebuild_model(verified.metadata["model"]).head_params)
+    return Scorer(verified, model, threshold, approved, fingerprint, reference, head)
+
+
+def _evaluated_threshold(verified: VerifiedArtifact) -> float | None:
+    """Without an approval, the operating point of the latest evaluation (if any) gives provisional decisions."""
+    for event in reversed(verified.events):
+        point = event.payload.get("operating_point") if event.kind == "evaluated" else None
+        if point:
+            return float(point["threshold"])
+    return None
+
+
+@dataclass
+class ScoreResult:
+    out: Path
+    scored: int
+    skipped_existing: int
+    abstained: int
+    flagged: int
+    approved: bool
+
+    def describe(self) -> str:
+        note = "" if self.approved else " (UNAPPROVED artifact: decisions are provisional)"
+        return (
+            f"scored {self.scored} scan(s), {self.skipped_existing} already scored before, {self.flagged} flagged, "
+            f"{self.abstained} abstained{note}\nwrote {self.out / SCORES}"
+        )
+
+
+def score(
+    artifact: Path,
+    sources: Sequence[Path],
+    *,
+    out: Path,
+    pseudonymizer: Pseudonymizer,
+    allow_unapproved: bool = False,
+    policy: str = "flag",
+    tta: bool = False,
+    sr: bool = False,
+    batch_size: int = 32,
+    chunk_size: int = 256,
+    workers: int = 0,
+    progress: bool = False,
+) -> ScoreResult:
+    if policy not in ("flag", "abstain"):
+        from medtl.errors import ConfigError
+
+        raise ConfigError(f"unknown policy {policy!r}", fix="use flag (score and mark) or abstain (withhold decisions)")
+    scorer = prepare(artifact, allow_unapproved=allow_unapproved)
+    out = Path(out)
+    staging = out / "ingest"
+    ingested = ingest_sources(
+        sources, out=staging, spec=scorer.model.spec, pseudonymizer=pseudonymizer, workers=workers, progress=progress
+    )
+    if ingested.fingerprint.pseudonym_key_id != scorer.fingerprint.pseudonym_key_id:
+        log.warning("the pseudonym key differs from training's: these ids do not link to the training data's")
+    manifest = read_table(ManifestRow, staging / MANIFEST)
+    existing = (
+        read_table(ScoreRow, out / SCORES)
+        if (out / SCORES).exists()
+        else pd.DataFrame(columns=list(ScoreRow.model_fields))
+    )
+    done = set(zip(existing["input_hash"], existing["artifact_hash"], strict=True))
+    pending = manifest[[(h, scorer.artifact.manifest_hash) not in done for h in manifest["source_hash"]]]
+    rows: list[dict[str, Any]] = []
+    with Progress(progress) as bar:
+        for start in range(0, len(pending), chunk_size):
+            chunk = pending.iloc[start : start + chunk_size]
+            rows.extend(score_chunk(scorer, staging, chunk, policy=policy, tta=tta, batch_size=batch_size))
+            existing = pd.concat([existing, pd.DataFrame(rows[-len(chunk) :])], ignore_index=True)
+            write_table(ScoreRow, existing, out / SCORES)  # after every chunk: an interruption loses one chunk at most
+            bar.update("scoring", start + len(chunk), len(pending))
+    new = pd.DataFrame(rows, columns=list(ScoreRow.model_fields))
+    if sr:  # every row of this artifact, also those scored by an interrupted run: same inputs give the same SR UIDs
+        from medtl.scoring.sr_output import write_structured_reports
+
+        mine = existing[existing["artifact_hash"] == scorer.artifact.manifest_hash]
+        write_structured_reports(
+            scorer, mine[mine["scan_id"].isin(set(manifest["scan_id"]))], staging, sources, out / "sr"
+        )
+    result = ScoreResult(
+        out=out,
+        scored=len(new),
+        skipped_existing=len(manifest) - len(pending),
+        abstained=int(new["abstained"].sum()) if len(new) else 0,
+        flagged=int((new["flags"].apply(len) > 0).sum()) if len(new) else 0,
+        approved=scorer.approved,
+    )
+    scorer.artifact.append_event(
+        "scored",
+        actor="medtl score",
+        payload={
+            "scored": result.scored,
+            "already_scored": result.skipped_existing,
+            "abstained": result.abstained,
+            "flagged": result.flagged,
+            "scores_sha256": sha256_file(out / SCORES) if (out / SCORES).exists() else None,
+            "input_manifest_hash": ingested.fingerprint.manifest_hash,
+            "approved": scorer.approved,
+            "policy": policy,
+            "tta": tta,
+        },
+    )
+    return result
+
+
+def score_chunk(
+    scorer: Scorer, staging: Path, chunk: pd.DataFrame, *, policy: str, tta: bool, batch_size: int
+) -> list[dict[str, Any]]:
+    """Score one chunk of manifest rows; rows the model cannot take are still returned (abstained, flagged)."""
+    cache = ScanCache(staging)
+    key = spec_hash(scorer.model.spec)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    records = chunk.to_dict(orient="records")
+    flags = [
+        input_flags(r, scorer.fingerprint, modalities=scorer.modalities, image_kind=scorer.image_kind) for r in records
+    ]
+    scorable = [i for i, f in enumerate(flags) if "kind_mismatch" not in f]
+    probabilities: dict[int, np.ndarray] = {}
+    for start in range(0, len(scorable), batch_size):
+        indices = scorable[start : start + batch_size]
+        batch = torch.stack(
+            [
+                torch.from_numpy(np.load(staging / cache.preprocessed_relpath(records[i]["pixel_hash"], key)))
+                for i in indices
+            ]
+        ).float()
+        predicted = scorer.model.predict(batch)
+        if tta:  # left-right flip: axis 0 of a RAS volume (dim 2), the column axis of a 2D image (last dim)
+            flip_dim = 2 if batch.ndim == 5 else batch.ndim - 1
+            predicted = (predicted + scorer.model.predict(torch.flip(batch, [flip_dim]))) / 2
+        features = penultimate_features(scorer.model.networks[0], scorer.head, batch.to(scorer.model.device))
+        for position, index in enumerate(indices):
+            probabilities[index] = predicted[position]
+        for index, distance in zip(indices, scorer.reference.distances(features), strict=True):
+            if distance > scorer.reference.threshold:
+                flags[index].append("feature_outlier")
+    return [_row(scorer, records[i], probabilities.get(i), flags[i], policy, now) for i in range(len(records))]
+
+
+def _row(
+    scorer: Scorer, record: dict[str, Any], probabilities: np.ndarray | None, flags: list[str], policy: str, now: str
+) -> dict[str, Any]:
+    classes, positive = scorer.model.classes, scorer.model.positive_class
+    probability = decision = None
+    if probabilities is not None:
+        if positive is not None:
+            probability = float(probabilities[classes.index(positive)])
+            if scorer.threshold is not None:
+                decision = positive if probability >= scorer.threshold else next(c for c in classes if c != positive)
+        else:
+            decision = classes[int(np.argmax(probabilities))]
+    abstained = probabilities is None or (policy == "abstain" and any(f in OOD_FLAGS for f in flags))
+    return {
+        "scan_id": record["scan_id"],
+        "series_id": record["series_id"],
+        "study_id": record["study_id"],
+        "patient_id": record["patient_id"],
+        "input_hash": record["source_hash"],
+        "model_id": scorer.artifact.metadata["model_id"],
+        "model_version": scorer.artifact.metadata["model_version"],
+        "artifact_hash": scorer.artifact.manifest_hash,
+        "probability": probability,
+        "decision": None if abstained else decision,
+        "threshold": scorer.threshold,
+        "flags": sorted(set(flags)),
+        "abstained": bool(abstained),
+        "approved": scorer.approved,
+        "scored_at": now,
+    }

@@ -1,0 +1,136 @@
+"""`medtl score` end to end: approval gate, same preprocessing as training, flags, idempotence, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medtl.artifacts import generate_signing_key, open_verified
+from medtl.contracts import PreprocessingSpec
+from medtl.datasets.synth import make_cohort
+from medtl.errors import NotApprovedError
+from medtl.evaluation.approve import approve
+from medtl.evaluation.evaluate import evaluate
+from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+from medtl.ingest.pipeline import ingest_sources
+from medtl.scoring.score import score
+from medtl.training.config import TaskConfig, TrainConfig
+from medtl.training.data import TensorSet, load_task
+from medtl.training.train import train
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+PSEUDO = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+SPEC = PreprocessingSpec(spatial_dims=3, target_spacing=[3.0, 3.0, 6.0], target_shape=[16, 16, 8])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score")
+    generate_signing_key(root / "key.pem")
+    previous = os.environ.get("MEDTL_SIGNING_KEY")
+    os.environ["MEDTL_SIGNING_KEY"] = str(root / "key.pem")
+    make_cohort(root / "dev", patients=16, seed=31, difficulty=0.0)
+    ingest_sources([root / "dev" / "dicom"], out=root / "dev-data", labels=root / "dev" / "labels.csv", spec=SPEC,
+                   pseudonymizer=PSEUDO, workers=1)  # fmt: skip
+    config = TrainConfig.model_validate(
+        {"model": {"backbone": "resnet18", "weights": "none"}, "strategy": {"name": "full"}, "arms": [],
+         "epochs": 2, "batch_size": 8, "cv": {"n_folds": 2}, "early_stopping": {"patience": 2, "min_epochs": 1},
+         "final_model": "refit"}
+    )  # fmt: skip
+    train(root / "dev-data", config, root / "artifact")
+    make_cohort(root / "new", patients=6, seed=32, with_problems=True)
+    yield root
+    if previous is None:
+        os.environ.pop("MEDTL_SIGNING_KEY", None)
+    else:
+        os.environ["MEDTL_SIGNING_KEY"] = previous
+
+
+def test_an_unapproved_artifact_refuses_unless_allowed_and_then_marks_its_output(setup):
+    root = setup
+    with pytest.raises(NotApprovedError):
+        score(root / "artifact", [root / "new" / "dicom"], out=root / "refused", pseudonymizer=PSEUDO, workers=1)
+    assert not (root / "refused" / "scores.parquet").exists()
+    result = score(root / "artifact", [root / "new" / "dicom"], out=root / "provisional", pseudonymizer=PSEUDO,
+                   allow_unapproved=True, workers=1)  # fmt: skip
+    rows = pd.read_parquet(root / "provisional" / "scores.parquet")
+    assert result.scored == len(rows) > 0 and not rows.approved.any()
+
+
+def test_scoring_uses_the_training_preprocessing_and_the_approved_threshold(setup):
+    root = setup
+    evaluate(root / "artifact", out=root / "report", n_boot=50, pdf=False, failure_cases=0)
+    approve(root / "artifact", reviewer="Dr C. Reviewer", role="radiologist", decision="approve",
+            report=root / "report", threshold=0.5)  # fmt: skip
+    out = root / "scores"
+    score(root / "artifact", [root / "dev" / "dicom"], out=out, pseudonymizer=PSEUDO, workers=1, sr=True)
+    rows = pd.read_parquet(out / "scores.parquet")
+    assert rows.approved.all() and (rows.threshold == 0.5).all()
+    scored = rows.dropna(subset=["probability"]).set_index("scan_id")
+    assert set(scored.decision) <= {"0", "1"}
+    assert ((scored.probability >= 0.5) == (scored.decision == "1")).all()
+    # the same scans through the training path give the same probabilities: same ingest, same spec, same weights
+    artifact = open_verified(root / "artifact")
+    from medtl.scoring.model import load_model
+
+    model = load_model(artifact, device=torch.device("cpu"))
+    task = load_task(
+        root / "dev-data", TaskConfig.model_validate(artifact.read_yaml("config.yaml")["task"]), model.spec
+    )
+    data = TensorSet(task, np.arange(len(task.scans)))
+    expected = model.predict(torch.stack([data[i][0] for i in range(len(data))]))[:, 1]
+    for scan_id, probability in zip(task.scans.scan_id, expected, strict=True):
+        assert scored.loc[scan_id, "probability"] == pytest.approx(float(probability), abs=1e-5)
+    assert len(list((out / "sr").glob("SR_*.dcm"))) == len(rows)
+    assert open_verified(root / "artifact").events[-1].kind == "scored"
+    terms = json.loads((root / "dev-data" / "private" / "phi_terms.json").read_text())
+    text = (out / "scores.parquet").read_bytes().decode("latin-1")
+    assert not [t for t in terms["patient_ids"] + terms["patient_names"] if t in text]
+
+
+def test_rerun_adds_nothing_and_abstain_policy_withholds_flagged_decisions(setup):
+    root = setup
+    first = score(root / "artifact", [root / "new" / "dicom"], out=root / "again", pseudonymizer=PSEUDO, workers=1,
+                  policy="abstain")  # fmt: skip
+    second = score(root / "artifact", [root / "new" / "dicom"], out=root / "again", pseudonymizer=PSEUDO, workers=1)
+    rows = pd.read_parquet(root / "again" / "scores.parquet")
+    assert second.scored == 0 and second.skipped_existing == first.scored == len(rows)
+    assert rows.scan_id.is_unique
+    dx = rows[rows["flags"].apply(lambda f: "kind_mismatch" in list(f))]
+    assert len(dx) > 0 and dx.abstained.all() and dx.decision.isna().all() and dx.probability.isna().all()
+    out_of_distribution = ("feature_outlier", "spacing_out_of_range")
+    flagged = rows[rows["flags"].apply(lambda f: any(x in list(f) for x in out_of_distribution))]
+    assert flagged.decision.isna().all()
+
+
+def test_a_killed_run_resumes_with_exactly_one_row_per_scan(setup):
+    root = setup
+    out = root / "killed"
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer\n"
+        "from medtl.scoring.score import score\n"
+        f"score(Path({str(root / 'artifact')!r}), [Path({str(root / 'dev' / 'dicom')!r})], out=Path({str(out)!r}),"
+        " pseudonymizer=Pseudonymizer(DEVELOPMENT_KEY, key_id='development'), workers=1, chunk_size=2)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
+    deadline = time.time() + 300
+    while not (out / "scores.parquet").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = len(pd.read_parquet(out / "scores.parquet")) if (out / "scores.parquet").exists() else 0
+    result = score(root / "artifact", [root / "dev" / "dicom"], out=out, pseudonymizer=PSEUDO, workers=1, chunk_size=2)
+    rows = pd.read_parquet(out / "scores.parquet")
+    assert rows.scan_id.is_unique and result.skipped_existing == partial
+    assert len(rows) == partial + result.scored
+    assert len(rows) == len(pd.read_parquet(root / "scores" / "scores.parquet"))
