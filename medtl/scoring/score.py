@@ -31,7 +31,7 @@ from medtl.ingest.pipeline import MANIFEST, ingest_sources
 from medtl.ingest.preprocess import spec_hash
 from medtl.models.factory import rebuild_model
 from medtl.progress import Progress
-from medtl.scoring.features import FeatureReference, head_module, penultimate_features
+from medtl.scoring.features import FeatureReference, head_module
 from medtl.scoring.model import LoadedModel, load_model
 from medtl.scoring.ood import input_flags
 
@@ -213,11 +213,18 @@ def score_chunk(
                 for i in indices
             ]
         ).float()
-        predicted = scorer.model.predict(batch)
+        captured: list[torch.Tensor] = []  # the first network's penultimate features, from the same forward pass
+        handle = scorer.head.register_forward_pre_hook(
+            lambda module, inputs, store=captured: store.append(inputs[0].detach())
+        )
+        try:
+            predicted = scorer.model.predict(batch)
+        finally:
+            handle.remove()
+        features = captured[0].flatten(1).float().cpu().numpy()
         if tta:  # left-right flip: axis 0 of a RAS volume (dim 2), the column axis of a 2D image (last dim)
             flip_dim = 2 if batch.ndim == 5 else batch.ndim - 1
             predicted = (predicted + scorer.model.predict(torch.flip(batch, [flip_dim]))) / 2
-        features = penultimate_features(scorer.model.networks[0], scorer.head, batch.to(scorer.model.device))
         for position, index in enumerate(indices):
             probabilities[index] = predicted[position]
         for index, distance in zip(indices, scorer.reference.distances(features), strict=True):
