@@ -23,8 +23,8 @@ from medtl.artifacts import VerifiedArtifact, open_verified
 from medtl.contracts import read_table, validate_document, write_table
 from medtl.contracts.evaluation import ScoreRow
 from medtl.contracts.ingest import Fingerprint, ManifestRow
-from medtl.errors import NotApprovedError
-from medtl.hashing import sha256_file
+from medtl.errors import ConfigError, NotApprovedError
+from medtl.hashing import sha256_file, sha256_json
 from medtl.identity import Pseudonymizer
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.pipeline import MANIFEST, ingest_sources
@@ -37,6 +37,8 @@ from medtl.scoring.ood import input_flags
 
 log = logging.getLogger(__name__)
 SCORES = "scores.parquet"
+PARTS = "parts"  # one Parquet file per scored chunk until they are merged into scores.parquet
+STAGING = "ingest"  # the new scans, ingested with the artifact's spec
 OOD_FLAGS = ("kind_mismatch", "modality_unseen", "spacing_out_of_range", "shape_out_of_range",
              "intensity_out_of_range", "feature_outlier")  # fmt: skip
 
@@ -115,6 +117,114 @@ class ScoreResult:
         )
 
 
+def stage_inputs(
+    scorer: Scorer,
+    sources: Sequence[Path],
+    out: Path,
+    *,
+    pseudonymizer: Pseudonymizer,
+    workers: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Ingest the new scans with the artifact's own spec into `out/ingest`; returns their manifest rows."""
+    ingested = ingest_sources(
+        sources, out=out / STAGING, spec=scorer.model.spec, pseudonymizer=pseudonymizer, workers=workers,
+        progress=progress,
+    )  # fmt: skip
+    if ingested.fingerprint.pseudonym_key_id != scorer.fingerprint.pseudonym_key_id:
+        log.warning("the pseudonym key differs from training's: these ids do not link to the training data's")
+    return read_table(ManifestRow, out / STAGING / MANIFEST)
+
+
+def scored_keys(out: Path) -> set[tuple[str, str]]:
+    """(input hash, artifact hash) of every row already written: in scores.parquet or in a chunk part."""
+    frames = [read_table(ScoreRow, path) for path in _outputs(out)]
+    return {key for frame in frames for key in zip(frame["input_hash"], frame["artifact_hash"], strict=True)}
+
+
+def pending_scans(scorer: Scorer, manifest: pd.DataFrame, out: Path) -> pd.DataFrame:
+    done = scored_keys(out)
+    return manifest[[(h, scorer.artifact.manifest_hash) not in done for h in manifest["source_hash"]]]
+
+
+def save_part(out: Path, rows: list[dict[str, Any]]) -> Path | None:
+    """One file per scored chunk, named by its content: parallel chunks never collide, an interruption loses one."""
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows, columns=list(ScoreRow.model_fields))
+    path = out / PARTS / f"part-{sha256_json(sorted(frame['input_hash']))[:16]}.parquet"
+    write_table(ScoreRow, frame, path)
+    return path
+
+
+def merge_parts(out: Path) -> pd.DataFrame:
+    """Fold the chunk parts into scores.parquet (one row per key, the first written wins), then remove them."""
+    parts = sorted((out / PARTS).glob("part-*.parquet")) if (out / PARTS).exists() else []
+    frames = [read_table(ScoreRow, path) for path in _outputs(out)]
+    merged = (
+        pd.concat(frames, ignore_index=True).drop_duplicates(["input_hash", "artifact_hash"], keep="first")
+        if frames
+        else pd.DataFrame(columns=list(ScoreRow.model_fields))
+    )
+    if parts:
+        write_table(ScoreRow, merged.reset_index(drop=True), out / SCORES)
+        for path in parts:
+            path.unlink()
+    return merged
+
+
+def _outputs(out: Path) -> list[Path]:
+    existing = [out / SCORES] if (out / SCORES).exists() else []
+    return existing + (sorted((out / PARTS).glob("part-*.parquet")) if (out / PARTS).exists() else [])
+
+
+def finish(
+    scorer: Scorer,
+    out: Path,
+    manifest: pd.DataFrame,
+    new: pd.DataFrame,
+    *,
+    sources: Sequence[Path],
+    sr: bool,
+    policy: str,
+    tta: bool,
+    already: int,
+) -> ScoreResult:
+    """Optional SRs for every row of these inputs, then one `scored` event in the artifact's audit log."""
+    scores = merge_parts(out)
+    if sr:  # also rows scored by an interrupted run: the same inputs give the same SR UIDs
+        from medtl.scoring.sr_output import write_structured_reports
+
+        mine = scores[
+            (scores["artifact_hash"] == scorer.artifact.manifest_hash)
+            & scores["scan_id"].isin(set(manifest["scan_id"]))
+        ]
+        write_structured_reports(scorer, mine, out / STAGING, sources, out / "sr")
+    result = ScoreResult(
+        out=out,
+        scored=len(new),
+        skipped_existing=already,
+        abstained=int(new["abstained"].sum()) if len(new) else 0,
+        flagged=int((new["flags"].apply(len) > 0).sum()) if len(new) else 0,
+        approved=scorer.approved,
+    )
+    scorer.artifact.append_event(
+        "scored",
+        actor="medtl score",
+        payload={
+            "scored": result.scored,
+            "already_scored": result.skipped_existing,
+            "abstained": result.abstained,
+            "flagged": result.flagged,
+            "scores_sha256": sha256_file(out / SCORES) if (out / SCORES).exists() else None,
+            "approved": scorer.approved,
+            "policy": policy,
+            "tta": tta,
+        },
+    )
+    return result
+
+
 def score(
     artifact: Path,
     sources: Sequence[Path],
@@ -130,66 +240,30 @@ def score(
     workers: int = 0,
     progress: bool = False,
 ) -> ScoreResult:
-    if policy not in ("flag", "abstain"):
-        from medtl.errors import ConfigError
-
-        raise ConfigError(f"unknown policy {policy!r}", fix="use flag (score and mark) or abstain (withhold decisions)")
+    """prepare -> stage_inputs -> score_chunk per chunk (each saved as it finishes) -> finish."""
+    check_policy(policy)
     scorer = prepare(artifact, allow_unapproved=allow_unapproved)
     out = Path(out)
-    staging = out / "ingest"
-    ingested = ingest_sources(
-        sources, out=staging, spec=scorer.model.spec, pseudonymizer=pseudonymizer, workers=workers, progress=progress
-    )
-    if ingested.fingerprint.pseudonym_key_id != scorer.fingerprint.pseudonym_key_id:
-        log.warning("the pseudonym key differs from training's: these ids do not link to the training data's")
-    manifest = read_table(ManifestRow, staging / MANIFEST)
-    existing = (
-        read_table(ScoreRow, out / SCORES)
-        if (out / SCORES).exists()
-        else pd.DataFrame(columns=list(ScoreRow.model_fields))
-    )
-    done = set(zip(existing["input_hash"], existing["artifact_hash"], strict=True))
-    pending = manifest[[(h, scorer.artifact.manifest_hash) not in done for h in manifest["source_hash"]]]
+    manifest = stage_inputs(scorer, sources, out, pseudonymizer=pseudonymizer, workers=workers, progress=progress)
+    pending = pending_scans(scorer, manifest, out)
     rows: list[dict[str, Any]] = []
     with Progress(progress) as bar:
         for start in range(0, len(pending), chunk_size):
-            chunk = pending.iloc[start : start + chunk_size]
-            rows.extend(score_chunk(scorer, staging, chunk, policy=policy, tta=tta, batch_size=batch_size))
-            existing = pd.concat([existing, pd.DataFrame(rows[-len(chunk) :])], ignore_index=True)
-            write_table(ScoreRow, existing, out / SCORES)  # after every chunk: an interruption loses one chunk at most
-            bar.update("scoring", start + len(chunk), len(pending))
+            chunk_rows = score_chunk(
+                scorer, out / STAGING, pending.iloc[start : start + chunk_size], policy=policy, tta=tta,
+                batch_size=batch_size,
+            )  # fmt: skip
+            save_part(out, chunk_rows)
+            rows.extend(chunk_rows)
+            bar.update("scoring", start + len(chunk_rows), len(pending))
     new = pd.DataFrame(rows, columns=list(ScoreRow.model_fields))
-    if sr:  # every row of this artifact, also those scored by an interrupted run: same inputs give the same SR UIDs
-        from medtl.scoring.sr_output import write_structured_reports
+    return finish(scorer, out, manifest, new, sources=sources, sr=sr, policy=policy, tta=tta,
+                  already=len(manifest) - len(pending))  # fmt: skip
 
-        mine = existing[existing["artifact_hash"] == scorer.artifact.manifest_hash]
-        write_structured_reports(
-            scorer, mine[mine["scan_id"].isin(set(manifest["scan_id"]))], staging, sources, out / "sr"
-        )
-    result = ScoreResult(
-        out=out,
-        scored=len(new),
-        skipped_existing=len(manifest) - len(pending),
-        abstained=int(new["abstained"].sum()) if len(new) else 0,
-        flagged=int((new["flags"].apply(len) > 0).sum()) if len(new) else 0,
-        approved=scorer.approved,
-    )
-    scorer.artifact.append_event(
-        "scored",
-        actor="medtl score",
-        payload={
-            "scored": result.scored,
-            "already_scored": result.skipped_existing,
-            "abstained": result.abstained,
-            "flagged": result.flagged,
-            "scores_sha256": sha256_file(out / SCORES) if (out / SCORES).exists() else None,
-            "input_manifest_hash": ingested.fingerprint.manifest_hash,
-            "approved": scorer.approved,
-            "policy": policy,
-            "tta": tta,
-        },
-    )
-    return result
+
+def check_policy(policy: str) -> None:
+    if policy not in ("flag", "abstain"):
+        raise ConfigError(f"unknown policy {policy!r}", fix="use flag (score and mark) or abstain (withhold decisions)")
 
 
 def score_chunk(

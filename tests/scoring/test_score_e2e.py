@@ -124,11 +124,13 @@ def test_a_killed_run_resumes_with_exactly_one_row_per_scan(setup):
     )
     process = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
     deadline = time.time() + 300
-    while not (out / "scores.parquet").exists() and time.time() < deadline and process.poll() is None:
+    parts = out / "parts"
+    while not list(parts.glob("part-*.parquet")) and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)  # after its first chunk was saved, in the middle of the next
     process.wait()
-    partial = len(pd.read_parquet(out / "scores.parquet")) if (out / "scores.parquet").exists() else 0
+    partial = sum(len(pd.read_parquet(path)) for path in parts.glob("part-*.parquet"))
+    assert partial > 0 and not (out / "scores.parquet").exists()
     result = score(root / "artifact", [root / "dev" / "dicom"], out=out, pseudonymizer=PSEUDO, workers=1, chunk_size=2)
     rows = pd.read_parquet(out / "scores.parquet")
     assert rows.scan_id.is_unique and result.skipped_existing == partial
