@@ -1,0 +1,99 @@
+"""The scoring flow: verify the artifact, ingest the new scans with its spec, score chunks as tasks, merge.
+
+Chunk tasks are independent (each writes its own part file), so a Dask task runner can spread them over workers;
+a re-run of the flow scores only what is not in scores.parquet or a part yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, ConfigDict, Field
+
+from medtl.contracts.evaluation import ScoreRow
+from medtl.identity import pseudonymizer_from_env
+from medtl.scoring.score import (
+    STAGING,
+    Scorer,
+    check_policy,
+    finish,
+    pending_scans,
+    prepare,
+    save_part,
+    score_chunk,
+    stage_inputs,
+)
+from pipelines.common import retry_on_io_only
+
+
+class ScoreParameters(BaseModel):
+    """Validated before any scan is read. Source folders: site-level inboxes, not patient-named folders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: Path
+    sources: list[Path] = Field(min_length=1)
+    out: Path
+    allow_unapproved: bool = False
+    policy: str = Field("flag", pattern="^(flag|abstain)$")
+    tta: bool = False
+    sr: bool = False
+    chunk_size: int = Field(256, ge=1, le=100_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    allow_development_key: bool = False
+
+
+@task(name="verify-artifact")
+def verify_artifact(params: ScoreParameters) -> Scorer:
+    return prepare(params.artifact, allow_unapproved=params.allow_unapproved)
+
+
+@task(name="ingest-new-scans", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_io_only)
+def ingest_new(params: ScoreParameters, scorer: Scorer) -> pd.DataFrame:
+    pseudonymizer = pseudonymizer_from_env(allow_development_key=params.allow_development_key)
+    return stage_inputs(scorer, params.sources, params.out, pseudonymizer=pseudonymizer)
+
+
+@task(name="score-chunk", task_run_name="score-chunk-{index}")
+def score_one_chunk(params: ScoreParameters, scorer: Scorer, chunk: pd.DataFrame, index: int) -> list[dict]:
+    rows = score_chunk(
+        scorer, params.out / STAGING, chunk, policy=params.policy, tta=params.tta, batch_size=params.batch_size
+    )
+    save_part(params.out, rows)
+    return rows
+
+
+@flow(name="medtl-score", validate_parameters=True)
+def score_flow(params: ScoreParameters) -> dict:
+    check_policy(params.policy)
+    scorer = verify_artifact(params)
+    manifest = ingest_new(params, scorer)
+    pending = pending_scans(scorer, manifest, params.out)
+    futures = [
+        score_one_chunk.submit(params, scorer, pending.iloc[start : start + params.chunk_size], number)
+        for number, start in enumerate(range(0, len(pending), params.chunk_size))
+    ]
+    rows = [row for future in futures for row in future.result()]
+    new = pd.DataFrame(rows, columns=list(ScoreRow.model_fields))
+    result = finish(
+        scorer, params.out, manifest, new, sources=params.sources, sr=params.sr, policy=params.policy,
+        tta=params.tta, already=len(manifest) - len(pending),
+    )  # fmt: skip
+    summary = {
+        "scored": result.scored,
+        "already_scored": result.skipped_existing,
+        "flagged": result.flagged,
+        "abstained": result.abstained,
+        "approved": result.approved,
+        "chunks": len(futures),
+    }
+    create_markdown_artifact(
+        key="scoring-summary",
+        markdown="# Scoring\n\n"
+        + ", ".join(f"{k}: {v}" for k, v in summary.items())
+        + ("" if result.approved else "\n\n**UNAPPROVED artifact: decisions are provisional.**"),
+    )
+    return summary
