@@ -25,3 +25,10 @@ def test_demo_runs_every_built_stage_and_transfers_from_its_source_model(tmp_pat
     report = json.loads((paths["dataset"] / "ingest_report.json").read_text())
     assert report["counts"]["quarantined"] >= 1 and report["counts"]["skipped"] >= 1  # the planted problems
     assert (tmp_path / "demo" / "keys" / "demo-signing.pem").exists()
+    assert target.is_approved and [e.kind for e in target.events][-2:] == ["approved", "scored"]
+    assert (paths["report"] / "report.html").exists()
+    import pandas as pd
+
+    scores = pd.read_parquet(paths["scores"] / "scores.parquet")
+    assert len(scores) > 0 and scores.approved.all() and scores.scan_id.is_unique
+    assert len(list((paths["scores"] / "sr").glob("SR_*.dcm"))) == len(scores)
