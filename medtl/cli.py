@@ -1,8 +1,7 @@
 """The `medtl` command: one sub-command per pipeline stage (see README, "Commands").
 
 Heavy libraries (torch, MONAI) are imported inside the commands, so `medtl --help` stays fast. Every medtl error is
-printed as a short message with what to do, and mapped to a stable exit code; stages that are not built yet say so
-and exit non-zero rather than producing anything that looks like a result.
+printed as a short message with what to do, and mapped to a stable exit code.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import typer
 from rich.console import Console
 
 from medtl import __version__
-from medtl.errors import MedTLError, NotBuiltError
+from medtl.errors import MedTLError
 
 app = typer.Typer(
     name="medtl",
@@ -42,13 +41,6 @@ DevKeyOption = Annotated[
         "Only for synthetic or public data: it is recorded in every output.",
     ),
 ]
-
-
-def _not_built(command: str, issue: str) -> NotBuiltError:
-    return NotBuiltError(
-        f"`medtl {command}` is not built yet in medtl {__version__}",
-        fix=f"this stage lands with the {issue} work; see the README's roadmap. Nothing was written.",
-    )
 
 
 @app.callback()

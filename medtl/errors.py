@@ -43,12 +43,6 @@ class ConfigError(MedTLError):
     exit_code = 2
 
 
-class NotBuiltError(MedTLError):
-    """A stage of the pipeline that this version of medtl does not implement yet."""
-
-    exit_code = 3
-
-
 class RegistryError(MedTLError):
     """An explicit registry (backbones, weight sources, readers) was misused."""
 

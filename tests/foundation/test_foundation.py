@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medtl.cli import app
-from medtl.errors import DuplicateNameError, MedTLError, NotBuiltError, PseudonymKeyError, UnknownNameError
+from medtl.errors import DuplicateNameError, MedTLError, PseudonymKeyError, UnknownNameError
 from medtl.hashing import sha256_array
 from medtl.identity import DEV_KEY_ENV, KEY_ENV, Pseudonymizer, pseudonymizer_from_env
 from medtl.registry import Registry
@@ -69,14 +69,6 @@ def test_cli_help_lists_every_command_of_the_design():
     assert result.exit_code == 0
     for command in ("synth", "datasets", "ingest", "train", "evaluate", "approve", "verify", "score", "demo"):
         assert command in result.output
-
-
-@pytest.mark.parametrize("command", [["score", "x", "y"]])
-def test_stages_not_built_say_so_and_exit_non_zero(command, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "medtl.cli", *command], capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == NotBuiltError.exit_code
-    assert "not built yet" in result.stderr
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_ingest_without_a_key_fails_with_instructions(tmp_path, monkeypatch):
