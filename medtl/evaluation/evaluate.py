@@ -130,6 +130,7 @@ def evaluate(
         payload={
             "files": files,
             "operating_point": point.model_dump() if point is not None else None,
+            "temperature": temperature,
             "test_manifest_hash": test_hash,
             "evaluated_on": [e.evaluated_on for e in evaluations],
         },

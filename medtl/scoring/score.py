@@ -21,6 +21,7 @@ from safetensors.torch import load as safetensors_load
 
 from medtl.artifacts import VerifiedArtifact, open_verified
 from medtl.contracts import read_table, validate_document, write_table
+from medtl.contracts.artifact import AuditEvent
 from medtl.contracts.evaluation import ScoreRow
 from medtl.contracts.ingest import Fingerprint, ManifestRow
 from medtl.errors import ConfigError, NotApprovedError
@@ -54,6 +55,7 @@ class Scorer:
     fingerprint: Fingerprint
     reference: FeatureReference
     head: torch.nn.Module
+    temperature: float | None = None  # fitted on out-of-fold predictions by the approved evaluation, if it was asked
 
     @property
     def image_kind(self) -> str:
@@ -77,7 +79,11 @@ def prepare(artifact: Path, *, allow_unapproved: bool = False) -> Scorer:
             fix="run `medtl evaluate` and have a clinician `medtl approve` it; for tests and research, pass "
             "--allow-unapproved (the outputs are then marked unapproved)",
         )
-    threshold = approval.payload.get("threshold") if approved else _evaluated_threshold(verified)
+    evaluation = _evaluation_event(verified, approval.payload.get("evaluation_event") if approved else None)
+    threshold = approval.payload.get("threshold") if approved else None
+    if threshold is None and evaluation is not None and evaluation.payload.get("operating_point"):
+        threshold = float(evaluation.payload["operating_point"]["threshold"])  # provisional, from the evaluation
+    temperature = evaluation.payload.get("temperature") if evaluation is not None else None
     model = load_model(verified)
     fingerprint = validate_document(
         Fingerprint,
@@ -88,16 +94,15 @@ def prepare(artifact: Path, *, allow_unapproved: bool = False) -> Scorer:
         safetensors_load(verified.read_bytes("ood/features.safetensors")), verified.read_json("ood/features.json")
     )
     head = head_module(model.networks[0], rebuild_model(verified.metadata["model"]).head_params)
-    return Scorer(verified, model, threshold, approved, fingerprint, reference, head)
+    return Scorer(verified, model, threshold, approved, fingerprint, reference, head, temperature)
 
 
-def _evaluated_threshold(verified: VerifiedArtifact) -> float | None:
-    """Without an approval, the operating point of the latest evaluation (if any) gives provisional decisions."""
-    for event in reversed(verified.events):
-        point = event.payload.get("operating_point") if event.kind == "evaluated" else None
-        if point:
-            return float(point["threshold"])
-    return None
+def _evaluation_event(verified: VerifiedArtifact, index: int | None) -> AuditEvent | None:
+    """The evaluation an approval refers to; without an approval, the latest evaluation (provisional)."""
+    evaluations = [event for event in verified.events if event.kind == "evaluated"]
+    if index is not None:
+        return next((event for event in evaluations if event.index == index), None)
+    return evaluations[-1] if evaluations else None
 
 
 @dataclass
@@ -314,9 +319,10 @@ def _row(
     probability = decision = None
     if probabilities is not None:
         if positive is not None:
-            probability = float(probabilities[classes.index(positive)])
-            if scorer.threshold is not None:
-                decision = positive if probability >= scorer.threshold else next(c for c in classes if c != positive)
+            raw = float(probabilities[classes.index(positive)])
+            if scorer.threshold is not None:  # the operating point was chosen on uncalibrated probabilities
+                decision = positive if raw >= scorer.threshold else next(c for c in classes if c != positive)
+            probability = _calibrated(raw, scorer.temperature)
         else:
             decision = classes[int(np.argmax(probabilities))]
     abstained = probabilities is None or (policy == "abstain" and any(f in OOD_FLAGS for f in flags))
@@ -331,9 +337,18 @@ def _row(
         "artifact_hash": scorer.artifact.manifest_hash,
         "probability": probability,
         "decision": None if abstained else decision,
-        "threshold": scorer.threshold,
+        "threshold": _calibrated(scorer.threshold, scorer.temperature) if scorer.threshold is not None else None,
         "flags": sorted(set(flags)),
         "abstained": bool(abstained),
         "approved": scorer.approved,
         "scored_at": now,
     }
+
+
+def _calibrated(probability: float, temperature: float | None) -> float:
+    """Temperature scaling is monotonic: the decision is the same on either scale; the reported number is calibrated."""
+    if temperature is None:
+        return probability
+    from medtl.evaluation.calibration import apply_temperature
+
+    return float(apply_temperature(np.array([probability]), temperature)[0])
