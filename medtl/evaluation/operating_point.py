@@ -18,28 +18,34 @@ from medtl.errors import ConfigError
 _BOUND = re.compile(r"^(sensitivity|specificity)\s*>=\s*(0(?:\.\d+)?|1(?:\.0+)?)$")
 
 
+def parse_rule(rule: str) -> tuple[str, float | None]:
+    """`youden` -> ("youden", None); `sensitivity >= 0.95` -> ("sensitivity", 0.95). Checked before any work starts."""
+    rule = rule.replace(" ", "").lower()
+    if rule == "youden":
+        return rule, None
+    match = _BOUND.match(rule)
+    if match is None:
+        raise ConfigError(
+            f"unknown operating-point rule {rule!r}",
+            fix="use youden, sensitivity>=X or specificity>=X with X between 0 and 1",
+        )
+    return match.group(1), float(match.group(2))
+
+
 def choose_threshold(targets: np.ndarray, scores: np.ndarray, rule: str = "youden") -> OperatingPoint:
     """`youden` maximises sensitivity + specificity - 1; `sensitivity>=0.95` keeps the highest threshold that still
     reaches that sensitivity (fewest false positives); `specificity>=0.9` the lowest threshold that keeps that
     specificity (most true positives)."""
+    kind, bound = parse_rule(rule)
     targets = np.asarray(targets).astype(int)
     if targets.min() == targets.max():
         raise ConfigError("the out-of-fold predictions hold one class only: no threshold can be chosen")
     fpr, tpr, thresholds = roc_curve(targets, np.asarray(scores, dtype=float))
     thresholds = np.clip(thresholds, 0.0, 1.0)  # roc_curve puts +inf first; a probability threshold stays in [0, 1]
-    rule = rule.replace(" ", "").lower()
-    if rule == "youden":
+    if bound is None:
         index = int(np.argmax(tpr - fpr))
+    elif kind == "sensitivity":
+        index = int(np.flatnonzero(tpr >= bound - 1e-12)[0])
     else:
-        match = _BOUND.match(rule)
-        if match is None:
-            raise ConfigError(
-                f"unknown operating-point rule {rule!r}",
-                fix="use youden, sensitivity>=X or specificity>=X with X between 0 and 1",
-            )
-        kind, bound = match.group(1), float(match.group(2))
-        if kind == "sensitivity":
-            index = int(np.flatnonzero(tpr >= bound - 1e-12)[0])
-        else:
-            index = int(np.flatnonzero(1 - fpr >= bound - 1e-12)[-1])
-    return OperatingPoint(rule=rule, threshold=float(thresholds[index]), chosen_on="oof")
+        index = int(np.flatnonzero(1 - fpr >= bound - 1e-12)[-1])
+    return OperatingPoint(rule=rule.replace(" ", "").lower(), threshold=float(thresholds[index]), chosen_on="oof")
