@@ -6,15 +6,27 @@ Approval is deliberately not part of it: a clinician reads the report and runs `
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from medtl.errors import ConfigError
 from medtl.evaluation.evaluate import evaluate
 from medtl.evaluation.operating_point import parse_rule
 from pipelines.common import retry_on_io_only
+
+
+def _checked_rule(rule: str) -> str:
+    try:
+        parse_rule(rule)
+    except ConfigError as error:  # pydantic reports ValueErrors with the field's name
+        raise ValueError(str(error)) from error
+    return rule
+
+
+OperatingRule = Annotated[str, AfterValidator(_checked_rule)]
 
 
 class EvaluateParameters(BaseModel):
@@ -26,19 +38,10 @@ class EvaluateParameters(BaseModel):
     out: Path = Field(description="report folder: report.html, report.pdf, metrics.json")
     test: Path | None = Field(None, description="locked test dataset, scored once")
     dataset: Path | None = Field(None, description="the training dataset, for out-of-fold failure cases")
-    rule: str = Field("youden", description="youden, sensitivity>=X or specificity>=X")
+    rule: OperatingRule = Field("youden", description="youden, sensitivity>=X or specificity>=X")
     temperature_scaling: bool = False
     pdf: bool = True
     n_boot: int = Field(2000, ge=100, le=100_000, description="patient bootstrap resamples")
-
-    @field_validator("rule")
-    @classmethod
-    def _known_rule(cls, rule: str) -> str:
-        try:
-            parse_rule(rule)
-        except ConfigError as error:  # pydantic reports ValueErrors with the field's name
-            raise ValueError(str(error)) from error
-        return rule
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_io_only)

@@ -1,0 +1,33 @@
+"""`medtl demo`, the README's main command, as the flows run it, on small cohorts (the command uses bigger ones)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from medtl.artifacts import open_verified
+from pipelines.demo import DemoParameters, demo_flow
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_demo_flow_runs_every_stage_and_transfers_from_its_source_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDTL_SIGNING_KEY", raising=False)
+    result = demo_flow(DemoParameters(out=tmp_path / "demo", patients=12, seed=1, epochs=2))
+    target = open_verified(result["target"])
+    assert target.is_signed
+    assert target.metadata["provenance"]["pretrained"]["source"] == "artifact"
+    assert target.metadata["provenance"]["flow_run_id"]  # trained inside the flow, and the artifact says which run
+    transfer = json.loads(target.read_text("metrics/transfer.json"))
+    assert [entry["arm"] for entry in transfer] == ["main", "linear_probe", "scratch"]
+    report = json.loads((result["dataset"] / "ingest_report.json").read_text())
+    assert report["counts"]["quarantined"] >= 1 and report["counts"]["skipped"] >= 1  # the planted problems
+    assert (tmp_path / "demo" / "keys" / "demo-signing.pem").exists()
+    assert target.is_approved and [e.kind for e in target.events][-2:] == ["approved", "scored"]
+    assert json.loads((result["report"] / "metrics.json").read_text())["artifact_manifest_hash"]
+    scores = pd.read_parquet(result["scores"] / "scores.parquet")
+    assert len(scores) == result["scored"]["scored"] > 0
+    assert scores.approved.all() and scores.scan_id.is_unique
+    assert len(list((result["scores"] / "sr").glob("SR_*.dcm"))) == len(scores)
