@@ -11,7 +11,7 @@ DEMO_OUT ?= demo-output
 $(STAMP): pyproject.toml deploy/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c deploy/constraints.txt -e '.[dev,pdf]'
+	$(BIN)/python -m pip install --quiet -c deploy/constraints.txt -e '.[dev,pdf,dask]'
 	touch $(STAMP)
 
 install: $(STAMP)

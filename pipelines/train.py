@@ -2,6 +2,8 @@
 
 A fold that fails fails its own task; the others still run, the flow reports which failed and stops before
 packaging. Completed folds are kept in the artifact's work folder, so a re-run of the flow trains only what is left.
+Folds run one at a time by default (one GPU, or all CPU cores, per fold); `pipelines.runners.on_dask(train_flow)`
+spreads them over a Dask cluster, one fold per GPU worker.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.errors import MedTLError
 from medtl.training.config import load_config
 from medtl.training.train import TrainingPlan, finish_training, prepare_training, train_unit
 from pipelines.common import retry_on_io_only
+from pipelines.runners import needs_gpu, worker_name
 
 
 class TrainParameters(BaseModel):
@@ -40,7 +44,7 @@ def plan_training(params: TrainParameters) -> TrainingPlan:
 def train_fold(plan: TrainingPlan, arm: str, fold: int) -> dict:
     outcome = train_unit(plan, arm, fold)
     return {"arm": arm, "fold": fold, "best_epoch": outcome.best_epoch, "tune_auc": outcome.best_tune_auc,
-            "seconds": outcome.seconds}  # fmt: skip
+            "seconds": outcome.seconds, "worker": worker_name()}  # fmt: skip
 
 
 @task(name="package-artifact")
@@ -53,12 +57,16 @@ def package(plan: TrainingPlan, flow_run_id: str | None) -> dict:
     }
 
 
-@flow(name="medtl-train", validate_parameters=True)
+@flow(name="medtl-train", validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def train_flow(params: TrainParameters) -> dict:
     """Split by patient, train each arm's folds as separate tasks, then write and seal the artifact."""
     logger = get_run_logger()
     plan = plan_training(params)
-    states = {(arm, fold): train_fold(plan, arm, fold, return_state=True) for arm, fold in plan.units}
+    with needs_gpu(plan.device.type == "cuda"):
+        futures = {(arm, fold): train_fold.submit(plan, arm, fold) for arm, fold in plan.units}
+    for future in futures.values():
+        future.wait()
+    states = {unit: future.state for unit, future in futures.items()}
     failed = [f"{arm} fold {fold}" for (arm, fold), state in states.items() if not state.is_completed()]
     folds = [state.result() for state in states.values() if state.is_completed()]
     create_table_artifact(key="training-folds", table=folds, description="best epoch and tuning AUROC per fold")
@@ -68,7 +76,7 @@ def train_flow(params: TrainParameters) -> dict:
             fix="fix the cause shown in the failed task's log and run the flow again: only what is left is trained",
         )
     logger.info("all %d folds trained; packaging", len(folds))
-    summary = package(plan, flow_run.get_id())
+    summary = {**package(plan, flow_run.get_id()), "folds": folds}
     create_markdown_artifact(
         key="training-summary",
         markdown="# Training\n\nOut-of-fold AUROC by arm: "
