@@ -1,7 +1,8 @@
 """The scoring flow: verify the artifact, ingest the new scans with its spec, score chunks as tasks, merge.
 
-Chunk tasks are independent (each writes its own part file), so a Dask task runner can spread them over workers;
-a re-run of the flow scores only what is not in scores.parquet or a part yet.
+Chunk tasks are independent (each writes its own part file), so a Dask task runner can spread them over workers
+(`pipelines.runners.on_dask`); in one process they run one after another, since each batch already uses every core
+or the GPU. A re-run of the flow scores only what is not in scores.parquet or a part yet.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.contracts.evaluation import ScoreRow
@@ -66,7 +68,7 @@ def score_one_chunk(params: ScoreParameters, scorer: Scorer, chunk: pd.DataFrame
     return rows
 
 
-@flow(name="medtl-score", validate_parameters=True)
+@flow(name="medtl-score", validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def score_flow(params: ScoreParameters) -> dict:
     check_policy(params.policy)
     scorer = verify_artifact(params)

@@ -8,6 +8,7 @@ a re-run adds nothing already scored, and an interrupted run continues where it 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -292,10 +293,7 @@ def score_chunk(
                 for i in indices
             ]
         ).float()
-        captured: list[torch.Tensor] = []  # the first network's penultimate features, from the same forward pass
-        handle = scorer.head.register_forward_pre_hook(
-            lambda module, inputs, store=captured: store.append(inputs[0].detach())
-        )
+        captured, handle = _capture_inputs(scorer.head)  # the first network's penultimate features
         try:
             predicted = scorer.model.predict(batch)
         finally:
@@ -310,6 +308,19 @@ def score_chunk(
             if distance > scorer.reference.threshold:
                 flags[index].append("feature_outlier")
     return [_row(scorer, records[i], probabilities.get(i), flags[i], policy, now) for i in range(len(records))]
+
+
+def _capture_inputs(module: torch.nn.Module) -> tuple[list[torch.Tensor], Any]:
+    """Record what MODULE receives in this thread's forward passes. Other threads may run the same module at the
+    same time (chunks scored in parallel); their calls are not ours to keep."""
+    caller = threading.get_ident()
+    captured: list[torch.Tensor] = []
+
+    def keep(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if threading.get_ident() == caller:
+            captured.append(inputs[0].detach())
+
+    return captured, module.register_forward_pre_hook(keep)
 
 
 def _row(

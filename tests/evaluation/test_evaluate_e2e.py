@@ -3,48 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from medtl.artifacts import generate_signing_key, open_verified
-from medtl.contracts import PreprocessingSpec, read_json
+from medtl.artifacts import open_verified
+from medtl.contracts import read_json
 from medtl.contracts.evaluation import Metrics
-from medtl.datasets.synth import make_cohort
 from medtl.errors import ConfigError, LeakageError
 from medtl.evaluation.approve import approve
 from medtl.evaluation.evaluate import evaluate
-from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
-from medtl.ingest.pipeline import ingest_sources
-from medtl.training.config import TrainConfig
 from medtl.training.train import train
+from support.trained import ingested_cohort, signing_key, tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SPEC = PreprocessingSpec(spatial_dims=3, target_spacing=[3.0, 3.0, 6.0], target_shape=[16, 16, 8])
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
-    key = root / "signing.pem"
-    generate_signing_key(key)
-    previous = os.environ.get("MEDTL_SIGNING_KEY")
-    os.environ["MEDTL_SIGNING_KEY"] = str(key)
-    pseudonymizer = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
-    for name, seed, n in (("dev", 21, 16), ("test", 22, 10)):
-        make_cohort(root / name, patients=n, seed=seed, difficulty=0.0)
-        ingest_sources([root / name / "dicom"], out=root / f"{name}-data", labels=root / name / "labels.csv",
-                       spec=SPEC, pseudonymizer=pseudonymizer, workers=1)  # fmt: skip
-    config = TrainConfig.model_validate(
-        {"model": {"backbone": "resnet18", "weights": "none"}, "strategy": {"name": "full"}, "arms": [],
-         "epochs": 2, "batch_size": 8, "cv": {"n_folds": 2}, "early_stopping": {"patience": 2, "min_epochs": 1}}
-    )  # fmt: skip
-    train(root / "dev-data", config, root / "artifact")
-    yield root
-    if previous is None:
-        os.environ.pop("MEDTL_SIGNING_KEY", None)
-    else:
-        os.environ["MEDTL_SIGNING_KEY"] = previous
+    with signing_key(root / "signing.pem"):
+        for name, seed, n in (("dev", 21, 16), ("test", 22, 10)):
+            ingested_cohort(root, name, patients=n, seed=seed, difficulty=0.0)
+        config = tiny_config(epochs=2, early_stopping={"patience": 2, "min_epochs": 1})
+        train(root / "dev-data", config, root / "artifact")
+        yield root
 
 
 def test_evaluate_writes_metrics_report_and_an_audit_event(trained):

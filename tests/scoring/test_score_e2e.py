@@ -14,45 +14,30 @@ import pandas as pd
 import pytest
 import torch
 
-from medtl.artifacts import generate_signing_key, open_verified
-from medtl.contracts import PreprocessingSpec
+from medtl.artifacts import open_verified
 from medtl.datasets.synth import make_cohort
 from medtl.errors import NotApprovedError
 from medtl.evaluation.approve import approve
 from medtl.evaluation.evaluate import evaluate
-from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
-from medtl.ingest.pipeline import ingest_sources
 from medtl.scoring.score import score
-from medtl.training.config import TaskConfig, TrainConfig
+from medtl.training.config import TaskConfig
 from medtl.training.data import TensorSet, load_task
 from medtl.training.train import train
+from support.trained import DEV_PSEUDONYMIZER as PSEUDO
+from support.trained import ingested_cohort, signing_key, tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-PSEUDO = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
-SPEC = PreprocessingSpec(spatial_dims=3, target_spacing=[3.0, 3.0, 6.0], target_shape=[16, 16, 8])
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("score")
-    generate_signing_key(root / "key.pem")
-    previous = os.environ.get("MEDTL_SIGNING_KEY")
-    os.environ["MEDTL_SIGNING_KEY"] = str(root / "key.pem")
-    make_cohort(root / "dev", patients=16, seed=31, difficulty=0.0)
-    ingest_sources([root / "dev" / "dicom"], out=root / "dev-data", labels=root / "dev" / "labels.csv", spec=SPEC,
-                   pseudonymizer=PSEUDO, workers=1)  # fmt: skip
-    config = TrainConfig.model_validate(
-        {"model": {"backbone": "resnet18", "weights": "none"}, "strategy": {"name": "full"}, "arms": [],
-         "epochs": 2, "batch_size": 8, "cv": {"n_folds": 2}, "early_stopping": {"patience": 2, "min_epochs": 1},
-         "final_model": "refit"}
-    )  # fmt: skip
-    train(root / "dev-data", config, root / "artifact")
-    make_cohort(root / "new", patients=6, seed=32, with_problems=True)
-    yield root
-    if previous is None:
-        os.environ.pop("MEDTL_SIGNING_KEY", None)
-    else:
-        os.environ["MEDTL_SIGNING_KEY"] = previous
+    with signing_key(root / "key.pem"):
+        dataset = ingested_cohort(root, "dev", patients=16, seed=31, difficulty=0.0)
+        config = tiny_config(epochs=2, early_stopping={"patience": 2, "min_epochs": 1}, final_model="refit")
+        train(dataset, config, root / "artifact")
+        make_cohort(root / "new", patients=6, seed=32, with_problems=True)
+        yield root
 
 
 def test_an_unapproved_artifact_refuses_unless_allowed_and_then_marks_its_output(setup):

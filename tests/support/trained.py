@@ -1,0 +1,48 @@
+"""The small trained artifact several test areas need: a synthetic cohort, ingested at 16x16x8, a ResNet-18 trained
+for a step or two, signed with a key made for the test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from medtl.artifacts import generate_signing_key
+from medtl.contracts import PreprocessingSpec
+from medtl.datasets.synth import make_cohort
+from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+from medtl.ingest.pipeline import ingest_sources
+from medtl.training.config import TrainConfig
+
+TINY_SPEC = PreprocessingSpec(spatial_dims=3, target_spacing=[3.0, 3.0, 6.0], target_shape=[16, 16, 8])
+DEV_PSEUDONYMIZER = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+
+
+@contextlib.contextmanager
+def signing_key(path: Path) -> Iterator[Path]:
+    """A fresh signing key in MEDTL_SIGNING_KEY for the duration, then the previous value back."""
+    generate_signing_key(path)
+    previous = os.environ.get("MEDTL_SIGNING_KEY")
+    os.environ["MEDTL_SIGNING_KEY"] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop("MEDTL_SIGNING_KEY", None)
+        else:
+            os.environ["MEDTL_SIGNING_KEY"] = previous
+
+
+def tiny_config(**overrides: object) -> TrainConfig:
+    settings = {"model": {"backbone": "resnet18", "weights": "none"}, "strategy": {"name": "full"}, "arms": [],
+                "epochs": 1, "batch_size": 8, "cv": {"n_folds": 2}, "early_stopping": {"min_epochs": 1}}  # fmt: skip
+    return TrainConfig.model_validate({**settings, **overrides})
+
+
+def ingested_cohort(root: Path, name: str, *, patients: int, seed: int, **cohort: object) -> Path:
+    """ROOT/NAME (synthetic DICOM + labels) ingested into ROOT/NAME-data, which is returned."""
+    make_cohort(root / name, patients=patients, seed=seed, **cohort)
+    ingest_sources([root / name / "dicom"], out=root / f"{name}-data", labels=root / name / "labels.csv",
+                   spec=TINY_SPEC, pseudonymizer=DEV_PSEUDONYMIZER, workers=1)  # fmt: skip
+    return root / f"{name}-data"
