@@ -71,11 +71,13 @@ def score_one_chunk(params: ScoreParameters, scorer: Scorer, chunk: pd.DataFrame
 @flow(name="medtl-score", validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def score_flow(params: ScoreParameters) -> dict:
     check_policy(params.policy)
-    scorer = verify_artifact(params)
+    # Chunks receive the verified scorer as a future: on Dask it is then shipped to each worker once, not per chunk.
+    verified = verify_artifact.submit(params)
+    scorer = verified.result()
     manifest = ingest_new(params, scorer)
     pending = pending_scans(scorer, manifest, params.out)
     futures = [
-        score_one_chunk.submit(params, scorer, pending.iloc[start : start + params.chunk_size], number)
+        score_one_chunk.submit(params, verified, pending.iloc[start : start + params.chunk_size], number)
         for number, start in enumerate(range(0, len(pending), params.chunk_size))
     ]
     rows = [row for future in futures for row in future.result()]

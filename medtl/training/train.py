@@ -14,6 +14,7 @@ import torch
 
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
+from medtl.hashing import sha256_json
 from medtl.progress import Progress
 from medtl.training.config import TrainConfig
 from medtl.training.cv import (
@@ -98,7 +99,21 @@ def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingP
         manifest_hash=task.manifest_hash,
         splits_file=config.cv.splits_file,
     )
-    return TrainingPlan(Path(dataset), config, out, task, splits, device, out.with_name(out.name + ".work"), started)
+    workdir = out.with_name(out.name + ".work")
+    _claim_workdir(workdir, sha256_json({"manifest": task.manifest_hash, "splits": splits.model_dump(mode="json"),
+                                         "config": config.model_dump(mode="json")}))  # fmt: skip
+    return TrainingPlan(Path(dataset), config, out, task, splits, device, workdir, started)
+
+
+def _claim_workdir(workdir: Path, identity: str) -> None:
+    """Completed folds are resumed only for the same data, split and config: a work folder left by a run on other
+    inputs is discarded (it holds checkpoints only; nothing sealed), never silently mixed into this run."""
+    stamp = workdir / "plan.sha256"
+    if workdir.exists() and (not stamp.exists() or stamp.read_text(encoding="utf-8").strip() != identity):
+        log.warning("discarding %s: it was left by a training run on other data, split or config", workdir.name)
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(identity + "\n", encoding="utf-8")
 
 
 def train_unit(plan: TrainingPlan, arm_name: str, fold_index: int) -> FoldOutcome:

@@ -199,3 +199,17 @@ def test_oof_predictions_are_pseudonymous(dataset, source_artifact):
     oof = pd.read_parquet(source_artifact / "predictions" / "oof.parquet")
     assert oof.patient_id.str.fullmatch(r"P-[0-9a-f]{16}").all()
     assert oof.scan_id.str.fullmatch(r"X-[0-9a-f]{16}").all()
+
+
+def test_a_work_folder_left_by_other_inputs_is_discarded_and_one_from_the_same_inputs_is_kept(dataset, tmp_path):
+    from medtl.training.train import prepare_training
+
+    config = _config(seed=11)
+    plan = prepare_training(dataset, config, tmp_path / "artifact")
+    checkpoint = plan.workdir / "main" / "fold0" / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"completed fold")
+    assert prepare_training(dataset, config, tmp_path / "artifact").workdir == plan.workdir
+    assert checkpoint.read_bytes() == b"completed fold"  # same data, split and config: resumed
+    prepare_training(dataset, _config(seed=12), tmp_path / "artifact")
+    assert not checkpoint.exists()  # another seed, another run: its folds must not be mixed into this one
