@@ -33,7 +33,6 @@ INTENDED_USE = "Demonstration on synthetic data only; not for any clinical or re
 class DemoPlan:
     """Every input the demo's flows read, written as files a user can open and reuse with the real commands."""
 
-    out: Path
     source_cohort: Path
     target_cohort: Path
     incoming: Path
@@ -76,7 +75,7 @@ def prepare_demo(out: Path, *, patients: int, seed: int, epochs: int) -> DemoPla
     settings = out / "settings"
     settings.mkdir(parents=True)
     plan = DemoPlan(
-        out=out, source_cohort=out / "source" / "cohort", target_cohort=out / "target" / "cohort",
+        source_cohort=out / "source" / "cohort", target_cohort=out / "target" / "cohort",
         incoming=out / "incoming", spec=settings / "preprocessing.json", source_config=settings / "source.yaml",
         target_config=settings / "target.yaml", signing_key_made=made,
     )  # fmt: skip
