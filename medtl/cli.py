@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +48,19 @@ DevKeyOption = Annotated[
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)  # one line per API call
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s%(run)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_name_the_run)
+    for chatty in ("httpx", "weasyprint", "fontTools"):  # one line per API call / per rendering step
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _name_the_run(record: logging.LogRecord) -> bool:
+    """Prefect's records carry the flow or task run they come from; show it, so that fold 2's log reads as such."""
+    run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
+    record.run = f" [{run}]" if run else ""
+    return True
 
 
 @app.command()
@@ -233,6 +245,7 @@ def demo(
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold (fewer for a quick look).")] = 18,
 ) -> None:
     """Run the whole pipeline as Prefect flows on synthetic cohorts, offline, and print where the outputs are."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # the demo runs offline
     from pipelines.demo import DemoParameters, demo_flow  # the flows live outside the Prefect-free library
 
     result = demo_flow(DemoParameters(out=out, patients=patients, seed=seed, epochs=epochs))
