@@ -3,19 +3,22 @@ LocalCluster with two worker processes) really run on the workers and give the s
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import pytest
 import yaml
+from prefect import flow, task
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from medtl.scoring.score import score
-from pipelines.runners import on_dask
+from pipelines.runners import GPU, needs_gpu, on_dask
 from pipelines.score import ScoreParameters, score_flow
 from pipelines.server import local_prefect_server
 from pipelines.train import TrainParameters, train_flow
 from support.trained import DEV_PSEUDONYMIZER
 
-pytest.importorskip("prefect_dask")
+DaskTaskRunner = pytest.importorskip("prefect_dask").DaskTaskRunner
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CONFIG = {
@@ -61,3 +64,36 @@ def test_folds_run_on_both_workers_and_equal_a_sequential_run(trained, tmp_path,
     assert scored["chunks"] > 2 and on_workers.scan_id.tolist() == local.scan_id.tolist()
     assert (on_workers.probability.fillna(-1) - local.probability.fillna(-1)).abs().max() < 1e-4
     assert [list(f) for f in on_workers["flags"]] == [list(f) for f in local["flags"]]
+
+
+@task
+def hold(seconds: float) -> tuple[float, float]:
+    start = time.monotonic()
+    time.sleep(seconds)
+    return start, time.monotonic()
+
+
+@flow
+def two_tasks(on_gpu: bool) -> list[tuple[float, float]]:
+    with needs_gpu(on_gpu):
+        futures = [hold.submit(2.0) for _ in range(2)]
+    return [future.result() for future in futures]
+
+
+def test_gpu_tasks_take_the_gpu_resource_so_one_gpu_runs_one_at_a_time(tmp_path, monkeypatch):
+    """One worker with two threads and one GPU: plain tasks overlap, GPU-annotated tasks queue for the GPU."""
+    runner = DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
+        "n_workers": 1, "threads_per_worker": 2, "processes": False, "resources": {GPU: 1}, "dashboard_address": None,
+    })  # fmt: skip
+    with local_prefect_server(tmp_path / "prefect-home") as url:
+        monkeypatch.setenv("PREFECT_API_URL", url)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            plain = two_tasks.with_options(task_runner=runner)(False)
+            on_gpu = two_tasks.with_options(task_runner=runner.duplicate())(True)
+
+    def overlap(spans: list[tuple[float, float]]) -> float:
+        first, second = sorted(spans)
+        return first[1] - second[0]  # seconds both were running
+
+    assert overlap(plain) > 1.0  # two threads, no resource: both at once
+    assert overlap(on_gpu) <= 0.05  # one GPU: the second waits for the first
