@@ -7,7 +7,6 @@ import time
 
 import pandas as pd
 import pytest
-import yaml
 from prefect import flow, task
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -16,19 +15,14 @@ from pipelines.runners import GPU, needs_gpu, on_dask
 from pipelines.score import ScoreParameters, score_flow
 from pipelines.server import local_prefect_server
 from pipelines.train import TrainParameters, train_flow
-from support.trained import DEV_PSEUDONYMIZER
+from support.trained import DEV_PSEUDONYMIZER, write_tiny_config
 
 DaskTaskRunner = pytest.importorskip("prefect_dask").DaskTaskRunner
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CONFIG = {
-    "model": {"backbone": "resnet18", "weights": "none"}, "strategy": {"name": "full"}, "arms": [], "epochs": 1,
-    "batch_size": 8, "cv": {"n_folds": 3}, "early_stopping": {"min_epochs": 1}, "seed": 5, "final_model": "ensemble",
-}  # fmt: skip
-
 
 def test_folds_run_on_both_workers_and_equal_a_sequential_run(trained, tmp_path, monkeypatch):
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(CONFIG), encoding="utf-8")
+    write_tiny_config(tmp_path / "train.yaml", cv={"n_folds": 3}, seed=5, final_model="ensemble")
     dataset = trained / "dev-data"
 
     def params(name: str) -> TrainParameters:

@@ -7,20 +7,15 @@ import csv
 import json
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from medtl.artifacts import open_verified
 from medtl.contracts import PreprocessingSpec
 from medtl.datasets.synth import make_cohort
 from pipelines.end_to_end import EndToEndParameters, end_to_end_flow
+from support.trained import write_tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-TINY_CONFIG = {
-    "model": {"backbone": "resnet18", "weights": "none"}, "strategy": {"name": "full"}, "arms": [], "epochs": 1,
-    "batch_size": 8, "cv": {"n_folds": 2}, "early_stopping": {"min_epochs": 1}, "seed": 3,
-}  # fmt: skip
 
 
 @pytest.fixture
@@ -28,7 +23,7 @@ def inputs(tmp_path, trained):  # `trained` sets the signing key for the session
     make_cohort(tmp_path / "cohort", patients=12, seed=43)
     spec = PreprocessingSpec(spatial_dims=3, target_spacing=[3.0, 3.0, 6.0], target_shape=[16, 16, 8])
     (tmp_path / "spec.json").write_text(spec.model_dump_json(), encoding="utf-8")
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(TINY_CONFIG), encoding="utf-8")
+    write_tiny_config(tmp_path / "train.yaml", seed=3)
     return {
         "sources": [tmp_path / "cohort" / "dicom"], "labels": tmp_path / "cohort" / "labels.csv",
         "workdir": tmp_path / "run", "spec": tmp_path / "spec.json", "config": tmp_path / "train.yaml",

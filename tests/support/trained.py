@@ -8,6 +8,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+
 from medtl.artifacts import generate_signing_key
 from medtl.contracts import PreprocessingSpec
 from medtl.datasets.synth import make_cohort
@@ -34,10 +36,20 @@ def signing_key(path: Path) -> Iterator[Path]:
             os.environ["MEDTL_SIGNING_KEY"] = previous
 
 
+TINY_SETTINGS = {
+    "model": {"backbone": "resnet18", "weights": "none"}, "strategy": {"name": "full"}, "arms": [], "epochs": 1,
+    "batch_size": 8, "cv": {"n_folds": 2}, "early_stopping": {"min_epochs": 1},
+}  # fmt: skip
+
+
 def tiny_config(**overrides: object) -> TrainConfig:
-    settings = {"model": {"backbone": "resnet18", "weights": "none"}, "strategy": {"name": "full"}, "arms": [],
-                "epochs": 1, "batch_size": 8, "cv": {"n_folds": 2}, "early_stopping": {"min_epochs": 1}}  # fmt: skip
-    return TrainConfig.model_validate({**settings, **overrides})
+    return TrainConfig.model_validate({**TINY_SETTINGS, **overrides})
+
+
+def write_tiny_config(path: Path, **overrides: object) -> Path:
+    """The same settings as a train.yaml, for flows that take a config file."""
+    path.write_text(yaml.safe_dump({**TINY_SETTINGS, **overrides}), encoding="utf-8")
+    return path
 
 
 def ingested_cohort(root: Path, name: str, *, patients: int, seed: int, **cohort: object) -> Path:
