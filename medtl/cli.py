@@ -16,9 +16,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medtl import __version__
-from medtl.errors import MedTLError
+from medtl.errors import ConfigError, MedTLError
+from medtl.sources import cli as pacs
 
 app = typer.Typer(
     name="medtl",
@@ -52,8 +54,10 @@ def _root(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s%(run)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_name_the_run)
-    for chatty in ("httpx", "weasyprint", "fontTools"):  # one line per API call / per rendering step
+    for chatty in ("httpx", "weasyprint", "fontTools", "dicomweb_client"):  # one line per request or step
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # pynetdicom logs each association, and its errors repeat what medtl's error then says with a fix
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 def _name_the_run(record: logging.LogRecord) -> bool:
@@ -109,7 +113,9 @@ def import_medmnist(
 
 @app.command()
 def ingest(
-    sources: Annotated[list[Path], typer.Argument(help="Folders or files with DICOM and/or NIfTI scans.")],
+    sources: Annotated[
+        list[str], typer.Argument(help="Folders or files with DICOM / NIfTI scans, or one PACS URI (see README).")
+    ],
     out: Annotated[Path, typer.Option(help="Dataset folder to write (manifest, reports, cache).")],
     labels: Annotated[Path | None, typer.Option(help="labels.csv (see data_contracts/labels.v1.schema.json).")] = None,
     spec: Annotated[
@@ -117,23 +123,39 @@ def ingest(
     ] = None,
     workers: Annotated[int, typer.Option(min=0, help="Parallel worker processes; 0 = one per CPU core.")] = 0,
     dev_pseudonym_key: DevKeyOption = False,
+    study_date_from: pacs.DateFrom = None,
+    study_date_to: pacs.DateTo = None,
+    modality: pacs.Modality = None,
+    body_part: pacs.BodyPart = None,
+    series_description: pacs.Description = None,
+    id_list: pacs.IdList = None,
+    max_staging_gb: pacs.StagingGb = 20.0,
 ) -> None:
     """Discover, check, decode, preprocess and cache scans; every input file ends ingested, skipped or quarantined."""
     from medtl.identity import pseudonymizer_from_env
-    from medtl.ingest.pipeline import ingest_sources
     from medtl.ingest.preprocess import load_spec
 
     pseudonymizer = pseudonymizer_from_env(allow_development_key=dev_pseudonym_key)
-    result = ingest_sources(
-        sources,
-        out=out,
-        labels=labels,
-        spec=load_spec(spec) if spec else None,
-        workers=workers,
-        pseudonymizer=pseudonymizer,
-        progress=True,
-    )
+    options = dict(out=out, labels=labels, spec=load_spec(spec) if spec else None, workers=workers,
+                   pseudonymizer=pseudonymizer, progress=True)  # fmt: skip
+    if any(pacs.is_remote(source) for source in sources):
+        from medtl.ingest.from_pacs import ingest_from_pacs
+        from medtl.sources.pull import GIB
+
+        query = pacs.build_query(study_date_from, study_date_to, None, modality, body_part, series_description,
+                                 id_list)  # fmt: skip
+        result = ingest_from_pacs(_one_source(sources), query, max_staging_bytes=int(max_staging_gb * GIB), **options)
+    else:
+        from medtl.ingest.pipeline import ingest_sources
+
+        result = ingest_sources([Path(source) for source in sources], **options)
     console.print(result.describe())
+
+
+def _one_source(sources: list[str]) -> str:
+    if len(sources) != 1:
+        raise ConfigError("a PACS source is given alone", fix="run one command per PACS; folders go in another run")
+    return sources[0]
 
 
 @app.command()
@@ -203,8 +225,8 @@ def approve(
 @app.command()
 def score(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder (verified, and approved unless allowed).")],
-    sources: Annotated[list[Path], typer.Argument(help="Folders or files with new scans.")],
-    out: Annotated[Path, typer.Option(help="Output folder: scores.parquet, ingest/, sr/.")],
+    sources: Annotated[list[str], typer.Argument(help="Folders or files with new scans, or one PACS URI.")],
+    out: Annotated[Path, typer.Option(help="Output folder: scores.parquet, ingest/, sr/ (and pull-state/).")],
     allow_unapproved: Annotated[
         bool, typer.Option("--allow-unapproved", help="Score with an unapproved artifact; outputs are marked.")
     ] = False,
@@ -215,23 +237,39 @@ def score(
     sr: Annotated[bool, typer.Option("--sr", help="Also write a DICOM SR per scored DICOM series (for PACS).")] = False,
     workers: Annotated[int, typer.Option(min=0, help="Ingest worker processes; 0 = one per CPU core.")] = 0,
     dev_pseudonym_key: DevKeyOption = False,
+    study_date_from: pacs.DateFrom = None,
+    study_date_to: pacs.DateTo = None,
+    lookback_days: pacs.Lookback = None,
+    modality: pacs.Modality = None,
+    body_part: pacs.BodyPart = None,
+    series_description: pacs.Description = None,
+    id_list: pacs.IdList = None,
+    send_back: Annotated[
+        bool, typer.Option(help="PACS: store each series' SR into its study (STOW-RS / C-STORE).")
+    ] = True,
+    max_staging_gb: pacs.StagingGb = 2.0,
 ) -> None:
-    """Batch-score new scans with the artifact's own preprocessing, with QC and out-of-distribution flags."""
-    from medtl.identity import pseudonymizer_from_env
-    from medtl.scoring.score import score as run_scoring
+    """Batch-score new scans with the artifact's own preprocessing, with QC and out-of-distribution flags.
 
-    result = run_scoring(
-        artifact,
-        sources,
-        out=out,
-        pseudonymizer=pseudonymizer_from_env(allow_development_key=dev_pseudonym_key),
-        allow_unapproved=allow_unapproved,
-        policy=policy,
-        tta=tta,
-        sr=sr,
-        workers=workers,
-        progress=True,
-    )
+    With a PACS URI: only series not yet scored by this artifact are pulled (the watermark is in OUT/pull-state),
+    in batches of at most --max-staging-gb, and each series' SR is sent back to its study."""
+    from medtl.identity import pseudonymizer_from_env
+
+    pseudonymizer = pseudonymizer_from_env(allow_development_key=dev_pseudonym_key)
+    options = dict(out=out, pseudonymizer=pseudonymizer, allow_unapproved=allow_unapproved, policy=policy, tta=tta,
+                   progress=True)  # fmt: skip
+    if any(pacs.is_remote(source) for source in sources):
+        from medtl.scoring.from_pacs import score_from_pacs
+        from medtl.sources.pull import GIB
+
+        query = pacs.build_query(study_date_from, study_date_to, lookback_days, modality, body_part,
+                                 series_description, id_list)  # fmt: skip
+        result = score_from_pacs(artifact, _one_source(sources), query, send_back=send_back,
+                                 max_staging_bytes=int(max_staging_gb * GIB), **options)  # fmt: skip
+    else:
+        from medtl.scoring.score import score as run_scoring
+
+        result = run_scoring(artifact, [Path(s) for s in sources], sr=sr, workers=workers, **options)
     console.print(result.describe())
 
 
@@ -277,6 +315,7 @@ def _mount_lazy_commands() -> None:
 
     app.command("verify")(_exit_with_code(verify_command))
     app.add_typer(weights_app, name="weights")
+    app.add_typer(pacs.pacs_app, name="pacs")
 
 
 _mount_lazy_commands()
@@ -288,7 +327,7 @@ def main() -> None:
         code = app(standalone_mode=False)  # in this mode click returns a command's exit code instead of exiting
         sys.exit(code if isinstance(code, int) else 0)
     except MedTLError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, markup=True)
         sys.exit(error.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")

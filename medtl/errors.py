@@ -15,6 +15,7 @@ class MedTLError(Exception):
     """Base class: catch this to handle any medtl failure; the CLI turns it into a clean message and exit code."""
 
     exit_code: int = 1
+    transient: bool = False  # True where trying again later can succeed (a network outage), so flows may retry
 
     def __init__(self, what: str, *, where: str | None = None, fix: str | None = None) -> None:
         self.what = what
@@ -138,3 +139,21 @@ class PHIError(MedTLError):
     """Protected health information was found where none may be (outputs, artifacts, logs)."""
 
     exit_code = 7
+
+
+class SourceError(MedTLError):
+    """A scan source (a folder, or a PACS over DICOMweb / DIMSE) cannot be used as configured."""
+
+
+class SourceUnavailableError(SourceError):
+    """The PACS did not answer (refused, reset, timed out, 5xx on every try). Nothing is lost: what was pulled and
+    processed is recorded, and the next run resumes from there."""
+
+    transient = True
+    exit_code = 9
+
+
+class SourceAuthError(SourceError):
+    """The PACS refused the credentials or this application entity."""
+
+    exit_code = 10

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,7 @@ class ScoreResult:
     abstained: int
     flagged: int
     approved: bool
+    reports: list[Path] = field(default_factory=list)  # the DICOM SRs written for these inputs
 
     def describe(self) -> str:
         note = "" if self.approved else " (UNAPPROVED artifact: decisions are provisional)"
@@ -196,8 +197,19 @@ def finish(
     tta: bool,
     already: int,
 ) -> ScoreResult:
-    """Optional SRs for every row of these inputs, then one `scored` event in the artifact's audit log."""
+    """Merge the parts, write the optional SRs, then one `scored` event in the artifact's audit log."""
+    result = settle(scorer, out, manifest, new, sources=sources, sr=sr, already=already)
+    record_scored(scorer, out, result, policy=policy, tta=tta)
+    return result
+
+
+def settle(
+    scorer: Scorer, out: Path, manifest: pd.DataFrame, new: pd.DataFrame, *, sources: Sequence[Path], sr: bool,
+    already: int,
+) -> ScoreResult:  # fmt: skip
+    """Fold the chunk parts into scores.parquet and write an SR for every row of these inputs."""
     scores = merge_parts(out)
+    reports: list[Path] = []
     if sr:  # also rows scored by an interrupted run: the same inputs give the same SR UIDs
         from medtl.scoring.sr_output import write_structured_reports
 
@@ -205,15 +217,19 @@ def finish(
             (scores["artifact_hash"] == scorer.artifact.manifest_hash)
             & scores["scan_id"].isin(set(manifest["scan_id"]))
         ]
-        write_structured_reports(scorer, mine, out / STAGING, sources, out / "sr")
-    result = ScoreResult(
+        reports = write_structured_reports(scorer, mine, out / STAGING, sources, out / "sr")
+    return ScoreResult(
         out=out,
         scored=len(new),
         skipped_existing=already,
         abstained=int(new["abstained"].sum()) if len(new) else 0,
         flagged=int((new["flags"].apply(len) > 0).sum()) if len(new) else 0,
         approved=scorer.approved,
+        reports=reports,
     )
+
+
+def record_scored(scorer: Scorer, out: Path, result: ScoreResult, *, policy: str, tta: bool, **extra: Any) -> None:
     scorer.artifact.append_event(
         "scored",
         actor="medtl score",
@@ -226,9 +242,9 @@ def finish(
             "approved": scorer.approved,
             "policy": policy,
             "tta": tta,
+            **extra,
         },
     )
-    return result
 
 
 def score(
@@ -246,10 +262,32 @@ def score(
     workers: int = 0,
     progress: bool = False,
 ) -> ScoreResult:
-    """prepare -> stage_inputs -> score_chunk per chunk (each saved as it finishes) -> finish."""
+    """prepare -> score_inputs (stage, score chunk by chunk, settle) -> one `scored` audit event."""
     check_policy(policy)
     scorer = prepare(artifact, allow_unapproved=allow_unapproved)
-    out = Path(out)
+    result = score_inputs(
+        scorer, sources, out=Path(out), pseudonymizer=pseudonymizer, policy=policy, tta=tta, sr=sr,
+        batch_size=batch_size, chunk_size=chunk_size, workers=workers, progress=progress,
+    )  # fmt: skip
+    record_scored(scorer, Path(out), result, policy=policy, tta=tta)
+    return result
+
+
+def score_inputs(
+    scorer: Scorer,
+    sources: Sequence[Path],
+    *,
+    out: Path,
+    pseudonymizer: Pseudonymizer,
+    policy: str,
+    tta: bool,
+    sr: bool,
+    batch_size: int,
+    chunk_size: int,
+    workers: int = 0,
+    progress: bool = False,
+) -> ScoreResult:
+    """stage_inputs -> score_chunk per chunk (each saved as it finishes) -> settle; no audit event."""
     manifest = stage_inputs(scorer, sources, out, pseudonymizer=pseudonymizer, workers=workers, progress=progress)
     pending = pending_scans(scorer, manifest, out)
     rows: list[dict[str, Any]] = []
@@ -263,8 +301,7 @@ def score(
             rows.extend(chunk_rows)
             bar.update("scoring", start + len(chunk_rows), len(pending))
     new = pd.DataFrame(rows, columns=list(ScoreRow.model_fields))
-    return finish(scorer, out, manifest, new, sources=sources, sr=sr, policy=policy, tta=tta,
-                  already=len(manifest) - len(pending))  # fmt: skip
+    return settle(scorer, out, manifest, new, sources=sources, sr=sr, already=len(manifest) - len(pending))
 
 
 def check_policy(policy: str) -> None:

@@ -89,3 +89,9 @@ def classify_sop(sop_class_uid: str | None, *, number_of_frames: int = 1) -> Sop
         if suffix == prefix.rstrip(".") or suffix.startswith(prefix):
             return SopDecision("skip", None, code, f"{text} ({name})")
     return SopDecision("skip", None, "unsupported_sop_class", f"{name} is not on medtl's image allow-list")
+
+
+def readable_image_classes() -> list[str]:
+    """The full SOP class UIDs that ingest reads: what a PACS retrieval has to accept (C-GET contexts)."""
+    suffixes = [*_STACKED_VOLUME, *_ENHANCED_VOLUME, *_PLANAR]
+    return [_STORAGE + suffix for suffix in dict.fromkeys(suffixes)]
