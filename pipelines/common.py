@@ -12,14 +12,15 @@ from medtl.errors import MedTLError
 
 
 def retry_on_io_only(task: Task, task_run: TaskRun, state: State) -> bool:
-    """Retry transient I/O failures (network shares, busy disks), never a data-contract, leakage or other medtl error.
+    """Retry transient I/O failures (network shares, busy disks, a PACS that does not answer), never a data-contract,
+    leakage or other medtl error.
 
     A medtl error means the input or configuration is wrong: running again gives the same answer.
     """
     try:
         state.result()
-    except MedTLError:
-        return False
+    except MedTLError as error:  # except the ones that say a later try can work (a PACS that was down)
+        return error.transient
     except OSError:
         return True
     except Exception:  # anything else is a bug or bad data: retrying hides it

@@ -20,6 +20,10 @@ from medtl.errors import ConfigError
 
 ACCESSION_COLUMNS = ("accession_number", "AccessionNumber", "accession")
 STUDY_UID_COLUMNS = ("study_uid", "StudyInstanceUID", "study_instance_uid", "study_id")
+# Series that hold no images: reports (medtl's own SRs among them, once sent back), key objects, presentation
+# states, segmentations, RT objects, documents, waveforms. Never pulled: ingest would only skip them.
+NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC", "SEG", "REG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD",
+                                  "PLAN", "FID", "AU", "ECG", "HD", "RWV"})  # fmt: skip
 
 
 class PacsQuery(BaseModel):
@@ -30,7 +34,7 @@ class PacsQuery(BaseModel):
     study_date_from: date | None = None
     study_date_to: date | None = None
     lookback_days: int | None = Field(None, ge=1, le=3650)
-    modality: str | None = Field(None, pattern=r"^[A-Z]{2,4}$")
+    modality: str | None = Field(None, pattern=r"^[A-Z]{2,4}$", description="an image modality: CT, MR, DX ...")
     body_part: str | None = Field(None, min_length=1, max_length=16)
     series_description: str | None = Field(None, min_length=1, max_length=64, description="glob, e.g. *AXIAL*")
     id_list: Path | None = Field(None, description="CSV with an accession_number or study_uid column")
@@ -57,6 +61,8 @@ class PacsQuery(BaseModel):
         return f"{start.strftime('%Y%m%d') if start else ''}-{end.strftime('%Y%m%d') if end else ''}"
 
     def matches(self, series: RemoteSeries, today: date | None = None) -> bool:
+        if (series.modality or "").upper() in NON_IMAGE_MODALITIES:
+            return False
         start, end = self.date_range(today)
         study_date = _parse_da(series.study_date)
         if (start or end) and study_date is None:

@@ -86,6 +86,7 @@ def test_queries_are_validated_and_matched_here_whatever_the_server_did():
     assert PacsQuery(study_date_to="2024-01-31").dicom_date_range() == "-20240131"
     assert PacsQuery().dicom_date_range() is None
     assert PacsQuery(body_part="chest").matches(RemoteSeries("1", "2", body_part="CHEST"))
+    assert not PacsQuery().matches(RemoteSeries("1", "3", modality="SR"))  # reports, ours too, are never pulled
 
 
 def test_id_lists_read_accessions_or_study_uids_and_refuse_anything_else(tmp_path):
