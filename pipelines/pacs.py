@@ -15,6 +15,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medtl.errors import SourceError
 from medtl.identity import pseudonymizer_from_env
 from medtl.scoring.from_pacs import PacsScoreResult, score_from_pacs
 from medtl.sources.location import parse_location
@@ -44,7 +45,11 @@ class PacsScoreParameters(BaseModel):
     @field_validator("source")
     @classmethod
     def _remote(cls, value: str) -> str:
-        if not parse_location(value).is_remote:  # also refuses a password in the URI
+        try:
+            location = parse_location(value)
+        except SourceError as error:  # a password in the URI, an unknown scheme: a validation error like any other
+            raise ValueError(error.what) from None
+        if not location.is_remote:
             raise ValueError("the PACS flow needs a dicomweb+http(s):// or dimse:// source; folders use medtl-score")
         return value
 

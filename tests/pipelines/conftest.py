@@ -8,6 +8,7 @@ import os
 import pytest
 
 from medtl.training.train import train
+from support.orthanc import orthanc, pacs_credentials  # noqa: F401 - fixtures for the PACS flow test
 from support.trained import ingested_cohort, signing_key, tiny_config
 
 

@@ -5,24 +5,7 @@ from __future__ import annotations
 import pytest
 
 from medtl.datasets.synth import make_cohort
-from support.orthanc import PASSWORD, USER, Orthanc
-
-
-@pytest.fixture
-def pacs_credentials(monkeypatch):
-    monkeypatch.delenv("MEDTL_PACS_CREDENTIALS", raising=False)
-    monkeypatch.delenv("MEDTL_PACS_TOKEN", raising=False)
-    monkeypatch.setenv("MEDTL_PACS_USERNAME", USER)
-    monkeypatch.setenv("MEDTL_PACS_PASSWORD", PASSWORD)
-
-
-@pytest.fixture
-def orthanc(tmp_path, pacs_credentials):
-    server = Orthanc(tmp_path / "orthanc").start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from support.orthanc import orthanc, pacs_credentials  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")

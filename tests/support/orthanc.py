@@ -144,3 +144,21 @@ class Orthanc:
 
 def dicom_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*.dcm") if path.is_file())
+
+
+@pytest.fixture
+def pacs_credentials(monkeypatch):
+    monkeypatch.delenv("MEDTL_PACS_CREDENTIALS", raising=False)
+    monkeypatch.delenv("MEDTL_PACS_TOKEN", raising=False)
+    monkeypatch.setenv("MEDTL_PACS_USERNAME", USER)
+    monkeypatch.setenv("MEDTL_PACS_PASSWORD", PASSWORD)
+
+
+@pytest.fixture
+def orthanc(tmp_path, pacs_credentials):
+    """A fresh Orthanc for one test (it starts in about a second), stopped by process id afterwards."""
+    server = Orthanc(tmp_path / "orthanc").start()
+    try:
+        yield server
+    finally:
+        server.stop()
