@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from medtl.identity import Pseudonymizer
+from medtl.ingest.pipeline import REPORT
 from medtl.scoring.score import STAGING, Scorer, ScoreResult, check_policy, prepare, record_scored, score_inputs
 from medtl.sources.location import SourceLocation, parse_location
 from medtl.sources.pull import GIB, Puller, open_remote
@@ -25,6 +26,7 @@ from medtl.sources.state import PullState
 log = logging.getLogger(__name__)
 PULL_STATE = "pull-state"
 PULL_STAGING = "staging"
+INGEST_REPORTS = "ingest-reports"
 
 
 @dataclass
@@ -114,12 +116,18 @@ def score_from_pacs(
 def _score_batch(
     scorer: Scorer, remote: RemoteSource, folder: Path, *, out: Path, send_back: bool, **options
 ) -> ScoreResult:
-    """Score one staged batch; its ingest folder goes with it (scores.parquet and the SRs stay)."""
+    """Score one staged batch; its ingest folder goes with it. What stays: scores.parquet, the SRs, and the batch's
+    ingest report (every pulled file: ingested, skipped or quarantined, with its reason) in OUT/ingest-reports."""
     try:
         scored = score_inputs(scorer, [folder], out=out, sr=True, **options)
         if send_back:
             remote.store(scored.reports)
     finally:
+        report = out / STAGING / REPORT
+        if report.exists():
+            kept = out / INGEST_REPORTS / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{folder.name}.json"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(report, kept)
         shutil.rmtree(out / STAGING, ignore_errors=True)
     return scored
 

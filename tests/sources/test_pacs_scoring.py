@@ -4,6 +4,7 @@ the right studies, re-runs that do nothing, a PACS outage in the middle of a sco
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -87,6 +88,9 @@ def test_scoring_from_dicomweb_equals_the_folder_run_and_stores_one_sr_per_serie
         assert report.StudyInstanceUID == series_study[source_series]  # filed into the scanned study
     assert len({s for r in reports for s in referenced_series(r)}) == len(reports)  # one SR per series
     assert not (tmp_path / "scores" / "staging").exists() and not (tmp_path / "scores" / "ingest").exists()
+    kept = [json.loads(p.read_text()) for p in sorted((tmp_path / "scores" / "ingest-reports").glob("*.json"))]
+    assert len(kept) == result.batches  # every pulled file stays accounted for, batch by batch
+    assert sum(sum(report["counts"].values()) for report in kept) == len(files)
     events = open_verified(trained / "artifact").events
     assert len(events) == events_before + 1 and events[-1].payload["source"] == orthanc.dicomweb_uri
     assert events[-1].payload["sent_back"] == len(reports)
