@@ -293,7 +293,8 @@ def demo(
     console.print("scored:          " + ", ".join(f"{k} {v}" for k, v in result["scored"].items()))
     console.print(f"report:          {result['report'] / 'report.html'}")
     console.print(f"target artifact: {result['target']} (verified: {len(verified.checks)} checks passed; "
-                  f"{len(verified.events)} audit events; transfer from {result['source']})")  # fmt: skip
+                  f"{len(verified.events)} audit events)")  # fmt: skip
+    console.print(f"pretrained:      {result['transfer']}")
     console.print(f"scores:          {result['scores'] / 'scores.parquet'} (DICOM SR in {result['scores'] / 'sr'})")
     console.print(f"dataset:         {result['dataset']} (read qc_summary.md)")
 

@@ -1,10 +1,14 @@
 """What `medtl demo` needs besides the flows: its synthetic cohorts, its settings, and its demo keys.
 
-The story the demo tells is the product's: a model trained earlier on a larger related dataset (here a synthetic
-source cohort) is adapted to a small labelled target cohort, and the artifact shows whether that transfer helped,
+The story the demo tells is the product's: a network pretrained on a larger dataset is adapted to a small labelled
+target cohort, and the artifact shows whether that transfer helped,
 against a linear probe and the same network trained from scratch on the same patient-grouped folds. Everything is
 pseudonymised with the public development key (synthetic data only) and the artifacts are signed with a demo key
 made on the spot unless MEDTL_SIGNING_KEY names the site's key. The orchestration is `pipelines.demo`.
+
+Which pretrained network: MedicalNet's 3D ResNet-10 when its file is in the weight store and verified, else
+torchvision's ImageNet ResNet-18 (inflated to 3D) when that file is, else -- as on any machine that never fetched
+weights -- a model the demo first trains on a larger synthetic source cohort. The demo says which it used.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -30,9 +35,43 @@ INTENDED_USE = "Demonstration on synthetic data only; not for any clinical or re
 
 
 @dataclass(frozen=True)
+class DemoTransfer:
+    """Where the target model's pretrained weights come from, and the sentence that tells the user."""
+
+    kind: Literal["medicalnet", "imagenet", "source-model"]
+    backbone: str
+    weights: object  # the train config's `weights` value; for source-model, filled in with the source artifact
+    description: str
+
+
+def choose_transfer() -> DemoTransfer:
+    """The best pretrained network present on this machine; only files that pass their hash check count."""
+    from medtl.models.catalog import check, known_weights
+
+    entries = known_weights()
+    for entry in entries:
+        if entry.source == "medicalnet" and "monai_resnet10" in entry.backbones:
+            status = check(entry)
+            if status.state == "verified":
+                return DemoTransfer("medicalnet", "monai_resnet10", {"source": "medicalnet", "sha256": status.sha256},
+                                    f"MedicalNet 3D ResNet-10 ({entry.key}, sha256 {status.sha256[:12]}…)")  # fmt: skip
+    for entry in entries:
+        imagenet = entry.source == "torchvision" and entry.label == "ResNet18_Weights.IMAGENET1K_V1"
+        if imagenet and check(entry).state == "verified":
+            return DemoTransfer("imagenet", "resnet18", {"source": "torchvision", "name": "IMAGENET1K_V1"},
+                                f"ImageNet ResNet-18 ({entry.key}), inflated to 3D")  # fmt: skip
+    return DemoTransfer(
+        "source-model", "monai_resnet10", None,
+        "a 3D ResNet-10 the demo trained on a larger synthetic source cohort (no MedicalNet or ImageNet weights "
+        "found locally; `medtl weights list` shows where they go)",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class DemoPlan:
     """Every input the demo's flows read, written as files a user can open and reuse with the real commands."""
 
+    transfer: DemoTransfer
     source_cohort: Path
     target_cohort: Path
     incoming: Path
@@ -42,12 +81,15 @@ class DemoPlan:
     signing_key_made: Path | None
 
 
-def train_config(*, weights: object, arms: list[str], epochs: int, final: str, model_id: str, seed: int) -> dict:
+def train_config(
+    *, weights: object, arms: list[str], epochs: int, final: str, model_id: str, seed: int,
+    backbone: str = "monai_resnet10",
+) -> dict:  # fmt: skip
     return {
         "model_id": model_id,
         "intended_use": INTENDED_USE,
         "seed": seed,
-        "model": {"backbone": "monai_resnet10", "weights": weights},
+        "model": {"backbone": backbone, "weights": weights},
         "strategy": {"name": "full", "lr": 1e-3} if weights == "none" else {"name": "layerwise_lr_decay", "lr": 1e-3},
         "arms": arms,
         "epochs": epochs,
@@ -74,19 +116,22 @@ def prepare_demo(out: Path, *, patients: int, seed: int, epochs: int) -> DemoPla
         os.environ["MEDTL_SIGNING_KEY"] = str(made)
     settings = out / "settings"
     settings.mkdir(parents=True)
+    transfer = choose_transfer()
     plan = DemoPlan(
-        source_cohort=out / "source" / "cohort", target_cohort=out / "target" / "cohort",
+        transfer=transfer, source_cohort=out / "source" / "cohort", target_cohort=out / "target" / "cohort",
         incoming=out / "incoming", spec=settings / "preprocessing.json", source_config=settings / "source.yaml",
         target_config=settings / "target.yaml", signing_key_made=made,
     )  # fmt: skip
     plan.spec.write_text(DEMO_SPEC.model_dump_json(indent=2), encoding="utf-8")
-    source = train_config(weights="none", arms=[], epochs=epochs, final="refit", model_id="demo-source", seed=seed)
-    transfer = {"source": "artifact", "path": str((out / "source" / "artifact").resolve())}
-    target = train_config(weights=transfer, arms=["linear_probe", "scratch"], epochs=epochs, final="ensemble",
-                          model_id="demo-target", seed=seed)  # fmt: skip
-    plan.source_config.write_text(yaml.safe_dump(source, sort_keys=False), encoding="utf-8")
+    weights = transfer.weights
+    if transfer.kind == "source-model":
+        source = train_config(weights="none", arms=[], epochs=epochs, final="refit", model_id="demo-source", seed=seed)
+        plan.source_config.write_text(yaml.safe_dump(source, sort_keys=False), encoding="utf-8")
+        make_cohort(plan.source_cohort, patients=2 * patients, seed=seed + 101, difficulty=DEMO_DIFFICULTY)
+        weights = {"source": "artifact", "path": str((out / "source" / "artifact").resolve())}
+    target = train_config(weights=weights, arms=["linear_probe", "scratch"], epochs=epochs, final="ensemble",
+                          model_id="demo-target", seed=seed, backbone=transfer.backbone)  # fmt: skip
     plan.target_config.write_text(yaml.safe_dump(target, sort_keys=False), encoding="utf-8")
-    make_cohort(plan.source_cohort, patients=2 * patients, seed=seed + 101, difficulty=DEMO_DIFFICULTY)
     make_cohort(plan.target_cohort, patients=patients, seed=seed, difficulty=DEMO_DIFFICULTY, with_problems=True)
     make_cohort(plan.incoming, patients=max(4, patients // 5), seed=seed + 202, difficulty=DEMO_DIFFICULTY,
                 with_problems=True)  # fmt: skip

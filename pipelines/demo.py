@@ -1,5 +1,6 @@
-"""`medtl demo` as one Prefect flow: the end-to-end flow twice (a source model, then transfer to the target cohort
-with its evaluation), a demo reviewer's sign-off, then the scoring flow on a fresh batch.
+"""`medtl demo` as one Prefect flow: the end-to-end flow for a source model (only when no MedicalNet / ImageNet
+weights are present locally), the end-to-end flow that transfers to the target cohort and evaluates, a demo
+reviewer's sign-off, then the scoring flow on a fresh batch.
 
 It runs offline. Without a Prefect server configured it starts a temporary local one (8-14 s); with PREFECT_API_URL
 set, the runs appear in that server's UI like any scheduled run.
@@ -50,11 +51,13 @@ def demo_flow(params: DemoParameters) -> dict[str, object]:
         logger.warning("signing artifacts with a demo key made here: %s", plan.signing_key_made)
     logger.warning("pseudonyms use the public development key: synthetic data only")
     common = {"spec": plan.spec, "allow_development_key": True, "workers": 0}
-    source = end_to_end_flow(EndToEndParameters(
-        sources=[plan.source_cohort / "dicom"], labels=plan.source_cohort / "labels.csv",
-        workdir=params.out / "source", config=plan.source_config, evaluate=False, **common,
-    ))  # fmt: skip
-    logger.info("transfer: the source artifact trained above is the pretrained network (no ImageNet weights offline)")
+    source = None
+    if plan.transfer.kind == "source-model":
+        source = end_to_end_flow(EndToEndParameters(
+            sources=[plan.source_cohort / "dicom"], labels=plan.source_cohort / "labels.csv",
+            workdir=params.out / "source", config=plan.source_config, evaluate=False, **common,
+        ))["artifact"]  # fmt: skip
+    logger.info("transfer from %s", plan.transfer.description)
     target = end_to_end_flow(EndToEndParameters(
         sources=[plan.target_cohort / "dicom"], labels=plan.target_cohort / "labels.csv",
         workdir=params.out / "target", config=plan.target_config, n_boot=1000, pdf=pdf_available(), **common,
@@ -66,7 +69,8 @@ def demo_flow(params: DemoParameters) -> dict[str, object]:
         allow_development_key=True,
     ))  # fmt: skip
     return {
-        "source": source["artifact"], "target": target["artifact"], "dataset": target["dataset"],
+        "source": source, "transfer": plan.transfer.description, "target": target["artifact"],
+        "dataset": target["dataset"],
         "report": target["report"], "scores": scores, "sign_off": decision, "scored": scored,
         "training": target.get("training", {}), "verified": verify(target["artifact"]),
     }  # fmt: skip

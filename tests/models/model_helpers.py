@@ -1,9 +1,10 @@
-"""Helpers for the model tests: distinctive random state dicts and file hashes."""
+"""Helpers for the model tests: distinctive random state dicts, file hashes, weight files where sources expect them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from medtl.hashing import sha256_file
@@ -34,3 +35,19 @@ def randomise(state: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.
 
 def sha(path: Path) -> str:
     return sha256_file(path)
+
+
+def install_torchvision_file(state: dict, monkeypatch: pytest.MonkeyPatch, member, stem: str, **save) -> Path:
+    """Write `state` as torchvision would cache it and point the Weights enum at a URL with the file's hash prefix.
+
+    A real file name (resnet18-f37072fd.pth) encodes the published file's hash, which a test fixture cannot have; the
+    URL is the only thing patched — the loader still reads the name from torchvision's enum.
+    """
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    scratch = checkpoints / "scratch.pth"
+    torch.save(state, scratch, **save)
+    path = checkpoints / f"{stem}-{sha(scratch)[:8]}.pth"
+    scratch.rename(path)
+    monkeypatch.setattr(member.value, "url", f"https://download.pytorch.org/models/{path.name}")
+    return path

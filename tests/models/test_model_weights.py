@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.models as tvm
-from model_helpers import randomise, sha
+from model_helpers import install_torchvision_file, randomise, sha
 from safetensors.torch import save_file
 
 from medtl.errors import ArtifactIntegrityError, ConfigError, WeightsError
@@ -25,22 +25,6 @@ from medtl.models.sources import torchvision_checkpoint
 def resnet18_imagenet_state() -> dict[str, torch.Tensor]:
     """A state dict with torchvision resnet18's exact keys and shapes (3 channels, 1000 classes), random values."""
     return randomise(tvm.resnet18(weights=None).state_dict())
-
-
-def _install_torchvision_file(state: dict, monkeypatch: pytest.MonkeyPatch, member, stem: str, **save) -> Path:
-    """Write `state` as torchvision would cache it and point the Weights enum at a URL with the file's hash prefix.
-
-    A real file name (resnet18-f37072fd.pth) encodes the published file's hash, which a test fixture cannot have; the
-    URL is the only thing patched — the loader still reads the name from torchvision's enum.
-    """
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    scratch = checkpoints / "scratch.pth"
-    torch.save(state, scratch, **save)
-    path = checkpoints / f"{stem}-{sha(scratch)[:8]}.pth"
-    scratch.rename(path)
-    monkeypatch.setattr(member.value, "url", f"https://download.pytorch.org/models/{path.name}")
-    return path
 
 
 # ---- torchvision ---------------------------------------------------------------------------------------------------
@@ -67,7 +51,7 @@ def test_missing_torchvision_file_says_which_file_where_and_which_hash() -> None
 
 def test_torchvision_weights_arrive_in_the_model_and_the_head_is_new(resnet18_imagenet_state, monkeypatch) -> None:
     member = tvm.ResNet18_Weights.IMAGENET1K_V1
-    path = _install_torchvision_file(resnet18_imagenet_state, monkeypatch, member, "resnet18")
+    path = install_torchvision_file(resnet18_imagenet_state, monkeypatch, member, "resnet18")
     # torchvision's own loader finds the very same file in its cache (and therefore would not download it).
     from_hub = torch.hub.load_state_dict_from_url(member.url, check_hash=True, weights_only=True)
     assert from_hub.keys() == resnet18_imagenet_state.keys()
@@ -89,7 +73,7 @@ def test_torchvision_weights_arrive_in_the_model_and_the_head_is_new(resnet18_im
 
 
 def test_tampered_torchvision_file_is_refused(resnet18_imagenet_state, monkeypatch) -> None:
-    path = _install_torchvision_file(
+    path = install_torchvision_file(
         resnet18_imagenet_state, monkeypatch, tvm.ResNet18_Weights.IMAGENET1K_V1, "resnet18"
     )
     data = bytearray(path.read_bytes())
@@ -100,7 +84,7 @@ def test_tampered_torchvision_file_is_refused(resnet18_imagenet_state, monkeypat
 
 
 def test_a_pinned_torchvision_file_must_match_the_full_pin(resnet18_imagenet_state, monkeypatch) -> None:
-    path = _install_torchvision_file(
+    path = install_torchvision_file(
         resnet18_imagenet_state, monkeypatch, tvm.ResNet18_Weights.IMAGENET1K_V1, "resnet18"
     )
     pin = register_file(path)
@@ -117,7 +101,7 @@ def test_a_pinned_torchvision_file_must_match_the_full_pin(resnet18_imagenet_sta
 
 
 def test_grey_input_sums_the_rgb_kernels_and_records_it(resnet18_imagenet_state, monkeypatch) -> None:
-    _install_torchvision_file(resnet18_imagenet_state, monkeypatch, tvm.ResNet18_Weights.IMAGENET1K_V1, "resnet18")
+    install_torchvision_file(resnet18_imagenet_state, monkeypatch, tvm.ResNet18_Weights.IMAGENET1K_V1, "resnet18")
     built = create_model("resnet18", weights="torchvision", in_channels=1, num_classes=2)
     expected = resnet18_imagenet_state["conv1.weight"].sum(dim=1, keepdim=True)
     torch.testing.assert_close(built.model.conv1.weight.detach(), expected)
@@ -138,7 +122,7 @@ def test_legacy_densenet_checkpoint_layout_loads(monkeypatch) -> None:
             if ".denselayer" in key and f".{old}." in key:
                 key = key.replace(f".{old}.", f".{new}.")
         legacy[key] = value
-    _install_torchvision_file(legacy, monkeypatch, tvm.DenseNet121_Weights.IMAGENET1K_V1, "densenet121",
+    install_torchvision_file(legacy, monkeypatch, tvm.DenseNet121_Weights.IMAGENET1K_V1, "densenet121",
                               _use_new_zipfile_serialization=False)  # fmt: skip
     built = create_model("densenet121", weights="torchvision", in_channels=3, num_classes=2)
     loaded = built.model.state_dict()

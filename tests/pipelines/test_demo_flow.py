@@ -15,10 +15,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_demo_flow_runs_every_stage_and_transfers_from_its_source_model(tmp_path, monkeypatch):
     monkeypatch.delenv("MEDTL_SIGNING_KEY", raising=False)
+    for store in ("TORCH_HOME", "MEDTL_HOME"):  # no pretrained weights here: the demo trains its own source model
+        monkeypatch.setenv(store, str(tmp_path / store.lower()))
     result = demo_flow(DemoParameters(out=tmp_path / "demo", patients=12, seed=1, epochs=2))
     target = open_verified(result["target"])
     assert target.is_signed
     assert target.metadata["provenance"]["pretrained"]["source"] == "artifact"
+    assert result["source"] is not None and "synthetic source cohort" in result["transfer"]
     assert target.metadata["provenance"]["flow_run_id"]  # trained inside the flow, and the artifact says which run
     transfer = json.loads(target.read_text("metrics/transfer.json"))
     assert [entry["arm"] for entry in transfer] == ["main", "linear_probe", "scratch"]
