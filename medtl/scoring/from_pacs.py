@@ -42,7 +42,7 @@ class PacsScoreResult:
     abstained: int = 0
     sent_back: int = 0
     batches: int = 0
-    failed: list[str] = field(default_factory=list)  # series keys that failed this run (retried next run)
+    failed: list[str] = field(default_factory=list)  # series / study keys that failed this run (retried next run)
     quarantined_now: list[str] = field(default_factory=list)
     peak_staging_bytes: int = 0
     approved: bool = False
@@ -50,7 +50,7 @@ class PacsScoreResult:
     def describe(self) -> str:
         problems = ""
         if self.failed:
-            problems += f"\n{len(self.failed)} series could not be retrieved (retried next run)"
+            problems += f"\n{len(self.failed)} series or studies failed (tried again next run)"
         if self.quarantined_now:
             problems += f"\n{len(self.quarantined_now)} series quarantined after repeated failures (see pull-state)"
         note = "" if self.approved else " (UNAPPROVED artifact: decisions are provisional)"

@@ -7,9 +7,10 @@
         puller.commit(batch)       # only now are its series done; the folder is removed
 
 Disk use: a batch closes as soon as its series reach `max_staging_bytes`, so staging holds at most that plus one
-series (sizes are unknown before retrieval). A series the PACS cannot deliver is recorded as failed and skipped; after
-`max_attempts` runs it is quarantined with its reason instead of being retried every night. If the PACS itself stops
-answering, the run stops with SourceUnavailableError: committed batches stay done, the open batch is discarded.
+series (sizes are unknown before retrieval). A series the PACS cannot deliver -- or a study whose series it cannot
+list -- is recorded as failed and skipped; after `max_attempts` runs it is quarantined with its reason instead of
+being retried every night. If the PACS itself stops answering, the run stops with SourceUnavailableError: committed
+batches stay done, the open batch is discarded.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class Puller:
         self.summary = PullSummary()
 
     def plan(self, query: PacsQuery, *, today: date | None = None) -> PullPlan:
-        found = self.source.find_series(query, today=today)
+        found = self.source.find_series(query, today=today, studies_to_skip=self if self.state else None)
         record = self.state.record if self.state else None
         new = [s for s in found if self.state is None or self.state.is_new(s.key)]
         done = sum(1 for s in found if record and s.key in record.done)
@@ -114,6 +115,20 @@ class Puller:
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
 
+    def skip(self, key: str) -> bool:
+        """A study quarantined by earlier runs is not queried again (StudyFilter)."""
+        return self.state is not None and key in self.state.record.quarantined
+
+    def failed(self, key: str, reason: str) -> None:
+        """A study whose series the PACS could not list: counted like a failing series (StudyFilter)."""
+        self._record_failure(key, reason)
+
+    def listed(self, key: str) -> None:
+        """A study that failed before answers again: its count starts afresh (StudyFilter)."""
+        if self.state is not None and key in self.state.record.failures:
+            self.state.record.failures.pop(key)
+            self.state.save()
+
     def commit(self, batch: Batch) -> None:
         """The consumer is finished with BATCH: record its series as done and free its disk space."""
         if self.state is not None:
@@ -135,7 +150,7 @@ class Puller:
             shutil.rmtree(target, ignore_errors=True)
             if isinstance(error, SourceUnavailableError) and not self.source.answers():
                 raise  # the PACS is down, not this series: stop here and resume next run
-            self._record_failure(series, error.what)
+            self._record_failure(series.key, error.what)
             return False
         batch.series.append(series)
         batch.bytes += size
@@ -145,11 +160,11 @@ class Puller:
             log.warning("series %s alone (%.1f MiB) exceeds the staging limit", series.key, size / 2**20)
         return True
 
-    def _record_failure(self, series: RemoteSeries, reason: str) -> None:
-        self.summary.failed.append((series.key, reason))
-        quarantined = self.state.mark_failed(series.key, reason) if self.state is not None else False
+    def _record_failure(self, key: str, reason: str) -> None:
+        self.summary.failed.append((key, reason))
+        quarantined = self.state.mark_failed(key, reason) if self.state is not None else False
         if quarantined:
-            self.summary.quarantined_now.append(series.key)
-            log.error("series %s quarantined after repeated failures: %s", series.key, reason)
+            self.summary.quarantined_now.append(key)
+            log.error("%s quarantined after repeated failures: %s", key, reason)
         else:
-            log.warning("series %s could not be retrieved (will retry next run): %s", series.key, reason)
+            log.warning("%s failed (tried again next run): %s", key, reason)

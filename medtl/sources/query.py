@@ -107,6 +107,11 @@ def series_key(series_uid: str) -> str:
     return hashlib.sha256(series_uid.encode()).hexdigest()[:24]
 
 
+def study_key(study_uid: str) -> str:
+    """The same for a study; prefixed so that a study and a series never share a record."""
+    return "study-" + hashlib.sha256(study_uid.encode()).hexdigest()[:24]
+
+
 @dataclass(frozen=True)
 class IdList:
     accessions: tuple[str, ...] = ()

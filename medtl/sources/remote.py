@@ -14,14 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pydicom.dataset import Dataset
 from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from medtl.errors import SourceError, SourceUnavailableError
+from medtl.errors import SourceAuthError, SourceError, SourceUnavailableError
 from medtl.sources.location import SourceLocation
-from medtl.sources.query import PacsQuery, RemoteSeries, read_id_list
+from medtl.sources.query import PacsQuery, RemoteSeries, read_id_list, study_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,6 +45,16 @@ class Transient(Exception):
 
 class SeriesFailed(SourceError):
     """The PACS answers but cannot deliver this series (missing file, decode error on its side, 404)."""
+
+
+class StudyFilter(Protocol):
+    """What a scheduled run tells a query about studies: which to leave out, and where to report a failing one."""
+
+    def skip(self, key: str) -> bool: ...
+
+    def failed(self, key: str, reason: str) -> None: ...
+
+    def listed(self, key: str) -> None: ...
 
 
 class RemoteSource(ABC):
@@ -81,16 +91,34 @@ class RemoteSource(ABC):
             return False
         return True
 
-    def find_series(self, query: PacsQuery, *, today: date | None = None) -> list[RemoteSeries]:
-        """Every series matching QUERY, each once, in a stable order (study date, then UIDs)."""
+    def find_series(
+        self, query: PacsQuery, *, today: date | None = None, studies_to_skip: StudyFilter | None = None
+    ) -> list[RemoteSeries]:
+        """Every series matching QUERY, each once, in a stable order (study date, then UIDs).
+
+        With STUDIES_TO_SKIP (scheduled runs), a study whose series the PACS cannot list is reported to it and left
+        out instead of failing the whole run, and studies it names (quarantined ones) are not asked about again."""
         studies = self._studies(query, today)
         series_filters = {"Modality": query.modality} if query.modality else {}
         found: dict[str, RemoteSeries] = {}
         for study in studies:
-            answers = self._with_retries(
-                lambda uid=study.StudyInstanceUID: self._find("SERIES", series_filters, SERIES_FIELDS, uid),
-                "query series",
-            )
+            key = study_key(str(study.StudyInstanceUID))
+            if studies_to_skip is not None and studies_to_skip.skip(key):
+                continue
+            try:
+                answers = self._with_retries(
+                    lambda uid=study.StudyInstanceUID: self._find("SERIES", series_filters, SERIES_FIELDS, uid),
+                    "query series",
+                )
+            except (SourceAuthError, SourceUnavailableError):
+                raise  # the PACS as a whole: no study is to blame
+            except SourceError as error:
+                if studies_to_skip is None:
+                    raise
+                studies_to_skip.failed(key, f"its series could not be listed: {error.what}")
+                continue
+            if studies_to_skip is not None:
+                studies_to_skip.listed(key)
             for answer in answers:
                 series = _remote_series(study, answer)
                 if series.series_uid and query.matches(series, today):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from medtl.errors import SourceAuthError, SourceUnavailableError
+from medtl.errors import SourceAuthError, SourceError, SourceUnavailableError
 from medtl.sources.pull import Puller, open_remote
 from medtl.sources.query import PacsQuery
 from medtl.sources.remote import RetryPolicy
@@ -135,6 +135,37 @@ def test_a_series_the_pacs_cannot_deliver_is_retried_then_quarantined(orthanc, c
     assert reason.startswith("received ") and broken not in reason  # why, without the UID
     state = PullState.open(tmp_path / "state", source.location, "b" * 64)
     assert Puller(source, tmp_path / "staging", state=state).plan(PacsQuery()).new == []  # not retried forever
+
+
+def test_a_study_the_pacs_cannot_list_is_left_out_then_quarantined_and_not_asked_about_again(orthanc, cohort, tmp_path):
+    files = dicom_files(cohort / "dicom")
+    orthanc.upload(files)
+    series = truth(files)
+    broken_series = sorted(series)[0]
+    broken_study = series[broken_series]["study"]
+    for path in orthanc.attachment_files(broken_series):
+        path.unlink()  # Orthanc's DICOMweb plugin reads a stored file to list a study's series: HTTP 500 for it
+    source = open_remote(orthanc.dicomweb_uri, FAST)
+    with pytest.raises(SourceError, match="HTTP 500"):
+        source.find_series(PacsQuery())  # a one-off query says so; a scheduled run goes on without that study
+    others = {uid for uid, s in series.items() if s["study"] != broken_study}
+    plans = []
+    for _ in range(4):
+        state = PullState.open(tmp_path / "state", source.location, "d" * 64, max_attempts=3)
+        puller = Puller(source, tmp_path / "staging", state=state)
+        plan = puller.plan(PacsQuery())
+        plans.append(
+            ({s.series_uid for s in plan.new}, list(puller.summary.failed), list(puller.summary.quarantined_now))
+        )
+        for batch in puller.batches(plan):
+            puller.commit(batch)
+    assert plans[0][0] == others and len(plans[0][1]) == 1  # the other studies are pulled on the first night
+    assert plans[1][0] == set() and len(plans[1][1]) == 1 and not plans[1][2]
+    assert plans[2][0] == set() and len(plans[2][1]) == 1 and len(plans[2][2]) == 1
+    assert plans[3] == (set(), [], [])  # quarantined: not even queried any more
+    record = PullState.open(tmp_path / "state", source.location, "d" * 64).record
+    (reason,) = [q.reason for q in record.quarantined.values()]
+    assert "could not be listed" in reason and broken_study not in reason
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
