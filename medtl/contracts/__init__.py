@@ -14,6 +14,7 @@ from medtl.contracts.evaluation import Metrics, ScoreRow
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.contracts.labels import LabelRow
 from medtl.contracts.preprocessing import PreprocessingSpec
+from medtl.contracts.pull import PullReport, PullState
 from medtl.contracts.training import Splits
 
 # Every contract, in data-flow order; data_contracts/ holds one JSON Schema file per entry.
@@ -22,6 +23,7 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     ManifestRow,
     Fingerprint,
     IngestReport,
+    PullReport,
     PreprocessingSpec,
     Splits,
     ArtifactMetadata,
@@ -29,6 +31,7 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     AuditEvent,
     Metrics,
     ScoreRow,
+    PullState,
 )
 
 __all__ = [
@@ -43,6 +46,8 @@ __all__ = [
     "ManifestRow",
     "Metrics",
     "PreprocessingSpec",
+    "PullReport",
+    "PullState",
     "ScoreRow",
     "Splits",
     "read_json",

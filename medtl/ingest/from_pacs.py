@@ -8,12 +8,12 @@ the PACS could not deliver are listed in pull_report.json with their reasons, be
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtl.contracts import PreprocessingSpec
+from medtl.contracts import PreprocessingSpec, write_json
+from medtl.contracts.pull import PulledFailure, PullReport
 from medtl.errors import IngestError
 from medtl.identity import Pseudonymizer
 from medtl.ingest.pipeline import IngestResult, ingest_sources
@@ -85,12 +85,6 @@ def ingest_from_pacs(
 
 
 def _write_report(path: Path, source: str, query: str, found: int, pulled: int, failed: list[tuple[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "source": source,
-        "query": query,
-        "series_found": found,
-        "series_pulled": pulled,
-        "failed": [{"series_key": key, "reason": reason} for key, reason in failed],
-    }
-    path.write_text(json.dumps(document, indent=1))
+    failures = [PulledFailure(series_key=key, reason=reason) for key, reason in failed]
+    report = PullReport(source=source, query=query, series_found=found, series_pulled=pulled, failed=failures)
+    write_json(report, path)

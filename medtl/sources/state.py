@@ -8,49 +8,17 @@ live beside the PHI-free outputs. The file is rewritten atomically after every c
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from medtl.contracts import read_json, write_json
+from medtl.contracts.pull import Failure, Quarantined
+from medtl.contracts.pull import PullState as PullRecord
 from medtl.sources.location import SourceLocation
-
-STATE_VERSION = 1
-
-
-class Failure(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    attempts: int
-    last_error: str
-    last_at: str
-
-
-class Quarantined(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str
-    attempts: int
-    at: str
-
-
-class PullRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    version: int = STATE_VERSION
-    source: str
-    consumer: str
-    done: dict[str, str] = Field(default_factory=dict)  # series key -> when it was finished
-    failures: dict[str, Failure] = Field(default_factory=dict)
-    quarantined: dict[str, Quarantined] = Field(default_factory=dict)
-    runs: int = 0
-    last_run_at: str | None = None
 
 
 class PullState:
-    """One record per (source, consumer), in FOLDER/pull-<source key>-<consumer>.json."""
+    """One record per (source, consumer), in FOLDER/pull-<source key>-<consumer>.json (contract pull_state)."""
 
     def __init__(self, path: Path, record: PullRecord, *, max_attempts: int) -> None:
         self.path = path
@@ -61,7 +29,7 @@ class PullState:
     def open(cls, folder: Path, location: SourceLocation, consumer: str, *, max_attempts: int = 3) -> PullState:
         path = Path(folder) / f"pull-{location.key}-{consumer[:16]}.json"
         if path.exists():
-            record = PullRecord.model_validate_json(path.read_text())
+            record = read_json(PullRecord, path)
         else:
             record = PullRecord(source=location.display, consumer=consumer)
         return cls(path, record, max_attempts=max_attempts)
@@ -100,9 +68,7 @@ class PullState:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.record.model_dump(mode="json"), indent=1, sort_keys=True))
-        os.replace(temporary, self.path)
+        write_json(self.record, self.path)  # atomic: a crash leaves the previous record
 
 
 def _now() -> str:
