@@ -154,3 +154,17 @@ def test_ingest_from_the_pacs_by_accession_list_equals_ingest_from_the_folder(or
     pd.testing.assert_frame_equal(pacs_manifest.reset_index(drop=True), folder_manifest.reset_index(drop=True))
     assert not (tmp_path / "from-pacs" / "pull-staging").exists()  # staged DICOM deleted after ingest
     assert requests.get(orthanc.rest + "/system", timeout=5).status_code == 401  # and Orthanc still wants a login
+
+
+def test_the_score_command_with_a_pacs_uri_and_no_send_back_keeps_the_srs_local(orthanc, trained, tmp_path):
+    orthanc.upload(dicom_files(trained / "new" / "dicom"))
+    command = [sys.executable, "-m", "medtl.cli", "score", str(trained / "artifact"), orthanc.dimse_uri, "--out",
+               str(tmp_path / "scores"), "--allow-unapproved", "--dev-pseudonym-key", "--no-send-back",
+               "--series-description", "AXIAL*"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    scored = pd.read_parquet(tmp_path / "scores" / "scores.parquet")
+    axial = [s for s in orthanc.series_of_modality("CT") if s["MainDicomTags"]["SeriesDescription"].startswith("AXIAL")]
+    assert len(scored) == len(axial) and "0 SR(s) sent back" in done.stdout and "UNAPPROVED" in done.stdout
+    assert len(list((tmp_path / "scores" / "sr").glob("SR_*.dcm"))) == len(axial)  # written, kept here
+    assert orthanc.series_of_modality("SR") == []  # and not sent
