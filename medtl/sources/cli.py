@@ -56,7 +56,10 @@ def build_query(
 
 
 def is_remote(text: str) -> bool:
-    return text.split("://", 1)[0].lower() in ("dicomweb+http", "dicomweb+https", "dimse") if "://" in text else False
+    """A PACS URI (an unknown scheme or a password in it is an error here, not a folder that does not exist)."""
+    from medtl.sources.location import parse_location
+
+    return parse_location(text).is_remote
 
 
 @pacs_app.command("ping")
