@@ -17,7 +17,7 @@ from medtl.contracts.pull import PulledFailure, PullReport
 from medtl.errors import IngestError
 from medtl.identity import Pseudonymizer
 from medtl.ingest.pipeline import IngestResult, ingest_sources
-from medtl.sources.location import SourceLocation, parse_location
+from medtl.sources.location import SourceLocation
 from medtl.sources.pull import GIB, Puller, open_remote
 from medtl.sources.query import PacsQuery
 from medtl.sources.remote import RetryPolicy
@@ -51,7 +51,7 @@ def ingest_from_pacs(
     progress: bool = False,
 ) -> PacsIngestResult:
     out = Path(out)
-    remote = open_remote(source if isinstance(source, SourceLocation) else parse_location(source), retry)
+    remote = open_remote(source, retry)
     puller = Puller(remote, out / "pull-staging", max_staging_bytes=max_staging_bytes)
     plan = puller.plan(query)
     if not plan.new:

@@ -17,7 +17,7 @@ from pathlib import Path
 from medtl.identity import Pseudonymizer
 from medtl.ingest.pipeline import REPORT
 from medtl.scoring.score import STAGING, Scorer, ScoreResult, check_policy, prepare, record_scored, score_inputs
-from medtl.sources.location import SourceLocation, parse_location
+from medtl.sources.location import SourceLocation
 from medtl.sources.pull import GIB, Puller, open_remote
 from medtl.sources.query import PacsQuery
 from medtl.sources.remote import RemoteSource, RetryPolicy
@@ -84,7 +84,7 @@ def score_from_pacs(
     check_policy(policy)
     out = Path(out)
     scorer = prepare(artifact, allow_unapproved=allow_unapproved)
-    remote = open_remote(source if isinstance(source, SourceLocation) else parse_location(source), retry)
+    remote = open_remote(source, retry)
     state = PullState.open(out / PULL_STATE, remote.location, scorer.artifact.manifest_hash, max_attempts=max_attempts)
     puller = Puller(remote, out / PULL_STAGING, state=state, max_staging_bytes=max_staging_bytes)
     plan = puller.plan(query, today=today)

@@ -10,12 +10,14 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from medtl.errors import SourceAuthError, SourceError, SourceUnavailableError
+from medtl.errors import IngestError, SourceAuthError, SourceError, SourceUnavailableError
+from medtl.ingest.from_pacs import ingest_from_pacs
 from medtl.sources.pull import Puller, open_remote
 from medtl.sources.query import PacsQuery
 from medtl.sources.remote import RetryPolicy
 from medtl.sources.state import PullState
 from support.orthanc import Orthanc, dicom_files
+from support.trained import DEV_PSEUDONYMIZER
 
 pytestmark = [pytest.mark.integration]
 FAST = RetryPolicy(attempts=2, base_delay=0.05, max_delay=0.1)
@@ -218,3 +220,17 @@ def _by_series(files: list[Path]) -> dict[str, list[Path]]:
     for path in files:
         groups[pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID].append(path)
     return groups
+
+
+def test_an_ingest_larger_than_the_staging_limit_stops_before_ingest_and_leaves_nothing_staged(
+    orthanc, cohort, tmp_path
+):
+    orthanc.upload(dicom_files(cohort / "dicom"))
+    with pytest.raises(IngestError, match="exceeds the staging limit") as stopped:
+        ingest_from_pacs(orthanc.dicomweb_uri, PacsQuery(), out=tmp_path / "dataset", pseudonymizer=DEV_PSEUDONYMIZER,
+                         max_staging_bytes=200_000, retry=FAST)  # fmt: skip
+    assert "--max-staging-gb" in str(stopped.value)
+    assert (
+        not (tmp_path / "dataset" / "pull-staging").exists()
+        and not (tmp_path / "dataset" / "manifest.parquet").exists()
+    )
