@@ -60,20 +60,22 @@ def ingest_from_pacs(
             fix="check the dates, modality and id list; `medtl pacs query` shows what the PACS holds",
         )  # fmt: skip
     result = None
-    for batch in puller.batches(plan):
-        accounted = len(batch.series) + len(puller.summary.failed)
-        if accounted < len(plan.new):
-            raise IngestError(
-                f"the cohort exceeds the staging limit ({max_staging_bytes / GIB:.1f} GiB) after {accounted} of "
-                f"{len(plan.new)} series",
-                where=remote.location.display,
-                fix="raise --max-staging-gb (the disk under the dataset folder must hold the whole cohort once) "
-                "or split the id list into several datasets",
-            )
-        result = ingest_sources([batch.folder], out=out, pseudonymizer=pseudonymizer, labels=labels, spec=spec,
-                                workers=workers, progress=progress)  # fmt: skip
-        puller.commit(batch)
-    shutil.rmtree(out / "pull-staging", ignore_errors=True)
+    try:
+        for batch in puller.batches(plan):
+            accounted = len(batch.series) + len(puller.summary.failed)
+            if accounted < len(plan.new):
+                raise IngestError(
+                    f"the cohort exceeds the staging limit ({max_staging_bytes / GIB:.1f} GiB) after {accounted} of "
+                    f"{len(plan.new)} series",
+                    where=remote.location.display,
+                    fix="raise --max-staging-gb (the disk under the dataset folder must hold the whole cohort once) "
+                    "or split the id list into several datasets",
+                )
+            result = ingest_sources([batch.folder], out=out, pseudonymizer=pseudonymizer, labels=labels, spec=spec,
+                                    workers=workers, progress=progress)  # fmt: skip
+            puller.commit(batch)
+    finally:  # staged DICOM never outlives the run, whatever stopped it
+        shutil.rmtree(out / "pull-staging", ignore_errors=True)
     failed = list(puller.summary.failed)
     _write_report(out / PULL_REPORT, remote.location.display, plan.query, len(plan.new), puller.summary.pulled, failed)
     if result is None:
