@@ -21,7 +21,6 @@ from medtl.scoring.from_pacs import PacsScoreResult, score_from_pacs
 from medtl.sources.location import parse_location
 from medtl.sources.pull import GIB
 from medtl.sources.query import PacsQuery
-from medtl.sources.remote import RetryPolicy
 from pipelines.common import retry_on_io_only
 
 
@@ -68,7 +67,6 @@ def pull_score_send(params: PacsScoreParameters) -> PacsScoreResult:
         send_back=params.send_back,
         max_staging_bytes=int(params.max_staging_gb * GIB),
         max_attempts=params.max_attempts,
-        retry=RetryPolicy(),
     )
 
 

@@ -14,7 +14,7 @@ from medtl.contracts.evaluation import Metrics, ScoreRow
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.contracts.labels import LabelRow
 from medtl.contracts.preprocessing import PreprocessingSpec
-from medtl.contracts.pull import PullReport, PullState
+from medtl.contracts.pull import PullRecord, PullReport
 from medtl.contracts.training import Splits
 
 # Every contract, in data-flow order; data_contracts/ holds one JSON Schema file per entry.
@@ -31,7 +31,7 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     AuditEvent,
     Metrics,
     ScoreRow,
-    PullState,
+    PullRecord,
 )
 
 __all__ = [
@@ -46,8 +46,8 @@ __all__ = [
     "ManifestRow",
     "Metrics",
     "PreprocessingSpec",
+    "PullRecord",
     "PullReport",
-    "PullState",
     "ScoreRow",
     "Splits",
     "read_json",

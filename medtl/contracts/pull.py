@@ -43,7 +43,7 @@ class Quarantined(Strict):
     at: str
 
 
-class PullState(ContractModel):
+class PullRecord(ContractModel):
     """OUT/pull-state/pull-<source>-<artifact>.json: what a consumer finished, what fails, what was given up on."""
 
     contract_name: ClassVar[str] = "pull_state"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from medtl.identity import Pseudonymizer
 from medtl.ingest.pipeline import REPORT
-from medtl.scoring.score import STAGING, Scorer, ScoreResult, check_policy, prepare, record_scored, score_inputs
+from medtl.scoring.score import SCORES, STAGING, Scorer, ScoreResult, check_policy, prepare, record_scored, score_inputs
 from medtl.sources.location import SourceLocation
 from medtl.sources.pull import GIB, Puller, open_remote
 from medtl.sources.query import PacsQuery
@@ -58,7 +58,7 @@ class PacsScoreResult:
             f"{self.source}: {self.new_series} new series ({self.already_done} done before, "
             f"{self.quarantined_before} quarantined); scored {self.scored} scan(s) in {self.batches} batch(es), "
             f"{self.flagged} flagged, {self.abstained} abstained; {self.sent_back} SR(s) sent back{note}{problems}\n"
-            f"wrote {self.out / 'scores.parquet'}"
+            f"wrote {self.out / SCORES}"
         )
 
 

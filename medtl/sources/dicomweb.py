@@ -63,8 +63,7 @@ class DicomWebSource(RemoteSource):
 
         return self._call(stream, "WADO-RS", series=series)
 
-    def _store(self, files: Sequence[Path]) -> None:
-        datasets = [pydicom.dcmread(path) for path in files]
+    def _store(self, datasets: Sequence[Dataset]) -> None:
         self._call(lambda: self.client.store_instances(datasets), "STOW-RS")
 
     def _call(self, request, service: str, series: RemoteSeries | None = None):

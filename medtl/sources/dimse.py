@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.presentation import build_context
@@ -110,8 +109,7 @@ class DimseSource(RemoteSource):
             raise SeriesFailed("the PACS sent no instances for the series", where=series.key)
         return written["bytes"]
 
-    def _store(self, files: Sequence[Path]) -> None:
-        datasets = [pydicom.dcmread(path) for path in files]
+    def _store(self, datasets: Sequence[Dataset]) -> None:
         classes = dict.fromkeys(str(d.SOPClassUID) for d in datasets)
         with self._association([build_context(uid) for uid in classes]) as association:
             for dataset in datasets:

@@ -16,6 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import pydicom
 from pydicom.dataset import Dataset
 from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -77,7 +78,7 @@ class RemoteSource(ABC):
         """Write the series' instances into FOLDER one by one as they arrive; return bytes written."""
 
     @abstractmethod
-    def _store(self, files: Sequence[Path]) -> None:
+    def _store(self, datasets: Sequence[Dataset]) -> None:
         """Send result objects (DICOM SR, encapsulated PDF) to the PACS."""
 
     def ping(self) -> None:
@@ -144,7 +145,8 @@ class RemoteSource(ABC):
 
     def store(self, files: Sequence[Path]) -> None:
         if files:
-            self._with_retries(lambda: self._store(files), f"store {len(files)} result object(s)")
+            datasets = [pydicom.dcmread(path) for path in files]
+            self._with_retries(lambda: self._store(datasets), f"store {len(datasets)} result object(s)")
 
     def _studies(self, query: PacsQuery, today: date | None) -> list[Dataset]:
         if query.id_list is not None:

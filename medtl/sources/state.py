@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from medtl.contracts import read_json, write_json
-from medtl.contracts.pull import Failure, Quarantined
-from medtl.contracts.pull import PullState as PullRecord
+from medtl.contracts.pull import Failure, PullRecord, Quarantined
 from medtl.sources.location import SourceLocation
 
 
