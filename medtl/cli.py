@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from medtl import __version__
+from medtl.artifacts import cli as trust_cli
 from medtl.errors import ConfigError, MedTLError
 from medtl.sources import cli as pacs
 
@@ -189,13 +190,18 @@ def evaluate(
         bool, typer.Option(help="Fit a temperature on the out-of-fold predictions; report calibration before/after.")
     ] = False,
     pdf: Annotated[bool, typer.Option(help="Also write report.pdf (needs WeasyPrint).")] = True,
+    allow_untrusted: trust_cli.AllowUntrusted = False,
 ) -> None:
-    """Metrics with confidence intervals, calibration, operating point, subgroups, transfer; report.html/pdf."""
+    """Metrics with confidence intervals, calibration, operating point, subgroups, transfer; report.html/pdf.
+
+    The `evaluated` event is signed with the pipeline key (MEDTL_SIGNING_KEY), which must be a trusted key."""
+    from medtl.artifacts import resolve_trust
     from medtl.evaluation.evaluate import evaluate as run_evaluation
 
     result = run_evaluation(
-        artifact, out=out, test=test, dataset=dataset, rule=rule, temperature_scaling=temperature_scaling, pdf=pdf
-    )
+        artifact, out=out, test=test, dataset=dataset, rule=rule, temperature_scaling=temperature_scaling, pdf=pdf,
+        trust=resolve_trust(allow_untrusted=allow_untrusted),
+    )  # fmt: skip
     console.print(result.describe())
 
 
@@ -210,15 +216,37 @@ def approve(
         float | None, typer.Option(help="Decision threshold; default: the report's operating point.")
     ] = None,
     comment: Annotated[str | None, typer.Option(help="Free-text comment for the record.")] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="The reviewer's own Ed25519 private key (PEM); default: $MEDTL_REVIEWER_KEY.")
+    ] = None,
+    sign_only: Annotated[
+        bool,
+        typer.Option(
+            "--sign-only",
+            help="Print the signed decision (one line) instead of recording it, for a paused flow's review form.",
+        ),
+    ] = False,
+    allow_untrusted: trust_cli.AllowUntrusted = False,
 ) -> None:
-    """Record a clinician's sign-off as a signed event in the artifact's audit log, bound to the report's hash."""
-    from medtl.evaluation.approve import approve as record
+    """Sign a clinician's decision with the reviewer's own key, bound to the report's hash, and record it.
 
-    event = record(
-        artifact, reviewer=reviewer, role=role, decision=decision, report=report, threshold=threshold, comment=comment
-    )
+    It counts only when the key is listed in MEDTL_APPROVER_KEYS where the artifact is read (never the pipeline key)."""
+    from medtl.artifacts import resolve_trust
+    from medtl.artifacts.decisions import encode_decision
+    from medtl.evaluation.approve import record_review, sign_review
+
+    trust = resolve_trust(allow_untrusted=allow_untrusted)
+    signed = sign_review(
+        artifact, reviewer=reviewer, role=role, decision=decision, report=report, threshold=threshold,  # type: ignore[arg-type]
+        comment=comment, key=key, trust=trust,
+    )  # fmt: skip
+    if sign_only:
+        console.print(encode_decision(signed), markup=False, highlight=False, soft_wrap=True)
+        return
+    event = record_review(artifact, signed, trust=trust)
+    threshold_text = "none" if signed.statement.threshold is None else f"{signed.statement.threshold:g}"
     console.print(
-        f"recorded: {event.kind} by {event.actor} (event {event.index}, threshold {event.payload['threshold']})"
+        f"recorded: {event.kind} by {event.actor} (event {event.index}, threshold {threshold_text})", markup=False
     )
 
 
@@ -248,16 +276,18 @@ def score(
         bool, typer.Option(help="PACS: store each series' SR into its study (STOW-RS / C-STORE).")
     ] = True,
     max_staging_gb: pacs.StagingGb = 2.0,
+    allow_untrusted: trust_cli.AllowUntrusted = False,
 ) -> None:
     """Batch-score new scans with the artifact's own preprocessing, with QC and out-of-distribution flags.
 
     With a PACS URI: only series not yet scored by this artifact are pulled (the watermark is in OUT/pull-state),
     in batches of at most --max-staging-gb, and each series' SR is sent back to its study."""
+    from medtl.artifacts import resolve_trust
     from medtl.identity import pseudonymizer_from_env
 
     pseudonymizer = pseudonymizer_from_env(allow_development_key=dev_pseudonym_key)
     options = dict(out=out, pseudonymizer=pseudonymizer, allow_unapproved=allow_unapproved, policy=policy, tta=tta,
-                   progress=True)  # fmt: skip
+                   progress=True, trust=resolve_trust(allow_untrusted=allow_untrusted))  # fmt: skip
     if any(pacs.is_remote(source) for source in sources):
         from medtl.scoring.from_pacs import score_from_pacs
         from medtl.sources.pull import GIB
@@ -315,6 +345,7 @@ def _mount_lazy_commands() -> None:
     from medtl.models.cli import weights_app
 
     app.command("verify")(_exit_with_code(verify_command))
+    app.add_typer(trust_cli.keys_app, name="keys")
     app.add_typer(weights_app, name="weights")
     app.add_typer(pacs.pacs_app, name="pacs")
 

@@ -145,3 +145,31 @@ def pdf_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def demo_trust(out: Path) -> Path:
+    """Trust anchors for this demo run only (this process's environment), and a demo reviewer's key, returned.
+
+    The demo shows the trusted path, not the development shortcut: the key that signs its artifacts becomes the
+    artifact anchor unless MEDTL_TRUSTED_KEYS is already set, and a demo reviewer's own key (never the pipeline's)
+    is added to the approver keys.
+    """
+    from medtl.artifacts import (
+        APPROVER_KEYS_ENV,
+        TRUSTED_KEYS_ENV,
+        generate_signing_key,
+        public_key_hex,
+        resolve_signing_key,
+    )
+
+    pipeline = resolve_signing_key()
+    if pipeline is not None and not os.environ.get(TRUSTED_KEYS_ENV):
+        os.environ[TRUSTED_KEYS_ENV] = public_key_hex(pipeline)
+    reviewer = Path(out) / "keys" / "demo-reviewer.pem"
+    if not reviewer.exists():
+        generate_signing_key(reviewer)
+    approvers = [part for part in os.environ.get(APPROVER_KEYS_ENV, "").split(os.pathsep) if part.strip()]
+    public = str(reviewer.with_name(reviewer.name + ".pub"))
+    if public not in approvers:
+        os.environ[APPROVER_KEYS_ENV] = os.pathsep.join([*approvers, public])
+    return reviewer

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.artifacts import verify
-from medtl.demo import DemoPlan, pdf_available, prepare_demo
+from medtl.demo import DemoPlan, demo_trust, pdf_available, prepare_demo
 from medtl.evaluation.approve import approve
 from pipelines.end_to_end import EndToEndParameters, end_to_end_flow
 from pipelines.score import ScoreParameters, score_flow
@@ -35,18 +35,21 @@ def synthesize(params: DemoParameters) -> DemoPlan:
 
 
 @task(name="demo-sign-off")
-def sign_off(artifact: Path, report: Path) -> str:
+def sign_off(artifact: Path, report: Path, reviewer_key: Path) -> str:
+    """A demo reviewer signs with their own key, exactly as a clinician would with `medtl approve`."""
     event = approve(
         artifact, reviewer="Demo Reviewer", role="demonstration only", decision="approve", report=report,
-        comment="synthetic demonstration data; not a clinical approval",
+        comment="synthetic demonstration data; not a clinical approval", key=reviewer_key,
     )  # fmt: skip
-    return f"{event.kind} by {event.actor}, threshold {event.payload['threshold']:.3f}"
+    threshold = event.payload["statement"]["threshold"]
+    return f"{event.kind} by {event.actor}, threshold {'none' if threshold is None else f'{threshold:.3f}'}"
 
 
 @flow(name="medtl-demo", validate_parameters=True)
 def demo_flow(params: DemoParameters) -> dict[str, object]:
     logger = get_run_logger()
     plan = synthesize(params)
+    reviewer_key = demo_trust(params.out)
     if plan.signing_key_made:
         logger.warning("signing artifacts with a demo key made here: %s", plan.signing_key_made)
     logger.warning("pseudonyms use the public development key: synthetic data only")
@@ -62,7 +65,7 @@ def demo_flow(params: DemoParameters) -> dict[str, object]:
         sources=[plan.target_cohort / "dicom"], labels=plan.target_cohort / "labels.csv",
         workdir=params.out / "target", config=plan.target_config, n_boot=1000, pdf=pdf_available(), **common,
     ))  # fmt: skip
-    decision = sign_off(target["artifact"], target["report"])
+    decision = sign_off(target["artifact"], target["report"], reviewer_key)
     scores = params.out / "scores"
     scored = score_flow(ScoreParameters(
         artifact=target["artifact"], sources=[plan.incoming / "dicom"], out=scores, sr=True,

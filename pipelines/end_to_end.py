@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from medtl.artifacts import open_verified
+from medtl.artifacts import open_verified, resolve_trust
 from medtl.identity import pseudonymizer_from_env
 from pipelines import stages
 from pipelines.approval import request_approval
@@ -45,6 +45,12 @@ class EndToEndParameters(BaseModel):
     )
     approval_timeout_s: int = Field(7 * 24 * 3600, ge=1, le=90 * 24 * 3600)
     approval_poll_s: int = Field(10, ge=1, le=3600)
+    report_url: str | None = Field(
+        None, description="where the reviewer opens the report (the site's published copy of WORKDIR/report)"
+    )
+    allow_untrusted: bool = Field(
+        False, description="development only: no trust anchor (MEDTL_TRUSTED_KEYS) needed; outputs say UNTRUSTED"
+    )
     workers: int = Field(0, ge=0, le=256)
     allow_development_key: bool = False
 
@@ -86,6 +92,7 @@ def end_to_end_flow(params: EndToEndParameters) -> dict:
         evaluate_params = EvaluateParameters(
             artifact=artifact, out=report, dataset=dataset, rule=params.rule,
             temperature_scaling=params.temperature_scaling, pdf=params.pdf, n_boot=params.n_boot,
+            allow_untrusted=params.allow_untrusted,
         )  # fmt: skip
         settings = evaluate_params.model_dump(mode="json", exclude={"artifact", "out", "dataset"})
         evaluate_key = stages.content_key(
@@ -98,8 +105,9 @@ def end_to_end_flow(params: EndToEndParameters) -> dict:
             stages.mark_done(work, "evaluate", evaluate_key)
             create_markdown_artifact(key="end-to-end-evaluation", markdown=summary_markdown(evaluation))
         summary["report"] = report
-        create_link_artifact(key="evaluation-report", link=(report / "report.html").resolve().as_uri(),
-                             link_text="evaluation report (to review and sign)")  # fmt: skip
+        if params.report_url:
+            create_link_artifact(key="evaluation-report", link=params.report_url,
+                                 link_text="evaluation report (to review and sign)")  # fmt: skip
         if params.approval == "pause":
             summary["review"] = _review(artifact, report, params)
     logger.info("end-to-end finished; skipped (inputs unchanged): %s", ", ".join(summary["skipped"]) or "none")
@@ -107,13 +115,12 @@ def end_to_end_flow(params: EndToEndParameters) -> dict:
 
 
 def _review(artifact: Path, report: Path, params: EndToEndParameters) -> dict[str, object]:
-    """Ask only when this evaluation has no decision yet: a re-run must not ask the reviewer twice."""
-    kinds = [event.kind for event in open_verified(artifact).events]
-    last_evaluation = len(kinds) - 1 - kinds[::-1].index("evaluated")
-    decided = [kind for kind in kinds[last_evaluation:] if kind in ("approved", "rejected")]
-    if decided:
-        return {"decision": "already " + decided[-1], "approved": decided[-1] == "approved"}
-    return request_approval(artifact, report, timeout_s=params.approval_timeout_s, poll_s=params.approval_poll_s)
+    """Ask only when the latest evaluation has no counted decision yet: a re-run must not ask the reviewer twice."""
+    status = open_verified(artifact, trust=resolve_trust(allow_untrusted=params.allow_untrusted)).status
+    if status.event is not None and status.evaluation == status.latest_evaluation:
+        return {"decision": "already " + status.state, "approved": status.approved}
+    return request_approval(artifact, report, timeout_s=params.approval_timeout_s, poll_s=params.approval_poll_s,
+                            report_url=params.report_url)  # fmt: skip
 
 
 def _set_aside(artifact: Path, logger) -> None:

@@ -1,6 +1,6 @@
 """The evaluation flow: `medtl.evaluation.evaluate.evaluate` as one task, the headline numbers in the UI.
 
-Approval is deliberately not part of it: a clinician reads the report and runs `medtl approve` with a signing key.
+Approval is deliberately not part of it: a clinician reads the report and runs `medtl approve` with their own key.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from medtl.artifacts import resolve_trust
 from medtl.errors import ConfigError
 from medtl.evaluation.evaluate import evaluate
 from medtl.evaluation.operating_point import parse_rule
@@ -42,6 +43,9 @@ class EvaluateParameters(BaseModel):
     temperature_scaling: bool = False
     pdf: bool = True
     n_boot: int = Field(2000, ge=100, le=100_000, description="patient bootstrap resamples")
+    allow_untrusted: bool = Field(
+        False, description="development only: no trust anchor (MEDTL_TRUSTED_KEYS) needed; outputs say UNTRUSTED"
+    )
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_io_only)
@@ -56,6 +60,7 @@ def run_evaluation(params: EvaluateParameters) -> dict:
         temperature_scaling=params.temperature_scaling,
         pdf=params.pdf,
         n_boot=params.n_boot,
+        trust=resolve_trust(allow_untrusted=params.allow_untrusted),
     )
     headline = {}
     for evaluation in result.metrics.evaluations:

@@ -15,6 +15,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medtl.artifacts import resolve_trust
 from medtl.errors import SourceError
 from medtl.identity import pseudonymizer_from_env
 from medtl.scoring.from_pacs import PacsScoreResult, score_from_pacs
@@ -40,6 +41,9 @@ class PacsScoreParameters(BaseModel):
     max_staging_gb: float = Field(2.0, gt=0, le=10_000)
     max_attempts: int = Field(3, ge=1, le=100, description="runs before a failing series is quarantined")
     allow_development_key: bool = False
+    allow_untrusted: bool = Field(
+        False, description="development only: no trust anchor (MEDTL_TRUSTED_KEYS) needed; outputs say UNTRUSTED"
+    )
 
     @field_validator("source")
     @classmethod
@@ -67,6 +71,7 @@ def pull_score_send(params: PacsScoreParameters) -> PacsScoreResult:
         send_back=params.send_back,
         max_staging_bytes=int(params.max_staging_gb * GIB),
         max_attempts=params.max_attempts,
+        trust=resolve_trust(allow_untrusted=params.allow_untrusted),
     )
 
 

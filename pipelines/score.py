@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
+from medtl.artifacts import resolve_trust
 from medtl.contracts.evaluation import ScoreRow
 from medtl.identity import pseudonymizer_from_env
 from medtl.scoring.score import (
@@ -46,11 +47,15 @@ class ScoreParameters(BaseModel):
     chunk_size: int = Field(256, ge=1, le=100_000)
     batch_size: int = Field(32, ge=1, le=4096)
     allow_development_key: bool = False
+    allow_untrusted: bool = Field(
+        False, description="development only: no trust anchor (MEDTL_TRUSTED_KEYS) needed; outputs say UNTRUSTED"
+    )
 
 
 @task(name="verify-artifact")
 def verify_artifact(params: ScoreParameters) -> Scorer:
-    return prepare(params.artifact, allow_unapproved=params.allow_unapproved)
+    trust = resolve_trust(allow_untrusted=params.allow_untrusted)
+    return prepare(params.artifact, allow_unapproved=params.allow_unapproved, trust=trust)
 
 
 @task(name="ingest-new-scans", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_io_only)

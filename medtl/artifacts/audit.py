@@ -3,12 +3,13 @@
 Why a hash chain: months later an auditor must see every decision taken on a model, in order, and notice when a line
 was edited, removed, inserted or moved. Each line is the canonical JSON of one AuditEvent whose `hash` covers all
 its fields but `hash` and `signature`, including `prev_hash` (the previous event's hash) and `manifest_sha256` (the
-sealed manifest it refers to). Events that carry a decision (approval, rejection) should be signed: `signature` is
-Ed25519 over b"medtl-audit-event-v1:" + hash, by `public_key` — which is itself hashed, so a signature cannot be
-stripped without breaking the chain.
+sealed manifest it refers to). An event may be signed: `signature` is Ed25519 over b"medtl-audit-event-v1:" + hash,
+by `public_key` — which is itself hashed, so a signature cannot be stripped without breaking the chain. `evaluated`
+events are signed by the pipeline's key; decisions carry a statement signed by the reviewer's own key
+(decisions.py), and only decisions.judge says which events count.
 
 What the chain cannot do on its own: someone with write access can drop the newest events or rebuild an unsigned
-tail. Signed events prove who wrote them; the report's head hash, recorded elsewhere (e.g. in scores.parquet or a
+tail. Signed events prove who wrote them; the log's head hash, recorded elsewhere (e.g. with the scores or in a
 ticket), pins the log's length.
 """
 
@@ -27,7 +28,6 @@ from pydantic import ValidationError
 
 from medtl.artifacts.keys import (
     SigningKeySource,
-    TrustedKeySource,
     key_fingerprint,
     public_key_hex,
     resolve_signing_key,
@@ -35,6 +35,7 @@ from medtl.artifacts.keys import (
     signature_is_valid,
 )
 from medtl.artifacts.layout import AUDIT_LOG
+from medtl.artifacts.trust import TrustSettings
 from medtl.contracts.artifact import AuditEvent, EventKind
 from medtl.errors import ArtifactIntegrityError, ConfigError
 from medtl.hashing import canonical_json, sha256_bytes
@@ -126,7 +127,6 @@ def write_first_event(folder: Path, event: dict[str, Any]) -> None:
 class Chain:
     events: list[AuditEvent]
     head_hash: str
-    warnings: list[str] = field(default_factory=list)
     signers: dict[int, str] = field(default_factory=dict)  # event index -> key fingerprint
 
 
@@ -141,14 +141,9 @@ def _fail(line: int, what: str, event: dict[str, Any] | None = None, fix: str | 
     )
 
 
-def read_chain(
-    folder: Path,
-    *,
-    manifest_sha256: str,
-    manifest_public_key: str | None,
-    trusted: frozenset[str] | None,
-) -> Chain:
-    """Parse audit.jsonl and check every link; raise ArtifactIntegrityError naming the first bad line/event."""
+def read_chain(folder: Path, *, manifest_sha256: str, manifest_public_key: str | None) -> Chain:
+    """Parse audit.jsonl and check every link and every event signature; raise ArtifactIntegrityError naming the
+    first bad line/event. Whose signature counts for what is not decided here but in decisions.judge."""
     path = folder / AUDIT_LOG
     if not path.is_file():
         raise ArtifactIntegrityError(f"{AUDIT_LOG} is missing", where=AUDIT_LOG, fix="restore it from a trusted copy")
@@ -159,7 +154,6 @@ def read_chain(
         raise _fail(raw.count(b"\n") + 1, "the last line is incomplete (no newline): an append was interrupted")
     events: list[AuditEvent] = []
     chain = Chain(events=events, head_hash="")
-    unknown_signers: set[str] = set()
     for number, line in enumerate(raw[:-1].split(b"\n"), start=1):
         try:
             data = json.loads(line.decode("utf-8"))
@@ -205,24 +199,11 @@ def read_chain(
             message = EVENT_SIGNATURE_DOMAIN + event.hash.encode()
             if not signature_is_valid(event.public_key, message, bytes.fromhex(event.signature)):
                 raise _fail(number, "the event's signature does not verify", data)
-            fingerprint = key_fingerprint(event.public_key)
-            chain.signers[event.index] = fingerprint
-            if trusted is not None and event.public_key not in trusted:
-                raise _fail(
-                    number,
-                    f"signed by an untrusted key {fingerprint}",
-                    data,
-                    fix="add the signer's public key to the trusted keys if, and only if, you trust it",
-                )
-            if trusted is None and event.public_key != manifest_public_key:
-                unknown_signers.add(fingerprint)
+            chain.signers[event.index] = key_fingerprint(event.public_key)
         if expected == 0 and manifest_public_key is not None and event.public_key != manifest_public_key:
             raise _fail(number, "the 'created' event is not signed by the key that signed manifest.json", data)
         events.append(event)
     chain.head_hash = events[-1].hash
-    chain.warnings += [
-        f"audit events signed by an unknown key {fp} (no trusted keys given)" for fp in sorted(unknown_signers)
-    ]
     return chain
 
 
@@ -253,28 +234,30 @@ def append_event(
     actor: str,
     payload: dict[str, Any],
     signing_key: SigningKeySource | None = None,
-    trusted_keys: list[TrustedKeySource] | None = None,
-    allow_unsigned: bool = False,
+    trust: TrustSettings | None = None,
     phi_terms: Any = None,
 ) -> AuditEvent:
-    """Verify the whole artifact, then append one event (signed when `signing_key` is given) and return it.
+    """Verify the whole artifact (under `trust`, default: from the environment), then append one event (signed when
+    `signing_key` is given) and return it.
 
-    `signing_key=None` writes an unsigned event (the environment's key is not used implicitly: signing an approval
-    is a deliberate act). Pass `phi_terms` to refuse payloads that contain identifiers.
+    `signing_key=None` writes an unsigned event (the environment's key is not used implicitly: what signs an event
+    is a deliberate choice). Pass `phi_terms` to refuse payloads that contain identifiers.
     """
     from medtl.artifacts.phi import PhiMatcher, raise_on_findings
-    from medtl.artifacts.verify import verify
+    from medtl.artifacts.trust import resolve_trust
+    from medtl.artifacts.verify import verify_resolved
 
     folder = Path(folder)
     if kind == "created":
         raise ConfigError("the 'created' event is written by seal(), exactly once")
+    trust = trust if trust is not None else resolve_trust()
     key = resolve_signing_key(signing_key) if signing_key is not None else None
     if phi_terms is not None:
         matcher = PhiMatcher(phi_terms)
         raise_on_findings(matcher.scan_value({"actor": actor, "payload": payload}, where=AUDIT_LOG), where=AUDIT_LOG)
 
     def next_event() -> dict[str, Any]:
-        report = verify(folder, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
+        report = verify_resolved(folder, trust)
         return build_event(
             index=len(report.events),
             kind=kind,

@@ -36,6 +36,7 @@ from medtl.artifacts.layout import (
 )
 from medtl.artifacts.phi import PhiTerms, raise_on_findings, scan_for_phi
 from medtl.artifacts.provenance import environment_text
+from medtl.artifacts.trust import TrustSettings
 from medtl.artifacts.verify import render_manifest, verify_resolved
 from medtl.contracts.artifact import UNLISTED_FILES, ArtifactManifest, ArtifactMetadata, FileEntry
 from medtl.contracts.base import ContractModel, atomic_write_bytes, read_json, write_table
@@ -282,7 +283,10 @@ def seal(
             key=key,
         )
         write_first_event(folder, event)
-        verify_resolved(folder, trusted=frozenset({public}) if public else None, allow_unsigned=key is None)
+        verify_resolved(
+            folder,
+            TrustSettings(frozenset({public}) if public else None, frozenset(), allow_unsigned=key is None),
+        )
     except BaseException:
         for name in UNLISTED_FILES:  # never leave a half-sealed folder that looks sealed
             (folder / name).unlink(missing_ok=True)

@@ -23,6 +23,9 @@ from medtl.errors import ConfigError
 SIGNING_KEY_ENV = "MEDTL_SIGNING_KEY"
 SIGNING_KEY_PASSWORD_ENV = "MEDTL_SIGNING_KEY_PASSWORD"  # noqa: S105 - the name of a variable
 TRUSTED_KEYS_ENV = "MEDTL_TRUSTED_KEYS"
+APPROVER_KEYS_ENV = "MEDTL_APPROVER_KEYS"
+REVIEWER_KEY_ENV = "MEDTL_REVIEWER_KEY"
+REVIEWER_KEY_PASSWORD_ENV = "MEDTL_REVIEWER_KEY_PASSWORD"  # noqa: S105 - the name of a variable
 PUBLIC_SUFFIX = ".pub"
 
 SigningKeySource = Ed25519PrivateKey | Path | str
@@ -69,8 +72,8 @@ def generate_signing_key(path: str | Path, *, overwrite: bool = False) -> str:
     return public_key_hex(key)
 
 
-def _private_from_pem(pem: bytes, where: str) -> Ed25519PrivateKey:
-    password = os.environ.get(SIGNING_KEY_PASSWORD_ENV)
+def _private_from_pem(pem: bytes, where: str, password_env: str = SIGNING_KEY_PASSWORD_ENV) -> Ed25519PrivateKey:
+    password = os.environ.get(password_env)
     try:
         key = serialization.load_pem_private_key(pem, password=password.encode() if password else None)
     except (ValueError, TypeError) as error:
@@ -79,37 +82,44 @@ def _private_from_pem(pem: bytes, where: str) -> Ed25519PrivateKey:
         raise ConfigError(
             f"cannot read the signing key: {reason}",
             where=where,
-            fix=f"give an unencrypted PEM Ed25519 private key, or set {SIGNING_KEY_PASSWORD_ENV} for an encrypted one; "
-            "create one with medtl.artifacts.generate_signing_key(path)",
+            fix=f"give an unencrypted PEM Ed25519 private key, or set {password_env} for an encrypted one; "
+            "create one with `medtl keys generate PATH`",
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"the signing key is a {type(key).__name__}, not Ed25519", where=where)
     return key
 
 
-def resolve_signing_key(source: SigningKeySource | None = None) -> Ed25519PrivateKey | None:
-    """The key from `source` (key object, PEM file path, or PEM text), else from $MEDTL_SIGNING_KEY, else None."""
+def resolve_signing_key(
+    source: SigningKeySource | None = None, *, env: str = SIGNING_KEY_ENV
+) -> Ed25519PrivateKey | None:
+    """The key from `source` (key object, PEM file path, or PEM text), else from the variable `env`, else None.
+
+    `env` names whose key it is: the pipeline's ($MEDTL_SIGNING_KEY) or a reviewer's ($MEDTL_REVIEWER_KEY); an
+    encrypted PEM takes its password from the same name + "_PASSWORD".
+    """
     where = "argument"
     if source is None:
-        source = os.environ.get(SIGNING_KEY_ENV) or None
-        where = f"${SIGNING_KEY_ENV}"
+        source = os.environ.get(env) or None
+        where = f"${env}"
         if source is None:
             return None
     if isinstance(source, Ed25519PrivateKey):
         return source
+    password_env = f"{env}_PASSWORD"
     text = str(source)
     if isinstance(source, str) and text.lstrip().startswith("-----BEGIN"):
-        return _private_from_pem(text.strip().encode(), where)
+        return _private_from_pem(text.strip().encode(), where, password_env)
     path = Path(text).expanduser()
     if not path.is_file():
         raise ConfigError(
-            f"the signing key file given by {where} does not exist",
+            f"the key file given by {where} does not exist",
             where=path.name,
-            fix=f"point {SIGNING_KEY_ENV} (or --signing-key) at a PEM file; create one with generate_signing_key",
+            fix=f"point {env} (or the command's key option) at a PEM file; create one with `medtl keys generate PATH`",
         )
     if os.name == "posix" and path.stat().st_mode & 0o077:
-        _log.warning("signing key %s is readable by group or others; chmod 600 it", path.name)
-    return _private_from_pem(path.read_bytes(), path.name)
+        _log.warning("private key %s is readable by group or others; chmod 600 it", path.name)
+    return _private_from_pem(path.read_bytes(), path.name, password_env)
 
 
 def _public_from_bytes(data: bytes, where: str) -> list[str]:
@@ -146,15 +156,27 @@ def _public_from_bytes(data: bytes, where: str) -> list[str]:
 
 
 def load_trusted_keys(sources: Iterable[TrustedKeySource] | None = None) -> frozenset[str] | None:
-    """Trusted public keys (hex) from files / hex strings / key objects, else from $MEDTL_TRUSTED_KEYS.
+    """Public keys (hex) allowed to seal artifacts and sign `evaluated` events: from `sources`, else
+    $MEDTL_TRUSTED_KEYS. None means "no trust anchor configured" (verification then refuses unless told that
+    untrusted artifacts are acceptable, for development)."""
+    return load_key_set(sources, env=TRUSTED_KEYS_ENV)
 
-    None means "no trust anchors configured": verification then reports the signer as unknown instead of failing.
-    $MEDTL_TRUSTED_KEYS holds paths or hex keys separated by os.pathsep.
+
+def load_approver_keys(sources: Iterable[TrustedKeySource] | None = None) -> frozenset[str]:
+    """Public keys (hex) of the people allowed to approve or reject: from `sources`, else $MEDTL_APPROVER_KEYS.
+
+    Empty when none are configured: then no decision in any audit log counts.
     """
+    return load_key_set(sources, env=APPROVER_KEYS_ENV) or frozenset()
+
+
+def load_key_set(sources: Iterable[TrustedKeySource] | None, *, env: str) -> frozenset[str] | None:
+    """Public keys (hex) from files / hex strings / key objects, else from the variable `env` (paths or hex keys
+    separated by os.pathsep; a file holds PEM public keys or one hex key per line). None when nothing is given."""
     items = list(sources) if sources is not None else []
     if not items:
-        env = os.environ.get(TRUSTED_KEYS_ENV, "").strip()
-        items = [part for part in env.split(os.pathsep) if part.strip()] if env else []
+        value = os.environ.get(env, "").strip()
+        items = [part for part in value.split(os.pathsep) if part.strip()] if value else []
     if not items:
         return None
     keys: set[str] = set()
@@ -167,13 +189,13 @@ def load_trusted_keys(sources: Iterable[TrustedKeySource] | None = None) -> froz
             path = Path(item).expanduser()
             if not path.is_file():
                 raise ConfigError(
-                    f"trusted key file {path.name} does not exist",
+                    f"public key file {path.name} does not exist",
                     where=path.name,
-                    fix=f"pass existing public key files (--trusted-key) or fix {TRUSTED_KEYS_ENV}",
+                    fix=f"pass existing public key files, or fix ${env}",
                 )
             keys.update(_public_from_bytes(path.read_bytes(), path.name))
     if not keys:
-        raise ConfigError("the trusted-key files contain no keys", fix="add at least one Ed25519 public key")
+        raise ConfigError(f"the public-key files given by ${env} contain no keys", fix="add at least one Ed25519 key")
     return frozenset(keys)
 
 

@@ -20,9 +20,11 @@ import pyarrow.parquet as pq
 import yaml
 
 from medtl.artifacts.audit import append_event
+from medtl.artifacts.decisions import ApprovalStatus
 from medtl.artifacts.keys import SigningKeySource, TrustedKeySource
 from medtl.artifacts.layout import MANIFEST, METADATA, WEIGHTS_DIR, weights_path
-from medtl.artifacts.verify import VerificationReport, parse_manifest, verify
+from medtl.artifacts.trust import TrustSettings, resolve_trust
+from medtl.artifacts.verify import VerificationReport, parse_manifest, verify_resolved
 from medtl.contracts.artifact import ArtifactManifest, ArtifactMetadata, AuditEvent, EventKind
 from medtl.contracts.base import validate_document
 from medtl.errors import ArtifactIntegrityError
@@ -32,18 +34,10 @@ from medtl.hashing import sha256_bytes
 class VerifiedArtifact:
     """An artifact folder that passed verify(); the only sanctioned way to read one."""
 
-    def __init__(
-        self,
-        folder: Path,
-        report: VerificationReport,
-        *,
-        trusted_keys: list[TrustedKeySource] | None,
-        allow_unsigned: bool,
-    ) -> None:
+    def __init__(self, folder: Path, report: VerificationReport, *, trust: TrustSettings) -> None:
         self.folder = folder
         self.report = report
-        self._trusted_keys = trusted_keys
-        self._allow_unsigned = allow_unsigned
+        self.trust = trust
         data = (folder / MANIFEST).read_bytes()
         if sha256_bytes(data) != report.manifest_hash:
             raise ArtifactIntegrityError(f"{MANIFEST} changed while the artifact was being opened", where=MANIFEST)
@@ -68,13 +62,18 @@ class VerifiedArtifact:
         return list(self.report.events)
 
     @property
-    def approval(self) -> AuditEvent | None:
-        return self.report.approval
+    def trusted(self) -> bool:
+        """Signed by a configured artifact key; False in development mode (outputs must then say UNTRUSTED)."""
+        return self.report.trusted
+
+    @property
+    def status(self) -> ApprovalStatus:
+        """The one answer to "who approved this, at which threshold" (decisions.judge)."""
+        return self.report.status
 
     @property
     def is_approved(self) -> bool:
-        approval = self.approval
-        return approval is not None and approval.kind == "approved"
+        return self.report.status.approved
 
     @property
     def files(self) -> list[str]:
@@ -148,26 +147,29 @@ class VerifiedArtifact:
     ) -> AuditEvent:
         """Append to the audit log (re-verifying under the same trust settings) and refresh `events`."""
         event = append_event(
-            self.folder,
-            kind,
-            actor=actor,
-            payload=payload,
-            signing_key=signing_key,
-            trusted_keys=self._trusted_keys,
-            allow_unsigned=self._allow_unsigned,
+            self.folder, kind, actor=actor, payload=payload, signing_key=signing_key, trust=self.trust,
             phi_terms=phi_terms,
-        )
-        self.report = verify(self.folder, trusted_keys=self._trusted_keys, allow_unsigned=self._allow_unsigned)
+        )  # fmt: skip
+        self.report = verify_resolved(self.folder, self.trust)
         return event
 
 
 def open_verified(
-    folder: str | Path, *, trusted_keys: list[TrustedKeySource] | None = None, allow_unsigned: bool = False
+    folder: str | Path,
+    *,
+    trust: TrustSettings | None = None,
+    trusted_keys: list[TrustedKeySource] | None = None,
+    allow_unsigned: bool = False,
+    allow_untrusted: bool = False,
 ) -> VerifiedArtifact:
-    """Verify everything (see verify()) and return a reader; raises ArtifactIntegrityError on the first problem."""
+    """Verify everything (see verify()) and return a reader; raises ArtifactIntegrityError on the first problem.
+
+    `trust` (resolved once by the caller) wins; otherwise the keyword arguments and the environment decide.
+    """
     folder = Path(folder)
-    report = verify(folder, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
-    return VerifiedArtifact(folder, report, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
+    if trust is None:
+        trust = resolve_trust(trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, allow_untrusted=allow_untrusted)
+    return VerifiedArtifact(folder, verify_resolved(folder, trust), trust=trust)
 
 
 def load_artifact_weights(

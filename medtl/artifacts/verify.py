@@ -11,12 +11,12 @@ file → metadata.json contract. The first failure raises ArtifactIntegrityError
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtl.artifacts.audit import Chain, read_chain
-from medtl.artifacts.keys import TRUSTED_KEYS_ENV, TrustedKeySource, key_fingerprint, load_trusted_keys
+from medtl.artifacts.decisions import ApprovalStatus, judge
+from medtl.artifacts.keys import TrustedKeySource, key_fingerprint
 from medtl.artifacts.keys import signature_is_valid as _signature_is_valid
 from medtl.artifacts.layout import (
     ALLOWED_SUFFIXES,
@@ -26,12 +26,11 @@ from medtl.artifacts.layout import (
     SIGNATURE,
     walk_files,
 )
+from medtl.artifacts.trust import ALLOW_UNSIGNED_ENV, TrustSettings, resolve_trust
 from medtl.contracts.artifact import UNLISTED_FILES, ArtifactManifest, ArtifactMetadata, AuditEvent
 from medtl.contracts.base import validate_document
 from medtl.errors import ArtifactIntegrityError, DataContractError
 from medtl.hashing import sha256_bytes, sha256_file
-
-ALLOW_UNSIGNED_ENV = "MEDTL_ALLOW_UNSIGNED"
 
 
 def render_manifest(manifest: ArtifactManifest) -> bytes:
@@ -65,7 +64,7 @@ def parse_manifest(data: bytes) -> ArtifactManifest:
 
 @dataclass
 class VerificationReport:
-    """What was checked and found; `warnings` are things a reviewer must see (unsigned, unknown signer)."""
+    """What was checked and found; `warnings` are things a reviewer must see (unsigned, untrusted, ignored events)."""
 
     folder: Path
     manifest_hash: str
@@ -74,39 +73,28 @@ class VerificationReport:
     signed: bool
     public_key: str | None
     key_fingerprint: str | None
-    key_trusted: bool | None  # None: no trusted keys were configured, so the signer was not checked
+    trusted: bool  # the signer is one of the configured artifact keys (False in development mode)
     events: list[AuditEvent]
     head_hash: str
+    status: ApprovalStatus
+    pipeline_keys: frozenset[str]  # whose `evaluated` events count: the anchors, or in development the sealing key
     event_signers: dict[int, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
 
-    @property
-    def approval(self) -> AuditEvent | None:
-        """The latest approve / reject decision, or None when nobody has decided yet."""
-        decisions = [event for event in self.events if event.kind in ("approved", "rejected")]
-        return decisions[-1] if decisions else None
-
     def describe(self) -> str:
         if self.signed:
-            trust = {True: "trusted", False: "UNTRUSTED", None: "signer NOT checked against trusted keys"}
-            signature = f"valid Ed25519 signature by {self.key_fingerprint} ({trust[self.key_trusted]})"
+            trust = "trusted" if self.trusted else "UNTRUSTED: no trust anchor configured, signer not checked"
+            signature = f"valid Ed25519 signature by {self.key_fingerprint} ({trust})"
         else:
             signature = "UNSIGNED (allowed explicitly)"
-        approval = self.approval
-        decided = "none recorded"
-        if approval is not None:
-            signer = self.event_signers.get(approval.index)
-            decided = f"{approval.kind} by {approval.actor} at {approval.time}" + (
-                f", signed by {signer}" if signer else ", NOT signed"
-            )
         lines = [
             f"artifact: {self.folder.name}",
             f"manifest sha256: {self.manifest_hash}",
             f"files: {self.files_checked} verified ({self.bytes_checked} bytes)",
             f"signature: {signature}",
             f"audit log: {len(self.events)} event(s), chain intact, head {self.head_hash[:16]}",
-            f"approval: {decided}",
+            f"decision: {self.status.describe()}",
         ]
         lines += [f"WARNING: {warning}" for warning in self.warnings]
         return "\n".join(lines)
@@ -209,25 +197,69 @@ def verify(
     folder: str | Path,
     *,
     trusted_keys: list[TrustedKeySource] | None = None,
+    approver_keys: list[TrustedKeySource] | None = None,
     allow_unsigned: bool = False,
+    allow_untrusted: bool = False,
 ) -> VerificationReport:
     """Check everything; return what was checked, or raise ArtifactIntegrityError naming the first problem.
 
-    Trusted keys (files / hex / key objects, else $MEDTL_TRUSTED_KEYS) make a signature by one of them mandatory.
-    Without them a valid signature is reported with a warning that the signer is unknown. An unsigned artifact is
-    refused unless `allow_unsigned` (or $MEDTL_ALLOW_UNSIGNED=1); it is then flagged in the report's warnings.
+    The artifact must be signed by one of the trusted keys (arguments, else $MEDTL_TRUSTED_KEYS). Without any trust
+    anchor it is refused unless `allow_untrusted` ($MEDTL_ALLOW_UNTRUSTED=1), and is then reported UNTRUSTED. An
+    unsigned artifact is refused unless `allow_unsigned` ($MEDTL_ALLOW_UNSIGNED=1, which implies untrusted). The
+    approval status is judged with the approver keys (arguments, else $MEDTL_APPROVER_KEYS).
     """
-    trusted = load_trusted_keys(trusted_keys)
-    allow_unsigned = allow_unsigned or os.environ.get(ALLOW_UNSIGNED_ENV, "") == "1"
-    return verify_resolved(Path(folder), trusted=trusted, allow_unsigned=allow_unsigned)
+    trust = resolve_trust(
+        trusted_keys=trusted_keys, approver_keys=approver_keys, allow_unsigned=allow_unsigned,
+        allow_untrusted=allow_untrusted,
+    )  # fmt: skip
+    return verify_resolved(Path(folder), trust)
 
 
-def verify_resolved(folder: Path, *, trusted: frozenset[str] | None, allow_unsigned: bool) -> VerificationReport:
+def _check_signer(folder: Path, manifest: ArtifactManifest, data: bytes, digest: str, trust: TrustSettings) -> bool:
+    """Check signature.bin and the signer against the anchors; True when the signer is trusted."""
+    fingerprint = key_fingerprint(manifest.public_key) if manifest.public_key else None
+    if manifest.signed:
+        if manifest.key_fingerprint is not None and manifest.key_fingerprint != fingerprint:
+            raise ArtifactIntegrityError(
+                f"{MANIFEST} names a key fingerprint that does not match its public key", where=MANIFEST
+            )
+        _check_signature(folder, manifest, data, digest)
+        if trust.artifact_keys is None:
+            return False
+        if manifest.public_key not in trust.artifact_keys:
+            raise ArtifactIntegrityError(
+                f"the artifact is signed by an untrusted key {fingerprint}",
+                where=SIGNATURE,
+                fix="use an artifact signed by one of the trusted keys, or add this key to them if you trust it",
+            )
+        return True
+    if (folder / SIGNATURE).exists():
+        raise ArtifactIntegrityError(
+            f"{SIGNATURE} exists but {MANIFEST} says the artifact is unsigned",
+            where=SIGNATURE,
+            fix="restore the artifact from a trusted copy",
+        )
+    if trust.artifact_keys is not None:
+        raise ArtifactIntegrityError(
+            "the artifact is UNSIGNED but trusted keys were given: a signature is required", where=MANIFEST
+        )
+    if not trust.allow_unsigned:
+        raise ArtifactIntegrityError(
+            "the artifact is UNSIGNED; unsigned artifacts are refused unless explicitly allowed",
+            where=MANIFEST,
+            fix="seal it with a signing key; for development only, pass allow_unsigned=True / --allow-unsigned "
+            f"or set {ALLOW_UNSIGNED_ENV}=1",
+        )
+    return False
+
+
+def verify_resolved(folder: Path, trust: TrustSettings) -> VerificationReport:
     """verify() with the trust settings already resolved (no environment look-ups)."""
     if not folder.is_dir():
         raise ArtifactIntegrityError(
             "the artifact folder does not exist", where=folder.name, fix="check the path given for the artifact"
         )
+    trust.require_anchor(folder.name)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise ArtifactIntegrityError(
@@ -238,57 +270,32 @@ def verify_resolved(folder: Path, *, trusted: frozenset[str] | None, allow_unsig
     data = manifest_path.read_bytes()
     digest = sha256_bytes(data)
     manifest = parse_manifest(data)
-    warnings: list[str] = []
     checks = [f"{MANIFEST} follows the artifact_manifest contract"]
     fingerprint = key_fingerprint(manifest.public_key) if manifest.public_key else None
-    key_trusted: bool | None = None
+    trusted = _check_signer(folder, manifest, data, digest, trust)
+    warnings: list[str] = []
     if manifest.signed:
-        if manifest.key_fingerprint is not None and manifest.key_fingerprint != fingerprint:
-            raise ArtifactIntegrityError(
-                f"{MANIFEST} names a key fingerprint that does not match its public key", where=MANIFEST
-            )
-        _check_signature(folder, manifest, data, digest)
         checks.append(f"{SIGNATURE}: valid Ed25519 signature over {MANIFEST} by {fingerprint}")
-        if trusted is None:
-            warnings.append(
-                f"signed by an untrusted/unknown key {fingerprint}: no trusted keys were given "
-                f"(--trusted-key or ${TRUSTED_KEYS_ENV}), so who signed it was not checked"
-            )
-        elif manifest.public_key not in trusted:
-            raise ArtifactIntegrityError(
-                f"the artifact is signed by an untrusted key {fingerprint}",
-                where=SIGNATURE,
-                fix="use an artifact signed by one of the trusted keys, or add this key to them if you trust it",
-            )
-        else:
-            key_trusted = True
-            checks.append(f"signer {fingerprint} is one of the {len(trusted)} trusted key(s)")
     else:
-        if (folder / SIGNATURE).exists():
-            raise ArtifactIntegrityError(
-                f"{SIGNATURE} exists but {MANIFEST} says the artifact is unsigned",
-                where=SIGNATURE,
-                fix="restore the artifact from a trusted copy",
-            )
-        if trusted is not None:
-            raise ArtifactIntegrityError(
-                "the artifact is UNSIGNED but trusted keys were given: a signature is required", where=MANIFEST
-            )
-        if not allow_unsigned:
-            raise ArtifactIntegrityError(
-                "the artifact is UNSIGNED; unsigned artifacts are refused unless explicitly allowed",
-                where=MANIFEST,
-                fix="seal it with a signing key; for development only, pass allow_unsigned=True / --allow-unsigned "
-                f"or set {ALLOW_UNSIGNED_ENV}=1",
-            )
         warnings.append("UNSIGNED artifact: nothing proves who built it; its hashes only show it is self-consistent")
-    chain: Chain = read_chain(folder, manifest_sha256=digest, manifest_public_key=manifest.public_key, trusted=trusted)
-    warnings += chain.warnings
+    if trusted:
+        checks.append(f"signer {fingerprint} is one of the {len(trust.artifact_keys or ())} trusted key(s)")
+    elif manifest.signed:
+        warnings.append(
+            f"UNTRUSTED: signed by {fingerprint}, but no trust anchor was configured, so who signed it was not "
+            "checked (development mode)"
+        )
+    chain: Chain = read_chain(folder, manifest_sha256=digest, manifest_public_key=manifest.public_key)
     checks.append(f"{AUDIT_LOG}: {len(chain.events)} event(s), hash chain intact, bound to this manifest")
     files, total = _check_files(folder, manifest)
     checks.append(f"{files} file(s): none added, none missing, every size and SHA-256 matches")
     _check_metadata(folder, {entry.path for entry in manifest.files})
     checks.append(f"{METADATA} follows the artifact_metadata contract")
+    pipeline_keys = trust.artifact_keys if trusted and trust.artifact_keys else frozenset()
+    if not trusted and manifest.public_key is not None:
+        pipeline_keys = frozenset({manifest.public_key})
+    status = judge(chain.events, manifest_sha256=digest, pipeline_keys=pipeline_keys, approver_keys=trust.approver_keys)
+    warnings += [ignored.describe() for ignored in status.ignored]
     return VerificationReport(
         folder=folder,
         manifest_hash=digest,
@@ -297,9 +304,11 @@ def verify_resolved(folder: Path, *, trusted: frozenset[str] | None, allow_unsig
         signed=manifest.signed,
         public_key=manifest.public_key,
         key_fingerprint=fingerprint,
-        key_trusted=key_trusted,
+        trusted=trusted,
         events=chain.events,
         head_hash=chain.head_hash,
+        status=status,
+        pipeline_keys=pipeline_keys,
         event_signers=chain.signers,
         warnings=warnings,
         checks=checks,

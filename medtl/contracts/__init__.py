@@ -1,6 +1,6 @@
 """Data contracts: the files that cross stage boundaries, as pydantic models (the single source of truth)."""
 
-from medtl.contracts.artifact import ArtifactManifest, ArtifactMetadata, AuditEvent
+from medtl.contracts.artifact import ArtifactManifest, ArtifactMetadata, AuditEvent, SignedDecision
 from medtl.contracts.base import (
     ContractModel,
     read_json,
@@ -29,6 +29,7 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     ArtifactMetadata,
     ArtifactManifest,
     AuditEvent,
+    SignedDecision,
     Metrics,
     ScoreRow,
     PullRecord,
@@ -49,6 +50,7 @@ __all__ = [
     "PullRecord",
     "PullReport",
     "ScoreRow",
+    "SignedDecision",
     "Splits",
     "read_json",
     "read_table",

@@ -185,3 +185,40 @@ class AuditEvent(ContractModel):
         if (self.public_key is None) != (self.signature is None):
             raise ValueError("public_key and signature are given together or not at all")
         return self
+
+
+class DecisionStatement(Strict):
+    """What a reviewer signs with their own key: one decision on one evaluation of one sealed artifact.
+
+    Bound to the sealed manifest, to the signed `evaluated` event (by its hash) and to the report file they read (by
+    its SHA-256), so it cannot be moved to another artifact, evaluation or report. `nonce` makes every statement
+    unique, so a copy of an old approval appended after a rejection is recognised as a copy.
+    """
+
+    artifact_manifest_sha256: str = Field(pattern=SHA256)
+    evaluation_event_hash: str = Field(pattern=SHA256)
+    report_sha256: str = Field(pattern=SHA256)
+    decision: Literal["approve", "reject"]
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="the operating threshold the reviewer accepts (None: no binary threshold)"
+    )
+    operating_point_rule: str | None = None
+    threshold_changed: bool = False
+    reviewer: str = Field(min_length=1, max_length=200)
+    role: str = Field(min_length=1, max_length=200)
+    comment: str = Field("", max_length=4000)
+    decided_at: str = Field(pattern=ISO_TIME)
+    nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+
+class SignedDecision(ContractModel):
+    """The payload of an `approved` / `rejected` audit event: the statement, the reviewer's public key and the
+    Ed25519 signature over "medtl-decision-v1:" + the statement's canonical JSON. Whether it counts is decided by
+    medtl.artifacts.decisions.judge (an approver key, not a pipeline key, a signed evaluation of this artifact)."""
+
+    contract_name: ClassVar[str] = "signed_decision"
+    contract_title: ClassVar[str] = "payload of an approved/rejected audit event: a reviewer-signed decision"
+
+    statement: DecisionStatement
+    public_key: str = Field(pattern=ED25519_PUBLIC_KEY)
+    signature: str = Field(pattern=ED25519_SIGNATURE)

@@ -107,4 +107,7 @@ class ScoreRow(ContractModel):
     flags: list[str] = Field(default_factory=list)
     abstained: bool
     approved: bool
+    trusted: bool = Field(
+        False, description="the artifact's signer was checked against a trust anchor (False: development mode)"
+    )
     scored_at: str

@@ -17,12 +17,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from medtl import __version__
-from medtl.artifacts import VerifiedArtifact, open_verified
+from medtl.artifacts import (
+    SIGNING_KEY_ENV,
+    TRUSTED_KEYS_ENV,
+    VerifiedArtifact,
+    key_fingerprint,
+    open_verified,
+    public_key_hex,
+    resolve_signing_key,
+)
+from medtl.artifacts.trust import TrustSettings
 from medtl.contracts import write_json
 from medtl.contracts.evaluation import Estimate, Evaluation, Metrics, OperatingPoint, TransferArm
-from medtl.errors import LeakageError
+from medtl.errors import ConfigError, LeakageError
 from medtl.evaluation.calibration import calibration, fit_temperature
 from medtl.evaluation.metrics import auprc_ci, auroc_ci, bootstrap, macro_auroc_ci, roc_points, threshold_metrics
 from medtl.evaluation.operating_point import choose_threshold
@@ -33,6 +43,9 @@ from medtl.scoring.model import LoadedModel, load_model
 from medtl.training.config import TaskConfig
 from medtl.training.data import TensorSet, load_task
 
+UNTRUSTED_LIMITATION = (
+    "UNTRUSTED: this report was made without a trust anchor (development mode); nothing shows who built the model."
+)
 DEFAULT_LIMITATIONS = (
     "Performance was estimated by patient-grouped cross-validation on the development data"
     " (and on a locked test set only where this report says so); other scanners, sites and populations may differ.",
@@ -73,9 +86,15 @@ def evaluate(
     failure_cases: int = 2,
     pdf: bool = True,
     n_boot: int = 2000,
+    trust: TrustSettings | None = None,
 ) -> EvaluationResult:
-    """`dataset` (the training dataset) lets the report show out-of-fold failure cases when no test set is given."""
-    verified = open_verified(artifact)
+    """`dataset` (the training dataset) lets the report show out-of-fold failure cases when no test set is given.
+
+    The `evaluated` event is signed with the pipeline's key ($MEDTL_SIGNING_KEY): a reviewer can approve only a
+    report whose evaluation a pipeline key signed. Both are checked before any work starts.
+    """
+    verified = open_verified(artifact, trust=trust)
+    key = evaluation_key(verified)
     metadata = verified.metadata
     task = metadata["task"]
     binary = task["kind"] == "binary"
@@ -134,8 +153,31 @@ def evaluate(
             "test_manifest_hash": test_hash,
             "evaluated_on": [e.evaluated_on for e in evaluations],
         },
+        signing_key=key,
     )
     return EvaluationResult(out, metrics, files)
+
+
+def evaluation_key(verified: VerifiedArtifact) -> Ed25519PrivateKey | None:
+    """The pipeline key that will sign the `evaluated` event; refuses one whose signature would not count."""
+    key = resolve_signing_key()
+    if key is None:
+        if verified.trust.allow_unsigned:
+            return None  # development: the evaluation is recorded unsigned and can never be approved
+        raise ConfigError(
+            "no pipeline signing key: the evaluation must be signed, or no reviewer can approve its report",
+            fix=f"set {SIGNING_KEY_ENV} to the pipeline's Ed25519 key (the one whose public key is in "
+            f"{TRUSTED_KEYS_ENV})",
+        )
+    public = public_key_hex(key)
+    if public not in verified.report.pipeline_keys:
+        raise ConfigError(
+            f"the signing key {key_fingerprint(public)} is not a pipeline key for this artifact, so its evaluation "
+            "would not count",
+            fix=f"use the key whose public key is in {TRUSTED_KEYS_ENV} (in development: the key that sealed the "
+            "artifact)",
+        )
+    return key
 
 
 def _evaluation(
@@ -358,10 +400,11 @@ def _report_input(
             for fold in entry["folds"]
         ],
         failure_cases=cases,
-        limitations=list(DEFAULT_LIMITATIONS),
+        limitations=([] if verified.trusted else [UNTRUSTED_LIMITATION]) + list(DEFAULT_LIMITATIONS),
         provenance=Provenance(
             artifact_manifest_hash=verified.manifest_hash,
             signed_by=verified.manifest.key_fingerprint if verified.is_signed else None,
+            signer_trusted=verified.trusted,
             data_manifest_hash=provenance["manifest_hash"],
             code_version=provenance["code_version"],
             pretrained=_describe_pretrained(pretrained),

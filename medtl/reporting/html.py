@@ -181,11 +181,12 @@ def _operating(head: Evaluation) -> dict[str, str]:
 
 def _provenance(report: ReportInput) -> list[tuple[str, str, str]]:
     p = report.provenance
-    signed = (
-        ("Signed", f"key {p.signed_by}", "hash")
-        if p.signed_by
-        else ("Signed", "UNSIGNED: the artifact's origin cannot be verified", "warning")
-    )
+    if not p.signed_by:
+        signed = ("Signed", "UNSIGNED: the artifact's origin cannot be verified", "warning")
+    elif p.signer_trusted:
+        signed = ("Signed", f"key {p.signed_by} (a trusted pipeline key)", "hash")
+    else:
+        signed = ("Signed", f"key {p.signed_by}, UNTRUSTED: not checked against a trust anchor", "warning")
     return [
         ("Model", f"{report.model_id} {report.model_version}", ""),
         ("Artifact manifest", p.artifact_manifest_hash, "hash"),

@@ -63,6 +63,7 @@ class Cohort(_Part):
 class Provenance(_Part):
     artifact_manifest_hash: str
     signed_by: str | None = Field(None, description="signing key fingerprint; None = UNSIGNED")
+    signer_trusted: bool = Field(False, description="the signer was checked against a configured trust anchor")
     data_manifest_hash: str
     code_version: str
     pretrained: str = Field(description="source, name and sha256 of the pretrained weights, or 'none'")

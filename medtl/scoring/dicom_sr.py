@@ -51,6 +51,7 @@ POSITIVE = Code("10828004", "SCT", "Positive")
 NEGATIVE = Code("260385009", "SCT", "Negative")
 UNIT_ONE = Code("1", "UCUM", "no units")
 UNAPPROVED_TEXT = "UNAPPROVED: no clinician approval is recorded for this model artifact; research use only"
+UNTRUSTED_TEXT = "UNTRUSTED: the model artifact was not checked against a trust anchor; development use only"
 _UID_NAMESPACE = uuid.UUID("6f3c1f0e-5d1a-5b7e-9c1e-6d65646c7372")  # fixed: seeded UIDs must never change
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Type 2 patient/study attributes highdicom reads directly; a source without them still gets an SR (empty values).
@@ -90,6 +91,7 @@ class AlgorithmInfo:
     model_version: str
     artifact_sha256: str
     approved: bool
+    trusted: bool = True  # False: the artifact's signer was not checked against a trust anchor (development)
     manufacturer: str = "medtl"
     software_version: str = medtl.__version__
 
@@ -100,7 +102,11 @@ class AlgorithmInfo:
     @property
     def name(self) -> str:
         """The name a radiologist reads in the viewer: the UNAPPROVED marker cannot be missed."""
-        return f"medtl {self.model_id}" + ("" if self.approved else " (UNAPPROVED)")
+        return (
+            f"medtl {self.model_id}"
+            + ("" if self.approved else " (UNAPPROVED)")
+            + ("" if self.trusted else " (UNTRUSTED)")
+        )
 
 
 def source_reference(path: Path) -> SourceSeries:
@@ -188,6 +194,8 @@ def build_sr(
     )
     measurements, evaluation, texts = _decision_items(probability, decision, positive_class)
     texts.append(_text(APPROVAL, "APPROVED" if algorithm.approved else UNAPPROVED_TEXT))
+    if not algorithm.trusted:
+        texts.append(_text(APPROVAL, UNTRUSTED_TEXT))
     texts += [_text(FLAG, flag) for flag in flags]
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from medtl.artifacts import TrustSettings
 from medtl.identity import Pseudonymizer
 from medtl.ingest.pipeline import REPORT
 from medtl.scoring.score import SCORES, STAGING, Scorer, ScoreResult, check_policy, prepare, record_scored, score_inputs
@@ -80,10 +81,11 @@ def score_from_pacs(
     chunk_size: int = 256,
     today: date | None = None,
     progress: bool = False,
+    trust: TrustSettings | None = None,
 ) -> PacsScoreResult:
     check_policy(policy)
     out = Path(out)
-    scorer = prepare(artifact, allow_unapproved=allow_unapproved)
+    scorer = prepare(artifact, allow_unapproved=allow_unapproved, trust=trust)
     remote = open_remote(source, retry)
     state = PullState.open(out / PULL_STATE, remote.location, scorer.artifact.manifest_hash, max_attempts=max_attempts)
     puller = Puller(remote, out / PULL_STAGING, state=state, max_staging_bytes=max_staging_bytes)

@@ -20,9 +20,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load as safetensors_load
 
-from medtl.artifacts import VerifiedArtifact, open_verified
+from medtl.artifacts import TrustSettings, VerifiedArtifact, open_verified
 from medtl.contracts import read_table, validate_document, write_table
-from medtl.contracts.artifact import AuditEvent
 from medtl.contracts.evaluation import ScoreRow
 from medtl.contracts.ingest import Fingerprint, ManifestRow
 from medtl.errors import ConfigError, NotApprovedError
@@ -67,21 +66,22 @@ class Scorer:
         return list(self.artifact.metadata["input"]["modalities"])
 
 
-def prepare(artifact: Path, *, allow_unapproved: bool = False) -> Scorer:
-    """Verify the artifact (integrity and approval) before touching any scan."""
-    verified = open_verified(artifact)
-    approval = verified.approval
-    approved = approval is not None and approval.kind == "approved"
-    if not approved and not allow_unapproved:
-        state = "was rejected" if approval is not None else "has no clinician approval"
+def prepare(artifact: Path, *, allow_unapproved: bool = False, trust: TrustSettings | None = None) -> Scorer:
+    """Verify the artifact (integrity, trust and approval, as decisions.judge decides) before touching any scan."""
+    verified = open_verified(artifact, trust=trust)
+    status = verified.status
+    if not status.approved and not allow_unapproved:
+        state = "was rejected" if status.state == "rejected" else "has no valid clinician approval"
+        ignored = f" ({len(status.ignored)} event(s) in its log do not count; `medtl verify` lists why)"
         raise NotApprovedError(
-            f"the artifact {state}: it may not score patients' scans",
+            f"the artifact {state}: it may not score patients' scans" + (ignored if status.ignored else ""),
             where=verified.folder.name,
-            fix="run `medtl evaluate` and have a clinician `medtl approve` it; for tests and research, pass "
-            "--allow-unapproved (the outputs are then marked unapproved)",
+            fix="run `medtl evaluate` and have a clinician `medtl approve` it with a key listed in "
+            "MEDTL_APPROVER_KEYS; for tests and research, pass --allow-unapproved (the outputs are then marked "
+            "unapproved)",
         )
-    evaluation = _evaluation_event(verified, approval.payload.get("evaluation_event") if approved else None)
-    threshold = approval.payload.get("threshold") if approved else None
+    evaluation = status.evaluation if status.approved else status.latest_evaluation
+    threshold = status.threshold
     if threshold is None and evaluation is not None and evaluation.payload.get("operating_point"):
         threshold = float(evaluation.payload["operating_point"]["threshold"])  # provisional, from the evaluation
     temperature = evaluation.payload.get("temperature") if evaluation is not None else None
@@ -95,15 +95,7 @@ def prepare(artifact: Path, *, allow_unapproved: bool = False) -> Scorer:
         safetensors_load(verified.read_bytes("ood/features.safetensors")), verified.read_json("ood/features.json")
     )
     head = head_module(model.networks[0], rebuild_model(verified.metadata["model"]).head_params)
-    return Scorer(verified, model, threshold, approved, fingerprint, reference, head, temperature)
-
-
-def _evaluation_event(verified: VerifiedArtifact, index: int | None) -> AuditEvent | None:
-    """The evaluation an approval refers to; without an approval, the latest evaluation (provisional)."""
-    evaluations = [event for event in verified.events if event.kind == "evaluated"]
-    if index is not None:
-        return next((event for event in evaluations if event.index == index), None)
-    return evaluations[-1] if evaluations else None
+    return Scorer(verified, model, threshold, status.approved, fingerprint, reference, head, temperature)
 
 
 @dataclass
@@ -115,9 +107,11 @@ class ScoreResult:
     flagged: int
     approved: bool
     reports: list[Path] = field(default_factory=list)  # the DICOM SRs written for these inputs
+    trusted: bool = True
 
     def describe(self) -> str:
         note = "" if self.approved else " (UNAPPROVED artifact: decisions are provisional)"
+        note += "" if self.trusted else " (UNTRUSTED artifact: development only)"
         return (
             f"scored {self.scored} scan(s), {self.skipped_existing} already scored before, {self.flagged} flagged, "
             f"{self.abstained} abstained{note}\nwrote {self.out / SCORES}"
@@ -226,6 +220,7 @@ def settle(
         flagged=int((new["flags"].apply(len) > 0).sum()) if len(new) else 0,
         approved=scorer.approved,
         reports=reports,
+        trusted=scorer.artifact.trusted,
     )
 
 
@@ -240,6 +235,7 @@ def record_scored(scorer: Scorer, out: Path, result: ScoreResult, *, policy: str
             "flagged": result.flagged,
             "scores_sha256": sha256_file(out / SCORES) if (out / SCORES).exists() else None,
             "approved": scorer.approved,
+            "trusted": scorer.artifact.trusted,
             "policy": policy,
             "tta": tta,
             **extra,
@@ -261,10 +257,11 @@ def score(
     chunk_size: int = 256,
     workers: int = 0,
     progress: bool = False,
+    trust: TrustSettings | None = None,
 ) -> ScoreResult:
     """prepare -> score_inputs (stage, score chunk by chunk, settle) -> one `scored` audit event."""
     check_policy(policy)
-    scorer = prepare(artifact, allow_unapproved=allow_unapproved)
+    scorer = prepare(artifact, allow_unapproved=allow_unapproved, trust=trust)
     result = score_inputs(
         scorer, sources, out=Path(out), pseudonymizer=pseudonymizer, policy=policy, tta=tta, sr=sr,
         batch_size=batch_size, chunk_size=chunk_size, workers=workers, progress=progress,
@@ -389,6 +386,7 @@ def _row(
         "flags": sorted(set(flags)),
         "abstained": bool(abstained),
         "approved": scorer.approved,
+        "trusted": scorer.artifact.trusted,
         "scored_at": now,
     }
 

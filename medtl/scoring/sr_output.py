@@ -39,6 +39,7 @@ def write_structured_reports(
         model_version=scorer.artifact.metadata["model_version"],
         artifact_sha256=scorer.artifact.manifest_hash,
         approved=scorer.approved,
+        trusted=scorer.artifact.trusted,
     )
     files = source_files_by_series(staging, sources)
     written = []

@@ -86,6 +86,11 @@ def artifact(tmp_path: Path, pristine: Built) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_key_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MEDTL_SIGNING_KEY", "MEDTL_TRUSTED_KEYS", "MEDTL_ALLOW_UNSIGNED", "PREFECT__FLOW_RUN_ID"):
+def _key_environment(monkeypatch: pytest.MonkeyPatch, keys: dict[str, Any]) -> None:
+    """The site's configuration: the test signer is the artifact anchor; nothing else is set."""
+    for name in (
+        "MEDTL_SIGNING_KEY", "MEDTL_ALLOW_UNSIGNED", "MEDTL_ALLOW_UNTRUSTED", "MEDTL_APPROVER_KEYS",
+        "MEDTL_REVIEWER_KEY", "PREFECT__FLOW_RUN_ID",
+    ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MEDTL_TRUSTED_KEYS", str(keys["public"]))

@@ -88,7 +88,7 @@ def test_manifest_lists_every_file_with_hash_and_size(pristine: Built) -> None:
 def test_created_event_and_report(pristine: Built, keys: dict[str, Any]) -> None:
     report = verify(pristine.folder, trusted_keys=[keys["public"]])
     assert report.manifest_hash == pristine.manifest_hash
-    assert report.signed and report.key_trusted is True and report.public_key == keys["hex"]
+    assert report.signed and report.trusted is True and report.public_key == keys["hex"]
     assert report.warnings == []
     assert report.files_checked == 14
     [created] = report.events
@@ -99,7 +99,7 @@ def test_created_event_and_report(pristine: Built, keys: dict[str, Any]) -> None
     assert created.payload["phi_gate"]["passed"] is True
     assert created.payload["phi_gate"]["terms"]["patient_names"] == len(PHI.patient_names)
     assert created.signature is not None and created.public_key == keys["hex"]
-    assert report.approval is None
+    assert report.status.state == "undecided" and report.status.event is None
     assert "chain intact" in report.describe()
 
 

@@ -62,6 +62,7 @@ def test_bad_key_files_are_refused_without_echoing_them(tmp_path: Path) -> None:
 
 
 def test_trusted_keys_sources(tmp_path: Path, keys: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDTL_TRUSTED_KEYS")
     assert load_trusted_keys(None) is None and load_trusted_keys([]) is None
     assert load_trusted_keys([keys["public"]]) == {keys["hex"]}
     listing = tmp_path / "trusted.txt"
@@ -83,7 +84,7 @@ def test_seal_with_the_environment_key(
 ) -> None:
     monkeypatch.setenv("MEDTL_SIGNING_KEY", str(keys["private"]))
     built = build(tmp_path / "a", signing_key=None)
-    assert verify(built.folder, trusted_keys=[keys["public"]]).key_trusted is True
+    assert verify(built.folder, trusted_keys=[keys["public"]]).trusted is True
 
 
 def test_unsigned_is_refused_unless_allowed(tmp_path: Path, build: Any) -> None:
@@ -93,7 +94,9 @@ def test_unsigned_is_refused_unless_allowed(tmp_path: Path, build: Any) -> None:
 
 
 @pytest.fixture
-def unsigned(tmp_path: Path, build: Any) -> Built:
+def unsigned(tmp_path: Path, build: Any, monkeypatch: pytest.MonkeyPatch) -> Built:
+    """An unsigned artifact, read where no trust anchor is configured (with one, it is always refused)."""
+    monkeypatch.delenv("MEDTL_TRUSTED_KEYS")
     return build(tmp_path / "unsigned", signing_key=None, allow_unsigned=True)
 
 
@@ -103,16 +106,18 @@ def test_an_allowed_unsigned_artifact_says_so_everywhere(unsigned: Built, capsys
     assert manifest["signed"] is False and manifest["public_key"] is None
     assert not (folder / "signature.bin").exists()
     assert "UNSIGNED ARTIFACT" in (folder / "model_card.md").read_text()
-    with pytest.raises(ArtifactIntegrityError, match="UNSIGNED"):
+    with pytest.raises(ArtifactIntegrityError, match="no trust anchor"):
         verify(folder)
     with pytest.raises(ArtifactIntegrityError, match="UNSIGNED"):
-        open_verified(folder)
-    report = verify(folder, allow_unsigned=True)
-    assert not report.signed and report.key_trusted is None
+        verify(folder, allow_untrusted=True)  # development mode still refuses an unsigned artifact ...
+    with pytest.raises(ArtifactIntegrityError, match="UNSIGNED"):
+        open_verified(folder, allow_untrusted=True)
+    report = verify(folder, allow_unsigned=True)  # ... unless that too is allowed
+    assert not report.signed and report.trusted is False
     assert any("UNSIGNED" in warning for warning in report.warnings)
     assert report.events[0].payload["signed"] is False and report.events[0].signature is None
     assert not open_verified(folder, allow_unsigned=True).is_signed
-    assert verify_command(folder) == 6
+    assert verify_command(folder, allow_untrusted=True) == 6
     assert "UNSIGNED" in capsys.readouterr().err
     assert verify_command(folder, allow_unsigned=True) == 0
     out = capsys.readouterr().out
@@ -135,13 +140,14 @@ def test_a_signature_next_to_an_unsigned_manifest_is_refused(unsigned: Built) ->
         verify(unsigned.folder, allow_unsigned=True)
 
 
-def test_a_downgrade_to_unsigned_is_detected(artifact: Path) -> None:
+def test_a_downgrade_to_unsigned_is_detected(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     document = json.loads((artifact / "manifest.json").read_text())
     document.update(signed=False, public_key=None, key_fingerprint=None)
     (artifact / "manifest.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     (artifact / "signature.bin").unlink()
     with pytest.raises(ArtifactIntegrityError, match="UNSIGNED"):
         verify(artifact)
+    monkeypatch.delenv("MEDTL_TRUSTED_KEYS")
     with pytest.raises(ArtifactIntegrityError, match=r"manifest\.json was modified after sealing"):
         verify(artifact, allow_unsigned=True)
 

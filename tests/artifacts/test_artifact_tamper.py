@@ -207,8 +207,10 @@ def test_swapping_the_signature_names_signature_bin(
 
 
 def test_a_manifest_resigned_by_another_key_does_not_match_the_created_event(
-    artifact: Path, keys: dict[str, Any]
+    artifact: Path, keys: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("MEDTL_TRUSTED_KEYS")  # even in development mode, where the signer is not checked
+    monkeypatch.setenv("MEDTL_ALLOW_UNTRUSTED", "1")
     forger = resolve_signing_key(keys["other_private"])
     assert forger is not None
     manifest = parse_manifest((artifact / "manifest.json").read_bytes())
@@ -253,19 +255,25 @@ def _reseal_with(folder: Path, key: Ed25519PrivateKey) -> None:
     write_events(folder, [event])
 
 
-def test_a_complete_forgery_is_flagged_without_trusted_keys_and_refused_with_them(
-    artifact: Path, keys: dict[str, Any], capsys: pytest.CaptureFixture[str]
+def test_a_complete_forgery_is_refused_with_and_without_trust_variables(
+    artifact: Path, keys: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     forger = resolve_signing_key(keys["other_private"])
     assert forger is not None
     _reseal_with(artifact, forger)
-    report = verify(artifact)  # self-consistent: without trust anchors the signer cannot be judged ...
-    assert report.key_trusted is None
-    assert any("untrusted/unknown key" in w and report.key_fingerprint in w for w in report.warnings)  # ... but said
-    message = failure(artifact, trusted_keys=[keys["public"]])
+    message = failure(artifact)  # the site's anchor (MEDTL_TRUSTED_KEYS) names the real signer
     assert "untrusted key" in message and "signature.bin" in message
     assert verify_command(artifact, [keys["public"]]) == 6
     assert "untrusted key" in capsys.readouterr().err
+    monkeypatch.delenv("MEDTL_TRUSTED_KEYS")  # no anchor at all: refused, saying what to set
+    assert "no trust anchor is configured" in failure(artifact) and "MEDTL_TRUSTED_KEYS" in failure(artifact)
+    assert verify_command(artifact) == 6
+    assert "no trust anchor" in capsys.readouterr().err
+    report = verify(artifact, allow_untrusted=True)  # development: self-consistent, and said to be UNTRUSTED
+    assert report.trusted is False
+    assert any("UNTRUSTED" in w and report.key_fingerprint in w for w in report.warnings)
+    assert verify_command(artifact, allow_untrusted=True) == 0
+    assert "UNTRUSTED" in capsys.readouterr().out
 
 
 def test_trusted_keys_from_the_environment(
@@ -274,7 +282,7 @@ def test_trusted_keys_from_the_environment(
     monkeypatch.setenv("MEDTL_TRUSTED_KEYS", os.pathsep.join([str(keys["other_public"])]))
     assert "untrusted key" in failure(artifact)
     monkeypatch.setenv("MEDTL_TRUSTED_KEYS", os.pathsep.join([str(keys["other_public"]), keys["hex"]]))
-    assert verify(artifact).key_trusted is True
+    assert verify(artifact).trusted is True
 
 
 def test_a_file_changed_after_opening_is_refused_at_read_time(artifact: Path) -> None:

@@ -22,18 +22,32 @@ DEV_PSEUDONYMIZER = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
 
 
 @contextlib.contextmanager
-def signing_key(path: Path) -> Iterator[Path]:
-    """A fresh signing key in MEDTL_SIGNING_KEY for the duration, then the previous value back."""
-    generate_signing_key(path)
-    previous = os.environ.get("MEDTL_SIGNING_KEY")
-    os.environ["MEDTL_SIGNING_KEY"] = str(path)
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration, then put the previous values back."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
-        yield path
+        yield
     finally:
-        if previous is None:
-            os.environ.pop("MEDTL_SIGNING_KEY", None)
-        else:
-            os.environ["MEDTL_SIGNING_KEY"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def signing_key(path: Path) -> Iterator[Path]:
+    """A fresh pipeline key in MEDTL_SIGNING_KEY, its public key as the trust anchor (MEDTL_TRUSTED_KEYS), and a
+    reviewer's own key (MEDTL_REVIEWER_KEY, its public key in MEDTL_APPROVER_KEYS) for the duration."""
+    generate_signing_key(path)
+    reviewer = path.with_name(path.stem + "-reviewer.pem")
+    generate_signing_key(reviewer)
+    with environment(
+        MEDTL_SIGNING_KEY=str(path), MEDTL_TRUSTED_KEYS=f"{path}.pub", MEDTL_REVIEWER_KEY=str(reviewer),
+        MEDTL_APPROVER_KEYS=f"{reviewer}.pub",
+    ):  # fmt: skip
+        yield path
 
 
 TINY_SETTINGS = {
