@@ -259,7 +259,6 @@ def verify_resolved(folder: Path, trust: TrustSettings) -> VerificationReport:
         raise ArtifactIntegrityError(
             "the artifact folder does not exist", where=folder.name, fix="check the path given for the artifact"
         )
-    trust.require_anchor(folder.name)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise ArtifactIntegrityError(
@@ -267,6 +266,7 @@ def verify_resolved(folder: Path, trust: TrustSettings) -> VerificationReport:
             where=MANIFEST,
             fix="seal the folder with medtl.artifacts.seal(), or check the path",
         )
+    trust.require_anchor(folder.name)
     data = manifest_path.read_bytes()
     digest = sha256_bytes(data)
     manifest = parse_manifest(data)

@@ -16,12 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medtl.artifacts import append_event, open_verified, verify
-from medtl.artifacts.audit import build_event, event_hash
+from medtl.artifacts.audit import event_hash
 from medtl.artifacts.cli import verify_command
-from medtl.artifacts.keys import public_key_hex, resolve_signing_key
+from medtl.artifacts.keys import resolve_signing_key
 from medtl.artifacts.verify import parse_manifest, render_manifest
 from medtl.errors import ArtifactIntegrityError
-from medtl.hashing import canonical_json, sha256_bytes
+from medtl.hashing import canonical_json
+from support.forgery import reseal_with
 
 ALL_FILES = [
     "manifest.json",
@@ -223,36 +224,7 @@ def test_a_manifest_resigned_by_another_key_does_not_match_the_created_event(
 
 
 def _reseal_with(folder: Path, key: Ed25519PrivateKey) -> None:
-    """What an attacker with write access and their own key can do: rewrite everything consistently."""
-    (folder / "config.yaml").write_text("backbone: evil\n")
-    manifest = parse_manifest((folder / "manifest.json").read_bytes())
-    entries = [
-        e.model_copy(
-            update={
-                "sha256": sha256_bytes((folder / e.path).read_bytes()),
-                "size_bytes": (folder / e.path).stat().st_size,
-            }
-        )
-        for e in manifest.files
-    ]
-    manifest = manifest.model_copy(
-        update={"files": entries, "public_key": public_key_hex(key), "key_fingerprint": None}
-    )
-    data = render_manifest(manifest)
-    (folder / "manifest.json").write_bytes(data)
-    (folder / "signature.bin").write_bytes(key.sign(data))
-    created = events(folder)[0]
-    event = build_event(
-        index=0,
-        kind="created",
-        actor=created["actor"],
-        payload=created["payload"],
-        manifest_sha256=sha256_bytes(data),
-        prev_hash=None,
-        key=key,
-        time=created["time"],
-    )
-    write_events(folder, [event])
+    reseal_with(folder, key, lambda f: (f / "config.yaml").write_text("backbone: evil\n"))
 
 
 def test_a_complete_forgery_is_refused_with_and_without_trust_variables(

@@ -47,8 +47,10 @@ def test_evaluate_writes_metrics_report_and_an_audit_event(trained):
     assert event.kind == "evaluated"
     assert event.payload["files"]["report.html"] == result.files["report.html"]
     assert event.payload["test_manifest_hash"] is not None
+    assert event.public_key in artifact.report.pipeline_keys  # signed by the pipeline key, so it can be approved
     html = (root / "report" / "report.html").read_text()
     assert "NOT FOR CLINICAL USE" in html.upper()
+    assert "(a trusted pipeline key)" in html and "UNTRUSTED" not in html
     terms = json.loads((root / "dev-data" / "private" / "phi_terms.json").read_text())
     assert not [t for t in terms["patient_ids"] + terms["accession_numbers"] if t in html]
 
@@ -61,9 +63,12 @@ def test_approval_is_bound_to_the_report_and_signed(trained):
         approve(root / "artifact", reviewer="Dr A. Reviewer", role="radiologist", decision="approve", report=tampered)
     event = approve(root / "artifact", reviewer="Dr A. Reviewer", role="radiologist", decision="approve",
                     report=root / "report", comment="fit for the research pilot")  # fmt: skip
-    assert event.kind == "approved" and event.signature is not None
+    assert event.kind == "approved" and event.payload["signature"] and event.payload["public_key"]
     artifact = open_verified(root / "artifact")
-    assert artifact.is_approved and artifact.approval.payload["report_sha256"] == event.payload["report_sha256"]
+    assert (
+        artifact.is_approved and artifact.status.statement.report_sha256 == event.payload["statement"]["report_sha256"]
+    )
+    assert artifact.status.statement.comment == "fit for the research pilot"
     rejected = approve(
         root / "artifact", reviewer="Dr B", role="radiologist", decision="reject", report=root / "report"
     )

@@ -14,7 +14,7 @@ RECORD = {"scan_id": "s", "series_id": "se", "study_id": "st", "patient_id": "p"
 
 
 def _scorer(threshold: float | None, temperature: float | None) -> SimpleNamespace:
-    artifact = SimpleNamespace(metadata={"model_id": "m", "model_version": "1"}, manifest_hash="x")
+    artifact = SimpleNamespace(metadata={"model_id": "m", "model_version": "1"}, manifest_hash="x", trusted=True)
     model = SimpleNamespace(classes=["normal", "disease"], positive_class="disease")
     return SimpleNamespace(model=model, threshold=threshold, temperature=temperature, artifact=artifact, approved=True)
 
