@@ -68,10 +68,15 @@ class IngestResult:
 @dataclass
 class _Identity:
     patient: str
-    study: str | None
+    study: str | None  # as a labels file names it: StudyInstanceUID, or a NIfTI study folder's name
     accession: str | None
     series: str
     scan_prefix: str
+    study_scope: str | None = None  # the study pseudonym's source where `study` is unique only within a patient
+
+    @property
+    def study_key(self) -> str | None:
+        return self.study_scope or self.study
 
 
 def ingest_sources(
@@ -189,7 +194,8 @@ def _work_items(
 
 
 def _nifti_identity(file: InputFile) -> _Identity:
-    """Patient = first folder under the source root (or the file stem), study = second folder, series = the file.
+    """Patient = first folder under the source root (or the file stem), study = second folder (within that
+    patient), series = the file.
 
     A file stem that is a DICOM UID is used as the SeriesInstanceUID, so NIfTI exported from DICOM (one file per
     series, named by its UID) gets the same pseudonyms as the DICOM it came from. A dcm2niix-style sidecar with
@@ -202,9 +208,14 @@ def _nifti_identity(file: InputFile) -> _Identity:
     stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
     sidecar = sidecar_for(file.path)
     patient = str(sidecar.get("PatientID") or (parts[0] if len(parts) > 1 else stem))
-    study = sidecar.get("StudyInstanceUID") or (parts[1] if len(parts) > 2 else None)
+    study_uid = sidecar.get("StudyInstanceUID")
+    folder = parts[1] if len(parts) > 2 else None
+    # A folder name such as "study1" is unique only within its patient: the pseudonym is derived from both, or
+    # patA/study1 and patB/study1 would become one study.
+    scope = f"nifti-study:{patient}/{folder}" if folder is not None and not study_uid else None
     series = sidecar.get("SeriesInstanceUID") or (stem if _UID.match(stem) else f"nifti:{file.relative}")
-    return _Identity(patient, study, None, str(series), f"{series}|nifti")
+    study = str(study_uid) if study_uid else folder
+    return _Identity(patient, study, None, str(series), f"{series}|nifti", study_scope=scope)
 
 
 # -- collecting results ----------------------------------------------------------------------------------------------
@@ -238,7 +249,7 @@ def _collect(
                 **scan,
                 "scan_id": scan_id,
                 "patient_id": pseudo.patient(identity.patient),
-                "study_id": pseudo.study(identity.study) if identity.study else None,
+                "study_id": pseudo.study(identity.study_key) if identity.study_key else None,
                 "series_id": series_id,
                 "source_format": "nifti" if items[result.item_id].nifti_path else "dicom",
                 "site": match.site if match else None,

@@ -53,7 +53,7 @@ class IngestLimits(BaseModel):
         frame = dims[0] * dims[1] if len(dims) >= 2 else pixels
         if frame > self.max_frame_pixels:
             raise LimitExceededError(
-                f"{what} declares frames of {frame:,} pixels, over the limit of {self.max_frame_pixels:,}"
+                f"{what} declares a frame of {frame:,} pixels, over the limit of {self.max_frame_pixels:,}"
                 + _named("max_frame_pixels", "--max-frame-megapixels"),
                 reason_code="image_too_large",
                 fix=_raise_hint("max_frame_pixels", "--max-frame-megapixels"),
@@ -96,7 +96,32 @@ class IngestLimits(BaseModel):
 DEFAULT_LIMITS = IngestLimits()
 
 
-def inflate(data: bytes | memoryview, *, budget: int, wbits: int, what: str) -> bytes:
+def limits_from_options(
+    *,
+    file_gb: float | None = None,
+    image_gb: float | None = None,
+    series_gb: float | None = None,
+    frame_megapixels: float | None = None,
+) -> IngestLimits:
+    """The CLI's units (GiB, megapixels) to an IngestLimits; an option left out keeps its default."""
+    values = {
+        "max_file_bytes": None if file_gb is None else int(file_gb * GIB),
+        "max_image_bytes": None if image_gb is None else int(image_gb * GIB),
+        "max_series_bytes": None if series_gb is None else int(series_gb * GIB),
+        "max_frame_pixels": None if frame_megapixels is None else int(frame_megapixels * 1_000_000),
+    }
+    return IngestLimits(**{key: value for key, value in values.items() if value is not None})
+
+
+def inflate(
+    data: bytes | memoryview,
+    *,
+    budget: int,
+    wbits: int,
+    what: str,
+    budget_text: str = "the budget for one image",
+    hint: str | None = None,
+) -> bytes:
     """Decompress a zlib / raw-deflate / gzip stream, stopping as soon as the output would pass `budget` bytes.
 
     Works chunk by chunk with `max_length`, so a bomb costs at most `budget` bytes of memory, never its full size.
@@ -122,8 +147,8 @@ def inflate(data: bytes | memoryview, *, budget: int, wbits: int, what: str) -> 
         produced += len(chunk)
         if produced > budget:
             raise LimitExceededError(
-                f"{what} decompresses to more than {format_bytes(budget)}, the budget for one image"
-                + _named("max_image_bytes", "--max-image-gb"),
+                f"{what} decompresses to more than {format_bytes(budget)}, {budget_text}"
+                + (hint if hint is not None else _named("max_image_bytes", "--max-image-gb")),
                 reason_code="decompression_limit",
                 fix=_raise_hint("max_image_bytes", "--max-image-gb"),
             )

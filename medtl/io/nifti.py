@@ -144,7 +144,14 @@ def _load(data: bytes, limits: IngestLimits) -> nib.Nifti1Image:
     if gzipped:
         # what the header declares, plus a little slack for padding; a stream that goes on is not this image
         budget = offset + declared + _TRAILING_SLACK
-        data = inflate(data, budget=budget, wbits=16 + zlib.MAX_WBITS, what="the gzip-compressed NIfTI file")
+        data = inflate(
+            data,
+            budget=budget,
+            wbits=16 + zlib.MAX_WBITS,
+            what="the gzip-compressed NIfTI file",
+            budget_text="more than its header declares",
+            hint=" (a compressed stream that goes on past its image is refused; re-export the file)",
+        )
     image_class = nib.Nifti2Image if version2 else nib.Nifti1Image
     return image_class.from_bytes(data)
 

@@ -52,7 +52,7 @@ def check_dataset(ds: Dataset, limits: IngestLimits, syntax: UID) -> None:
         for index, frame in enumerate(chunks):
             if index >= frames:
                 break
-            _check_codestream(frame, syntax, per_frame, limits)
+            _check_codestream(frame, per_frame, limits)
     except (LimitExceededError, ReadError):
         raise
     except Exception as error:  # pydicom could not even split the fragments: the file is damaged
@@ -78,14 +78,16 @@ def _int(value) -> int | None:
     return None if value is None else int(value)
 
 
-def _check_codestream(frame: bytes, syntax: UID, per_frame: int, limits: IngestLimits) -> None:
+def _check_codestream(frame: bytes, per_frame: int, limits: IngestLimits) -> None:
     size = codestream_size(frame)
     if size is None:
-        raise ReadError(f"a compressed frame ({syntax.name}) has no readable size marker")
+        raise ReadError("a compressed frame has no readable size marker (SOF or SIZ)")
     height, width, components, bits = size
     if height <= 0 or width <= 0:
         raise ReadError("a compressed frame declares no height or width")
-    limits.check_image(shape=(height, width, components), bytes_per_sample=_bytes_per_sample(bits), what="a frame")
+    limits.check_image(
+        shape=(height, width, components), bytes_per_sample=_bytes_per_sample(bits), what="a compressed frame"
+    )
     declared = height * width * components * _bytes_per_sample(bits)
     if declared > per_frame:
         raise LimitExceededError(
