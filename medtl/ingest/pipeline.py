@@ -197,8 +197,9 @@ def _nifti_identity(file: InputFile) -> _Identity:
     """Patient = first folder under the source root (or the file stem), study = second folder (within that
     patient), series = the file.
 
-    A file stem that is a DICOM UID is used as the SeriesInstanceUID, so NIfTI exported from DICOM (one file per
-    series, named by its UID) gets the same pseudonyms as the DICOM it came from. A dcm2niix-style sidecar with
+    A file stem that is a DICOM UID is used as the SeriesInstanceUID (a study folder named by a UID, as the
+    StudyInstanceUID), so NIfTI exported from DICOM (one file per series, named by its UID) gets the same
+    pseudonyms as the DICOM it came from. A dcm2niix-style sidecar with
     PatientID / StudyInstanceUID / SeriesInstanceUID overrides all of this.
     """
     from medtl.io.nifti import sidecar_for
@@ -211,8 +212,10 @@ def _nifti_identity(file: InputFile) -> _Identity:
     study_uid = sidecar.get("StudyInstanceUID")
     folder = parts[1] if len(parts) > 2 else None
     # A folder name such as "study1" is unique only within its patient: the pseudonym is derived from both, or
-    # patA/study1 and patB/study1 would become one study.
-    scope = f"nifti-study:{patient}/{folder}" if folder is not None and not study_uid else None
+    # patA/study1 and patB/study1 would become one study. A folder named by a StudyInstanceUID is unique as it is
+    # and keeps the DICOM study's pseudonym.
+    scoped = folder is not None and not study_uid and not _UID.match(folder)
+    scope = f"nifti-study:{patient}/{folder}" if scoped else None
     series = sidecar.get("SeriesInstanceUID") or (stem if _UID.match(stem) else f"nifti:{file.relative}")
     study = str(study_uid) if study_uid else folder
     return _Identity(patient, study, None, str(series), f"{series}|nifti", study_scope=scope)
