@@ -131,14 +131,30 @@ def ingest(
     series_description: pacs.Description = None,
     id_list: pacs.IdList = None,
     max_staging_gb: pacs.StagingGb = 20.0,
+    max_file_gb: Annotated[
+        float | None, typer.Option(min=0.001, help="Largest input file read at all, GiB (default 3).")
+    ] = None,
+    max_image_gb: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Pixel data one DICOM object or NIfTI file may declare, GiB (default 2)."),
+    ] = None,
+    max_series_gb: Annotated[
+        float | None, typer.Option(min=0.001, help="Pixel data of all slices of one scan, GiB (default 4).")
+    ] = None,
+    max_frame_megapixels: Annotated[
+        float | None, typer.Option(min=0.001, help="Pixels of one 2D frame, millions (default 268, 16384^2).")
+    ] = None,
 ) -> None:
     """Discover, check, decode, preprocess and cache scans; every input file ends ingested, skipped or quarantined."""
     from medtl.identity import pseudonymizer_from_env
     from medtl.ingest.preprocess import load_spec
+    from medtl.io.limits import limits_from_options
 
     pseudonymizer = pseudonymizer_from_env(allow_development_key=dev_pseudonym_key)
+    limits = limits_from_options(file_gb=max_file_gb, image_gb=max_image_gb, series_gb=max_series_gb,
+                                 frame_megapixels=max_frame_megapixels)  # fmt: skip
     options = dict(out=out, labels=labels, spec=load_spec(spec) if spec else None, workers=workers,
-                   pseudonymizer=pseudonymizer, progress=True)  # fmt: skip
+                   pseudonymizer=pseudonymizer, progress=True, limits=limits)  # fmt: skip
     if any(pacs.is_remote(source) for source in sources):
         from medtl.ingest.from_pacs import ingest_from_pacs
         from medtl.sources.pull import GIB

@@ -112,6 +112,19 @@ class IngestError(MedTLError):
 class ReadError(MedTLError):
     """One file or series could not be read; ingest records it as quarantined and goes on."""
 
+    reason_code: str = "decode_failed"  # the code the ingest report gives the quarantined file(s)
+
+
+class LimitExceededError(ReadError):
+    """A file declares (or decompresses to) more than a configured ingest limit allows: refused before allocation.
+
+    The message names the limit and how to raise it; it never quotes header values, only byte and pixel counts.
+    """
+
+    def __init__(self, what: str, *, reason_code: str, where: str | None = None, fix: str | None = None) -> None:
+        self.reason_code = reason_code
+        super().__init__(what, where=where, fix=fix)
+
 
 class LeakageError(MedTLError):
     """A patient appears on both sides of a split: any metric computed on it would be optimistic."""

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from medtl.identity import pseudonymizer_from_env
 from medtl.ingest.pipeline import ingest_sources
 from medtl.ingest.preprocess import load_spec
+from medtl.io.limits import IngestLimits
 from pipelines.common import counts_table, retry_on_io_only
 
 
@@ -28,6 +29,9 @@ class IngestParameters(BaseModel):
     allow_development_key: bool = Field(
         False, description="use the public development pseudonym key (synthetic or public data only)"
     )
+    limits: IngestLimits = Field(
+        default_factory=IngestLimits, description="size limits for hostile input (README, Ingest limits)"
+    )
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_io_only)
@@ -41,6 +45,7 @@ def run_ingest(params: IngestParameters) -> dict:
         spec=load_spec(params.spec) if params.spec else None,
         workers=params.workers,
         pseudonymizer=pseudonymizer,
+        limits=params.limits,
     )
     report, fingerprint = result.report, result.fingerprint
     return {

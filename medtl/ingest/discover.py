@@ -11,8 +11,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtl.errors import IngestError, ReadError
+from medtl.errors import IngestError, LimitExceededError, ReadError
+from medtl.io.dicom.budget import header_pixel_bytes
 from medtl.io.dicom.headers import DicomHeader, read_header
+from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.io.nifti import NIFTI_SUFFIXES, is_nifti_bytes
 
 _SNIFF_BYTES = 1024
@@ -31,50 +33,96 @@ class InputFile:
     reason: str | None = None
 
 
-def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, Path, str]]:
-    """Yield (source index, path, relative path) for every regular file, each real file once."""
+def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, Path, str, Path]]:
+    """Yield (source index, path, relative path, source root) for every file, each real file once.
+
+    Symbolic links are never followed out of a source: a link whose target lies outside its source folder (or
+    nowhere) is still yielded, so that classify_file records it as skipped; a link to a file inside the same
+    source is followed, and that file is read once however many links point at it. Linked folders are not
+    walked (os.walk without followlinks); one that points outside is recorded like a linked file.
+    """
     seen: set[Path] = set()
     for index, source in enumerate(sources):
         root = Path(source)
         if not root.exists():
             raise IngestError(f"input does not exist: source #{index + 1}", fix="check the SRC arguments")
-        if root.is_file():
+        if root.is_file():  # a file named on the command line is used as given, link or not
             candidates: Iterator[Path] = iter([root])
             base = root.parent
         else:
             candidates = _files_under(root)
             base = root
         for path in candidates:
+            if path.is_symlink() and path is not root and link_fate(path, base) is not None:
+                yield index, path, path.relative_to(base).as_posix(), base
+                continue
             real = path.resolve()
             if real in seen:
                 continue
             seen.add(real)
-            yield index, path, path.relative_to(base).as_posix()
+            yield index, path, path.relative_to(base).as_posix(), base
 
 
 def _files_under(root: Path) -> Iterator[Path]:
     for directory, subdirs, files in os.walk(root, followlinks=False):
         subdirs.sort()
+        for name in subdirs:
+            path = Path(directory) / name
+            if path.is_symlink() and link_fate(path, root) is not None:
+                yield path
         for name in sorted(files):
             path = Path(directory) / name
-            if path.is_file():
+            if path.is_symlink() or path.is_file():
                 yield path
 
 
-def classify_file(index: int, path: Path, relative: str) -> InputFile:
-    """Sniff one file and, for DICOM, read its header (first pass, no pixels)."""
+def link_fate(path: Path, root: Path) -> tuple[str, str] | None:
+    """(reason code, reason) for a link that must not be read; None for a link that stays inside `root`."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop of links
+        return "broken_symlink", "a symbolic link to nothing readable"
+    if not target.is_relative_to(Path(root).resolve()):
+        return "symlink_outside_source", "a symbolic link to a file outside the source folder is not followed"
+    if target.is_dir():
+        return None
+    return None if target.is_file() else ("broken_symlink", "a symbolic link to something that is not a file")
+
+
+def classify_file(
+    index: int, path: Path, relative: str, root: Path | None = None, *, limits: IngestLimits = DEFAULT_LIMITS
+) -> InputFile:
+    """Sniff one file and, for DICOM, read its header (first pass, no pixels). Never raises."""
+    try:
+        return _classify(index, path, relative, root, limits)
+    except Exception as error:  # MemoryError or a library's own failure: this file only, never the run
+        reason = f"reading this file raised {type(error).__name__}"
+        return InputFile(path, index, relative, 0, "other", None, "quarantined", "unexpected_error", reason)
+
+
+def _classify(index: int, path: Path, relative: str, root: Path | None, limits: IngestLimits) -> InputFile:
+    if root is not None and path.is_symlink():
+        fate = link_fate(path, root)
+        if fate is not None:
+            return InputFile(path, index, relative, 0, "other", None, "skipped", *fate)
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:
             head = handle.read(_SNIFF_BYTES)
     except OSError as error:
         return InputFile(path, index, relative, 0, "other", None, "quarantined", "unreadable_file", str(error.strerror))
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return _dicom(index, path, relative, size, force=False)
+    dicom_preamble = len(head) >= 132 and head[128:132] == b"DICM"
+    if dicom_preamble or is_nifti_bytes(head) or _looks_like_raw_dicom(head):
+        try:
+            limits.check_file(size)
+        except LimitExceededError as error:
+            return InputFile(path, index, relative, size, "other", None, "quarantined", error.reason_code, error.what)
+    if dicom_preamble:
+        return _dicom(index, path, relative, size, force=False, limits=limits)
     if is_nifti_bytes(head):
         return InputFile(path, index, relative, size, "nifti")
     if _looks_like_raw_dicom(head):
-        return _dicom(index, path, relative, size, force=True)
+        return _dicom(index, path, relative, size, force=True, limits=limits)
     if relative.endswith(".json") and _has_nifti_twin(path):
         return InputFile(path, index, relative, size, "other", None, "skipped", "nifti_sidecar", "read with its NIfTI")
     if relative.endswith(NIFTI_SUFFIXES):
@@ -82,9 +130,12 @@ def classify_file(index: int, path: Path, relative: str) -> InputFile:
     return InputFile(path, index, relative, size, "other", None, "skipped", "not_an_image", "neither DICOM nor NIfTI")
 
 
-def _dicom(index: int, path: Path, relative: str, size: int, *, force: bool) -> InputFile:
+def _dicom(index: int, path: Path, relative: str, size: int, *, force: bool, limits: IngestLimits) -> InputFile:
     try:
-        header = read_header(path, force=force)
+        header = read_header(path, force=force, limits=limits)
+        header_pixel_bytes(header, limits)
+    except LimitExceededError as error:  # too large whatever it is: never "not an image"
+        return InputFile(path, index, relative, size, "other", None, "quarantined", error.reason_code, error.what)
     except ReadError as error:
         status = "skipped" if force else "quarantined"
         code = "not_an_image" if force else "unreadable_dicom"

@@ -17,6 +17,7 @@ from medtl.contracts.pull import PulledFailure, PullReport
 from medtl.errors import IngestError
 from medtl.identity import Pseudonymizer
 from medtl.ingest.pipeline import IngestResult, ingest_sources
+from medtl.io.limits import IngestLimits
 from medtl.sources.location import SourceLocation
 from medtl.sources.pull import GIB, Puller, open_remote
 from medtl.sources.query import PacsQuery
@@ -49,6 +50,7 @@ def ingest_from_pacs(
     max_staging_bytes: int = 20 * GIB,
     retry: RetryPolicy | None = None,
     progress: bool = False,
+    limits: IngestLimits | None = None,
 ) -> PacsIngestResult:
     out = Path(out)
     remote = open_remote(source, retry)
@@ -72,7 +74,7 @@ def ingest_from_pacs(
                     "or split the id list into several datasets",
                 )
             result = ingest_sources([batch.folder], out=out, pseudonymizer=pseudonymizer, labels=labels, spec=spec,
-                                    workers=workers, progress=progress)  # fmt: skip
+                                    workers=workers, progress=progress, limits=limits)  # fmt: skip
             puller.commit(batch)
     finally:  # staged DICOM never outlives the run, whatever stopped it
         shutil.rmtree(out / "pull-staging", ignore_errors=True)

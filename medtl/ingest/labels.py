@@ -16,7 +16,7 @@ import pandas as pd
 from medtl.contracts import LabelRow, validate_rows
 from medtl.contracts.ingest import LabelsSummary
 from medtl.contracts.labels import KNOWN_COLUMNS
-from medtl.errors import ContractProblem, LabelsError
+from medtl.errors import ContractProblem, DataContractError, LabelsError
 
 _FIRST_DATA_ROW = 2  # row 1 of the CSV is the header; rows are reported as a spreadsheet shows them
 
@@ -72,7 +72,17 @@ def read_labels(path: Path) -> LabelTable:
     ignored = [column for column in frame.columns if column not in KNOWN_COLUMNS]
     known = frame[[column for column in frame.columns if column in KNOWN_COLUMNS]]
     records = [{k: (v if v != "" else None) for k, v in row.items()} for row in known.to_dict(orient="records")]
-    rows = validate_rows(LabelRow, records, where="labels file", first_row_number=_FIRST_DATA_ROW)
+    try:
+        rows = validate_rows(LabelRow, records, where="labels file", first_row_number=_FIRST_DATA_ROW)
+    except DataContractError as error:
+        # Cells hold patient ids and labels: the error names row and column only, never the cell's content.
+        problems = [ContractProblem(p.location, p.rule) for p in error.problems]
+        raise LabelsError(
+            "labels.v1.schema.json",
+            problems,
+            where="labels file",
+            fix="correct the listed cells (row numbers as a spreadsheet shows them; see data_contracts/README.md)",
+        ) from None
     table = LabelTable(rows, ignored)
     seen: dict[tuple, int] = {}
     for index, row in enumerate(rows):

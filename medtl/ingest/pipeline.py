@@ -32,6 +32,7 @@ from medtl.ingest.privacy import PrivateRecords
 from medtl.ingest.report import build_report, qc_summary_markdown
 from medtl.ingest.worker import WorkItem, WorkResult, preprocess_records, run_item, worker_count
 from medtl.io.dicom.grouping import ScanPlan, group_headers
+from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,15 @@ class IngestResult:
 @dataclass
 class _Identity:
     patient: str
-    study: str | None
+    study: str | None  # as a labels file names it: StudyInstanceUID, or a NIfTI study folder's name
     accession: str | None
     series: str
     scan_prefix: str
+    study_scope: str | None = None  # the study pseudonym's source where `study` is unique only within a patient
+
+    @property
+    def study_key(self) -> str | None:
+        return self.study_scope or self.study
 
 
 def ingest_sources(
@@ -82,7 +88,14 @@ def ingest_sources(
     spec: PreprocessingSpec | None = None,
     workers: int = 0,
     progress: bool = False,
+    limits: IngestLimits | None = None,
 ) -> IngestResult:
+    """Ingest every file under `sources` into the dataset folder `out`; one bad file or series never stops the run.
+
+    `limits` (default: IngestLimits()) bounds what a file may declare or decompress to; over a limit, the file or
+    series is quarantined with the limit's name in the reason.
+    """
+    limits = limits or DEFAULT_LIMITS
     if not sources:
         raise IngestError("no input given", fix="pass one or more folders or files with DICOM / NIfTI scans")
     out = Path(out)
@@ -94,11 +107,14 @@ def ingest_sources(
         paths = list(walk_sources(sources))
         files = list(
             bar.track(
-                _map(executor, _classify_chunk, _chunks(paths, _HEADER_CHUNK)), "reading headers", len(paths), flat=True
+                _map(executor, _classify_chunk, [(chunk, limits) for chunk in _chunks(paths, _HEADER_CHUNK)]),
+                "reading headers",
+                len(paths),
+                flat=True,
             )
         )
         grouping = group_headers([f.header for f in files if f.header is not None])
-        items, identities = _work_items(files, grouping.plans, out)
+        items, identities = _work_items(files, grouping.plans, out, limits)
         for identity in identities.values():
             private.add_identifiers(identity.patient, identity.accession)
         results = list(bar.track(_bounded(executor, run_item, items, 2 * n_workers), "decoding scans", len(items)))
@@ -139,8 +155,9 @@ def ingest_sources(
 # -- discovery ---------------------------------------------------------------------------------------------------
 
 
-def _classify_chunk(chunk: list[tuple[int, Path, str]]) -> list[InputFile]:
-    return [classify_file(index, path, relative) for index, path, relative in chunk]
+def _classify_chunk(args: tuple[list[tuple[int, Path, str, Path]], IngestLimits]) -> list[InputFile]:
+    chunk, limits = args
+    return [classify_file(index, path, relative, root, limits=limits) for index, path, relative, root in chunk]
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
@@ -152,13 +169,13 @@ def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
 
 
 def _work_items(
-    files: list[InputFile], plans: list[ScanPlan], out: Path
+    files: list[InputFile], plans: list[ScanPlan], out: Path, limits: IngestLimits
 ) -> tuple[list[WorkItem], dict[int, _Identity]]:
     items: list[WorkItem] = []
     identities: dict[int, _Identity] = {}
     for plan in plans:
         first = plan.headers[0]
-        item = WorkItem(len(items), out, plan=plan)
+        item = WorkItem(len(items), out, plan=plan, limits=limits)
         series = first.series_uid or f"instance:{first.sop_instance_uid}"
         identities[item.item_id] = _Identity(
             patient=first.patient_id,
@@ -170,17 +187,19 @@ def _work_items(
         items.append(item)
     for file in files:
         if file.kind == "nifti" and file.status is None:
-            item = WorkItem(len(items), out, nifti_path=file.path)
+            item = WorkItem(len(items), out, nifti_path=file.path, limits=limits)
             identities[item.item_id] = _nifti_identity(file)
             items.append(item)
     return items, identities
 
 
 def _nifti_identity(file: InputFile) -> _Identity:
-    """Patient = first folder under the source root (or the file stem), study = second folder, series = the file.
+    """Patient = first folder under the source root (or the file stem), study = second folder (within that
+    patient), series = the file.
 
-    A file stem that is a DICOM UID is used as the SeriesInstanceUID, so NIfTI exported from DICOM (one file per
-    series, named by its UID) gets the same pseudonyms as the DICOM it came from. A dcm2niix-style sidecar with
+    A file stem that is a DICOM UID is used as the SeriesInstanceUID (a study folder named by a UID, as the
+    StudyInstanceUID), so NIfTI exported from DICOM (one file per series, named by its UID) gets the same
+    pseudonyms as the DICOM it came from. A dcm2niix-style sidecar with
     PatientID / StudyInstanceUID / SeriesInstanceUID overrides all of this.
     """
     from medtl.io.nifti import sidecar_for
@@ -190,9 +209,16 @@ def _nifti_identity(file: InputFile) -> _Identity:
     stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
     sidecar = sidecar_for(file.path)
     patient = str(sidecar.get("PatientID") or (parts[0] if len(parts) > 1 else stem))
-    study = sidecar.get("StudyInstanceUID") or (parts[1] if len(parts) > 2 else None)
+    study_uid = sidecar.get("StudyInstanceUID")
+    folder = parts[1] if len(parts) > 2 else None
+    # A folder name such as "study1" is unique only within its patient: the pseudonym is derived from both, or
+    # patA/study1 and patB/study1 would become one study. A folder named by a StudyInstanceUID is unique as it is
+    # and keeps the DICOM study's pseudonym.
+    scoped = folder is not None and not study_uid and not _UID.match(folder)
+    scope = f"nifti-study:{patient}/{folder}" if scoped else None
     series = sidecar.get("SeriesInstanceUID") or (stem if _UID.match(stem) else f"nifti:{file.relative}")
-    return _Identity(patient, study, None, str(series), f"{series}|nifti")
+    study = str(study_uid) if study_uid else folder
+    return _Identity(patient, study, None, str(series), f"{series}|nifti", study_scope=scope)
 
 
 # -- collecting results ----------------------------------------------------------------------------------------------
@@ -226,7 +252,7 @@ def _collect(
                 **scan,
                 "scan_id": scan_id,
                 "patient_id": pseudo.patient(identity.patient),
-                "study_id": pseudo.study(identity.study) if identity.study else None,
+                "study_id": pseudo.study(identity.study_key) if identity.study_key else None,
                 "series_id": series_id,
                 "source_format": "nifti" if items[result.item_id].nifti_path else "dicom",
                 "site": match.site if match else None,
@@ -239,7 +265,8 @@ def _collect(
             file = by_path[file_result.path]
             if file_result.error is not None or not scan_ids:
                 reason = file_result.error or result.error or "no scan could be formed from this file"
-                code = "decode_failed" if file_result.error and not result.error else "scan_rejected"
+                fallback = "decode_failed" if file_result.error and not result.error else "scan_rejected"
+                code = file_result.code or result.error_code or fallback
                 records[file.path] = private.record(file, "quarantined", code, reason, sha256=file_result.sha256)
             else:
                 records[file.path] = private.record(

@@ -21,7 +21,10 @@ from medtl.ingest.preprocess import applies_to, preprocess_array
 from medtl.ingest.qc import check_scan, intensity_stats
 from medtl.io.dicom.grouping import ScanPlan
 from medtl.io.dicom.reader import read_plan
+from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.io.nifti import read_nifti
+from medtl.io.quiet import FLAG as QUIET_FLAG
+from medtl.io.quiet import Muted, muted_library_messages
 from medtl.io.scan import Scan
 
 # Bump when decoding changes what arrays come out, so old cache entries are not reused.
@@ -37,6 +40,7 @@ class WorkItem:
     dataset_root: Path
     plan: ScanPlan | None = None  # DICOM
     nifti_path: Path | None = None  # NIfTI
+    limits: IngestLimits = DEFAULT_LIMITS
 
 
 @dataclass
@@ -44,6 +48,7 @@ class FileResult:
     path: Path
     sha256: str | None
     error: str | None = None
+    code: str | None = None  # reason code when error is set; None means decode_failed
 
 
 @dataclass
@@ -53,12 +58,38 @@ class WorkResult:
     files: list[FileResult] = field(default_factory=list)
     samples: list[np.ndarray] = field(default_factory=list)
     error: str | None = None  # the whole item failed (all its files quarantined with this reason)
+    error_code: str | None = None
     from_cache: bool = False
 
 
 def run_item(item: WorkItem) -> WorkResult:
-    """Never raises for bad data: every failure is described in the result."""
+    """Never raises: every failure, bad data or a library's own exception (MemoryError included), is in the result.
+
+    One hostile series must cost the run that series only; so anything raised here quarantines this item's files
+    with a reason code, and library messages (which quote header values) are muted while it runs.
+    """
     result = WorkResult(item.item_id)
+    with muted_library_messages() as muted:
+        try:
+            _run_item(item, result, muted)
+        except MemoryError:
+            _fail(item, result, "out_of_memory", "reading this scan ran out of memory although its declared sizes "
+                  "are within the limits; run with fewer --workers or lower the ingest limits")  # fmt: skip
+        except Exception as error:  # a library failed in a way nothing above anticipated: this item only
+            _fail(item, result, "unexpected_error", f"reading this scan raised {type(error).__name__}; the files "
+                  "are quarantined, the rest of the run goes on")  # fmt: skip
+    return result
+
+
+def _fail(item: WorkItem, result: WorkResult, code: str, reason: str) -> None:
+    hashes = {f.path: f.sha256 for f in result.files}
+    paths = [h.path for h in item.plan.headers] if item.plan else [item.nifti_path]
+    result.scans, result.samples = [], []
+    result.error, result.error_code = reason, code
+    result.files = [FileResult(path, hashes.get(path), reason, code) for path in paths if path is not None]
+
+
+def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
     paths = [h.path for h in item.plan.headers] if item.plan else [item.nifti_path]
     prefetched = _prefetch(paths, result)
     hashes = {path: digest for path, (_, digest) in prefetched.items()}
@@ -78,27 +109,29 @@ def run_item(item: WorkItem) -> WorkResult:
         for record in cached:
             result.scans.append(record)
             result.samples.append(_sample(cache.load_array(record["cache_path"], mmap=True)))
-        return result
+        return
     try:
         scans, outcomes = _decode(item, prefetched)
     except ReadError as error:
-        result.error = error.what
-        result.files.extend(FileResult(path, digest, error.what) for path, digest in hashes.items())
-        return result
+        result.error, result.error_code = error.what, error.reason_code
+        result.files.extend(FileResult(path, digest, error.what, error.reason_code) for path, digest in hashes.items())
+        return
     result.files.extend(outcomes)
+    warned = muted.count > 0 or any(h.value_warnings for h in (item.plan.headers if item.plan else []))
     good = sorted(hashes[f.path] for f in outcomes if f.error is None)
     source_hash = sha256_json(good)
     for scan in scans:
+        if warned:
+            scan.flag(QUIET_FLAG)
         try:
             record = _store(scan, cache, source_hash, n_files=len(good))
         except ReadError as error:
-            result.error = error.what
-            result.files = [FileResult(f.path, f.sha256, f.error or error.what) for f in result.files]
-            return result
+            result.error, result.error_code = error.what, "scan_rejected"
+            result.files = [FileResult(f.path, f.sha256, f.error or error.what, f.code) for f in result.files]
+            return
         result.scans.append(record)
         result.samples.append(_sample(scan.array))
     cache.remember(source_key, result.scans)
-    return result
 
 
 def _prefetch(paths: list[Path], result: WorkResult) -> dict[Path, tuple[bytes | None, str]]:
@@ -120,12 +153,12 @@ def _prefetch(paths: list[Path], result: WorkResult) -> dict[Path, tuple[bytes |
 
 def _decode(item: WorkItem, prefetched: dict[Path, tuple[bytes | None, str]]) -> tuple[list[Scan], list[FileResult]]:
     if item.plan is not None:
-        plan_result = read_plan(item.plan, prefetched)
-        outcomes = [FileResult(o.header.path, o.sha256, o.error) for o in plan_result.files]
+        plan_result = read_plan(item.plan, prefetched, item.limits)
+        outcomes = [FileResult(o.header.path, o.sha256, o.error, o.code) for o in plan_result.files]
         return plan_result.scans, outcomes
     if item.nifti_path is None or item.nifti_path not in prefetched:
         raise ReadError("cannot read file")
-    scans, digest = read_nifti(item.nifti_path)
+    scans, digest = read_nifti(item.nifti_path, item.limits)
     if digest != prefetched[item.nifti_path][1]:
         raise ReadError("the file changed while ingest was reading it")
     return scans, [FileResult(item.nifti_path, digest)]

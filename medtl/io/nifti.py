@@ -8,7 +8,6 @@ sidecar JSON next to the file supplies the modality and scanner facts NIfTI does
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import zlib
@@ -20,12 +19,17 @@ import numpy as np
 
 from medtl.errors import ReadError
 from medtl.io.geometry import to_canonical
+from medtl.io.limits import DEFAULT_LIMITS, HEADER_ALLOWANCE_BYTES, MIB, IngestLimits, inflate
 from medtl.io.scan import Scan
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MAX_VOLUMES = 2000
 _MISMATCH_MM = 0.01
 _LABEL_MAP_MAX_VALUES = 16
+_NIFTI1_HEADER, _NIFTI2_HEADER = 348, 540
+_CHUNK = 64 * 1024
+_TRAILING_SLACK = 1 * MIB
+_MAX_SIDECAR_BYTES = 1 * MIB
 
 
 def is_nifti_bytes(head: bytes) -> bool:
@@ -45,19 +49,26 @@ def sidecar_for(path: Path) -> dict[str, Any]:
     if not candidate.is_file():
         return {}
     try:
+        if candidate.stat().st_size > _MAX_SIDECAR_BYTES:  # a dcm2niix sidecar is a few KB; anything huge is not one
+            return {}
         data = json.loads(candidate.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def read_nifti(path: Path) -> tuple[list[Scan], str]:
-    """Decode a NIfTI file into canonical-RAS volumes; returns the scans and the file's SHA-256."""
+def read_nifti(path: Path, limits: IngestLimits = DEFAULT_LIMITS) -> tuple[list[Scan], str]:
+    """Decode a NIfTI file into canonical-RAS volumes; returns the scans and the file's SHA-256.
+
+    The header's dims x itemsize are checked against `limits` before the image is read, and a .nii.gz is
+    decompressed under a budget of what that header declares: a gzip bomb stops at the budget, not at its end.
+    """
     try:
+        limits.check_file(path.stat().st_size)
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        image = nib.Nifti1Image.from_bytes(data) if data[:2] != b"\x1f\x8b" else _from_gzip(data)
-    except ReadError:
+        image = _load(data, limits)
+    except (ReadError, MemoryError):
         raise
     except Exception as error:  # corrupt or foreign file: quarantined by the caller
         raise ReadError(f"unreadable NIfTI ({type(error).__name__})") from None
@@ -114,11 +125,35 @@ def read_nifti(path: Path) -> tuple[list[Scan], str]:
     return scans, digest
 
 
-def _from_gzip(data: bytes) -> nib.Nifti1Image:
-    raw = gzip.decompress(data)
-    if raw[4:8] in (b"n+2\x00", b"ni2\x00"):
-        return nib.Nifti2Image.from_bytes(raw)
-    return nib.Nifti1Image.from_bytes(raw)
+def _load(data: bytes, limits: IngestLimits) -> nib.Nifti1Image:
+    gzipped = data[:2] == b"\x1f\x8b"
+    head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[:_CHUNK], _NIFTI2_HEADER) if gzipped else data
+    version2 = head[4:8] in (b"n+2\x00", b"ni2\x00")
+    header_class = nib.Nifti2Header if version2 else nib.Nifti1Header
+    size = _NIFTI2_HEADER if version2 else _NIFTI1_HEADER
+    if len(head) < size:
+        raise ReadError("the NIfTI header is cut short")
+    header = header_class(binaryblock=bytes(head[:size]), check=False)
+    shape = [int(value) for value in header.get_data_shape()]
+    itemsize = header.get_data_dtype().itemsize
+    declared = limits.check_image(shape=(*shape, 1, 1)[: max(2, len(shape))], bytes_per_sample=itemsize,
+                                  what="the NIfTI header")  # fmt: skip
+    offset = int(header.get_data_offset())
+    if offset < 0 or offset > HEADER_ALLOWANCE_BYTES:
+        raise ReadError("the NIfTI header places the image data outside the file's plausible range")
+    if gzipped:
+        # what the header declares, plus a little slack for padding; a stream that goes on is not this image
+        budget = offset + declared + _TRAILING_SLACK
+        data = inflate(
+            data,
+            budget=budget,
+            wbits=16 + zlib.MAX_WBITS,
+            what="the gzip-compressed NIfTI file",
+            budget_text="more than its header declares",
+            hint=" (a compressed stream that goes on past its image is refused; re-export the file)",
+        )
+    image_class = nib.Nifti2Image if version2 else nib.Nifti1Image
+    return image_class.from_bytes(data)
 
 
 def _choose_affine(image: nib.Nifti1Image) -> tuple[np.ndarray, str, list[str]]:

@@ -14,14 +14,20 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
-from pydicom.uid import UID
+from pydicom.uid import UID, RLELossless
 
 from medtl.errors import ReadError
+from medtl.io.dicom.budget import check_dataset, header_pixel_bytes
+from medtl.io.dicom.deflate import inflated_source, mark_deflated
 from medtl.io.dicom.headers import DicomHeader
 from medtl.io.dicom.native import decode_native, read_and_hash
+from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 
 # Compressed syntaxes are decoded by the first available plugin in this order; the one that ran is recorded.
 PLUGIN_PREFERENCE = ("pylibjpeg", "pyjpegls", "pydicom", "pillow", "gdcm")
+# Plugins that expand compressed data before checking its size (pydicom's own RLE decoder grows a buffer segment
+# by segment, up to 64 times the input): used only when no plugin that decodes into the header's buffer is there.
+_UNBOUNDED = {(RLELossless, "pydicom")}
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -38,28 +44,48 @@ class DecodedObject:
 
 
 def decode_object(
-    path: Path, header: DicomHeader | None = None, *, data: bytes | None = None, sha256: str | None = None
+    path: Path,
+    header: DicomHeader | None = None,
+    *,
+    data: bytes | None = None,
+    sha256: str | None = None,
+    limits: IngestLimits = DEFAULT_LIMITS,
 ) -> DecodedObject:
     """Decode a file's frames from its bytes (read and hashed here unless the caller already holds both).
 
     With the header from the first pass, plain uncompressed greyscale pixels take the fast path in native.py;
-    everything else is parsed and decoded by pydicom. The hash proves which bytes were decoded.
+    everything else is parsed and decoded by pydicom. The hash proves which bytes were decoded. Declared sizes are
+    checked against `limits` before any pixel buffer exists (budget.py); any failure raises ReadError, except
+    MemoryError, which the caller records as such.
     """
     if data is None or sha256 is None:
         try:
+            limits.check_file(path.stat().st_size)
             data, sha256 = read_and_hash(path)
         except OSError as error:
             raise ReadError(f"cannot read file ({type(error).__name__})") from None
     digest = sha256
     if header is not None:
+        header_pixel_bytes(header, limits)
         stored = decode_native(header, data)
         if stored is not None:
             return _native_object(header, stored, digest)
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
+        stream = io.BytesIO(data)
+        inflated = inflated_source(stream, budget=limits.decompression_budget)
+        ds = pydicom.dcmread(inflated if inflated is not None else stream)
+        if inflated is not None:
+            mark_deflated(ds)
+    except ReadError:
+        raise
     except Exception as error:  # a damaged file quarantines itself, not the run
-        raise ReadError(f"unreadable DICOM object ({type(error).__name__}: {_short(error)})") from None
-    return _decode_dataset(ds, digest)
+        raise ReadError(f"unreadable DICOM object ({type(error).__name__})") from None
+    try:
+        return _decode_dataset(ds, digest, limits)
+    except (ReadError, MemoryError):
+        raise
+    except Exception as error:  # values pydicom or a plugin could not make sense of
+        raise ReadError(f"pixel data could not be decoded ({type(error).__name__})") from None
 
 
 def _native_object(header: DicomHeader, stored: np.ndarray, digest: str) -> DecodedObject:
@@ -73,7 +99,7 @@ def _native_object(header: DicomHeader, stored: np.ndarray, digest: str) -> Deco
     frame = _linear(stored, slope, intercept, low, high, monochrome1)
     if monochrome1:
         flags.append("monochrome1_inverted")
-    syntax = UID(header.transfer_syntax_uid or "").name
+    syntax = syntax_name(UID(header.transfer_syntax_uid or ""))
     integral = float(slope).is_integer() and float(intercept).is_integer()
     return DecodedObject(frame[np.newaxis], "medtl-native", syntax, digest, None, flags, integral=integral)
 
@@ -98,12 +124,13 @@ def _linear(
     return out.astype(np.float32)
 
 
-def _decode_dataset(ds: Dataset, digest: str) -> DecodedObject:
+def _decode_dataset(ds: Dataset, digest: str, limits: IngestLimits) -> DecodedObject:
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise ReadError("the object has no pixel data")
     syntax = UID(str(ds.file_meta.TransferSyntaxUID)) if "TransferSyntaxUID" in ds.file_meta else None
     if syntax is None:
         raise ReadError("no Transfer Syntax UID in the file meta information")
+    check_dataset(ds, limits, syntax)
     pixels, plugin = _decode(ds, syntax)
     flags: list[str] = []
     if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
@@ -114,24 +141,26 @@ def _decode_dataset(ds: Dataset, digest: str) -> DecodedObject:
     if pixels.ndim == 4:  # colour frames: keep luminance, and say so
         frames = (pixels[..., :3].astype(np.float32) @ _LUMA).astype(np.float32)
         flags.append("rgb_to_grey")
-        return DecodedObject(frames, plugin, syntax.name, digest, ds, flags)
+        return DecodedObject(frames, plugin, syntax_name(syntax), digest, ds, flags)
     frames = _to_physical(pixels, ds, flags)
     integral = bool(np.all(np.equal(np.mod(frames, 1), 0)))
-    return DecodedObject(frames, plugin, syntax.name, digest, ds, flags, integral=integral)
+    return DecodedObject(frames, plugin, syntax_name(syntax), digest, ds, flags, integral=integral)
 
 
 def _decode(ds: Dataset, syntax: UID) -> tuple[np.ndarray, str]:
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
-        raise ReadError(f"no decoder for transfer syntax {syntax.name}") from None
+        raise ReadError(f"no decoder for {syntax_name(syntax)}") from None
     if not syntax.is_compressed:
         candidates = [""]
     else:
         candidates = [name for name in PLUGIN_PREFERENCE if name in decoder.available_plugins]
+        bounded = [name for name in candidates if (syntax, name) not in _UNBOUNDED]
+        candidates = bounded or candidates
         if not candidates:
             raise ReadError(
-                f"no installed plugin decodes {syntax.name}",
+                f"no installed plugin decodes {syntax_name(syntax)}",
                 fix="install the pylibjpeg plugins: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
                 "pylibjpeg-rle",
             )
@@ -140,14 +169,16 @@ def _decode(ds: Dataset, syntax: UID) -> tuple[np.ndarray, str]:
         try:
             array, _ = decoder.as_array(ds, decoding_plugin=plugin, as_rgb=True)
             return array, plugin or "pydicom-native"
-        except Exception as error:  # try the next plugin; all failures are reported together
-            failures.append(f"{plugin or 'native'}: {type(error).__name__}: {_short(error)}")
-    raise ReadError(f"pixel data could not be decoded ({syntax.name}; {'; '.join(failures)})")
+        except MemoryError:
+            raise
+        except Exception as error:  # try the next plugin; all failures are reported together, by type only
+            failures.append(f"{plugin or 'native'}: {type(error).__name__}")
+    raise ReadError(f"pixel data could not be decoded ({syntax_name(syntax)}; {'; '.join(failures)})")
 
 
-def _short(error: Exception, limit: int = 120) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return text[:limit]
+def syntax_name(syntax: UID) -> str:
+    """The standard name of a transfer syntax; an unknown UID is header content and is not repeated."""
+    return syntax.name if syntax.name != str(syntax) else "an unrecognised transfer syntax"
 
 
 def _to_physical(pixels: np.ndarray, ds: Dataset, flags: list[str]) -> np.ndarray:

@@ -80,7 +80,13 @@ def group_headers(headers: Iterable[DicomHeader]) -> GroupingResult:
         else:
             by_series[header.series_uid or f"no-series:{header.sop_instance_uid}"].append(header)
     for members in by_series.values():
-        _plan_stacked_series(members, plans, fates)
+        planned, fated = len(plans), len(fates)
+        try:
+            _plan_stacked_series(members, plans, fates)
+        except Exception as error:  # values no real scanner writes: this series is quarantined, the rest goes on
+            del plans[planned:], fates[fated:]
+            reason = f"the slice geometry could not be analysed ({type(error).__name__})"
+            fates.extend(FileFate(header, "quarantined", "invalid_geometry", reason) for header in members)
     _number_volumes(plans)
     return GroupingResult(plans, fates)
 

@@ -11,7 +11,8 @@ which knows the character set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pydicom
@@ -20,6 +21,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
 from medtl.errors import ReadError
+from medtl.io.dicom.deflate import inflated_source, mark_deflated
+from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
+from medtl.io.quiet import muted_library_messages
 
 _PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"
 _TAGS: dict[str, int] = {}  # keyword -> tag, filled on first use (pydicom's lookup is slow per call)
@@ -71,6 +75,7 @@ class DicomHeader:
     rescale_intercept: float | None = None
     has_modality_lut: bool = False
     pixel_data_offset: int | None = None
+    value_warnings: int = 0  # messages pydicom raised about nonconforming values (their text is never kept)
 
     @property
     def is_localizer(self) -> bool:
@@ -127,12 +132,15 @@ class _Values:
         try:
             if isinstance(value, (bytes, bytearray)):
                 items = [item for item in value.decode("latin-1").strip("\x00 ").split("\\") if item.strip()]
-                return tuple(float(item) for item in items) or None
-            if isinstance(value, (int, float)):
-                return (float(value),)
-            return tuple(float(item) for item in value) or None
-        except (TypeError, ValueError):
+                numbers = tuple(float(item) for item in items)
+            elif isinstance(value, (int, float)):
+                numbers = (float(value),)
+            else:
+                numbers = tuple(float(item) for item in value)
+        except (TypeError, ValueError, OverflowError):
             return None
+        # NaN and infinity parse as floats but are no geometry or count: treated as absent
+        return numbers if numbers and all(math.isfinite(number) for number in numbers) else None
 
     def integer(self, keyword: str) -> int | None:
         value = self.number(keyword)
@@ -218,21 +226,35 @@ def header_from_dataset(ds: Dataset, path: Path, size: int, pixel_data_offset: i
     )
 
 
-def read_header(path: Path, *, force: bool = False) -> DicomHeader:
-    """Parse everything before the pixel data; raise ReadError when the file is not a readable DICOM object."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            ds = pydicom.dcmread(handle, stop_before_pixels=True, force=force)
-            offset = handle.tell()
-            offset = offset if handle.read(4) == _PIXEL_DATA_TAG_LE else None
-    except InvalidDicomError:
-        raise ReadError("not a DICOM file (no DICM preamble)") from None
-    except Exception as error:  # any parser failure on one file quarantines that file, never the run
-        raise ReadError(f"unreadable DICOM header ({type(error).__name__})") from None
-    if force and "SOPClassUID" not in ds:
-        raise ReadError("no DICOM preamble and no SOP Class UID: not a DICOM object")
-    try:
-        return header_from_dataset(ds, path, size, offset)
-    except Exception as error:  # malformed values in one header quarantine that file
-        raise ReadError(f"unreadable DICOM header values ({type(error).__name__})") from None
+def read_header(path: Path, *, force: bool = False, limits: IngestLimits = DEFAULT_LIMITS) -> DicomHeader:
+    """Parse everything before the pixel data; raise ReadError when the file is not a readable DICOM object.
+
+    Library warnings are muted (they quote header values) and counted in `value_warnings`. A deflated file is
+    inflated under the limits' budget first (deflate.py), since pydicom would inflate it without any limit.
+    """
+    deflated = False
+    with muted_library_messages() as muted:
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as handle:
+                inflated = inflated_source(handle, budget=limits.decompression_budget)
+                deflated = inflated is not None
+                stream = inflated if inflated is not None else handle
+                ds = pydicom.dcmread(stream, stop_before_pixels=True, force=force)
+                offset = stream.tell()
+                offset = offset if stream.read(4) == _PIXEL_DATA_TAG_LE and not deflated else None
+        except InvalidDicomError:
+            raise ReadError("not a DICOM file (no DICM preamble)") from None
+        except ReadError:
+            raise
+        except Exception as error:  # any parser failure on one file quarantines that file, never the run
+            raise ReadError(f"unreadable DICOM header ({type(error).__name__})") from None
+        if force and "SOPClassUID" not in ds:
+            raise ReadError("no DICOM preamble and no SOP Class UID: not a DICOM object")
+        if deflated:
+            mark_deflated(ds)
+        try:
+            header = header_from_dataset(ds, path, size, offset)
+        except Exception as error:  # malformed values in one header quarantine that file
+            raise ReadError(f"unreadable DICOM header values ({type(error).__name__})") from None
+    return replace(header, value_warnings=muted.count) if muted.count else header

@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from medtl.errors import ReadError
+from medtl.io.dicom.budget import header_pixel_bytes
 from medtl.io.dicom.decode import DecodedObject, decode_object
 from medtl.io.dicom.grouping import ScanPlan
 from medtl.io.dicom.headers import DicomHeader
@@ -23,6 +24,7 @@ from medtl.io.geometry import (
     lps_affine,
     projected_positions,
 )
+from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.io.scan import Scan
 
 
@@ -31,6 +33,7 @@ class FileOutcome:
     header: DicomHeader
     sha256: str | None
     error: str | None = None  # set when this file could not be used
+    code: str | None = None  # the reason code for the report (ReadError.reason_code); None = decode_failed
 
 
 @dataclass
@@ -51,45 +54,51 @@ class _Plane:
 Prefetched = dict[Path, tuple[bytes | None, str]]
 
 
-def read_plan(plan: ScanPlan, prefetched: Prefetched | None = None) -> PlanResult:
+def read_plan(
+    plan: ScanPlan, prefetched: Prefetched | None = None, limits: IngestLimits = DEFAULT_LIMITS
+) -> PlanResult:
     """Decode every file of the plan; files that fail are reported, the rest still form a scan when they can.
 
     `prefetched` maps a path to (its bytes, or None when they were not kept, and the hash taken for the cache key).
     Kept bytes are decoded as they are and released slice by slice; a file read again must still have that hash,
-    or it changed under our feet and is refused rather than cached under the wrong key.
+    or it changed under our feet and is refused rather than cached under the wrong key. Declared sizes are
+    checked against `limits` (each object, and the whole scan) before the volume is allocated.
     """
     expected = prefetched if prefetched is not None else {}
+    limits.check_series(sum(header_pixel_bytes(h, limits) for h in plan.headers), n_files=len(plan.headers))
     if plan.handling == "planar":
-        return _read_planar(plan, expected)
+        return _read_planar(plan, expected, limits)
     if plan.handling == "enhanced":
-        return _read_enhanced(plan, expected)
-    return _read_stack(plan, expected)
+        return _read_enhanced(plan, expected, limits)
+    return _read_stack(plan, expected, limits)
 
 
-def _decode_one(header: DicomHeader, expected: Prefetched) -> tuple[DecodedObject | None, FileOutcome]:
+def _decode_one(
+    header: DicomHeader, expected: Prefetched, limits: IngestLimits
+) -> tuple[DecodedObject | None, FileOutcome]:
     data, digest = expected.pop(header.path, (None, None))
     try:
-        obj = decode_object(header.path, header, data=data, sha256=digest)
+        obj = decode_object(header.path, header, data=data, sha256=digest, limits=limits)
     except ReadError as error:
-        return None, FileOutcome(header, digest, error.what)
+        return None, FileOutcome(header, digest, error.what, error.reason_code)
     if digest is not None and digest != obj.sha256:
         return None, FileOutcome(header, obj.sha256, "the file changed while ingest was reading it")
     return obj, FileOutcome(header, obj.sha256)
 
 
 def _decode_all(
-    plan: ScanPlan, expected: Prefetched
+    plan: ScanPlan, expected: Prefetched, limits: IngestLimits
 ) -> tuple[list[tuple[DicomHeader, DecodedObject]], list[FileOutcome]]:
     decoded, outcomes = [], []
     for header in plan.headers:
-        obj, outcome = _decode_one(header, expected)
+        obj, outcome = _decode_one(header, expected, limits)
         outcomes.append(outcome)
         if obj is not None:
             decoded.append((header, obj))
     return decoded, outcomes
 
 
-def _read_stack(plan: ScanPlan, expected: Prefetched) -> PlanResult:
+def _read_stack(plan: ScanPlan, expected: Prefetched, limits: IngestLimits) -> PlanResult:
     """Geometry from the headers first, then each slice decoded straight into the canonical volume.
 
     Only one slice and the finished volume are in memory at a time: no list of planes, no stacked copy, no
@@ -105,7 +114,7 @@ def _read_stack(plan: ScanPlan, expected: Prefetched) -> PlanResult:
     kept: list[int] = []
     objects: list[DecodedObject] = []
     for k, header in enumerate(ordered):
-        obj, outcome = _decode_one(header, expected)
+        obj, outcome = _decode_one(header, expected, limits)
         outcomes.append(outcome)
         if obj is None:
             continue
@@ -181,8 +190,8 @@ def _assemble_volume(planes: list[_Plane]) -> Scan:
     return scan
 
 
-def _read_planar(plan: ScanPlan, expected: Prefetched) -> PlanResult:
-    decoded, outcomes = _decode_all(plan, expected)
+def _read_planar(plan: ScanPlan, expected: Prefetched, limits: IngestLimits) -> PlanResult:
+    decoded, outcomes = _decode_all(plan, expected, limits)
     if not decoded:
         return PlanResult([], outcomes)
     header, obj = decoded[0]
@@ -200,15 +209,15 @@ def _read_planar(plan: ScanPlan, expected: Prefetched) -> PlanResult:
     return PlanResult([scan], outcomes)
 
 
-def _read_enhanced(plan: ScanPlan, expected: Prefetched) -> PlanResult:
-    decoded, outcomes = _decode_all(plan, expected)
+def _read_enhanced(plan: ScanPlan, expected: Prefetched, limits: IngestLimits) -> PlanResult:
+    decoded, outcomes = _decode_all(plan, expected, limits)
     if not decoded:
         return PlanResult([], outcomes)
     header, obj = decoded[0]
     try:
         planes = _enhanced_planes(obj)
     except ReadError as error:
-        outcomes[0].error = error.what
+        outcomes[0].error, outcomes[0].code = error.what, error.reason_code
         return PlanResult([], outcomes)
     volumes = _split_enhanced(planes)
     scans = []

@@ -69,7 +69,7 @@ def classify_sop(sop_class_uid: str | None, *, number_of_frames: int = 1) -> Sop
         return SopDecision("skip", None, "missing_sop_class", "no SOP Class UID: cannot tell what the object is")
     if sop_class_uid == MEDIA_STORAGE_DIRECTORY:
         return SopDecision("skip", None, "dicomdir", "a DICOMDIR index file, not an image")
-    name = UID(sop_class_uid).name
+    name = sop_class_name(sop_class_uid)
     if not sop_class_uid.startswith(_STORAGE):
         return SopDecision("skip", None, "unsupported_sop_class", f"not an image storage class ({name})")
     suffix = sop_class_uid[len(_STORAGE) :]
@@ -89,6 +89,12 @@ def classify_sop(sop_class_uid: str | None, *, number_of_frames: int = 1) -> Sop
         if suffix == prefix.rstrip(".") or suffix.startswith(prefix):
             return SopDecision("skip", None, code, f"{text} ({name})")
     return SopDecision("skip", None, "unsupported_sop_class", f"{name} is not on medtl's image allow-list")
+
+
+def sop_class_name(sop_class_uid: str) -> str:
+    """The standard's name for a SOP class; a UID the standard does not know is header content, never repeated."""
+    name = UID(sop_class_uid).name
+    return name if name != sop_class_uid else "an unrecognised SOP class"
 
 
 def readable_image_classes() -> list[str]:

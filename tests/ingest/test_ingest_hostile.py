@@ -1,0 +1,247 @@
+"""Hostile input: size lies, decompression bombs, exceptions from one series, symlinks, identity collisions, leaks.
+
+Every case here used to stop a run, hide a file, merge identities or print an identifier; each test pins the
+reason code a person reads in ingest_report.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from medtl.contracts import read_json
+from medtl.contracts.ingest import Fingerprint, IngestReport
+from medtl.errors import LabelsError, LimitExceededError
+from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+from medtl.ingest import worker as worker_module
+from medtl.ingest.discover import classify_file
+from medtl.ingest.labels import read_labels
+from medtl.ingest.pipeline import ingest_sources
+from medtl.io.dicom.decode import decode_object
+from medtl.io.limits import GIB, MIB, IngestLimits
+from medtl.io.nifti import read_nifti
+from support.dicom_factory import ct_series
+from support.hostile_files import (
+    PLANTED,
+    deflate_bomb_dicom,
+    good_series,
+    gzip_nifti_bomb,
+    jpeg_size_lie_dicom,
+    nifti_header_lie,
+    rle_bomb_dicom,
+    size_lie_dicom,
+)
+
+PSEUDO = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+
+
+def _ingest(src: Path, out: Path, **kwargs):
+    return ingest_sources([src], out=out, pseudonymizer=PSEUDO, workers=1, **kwargs)
+
+
+def _fates(out: Path) -> tuple[IngestReport, dict[str, list[str]]]:
+    report = read_json(IngestReport, out / "ingest_report.json")
+    index = pd.read_csv(out / "private" / "source_index.csv")
+    names = dict(zip(index.file_id, index.relative_path, strict=True))
+    by_code: dict[str, list[str]] = {}
+    for record in report.files:
+        by_code.setdefault(record.reason_code or record.status, []).append(names[record.file_id])
+    return report, {code: sorted(paths) for code, paths in by_code.items()}
+
+
+def test_a_small_dicom_claiming_60000_squared_pixels_is_quarantined_and_the_run_completes(tmp_path):
+    good_series(tmp_path / "src" / "good")
+    liar = size_lie_dicom(tmp_path / "src" / "liar" / "big.dcm")
+    assert liar.stat().st_size < 20_000
+    _ingest(tmp_path / "src", tmp_path / "out")
+    report, fates = _fates(tmp_path / "out")
+    assert report.counts == {"ingested": 4, "skipped": 0, "quarantined": 1}
+    assert fates["image_too_large"] == ["liar/big.dcm"]
+    (reason,) = [r.reason for r in report.files if r.reason_code == "image_too_large"]
+    assert "max_frame_pixels" in reason and "--max-frame-megapixels" in reason
+    assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 1
+
+
+def test_any_exception_from_one_series_quarantines_that_series_only(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    good_series(src / "good", patient_id="GOOD01")
+    good_series(src / "oom", patient_id="OOM01")
+    good_series(src / "boom", patient_id="BOOM01")
+    real = worker_module.read_plan
+
+    def flaky(plan, *args, **kwargs):
+        patient = plan.headers[0].patient_id
+        if patient == "OOM01":
+            raise MemoryError
+        if patient == "BOOM01":
+            raise RuntimeError("a decoder library failed on value ZQX")
+        return real(plan, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "read_plan", flaky)
+    _ingest(src, tmp_path / "out")
+    report, fates = _fates(tmp_path / "out")
+    assert report.counts == {"ingested": 4, "skipped": 0, "quarantined": 8}
+    assert [Path(p).parent.name for p in fates["out_of_memory"]] == ["oom"] * 4
+    assert [Path(p).parent.name for p in fates["unexpected_error"]] == ["boom"] * 4
+    reasons = {r.reason for r in report.files if r.reason_code == "unexpected_error"}
+    assert reasons == {"reading this scan raised RuntimeError; the files are quarantined, the rest of the run goes on"}
+    assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 1
+
+
+def test_default_limits_admit_a_whole_body_ct_and_refuse_a_60000_square_image():
+    limits = IngestLimits()
+    assert limits.check_image(shape=(512, 512, 1, 1), bytes_per_sample=2, what="a slice") == 512 * 512 * 2
+    limits.check_series(2000 * 512 * 512 * 2, n_files=2000)  # 1 GiB of int16 slices
+    assert limits.max_image_bytes == 2 * GIB and limits.max_series_bytes == 4 * GIB
+    assert limits.max_file_bytes == 3 * GIB and limits.max_frame_pixels == 16384**2
+    for bytes_per_sample in (1, 2):
+        with pytest.raises(LimitExceededError) as caught:
+            limits.check_image(shape=(60000, 60000, 1, 1), bytes_per_sample=bytes_per_sample, what="an image")
+        assert caught.value.reason_code == "image_too_large"
+    with pytest.raises(LimitExceededError) as caught:
+        limits.check_series(5 * GIB, n_files=3000)
+    assert caught.value.reason_code == "series_too_large"
+    assert "max_series_bytes" in caught.value.what and "--max-series-gb" in caught.value.what
+
+
+def test_series_over_the_series_limit_is_quarantined_before_its_volume_is_allocated(tmp_path):
+    good_series(tmp_path / "src" / "a", slices=6)
+    limits = IngestLimits(max_series_bytes=5 * 16 * 16 * 2)  # five 16 x 16 int16 slices
+    _ingest(tmp_path / "src", tmp_path / "out", limits=limits)
+    report, fates = _fates(tmp_path / "out")
+    assert report.counts["quarantined"] == 6 and len(fates["series_too_large"]) == 6
+
+
+def test_rle_bomb_is_refused_from_its_header(tmp_path):
+    good_series(tmp_path / "src" / "good")
+    rle_bomb_dicom(tmp_path / "src" / "rle.dcm")
+    _ingest(tmp_path / "src", tmp_path / "out")
+    report, fates = _fates(tmp_path / "out")
+    assert fates["image_too_large"] == ["rle.dcm"] and report.counts["ingested"] == 4
+
+
+def test_jpeg_frame_declaring_more_than_its_header_is_refused_before_decoding(tmp_path):
+    path = jpeg_size_lie_dicom(tmp_path / "jpeg.dcm", height=4096, width=4096)
+    with pytest.raises(LimitExceededError) as caught:
+        decode_object(path)
+    assert caught.value.reason_code == "decompression_limit"
+    assert "16,777,216 bytes" in caught.value.what and "4,096 bytes" in caught.value.what
+
+
+def test_deflated_dicom_inflates_under_the_budget(tmp_path):
+    limits = IngestLimits(max_image_bytes=1 * MIB)  # budget: 1 MiB + 64 MiB of headers
+    bomb = deflate_bomb_dicom(tmp_path / "src" / "bomb.dcm", inflated_bytes=96 * MIB)
+    assert bomb.stat().st_size < 200_000
+    fate = classify_file(0, bomb, "bomb.dcm", limits=limits)
+    assert (fate.status, fate.reason_code) == ("quarantined", "decompression_limit")
+    small = deflate_bomb_dicom(tmp_path / "ok" / "small.dcm", inflated_bytes=16)
+    decoded = decode_object(small, limits=limits)
+    assert decoded.transfer_syntax == "Deflated Explicit VR Little Endian"
+    np.testing.assert_array_equal(decoded.frames, np.full((1, 8, 8), -1024.0, dtype=np.float32))
+
+
+def test_nifti_header_lies_and_gzip_bombs_are_quarantined_with_their_codes(tmp_path):
+    src = tmp_path / "src"
+    nifti_header_lie(src / "lie.nii")
+    gzip_nifti_bomb(src / "bomb.nii.gz", extra_gib=0.25)
+    nib.save(nib.Nifti1Image(np.arange(512, dtype=np.int16).reshape(8, 8, 8), np.eye(4)), src / "ok.nii.gz")
+    _ingest(src, tmp_path / "out")
+    _, fates = _fates(tmp_path / "out")
+    assert fates["image_too_large"] == ["lie.nii"]
+    assert fates["decompression_limit"] == ["bomb.nii.gz"]
+    assert fates["ingested"] == ["ok.nii.gz"]
+    with pytest.raises(LimitExceededError, match=r"128\.0 GiB"):
+        read_nifti(src / "lie.nii")
+
+
+def test_symlinks_out_of_a_source_are_skipped_and_links_inside_are_read_once(tmp_path):
+    outside = tmp_path / "elsewhere"
+    good_series(outside / "series", patient_id="OUT01")
+    src = tmp_path / "src"
+    good_series(src / "series", patient_id="IN01", slices=3)
+    (src / "links").mkdir()
+    os.symlink(outside / "series" / "000.dcm", src / "links" / "outside.dcm")
+    os.symlink(outside / "series", src / "links" / "outside_folder")
+    os.symlink(src / "series" / "000.dcm", src / "links" / "inside.dcm")
+    os.symlink(tmp_path / "missing.dcm", src / "links" / "dangling.dcm")
+    _ingest(src, tmp_path / "out")
+    report, fates = _fates(tmp_path / "out")
+    assert fates["symlink_outside_source"] == ["links/outside.dcm", "links/outside_folder"]
+    assert fates["broken_symlink"] == ["links/dangling.dcm"]
+    assert len(fates["ingested"]) == 3  # the inside link and its target are one file
+    assert report.counts == {"ingested": 3, "skipped": 3, "quarantined": 0}
+    assert "OUT01" not in json.dumps(json.loads((tmp_path / "out" / "private" / "phi_terms.json").read_text()))
+
+
+def test_nifti_study_folders_of_different_patients_are_different_studies(tmp_path):
+    src = tmp_path / "src"
+    volume = np.arange(512, dtype=np.int16).reshape(8, 8, 8)
+    for patient in ("patA", "patB", "patC"):
+        (src / patient / "study1").mkdir(parents=True)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), src / patient / "study1" / "t1.nii.gz")
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), src / "patA" / "study1" / "t2.nii.gz")
+    _ingest(src, tmp_path / "out")
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert manifest.patient_id.nunique() == 3
+    assert manifest.study_id.nunique() == 3
+    assert manifest.groupby("patient_id").study_id.nunique().tolist() == [1, 1, 1]
+    assert read_json(Fingerprint, tmp_path / "out" / "fingerprint.json").n_studies == 3
+
+
+def test_no_planted_identifier_reaches_logs_stderr_warnings_or_messages(tmp_path, caplog, capsys):
+    src = tmp_path / "src"
+    paths = ct_series(src / "series", np.zeros((3, 8, 8), np.uint16), patient_id=PLANTED["patient_id"],
+                      series_uid=PLANTED["series_uid"])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("pydicom").disabled = True
+        try:
+            for path in paths:
+                ds = pydicom.dcmread(path)
+                ds.PatientName, ds.StudyInstanceUID = PLANTED["name"], PLANTED["study_uid"]
+                ds.StudyDate = ds.PatientBirthDate = PLANTED["bad_date"]
+                ds.SpecificCharacterSet = PLANTED["bad_date"]  # pydicom quotes an unknown character set
+                ds.save_as(path)
+            other = pydicom.dcmread(paths[0])
+            other.SOPClassUID = other.file_meta.MediaStorageSOPClassUID = PLANTED["study_uid"] + ".5"
+            other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = PLANTED["series_uid"] + ".9"
+            other.save_as(src / "unknown_class.dcm")
+        finally:
+            logging.getLogger("pydicom").disabled = False
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"patient_id,label\n{PLANTED['patient_id']},{PLANTED['label_cell']}\n")
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _ingest(src, tmp_path / "out")
+        with pytest.raises(LabelsError) as labels_error:
+            read_labels(labels)
+    assert result.report.counts == {"ingested": 3, "skipped": 1, "quarantined": 0}
+    assert "row 2, column label" in str(labels_error.value)
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert "nonconforming_header_values" in list(manifest.qc_flags[0])
+    captured = capsys.readouterr()
+    seen = "\n".join(
+        [
+            caplog.text,
+            captured.out,
+            captured.err,
+            str(labels_error.value),
+            *(str(w.message) for w in caught),
+            (tmp_path / "out" / "ingest_report.json").read_text(),
+            (tmp_path / "out" / "qc_summary.md").read_text(),
+        ]
+    )
+    for kind, value in PLANTED.items():
+        assert value not in seen, kind
+    shutil.rmtree(tmp_path / "out")
