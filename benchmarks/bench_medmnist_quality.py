@@ -151,6 +151,7 @@ def main() -> None:
         if not key.exists():
             generate_signing_key(key)
         os.environ["MEDTL_SIGNING_KEY"] = str(key)
+        os.environ.setdefault("MEDTL_TRUSTED_KEYS", f"{key}.pub")
     report: dict = {
         "benchmark": "medmnist_quality",
         "dataset": args.dataset,

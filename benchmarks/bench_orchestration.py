@@ -53,6 +53,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="medtl-bench-orchestration-"))
     generate_signing_key(work / "key.pem")
     os.environ["MEDTL_SIGNING_KEY"] = str(work / "key.pem")
+    os.environ["MEDTL_TRUSTED_KEYS"] = str(work / "key.pem.pub")  # the site's trust anchor: this run's pipeline key
     spec = PreprocessingSpec(spatial_dims=3, target_spacing=[3.0, 3.0, 6.0], target_shape=[16, 16, 8])
     (work / "spec.json").write_text(spec.model_dump_json(), encoding="utf-8")
     (work / "train.yaml").write_text(yaml.safe_dump(CONFIG), encoding="utf-8")

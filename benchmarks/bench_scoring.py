@@ -49,6 +49,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="medtl-bench-score-"))
     generate_signing_key(work / "key.pem")
     os.environ["MEDTL_SIGNING_KEY"] = str(work / "key.pem")
+    os.environ["MEDTL_TRUSTED_KEYS"] = str(work / "key.pem.pub")  # the site's trust anchor: this run's pipeline key
     pseudonymizer = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
     spec = PreprocessingSpec(spatial_dims=3, target_spacing=[1.5, 1.5, 5.0], target_shape=[32, 32, 16])
     make_cohort(work / "dev", patients=16, seed=1)
