@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -78,3 +79,31 @@ def test_approval_is_bound_to_the_report_and_signed(trained):
 def test_a_test_set_sharing_patients_with_training_is_refused(trained):
     with pytest.raises(LeakageError, match="were part of the model's training"):
         evaluate(trained / "artifact", out=trained / "leaky", test=trained / "dev-data", n_boot=50, pdf=False)
+
+
+def test_the_approve_command_signs_with_the_reviewers_key_and_verify_reports_what_counts(trained, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from medtl.artifacts.decisions import decode_decision
+    from medtl.evaluation.approve import record_review
+
+    root = trained
+    artifact = tmp_path / "artifact"
+    shutil.copytree(root / "artifact", artifact)
+    evaluate(artifact, out=tmp_path / "report", n_boot=50, pdf=False, failure_cases=0)
+    medtl = [sys.executable, "-m", "medtl.cli"]
+    common = ["--reviewer", "Dr C", "--role", "radiologist", "--report", str(tmp_path / "report")]
+    printed = subprocess.run([*medtl, "approve", str(artifact), *common, "--decision", "approve", "--sign-only"],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    assert not open_verified(artifact).is_approved  # --sign-only records nothing
+    record_review(artifact, decode_decision(printed.stdout))
+    assert open_verified(artifact).status.statement.reviewer == "Dr C"
+    with_pipeline_key = [*common, "--decision", "reject", "--key", os.environ["MEDTL_SIGNING_KEY"]]
+    pipeline = subprocess.run([*medtl, "approve", str(artifact), *with_pipeline_key], capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+    assert pipeline.returncode == 2 and "decisions must come from a reviewer's own key" in pipeline.stderr
+    verified = subprocess.run([*medtl, "verify", str(artifact)], capture_output=True, text=True, timeout=300)
+    assert verified.returncode == 0 and "decision: approved by Dr C (radiologist)" in verified.stdout
