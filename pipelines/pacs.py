@@ -88,11 +88,13 @@ def pacs_score_flow(params: PacsScoreParameters) -> dict:
         "failed": len(result.failed),
         "quarantined_now": len(result.quarantined_now),
         "approved": result.approved,
+        "trusted": result.trusted,
     }
     create_markdown_artifact(
         key="pacs-scoring-summary",
         markdown=f"# PACS scoring\n\nsource: `{result.source}`\n\n"
         + "\n".join(f"- {k}: {v}" for k, v in summary.items())
-        + ("" if result.approved else "\n\n**UNAPPROVED artifact: decisions are provisional.**"),
+        + ("" if result.approved else "\n\n**UNAPPROVED artifact: decisions are provisional.**")
+        + ("" if result.trusted else "\n\n**UNTRUSTED artifact (no trust anchor): development only.**"),
     )
     return summary

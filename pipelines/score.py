@@ -97,12 +97,14 @@ def score_flow(params: ScoreParameters) -> dict:
         "flagged": result.flagged,
         "abstained": result.abstained,
         "approved": result.approved,
+        "trusted": result.trusted,
         "chunks": len(futures),
     }
     create_markdown_artifact(
         key="scoring-summary",
         markdown="# Scoring\n\n"
         + ", ".join(f"{k}: {v}" for k, v in summary.items())
-        + ("" if result.approved else "\n\n**UNAPPROVED artifact: decisions are provisional.**"),
+        + ("" if result.approved else "\n\n**UNAPPROVED artifact: decisions are provisional.**")
+        + ("" if result.trusted else "\n\n**UNTRUSTED artifact (no trust anchor): development only.**"),
     )
     return summary

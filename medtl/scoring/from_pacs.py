@@ -47,6 +47,7 @@ class PacsScoreResult:
     quarantined_now: list[str] = field(default_factory=list)
     peak_staging_bytes: int = 0
     approved: bool = False
+    trusted: bool = False
 
     def describe(self) -> str:
         problems = ""
@@ -55,6 +56,7 @@ class PacsScoreResult:
         if self.quarantined_now:
             problems += f"\n{len(self.quarantined_now)} series quarantined after repeated failures (see pull-state)"
         note = "" if self.approved else " (UNAPPROVED artifact: decisions are provisional)"
+        note += "" if self.trusted else " (UNTRUSTED artifact: development only)"
         return (
             f"{self.source}: {self.new_series} new series ({self.already_done} done before, "
             f"{self.quarantined_before} quarantined); scored {self.scored} scan(s) in {self.batches} batch(es), "
@@ -92,7 +94,7 @@ def score_from_pacs(
     plan = puller.plan(query, today=today)
     result = PacsScoreResult(
         out=out, source=remote.location.display, new_series=len(plan.new), already_done=plan.already_done,
-        quarantined_before=plan.quarantined, approved=scorer.approved,
+        quarantined_before=plan.quarantined, approved=scorer.approved, trusted=scorer.artifact.trusted,
     )  # fmt: skip
     try:
         for batch in puller.batches(plan):
