@@ -43,20 +43,12 @@ def _config(**overrides) -> TrainConfig:
 
 @pytest.fixture(scope="module", autouse=True)
 def signing_key(tmp_path_factory):
-    """Artifacts are signed, as in production; a transfer source must verify before its weights are used."""
-    import os
+    """Artifacts are signed, as in production, and the key is the trust anchor: a transfer source must verify before
+    its weights are used."""
+    from support.trained import signing_key as site_keys
 
-    from medtl.artifacts import generate_signing_key
-
-    key = tmp_path_factory.mktemp("keys") / "signing.pem"
-    generate_signing_key(key)
-    previous = os.environ.get("MEDTL_SIGNING_KEY")
-    os.environ["MEDTL_SIGNING_KEY"] = str(key)
-    yield key
-    if previous is None:
-        os.environ.pop("MEDTL_SIGNING_KEY", None)
-    else:
-        os.environ["MEDTL_SIGNING_KEY"] = previous
+    with site_keys(tmp_path_factory.mktemp("keys") / "signing.pem") as key:
+        yield key
 
 
 @pytest.fixture(scope="module")
