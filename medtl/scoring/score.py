@@ -122,19 +122,19 @@ class ScoreResult:
         note = "" if self.approved else " (UNAPPROVED artifact: decisions are provisional)"
         return (
             f"scored {self.scored} scan(s), {self.skipped_existing} already scored before, {self.flagged} flagged, "
-            f"{self.abstained} abstained{note}{self.describe_reports()}\nwrote {self.out / SCORES}"
+            f"{self.abstained} abstained{note}{describe_sr(self.sr_omitted, self.sr_failed)}\nwrote {self.out / SCORES}"
         )
 
-    def describe_reports(self) -> str:
-        """What SR writing left out or could not do; attributes by keyword (the values stay in the source files)."""
-        text = ""
-        if self.sr_omitted:
-            counts = omitted_counts(self.sr_omitted)
-            listed = ", ".join(f"{keyword} ({n})" for keyword, n in counts.items())
-            text += f"\n{len(self.sr_omitted)} SR(s) written without invalid source attribute(s): {listed}"
-        if self.sr_failed:
-            text += f"\n{len(self.sr_failed)} series have no SR (see the log for why)"
-        return text
+
+def describe_sr(omitted: dict[str, tuple[str, ...]], failed: dict[str, str]) -> str:
+    """What SR writing left out or could not do; attributes by keyword (the values stay in the source files)."""
+    text = ""
+    if omitted:
+        listed = ", ".join(f"{keyword} ({n})" for keyword, n in omitted_counts(omitted).items())
+        text += f"\n{len(omitted)} SR(s) written without invalid source attribute(s): {listed}"
+    if failed:
+        text += f"\n{len(failed)} series have no SR (see the log for why)"
+    return text
 
 
 def omitted_counts(omitted: dict[str, tuple[str, ...]]) -> dict[str, int]:

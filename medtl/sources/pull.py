@@ -9,8 +9,9 @@
 Disk use: a batch closes as soon as its series reach `max_staging_bytes`, so staging holds at most that plus one
 series (sizes are unknown before retrieval). A series the PACS cannot deliver -- or a study whose series it cannot
 list -- is recorded as failed and skipped; after `max_attempts` runs it is quarantined with its reason instead of
-being retried every night. If the PACS itself stops answering, the run stops with SourceUnavailableError: committed
-batches stay done, the open batch is discarded.
+being retried every night. A series that arrives but then fails in the consumer (ingest or writing its result
+raises for it) is reported with `fail_after_retrieval` and counts exactly the same way. If the PACS itself stops
+answering, the run stops with SourceUnavailableError: committed batches stay done, the open batch is discarded.
 """
 
 from __future__ import annotations
@@ -128,6 +129,12 @@ class Puller:
         if self.state is not None and key in self.state.record.failures:
             self.state.record.failures.pop(key)
             self.state.save()
+
+    def fail_after_retrieval(self, batch: Batch, key: str, reason: str) -> None:
+        """The consumer could not finish series KEY of BATCH: not done, but counted like a series the PACS could
+        not deliver (tried again next run, quarantined after max_attempts). REASON must name no file value."""
+        batch.series = [series for series in batch.series if series.key != key]
+        self._record_failure(key, reason)
 
     def commit(self, batch: Batch) -> None:
         """The consumer is finished with BATCH: record its series as done and free its disk space."""
