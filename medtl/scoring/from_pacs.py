@@ -22,11 +22,12 @@ from pathlib import Path
 from medtl.errors import ArtifactIntegrityError, ConfigError, MedTLError, NotApprovedError, SourceError
 from medtl.identity import Pseudonymizer
 from medtl.ingest.pipeline import REPORT
+from medtl.outputs import clear_for, mark, remove_if_made_by
 from medtl.scoring.score import SCORES, STAGING, Scorer, ScoreResult, check_policy, prepare, record_scored, score_inputs
 from medtl.scoring.score import describe_sr as describe_reports
 from medtl.scoring.sr_output import source_files_by_series
 from medtl.sources.location import SourceLocation
-from medtl.sources.pull import GIB, Batch, Puller, open_remote
+from medtl.sources.pull import GIB, STAGING_OWNER, Batch, Puller, open_remote
 from medtl.sources.query import PacsQuery
 from medtl.sources.remote import RemoteSource, RetryPolicy
 from medtl.sources.state import PullState
@@ -97,6 +98,8 @@ def score_from_pacs(
     check_policy(policy)
     out = Path(out)
     scorer = prepare(artifact, allow_unapproved=allow_unapproved)
+    for folder in (PULL_STAGING, STAGING):  # before anything is pulled: a folder of someone else's files is refused
+        clear_for(out / folder, owner=STAGING_OWNER, what=f"PACS scoring's {folder} folder", dry_run=True)
     remote = open_remote(source, retry)
     state = PullState.open(out / PULL_STATE, remote.location, scorer.artifact.manifest_hash, max_attempts=max_attempts)
     puller = Puller(remote, out / PULL_STAGING, state=state, max_staging_bytes=max_staging_bytes)
@@ -119,6 +122,7 @@ def score_from_pacs(
             log.info("batch %d: %d series done, %d failed, %d scan(s) scored", batch.number, len(batch.series),
                      len(failed), sum(scored.scored for scored in results))  # fmt: skip
     finally:  # a failed run records what it finished: the audit log and the watermark agree
+        puller.release()
         summary = puller.summary
         result.batches = summary.batches
         result.failed = [key for key, _ in summary.failed]
@@ -170,6 +174,8 @@ def _score_folder(
     """Score what FOLDER holds, store its SRs, and name (by series key) the series that got no SR. Its ingest folder
     goes with it; what stays: scores.parquet, the SRs, and the ingest report (every pulled file: ingested, skipped
     or quarantined, with its reason) in OUT/ingest-reports."""
+    clear_for(out / STAGING, owner=STAGING_OWNER, what="the scoring staging folder")  # a killed run's is cleared
+    mark(out / STAGING, owner=STAGING_OWNER)
     try:
         scored = score_inputs(scorer, [folder], out=out, sr=True, **options)
         if send_back:
@@ -187,7 +193,7 @@ def _score_folder(
             kept = out / INGEST_REPORTS / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{folder.name}.json"
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(report, kept)
-        shutil.rmtree(out / STAGING, ignore_errors=True)
+        remove_if_made_by(out / STAGING, STAGING_OWNER)
     return scored, failed
 
 

@@ -16,7 +16,7 @@ import requests
 
 from medtl.artifacts import open_verified
 from medtl.datasets.synth import make_cohort
-from medtl.errors import SourceUnavailableError
+from medtl.errors import ConfigError, SourceUnavailableError
 from medtl.scoring.from_pacs import score_from_pacs
 from medtl.scoring.score import score
 from medtl.sources.pull import Puller
@@ -249,3 +249,16 @@ def test_a_series_failing_after_retrieval_is_retried_then_quarantined_and_never_
 
     third = score_from_pacs(trained / "artifact", orthanc.dicomweb_uri, PacsQuery(), **options)
     assert (third.new_series, third.quarantined_before, third.failed) == (0, 1, [])
+
+
+@pytest.mark.parametrize("folder", ["staging", "ingest"])
+def test_pacs_scoring_refuses_staging_folders_holding_foreign_files(orthanc, trained, tmp_path, folder):
+    orthanc.upload(dicom_files(trained / "new" / "dicom"))
+    planted = tmp_path / "scores" / folder / "mine.txt"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("not medtl's\n")
+    with pytest.raises(ConfigError, match="holds files medtl did not write"):
+        score_from_pacs(trained / "artifact", orthanc.dicomweb_uri, PacsQuery(), out=tmp_path / "scores",
+                        pseudonymizer=DEV_PSEUDONYMIZER, allow_unapproved=True, retry=FAST)  # fmt: skip
+    assert sorted(p.name for p in planted.parent.iterdir()) == ["mine.txt"] and planted.read_text() == "not medtl's\n"
+    assert sorted(p.name for p in (tmp_path / "scores").iterdir()) == [folder]  # nothing pulled, scored or recorded
