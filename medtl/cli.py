@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,12 +54,31 @@ def _root(
 ) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s%(run)s: %(message)s")
+    logging.captureWarnings(True)  # Python warnings become log records: one policy for both, below
     for handler in logging.getLogger().handlers:
         handler.addFilter(_name_the_run)
+        if not verbose:
+            handler.addFilter(_without_dicom_values)
     for chatty in ("httpx", "weasyprint", "fontTools", "dicomweb_client"):  # one line per request or step
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
     # pynetdicom logs each association, and its errors repeat what medtl's error then says with a fix
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    # highdicom logs the SOP Instance UID of every file it copies from (INFO) and warns with the patient's name
+    logging.getLogger("highdicom").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+_DICOM_LIBRARIES = re.compile(r"[/\\](pydicom|highdicom)[/\\]")
+
+
+def _without_dicom_values(record: logging.LogRecord) -> bool:
+    """pydicom's and highdicom's warnings quote the offending value ("Invalid value for VR DA: '19460204'"), and a
+    header value may be a birth date or a name: at the default level they are not shown (medtl's own reports say
+    what was wrong, by keyword). `--verbose` shows them, for a developer's machine."""
+    if record.levelno >= logging.ERROR:
+        return True
+    if record.name.split(".")[0] in ("pydicom", "highdicom"):
+        return False
+    return not (record.name == "py.warnings" and _DICOM_LIBRARIES.search(record.getMessage()))
 
 
 def _name_the_run(record: logging.LogRecord) -> bool:

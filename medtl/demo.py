@@ -14,7 +14,6 @@ weights -- a model the demo first trains on a larger synthetic source cohort. Th
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +21,7 @@ from typing import Literal
 import yaml
 
 from medtl.contracts import PreprocessingSpec
+from medtl.outputs import clear_for, mark
 
 # Volumes at 1.5 x 1.5 x 5 mm in a 32 x 32 x 16 box: small enough to train on two CPU cores in minutes.
 DEMO_SPEC = PreprocessingSpec(
@@ -31,6 +31,8 @@ DEMO_SPEC = PreprocessingSpec(
     intensity={"kind": "window", "center": 40.0, "width": 400.0},
 )
 DEMO_DIFFICULTY = 0.1
+DEMO_FOLDERS = ("source", "target", "incoming", "scores", "settings")  # what a re-run replaces, under --out
+DEMO_OWNER = "medtl demo"
 INTENDED_USE = "Demonstration on synthetic data only; not for any clinical or research decision."
 
 
@@ -101,13 +103,20 @@ def train_config(
 
 
 def prepare_demo(out: Path, *, patients: int, seed: int, epochs: int) -> DemoPlan:
-    """Start afresh (a re-run replaces earlier demo outputs, keeps the demo key), then write cohorts and settings."""
+    """Start afresh (a re-run replaces earlier demo outputs, keeps the demo key), then write cohorts and settings.
+
+    Only folders an earlier demo made are replaced (each carries the demo's marker, see medtl.outputs); a folder
+    of the same name with anything else in it stops the demo before anything is removed or written."""
     from medtl.artifacts import generate_signing_key
     from medtl.datasets.synth import make_cohort
 
     out = Path(out)
-    for stale in ("source", "target", "incoming", "scores", "settings"):
-        shutil.rmtree(out / stale, ignore_errors=True)
+    for folder in DEMO_FOLDERS:  # all checked before any is removed: a refusal leaves every folder as it was
+        clear_for(out / folder, owner=DEMO_OWNER, what=f"the demo's {folder} folder", dry_run=True)
+    for folder in DEMO_FOLDERS:
+        clear_for(out / folder, owner=DEMO_OWNER, what=f"the demo's {folder} folder")
+    for folder in ("source", "target", "scores", "settings"):  # incoming is a cohort: its builder needs it empty
+        mark(out / folder, owner=DEMO_OWNER)
     made = None
     if not os.environ.get("MEDTL_SIGNING_KEY"):
         made = out / "keys" / "demo-signing.pem"
@@ -115,7 +124,6 @@ def prepare_demo(out: Path, *, patients: int, seed: int, epochs: int) -> DemoPla
             generate_signing_key(made)
         os.environ["MEDTL_SIGNING_KEY"] = str(made)
     settings = out / "settings"
-    settings.mkdir(parents=True)
     transfer = choose_transfer()
     plan = DemoPlan(
         transfer=transfer, source_cohort=out / "source" / "cohort", target_cohort=out / "target" / "cohort",
@@ -135,6 +143,7 @@ def prepare_demo(out: Path, *, patients: int, seed: int, epochs: int) -> DemoPla
     make_cohort(plan.target_cohort, patients=patients, seed=seed, difficulty=DEMO_DIFFICULTY, with_problems=True)
     make_cohort(plan.incoming, patients=max(4, patients // 5), seed=seed + 202, difficulty=DEMO_DIFFICULTY,
                 with_problems=True)  # fmt: skip
+    mark(plan.incoming, owner=DEMO_OWNER)
     return plan
 
 

@@ -84,7 +84,7 @@ def end_to_end_flow(params: EndToEndParameters) -> dict:
     if stages.is_done(work, "train", train_key, [artifact / "manifest.json"]):
         summary["skipped"].append("train")
     else:
-        _set_aside(artifact, logger)
+        _set_aside(artifact, logger, "training")
         summary["training"] = train_flow(TrainParameters(dataset=dataset, out=artifact, config=params.config))
         stages.mark_done(work, "train", train_key)
 
@@ -101,6 +101,7 @@ def end_to_end_flow(params: EndToEndParameters) -> dict:
         if stages.is_done(work, "evaluate", evaluate_key, [report / "report.html", report / "metrics.json"]):
             summary["skipped"].append("evaluate")
         else:
+            _set_aside(report, logger, "evaluation")  # a report is never overwritten: it may be the approved one
             evaluation = evaluate_flow(evaluate_params)
             stages.mark_done(work, "evaluate", evaluate_key)
             create_markdown_artifact(key="end-to-end-evaluation", markdown=summary_markdown(evaluation))
@@ -123,13 +124,14 @@ def _review(artifact: Path, report: Path, params: EndToEndParameters) -> dict[st
                             report_url=params.report_url)  # fmt: skip
 
 
-def _set_aside(artifact: Path, logger) -> None:
-    """An artifact trained on other inputs is kept (renamed), never overwritten: it may already be in use."""
-    if not artifact.exists():
+def _set_aside(output: Path, logger, stage: str) -> None:
+    """An artifact or report made from other inputs is kept (renamed), never overwritten: the artifact may already
+    be in use, the report may be the one a clinician approved (the approval names its SHA-256)."""
+    if not output.exists():
         return
     number = 1
-    while artifact.with_name(f"{artifact.name}.superseded-{number}").exists():
+    while output.with_name(f"{output.name}.superseded-{number}").exists():
         number += 1
-    target = artifact.with_name(f"{artifact.name}.superseded-{number}")
-    shutil.move(str(artifact), target)
-    logger.warning("inputs changed since the last training: the previous artifact is kept as %s", target.name)
+    target = output.with_name(f"{output.name}.superseded-{number}")
+    shutil.move(str(output), target)
+    logger.warning("inputs changed since the last %s: the previous %s is kept as %s", stage, output.name, target.name)

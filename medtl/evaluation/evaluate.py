@@ -4,11 +4,17 @@ report.html / report.pdf, and an `evaluated` event in the artifact's audit log.
 Order matters: the operating point is chosen on the out-of-fold predictions by a declared rule, and only then is
 the test set predicted and measured at that frozen threshold. Every scoring of a test set is recorded in the audit
 log with the test data's manifest hash, so repeated peeking at a test set is visible to an auditor.
+
+A report is never overwritten: a clinician's approval is bound to the SHA-256 of the report they read, so the
+report folder must be new (or empty), and it appears whole or not at all (written beside it, then renamed).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +99,7 @@ def evaluate(
     The `evaluated` event is signed with the pipeline's key ($MEDTL_SIGNING_KEY): a reviewer can approve only a
     report whose evaluation a pipeline key signed. Both are checked before any work starts.
     """
+    check_new_report(Path(out))  # before the work: a refusal after minutes of bootstrap would waste them
     verified = open_verified(artifact, trust=trust)
     key = evaluation_key(verified)
     metadata = verified.metadata
@@ -137,12 +144,7 @@ def evaluate(
     )
     report = _report_input(verified, metrics, curves, cases, test_frame)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(metrics, out / "metrics.json")
-    from medtl.hashing import sha256_file
-    from medtl.reporting.render import write_report
-
-    files = {"metrics.json": sha256_file(out / "metrics.json"), **write_report(report, out, pdf=pdf)}
+    files = _write_new_report(metrics, report, out, pdf=pdf)
     verified.append_event(
         "evaluated",
         actor="medtl evaluate",
@@ -178,6 +180,41 @@ def evaluation_key(verified: VerifiedArtifact) -> Ed25519PrivateKey | None:
             "artifact)",
         )
     return key
+
+
+def check_new_report(out: Path) -> None:
+    """Refuse a report folder that already holds anything: an earlier report there may be the one a clinician
+    approved (the approval names its SHA-256), and anything else there is not ours to mix with."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(
+            "the report folder already exists and is not empty: a report is never overwritten (an approval is bound "
+            "to the SHA-256 of the report it was given for)",
+            where=str(out),
+            fix="pass a new folder to --out (for example the same name with -2 appended); keep or archive the "
+            "earlier report as it is",
+        )
+
+
+def _write_new_report(metrics: Metrics, report: ReportInput, out: Path, *, pdf: bool) -> dict[str, str]:
+    """Write metrics.json and the report beside OUT, then rename the folder to OUT: never half a report, and never
+    over one that appeared meanwhile. Returns {file name: sha256}."""
+    from medtl.hashing import sha256_file
+    from medtl.reporting.render import write_report
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
+    staged.mkdir()  # not mkdtemp: the report keeps the usual permissions (a reviewer may read it from another account)
+    try:
+        write_json(metrics, staged / "metrics.json")
+        files = {"metrics.json": sha256_file(staged / "metrics.json"), **write_report(report, staged, pdf=pdf)}
+        check_new_report(out)
+        if out.is_dir():
+            out.rmdir()  # empty (checked just above); rmdir refuses if a file arrived since
+        os.rename(staged, out)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return files
 
 
 def _evaluation(

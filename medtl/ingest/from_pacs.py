@@ -8,7 +8,6 @@ the PACS could not deliver are listed in pull_report.json with their reasons, be
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +75,8 @@ def ingest_from_pacs(
             result = ingest_sources([batch.folder], out=out, pseudonymizer=pseudonymizer, labels=labels, spec=spec,
                                     workers=workers, progress=progress, limits=limits)  # fmt: skip
             puller.commit(batch)
-    finally:  # staged DICOM never outlives the run, whatever stopped it
-        shutil.rmtree(out / "pull-staging", ignore_errors=True)
+    finally:  # staged DICOM never outlives the run, whatever stopped it (and only medtl's own staging is removed)
+        puller.release()
     failed = list(puller.summary.failed)
     _write_report(out / PULL_REPORT, remote.location.display, plan.query, len(plan.new), puller.summary.pulled, failed)
     if result is None:

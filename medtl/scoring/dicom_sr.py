@@ -4,6 +4,8 @@ Why an SR and why this shape: PACS and viewers file a Comprehensive 3D SR into t
 UID) and show it without medtl; TID 1500 "Measurement Report" is the template viewers and highdicom both know, and
 its coded tree stays machine-readable for audit. The patient/study module is copied from one source file of the series;
 those site-local identifiers live only in the SR that goes back to the site, never in medtl's PHI-free outputs.
+A copied attribute whose value is invalid is emptied first (sr_header.py): the SR is still written, and the caller
+learns which attribute keywords were left out (`omitted_attributes`), never their values.
 
 Codes. Standard codes where one says exactly what we mean: SCT 10828004 "Positive" / 260385009 "Negative" (CID 250)
 as the decision value, UCUM "1" (no units) for a probability, SCT 363679005 "Imaging procedure" as the procedure
@@ -38,6 +40,7 @@ from pydicom.sr.coding import Code
 
 import medtl
 from medtl.errors import ReadError
+from medtl.scoring.sr_header import REQUIRED_UIDS, clean_header
 
 SCHEME = "99MEDTL"
 PROBABILITY = Code("PROB", SCHEME, "Probability of finding")
@@ -73,6 +76,7 @@ class SourceSeries:
 
     path: Path
     header: pydicom.Dataset = field(repr=False, compare=False)
+    invalid: tuple[str, ...] = ()  # keywords of attributes emptied because their values were invalid
 
     @property
     def study_instance_uid(self) -> str:
@@ -120,17 +124,21 @@ def source_reference(path: Path) -> SourceSeries:
             where=where,
             fix="pass one readable DICOM file of the scored series",
         ) from error
-    missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID") if k not in header]
+    missing = [k for k in REQUIRED_UIDS if k not in header]
     if missing:
         raise ReadError(
             f"the source file lacks {', '.join(missing)}", where=where, fix="pass an image file of the series"
         )
+    invalid = clean_header(header)
     for keyword in _TYPE2:
         if keyword not in header:
             setattr(header, keyword, None)
-    if header.PatientSex not in (None, "", "M", "F", "O"):
-        header.PatientSex = ""  # an invalid value would stop highdicom; the SR keeps the patient, not the typo
-    return SourceSeries(Path(path), header)
+    return SourceSeries(Path(path), header, invalid)
+
+
+def omitted_attributes(series: SourceSeries, report: pydicom.Dataset) -> tuple[str, ...]:
+    """The source attributes the SR copied without their value (it was invalid): keywords only, safe to log."""
+    return tuple(keyword for keyword in series.invalid if keyword in report)
 
 
 def _uid(seed_uid: str | None, role: str, source: SourceSeries) -> str:

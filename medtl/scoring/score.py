@@ -107,15 +107,37 @@ class ScoreResult:
     flagged: int
     approved: bool
     reports: list[Path] = field(default_factory=list)  # the DICOM SRs written for these inputs
-    trusted: bool = True
+    trusted: bool = False
+    sr_omitted: dict[str, tuple[str, ...]] = field(default_factory=dict)  # series id -> attributes left out of its SR
+    sr_failed: dict[str, str] = field(default_factory=dict)  # series id -> why it has no SR
 
     def describe(self) -> str:
         note = "" if self.approved else " (UNAPPROVED artifact: decisions are provisional)"
         note += "" if self.trusted else " (UNTRUSTED artifact: development only)"
         return (
             f"scored {self.scored} scan(s), {self.skipped_existing} already scored before, {self.flagged} flagged, "
-            f"{self.abstained} abstained{note}\nwrote {self.out / SCORES}"
+            f"{self.abstained} abstained{note}{describe_sr(self.sr_omitted, self.sr_failed)}\nwrote {self.out / SCORES}"
         )
+
+
+def describe_sr(omitted: dict[str, tuple[str, ...]], failed: dict[str, str]) -> str:
+    """What SR writing left out or could not do; attributes by keyword (the values stay in the source files)."""
+    text = ""
+    if omitted:
+        listed = ", ".join(f"{keyword} ({n})" for keyword, n in omitted_counts(omitted).items())
+        text += f"\n{len(omitted)} SR(s) written without invalid source attribute(s): {listed}"
+    if failed:
+        text += f"\n{len(failed)} series have no SR (see the log for why)"
+    return text
+
+
+def omitted_counts(omitted: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """How many series' SRs left out each attribute: what the audit log and the summary record (keywords only)."""
+    counts: dict[str, int] = {}
+    for keywords in omitted.values():
+        for keyword in keywords:
+            counts[keyword] = counts.get(keyword, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def stage_inputs(
@@ -203,10 +225,10 @@ def settle(
 ) -> ScoreResult:  # fmt: skip
     """Fold the chunk parts into scores.parquet and write an SR for every row of these inputs."""
     scores = merge_parts(out)
-    reports: list[Path] = []
-    if sr:  # also rows scored by an interrupted run: the same inputs give the same SR UIDs
-        from medtl.scoring.sr_output import write_structured_reports
+    from medtl.scoring.sr_output import StructuredReports, write_structured_reports
 
+    reports = StructuredReports()
+    if sr:  # also rows scored by an interrupted run: the same inputs give the same SR UIDs
         mine = scores[
             (scores["artifact_hash"] == scorer.artifact.manifest_hash)
             & scores["scan_id"].isin(set(manifest["scan_id"]))
@@ -219,7 +241,9 @@ def settle(
         abstained=int(new["abstained"].sum()) if len(new) else 0,
         flagged=int((new["flags"].apply(len) > 0).sum()) if len(new) else 0,
         approved=scorer.approved,
-        reports=reports,
+        reports=reports.written,
+        sr_omitted=reports.omitted,
+        sr_failed=reports.failed,
         trusted=scorer.artifact.trusted,
     )
 
@@ -238,6 +262,9 @@ def record_scored(scorer: Scorer, out: Path, result: ScoreResult, *, policy: str
             "trusted": scorer.artifact.trusted,
             "policy": policy,
             "tta": tta,
+            "sr_written": len(result.reports),
+            "sr_omitted_attributes": omitted_counts(result.sr_omitted),
+            "sr_failed": len(result.sr_failed),
             **extra,
         },
     )

@@ -1,17 +1,37 @@
-"""Write one DICOM SR per scored DICOM series, for return to PACS (site-local output: it carries real UIDs)."""
+"""Write one DICOM SR per scored DICOM series, for return to PACS (site-local output: it carries real UIDs).
+
+One series' SR never stops the others: a source attribute with an invalid value is left out of its SR (the
+keyword is reported), and a series whose SR cannot be written at all is reported with the kind of error. Reports,
+logs and results name series by their pseudonymous id and attributes by keyword, never by a value from the file
+(highdicom's and pydicom's own messages quote values, so they are not passed on).
+"""
 
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from medtl.contracts import read_json
 from medtl.contracts.ingest import IngestReport
+from medtl.errors import MedTLError
 from medtl.ingest.pipeline import REPORT
 from medtl.ingest.privacy import PRIVATE_DIR
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StructuredReports:
+    """What SR writing did, by pseudonymous series id: written files, attributes left out, series without an SR."""
+
+    written: list[Path] = field(default_factory=list)
+    omitted: dict[str, tuple[str, ...]] = field(default_factory=dict)  # series id -> keywords left out of its SR
+    failed: dict[str, str] = field(default_factory=dict)  # series id -> why no SR was written (no file values)
 
 
 def source_files_by_series(staging: Path, sources: Sequence[Path]) -> dict[str, Path]:
@@ -31,8 +51,8 @@ def source_files_by_series(staging: Path, sources: Sequence[Path]) -> dict[str, 
 
 def write_structured_reports(
     scorer, rows: pd.DataFrame, staging: Path, sources: Sequence[Path], folder: Path
-) -> list[Path]:
-    from medtl.scoring.dicom_sr import AlgorithmInfo, build_sr, write_sr
+) -> StructuredReports:
+    from medtl.scoring.dicom_sr import AlgorithmInfo, build_sr, omitted_attributes, source_reference, write_sr
 
     algorithm = AlgorithmInfo(
         model_id=scorer.artifact.metadata["model_id"],
@@ -42,23 +62,41 @@ def write_structured_reports(
         trusted=scorer.artifact.trusted,
     )
     files = source_files_by_series(staging, sources)
-    written = []
+    done = StructuredReports()
     for row in rows.itertuples():
         source = files.get(row.series_id)
         if source is None or source.suffix.lower() in (".nii", ".gz"):
             continue  # NIfTI inputs have no DICOM study to return a report to
-        dataset = build_sr(
-            source,
-            probability=_value(row.probability),
-            decision=_value(row.decision),
-            threshold=_value(row.threshold),
-            flags=list(row.flags),
-            algorithm=algorithm,
-            positive_class=scorer.model.positive_class or "",
-            seed_uid=f"{scorer.artifact.manifest_hash}:{row.input_hash}",
-        )
-        written.append(write_sr(dataset, folder))
-    return written
+        try:
+            series = source_reference(source)
+            dataset = build_sr(
+                series,
+                probability=_value(row.probability),
+                decision=_value(row.decision),
+                threshold=_value(row.threshold),
+                flags=list(row.flags),
+                algorithm=algorithm,
+                positive_class=scorer.model.positive_class or "",
+                seed_uid=f"{scorer.artifact.manifest_hash}:{row.input_hash}",
+            )
+        except Exception as error:  # anything one series raises costs that series its SR, never the others'
+            done.failed[row.series_id] = _reason(error)
+            log.warning("no SR written for series %s: %s", row.series_id, done.failed[row.series_id])
+            continue
+        done.written.append(write_sr(dataset, folder))  # an unwritable folder stops the run: not one file's fault
+        omitted = omitted_attributes(series, dataset)
+        if omitted:
+            done.omitted[row.series_id] = omitted
+            log.warning("SR for series %s written without %s: invalid value(s) in the source file (left out)",
+                        row.series_id, ", ".join(omitted))  # fmt: skip
+    return done
+
+
+def _reason(error: Exception) -> str:
+    """medtl's own messages carry no file values; other libraries' do (highdicom quotes them), so only their type."""
+    if isinstance(error, MedTLError):
+        return error.what
+    return f"{type(error).__name__} while building the SR (details withheld: they may quote values from the file)"
 
 
 def _value(value):

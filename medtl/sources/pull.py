@@ -9,8 +9,12 @@
 Disk use: a batch closes as soon as its series reach `max_staging_bytes`, so staging holds at most that plus one
 series (sizes are unknown before retrieval). A series the PACS cannot deliver -- or a study whose series it cannot
 list -- is recorded as failed and skipped; after `max_attempts` runs it is quarantined with its reason instead of
-being retried every night. If the PACS itself stops answering, the run stops with SourceUnavailableError: committed
-batches stay done, the open batch is discarded.
+being retried every night. A series that arrives but then fails in the consumer (ingest or writing its result
+raises for it) is reported with `fail_after_retrieval` and counts exactly the same way. If the PACS itself stops
+answering, the run stops with SourceUnavailableError: committed batches stay done, the open batch is discarded.
+
+The staging folder is medtl's alone: it is marked when made, a run clears only a marked one (the leftovers of an
+interrupted run), and a staging folder holding anything else is refused before a byte is pulled.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import date
 from pathlib import Path
 
 from medtl.errors import SourceError, SourceUnavailableError
+from medtl.outputs import clear_for, mark, remove_if_made_by
 from medtl.sources.location import SourceLocation, parse_location
 from medtl.sources.query import PacsQuery, RemoteSeries
 from medtl.sources.remote import RemoteSource, RetryPolicy, SeriesFailed
@@ -30,6 +35,7 @@ from medtl.sources.state import PullState
 
 log = logging.getLogger(__name__)
 GIB = 1024**3
+STAGING_OWNER = "medtl PACS staging"
 
 
 def open_remote(location: SourceLocation | str, retry: RetryPolicy | None = None) -> RemoteSource:
@@ -102,8 +108,8 @@ class Puller:
 
     def batches(self, plan: PullPlan) -> Iterator[Batch]:
         """Retrieve PLAN's series batch by batch. Leftovers of an interrupted run are cleared first."""
-        if self.staging.exists():
-            shutil.rmtree(self.staging)
+        clear_for(self.staging, owner=STAGING_OWNER, what="PACS staging")
+        mark(self.staging, owner=STAGING_OWNER)
         batch = self._new_batch(0)
         try:
             for series in plan.new:
@@ -113,7 +119,12 @@ class Puller:
             if batch.series:
                 yield batch
         finally:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            self.release()
+
+    def release(self) -> None:
+        """Remove the staging folder, if it is the one this puller made (callers may call it again in a finally:
+        a generator's own cleanup runs only when it is closed)."""
+        remove_if_made_by(self.staging, STAGING_OWNER)
 
     def skip(self, key: str) -> bool:
         """A study quarantined by earlier runs is not queried again (StudyFilter)."""
@@ -128,6 +139,12 @@ class Puller:
         if self.state is not None and key in self.state.record.failures:
             self.state.record.failures.pop(key)
             self.state.save()
+
+    def fail_after_retrieval(self, batch: Batch, key: str, reason: str) -> None:
+        """The consumer could not finish series KEY of BATCH: not done, but counted like a series the PACS could
+        not deliver (tried again next run, quarantined after max_attempts). REASON must name no file value."""
+        batch.series = [series for series in batch.series if series.key != key]
+        self._record_failure(key, reason)
 
     def commit(self, batch: Batch) -> None:
         """The consumer is finished with BATCH: record its series as done and free its disk space."""

@@ -107,3 +107,28 @@ def test_the_approve_command_signs_with_the_reviewers_key_and_verify_reports_wha
     assert pipeline.returncode == 2 and "decisions must come from a reviewer's own key" in pipeline.stderr
     verified = subprocess.run([*medtl, "verify", str(artifact)], capture_output=True, text=True, timeout=300)
     assert verified.returncode == 0 and "decision: approved by Dr C (radiologist)" in verified.stdout
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_an_existing_report_is_never_overwritten_and_a_foreign_folder_is_refused(trained, tmp_path):
+    first = tmp_path / "report"
+    evaluate(trained / "artifact", out=first, n_boot=50, pdf=False, failure_cases=0)
+    written, events = _files(first), len(open_verified(trained / "artifact").events)
+    assert set(written) == {"metrics.json", "report.html"}
+
+    with pytest.raises(ConfigError, match="a report is never overwritten") as refused:
+        evaluate(trained / "artifact", out=first, n_boot=50, pdf=False, failure_cases=0, rule="specificity>=0.9")
+    assert "pass a new folder" in str(refused.value)
+    assert _files(first) == written  # byte for byte: an approval bound to its SHA-256 still holds
+    assert len(open_verified(trained / "artifact").events) == events  # no `evaluated` event for a report not written
+
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a user's notes\n")
+    with pytest.raises(ConfigError, match="a report is never overwritten"):
+        evaluate(trained / "artifact", out=foreign, n_boot=50, pdf=False, failure_cases=0)
+    assert _files(foreign) == {"notes.txt": b"a user's notes\n"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "theirs"]  # no half-written folder beside them

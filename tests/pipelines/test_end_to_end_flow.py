@@ -50,6 +50,8 @@ def test_stages_run_once_and_a_rerun_skips_what_did_not_change(inputs):
     (first["report"] / "report.html").unlink()  # an output that disappeared is rebuilt, even with equal inputs
     third = end_to_end_flow(params)
     assert third["skipped"] == ["ingest", "train"] and (third["report"] / "report.html").exists()
+    assert (inputs["workdir"] / "report.superseded-1" / "metrics.json").exists()  # the incomplete one, set aside
+    evaluated = {p.name: p.read_bytes() for p in third["report"].iterdir()}
 
     labels = inputs["labels"]
     rows = list(csv.DictReader(labels.open()))
@@ -63,6 +65,8 @@ def test_stages_run_once_and_a_rerun_skips_what_did_not_change(inputs):
     superseded = inputs["workdir"] / "artifact.superseded-1"
     assert (superseded / "manifest.json").read_bytes() == manifest  # the old artifact is kept, not overwritten
     assert (fourth["artifact"] / "manifest.json").read_bytes() != manifest
+    kept = inputs["workdir"] / "report.superseded-2"  # a report is never overwritten: it may be the approved one
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == evaluated
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from medtl.errors import IngestError, SourceAuthError, SourceError, SourceUnavailableError
+from medtl.errors import ConfigError, IngestError, SourceAuthError, SourceError, SourceUnavailableError
 from medtl.ingest.from_pacs import ingest_from_pacs
 from medtl.sources.pull import Puller, open_remote
 from medtl.sources.query import PacsQuery
@@ -234,3 +234,39 @@ def test_an_ingest_larger_than_the_staging_limit_stops_before_ingest_and_leaves_
         not (tmp_path / "dataset" / "pull-staging").exists()
         and not (tmp_path / "dataset" / "manifest.parquet").exists()
     )
+
+
+def _plant(folder: Path) -> Path:
+    """A user's file where medtl would stage: it must survive every run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mine.txt").write_text("not medtl's\n")
+    return folder / "mine.txt"
+
+
+def test_a_staging_folder_holding_foreign_files_is_refused_and_left_alone_but_leftovers_are_cleared(
+    orthanc, cohort, tmp_path
+):
+    orthanc.upload(dicom_files(cohort / "dicom"))
+    source = open_remote(orthanc.dicomweb_uri, FAST)
+    planted = _plant(tmp_path / "staging")
+    puller = Puller(source, tmp_path / "staging")
+    with pytest.raises(ConfigError, match="holds files medtl did not write") as refused:
+        list(puller.batches(puller.plan(PacsQuery())))
+    assert "another output folder" in str(refused.value)
+    assert sorted(p.name for p in planted.parent.iterdir()) == ["mine.txt"] and planted.read_text() == "not medtl's\n"
+    assert puller.summary.pulled == 0
+
+    kept = _plant(tmp_path / "dataset" / "pull-staging")  # ingest from a PACS stages inside the dataset folder
+    with pytest.raises(ConfigError, match="holds files medtl did not write"):
+        ingest_from_pacs(orthanc.dicomweb_uri, PacsQuery(), out=tmp_path / "dataset", pseudonymizer=DEV_PSEUDONYMIZER,
+                         workers=1, retry=FAST)  # fmt: skip
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["mine.txt"] and kept.read_text() == "not medtl's\n"
+
+    first = Puller(source, tmp_path / "own")
+    batches = first.batches(first.plan(PacsQuery()))
+    next(batches)  # a run killed here leaves its staging behind (a kill runs no cleanup): the next run clears it
+    assert (tmp_path / "own" / "batch-0000").is_dir()
+    again = Puller(source, tmp_path / "own")
+    pulled = [len(batch.series) for batch in again.batches(again.plan(PacsQuery()))]
+    assert sum(pulled) == len(again.plan(PacsQuery()).new) > 0 and not (tmp_path / "own").exists()
+    batches.close()

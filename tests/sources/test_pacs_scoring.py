@@ -16,11 +16,11 @@ import requests
 
 from medtl.artifacts import open_verified
 from medtl.datasets.synth import make_cohort
-from medtl.errors import SourceUnavailableError
+from medtl.errors import ConfigError, SourceUnavailableError
 from medtl.scoring.from_pacs import score_from_pacs
 from medtl.scoring.score import score
 from medtl.sources.pull import Puller
-from medtl.sources.query import PacsQuery
+from medtl.sources.query import PacsQuery, series_key
 from medtl.sources.remote import RetryPolicy
 from medtl.training.train import train
 from support.orthanc import PASSWORD, USER, dicom_files
@@ -168,3 +168,97 @@ def test_the_score_command_with_a_pacs_uri_and_no_send_back_keeps_the_srs_local(
     assert len(scored) == len(axial) and "0 SR(s) sent back" in done.stdout and "UNAPPROVED" in done.stdout
     assert len(list((tmp_path / "scores" / "sr").glob("SR_*.dcm"))) == len(axial)  # written, kept here
     assert orthanc.series_of_modality("SR") == []  # and not sent
+
+
+def _first_ct_series(files) -> str:
+    for path in files:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        if header.Modality == "CT" and "LOCALIZER" not in header.get("ImageType", []):
+            return header.SeriesInstanceUID
+    raise AssertionError("the cohort has no CT series")
+
+
+def _holds_series(sources, series_uid: str) -> bool:
+    return any(
+        pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID == series_uid
+        for source in sources
+        for path in dicom_files(source)
+    )
+
+
+def _pull_state(out) -> dict:
+    (path,) = (out / "pull-state").glob("pull-*.json")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("stage", ["ingest", "sr"])
+def test_a_series_failing_after_retrieval_is_retried_then_quarantined_and_never_fails_the_batch(
+    orthanc, trained, tmp_path, monkeypatch, stage
+):
+    """Ingest raising for one series (the batch is then scored series by series), or its SR failing to build: the
+    other series are scored and sent back, and that one counts toward quarantine like a failed download."""
+    files = dicom_files(trained / "new" / "dicom")
+    orthanc.upload(files)
+    bad = _first_ct_series(files)
+    if stage == "ingest":
+        import medtl.scoring.score as scoring
+
+        real_ingest = scoring.ingest_sources
+
+        def ingest(sources, **options):
+            if _holds_series(sources, bad):
+                raise RuntimeError("a decoder crashed on 1946-02-04")  # a library error quoting a file value
+            return real_ingest(sources, **options)
+
+        monkeypatch.setattr(scoring, "ingest_sources", ingest)
+    else:
+        import medtl.scoring.dicom_sr as dicom_sr
+
+        real_build = dicom_sr.build_sr
+
+        def build(source, **options):
+            if source.series_instance_uid == bad:
+                raise ValueError("Unable to convert '1946-02-04' to 'DA' object")  # as highdicom says it
+            return real_build(source, **options)
+
+        monkeypatch.setattr(dicom_sr, "build_sr", build)
+    out = tmp_path / "scores"
+    options = dict(out=out, pseudonymizer=DEV_PSEUDONYMIZER, allow_unapproved=True, max_attempts=2, retry=FAST)
+    all_series = len({pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in files})
+
+    first = score_from_pacs(trained / "artifact", orthanc.dicomweb_uri, PacsQuery(), **options)
+    key = series_key(bad)
+    assert first.failed == [key] and first.quarantined_now == []
+    expected = by_scan(pd.read_parquet(trained / "from-folder" / "scores.parquet"))
+    scored = by_scan(pd.read_parquet(out / "scores.parquet"))
+    if stage == "ingest":  # the bad series has no rows; every other series was scored as from the folder
+        missing = expected.drop(scored.index)
+        assert len(missing) >= 1 and missing.series_id.nunique() == 1
+        pd.testing.assert_frame_equal(scored, expected.loc[scored.index], atol=1e-6)
+    else:  # scored, but without its SR the series is not done
+        pd.testing.assert_frame_equal(scored, expected, atol=1e-6)
+    assert first.sent_back == len(stored_reports(orthanc)) == len(scored) - (stage == "sr")
+    state = _pull_state(out)
+    assert state["failures"][key]["attempts"] == 1 and key not in state["done"]
+    assert len(state["done"]) == all_series - 1
+    assert "1946" not in json.dumps(state)  # the reason names no file value
+
+    second = score_from_pacs(trained / "artifact", orthanc.dicomweb_uri, PacsQuery(), **options)
+    assert (second.new_series, second.failed, second.quarantined_now) == (1, [key], [key])
+    assert _pull_state(out)["quarantined"][key]["attempts"] == 2
+
+    third = score_from_pacs(trained / "artifact", orthanc.dicomweb_uri, PacsQuery(), **options)
+    assert (third.new_series, third.quarantined_before, third.failed) == (0, 1, [])
+
+
+@pytest.mark.parametrize("folder", ["staging", "ingest"])
+def test_pacs_scoring_refuses_staging_folders_holding_foreign_files(orthanc, trained, tmp_path, folder):
+    orthanc.upload(dicom_files(trained / "new" / "dicom"))
+    planted = tmp_path / "scores" / folder / "mine.txt"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("not medtl's\n")
+    with pytest.raises(ConfigError, match="holds files medtl did not write"):
+        score_from_pacs(trained / "artifact", orthanc.dicomweb_uri, PacsQuery(), out=tmp_path / "scores",
+                        pseudonymizer=DEV_PSEUDONYMIZER, allow_unapproved=True, retry=FAST)  # fmt: skip
+    assert sorted(p.name for p in planted.parent.iterdir()) == ["mine.txt"] and planted.read_text() == "not medtl's\n"
+    assert sorted(p.name for p in (tmp_path / "scores").iterdir()) == [folder]  # nothing pulled, scored or recorded
