@@ -107,9 +107,16 @@ def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingP
 
 def _claim_workdir(workdir: Path, identity: str) -> None:
     """Completed folds are resumed only for the same data, split and config: a work folder left by a run on other
-    inputs is discarded (it holds checkpoints only; nothing sealed), never silently mixed into this run."""
+    inputs is discarded (it holds checkpoints only; nothing sealed), never silently mixed into this run. A folder of
+    that name that a training run did not make (no stamp) is someone else's: refused, never deleted."""
     stamp = workdir / "plan.sha256"
-    if workdir.exists() and (not stamp.exists() or stamp.read_text(encoding="utf-8").strip() != identity):
+    if workdir.exists() and not stamp.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
+        raise ConfigError(
+            f"{workdir.name} exists and was not made by a medtl training run; training keeps its checkpoints there",
+            where=str(workdir),
+            fix="move that folder away (medtl never deletes what it did not make), or choose another --out",
+        )
+    if stamp.exists() and stamp.read_text(encoding="utf-8").strip() != identity:
         log.warning("discarding %s: it was left by a training run on other data, split or config", workdir.name)
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

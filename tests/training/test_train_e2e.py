@@ -205,3 +205,17 @@ def test_a_work_folder_left_by_other_inputs_is_discarded_and_one_from_the_same_i
     assert checkpoint.read_bytes() == b"completed fold"  # same data, split and config: resumed
     prepare_training(dataset, _config(seed=12), tmp_path / "artifact")
     assert not checkpoint.exists()  # another seed, another run: its folds must not be mixed into this one
+
+
+def test_a_work_folder_medtl_did_not_make_is_refused_and_kept(dataset, tmp_path):
+    from medtl.errors import ConfigError
+    from medtl.training.train import prepare_training
+
+    theirs = tmp_path / "artifact.work"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("a user's notes\n")
+    with pytest.raises(ConfigError, match="was not made by a medtl training run"):
+        prepare_training(dataset, _config(seed=11), tmp_path / "artifact")
+    assert (theirs / "notes.txt").read_text() == "a user's notes\n" and sorted(p.name for p in theirs.iterdir()) == [
+        "notes.txt"
+    ]
