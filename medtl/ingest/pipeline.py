@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import nullcontext
 from dataclasses import dataclass
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,12 +24,13 @@ from medtl.contracts.ingest import FileRecord, Fingerprint, GroupStats, IngestRe
 from medtl.errors import IngestError
 from medtl.identity import Pseudonymizer
 from medtl.ingest.discover import InputFile, classify_file, walk_sources
+from medtl.ingest.execution import Decoding, map_ordered, process_pool
 from medtl.ingest.fingerprint import build_fingerprint, group_stats
 from medtl.ingest.labels import LabelIndex, ScanKeys, labels_summary, read_labels
 from medtl.ingest.preprocess import default_spec, spec_hash
 from medtl.ingest.privacy import PrivateRecords
 from medtl.ingest.report import build_report, qc_summary_markdown
-from medtl.ingest.worker import WorkItem, WorkResult, preprocess_records, run_item, worker_count
+from medtl.ingest.worker import WorkItem, WorkResult, preprocess_records, worker_count
 from medtl.io.dicom.grouping import ScanPlan, group_headers
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.progress import Progress
@@ -103,11 +103,11 @@ def ingest_sources(
     label_table = read_labels(labels) if labels is not None else None
     private = PrivateRecords(out, pseudonymizer)
     n_workers = worker_count(workers)
-    with _executor(n_workers) as executor, Progress(progress) as bar:
+    with process_pool(n_workers) as executor, Progress(progress) as bar:
         paths = list(walk_sources(sources))
         files = list(
             bar.track(
-                _map(executor, _classify_chunk, [(chunk, limits) for chunk in _chunks(paths, _HEADER_CHUNK)]),
+                map_ordered(executor, _classify_chunk, [(chunk, limits) for chunk in _chunks(paths, _HEADER_CHUNK)]),
                 "reading headers",
                 len(paths),
                 flat=True,
@@ -117,7 +117,8 @@ def ingest_sources(
         items, identities = _work_items(files, grouping.plans, out, limits)
         for identity in identities.values():
             private.add_identifiers(identity.patient, identity.accession)
-        results = list(bar.track(_bounded(executor, run_item, items, 2 * n_workers), "decoding scans", len(items)))
+        decoding = Decoding(executor, items, n_workers)
+        results = list(bar.track(decoding, "decoding scans", len(items)))
         records: dict[Path, FileRecord] = {}
         for file in files:
             private.register(file)
@@ -134,7 +135,8 @@ def ingest_sources(
         chosen_spec = spec or _default_spec(groups)
         key = spec_hash(chosen_spec) if chosen_spec else None
         if chosen_spec is not None:
-            list(bar.track(_preprocess(executor, out, rows, chosen_spec, n_workers), "preprocessing", len(rows)))
+            with process_pool(n_workers) if decoding.pool_broken else nullcontext(executor) as pool:
+                list(bar.track(_preprocess(pool, out, rows, chosen_spec, n_workers), "preprocessing", len(rows)))
     frame = pd.DataFrame(rows, columns=list(ManifestRow.model_fields))
     write_table(ManifestRow, frame, out / MANIFEST)
     fingerprint = build_fingerprint(rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key)
@@ -302,71 +304,10 @@ def _preprocess(
     key = spec_hash(spec)
     chunk = max(1, min(16, len(rows) // max(1, 4 * n_workers)))
     batches = list(_chunks(rows, chunk))
-    for paths in _map(executor, _preprocess_batch, [(out, batch, spec, key) for batch in batches]):
+    for paths in map_ordered(executor, _preprocess_batch, [(out, batch, spec, key) for batch in batches]):
         yield from paths
 
 
 def _preprocess_batch(args: tuple[Path, list[dict[str, Any]], PreprocessingSpec, str]) -> list[str | None]:
     out, batch, spec, key = args
     return preprocess_records(out, batch, spec, key)
-
-
-# -- execution helpers -----------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _executor(n_workers: int) -> Iterator[Executor | None]:
-    """Worker processes, or none when one worker is asked.
-
-    Forked where the platform can (Linux): workers start at once with medtl already imported, and a user's script
-    is not re-imported in every worker as it is with "spawn". The workers only run numpy / pydicom / scipy code, no
-    torch and no threads of their own, which is what makes forking safe here.
-    """
-    if n_workers <= 1:
-        yield None
-        return
-    method = "fork" if "fork" in get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context(method)) as pool:
-        yield pool
-
-
-def _map(executor: Executor | None, func: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-    if executor is None:
-        for item in items:
-            yield func(item)
-        return
-    yield from _bounded(executor, func, items, 2 * getattr(executor, "_max_workers", 2), ordered=True)
-
-
-def _bounded(
-    executor: Executor | None, func: Callable[[T], R], items: Iterable[T], limit: int, *, ordered: bool = False
-) -> Iterator[R]:
-    """Submit at most `limit` tasks at a time so memory stays bounded whatever the cohort size."""
-    if executor is None:
-        for item in items:
-            yield func(item)
-        return
-    iterator = iter(items)
-    pending: dict[Future[R], int] = {}
-    done_results: dict[int, R] = {}
-    next_index, next_yield = 0, 0
-    for item in iterator:
-        pending[executor.submit(func, item)] = next_index
-        next_index += 1
-        if len(pending) >= limit:
-            break
-    while pending:
-        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in finished:
-            index = pending.pop(future)
-            if ordered:
-                done_results[index] = future.result()
-            else:
-                yield future.result()
-            for item in iterator:
-                pending[executor.submit(func, item)] = next_index
-                next_index += 1
-                break
-        while ordered and next_yield in done_results:
-            yield done_results.pop(next_yield)
-            next_yield += 1

@@ -73,15 +73,15 @@ def run_item(item: WorkItem) -> WorkResult:
         try:
             _run_item(item, result, muted)
         except MemoryError:
-            _fail(item, result, "out_of_memory", "reading this scan ran out of memory although its declared sizes "
+            fail_item(item, result, "out_of_memory", "reading this scan ran out of memory although its declared sizes "
                   "are within the limits; run with fewer --workers or lower the ingest limits")  # fmt: skip
         except Exception as error:  # a library failed in a way nothing above anticipated: this item only
-            _fail(item, result, "unexpected_error", f"reading this scan raised {type(error).__name__}; the files "
+            fail_item(item, result, "unexpected_error", f"reading this scan raised {type(error).__name__}; the files "
                   "are quarantined, the rest of the run goes on")  # fmt: skip
     return result
 
 
-def _fail(item: WorkItem, result: WorkResult, code: str, reason: str) -> None:
+def fail_item(item: WorkItem, result: WorkResult, code: str, reason: str) -> None:
     hashes = {f.path: f.sha256 for f in result.files}
     paths = [h.path for h in item.plan.headers] if item.plan else [item.nifti_path]
     result.scans, result.samples = [], []

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import warnings
 from pathlib import Path
 
@@ -96,6 +97,29 @@ def test_any_exception_from_one_series_quarantines_that_series_only(tmp_path, mo
     reasons = {r.reason for r in report.files if r.reason_code == "unexpected_error"}
     assert reasons == {"reading this scan raised RuntimeError; the files are quarantined, the rest of the run goes on"}
     assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 1
+
+
+def test_a_decoder_that_crashes_its_worker_process_costs_that_series_only(tmp_path, monkeypatch):
+    """A C decoder can kill its process instead of raising; with worker processes, only that series is lost."""
+    src = tmp_path / "src"
+    for name in ("a", "b", "crash", "c", "d", "e"):
+        good_series(src / name, patient_id=f"P{name.upper()}01")
+    real = worker_module.read_plan
+
+    def segfaulting(plan, *args, **kwargs):
+        if plan.headers[0].patient_id == "PCRASH01":
+            os.kill(os.getpid(), signal.SIGSEGV)  # what a crash inside native decoding code does to the process
+        return real(plan, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "read_plan", segfaulting)  # inherited by the forked workers
+    ingest_sources([src], out=tmp_path / "out", pseudonymizer=PSEUDO, workers=2)
+    report, fates = _fates(tmp_path / "out")
+    assert report.counts == {"ingested": 20, "skipped": 0, "quarantined": 4}
+    assert [Path(p).parent.name for p in fates["worker_crashed"]] == ["crash"] * 4
+    assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 5
+    assert all(
+        (tmp_path / "out" / p).exists() for p in pd.read_parquet(tmp_path / "out" / "manifest.parquet").cache_path
+    )
 
 
 def test_default_limits_admit_a_whole_body_ct_and_refuse_a_60000_square_image():

@@ -1,0 +1,122 @@
+"""Running ingest work in worker processes: bounded submission, and decoding that survives a crashing decoder.
+
+Why a module of its own: a hostile file can do worse than raise. A decoder written in C (JPEG, JPEG 2000, RLE) may
+crash its whole process, and a process pool with a dead worker fails every task it holds. `decode_all` turns that
+into a quarantined series: the series that were in flight are run again, each in a fresh process of its own, and
+the one whose process dies again is quarantined (`worker_crashed`); the rest go on in a new pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from multiprocessing import get_all_start_methods, get_context
+from typing import TypeVar
+
+from medtl.ingest.worker import WorkItem, WorkResult, fail_item, run_item
+
+T = TypeVar("T")
+R = TypeVar("R")
+WORKER_CRASHED = "worker_crashed"
+
+
+@contextmanager
+def process_pool(n_workers: int) -> Iterator[Executor | None]:
+    """Worker processes, or none when one worker is asked.
+
+    Forked where the platform can (Linux): workers start at once with medtl already imported, and a user's script
+    is not re-imported in every worker as it is with "spawn". The workers only run numpy / pydicom / scipy code, no
+    torch and no threads of their own, which is what makes forking safe here.
+    """
+    if n_workers <= 1:
+        yield None
+        return
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context(method)) as pool:
+        yield pool
+
+
+def map_ordered(executor: Executor | None, func: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    if executor is None:
+        for item in items:
+            yield func(item)
+        return
+    yield from bounded(executor, func, items, 2 * getattr(executor, "_max_workers", 2), ordered=True)
+
+
+def bounded(
+    executor: Executor | None, func: Callable[[T], R], items: Iterable[T], limit: int, *, ordered: bool = False
+) -> Iterator[R]:
+    """Submit at most `limit` tasks at a time, in order, so memory stays bounded whatever the cohort size."""
+    if executor is None:
+        for item in items:
+            yield func(item)
+        return
+    iterator = iter(items)
+    pending: dict[Future[R], int] = {}
+    done_results: dict[int, R] = {}
+    next_index, next_yield = 0, 0
+    for item in iterator:
+        pending[executor.submit(func, item)] = next_index
+        next_index += 1
+        if len(pending) >= limit:
+            break
+    while pending:
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in finished:
+            index = pending.pop(future)
+            if ordered:
+                done_results[index] = future.result()
+            else:
+                yield future.result()
+            for item in iterator:
+                pending[executor.submit(func, item)] = next_index
+                next_index += 1
+                break
+        while ordered and next_yield in done_results:
+            yield done_results.pop(next_yield)
+            next_yield += 1
+
+
+class Decoding:
+    """Iterates over the WorkResult of every item; `pool_broken` tells the caller to use a new pool afterwards."""
+
+    def __init__(self, executor: Executor | None, items: list[WorkItem], n_workers: int) -> None:
+        self.executor, self.items, self.n_workers = executor, items, n_workers
+        self.pool_broken = False
+
+    def __iter__(self) -> Iterator[WorkResult]:
+        yield from self._run(self.executor, list(self.items))
+
+    def _run(self, executor: Executor | None, items: list[WorkItem]) -> Iterator[WorkResult]:
+        limit = 2 * self.n_workers
+        done: set[int] = set()
+        try:
+            for result in bounded(executor, run_item, items, limit):
+                done.add(result.item_id)
+                yield result
+            return
+        except BrokenProcessPool:
+            self.pool_broken = True
+        left = [item for item in items if item.item_id not in done]
+        # submitted in order, at most `limit` at a time: the item that crashed is among the first `limit` not done
+        for item in left[:limit]:
+            yield _isolated(item)
+        if left[limit:]:
+            with process_pool(self.n_workers) as fresh:
+                yield from self._run(fresh, left[limit:])
+
+
+def _isolated(item: WorkItem) -> WorkResult:
+    """One item in a process of its own: if that process dies, only this item is lost (quarantined)."""
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context(method)) as single:
+        try:
+            return single.submit(run_item, item).result()
+        except BrokenProcessPool:
+            result = WorkResult(item.item_id)
+            fail_item(item, result, WORKER_CRASHED, "decoding this scan crashed its worker process (a decoder failed "
+                      "inside native code); the files are quarantined, the rest of the run goes on")  # fmt: skip
+            return result
