@@ -159,9 +159,9 @@ def pdf_available() -> bool:
 def demo_trust(out: Path) -> Path:
     """Trust anchors for this demo run only (this process's environment), and a demo reviewer's key, returned.
 
-    The demo shows the trusted path, not the development shortcut: the key that signs its artifacts becomes the
-    artifact anchor unless MEDTL_TRUSTED_KEYS is already set, and a demo reviewer's own key (never the pipeline's)
-    is added to the approver keys.
+    The demo shows the trusted path, not the development shortcut: the key that signs its artifacts is added to the
+    artifact anchors, and a demo reviewer's own key (never the pipeline's) to the approver keys, beside whatever
+    the site configured.
     """
     from medtl.artifacts import (
         APPROVER_KEYS_ENV,
@@ -172,13 +172,17 @@ def demo_trust(out: Path) -> Path:
     )
 
     pipeline = resolve_signing_key()
-    if pipeline is not None and not os.environ.get(TRUSTED_KEYS_ENV):
-        os.environ[TRUSTED_KEYS_ENV] = public_key_hex(pipeline)
+    if pipeline is not None:
+        _add_key(TRUSTED_KEYS_ENV, public_key_hex(pipeline))
     reviewer = Path(out) / "keys" / "demo-reviewer.pem"
     if not reviewer.exists():
         generate_signing_key(reviewer)
-    approvers = [part for part in os.environ.get(APPROVER_KEYS_ENV, "").split(os.pathsep) if part.strip()]
-    public = str(reviewer.with_name(reviewer.name + ".pub"))
-    if public not in approvers:
-        os.environ[APPROVER_KEYS_ENV] = os.pathsep.join([*approvers, public])
+    _add_key(APPROVER_KEYS_ENV, str(reviewer.with_name(reviewer.name + ".pub")))
     return reviewer
+
+
+def _add_key(variable: str, key: str) -> None:
+    """Add one key (hex or a .pub path) to a key-list variable of this process, keeping what the site set."""
+    present = [part for part in os.environ.get(variable, "").split(os.pathsep) if part.strip()]
+    if key not in present:
+        os.environ[variable] = os.pathsep.join([*present, key])

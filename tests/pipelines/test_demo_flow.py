@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -15,9 +16,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_demo_flow_runs_every_stage_and_transfers_from_its_source_model(tmp_path, monkeypatch):
     monkeypatch.delenv("MEDTL_SIGNING_KEY", raising=False)
+    site_anchor = "ab" * 32  # a site's own anchor stays, and the demo's key joins it for this run only
+    for name, value in (("MEDTL_TRUSTED_KEYS", site_anchor), ("MEDTL_APPROVER_KEYS", "")):
+        monkeypatch.setenv(name, value)
     for store in ("TORCH_HOME", "MEDTL_HOME"):  # no pretrained weights here: the demo trains its own source model
         monkeypatch.setenv(store, str(tmp_path / store.lower()))
     result = demo_flow(DemoParameters(out=tmp_path / "demo", patients=12, seed=1, epochs=2))
+    assert os.environ["MEDTL_TRUSTED_KEYS"].split(os.pathsep)[0] == site_anchor
     target = open_verified(result["target"])
     assert target.is_signed
     assert target.metadata["provenance"]["pretrained"]["source"] == "artifact"
