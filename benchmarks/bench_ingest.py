@@ -130,6 +130,18 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": seconds, "slices": slices, "peak_rss_mb": own, "peak_child_rss_mb": children}))
 
 
+def summarise(runs: list[dict], slices: int, megabytes: float) -> dict:
+    """Median seconds with the spread of the rounds; peak memory is the largest seen."""
+    seconds = [run["seconds"] for run in runs]
+    median = float(np.median(seconds))
+    return {
+        "seconds": median, "seconds_min": min(seconds), "seconds_max": max(seconds), "slices": runs[0]["slices"],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_child_rss_mb": max(r["peak_child_rss_mb"] for r in runs),
+        "slices_per_s": slices / median, "mb_per_s": megabytes / median,
+    }  # fmt: skip
+
+
 def measure(method: str, data: Path, folders: list[str], *, workers: int = 1, dataset: Path | None = None) -> dict:
     command = [sys.executable, __file__, "--child", method, "--data", str(data), "--folders", ",".join(folders)]
     command += ["--workers", str(workers), "--dataset", str(dataset or data.parent / "unused")]
@@ -142,7 +154,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ingest.json"))
     parser.add_argument("--series", type=int, default=20)
     parser.add_argument("--size", type=int, default=256, help="rows = columns of each slice")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per method; the fastest is kept")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="rounds; each runs every method once, interleaved (median + spread)"
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--child", dest="method", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
@@ -164,41 +178,46 @@ def main() -> None:
     largest = max(series, key=lambda s: s["slices"])["folder"]
     cpus = os.cpu_count() or 1
 
-    def best(method: str, **kwargs) -> dict:
-        runs = []
-        for repeat in range(args.repeats):
-            dataset = workdir / f"dataset-{method}-{kwargs.get('workers', 1)}-{repeat}"
-            shutil.rmtree(dataset, ignore_errors=True)
-            runs.append(measure(method, data, kwargs.pop("folders", folders), dataset=dataset, **kwargs))
-            kwargs.setdefault("folders", folders)
-        fastest = min(runs, key=lambda r: r["seconds"])
-        fastest["slices_per_s"] = total_slices / fastest["seconds"]
-        fastest["mb_per_s"] = megabytes / fastest["seconds"]
-        return fastest
-
-    results = {
-        "pydicom_stack": best("pydicom"),
-        "monai_pydicomreader": best("monai"),
-        "medtl_1_worker": best("medtl", workers=1),
-        f"medtl_{cpus}_workers": best("medtl", workers=cpus),
+    methods = {
+        "pydicom_stack": ("pydicom", 1),
+        "monai_pydicomreader": ("monai", 1),
+        "medtl_1_worker": ("medtl", 1),
+        f"medtl_{cpus}_workers": ("medtl", cpus),
     }
+    rounds: list[dict[str, dict]] = []
+    for repeat in range(args.repeats):  # interleaved, so that a noisy minute hits every method alike
+        runs = {}
+        for name, (method, workers) in methods.items():
+            dataset = workdir / f"dataset-{name}-{repeat}"
+            shutil.rmtree(dataset, ignore_errors=True)
+            runs[name] = measure(method, data, folders, workers=workers, dataset=dataset)
+        rounds.append(runs)
+    results = {name: summarise([r[name] for r in rounds], total_slices, megabytes) for name in methods}
     memory_largest = measure("medtl", data, [largest], workers=1, dataset=workdir / "mem-largest")
     memory_all = measure("medtl", data, folders, workers=1, dataset=workdir / "mem-all")
-    medtl_best = results[f"medtl_{cpus}_workers"]["seconds"]
-    ratios = {
-        "medtl_vs_monai_speed": results["monai_pydicomreader"]["seconds"] / medtl_best,
-        "medtl_vs_pydicom_time": medtl_best / results["pydicom_stack"]["seconds"],
-        "medtl_1_worker_vs_monai_speed": results["monai_pydicomreader"]["seconds"]
-        / results["medtl_1_worker"]["seconds"],
-        "medtl_1_worker_vs_pydicom_time": results["medtl_1_worker"]["seconds"] / results["pydicom_stack"]["seconds"],
-        "peak_memory_cohort_vs_largest_series": memory_all["peak_rss_mb"] / memory_largest["peak_rss_mb"],
+
+    def ratio(numerator: str, denominator: str) -> dict:
+        """Per round (the two runs were minutes apart at most), then the median and spread over rounds."""
+        values = [r[numerator]["seconds"] / r[denominator]["seconds"] for r in rounds]
+        return {"median": float(np.median(values)), "min": min(values), "max": max(values), "rounds": values}
+
+    parallel = f"medtl_{cpus}_workers"
+    ratio_spread = {
+        "medtl_vs_monai_speed": ratio("monai_pydicomreader", parallel),
+        "medtl_vs_pydicom_time": ratio(parallel, "pydicom_stack"),
+        "medtl_1_worker_vs_monai_speed": ratio("monai_pydicomreader", "medtl_1_worker"),
+        "medtl_1_worker_vs_pydicom_time": ratio("medtl_1_worker", "pydicom_stack"),
     }
+    ratios = {name: value["median"] for name, value in ratio_spread.items()}
+    ratios["peak_memory_cohort_vs_largest_series"] = memory_all["peak_rss_mb"] / memory_largest["peak_rss_mb"]
     report = {
         "benchmark": "ingest",
         "machine": {"cpus": cpus, "platform": platform.platform(), "python": platform.python_version()},
         "cohort": {"series": len(series), "slices": total_slices, "megabytes": round(megabytes, 1)},
         "largest_series_slices": max(s["slices"] for s in series),
+        "repeats": args.repeats,
         "methods": results,
+        "ratio_spread": ratio_spread,
         "memory": {"largest_series_alone": memory_largest, "whole_cohort": memory_all},
         "ratios": ratios,
         "targets": {
