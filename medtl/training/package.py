@@ -9,9 +9,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safetensors.torch import save as safetensors_save
 
-from medtl.artifacts import ArtifactBuilder, PhiTerms, collect_provenance, environment_text, resolve_signing_key
+from medtl.artifacts import (
+    ArtifactBuilder,
+    PhiTerms,
+    collect_provenance,
+    environment_text,
+    key_fingerprint,
+    load_trusted_keys,
+    public_key_hex,
+    resolve_signing_key,
+)
 from medtl.contracts.artifact import ArtifactMetadata
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
@@ -188,12 +198,27 @@ def write_artifact(
         fold_metrics=[{"fold": o.fold, "best_epoch": o.best_epoch, "tune_auc": o.best_tune_auc} for o in main.folds],
         data_summary=summary,
     )
+    key = signing_key_for(config)
+    return builder.seal(signing_key=key, phi_terms=phi_terms_for(task.dataset), allow_unsigned=config.allow_unsigned)
+
+
+def signing_key_for(config: TrainConfig) -> Ed25519PrivateKey | None:
+    """The pipeline key that will seal the artifact, checked before any training (a missing or untrusted key found
+    after an hour of cross-validation wastes the hour)."""
     key = resolve_signing_key()
-    if key is None and not config.allow_unsigned:
+    if key is None:
+        if config.allow_unsigned:
+            return None
         raise ConfigError(
             "no signing key for the artifact",
-            fix="set MEDTL_SIGNING_KEY to an Ed25519 private key (PEM file or text; "
-            "medtl.artifacts.generate_signing_key makes one), or set allow_unsigned: true in the training config "
-            "for development runs",
+            fix="set MEDTL_SIGNING_KEY to an Ed25519 private key (PEM file or text; `medtl keys generate PATH` "
+            "makes one), or set allow_unsigned: true in the training config for development runs",
         )
-    return builder.seal(signing_key=key, phi_terms=phi_terms_for(task.dataset), allow_unsigned=config.allow_unsigned)
+    trusted = load_trusted_keys()
+    if trusted is not None and public_key_hex(key) not in trusted:
+        raise ConfigError(
+            f"the signing key {key_fingerprint(public_key_hex(key))} is not among MEDTL_TRUSTED_KEYS: this site would "
+            "refuse the artifact it seals",
+            fix="sign with the pipeline key whose public key is in MEDTL_TRUSTED_KEYS, or add this key's .pub there",
+        )
+    return key

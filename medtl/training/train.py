@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from medtl.training.cv import (
     transfer_indicators,
 )
 from medtl.training.data import TaskData, load_task
-from medtl.training.package import write_artifact
+from medtl.training.package import signing_key_for, write_artifact
 from medtl.training.splits import resolve_splits
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingP
     seed_everything(config.seed)
     torch.use_deterministic_algorithms(config.deterministic, warn_only=False)
     device = choose_device(config.device)
+    signing_key_for(config)  # every precondition before any work: the key that will seal ...
     task = load_task(dataset, config.task, config.preprocessing)
+    build(task, arm_specs(config)[0], config.seed)  # ... and the pretrained weights, found and hash-checked now
     splits, _ = resolve_splits(
         task.scans,
         dataset=dataset,
@@ -148,23 +151,38 @@ def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progr
         )
     else:
         final_built = build(task, main_arm, config.seed)
-    manifest_hash = write_artifact(
-        plan.out,
-        config=config,
-        task=task,
-        splits=splits,
-        results=results,
-        oof=oof,
-        indicators=indicators,
-        final_state=final_state,
-        final_built=final_built,
-        final_epochs=final_epochs,
-        started_at=plan.started,
-        device=plan.device,
-        flow_run_id=flow_run_id,
-    )
+    staging = plan.out.with_name(f".{plan.out.name}.partial-{uuid.uuid4().hex[:12]}")
+    try:
+        manifest_hash = write_artifact(
+            staging,
+            config=config,
+            task=task,
+            splits=splits,
+            results=results,
+            oof=oof,
+            indicators=indicators,
+            final_state=final_state,
+            final_built=final_built,
+            final_epochs=final_epochs,
+            started_at=plan.started,
+            device=plan.device,
+            flow_run_id=flow_run_id,
+        )
+        _publish(staging, plan.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # made by this run; a sealed artifact only ever appears whole
+        raise
     shutil.rmtree(plan.workdir, ignore_errors=True)
     return TrainResult(plan.out, manifest_hash, indicators)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """The sealed folder takes its name only now: an interrupted run never leaves a half-written artifact behind."""
+    if out.exists():
+        if any(out.iterdir()):
+            raise ConfigError(f"the artifact folder {out.name} appeared while training ran", fix="choose a new --out")
+        out.rmdir()
+    staging.rename(out)
 
 
 def train(

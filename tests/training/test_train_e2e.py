@@ -219,3 +219,37 @@ def test_a_work_folder_medtl_did_not_make_is_refused_and_kept(dataset, tmp_path)
     assert (theirs / "notes.txt").read_text() == "a user's notes\n" and sorted(p.name for p in theirs.iterdir()) == [
         "notes.txt"
     ]
+
+
+def test_every_precondition_is_checked_before_any_fold_trains(dataset, tmp_path, monkeypatch):
+    from medtl.errors import ConfigError, WeightsError
+    from medtl.training.train import prepare_training
+
+    trained = []
+    monkeypatch.setattr(cv_module, "run_fold", lambda *a, **k: trained.append(1))
+    with monkeypatch.context() as without_key:
+        without_key.delenv("MEDTL_SIGNING_KEY")
+        with pytest.raises(ConfigError, match="no signing key"):
+            train(dataset, _config(), tmp_path / "a")
+    with monkeypatch.context() as other_anchor:
+        other_anchor.setenv("MEDTL_TRUSTED_KEYS", "cd" * 32)
+        with pytest.raises(ConfigError, match="this site would refuse the artifact"):
+            train(dataset, _config(), tmp_path / "b")
+    missing = {"source": "file", "path": str(tmp_path / "absent.safetensors"), "sha256": "0" * 64}
+    with pytest.raises(WeightsError):
+        prepare_training(dataset, _config(model={"backbone": "resnet18", "weights": missing}), tmp_path / "c")
+    assert trained == [] and not any(p.name.startswith(("a", "b", "c", ".")) for p in tmp_path.iterdir())
+
+
+def test_an_interrupted_packaging_leaves_no_artifact_folder(dataset, tmp_path, monkeypatch):
+    from medtl.training import train as train_module
+
+    def interrupted(folder, **kwargs):
+        folder.mkdir()
+        (folder / "weights").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "write_artifact", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(dataset, _config(epochs=1), tmp_path / "artifact")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact.work"]  # resumable work, no half artifact
