@@ -79,18 +79,30 @@ def load_task(dataset: Path, task: TaskConfig, spec: PreprocessingSpec | None = 
 
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal selected
+        mask = mask.astype(bool)  # an empty selection gives an object-typed mask, which pandas reads as columns
         if mask.any():
             excluded[reason] = int(mask.sum())
-        selected = selected[~mask]
+        selected = selected.loc[~mask]
 
     drop(selected["image_kind"] != kind, f"not {kind}")
     if task.modalities:
         drop(~selected["modality"].isin(task.modalities), "other modality")
+    flag_counts: dict[str, int] = {}
     if task.exclude_flags:
-        flagged = selected["qc_flags"].apply(lambda flags: bool(set(flags) & set(task.exclude_flags)))
-        drop(flagged, "excluded QC flag")
+        hits = selected["qc_flags"].apply(lambda flags: sorted(set(flags) & set(task.exclude_flags)))
+        for flags in hits:
+            for flag in flags:
+                flag_counts[flag] = flag_counts.get(flag, 0) + 1
+        drop(hits.apply(bool), "excluded QC flag")
     drop(selected["label"].isna(), "unlabelled")
     labels = set(selected["label"])
+    if len(labels) < 2:
+        raise ConfigError(
+            f"the task needs at least two classes; after the task's filters {len(selected)} of {len(manifest)} scans "
+            f"remain, with labels {sorted(labels)}. " + _what_removed(excluded, flag_counts, kind),
+            where=str(dataset),
+            fix="change the setting named above in the training config's task: section (or the labels file)",
+        )
     classes = task.classes or _sort_labels(labels)
     unknown = labels - set(classes)
     if unknown:
@@ -115,6 +127,23 @@ def load_task(dataset: Path, task: TaskConfig, spec: PreprocessingSpec | None = 
         manifest_hash=fingerprint.manifest_hash,
         fingerprint_hash=sha256_file(dataset / FINGERPRINT),
         excluded=excluded,
+    )
+
+
+def _what_removed(excluded: dict[str, int], flag_counts: dict[str, int], kind: str) -> str:
+    """Which filter removed how many scans, and the setting that controls it."""
+    settings = {
+        f"not {kind}": f"task.image_kind (now {kind}; or the preprocessing spec's dimensionality)",
+        "other modality": "task.modalities",
+        "excluded QC flag": "task.exclude_flags ("
+        + ", ".join(f"{flag}: {count}" for flag, count in sorted(flag_counts.items()))
+        + ")",
+        "unlabelled": "labels.csv (scans without a matching row)",
+    }
+    if not excluded:
+        return "No filter removed any scan: the labels themselves have fewer than two classes."
+    return (
+        "Removed: " + "; ".join(f"{count} {reason} by {settings[reason]}" for reason, count in excluded.items()) + "."
     )
 
 

@@ -253,3 +253,19 @@ def test_an_interrupted_packaging_leaves_no_artifact_folder(dataset, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         train(dataset, _config(epochs=1), tmp_path / "artifact")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact.work"]  # resumable work, no half artifact
+
+
+def test_no_trainable_scans_says_which_filter_removed_how_many(dataset):
+    from medtl.errors import ConfigError
+    from medtl.training.config import TaskConfig
+    from medtl.training.data import load_task
+
+    manifest = pd.read_parquet(dataset / "manifest.parquet")
+    volumes = int((manifest.image_kind == "volume").sum())
+    assert 0 < volumes < len(manifest)
+    with pytest.raises(ConfigError) as caught:
+        load_task(dataset, TaskConfig(modalities=["MR"]))  # the cohort is CT (and a few 2D images)
+    message = str(caught.value)
+    assert f"0 of {len(manifest)} scans remain" in message
+    assert f"Removed: {len(manifest) - volumes} not volume by task.image_kind" in message
+    assert f"; {volumes} other modality by task.modalities." in message
