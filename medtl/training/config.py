@@ -94,6 +94,12 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "off"] = Field("auto", description="mixed precision on CUDA (bf16 where supported)")
     num_workers: int = Field(0, ge=0, description="DataLoader workers (tensors are preprocessed already)")
+    checkpoint_every_s: float = Field(
+        120.0,
+        ge=0,
+        description="write the resume checkpoint (model, optimiser, best weights) at most this often; 0: every "
+        "epoch. A resumed fold replays the epochs since, exactly, so this trades redone work for disk writes",
+    )
     allow_unsigned: bool = Field(False, description="seal the artifact without a signature (development only)")
 
     @model_validator(mode="after")

@@ -153,6 +153,7 @@ def fit(
     stale = state["stale"] if state else 0
     if state:
         torch.set_rng_state(state["rng"])
+    last_checkpoint = time.monotonic()
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         # Each epoch's shuffling depends on (seed, epoch) only, so a resumed run replays exactly the same batches.
@@ -202,13 +203,15 @@ def fit(
             stale += 1
         if on_epoch is not None:
             on_epoch(record)
-        if workdir is not None:
-            _checkpoint(workdir, model, optimizer, epoch + 1, best, curve, stale)
-        if (
+        finished = epoch + 1 == epochs or (
             tune is not None
             and epoch + 1 >= config.early_stopping.min_epochs
             and stale >= config.early_stopping.patience
-        ):
+        )
+        if workdir is not None and (finished or time.monotonic() - last_checkpoint >= config.checkpoint_every_s):
+            _checkpoint(workdir, model, optimizer, epoch + 1, best, curve, stale)
+            last_checkpoint = time.monotonic()
+        if finished:
             break
     if best["weights"] is None:  # no epoch ran (resumed after the end): the checkpointed model is the result
         best["weights"] = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})

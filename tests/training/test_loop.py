@@ -74,7 +74,7 @@ def test_early_stopping_waits_patience_epochs_after_the_best(tiny_task, monkeypa
 
 
 def test_an_interrupted_fold_resumes_to_exactly_the_same_result(tiny_task, tmp_path):
-    config = _config(epochs=4, augmentation={"enabled": True})
+    config = _config(epochs=4, augmentation={"enabled": True}, checkpoint_every_s=0)
     built, plans, train, tune = _setup(tiny_task, config, seed=5)
     torch.manual_seed(11)
     reference = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=3)
@@ -99,6 +99,22 @@ def test_an_interrupted_fold_resumes_to_exactly_the_same_result(tiny_task, tmp_p
     assert resumed.best_epoch == reference.best_epoch
     for key, value in reference.state.items():
         assert torch.equal(value, resumed.state[key]), key
+
+
+def test_checkpoints_are_written_at_most_every_interval_and_when_the_fold_ends(tiny_task, tmp_path, monkeypatch):
+    from medtl.training import loop
+
+    written = []
+    real = loop._checkpoint
+    monkeypatch.setattr(loop, "_checkpoint", lambda workdir, model, opt, epoch, *rest: (
+        written.append(epoch), real(workdir, model, opt, epoch, *rest)))  # fmt: skip
+    for interval, expected in ((3600, [4]), (0, [1, 2, 3, 4])):
+        written.clear()
+        config = _config(epochs=4, checkpoint_every_s=interval)
+        built, plans, train, tune = _setup(tiny_task, config, seed=5)
+        fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=3,
+            workdir=tmp_path / str(interval))  # fmt: skip
+        assert written == expected
 
 
 def test_the_model_learns_the_tiny_task(tiny_task):
