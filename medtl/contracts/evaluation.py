@@ -75,6 +75,10 @@ class TransferArm(Strict):
     epochs_to_scratch_best: float | None = Field(None, description="median over folds; None when never reached")
     seconds_to_scratch_best: float | None = None
     folds_reaching_scratch_best: int = 0
+    fold_aucs: list[float | None] = Field(default_factory=list, description="each fold's own held-out AUROC")
+    pooling_gap: float | None = Field(
+        None, description="median per-fold AUROC minus the pooled out-of-fold AUROC; large: fold scales differ"
+    )
 
 
 class Metrics(ContractModel):

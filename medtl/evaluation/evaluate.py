@@ -47,6 +47,7 @@ from medtl.evaluation.subgroups import subgroup_results
 from medtl.reporting.model import Cohort, Curve, EvaluationCurves, FailureCase, Provenance, ReportInput, TransferCurve
 from medtl.scoring.model import LoadedModel, load_model
 from medtl.training.config import TaskConfig
+from medtl.training.cv import POOLING_GAP
 from medtl.training.data import TensorSet, load_task
 
 UNTRUSTED_LIMITATION = (
@@ -339,6 +340,8 @@ def _transfer(
                 epochs_to_scratch_best=entry.get("median_epochs_to_scratch_best"),
                 seconds_to_scratch_best=float(np.median(seconds)) if seconds else None,
                 folds_reaching_scratch_best=int(entry.get("folds_reaching_scratch_best", 0)),
+                fold_aucs=[f.get("heldout_auc") for f in entry["folds"]],
+                pooling_gap=entry.get("pooling_gap"),
             )
         )
     return arms
@@ -437,7 +440,9 @@ def _report_input(
             for fold in entry["folds"]
         ],
         failure_cases=cases,
-        limitations=([] if verified.trusted else [UNTRUSTED_LIMITATION]) + list(DEFAULT_LIMITATIONS),
+        limitations=([] if verified.trusted else [UNTRUSTED_LIMITATION])
+        + _pooling_limitations(metrics)
+        + list(DEFAULT_LIMITATIONS),
         provenance=Provenance(
             artifact_manifest_hash=verified.manifest_hash,
             signed_by=verified.manifest.key_fingerprint if verified.is_signed else None,
@@ -452,6 +457,19 @@ def _report_input(
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         medtl_version=__version__,
     )
+
+
+def _pooling_limitations(metrics: Metrics) -> list[str]:
+    """Say it on page one when the pooled out-of-fold AUROC understates what each fold achieved on its own."""
+    main = next((arm for arm in metrics.transfer if arm.arm == "main"), None)
+    if main is None or main.pooling_gap is None or main.pooling_gap <= POOLING_GAP:
+        return []
+    folds = ", ".join("n/a" if value is None else f"{value:.3f}" for value in main.fold_aucs)
+    return [
+        f"The folds' own AUROCs ({folds}) are higher than the pooled out-of-fold AUROC ({main.auc.value:.3f}) by "
+        f"{main.pooling_gap:.3f} (median): the fold models score on different scales, so the pooled figures, and the "
+        "operating point and calibration chosen on them, understate the model; read them as a lower bound."
+    ]
 
 
 def _describe_pretrained(pretrained: dict[str, Any]) -> str:

@@ -246,8 +246,16 @@ def refit(
     return state, built
 
 
+POOLING_GAP = 0.05  # median per-fold AUROC above the pooled one by more than this: the folds' scales differ
+
+
 def transfer_indicators(results: list[ArmResult], oof: pd.DataFrame, task: TaskData) -> list[dict[str, Any]]:
-    """Per arm: pooled OOF AUC, and per fold the epochs / seconds to reach the scratch arm's best tuning AUC."""
+    """Per arm: pooled OOF AUC beside each fold's own held-out AUC, and per fold the epochs / seconds to reach the
+    scratch arm's best tuning AUC.
+
+    Why both AUCs: pooling ranks every fold's predictions together, so fold models whose scores sit on different
+    scales (under-trained, or calibrated differently) lower the pooled AUC although each fold ranks its own patients
+    well; the pooled predictions also choose the operating point. A gap over POOLING_GAP is flagged."""
     from medtl.training.loop import auc
 
     by_name = {result.arm.name: result for result in results}
@@ -270,9 +278,13 @@ def transfer_indicators(results: list[ArmResult], oof: pd.DataFrame, task: TaskD
                 reference = next(f for f in scratch.folds if f.fold == outcome.fold)
                 target = reference.best_tune_auc
             reached = _first_reaching(outcome.curve, target)
+            heldout = arm_oof[arm_oof["fold"] == outcome.fold]
             entry["folds"].append(
                 {
                     "fold": outcome.fold,
+                    "heldout_auc": auc(
+                        heldout["target"].to_numpy(), heldout[[f"p_{c}" for c in task.classes]].to_numpy(), positive
+                    ),
                     "best_epoch": outcome.best_epoch,
                     "best_tune_auc": outcome.best_tune_auc,
                     "scratch_best_tune_auc": target,
@@ -284,6 +296,11 @@ def transfer_indicators(results: list[ArmResult], oof: pd.DataFrame, task: TaskD
         reached_epochs = [f["epochs_to_scratch_best"] for f in entry["folds"] if f["epochs_to_scratch_best"]]
         entry["median_epochs_to_scratch_best"] = float(np.median(reached_epochs)) if reached_epochs else None
         entry["folds_reaching_scratch_best"] = len(reached_epochs)
+        fold_aucs = [f["heldout_auc"] for f in entry["folds"] if f["heldout_auc"] is not None]
+        entry["median_fold_auc"] = float(np.median(fold_aucs)) if fold_aucs else None
+        gap = entry["median_fold_auc"] - entry["oof_auc"] if fold_aucs and entry["oof_auc"] is not None else None
+        entry["pooling_gap"] = gap
+        entry["pooling_gap_flagged"] = gap is not None and gap > POOLING_GAP
         summary.append(entry)
     return summary
 
