@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,3 +71,28 @@ def remove_if_made_by(folder: Path, owner: str) -> bool:
         return False
     shutil.rmtree(folder, ignore_errors=True)
     return True
+
+
+@contextmanager
+def staged_folder(out: Path, *, what: str) -> Iterator[Path]:
+    """A hidden folder beside OUT to write into. When the block succeeds it takes OUT's name (an empty OUT is
+    replaced; one that holds anything by now is refused, never replaced); when anything fails it is removed. So OUT
+    appears whole or not at all."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
+    staged.mkdir()  # not mkdtemp: the output keeps the usual permissions (others may read it from their account)
+    try:
+        yield staged
+        if out.exists():
+            if not out.is_dir() or any(out.iterdir()):
+                raise ConfigError(
+                    f"{what} {out.name} appeared while this one was being written; nothing was replaced",
+                    where=str(out),
+                    fix="choose a new output folder; the one written meanwhile stays as it is",
+                )
+            out.rmdir()  # empty (checked just above); rmdir refuses if a file arrived since
+        staged.rename(out)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise

@@ -12,9 +12,6 @@ report folder must be new (or empty), and it appears whole or not at all (writte
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +41,7 @@ from medtl.evaluation.metrics import auprc_ci, auroc_ci, bootstrap, macro_auroc_
 from medtl.evaluation.operating_point import choose_threshold
 from medtl.evaluation.saliency import saliency_map, thumbnail_png
 from medtl.evaluation.subgroups import subgroup_results
+from medtl.outputs import staged_folder
 from medtl.reporting.model import Cohort, Curve, EvaluationCurves, FailureCase, Provenance, ReportInput, TransferCurve
 from medtl.scoring.model import LoadedModel, load_model
 from medtl.training.config import TaskConfig
@@ -202,19 +200,9 @@ def _write_new_report(metrics: Metrics, report: ReportInput, out: Path, *, pdf: 
     from medtl.hashing import sha256_file
     from medtl.reporting.render import write_report
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
-    staged.mkdir()  # not mkdtemp: the report keeps the usual permissions (a reviewer may read it from another account)
-    try:
+    with staged_folder(out, what="the report folder") as staged:
         write_json(metrics, staged / "metrics.json")
         files = {"metrics.json": sha256_file(staged / "metrics.json"), **write_report(report, staged, pdf=pdf)}
-        check_new_report(out)
-        if out.is_dir():
-            out.rmdir()  # empty (checked just above); rmdir refuses if a file arrived since
-        os.rename(staged, out)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     return files
 
 

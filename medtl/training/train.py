@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
 from medtl.hashing import sha256_json
+from medtl.outputs import staged_folder
 from medtl.progress import Progress
 from medtl.training.config import TrainConfig
 from medtl.training.cv import (
@@ -151,8 +151,7 @@ def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progr
         )
     else:
         final_built = build(task, main_arm, config.seed)
-    staging = plan.out.with_name(f".{plan.out.name}.partial-{uuid.uuid4().hex[:12]}")
-    try:
+    with staged_folder(plan.out, what="the artifact folder") as staging:  # appears only when sealed
         manifest_hash = write_artifact(
             staging,
             config=config,
@@ -168,21 +167,8 @@ def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progr
             device=plan.device,
             flow_run_id=flow_run_id,
         )
-        _publish(staging, plan.out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # made by this run; a sealed artifact only ever appears whole
-        raise
     shutil.rmtree(plan.workdir, ignore_errors=True)
     return TrainResult(plan.out, manifest_hash, indicators)
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """The sealed folder takes its name only now: an interrupted run never leaves a half-written artifact behind."""
-    if out.exists():
-        if any(out.iterdir()):
-            raise ConfigError(f"the artifact folder {out.name} appeared while training ran", fix="choose a new --out")
-        out.rmdir()
-    staging.rename(out)
 
 
 def train(

@@ -245,7 +245,6 @@ def test_an_interrupted_packaging_leaves_no_artifact_folder(dataset, tmp_path, m
     from medtl.training import train as train_module
 
     def interrupted(folder, **kwargs):
-        folder.mkdir()
         (folder / "weights").mkdir()
         raise KeyboardInterrupt
 
