@@ -267,19 +267,19 @@ def approve(
     """Sign a clinician's decision with the reviewer's own key, bound to the report's hash, and record it.
 
     It counts only when the key is listed in MEDTL_APPROVER_KEYS where the artifact is read (never the pipeline key)."""
-    from medtl.artifacts import resolve_trust
+    from medtl.artifacts import open_verified, resolve_trust
     from medtl.artifacts.decisions import encode_decision
     from medtl.evaluation.approve import record_review, sign_review
 
-    trust = resolve_trust(allow_untrusted=allow_untrusted)
+    verified = open_verified(artifact, trust=resolve_trust(allow_untrusted=allow_untrusted))  # hashed once, not twice
     signed = sign_review(
-        artifact, reviewer=reviewer, role=role, decision=decision, report=report, threshold=threshold,  # type: ignore[arg-type]
-        comment=comment, key=key, trust=trust,
+        verified, reviewer=reviewer, role=role, decision=decision, report=report, threshold=threshold,  # type: ignore[arg-type]
+        comment=comment, key=key,
     )  # fmt: skip
     if sign_only:
         console.print(encode_decision(signed), markup=False, highlight=False, soft_wrap=True)
         return
-    event = record_review(artifact, signed, trust=trust)
+    event = record_review(verified, signed)
     threshold_text = "none" if signed.statement.threshold is None else f"{signed.statement.threshold:g}"
     console.print(
         f"recorded: {event.kind} by {event.actor} (event {event.index}, threshold {threshold_text})", markup=False
