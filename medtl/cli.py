@@ -195,19 +195,74 @@ def _one_source(sources: list[str]) -> str:
     return sources[0]
 
 
+Budget = Annotated[
+    float | None,
+    typer.Option(help="Minutes for planning and training on this machine; the plan fits its recipe into them."),
+]
+
+
+def _plan_options(budget: float | None, device: str, search: bool | None, seed: int, weights_artifact: Path | None):
+    from medtl.planning import PlanOptions
+
+    return PlanOptions(
+        budget_minutes=budget, device=device, search=search, seed=seed, weights_artifact=weights_artifact
+    )
+
+
+@app.command()
+def plan(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder written by `medtl ingest`.")],
+    out: Annotated[Path, typer.Option(help="plan.yaml to write: a complete train config with a reason per choice.")],
+    budget: Budget = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda: where the cost probe runs.")] = "auto",
+    search: Annotated[
+        bool | None,
+        typer.Option("--search/--no-search", help="Compare candidate recipes by inner CV (default: with --budget)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="The run's one seed.")] = 0,
+    weights_artifact: Annotated[
+        Path | None, typer.Option(help="An earlier medtl artifact to transfer from (verified when training starts).")
+    ] = None,
+) -> None:
+    """Choose the training recipe from the data, the labels, the pretrained weights present, the hardware and a
+    time budget; every choice is written with its reason. `medtl train --config plan.yaml` runs it."""
+    from medtl.planning import make_plan, write_plan
+    from medtl.planning.plan import summary
+
+    config = make_plan(dataset, _plan_options(budget, device, search, seed, weights_artifact))
+    write_plan(config, out)
+    console.print(escape(summary(config)))
+    console.print(f"plan written to {escape(str(out))}")
+
+
 @app.command()
 def train(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder written by `medtl ingest`.")],
     out: Annotated[Path, typer.Option(help="Artifact folder to write (must not exist or be empty).")],
     config: Annotated[
-        Path | None, typer.Option(help="Training config YAML (see README, 'Training'); default: the CPU recipe.")
+        Path | None,
+        typer.Option(help="Training config YAML or a plan.yaml (see README, 'Training'); default: plan one now."),
     ] = None,
+    budget: Budget = None,
 ) -> None:
-    """Split by patient, adapt a pretrained backbone and fine-tune it over K folds; write the artifact."""
+    """Split by patient, adapt a pretrained backbone and fine-tune it over K folds; write the artifact.
+
+    Without --config the recipe is planned first (as `medtl plan` does) and kept, with its reasons, in the artifact."""
     from medtl.training.config import load_config
     from medtl.training.train import train as run_training
 
-    result = run_training(dataset, load_config(config), out, progress=True)
+    if config is not None and budget is not None:
+        raise ConfigError("--budget plans a recipe, --config gives one: use one of them", fix="drop one option")
+    if config is None:
+        from medtl.planning import make_plan
+        from medtl.planning.plan import summary
+
+        console.print("no --config: planning the recipe for this dataset and machine (see `medtl plan`)")
+        chosen = make_plan(dataset, _plan_options(budget, "auto", None, 0, None))
+        console.print(escape(summary(chosen)))
+    else:
+        chosen = load_config(config)
+    result = run_training(dataset, chosen, out, progress=True)
     console.print(result.describe())
 
 

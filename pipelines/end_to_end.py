@@ -34,7 +34,8 @@ class EndToEndParameters(BaseModel):
     labels: Path = Field(description="labels.csv (data_contracts/labels.v1.schema.json)")
     workdir: Path
     spec: Path | None = Field(None, description="preprocessing spec; default: derived from the data")
-    config: Path | None = Field(None, description="train.yaml; default: the CPU recipe")
+    config: Path | None = Field(None, description="train.yaml or plan.yaml; default: plan the recipe now")
+    budget_minutes: float | None = Field(None, gt=0, description="without a config: the plan's time budget")
     rule: OperatingRule = Field("youden", description="operating-point rule: youden, sensitivity>=X or specificity>=X")
     temperature_scaling: bool = False
     n_boot: int = Field(2000, ge=100, le=100_000)
@@ -79,13 +80,15 @@ def end_to_end_flow(params: EndToEndParameters) -> dict:
 
     train_key = stages.content_key(
         files=[p for p in (params.config,) if p],
-        values=[stages.sealed_digest(dataset, "fingerprint.json"), "train-v1"],
+        values=[stages.sealed_digest(dataset, "fingerprint.json"), "train-v1", f"budget={params.budget_minutes}"],
     )
     if stages.is_done(work, "train", train_key, [artifact / "manifest.json"]):
         summary["skipped"].append("train")
     else:
         _set_aside(artifact, logger, "training")
-        summary["training"] = train_flow(TrainParameters(dataset=dataset, out=artifact, config=params.config))
+        summary["training"] = train_flow(TrainParameters(
+            dataset=dataset, out=artifact, config=params.config, budget_minutes=params.budget_minutes
+        ))
         stages.mark_done(work, "train", train_key)
 
     if params.evaluate:

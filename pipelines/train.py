@@ -17,6 +17,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.errors import MedTLError
+from medtl.planning import PlanOptions, make_plan
+from medtl.planning.plan import summary
 from medtl.training.config import load_config
 from medtl.training.train import TrainingPlan, finish_training, prepare_training, train_unit
 from pipelines.common import retry_on_io_only
@@ -28,7 +30,8 @@ class TrainParameters(BaseModel):
 
     dataset: Path = Field(description="dataset folder written by ingest")
     out: Path = Field(description="artifact folder to write")
-    config: Path | None = Field(None, description="train.yaml; default: the CPU recipe")
+    config: Path | None = Field(None, description="train.yaml or plan.yaml; default: plan the recipe now")
+    budget_minutes: float | None = Field(None, gt=0, description="without a config: the plan's time budget")
 
 
 class FoldFailed(MedTLError):
@@ -37,7 +40,12 @@ class FoldFailed(MedTLError):
 
 @task(name="plan-training", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_io_only)
 def plan_training(params: TrainParameters) -> TrainingPlan:
-    return prepare_training(params.dataset, load_config(params.config), params.out)
+    if params.config is not None:
+        config = load_config(params.config)
+    else:  # the same planner as `medtl plan`; its reasons travel in the artifact's config.yaml
+        config = make_plan(params.dataset, PlanOptions(budget_minutes=params.budget_minutes))
+        get_run_logger().info("planned recipe:\n%s", summary(config))
+    return prepare_training(params.dataset, config, params.out)
 
 
 @task(name="train-fold", task_run_name="{arm}-fold{fold}")

@@ -13,6 +13,7 @@ from medtl.contracts.base import (
 from medtl.contracts.evaluation import Metrics, ScoreRow
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.contracts.labels import LabelRow
+from medtl.contracts.planning import PlanRecord
 from medtl.contracts.preprocessing import PreprocessingSpec
 from medtl.contracts.pull import PullRecord, PullReport
 from medtl.contracts.training import Splits
@@ -25,6 +26,7 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     IngestReport,
     PullReport,
     PreprocessingSpec,
+    PlanRecord,
     Splits,
     ArtifactMetadata,
     ArtifactManifest,
@@ -46,6 +48,7 @@ __all__ = [
     "LabelRow",
     "ManifestRow",
     "Metrics",
+    "PlanRecord",
     "PreprocessingSpec",
     "PullRecord",
     "PullReport",

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medtl.contracts import PreprocessingSpec
+from medtl.contracts import PlanRecord, PreprocessingSpec
 from medtl.errors import ConfigError, describe_validation_error
 from medtl.models.config import ModelConfig
 from medtl.models.strategies import StrategyConfig
@@ -78,7 +78,14 @@ class TrainConfig(_Section):
         default_factory=lambda: ["linear_probe", "scratch"],
         description="comparison arms trained on the same splits (transfer indicators)",
     )
-    epochs: int = Field(30, ge=1, le=1000)
+    epochs: int = Field(30, ge=1, le=1000, description="schedule length in epochs (when `steps` is not set)")
+    steps: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="schedule length in optimiser steps; replaces epochs. The same steps and batch size on any "
+        "hardware make the same recipe (the plan writes this)",
+    )
     batch_size: int = Field(32, ge=1)
     grad_clip: float | None = Field(1.0, gt=0)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -101,12 +108,13 @@ class TrainConfig(_Section):
         "epoch. A resumed fold replays the epochs since, exactly, so this trades redone work for disk writes",
     )
     allow_unsigned: bool = Field(False, description="seal the artifact without a signature (development only)")
+    plan: PlanRecord | None = Field(None, description="how `medtl plan` chose this config (kept in the artifact)")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.task.positive_class and self.task.classes and self.task.positive_class not in self.task.classes:
             raise ValueError("task.positive_class must be one of task.classes")
-        if self.early_stopping.min_epochs > self.epochs:
+        if self.steps is None and self.early_stopping.min_epochs > self.epochs:
             raise ValueError("early_stopping.min_epochs cannot exceed epochs")
         return self
 

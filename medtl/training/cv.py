@@ -29,7 +29,7 @@ from medtl.models.records import BuiltModel
 from medtl.models.strategies import StrategyConfig, resolve_schedule, schedule_record
 from medtl.training.config import TrainConfig
 from medtl.training.data import TaskData, TensorSet, rows_of
-from medtl.training.loop import FitResult, fit, predict
+from medtl.training.loop import FitResult, fit, predict, schedule_length
 
 log = logging.getLogger(__name__)
 MAIN_ARM = "main"
@@ -120,8 +120,8 @@ def run_fold(
         outcome = FoldOutcome(**json.loads(done.read_text()))
         state = load_file(folder / "best.safetensors")
     else:
-        plans = resolve_schedule(arm.strategy, config.epochs, built.stage_names)
         train = TensorSet(task, rows_of(task, fold.train))
+        plans = resolve_schedule(arm.strategy, schedule_length(config, len(train))[0], built.stage_names)
         tune = TensorSet(task, rows_of(task, fold.tune))
         started = time.perf_counter()
         result: FitResult = fit(
@@ -202,9 +202,8 @@ def run_cv(
             if arm.name == MAIN_ARM:
                 arm_result.states[fold.index] = state
             arm_result.pretrained = built.provenance()
-            arm_result.schedule = schedule_record(
-                arm.strategy, resolve_schedule(arm.strategy, config.epochs, built.stage_names)
-            )
+            epochs = schedule_length(config, len(rows_of(task, splits.folds[0].train)))[0]
+            arm_result.schedule = schedule_record(arm.strategy, resolve_schedule(arm.strategy, epochs, built.stage_names))
             log.info(
                 "%s fold %d: best epoch %d, tuning AUC %s",
                 arm.name,

@@ -52,6 +52,17 @@ class TaskData:
         return sorted(set(self.scans["modality"]))
 
 
+def dataset_spec(dataset: Path) -> PreprocessingSpec:
+    """The preprocessing the dataset was ingested with (its cache holds tensors for it)."""
+    if not (Path(dataset) / PREPROCESSING).exists():
+        raise ConfigError(
+            "the dataset has no preprocessing spec",
+            where=str(dataset),
+            fix="give one in the training config (preprocessing:) or re-run `medtl ingest` with --spec",
+        )
+    return read_json(PreprocessingSpec, Path(dataset) / PREPROCESSING)
+
+
 def _sort_labels(labels: set[str]) -> list[str]:
     """Numeric labels in numeric order (0, 1, 2, 10), others alphabetically."""
     if all(label.lstrip("-").isdigit() for label in labels):
@@ -59,18 +70,16 @@ def _sort_labels(labels: set[str]) -> list[str]:
     return sorted(labels)
 
 
+def read_manifest(dataset: Path) -> pd.DataFrame:
+    return read_table(ManifestRow, Path(dataset) / MANIFEST)
+
+
 def load_task(dataset: Path, task: TaskConfig, spec: PreprocessingSpec | None = None) -> TaskData:
     dataset = Path(dataset)
-    manifest = read_table(ManifestRow, dataset / MANIFEST)
+    manifest = read_manifest(dataset)
     fingerprint = read_json(Fingerprint, dataset / FINGERPRINT)
     if spec is None:
-        if not (dataset / PREPROCESSING).exists():
-            raise ConfigError(
-                "the dataset has no preprocessing spec",
-                where=str(dataset),
-                fix="give one in the training config (preprocessing:) or re-run `medtl ingest` with --spec",
-            )
-        spec = read_json(PreprocessingSpec, dataset / PREPROCESSING)
+        spec = dataset_spec(dataset)
     kind = task.image_kind or ("volume" if spec.spatial_dims == 3 else "image2d")
     if not applies_to(spec, kind):
         raise ConfigError(f"task.image_kind {kind!r} does not match the {spec.spatial_dims}D preprocessing spec")

@@ -69,6 +69,20 @@ def lr_scale(step: int, total: int, warmup: int, kind: str) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over `n_train` samples (the loader drops a last partial batch)."""
+    return max(1, n_train // batch_size if n_train > batch_size else 1)
+
+
+def schedule_length(config: TrainConfig, n_train: int) -> tuple[int, int]:
+    """(epochs, optimiser steps) of one fit. A schedule given in steps keeps its step count on any hardware and
+    for any fold size; the epoch count follows from it (the last epoch may stop part-way)."""
+    per_epoch = steps_per_epoch(n_train, config.batch_size)
+    if config.steps is None:
+        return config.epochs, per_epoch * config.epochs
+    return math.ceil(config.steps / per_epoch), config.steps
+
+
 def class_weights(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
     counts = torch.bincount(targets, minlength=n_classes).float().clamp(min=1)
     return counts.sum() / (n_classes * counts)
@@ -126,11 +140,10 @@ def fit(
     epochs: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    """Train for up to `epochs` (default config.epochs); select the epoch with the best tuning AUC.
+    """Train for up to `epochs` (default: the config's schedule); select the epoch with the best tuning AUC.
 
     Without a tuning set (the final refit) the last epoch is kept and no early stopping happens.
     """
-    epochs = epochs or config.epochs
     model = built.model.to(device)
     n_classes = int(train.targets.max()) + 1 if len(train) else 2
     loss_weights = (
@@ -140,9 +153,12 @@ def fit(
     optimizer = torch.optim.AdamW(param_groups(built, plans[0]))
     augmenter = BatchAugmenter(config.augmentation, spatial_dims=train.task.spatial_dims).to(device)
     loader = make_loader(train, config, shuffle=True, balance=config.class_balance == "sampler", seed=seed)
-    steps_per_epoch = max(1, len(loader))
-    total_steps = steps_per_epoch * epochs
-    warmup = int(config.schedule.warmup_epochs * steps_per_epoch)
+    per_epoch = max(1, len(loader))
+    if epochs is None:
+        epochs, total_steps = schedule_length(config, len(train))
+    else:
+        total_steps = per_epoch * epochs
+    warmup = int(config.schedule.warmup_epochs * per_epoch)
     amp = config.amp == "auto" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     state = _resume(workdir, model, optimizer) if workdir is not None else None
@@ -164,9 +180,10 @@ def fit(
         set_bn_modes(built, plan)
         losses = []
         for step, (inputs, targets, _) in enumerate(loader):
-            apply_plan(
-                optimizer, plan, lr_scale(epoch * steps_per_epoch + step, total_steps, warmup, config.schedule.kind)
-            )
+            global_step = epoch * per_epoch + step
+            if global_step >= total_steps:  # a schedule in steps may end part-way through its last epoch
+                break
+            apply_plan(optimizer, plan, lr_scale(global_step, total_steps, warmup, config.schedule.kind))
             inputs = augmenter(inputs.to(device, non_blocking=True))
             targets = targets.to(device, non_blocking=True)
             with _autocast(device, amp):

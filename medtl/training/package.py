@@ -110,6 +110,7 @@ def write_artifact(
     final_epochs: int | None,
     started_at: datetime,
     device: torch.device,
+    run: dict[str, Any],
     flow_run_id: str | None = None,
 ) -> str:
     """Write every file, then seal (PHI gate, manifest, signature, `created` event); returns the manifest hash."""
@@ -133,6 +134,7 @@ def write_artifact(
             f"metrics/fold{outcome.fold}.json", {k: v for k, v in outcome.__dict__.items() if k != "curve"}
         )
     builder.add_json("metrics/pooled.json", pooled)
+    builder.add_json("metrics/run.json", run)
     builder.add_json("metrics/transfer.json", indicators)
     # What scoring compares new scans with: the training data's statistics and the model's feature distribution.
     builder.add_bytes("fingerprint.json", (task.dataset / FINGERPRINT).read_bytes())
@@ -200,6 +202,24 @@ def write_artifact(
     )
     key = signing_key_for(config)
     return builder.seal(signing_key=key, phi_terms=phi_terms_for(task.dataset), allow_unsigned=config.allow_unsigned)
+
+
+def run_record(config: TrainConfig, started_at: datetime, device: torch.device) -> dict[str, Any]:
+    """Wall time of the run (planning included when the run was planned) and whether it met the plan's budget."""
+    plan = config.plan
+    planning = plan.planning_seconds if plan else 0.0
+    wall = planning + (datetime.now(UTC) - started_at).total_seconds()
+    budget = plan.budget_minutes * 60 if plan and plan.budget_minutes else None
+    return {
+        "device": device.type,
+        "planning_seconds": round(planning, 1),
+        "wall_seconds": round(wall, 1),
+        "budget_seconds": budget,
+        "met_budget": None if budget is None else wall <= budget,
+        "estimated_train_seconds": plan.estimate.train_seconds if plan else None,
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+    }
 
 
 def signing_key_for(config: TrainConfig) -> Ed25519PrivateKey | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from medtl.training.cv import (
     transfer_indicators,
 )
 from medtl.training.data import TaskData, load_task
-from medtl.training.package import signing_key_for, write_artifact
+from medtl.training.package import run_record, signing_key_for, write_artifact
 from medtl.training.splits import resolve_splits
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,16 @@ class TrainResult:
     artifact: Path
     manifest_hash: str
     indicators: list[dict[str, Any]]
+    run: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         lines = [f"artifact: {self.artifact} (manifest sha256 {self.manifest_hash[:16]}...)"]
+        if self.run:
+            budget = self.run.get("budget_seconds")
+            verdict = "" if budget is None else (
+                f" of a {budget / 60:.0f} min budget: " + ("met" if self.run["met_budget"] else "EXCEEDED")
+            )
+            lines.append(f"wall time {self.run['wall_seconds'] / 60:.1f} min{verdict}")
         for entry in self.indicators:
             value = entry["oof_auc"]
             lines.append(
@@ -151,6 +158,7 @@ def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progr
         )
     else:
         final_built = build(task, main_arm, config.seed)
+    run = run_record(config, plan.started, plan.device)
     with staged_folder(plan.out, what="the artifact folder") as staging:  # appears only when sealed
         manifest_hash = write_artifact(
             staging,
@@ -165,10 +173,11 @@ def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progr
             final_epochs=final_epochs,
             started_at=plan.started,
             device=plan.device,
+            run=run,
             flow_run_id=flow_run_id,
         )
     shutil.rmtree(plan.workdir, ignore_errors=True)
-    return TrainResult(plan.out, manifest_hash, indicators)
+    return TrainResult(plan.out, manifest_hash, indicators, run)
 
 
 def train(

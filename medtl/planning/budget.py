@@ -1,0 +1,84 @@
+"""What a recipe costs on this machine, and the cuts that make it fit a time budget, in the order they hurt least.
+
+The estimate is an upper bound: every fold and arm runs its whole schedule (early stopping only shortens it), plus
+one prediction of the tuning patients per epoch and of the held-out patients once. Cuts, in order: the from-scratch
+comparison arm (it answers a question, it does not make the model), then steps down to a floor, then folds 5 -> 3.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from medtl.contracts.planning import PlanFacts, Probe
+from medtl.planning.rules import TUNE_FRACTION, training_images_per_fold
+
+ARM_COST = {"main": 1.0, "scratch": 1.0, "linear_probe": 0.5}  # a probe skips the body's backward pass
+MIN_STEP_SHARE = 0.25  # never cut the schedule below a quarter of the rules' steps ...
+MIN_EPOCHS = 10  # ... nor below ten passes over the data
+FEWEST_FOLDS = 3
+
+
+@dataclass
+class Shape:
+    """The budget-relevant part of a recipe."""
+
+    steps: int
+    batch_size: int
+    n_folds: int
+    arms: list[str]
+
+
+def fold_seconds(facts: PlanFacts, shape: Shape, probe: Probe) -> float:
+    development = sum(facts.scans_per_class.values())
+    n_train = training_images_per_fold(facts, shape.n_folds)
+    n_tune = development * (1 - 1 / shape.n_folds) * TUNE_FRACTION
+    n_heldout = development / shape.n_folds
+    epochs = math.ceil(shape.steps / max(1, n_train // shape.batch_size))
+    predicted = epochs * n_tune + n_heldout
+    return shape.steps * probe.seconds_per_step + predicted * probe.seconds_per_image_predict
+
+
+def train_seconds(facts: PlanFacts, shape: Shape, probe: Probe) -> float:
+    arms = ARM_COST["main"] + sum(ARM_COST.get(arm, 1.0) for arm in shape.arms)
+    return shape.n_folds * arms * fold_seconds(facts, shape, probe)
+
+
+def fit_to_budget(facts: PlanFacts, shape: Shape, probe: Probe, budget_s: float) -> tuple[Shape, list[str]]:
+    """The recipe's shape after the fewest cuts that bring its estimate within `budget_s`, and what was cut."""
+    cuts: list[str] = []
+    wanted = shape.steps
+
+    def fits(candidate: Shape) -> bool:
+        return train_seconds(facts, candidate, probe) <= budget_s
+
+    if fits(shape):
+        return shape, cuts
+    if "scratch" in shape.arms:
+        shape = replace(shape, arms=[arm for arm in shape.arms if arm != "scratch"])
+        cuts.append("arms: the from-scratch comparison arm dropped")
+        if fits(shape):
+            return shape, cuts
+
+    def steps_for(candidate: Shape) -> int:
+        n_train = training_images_per_fold(facts, candidate.n_folds)
+        floor = min(wanted, max(int(wanted * MIN_STEP_SHARE), MIN_EPOCHS * max(1, n_train // candidate.batch_size)))
+        return max(floor, min(wanted, _affordable_steps(facts, candidate, probe, budget_s)))
+
+    shape = replace(shape, steps=steps_for(shape))
+    if not fits(shape) and shape.n_folds > FEWEST_FOLDS:
+        cuts.append(f"cv.n_folds: {shape.n_folds} -> {FEWEST_FOLDS}")
+        shape = replace(shape, n_folds=FEWEST_FOLDS)
+        shape = replace(shape, steps=steps_for(shape))
+    if shape.steps < wanted:
+        cuts.append(f"steps: {wanted} -> {shape.steps}")
+    return shape, cuts
+
+
+def _affordable_steps(facts: PlanFacts, shape: Shape, probe: Probe, budget_s: float) -> int:
+    """Largest step count whose estimate fits (the cost is affine in steps)."""
+    one = train_seconds(facts, Shape(1, shape.batch_size, shape.n_folds, shape.arms), probe)
+    two = train_seconds(facts, Shape(1 + 1000, shape.batch_size, shape.n_folds, shape.arms), probe)
+    per_step = (two - one) / 1000
+    fixed = one - per_step
+    return max(1, int((budget_s - fixed) / per_step)) if per_step > 0 else shape.steps

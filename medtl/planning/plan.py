@@ -1,0 +1,260 @@
+"""`medtl plan`: dataset fingerprint + labels + hardware + budget -> a complete train config with its reasons.
+
+Steps: gather the task's development facts; check which pretrained weights are present and verified; apply the
+rules (rules.py); measure what a step costs on this machine for each candidate input size (probe.py); pick the
+largest input the budget affords; optionally compare a few candidates by inner cross-validation (search.py);
+cut what the budget cannot afford, in the order that hurts least (budget.py). The result validates as a TrainConfig,
+so `medtl train` refuses a broken plan before any work, like any config.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from pydantic import ValidationError
+
+from medtl.contracts import PreprocessingSpec
+from medtl.contracts.planning import Estimate, Hardware, PlanRecord, Probe
+from medtl.errors import ConfigError, describe_validation_error
+from medtl.planning.budget import Shape, fit_to_budget, train_seconds
+from medtl.planning.facts import Gathered, gather
+from medtl.planning.hardware import detect
+from medtl.planning.probe import probe
+from medtl.planning.rules import MIN_SIDE_2D, Recipe, base_recipe, input_sides
+from medtl.planning.search import INNER_FOLDS, Trial, compare
+from medtl.planning.weights import pick_weights
+from medtl.training.config import TrainConfig
+from medtl.training.data import dataset_spec, load_task
+
+log = logging.getLogger(__name__)
+PLANNER_VERSION = 1
+PLAN_SHARE = 0.9  # of the budget, for planning and training; the rest covers sealing and slack
+SEARCH_SHARE = 0.25  # of the budget, at most, for the empirical stage
+SEARCH_STEP_SHARE = 1 / 3  # candidates train a third of the schedule: enough to rank, not to finish
+LR_VARIANT = 1 / 3
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    budget_minutes: float | None = None
+    device: str = "auto"
+    search: bool | None = None  # None: only when a budget is given and the search fits its share
+    seed: int = 0
+    weights_artifact: Path | None = None
+    max_candidates: int = 3
+    max_steps: int | None = None  # an upper bound on the schedule, for a quick look (recorded as a cut)
+
+
+def _spec_for(native: PreprocessingSpec, side: int) -> PreprocessingSpec:
+    if side == max(native.target_shape):
+        return native
+    return native.model_copy(update={"target_shape": [side] * native.spatial_dims})
+
+
+def _shape_of(recipe: Recipe) -> Shape:
+    v = recipe.values
+    return Shape(steps=v["steps"], batch_size=v["batch_size"], n_folds=v["cv.n_folds"], arms=list(v["arms"]))
+
+
+def _model_section(recipe: Recipe) -> dict[str, Any]:
+    return recipe.config()["model"]
+
+
+def _choose_side(
+    gathered: Gathered, recipe: Recipe, probes: dict[int, Probe], budget_s: float | None
+) -> tuple[int, str]:
+    facts = gathered.facts
+    sides = sorted(probes)
+    native = max(facts.native_shape)
+    if len(sides) == 1:
+        return native, f"the ingest's preprocessing ({facts.native_shape})"
+    if budget_s is None:
+        side = next(s for s in sides if s >= MIN_SIDE_2D)
+        return side, (
+            f"{native} px images upsampled to {side}: the network's last stage then sees {side // 32}x{side // 32} "
+            "cells instead of 1x1 (no budget given, so the smallest such size)"
+        )
+    shape = _shape_of(recipe)
+    affordable = [s for s in sides if train_seconds(facts, shape, probes[s]) <= budget_s]
+    side = max(affordable) if affordable else native
+    costs = ", ".join(f"{s} px ~{train_seconds(facts, shape, probes[s]) / 60:.0f} min" for s in sides)
+    if side == native:
+        return side, f"the native {native} px: no larger input fits the budget with the full schedule ({costs})"
+    return side, (
+        f"{native} px images upsampled to {side}, the largest input whose full schedule fits the budget ({costs}); "
+        f"the last stage sees {side // 32}x{side // 32} cells"
+    )
+
+
+def _trials(gathered: Gathered, recipe: Recipe, side: int, native: PreprocessingSpec, options: PlanOptions,
+            seed: int) -> list[Trial]:  # fmt: skip
+    """The rules' recipe first, then single-change variants: the native input size, a third of the lr."""
+    base = recipe.config()
+    short = max(1, int(recipe.values["steps"] * SEARCH_STEP_SHARE))
+    variants: list[tuple[str, dict[str, str], dict[str, Any], int]] = [("rules", {}, {}, side)]
+    native_side = max(native.target_shape)
+    if side != native_side:
+        variants.append(("native size", {"preprocessing.target_shape": str([native_side] * native.spatial_dims)},
+                         {}, native_side))  # fmt: skip
+    lr = base["strategy"]["lr"]
+    low = float(f"{lr * LR_VARIANT:.2g}")
+    variants.append((f"lr x{LR_VARIANT:.2g}", {"strategy.lr": f"{low:g}"}, {"strategy": {**base["strategy"], "lr": low}},
+                     side))  # fmt: skip
+    trials = []
+    tasks: dict[int, Any] = {}
+    for name, changes, update, trial_side in variants[: options.max_candidates]:
+        spec = _spec_for(native, trial_side)
+        if trial_side not in tasks:
+            tasks[trial_side] = (
+                gathered.task if spec is native else load_task(gathered.task.dataset, gathered.task_config, spec)
+            )
+        values = {**base, **update, "steps": short, "arms": [], "preprocessing": spec.model_dump(mode="json"),
+                  "early_stopping": {**base["early_stopping"], "min_epochs": 1}, "seed": seed}  # fmt: skip
+        trials.append(Trial(name, changes, _validate(values, where="a search candidate"), tasks[trial_side]))
+    return trials
+
+
+def _validate(values: dict[str, Any], *, where: str) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as error:  # a rule produced an invalid value: a planner defect, reported plainly
+        raise ConfigError(f"the planner produced an invalid config ({where}): {describe_validation_error(error)}")
+
+
+def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
+    """Plan a training run for `dataset`; nothing is trained except the (optional) short search candidates."""
+    options = options or PlanOptions()
+    started = time.monotonic()
+    hardware: Hardware = detect(options.device)
+    device = torch.device(hardware.device)
+    native = dataset_spec(dataset)
+    gathered = gather(Path(dataset), native)
+    facts = gathered.facts
+    pick, checks = pick_weights(facts.spatial_dims, options.weights_artifact)
+    recipe = base_recipe(facts, pick, seed=options.seed, max_steps=options.max_steps)
+    for key, reason in gathered.reasons.items():
+        recipe.set(key, list(gathered.task_config.exclude_flags), reason)
+    budget_s = options.budget_minutes * 60 if options.budget_minutes else None
+    n_classes = len(facts.classes)
+    probes = {
+        side: probe(_model_section(recipe), shape=list(_spec_for(native, side).target_shape), channels=facts.channels,
+                    n_classes=n_classes, batch_size=recipe.values["batch_size"], device=device)
+        for side in input_sides(facts)
+    }  # fmt: skip
+    notes: list[str] = []
+    side, why_side = _choose_side(gathered, recipe, probes, budget_s * PLAN_SHARE if budget_s else None)
+    candidates = []
+    search = options.search if options.search is not None else budget_s is not None
+    if search:
+        trials = _trials(gathered, recipe, side, native, options, options.seed)
+        cost = sum(  # two inner folds each
+            train_seconds(facts, Shape(t.config.steps or 1, t.config.batch_size, INNER_FOLDS, []),
+                          probes[max(t.task.spec.target_shape)])
+            for t in trials
+        )  # fmt: skip
+        if budget_s is not None and cost > SEARCH_SHARE * budget_s:
+            notes.append(f"the empirical stage was skipped: ~{cost / 60:.0f} min for {len(trials)} candidates is "
+                         f"more than {SEARCH_SHARE:.0%} of the budget")  # fmt: skip
+        else:
+            candidates = compare(trials, device=device)
+            winner = next(c for c in candidates if c.chosen)
+            chosen = next(t for t in trials if t.name == winner.name)
+            side = max(chosen.task.spec.target_shape)
+            if winner.name != "rules":
+                why_side = f"{why_side}; then the inner cross-validation chose {winner.name!r}"
+                recipe.set("strategy", chosen.config.strategy.model_dump(mode="json", exclude_none=True),
+                           recipe.reasons["strategy"] + f"; lr set by the inner cross-validation ({winner.name!r})")  # fmt: skip
+    if side != max(native.target_shape):
+        recipe.set("preprocessing", _spec_for(native, side).model_dump(mode="json"), why_side)
+    else:
+        recipe.reasons["preprocessing"] = why_side
+    remaining = budget_s * PLAN_SHARE - (time.monotonic() - started) if budget_s else None
+    shape = _shape_of(recipe)
+    cuts: list[str] = []
+    if remaining is not None:
+        shape, cuts = fit_to_budget(facts, shape, probes[side], max(remaining, 1.0))
+        for cut in cuts:
+            key = cut.split(":")[0]
+            recipe.reasons[key] = recipe.reasons.get(key, "") + f"; budget cut ({cut.split(': ', 1)[1]})"
+        recipe.values.update({"steps": shape.steps, "cv.n_folds": shape.n_folds, "arms": shape.arms})
+    estimate = train_seconds(facts, shape, probes[side])
+    record = PlanRecord(
+        planner_version=PLANNER_VERSION,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        budget_minutes=options.budget_minutes,
+        planning_seconds=round(time.monotonic() - started, 1),
+        facts=facts,
+        hardware=hardware,
+        weights=checks,
+        probe=probes[side],
+        estimate=Estimate(
+            train_seconds=round(estimate, 1),
+            budget_seconds=remaining if remaining and remaining > 0 else None,
+            fits_budget=None if remaining is None else estimate <= remaining,
+        ),
+        reasons=dict(sorted(recipe.reasons.items())),
+        candidates=candidates,
+        notes=notes + ([f"the estimate (~{estimate / 60:.0f} min) exceeds the budget even after the cuts"]
+                       if remaining is not None and estimate > remaining else []),  # fmt: skip
+    )
+    values = recipe.config()
+    values["plan"] = record.model_dump(mode="json")
+    config = _validate(values, where="the plan")
+    log.info("plan made in %.0f s; estimated training ~%.0f min", time.monotonic() - started, estimate / 60)
+    return config
+
+
+def write_plan(config: TrainConfig, path: Path) -> None:
+    """plan.yaml: a train config (readable by `medtl train --config`), the plan's record last."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    plan = data.pop("plan", None)
+    if config.steps is not None:
+        data.pop("epochs")  # not used when the schedule is in steps; left out so nobody edits it in vain
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    if plan is not None:
+        text += "\n# how each value above was chosen (kept in the artifact's config.yaml)\n"
+        text += yaml.safe_dump({"plan": plan}, sort_keys=False, allow_unicode=True, width=110)
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def read_plan(path: Path) -> TrainConfig:
+    from medtl.training.config import load_config
+
+    return load_config(Path(path))
+
+
+def summary(config: TrainConfig) -> str:
+    """A few lines for the terminal: the main choices and the estimate."""
+    plan = config.plan
+    lines = [
+        f"model: {config.model.backbone} ({_weights_text(config)}), input {_input(config, plan)}",
+        f"batch {config.batch_size}, {config.steps} steps, lr {config.strategy.lr:g} ({config.strategy.name}), "
+        f"{config.cv.n_folds} folds, arms {config.arms or 'none'}, final {config.final_model}",
+    ]
+    if plan is not None:
+        e = plan.estimate
+        budget = f" of a {e.budget_seconds / 60:.0f} min budget" if e.budget_seconds else ""
+        lines.append(f"estimated training: at most ~{math.ceil(e.train_seconds / 60)} min{budget} on {plan.hardware.name}")
+        for candidate in plan.candidates:
+            mean = "n/a" if candidate.mean_auc is None else f"{candidate.mean_auc:.3f}"
+            lines.append(f"  candidate {candidate.name!r}: inner AUROC {mean}{'  <- chosen' if candidate.chosen else ''}")
+        lines.extend(f"note: {note}" for note in plan.notes)
+    return "\n".join(lines)
+
+
+def _weights_text(config: TrainConfig) -> str:
+    return config.model.weights.source
+
+
+def _input(config: TrainConfig, plan: PlanRecord | None) -> str:
+    if config.preprocessing is not None:
+        return "x".join(map(str, config.preprocessing.target_shape))
+    return "x".join(map(str, plan.facts.native_shape)) if plan else "the dataset's"

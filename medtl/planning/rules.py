@@ -1,0 +1,232 @@
+"""The planner's rules: dataset facts -> a training recipe, each choice with the reason a reviewer reads.
+
+Every rule is a general statement about sizes and proportions (patients, images per fold, class shares, pixels);
+none names a dataset. The device never enters a rule: batch size and the schedule in optimiser steps come from the
+data alone, so a CPU and a GPU run of one plan train the same recipe (the budget may shorten it, and says so).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from medtl.contracts.planning import PlanFacts
+from medtl.planning.weights import WeightsPick
+
+N_FOLDS = 5
+TUNE_FRACTION = 0.2
+NETWORK_STRIDE = 32  # total downsampling of the ResNet family: the last stage sees side / 32 cells
+MIN_SIDE_2D = 2 * NETWORK_STRIDE  # a 2x2 last stage, not 1x1, for small images
+MIN_STEPS_PER_EPOCH = 16
+BATCH_RANGE = (16, 128)
+VOXELS_PER_BATCH = 8 * 1024**2  # 3D batches are capped by memory: batch x voxels at most this
+BASE_LR, BASE_BATCH = 1e-3, 64  # AdamW; scaled with the square root of the batch (adaptive optimisers)
+PASSES = 60  # passes over a fold's training images, for a cosine schedule that decays to zero
+SAMPLES_RANGE = (20_000, 1_000_000)  # tiny sets still get enough steps; large sets do not run for days
+SMALL_SET = 1_000  # below this many training images per fold, stronger augmentation
+IMBALANCED = 0.35  # minority share below which the loss is class-weighted
+MIN_TUNE_MINORITY_FOR_AUC = 10  # fewer minority images in a tuning split: its AUC is too noisy to stop on
+THIN_DEPTH, THIN_RATIO = 16, 4  # volumes thinner than this, with in-plane sides this much larger: 2.5D
+LARGE_COHORT = 20_000  # patients above which a deeper network pays for itself
+
+
+@dataclass
+class Recipe:
+    """A train config in the making: values by key path, and the reason for each."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def set(self, key: str, value: Any, reason: str) -> None:
+        self.values[key] = value
+        self.reasons[key] = reason
+
+    def config(self) -> dict[str, Any]:
+        """Nested mapping for TrainConfig ("a.b" -> {"a": {"b": ...}})."""
+        nested: dict[str, Any] = {}
+        for key, value in self.values.items():
+            *parents, leaf = key.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return nested
+
+
+def training_images_per_fold(facts: PlanFacts, n_folds: int) -> int:
+    development = sum(facts.scans_per_class.values())
+    return max(1, int(development * (1 - 1 / n_folds) * (1 - TUNE_FRACTION)))
+
+
+def _power_of_two_at_most(value: float) -> int:
+    return 2 ** max(0, int(math.floor(math.log2(max(1.0, value)))))
+
+
+def batch_size(facts: PlanFacts, n_folds: int) -> tuple[int, str]:
+    n_train = training_images_per_fold(facts, n_folds)
+    size = min(max(_power_of_two_at_most(n_train / MIN_STEPS_PER_EPOCH), BATCH_RANGE[0]), BATCH_RANGE[1])
+    reason = (
+        f"~{n_train} training images per fold: the largest power of two in {list(BATCH_RANGE)} that leaves at least "
+        f"{MIN_STEPS_PER_EPOCH} optimiser steps per epoch"
+    )
+    if facts.spatial_dims == 3:
+        voxels = math.prod(facts.native_shape)
+        cap = max(2, _power_of_two_at_most(VOXELS_PER_BATCH / voxels))
+        if cap < size:
+            size = cap
+            reason += f"; capped at {cap} so a batch holds at most {VOXELS_PER_BATCH // 1024**2}M voxels"
+    return size, reason + " (the same on every device)"
+
+
+def schedule_steps(facts: PlanFacts, n_folds: int, batch: int) -> tuple[int, str]:
+    n_train = training_images_per_fold(facts, n_folds)
+    samples = min(max(PASSES * n_train, SAMPLES_RANGE[0]), SAMPLES_RANGE[1])
+    steps = math.ceil(samples / batch)
+    return steps, (
+        f"{PASSES} passes over ~{n_train} images per fold, kept within {SAMPLES_RANGE[0]:,}-{SAMPLES_RANGE[1]:,} "
+        f"samples: {steps} optimiser steps of {batch} (counted in steps so hardware cannot change it)"
+    )
+
+
+def learning_rate(batch: int) -> float:
+    return BASE_LR * math.sqrt(batch / BASE_BATCH)
+
+
+def input_layout(facts: PlanFacts) -> tuple[str, str]:
+    """'2d', '2.5d' or '3d', and why."""
+    if facts.spatial_dims == 2:
+        return "2d", "the images are 2D"
+    depth, inplane = min(facts.native_shape), max(facts.native_shape)
+    if depth < THIN_DEPTH and inplane >= THIN_RATIO * depth:
+        return "2.5d", (
+            f"volumes of {facts.native_shape} are thin ({depth} slices, in-plane {inplane}): a 2D network over "
+            "neighbouring-slice stacks uses the in-plane detail without a 3D network's depth downsampling"
+        )
+    return "3d", f"volumes of {facts.native_shape}: a 3D network sees the whole shape"
+
+
+def input_sides(facts: PlanFacts) -> list[int]:
+    """Candidate square input sides for 2D, smallest first: the native side and, for small images, upsampled ones
+    that give the network's last stage at least 2x2 (then 4x4) cells. 3D inputs keep their side (cost is cubic)."""
+    side = max(facts.native_shape)
+    if facts.spatial_dims == 3 or side >= MIN_SIDE_2D:
+        return [side]
+    return sorted({side, MIN_SIDE_2D, min(4 * side, 2 * MIN_SIDE_2D)})
+
+
+def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps: int | None = None) -> Recipe:
+    """Every rule except the input size and the budget cuts, which need measured costs (plan.py)."""
+    recipe = Recipe()
+    minority = min(facts.scans_per_class.values()) if facts.scans_per_class else 0
+    minority_patients_share = facts.minority_share * facts.n_patients
+    n_folds = N_FOLDS if minority_patients_share >= 2 * N_FOLDS else max(2, int(minority_patients_share // 2))
+    recipe.set(
+        "cv.n_folds",
+        n_folds,
+        f"{n_folds} patient-grouped folds"
+        + ("" if n_folds == N_FOLDS else f": only ~{minority_patients_share:.0f} minority-class patients"),
+    )
+    recipe.set("cv.tune_fraction", TUNE_FRACTION, "a fifth of each fold's training patients picks the best epoch")
+
+    layout, why = input_layout(facts)
+    backbone = weights.backbone
+    if backbone == "resnet18" and facts.n_patients >= LARGE_COHORT and weights.weights == "none":
+        backbone = "resnet50"
+        why_net = f"{facts.n_patients} patients: enough to train a deeper residual network from scratch"
+    else:
+        why_net = (
+            f"{facts.n_patients} development patients: an 18-layer residual network (deeper ones overfit cohorts "
+            "this size and MedMNIST-scale studies find them no better)"
+            if backbone in ("resnet18", "monai_resnet18")
+            else "the named artifact's own network"
+        )
+    recipe.set("model.backbone", backbone, why_net)
+    recipe.set("model.weights", weights.weights, weights.reason)
+    if facts.spatial_dims == 3 and backbone == "resnet18":
+        adapt = "2.5d" if layout == "2.5d" else ("acs" if weights.weights != "none" else "inflate")
+        recipe.set(
+            "model.adapt_3d",
+            adapt,
+            why
+            + {
+                "2.5d": "",
+                "acs": "; ACS convolutions keep the 2D kernels exactly and give each third of the channels one "
+                "anatomical view (the strongest published adaptation of 2D weights to 3D)",
+                "inflate": "; without 2D weights to keep, a plain 3D ResNet (inflated layout) from scratch",
+            }[adapt],
+        )
+    pretrained = weights.weights != "none"
+    batch, why_batch = batch_size(facts, n_folds)
+    recipe.set("batch_size", batch, why_batch)
+    lr = float(f"{learning_rate(batch):.2g}")
+    if pretrained:
+        recipe.set(
+            "strategy",
+            {"name": "layerwise_lr_decay", "lr": lr, "decay": 0.5},
+            f"fine-tune everything with smaller steps for earlier (more general) layers; head lr {lr:g} = "
+            f"{BASE_LR:g} x sqrt(batch / {BASE_BATCH})",
+        )
+        recipe.set("arms", ["linear_probe", "scratch"], "the comparison arms that show whether transfer helped")
+    else:
+        recipe.set("strategy", {"name": "full", "lr": lr}, f"from scratch: every layer at lr {lr:g} = "
+                   f"{BASE_LR:g} x sqrt(batch / {BASE_BATCH})")  # fmt: skip
+        recipe.set("arms", [], "no pretrained weights, so no transfer comparison arms")
+    steps, why_steps = schedule_steps(facts, n_folds, batch)
+    if max_steps is not None and steps > max_steps:
+        steps, why_steps = max_steps, why_steps + f"; capped at {max_steps} by the user (max_steps)"
+    recipe.set("steps", steps, why_steps)
+    n_train = training_images_per_fold(facts, n_folds)
+    epochs = max(1, math.ceil(steps / max(1, n_train // batch)))
+    recipe.set("schedule", {"kind": "cosine", "warmup_epochs": 1.0}, "one epoch of warm-up, then cosine decay to 0")
+    tune_minority = minority * TUNE_FRACTION * (1 - 1 / n_folds)
+    metric = "auc" if tune_minority >= MIN_TUNE_MINORITY_FOR_AUC else "loss"
+    recipe.set(
+        "early_stopping",
+        {"metric": metric, "patience": max(10, epochs // 3), "min_epochs": max(1, epochs // 2)},
+        f"~{epochs} epochs planned: stop after a third of them without improvement, never before half; "
+        + (
+            "tuning AUC picks the epoch"
+            if metric == "auc"
+            else f"only ~{tune_minority:.0f} minority images per tuning split: the steadier tuning loss picks it"
+        ),
+    )
+    if facts.minority_share < IMBALANCED:
+        recipe.set(
+            "class_balance",
+            "weighted_loss",
+            f"minority class {facts.minority_share:.0%} of the scans: the loss weighs classes equally",
+        )
+    else:
+        recipe.set("class_balance", "none", f"classes are balanced enough (minority {facts.minority_share:.0%})")
+    recipe.set("augmentation", _augmentation(facts, n_train), _augmentation_reason(facts, n_train))
+    recipe.set(
+        "final_model",
+        "ensemble",
+        "the fold models averaged: no extra training, and steadier than any one of them on a small cohort",
+    )
+    recipe.set("seed", seed, "one seed for splits, initialisation, loaders and augmentation")
+    recipe.set("device", "auto", "the plan is device-independent; the run uses CUDA when present")
+    return recipe
+
+
+def _augmentation(facts: PlanFacts, n_train: int) -> dict[str, Any]:
+    if n_train >= SMALL_SET:
+        return {"enabled": True}
+    strong: dict[str, Any] = {
+        "enabled": True,
+        "rotate_degrees": 15.0,
+        "scale": [0.85, 1.15],
+        "translate": 0.1,
+        "p_affine": 0.7,
+    }
+    return strong
+
+
+def _augmentation_reason(facts: PlanFacts, n_train: int) -> str:
+    if n_train >= SMALL_SET:
+        return f"~{n_train} training images per fold: the default flips, small affine and intensity changes"
+    return (
+        f"only ~{n_train} training images per fold: stronger affine augmentation (rotation 15 degrees, zoom 0.85-1.15, "
+        "shift 10%, on 70% of samples) against overfitting"
+    )

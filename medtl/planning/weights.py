@@ -1,0 +1,86 @@
+"""Which pretrained weights are on this machine and verified: checked before the plan chooses, never after.
+
+Order of preference, for the network family the rules chose: an earlier medtl artifact the user named (trained on
+medical images, verified through its own seal), then MedicalNet for volumes (3D medical pretraining), then ImageNet
+through torchvision. A file that is present but fails its hash check is reported and never used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medtl.contracts.planning import WeightsCheck
+from medtl.models.catalog import ExpectedWeights, check, known_weights
+
+
+@dataclass(frozen=True)
+class WeightsPick:
+    backbone: str
+    weights: Any  # a weights choice for ModelConfig ("none" or a mapping)
+    reason: str
+
+
+def _entry(source: str, backbone: str) -> ExpectedWeights | None:
+    matches = [e for e in known_weights() if e.source == source and backbone in e.backbones]
+    # torchvision lists every member of the Weights enum: the first is IMAGENET1K_V1, the plain ImageNet recipe.
+    return matches[0] if matches else None
+
+
+def _looked_at(entry: ExpectedWeights | None, source: str, backbone: str) -> tuple[WeightsCheck, bool]:
+    if entry is None:
+        return WeightsCheck(source=source, label=f"no {source} file for {backbone}", state="missing", usable=False), False
+    status = check(entry, verify=True)
+    usable = status.state == "verified"
+    return WeightsCheck(source=source, label=entry.label, state=status.state, usable=usable), usable
+
+
+def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[WeightsPick, list[WeightsCheck]]:
+    """The best usable weights for the rules' network (ResNet-18 family) and what was looked at on the way."""
+    checks: list[WeightsCheck] = []
+    if artifact is not None:  # verified when the model is built, through the artifact's seal and trust anchors
+        checks.append(WeightsCheck(source="artifact", label=artifact.name, state="named", usable=True))
+        return (
+            WeightsPick(
+                "artifact",
+                {"source": "artifact", "path": str(artifact)},
+                "an earlier medtl artifact was named (--weights-artifact): trained on medical images, verified "
+                "through its own seal",
+            ),
+            checks,
+        )
+    if spatial_dims == 3:
+        found, usable = _looked_at(_entry("medicalnet", "monai_resnet18"), "medicalnet", "monai_resnet18")
+        checks.append(found)
+        if usable:
+            return (
+                WeightsPick(
+                    "monai_resnet18",
+                    {"source": "medicalnet"},
+                    "MedicalNet ResNet-18 is present and verified: 3D pretraining on medical volumes",
+                ),
+                checks,
+            )
+    found, usable = _looked_at(_entry("torchvision", "resnet18"), "torchvision", "resnet18")
+    checks.append(found)
+    if usable:
+        return (
+            WeightsPick(
+                "resnet18",
+                {"source": "torchvision", "name": "IMAGENET1K_V1"},
+                "ImageNet ResNet-18 is present and verified"
+                + (" (adapted to volumes, see model.adapt_3d)" if spatial_dims == 3 else ""),
+            ),
+            checks,
+        )
+    missing = ", ".join(f"{c.source} ({c.state})" for c in checks)
+    return (
+        WeightsPick(
+            "resnet18",
+            "none",
+            f"no pretrained weights are usable on this machine ({missing}): trained from scratch. "
+            "`medtl weights list` says which files to copy where; --weights-artifact names an earlier medtl model",
+        ),
+        checks,
+    )

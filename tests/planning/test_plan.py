@@ -1,0 +1,84 @@
+"""`medtl plan` on ingested datasets: the plan is a valid train config, its reasons are complete, hardware changes
+nothing but the estimate, and a dataset of masks is planned rather than refused."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from medtl.contracts.planning import Hardware, Probe
+from medtl.planning import PlanOptions, make_plan, read_plan, write_plan
+from medtl.planning import plan as plan_module
+from medtl.training.config import TaskConfig
+from medtl.training.data import load_task
+from medtl.errors import ConfigError
+
+CHOICES = ("batch_size", "steps", "strategy", "model.backbone", "model.weights", "class_balance", "augmentation",
+           "cv.n_folds", "early_stopping", "final_model", "preprocessing", "task.exclude_flags")  # fmt: skip
+
+
+def test_plan_is_a_complete_config_with_a_reason_for_every_choice(dataset_2d, tmp_path):
+    config = make_plan(dataset_2d, PlanOptions(search=False))
+    plan = config.plan
+    assert plan is not None and set(CHOICES) <= set(plan.reasons)
+    assert config.model.weights.source == "none"  # nothing is downloaded here: the plan says why
+    assert "medtl weights list" in plan.reasons["model.weights"]
+    assert [w.state for w in plan.weights] == ["missing"]
+    assert config.steps is not None and config.steps * config.batch_size >= 20_000
+    # 28 px images: the network's last stage would see 1x1 cells, so the input is upsampled (no budget: to 64)
+    assert config.preprocessing is not None and config.preprocessing.target_shape == [64, 64]
+    assert plan.facts.scans_per_class == {"0": 37, "1": 19}  # train + val only; the 16 test images are not counted
+    path = tmp_path / "plan.yaml"
+    write_plan(config, path)
+    assert "epochs" not in yaml.safe_load(path.read_text())  # the schedule is in steps; no dead key to edit
+    assert read_plan(path).model_dump() == config.model_dump()
+
+
+def test_hardware_changes_the_estimate_not_the_recipe(dataset_2d, monkeypatch):
+    slow = make_plan(dataset_2d, PlanOptions(search=False))
+    monkeypatch.setattr(plan_module, "detect", lambda choice: Hardware(device="cpu", name="a faster box", cpus=64))
+    real_probe = plan_module.probe
+
+    def fast_probe(*args, **kwargs) -> Probe:
+        measured = real_probe(*args, **kwargs)
+        return measured.model_copy(update={"seconds_per_step": measured.seconds_per_step / 50})
+
+    monkeypatch.setattr(plan_module, "probe", fast_probe)
+    fast = make_plan(dataset_2d, PlanOptions(search=False))
+    recipe = {"plan"}
+    assert slow.model_dump(exclude=recipe) == fast.model_dump(exclude=recipe)
+    assert fast.plan.estimate.train_seconds < slow.plan.estimate.train_seconds / 10
+
+
+def test_a_budget_is_met_by_cutting_and_the_cuts_are_written_down(dataset_2d):
+    unlimited = make_plan(dataset_2d, PlanOptions(search=False))
+    budget = unlimited.plan.estimate.train_seconds / 60 / 4  # a quarter of what the full recipe would take
+    tight = make_plan(dataset_2d, PlanOptions(search=False, budget_minutes=budget))
+    assert tight.steps < unlimited.steps or tight.cv.n_folds < unlimited.cv.n_folds
+    assert "budget cut" in tight.plan.reasons["steps"] + tight.plan.reasons["cv.n_folds"]
+    assert tight.plan.budget_minutes == budget
+    assert tight.plan.estimate.fits_budget == (tight.plan.estimate.train_seconds <= tight.plan.estimate.budget_seconds)
+
+
+def test_the_empirical_stage_compares_candidates_on_development_patients(dataset_2d):
+    config = make_plan(dataset_2d, PlanOptions(search=True, max_steps=24))
+    candidates = config.plan.candidates
+    assert [c.name for c in candidates][:2] == ["rules", "native size"] and len(candidates) == 3
+    assert sum(c.chosen for c in candidates) == 1
+    for candidate in candidates:
+        assert len(candidate.inner_aucs) == 2 and all(0.0 <= a <= 1.0 for a in candidate.inner_aucs if a is not None)
+    chosen = next(c for c in candidates if c.chosen)
+    best = max(c.mean_auc for c in candidates if c.mean_auc is not None)
+    assert chosen.mean_auc is not None and chosen.mean_auc >= best - 0.005  # the rules win only near-ties
+    if chosen.name == "native size":
+        assert config.preprocessing is None  # the ingest's own 28 px tensors
+
+
+def test_a_dataset_of_masks_is_planned_not_refused(dataset_3d_masks):
+    with pytest.raises(ConfigError, match="possible_label_map"):  # the default task filters remove every scan
+        load_task(dataset_3d_masks, TaskConfig())
+    config = make_plan(dataset_3d_masks, PlanOptions(search=False))
+    assert config.task.exclude_flags == ["constant_image"]
+    assert "100%" in config.plan.reasons["task.exclude_flags"]
+    assert config.model.adapt_3d == "inflate" and config.preprocessing is None  # no 2D weights; 3D stays native
+    assert config.plan.facts.spatial_dims == 3 and config.batch_size >= 2

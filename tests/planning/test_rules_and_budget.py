@@ -1,0 +1,94 @@
+"""The planner's rules and budget cuts as plain functions: values that follow from sizes and proportions only."""
+
+from __future__ import annotations
+
+import pytest
+
+from medtl.contracts.planning import PlanFacts, Probe
+from medtl.planning.budget import Shape, fit_to_budget, train_seconds
+from medtl.planning.rules import (
+    BATCH_RANGE,
+    MIN_STEPS_PER_EPOCH,
+    base_recipe,
+    input_layout,
+    input_sides,
+    training_images_per_fold,
+)
+from medtl.planning.weights import WeightsPick
+
+SCRATCH = WeightsPick("resnet18", "none", "no weights here")
+IMAGENET = WeightsPick("resnet18", {"source": "torchvision", "name": "IMAGENET1K_V1"}, "present")
+
+
+def facts(per_class: dict[str, int], shape=(28, 28), patients: int | None = None) -> PlanFacts:
+    total = sum(per_class.values())
+    return PlanFacts(
+        manifest_hash="a" * 64,
+        image_kind="image2d" if len(shape) == 2 else "volume",
+        spatial_dims=len(shape),
+        native_shape=list(shape),
+        channels=1,
+        classes=sorted(per_class),
+        scans_per_class=per_class,
+        n_patients=patients or total,
+        minority_share=min(per_class.values()) / total,
+    )
+
+
+@pytest.mark.parametrize("n", [60, 600, 6_000, 60_000])
+def test_batch_leaves_enough_steps_per_epoch_and_schedule_is_in_steps(n):
+    f = facts({"a": n // 2, "b": n - n // 2})
+    recipe = base_recipe(f, SCRATCH, seed=0)
+    batch, steps = recipe.values["batch_size"], recipe.values["steps"]
+    n_train = training_images_per_fold(f, recipe.values["cv.n_folds"])
+    assert BATCH_RANGE[0] <= batch <= BATCH_RANGE[1] and batch & (batch - 1) == 0
+    assert n_train // batch >= MIN_STEPS_PER_EPOCH or batch == BATCH_RANGE[0]
+    assert steps * batch >= 20_000  # tiny sets still get enough optimiser steps
+    # the learning rate follows the batch (square-root rule), whatever the batch is
+    assert recipe.values["strategy"]["lr"] == pytest.approx(1e-3 * (batch / 64) ** 0.5, rel=0.05)
+
+
+def test_every_choice_has_a_reason_and_imbalance_weights_the_loss():
+    recipe = base_recipe(facts({"a": 90, "b": 410}), IMAGENET, seed=3)
+    assert set(recipe.values) <= set(recipe.reasons)
+    assert recipe.values["class_balance"] == "weighted_loss"
+    assert recipe.values["arms"] == ["linear_probe", "scratch"]
+    assert recipe.values["strategy"]["name"] == "layerwise_lr_decay"
+    balanced = base_recipe(facts({"a": 250, "b": 250}), SCRATCH, seed=3)
+    assert balanced.values["class_balance"] == "none" and balanced.values["arms"] == []
+
+
+def test_few_minority_patients_mean_fewer_folds_and_loss_based_stopping():
+    recipe = base_recipe(facts({"a": 6, "b": 60}), SCRATCH, seed=0)
+    assert recipe.values["cv.n_folds"] == 3
+    assert recipe.values["early_stopping"]["metric"] == "loss"
+
+
+def test_small_images_get_larger_inputs_and_thin_volumes_go_2_5d():
+    assert input_sides(facts({"a": 5, "b": 5}, shape=(28, 28))) == [28, 64, 112]
+    assert input_sides(facts({"a": 5, "b": 5}, shape=(256, 256))) == [256]
+    assert input_sides(facts({"a": 5, "b": 5}, shape=(28, 28, 28))) == [28]
+    assert input_layout(facts({"a": 5, "b": 5}, shape=(128, 128, 8)))[0] == "2.5d"
+    assert input_layout(facts({"a": 5, "b": 5}, shape=(64, 64, 64)))[0] == "3d"
+    volume = base_recipe(facts({"a": 50, "b": 50}, shape=(28, 28, 28)), IMAGENET, seed=0)
+    assert volume.values["model.adapt_3d"] == "acs"
+    assert base_recipe(facts({"a": 50, "b": 50}, shape=(28, 28, 28)), SCRATCH, seed=0).values["model.adapt_3d"] == (
+        "inflate"
+    )
+
+
+def test_budget_cuts_the_comparison_arm_first_then_steps_then_folds():
+    f = facts({"a": 200, "b": 200})
+    probe = Probe(input_shape=[28, 28], batch_size=16, seconds_per_step=0.1, seconds_per_image_predict=0.001)
+    full = Shape(steps=1000, batch_size=16, n_folds=5, arms=["linear_probe", "scratch"])
+    cost = train_seconds(f, full, probe)
+    assert fit_to_budget(f, full, probe, cost * 1.01) == (full, [])
+    without_scratch = Shape(1000, 16, 5, ["linear_probe"])
+    shape, cuts = fit_to_budget(f, full, probe, train_seconds(f, without_scratch, probe) + 1)
+    assert shape == without_scratch and len(cuts) == 1 and cuts[0].startswith("arms")
+    shape, cuts = fit_to_budget(f, full, probe, train_seconds(f, without_scratch, probe) * 0.6)
+    assert shape.n_folds == 5 and 250 <= shape.steps < 1000 and cuts[-1].startswith("steps")
+    assert train_seconds(f, shape, probe) <= train_seconds(f, without_scratch, probe) * 0.6
+    shape, cuts = fit_to_budget(f, full, probe, 60.0)  # far too little: the floor, and three folds
+    assert shape.n_folds == 3 and shape.steps == 250
+    assert [cut.split(":")[0] for cut in cuts] == ["arms", "cv.n_folds", "steps"]
