@@ -31,7 +31,7 @@ class BackboneSpec:
     description: str
     build: Builder | None
     native_dims: tuple[int, ...]  # dimensionalities the architecture is built in directly
-    inflatable: bool  # a 2D build can be converted to 3D (I3D inflation)
+    inflatable: bool  # a 2D build can be converted to 3D layer by layer (I3D inflation or ACS)
     first_conv: str  # module path of the stem convolution
     head: str  # module path of the classification layer that is replaced for the task
     stages: tuple[tuple[str, tuple[str, ...]], ...]  # body stages, input -> output: (name, module prefixes)
@@ -123,7 +123,7 @@ def _register_torchvision() -> None:
             BackboneSpec(
                 name=name,
                 family="torchvision",
-                description=f"torchvision {name}, ImageNet-1K weights; 2D, 3D by inflation",
+                description=f"torchvision {name}, ImageNet-1K weights; 2D, 3D by inflation or ACS",
                 build=_torchvision(name, "conv1"),
                 native_dims=(2,),
                 inflatable=True,
@@ -137,7 +137,7 @@ def _register_torchvision() -> None:
         BackboneSpec(
             name="densenet121",
             family="torchvision",
-            description="torchvision densenet121, ImageNet-1K weights; 2D, 3D by inflation",
+            description="torchvision densenet121, ImageNet-1K weights; 2D, 3D by inflation or ACS",
             build=_densenet121,
             native_dims=(2,),
             inflatable=True,
@@ -151,7 +151,7 @@ def _register_torchvision() -> None:
         BackboneSpec(
             name="efficientnet_b0",
             family="torchvision",
-            description="torchvision efficientnet_b0, ImageNet-1K weights; 2D, 3D by inflation",
+            description="torchvision efficientnet_b0, ImageNet-1K weights; 2D, 3D by inflation or ACS",
             build=_torchvision("efficientnet_b0", "features.0.0"),
             native_dims=(2,),
             inflatable=True,

@@ -16,7 +16,7 @@ from medtl.errors import ConfigError, describe_validation_error
 from medtl.models.pins import normalise_sha256
 
 ChannelMethod = Literal["sum", "mean"]
-Adapt3D = Literal["inflate", "2.5d"]
+Adapt3D = Literal["inflate", "2.5d", "acs"]
 DepthPadding = Literal["replicate", "zeros"]
 
 

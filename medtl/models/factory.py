@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from medtl.errors import ConfigError, WeightsError, describe_validation_error
-from medtl.models.adapt import SliceStack, convert_to_3d
+from medtl.models.adapt import ACS_VIEWS, SliceStack, convert_to_3d, convert_to_acs
 from medtl.models.backbones import BackboneSpec, get_backbone, partition_stages
 from medtl.models.config import ModelConfig, parse_weights
 from medtl.models.loading import LoadReport, transfer_state
@@ -31,7 +31,11 @@ SPEC_KEYS = (
     "slice_step",
     "depth_padding",
 )
-_CHOICES = {"channel_adapt": ("sum", "mean"), "adapt_3d": ("inflate", "2.5d"), "depth_padding": ("replicate", "zeros")}
+_CHOICES = {
+    "channel_adapt": ("sum", "mean"),
+    "adapt_3d": ("inflate", "2.5d", "acs"),
+    "depth_padding": ("replicate", "zeros"),
+}
 
 
 def _check(name: str, value: Any, allowed: tuple[Any, ...] | None = None, minimum: int | None = None) -> None:
@@ -46,6 +50,15 @@ def _mode(spec: BackboneSpec, spatial_dims: int, adapt_3d: str) -> str:
         if 2 not in spec.native_dims:
             raise ConfigError(f"backbone {spec.name!r} has no 2D form", where="spatial_dims")
         return "2d" if spatial_dims == 2 else "2.5d"
+    if adapt_3d == "acs":
+        if 2 in spec.native_dims and spec.inflatable:
+            return "acs"
+        raise ConfigError(
+            f"backbone {spec.name!r} cannot be converted to ACS convolutions",
+            where="adapt_3d",
+            fix="ACS needs a 2D backbone that converts layer by layer (resnet18/50, densenet121, efficientnet_b0); "
+            "a natively 3D backbone takes adapt_3d: inflate (it is built in 3D), others adapt_3d: 2.5d",
+        )
     if 3 in spec.native_dims:
         return "3d"
     if spec.inflatable:
@@ -94,7 +107,8 @@ def create_model(
     """Build backbone `name` for (in_channels, spatial_dims) inputs and num_classes outputs, from `weights`.
 
     `weights` is required: `"none"` for random initialisation, or a weights choice (see `medtl.models.config`).
-    `spatial_dims=3` on a 2D backbone inflates it (`adapt_3d="inflate"`) or stacks slices (`"2.5d"`).
+    `spatial_dims=3` on a 2D backbone inflates it (`adapt_3d="inflate"`), stacks slices (`"2.5d"`) or turns its
+    convolutions into ACS convolutions that keep the 2D weights (`"acs"`).
     """
     _check("in_channels", in_channels, minimum=1)
     _check("num_classes", num_classes, minimum=1)
@@ -117,6 +131,8 @@ def create_model(
     model: nn.Module = spec.build(net_channels, num_classes, 3 if mode == "3d" else 2)
     if mode == "inflate":
         convert_to_3d(model, depth_padding=depth_padding)
+    elif mode == "acs":
+        convert_to_acs(model)
 
     report = LoadReport()
     if resolved is not None:
@@ -159,6 +175,13 @@ def create_model(
         adaptation["inflation"] = {
             "method": "I3D: k x k kernel -> k x k x k, weights / k; cubic strides and pools",
             "depth_padding": depth_padding if mode == "inflate" else "zeros",
+        }
+    if mode == "acs":
+        adaptation["acs"] = {
+            "method": "ACS convolutions: output channels of each 2D conv split in three groups, one per view",
+            "axis_groups": list(ACS_VIEWS),
+            "split": "about out/3 channels per group, the remainder to the first groups",
+            "weights": "2D weights unchanged (no inflation); cubic strides and pools",
         }
     if mode == "2.5d":
         adaptation["slices_2_5d"] = {

@@ -111,7 +111,10 @@ def transfer_state(
     if unexpected or missing or mismatched:
         dims_hint = ""
         if any(v.ndim == 5 for v in body.values()) and not any(t.ndim == 5 for t in target.values()):
-            dims_hint = " The weights are 3D but the model is 2D: build it with spatial_dims=3."
+            dims_hint = (
+                " The weights are 3D but the model is 2D (or ACS, whose kernels stay 2D):"
+                " build it with spatial_dims=3 and adapt_3d: inflate."
+            )
         parts = [
             f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}" if unexpected else "",
             f"{len(missing)} missing key(s): {_listing(missing)}" if missing else "",

@@ -1,12 +1,18 @@
-"""Helpers for the model tests: distinctive random state dicts, file hashes, weight files where sources expect them."""
+"""Helpers for the model tests: distinctive random state dicts, file hashes, weight files where sources expect them,
+and a stand-in for earlier artifacts."""
 
 from __future__ import annotations
 
+import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
+from medtl.errors import ArtifactIntegrityError
 from medtl.hashing import sha256_file
 
 
@@ -51,3 +57,35 @@ def install_torchvision_file(state: dict, monkeypatch: pytest.MonkeyPatch, membe
     scratch.rename(path)
     monkeypatch.setattr(member.value, "url", f"https://download.pytorch.org/models/{path.name}")
     return path
+
+
+def fake_artifacts_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in for medtl.artifacts with the agreed API: open_verified(folder) -> .metadata, .path(relative)."""
+
+    class Verified:
+        def __init__(self, folder: Path) -> None:
+            self.folder = folder
+            self.metadata = json.loads((folder / "metadata.json").read_text())
+
+        def path(self, relative: str) -> Path:
+            return self.folder / relative
+
+    def open_verified(folder):
+        folder = Path(folder)
+        if (folder / "TAMPERED").exists():
+            raise ArtifactIntegrityError("weights/final.safetensors does not match the manifest", where=str(folder))
+        return Verified(folder)
+
+    module = types.ModuleType("medtl.artifacts")
+    module.open_verified = open_verified
+    monkeypatch.setitem(sys.modules, "medtl.artifacts", module)
+
+
+def write_artifact(folder: Path, built) -> None:
+    (folder / "weights").mkdir(parents=True)
+    save_file(
+        {k: v.contiguous() for k, v in built.model.state_dict().items()}, folder / "weights" / "final.safetensors"
+    )
+    metadata = {"model_id": "chest-xray-pretask", "model_version": "1.2.0", "model": built.spec,
+                "provenance": {"pretrained": {"source": "none", "name": "none", "license": None}}}  # fmt: skip
+    (folder / "metadata.json").write_text(json.dumps(metadata))

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision.models as tvm
-from model_helpers import install_torchvision_file, randomise, sha
+from model_helpers import fake_artifacts_module, install_torchvision_file, randomise, sha, write_artifact
 from safetensors.torch import save_file
 
 from medtl.errors import ArtifactIntegrityError, ConfigError, WeightsError
@@ -262,42 +260,10 @@ def test_monai_bundle_folder_loads_and_checks_its_declared_hash(tmp_path) -> Non
 # ---- earlier medtl artifact ----------------------------------------------------------------------------------------
 
 
-def _fake_artifacts_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand-in for medtl.artifacts with the agreed API: open_verified(folder) -> .metadata, .path(relative)."""
-
-    class Verified:
-        def __init__(self, folder: Path) -> None:
-            self.folder = folder
-            self.metadata = json.loads((folder / "metadata.json").read_text())
-
-        def path(self, relative: str) -> Path:
-            return self.folder / relative
-
-    def open_verified(folder):
-        folder = Path(folder)
-        if (folder / "TAMPERED").exists():
-            raise ArtifactIntegrityError("weights/final.safetensors does not match the manifest", where=str(folder))
-        return Verified(folder)
-
-    module = types.ModuleType("medtl.artifacts")
-    module.open_verified = open_verified
-    monkeypatch.setitem(sys.modules, "medtl.artifacts", module)
-
-
-def _write_artifact(folder: Path, built) -> None:
-    (folder / "weights").mkdir(parents=True)
-    save_file(
-        {k: v.contiguous() for k, v in built.model.state_dict().items()}, folder / "weights" / "final.safetensors"
-    )
-    metadata = {"model_id": "chest-xray-pretask", "model_version": "1.2.0", "model": built.spec,
-                "provenance": {"pretrained": {"source": "none", "name": "none", "license": None}}}  # fmt: skip
-    (folder / "metadata.json").write_text(json.dumps(metadata))
-
-
 def test_artifact_source_reuses_an_earlier_model(monkeypatch, tmp_path) -> None:
-    _fake_artifacts_module(monkeypatch)
+    fake_artifacts_module(monkeypatch)
     earlier = create_model("resnet18", weights="none", in_channels=1, num_classes=5)
-    _write_artifact(tmp_path / "artifact", earlier)
+    write_artifact(tmp_path / "artifact", earlier)
     choice = {"source": "artifact", "path": tmp_path / "artifact"}
     built = create_model("artifact", weights=choice, in_channels=1, num_classes=2)
     assert built.backbone == "resnet18" and built.model.fc.out_features == 2
