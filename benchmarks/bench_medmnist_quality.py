@@ -1,14 +1,15 @@
-"""Quality on real data through the real path: import-medmnist -> ingest -> train -> score the official test split.
+"""Quality on real data through the real path: import-medmnist -> ingest -> medtl plan (with a time budget) ->
+medtl train --config plan.yaml -> medtl evaluate --test (the official test split, scored once).
 
-No tuning on the test split: cross-validation, early stopping and model selection use train + val patients only;
-the test patients are the locked test set, predicted once at the end by the sealed artifact. Published results
-(MedMNIST v2, Yang et al. 2023; all trained from scratch) are copied into the JSON for comparison.
+No tuning on the test split: the plan's empirical stage, cross-validation, early stopping and model selection use
+train + val patients only; the test patients are the locked test set, predicted once at the end by the sealed
+artifact. Published results (MedMNIST v2, Yang et al. 2023; all trained from scratch) are copied into the JSON.
 
-    python benchmarks/bench_medmnist_quality.py breastmnist --out benchmarks/results/quality_breastmnist.json
+    python benchmarks/bench_medmnist_quality.py breastmnist --budget 30
     python benchmarks/bench_medmnist_quality.py breastmnist --pretrain pneumoniamnist   # transfer between domains
 
-Baseline in the same run: the same architecture trained from scratch (the `scratch` arm) on the same splits,
-whenever the main arm starts from pretrained weights.
+Baselines in the same run: the published results, and, whenever the main arm starts from pretrained weights, the
+same architecture trained from scratch (the `scratch` arm) on the same splits.
 """
 
 from __future__ import annotations
@@ -77,24 +78,57 @@ def prepare(name: str, workdir: Path, size: int, limit: int | None) -> Path:
     return dataset
 
 
-def train_config(args: argparse.Namespace, weights: object, arms: list[str]) -> dict:
+def plan_and_train(dataset: Path, artifact: Path, args: argparse.Namespace, weights_artifact: Path | None) -> dict:
+    """`medtl plan` (with the budget) then `medtl train --config plan.yaml`, as a user runs them."""
+    from medtl.planning import PlanOptions, make_plan, read_plan, write_plan
+    from medtl.training.train import train
+
+    started = time.perf_counter()
+    plan_file = artifact.with_name(artifact.name + ".plan.yaml")
+    config = make_plan(
+        dataset,
+        PlanOptions(budget_minutes=args.budget, seed=args.seed, weights_artifact=weights_artifact, search=args.search),
+    )
+    write_plan(config, plan_file)
+    config = read_plan(plan_file)
+    planned = time.perf_counter() - started
+    result = train(dataset, config, artifact)
+    plan = config.plan
     return {
-        "model_id": f"bench-{args.dataset}",
-        "model": {"backbone": args.backbone, "weights": weights},
-        "strategy": {"name": "full" if weights == "none" else "layerwise_lr_decay", "lr": args.lr},
-        "arms": arms,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "cv": {"n_folds": args.folds},
-        "early_stopping": {"patience": args.patience, "min_epochs": min(args.epochs, 5)},
-        "final_model": args.final,
-        # AdrenalMNIST3D images are binary shape masks: ingest rightly flags them as label-map-like; keep them here.
-        "task": {
-            "exclude_flags": [] if args.dataset.startswith("adrenal") else ["constant_image", "possible_label_map"]
+        "plan_seconds": round(planned, 1),
+        "train_seconds": round(time.perf_counter() - started - planned, 1),
+        "run": result.run,
+        "recipe": {
+            "backbone": config.model.backbone,
+            "weights": config.model.weights.source,
+            "adapt_3d": config.model.adapt_3d if plan and plan.facts.spatial_dims == 3 else None,
+            "input_shape": list(config.preprocessing.target_shape) if config.preprocessing else plan.facts.native_shape,
+            "batch_size": config.batch_size,
+            "steps": config.steps,
+            "lr": config.strategy.lr,
+            "n_folds": config.cv.n_folds,
+            "arms": config.arms,
+            "final_model": config.final_model,
         },
-        "seed": args.seed,
-        "num_workers": 0,
+        "estimate": plan.estimate.model_dump(),
+        "candidates": [c.model_dump() for c in plan.candidates],
+        "notes": plan.notes,
+        "oof_auc_by_arm": {entry["arm"]: entry["oof_auc"] for entry in result.indicators},
+        "transfer": [
+            {k: v for k, v in entry.items() if k not in ("folds", "pretrained")} for entry in result.indicators
+        ],
     }
+
+
+def evaluate_test(artifact: Path, dataset: Path, out: Path) -> dict:
+    """`medtl evaluate ARTIFACT --test DATASET`: the locked test split scored once; its AUROC with the CI."""
+    from medtl.evaluation.evaluate import evaluate
+
+    evaluate(artifact, out=out, test=dataset, pdf=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = next(e for e in metrics["evaluations"] if e["evaluated_on"] == "test")
+    estimates = {e["name"]: e for e in test["estimates"]}
+    return {"n_patients": test["n_patients"], "estimates": estimates}
 
 
 def score_test(artifact: Path, dataset: Path) -> dict:
@@ -124,23 +158,16 @@ def score_test(artifact: Path, dataset: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=sorted(PUBLISHED))
-    parser.add_argument("--pretrain", default=None, help="a MedMNIST set to train first and transfer from")
-    parser.add_argument("--pretrain-artifact", type=Path, default=None, help="an earlier artifact to transfer from")
-    parser.add_argument("--final", choices=["ensemble", "refit"], default="ensemble", help="the sealed model")
-    parser.add_argument("--size", type=int, default=28)
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--patience", type=int, default=8)
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--budget", type=float, default=30.0, help="minutes for plan + train on this machine")
+    parser.add_argument("--pretrain", default=None, help="a MedMNIST set to plan, train and transfer from")
+    parser.add_argument("--pretrain-budget", type=float, default=None, help="minutes for the source model")
+    parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=None, help="the empirical stage")
+    parser.add_argument("--size", type=int, default=28, help="the ingest's preprocessing (the plan may upsample)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="images per split (quick trials; not comparable)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from medtl.training.config import TrainConfig
-    from medtl.training.train import train
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="medtl-quality-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -165,44 +192,27 @@ def main() -> None:
         "published_test_auc_acc": PUBLISHED[args.dataset],
     }
     started = time.perf_counter()
-    weights: object = "none"
-    if args.pretrain_artifact:
-        weights = {"source": "artifact", "path": str(args.pretrain_artifact)}
-        report["pretrain"] = {"artifact": args.pretrain_artifact.name}
-    elif args.pretrain:
+    weights_artifact = None
+    if args.pretrain:
         source_dataset = prepare(args.pretrain, workdir, args.size, args.limit)
-        source = workdir / "source-artifact"
-        shutil.rmtree(source, ignore_errors=True)
-        t = time.perf_counter()
-        config = train_config(args, "none", [])
-        config["final_model"] = "refit"
-        train(source_dataset, TrainConfig.model_validate(config), source)
-        report["pretrain"] = {"dataset": args.pretrain, "seconds": round(time.perf_counter() - t, 1)}
-        weights = {"source": "artifact", "path": str(source)}
+        weights_artifact = workdir / f"{args.pretrain}-source-artifact"
+        shutil.rmtree(weights_artifact, ignore_errors=True)
+        source_args = argparse.Namespace(**{**vars(args), "budget": args.pretrain_budget or args.budget})
+        report["pretrain"] = {"dataset": args.pretrain, **plan_and_train(source_dataset, weights_artifact,
+                                                                          source_args, None)}  # fmt: skip
     dataset = prepare(args.dataset, workdir, args.size, args.limit)
     report["prepare_seconds"] = round(time.perf_counter() - started, 1)
     artifact = workdir / f"{args.dataset}-artifact"
     shutil.rmtree(artifact, ignore_errors=True)
-    t = time.perf_counter()
-    arms = ["scratch"] if weights != "none" else []
-    result = train(dataset, TrainConfig.model_validate(train_config(args, weights, arms)), artifact)
-    report["train_seconds"] = round(time.perf_counter() - t, 1)
-    report["oof_auc_by_arm"] = {entry["arm"]: entry["oof_auc"] for entry in result.indicators}
-    report["transfer"] = [
-        {k: v for k, v in entry.items() if k not in ("folds", "pretrained")} for entry in result.indicators
-    ]
-    report["test"] = score_test(artifact, dataset)
+    report.update(plan_and_train(dataset, artifact, args, weights_artifact))
+    report["test"] = evaluate_test(artifact, dataset, workdir / f"{args.dataset}-report")
     report["total_seconds"] = round(time.perf_counter() - started, 1)
-    source = args.pretrain or (args.pretrain_artifact.name if args.pretrain_artifact else None)
-    name = f"quality_{args.dataset}" + (f"_from_{source}" if source else "") + ".json"
+    name = f"quality_{args.dataset}" + (f"_from_{args.pretrain}" if args.pretrain else "") + ".json"
     out = args.out or Path("benchmarks/results") / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        json.dumps(
-            {"test": report["test"], "oof": report["oof_auc_by_arm"], "seconds": report["total_seconds"]}, indent=2
-        )
-    )
+    summary = {"test": report["test"]["estimates"].get("auroc"), "oof": report["oof_auc_by_arm"], "run": report["run"]}
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -86,9 +86,9 @@ def end_to_end_flow(params: EndToEndParameters) -> dict:
         summary["skipped"].append("train")
     else:
         _set_aside(artifact, logger, "training")
-        summary["training"] = train_flow(TrainParameters(
-            dataset=dataset, out=artifact, config=params.config, budget_minutes=params.budget_minutes
-        ))
+        summary["training"] = train_flow(
+            TrainParameters(dataset=dataset, out=artifact, config=params.config, budget_minutes=params.budget_minutes)
+        )
         stages.mark_done(work, "train", train_key)
 
     if params.evaluate:

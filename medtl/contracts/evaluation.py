@@ -23,6 +23,12 @@ class OperatingPoint(Strict):
     rule: str = Field(description="e.g. youden, sensitivity>=0.95; declared before any test data is opened")
     threshold: float = Field(description="decision threshold on the positive-class probability")
     chosen_on: Literal["oof"] = Field(description="chosen on out-of-fold predictions, then frozen")
+    pooling: Literal["pooled", "fold_median"] = Field(
+        "pooled",
+        description="pooled: the rule on all out-of-fold predictions together; fold_median: the median of the "
+        "thresholds the rule picks on each fold's own held-out predictions (used when the folds score on different "
+        "scales, i.e. the pooling gap is flagged)",
+    )
 
 
 class CalibrationBin(Strict):

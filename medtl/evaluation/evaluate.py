@@ -38,7 +38,8 @@ from medtl.contracts.evaluation import Estimate, Evaluation, Metrics, OperatingP
 from medtl.errors import ConfigError, LeakageError
 from medtl.evaluation.calibration import calibration, fit_temperature
 from medtl.evaluation.metrics import auprc_ci, auroc_ci, bootstrap, macro_auroc_ci, roc_points, threshold_metrics
-from medtl.evaluation.operating_point import choose_threshold
+from medtl.evaluation.operating_point import choose_threshold, choose_threshold_by_fold
+from medtl.evaluation.recipe import recipe_section
 from medtl.evaluation.saliency import saliency_map, thumbnail_png
 from medtl.evaluation.subgroups import subgroup_results
 from medtl.outputs import staged_folder
@@ -110,7 +111,10 @@ def evaluate(
     point, temperature = None, None
     if binary:
         main["y"] = (main["label"].astype(str) == str(positive)).astype(int)
-        point = choose_threshold(main["y"].to_numpy(), main["probability"].to_numpy(), rule)
+        if _pooling_gap_flagged(verified):
+            point = choose_threshold_by_fold(main["y"], main["probability"], main["fold"], rule)
+        else:
+            point = choose_threshold(main["y"].to_numpy(), main["probability"].to_numpy(), rule)
         if temperature_scaling:
             temperature = fit_temperature(main["y"].to_numpy(), main["probability"].to_numpy())
 
@@ -416,6 +420,7 @@ def _report_input(
         ),
         metrics=metrics,
         curves=curves,
+        recipe=recipe_section(verified, config),
         transfer_curves=[
             TransferCurve(
                 arm=entry["arm"],
@@ -447,6 +452,11 @@ def _report_input(
     )
 
 
+def _pooling_gap_flagged(verified: VerifiedArtifact) -> bool:
+    transfer = json.loads(verified.read_text("metrics/transfer.json"))
+    return any(entry.get("arm") == "main" and entry.get("pooling_gap_flagged") for entry in transfer)
+
+
 def _pooling_limitations(metrics: Metrics) -> list[str]:
     """Say it on page one when the pooled out-of-fold AUROC understates what each fold achieved on its own."""
     main = next((arm for arm in metrics.transfer if arm.arm == "main"), None)
@@ -455,8 +465,9 @@ def _pooling_limitations(metrics: Metrics) -> list[str]:
     folds = ", ".join("n/a" if value is None else f"{value:.3f}" for value in main.fold_aucs)
     return [
         f"The folds' own AUROCs ({folds}) are higher than the pooled out-of-fold AUROC ({main.auc.value:.3f}) by "
-        f"{main.pooling_gap:.3f} (median): the fold models score on different scales, so the pooled figures, and the "
-        "operating point and calibration chosen on them, understate the model; read them as a lower bound."
+        f"{main.pooling_gap:.3f} (median): the fold models score on different scales, so the pooled figures and the "
+        "calibration measured on them understate the model; read them as a lower bound. The operating point is the "
+        "median of the thresholds the rule picks on each fold's own held-out patients."
     ]
 
 

@@ -3,6 +3,12 @@
 A threshold tuned on the test set is an optimistic threshold. The rule is declared up front (default: Youden's J),
 applied to the out-of-fold predictions, and the resulting threshold is frozen for the test set, the report and
 scoring.
+
+Fold models of one cross-validation can put their scores on different scales (one fold's 0.4 is another's 0.6):
+pooled out-of-fold predictions then rank worse than each fold does alone, and a threshold chosen on the pool fits no
+model. When training flagged that gap, the rule is applied to each fold's own held-out predictions and the median
+of those thresholds is kept: each is a threshold on a real model's scale, and the final model (the mean of the fold
+models, or a refit like them) scores on a scale near their middle.
 """
 
 from __future__ import annotations
@@ -49,3 +55,20 @@ def choose_threshold(targets: np.ndarray, scores: np.ndarray, rule: str = "youde
     else:
         index = int(np.flatnonzero(1 - fpr >= bound - 1e-12)[-1])
     return OperatingPoint(rule=rule.replace(" ", "").lower(), threshold=float(thresholds[index]), chosen_on="oof")
+
+
+def choose_threshold_by_fold(
+    targets: np.ndarray, scores: np.ndarray, folds: np.ndarray, rule: str = "youden"
+) -> OperatingPoint:
+    """The median over folds of the threshold `rule` picks on each fold's own predictions (folds with one class are
+    skipped; with none left, the pooled threshold)."""
+    targets, scores, folds = np.asarray(targets).astype(int), np.asarray(scores, dtype=float), np.asarray(folds)
+    per_fold = [
+        choose_threshold(targets[folds == fold], scores[folds == fold], rule).threshold
+        for fold in np.unique(folds)
+        if len(np.unique(targets[folds == fold])) == 2
+    ]
+    if not per_fold:
+        return choose_threshold(targets, scores, rule)
+    pooled = choose_threshold(targets, scores, rule)
+    return pooled.model_copy(update={"threshold": float(np.median(per_fold)), "pooling": "fold_median"})

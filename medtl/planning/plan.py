@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from medtl.contracts import PreprocessingSpec
-from medtl.contracts.planning import Estimate, Hardware, PlanRecord, Probe
+from medtl.contracts.planning import Candidate, Estimate, Hardware, PlanRecord, Probe
 from medtl.errors import ConfigError, describe_validation_error
 from medtl.planning.budget import Shape, fit_to_budget, train_seconds
 from medtl.planning.facts import Gathered, gather
@@ -32,13 +32,13 @@ from medtl.planning.rules import MIN_SIDE_2D, Recipe, base_recipe, input_sides
 from medtl.planning.search import INNER_FOLDS, Trial, compare
 from medtl.planning.weights import pick_weights
 from medtl.training.config import TrainConfig
-from medtl.training.data import dataset_spec, load_task
+from medtl.training.data import TaskData, dataset_spec, load_task
 
 log = logging.getLogger(__name__)
 PLANNER_VERSION = 1
 PLAN_SHARE = 0.9  # of the budget, for planning and training; the rest covers sealing and slack
 SEARCH_SHARE = 0.25  # of the budget, at most, for the empirical stage
-SEARCH_STEP_SHARE = 1 / 3  # candidates train a third of the schedule: enough to rank, not to finish
+SEARCH_STEP_SHARE = 1 / 4  # candidates train a quarter of the schedule: enough to rank, not to finish
 LR_VARIANT = 1 / 3
 
 
@@ -64,8 +64,8 @@ def _shape_of(recipe: Recipe) -> Shape:
     return Shape(steps=v["steps"], batch_size=v["batch_size"], n_folds=v["cv.n_folds"], arms=list(v["arms"]))
 
 
-def _model_section(recipe: Recipe) -> dict[str, Any]:
-    return recipe.config()["model"]
+def _cells(side: int) -> int:
+    return math.ceil(side / 32)
 
 
 def _choose_side(
@@ -79,7 +79,7 @@ def _choose_side(
     if budget_s is None:
         side = next(s for s in sides if s >= MIN_SIDE_2D)
         return side, (
-            f"{native} px images upsampled to {side}: the network's last stage then sees {side // 32}x{side // 32} "
+            f"{native} px images upsampled to {side}: the network's last stage then sees {_cells(side)}x{_cells(side)} "
             "cells instead of 1x1 (no budget given, so the smallest such size)"
         )
     shape = _shape_of(recipe)
@@ -90,34 +90,35 @@ def _choose_side(
         return side, f"the native {native} px: no larger input fits the budget with the full schedule ({costs})"
     return side, (
         f"{native} px images upsampled to {side}, the largest input whose full schedule fits the budget ({costs}); "
-        f"the last stage sees {side // 32}x{side // 32} cells"
+        f"the last stage sees {_cells(side)}x{_cells(side)} cells"
     )
 
 
-def _trials(gathered: Gathered, recipe: Recipe, side: int, native: PreprocessingSpec, options: PlanOptions,
-            seed: int) -> list[Trial]:  # fmt: skip
+def _trials(gathered: Gathered, recipe: Recipe, side: int, native: PreprocessingSpec, limit: int) -> list[Trial]:
     """The rules' recipe first, then single-change variants: the native input size, a third of the lr."""
     base = recipe.config()
-    short = max(1, int(recipe.values["steps"] * SEARCH_STEP_SHARE))
-    variants: list[tuple[str, dict[str, str], dict[str, Any], int]] = [("rules", {}, {}, side)]
+    strategy = base["strategy"]
+    low_lr = float(f"{strategy['lr'] * LR_VARIANT:.2g}")
     native_side = max(native.target_shape)
+    variants: list[tuple[str, dict[str, str], dict[str, Any], int]] = [("rules", {}, {}, side)]
     if side != native_side:
-        variants.append(("native size", {"preprocessing.target_shape": str([native_side] * native.spatial_dims)},
-                         {}, native_side))  # fmt: skip
-    lr = base["strategy"]["lr"]
-    low = float(f"{lr * LR_VARIANT:.2g}")
-    variants.append((f"lr x{LR_VARIANT:.2g}", {"strategy.lr": f"{low:g}"}, {"strategy": {**base["strategy"], "lr": low}},
-                     side))  # fmt: skip
+        native_shape = str([native_side] * native.spatial_dims)
+        variants.append(("native size", {"preprocessing.target_shape": native_shape}, {}, native_side))
+    lr_change = {"strategy": {**strategy, "lr": low_lr}}
+    variants.append((f"lr x{LR_VARIANT:.2g}", {"strategy.lr": f"{low_lr:g}"}, lr_change, side))
+    short = {
+        "steps": max(1, int(recipe.values["steps"] * SEARCH_STEP_SHARE)),
+        "arms": [],
+        "early_stopping": {**base["early_stopping"], "min_epochs": 1},
+    }
+    tasks: dict[int, TaskData] = {}
     trials = []
-    tasks: dict[int, Any] = {}
-    for name, changes, update, trial_side in variants[: options.max_candidates]:
+    for name, changes, update, trial_side in variants[:limit]:
         spec = _spec_for(native, trial_side)
         if trial_side not in tasks:
-            tasks[trial_side] = (
-                gathered.task if spec is native else load_task(gathered.task.dataset, gathered.task_config, spec)
-            )
-        values = {**base, **update, "steps": short, "arms": [], "preprocessing": spec.model_dump(mode="json"),
-                  "early_stopping": {**base["early_stopping"], "min_epochs": 1}, "seed": seed}  # fmt: skip
+            same = spec is native
+            tasks[trial_side] = gathered.task if same else load_task(gathered.task.dataset, gathered.task_config, spec)
+        values = {**base, **update, **short, "preprocessing": spec.model_dump(mode="json")}
         trials.append(Trial(name, changes, _validate(values, where="a search candidate"), tasks[trial_side]))
     return trials
 
@@ -126,7 +127,33 @@ def _validate(values: dict[str, Any], *, where: str) -> TrainConfig:
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as error:  # a rule produced an invalid value: a planner defect, reported plainly
-        raise ConfigError(f"the planner produced an invalid config ({where}): {describe_validation_error(error)}")
+        problems = describe_validation_error(error)
+        raise ConfigError(f"the planner produced an invalid config ({where}): {problems}") from None
+
+
+def _search(
+    gathered: Gathered, recipe: Recipe, side: int, native: PreprocessingSpec, probes: dict[int, Probe],
+    options: PlanOptions, budget_s: float | None, device: torch.device,
+) -> tuple[list[Candidate], Trial | None, str | None]:  # fmt: skip
+    """Run the empirical stage when it fits its share of the budget: (table, winning trial, or a note why not)."""
+    trials = _trials(gathered, recipe, side, native, options.max_candidates)
+    cost = sum(  # each candidate trains the inner folds of a two-fold split
+        train_seconds(gathered.facts, Shape(t.config.steps or 1, t.config.batch_size, INNER_FOLDS, []),
+                      probes[max(t.task.spec.target_shape)])
+        for t in trials
+    )  # fmt: skip
+    if budget_s is not None and cost > SEARCH_SHARE * budget_s:
+        return (
+            [],
+            None,
+            (
+                f"the empirical stage was skipped: ~{cost / 60:.0f} min for {len(trials)} candidates is more than "
+                f"{SEARCH_SHARE:.0%} of the budget"
+            ),
+        )
+    candidates = compare(trials, device=device)
+    winner = next(c for c in candidates if c.chosen)
+    return candidates, next(t for t in trials if t.name == winner.name), None
 
 
 def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
@@ -143,49 +170,46 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
     for key, reason in gathered.reasons.items():
         recipe.set(key, list(gathered.task_config.exclude_flags), reason)
     budget_s = options.budget_minutes * 60 if options.budget_minutes else None
-    n_classes = len(facts.classes)
+    sides = input_sides(facts)
+    probe_kwargs = {
+        "augmentation": recipe.values["augmentation"],
+        "channels": facts.channels,
+        "n_classes": len(facts.classes),
+        "batch_size": recipe.values["batch_size"],
+        "device": device,
+    }
+    # one throwaway probe first: the process's first steps pay one-time costs (thread pools, lazy imports, kernels)
+    probe(recipe.config()["model"], shape=list(_spec_for(native, sides[0]).target_shape), **probe_kwargs)
     probes = {
-        side: probe(_model_section(recipe), shape=list(_spec_for(native, side).target_shape), channels=facts.channels,
-                    n_classes=n_classes, batch_size=recipe.values["batch_size"], device=device)
-        for side in input_sides(facts)
-    }  # fmt: skip
-    notes: list[str] = []
+        side: probe(recipe.config()["model"], shape=list(_spec_for(native, side).target_shape), **probe_kwargs)
+        for side in sides
+    }
     side, why_side = _choose_side(gathered, recipe, probes, budget_s * PLAN_SHARE if budget_s else None)
-    candidates = []
-    search = options.search if options.search is not None else budget_s is not None
-    if search:
-        trials = _trials(gathered, recipe, side, native, options, options.seed)
-        cost = sum(  # two inner folds each
-            train_seconds(facts, Shape(t.config.steps or 1, t.config.batch_size, INNER_FOLDS, []),
-                          probes[max(t.task.spec.target_shape)])
-            for t in trials
-        )  # fmt: skip
-        if budget_s is not None and cost > SEARCH_SHARE * budget_s:
-            notes.append(f"the empirical stage was skipped: ~{cost / 60:.0f} min for {len(trials)} candidates is "
-                         f"more than {SEARCH_SHARE:.0%} of the budget")  # fmt: skip
-        else:
-            candidates = compare(trials, device=device)
-            winner = next(c for c in candidates if c.chosen)
-            chosen = next(t for t in trials if t.name == winner.name)
-            side = max(chosen.task.spec.target_shape)
-            if winner.name != "rules":
-                why_side = f"{why_side}; then the inner cross-validation chose {winner.name!r}"
-                recipe.set("strategy", chosen.config.strategy.model_dump(mode="json", exclude_none=True),
-                           recipe.reasons["strategy"] + f"; lr set by the inner cross-validation ({winner.name!r})")  # fmt: skip
+    notes: list[str] = []
+    candidates: list[Candidate] = []
+    if options.search if options.search is not None else budget_s is not None:
+        candidates, winner, note = _search(gathered, recipe, side, native, probes, options, budget_s, device)
+        notes += [note] if note else []
+        if winner is not None and winner.name != "rules":
+            side = max(winner.task.spec.target_shape)
+            why_side += f"; the inner cross-validation then chose {winner.name!r}"
+            strategy = winner.config.strategy.model_dump(mode="json", exclude_none=True)
+            recipe.set("strategy", strategy, recipe.reasons["strategy"] + f"; inner cross-validation: {winner.name!r}")
     if side != max(native.target_shape):
         recipe.set("preprocessing", _spec_for(native, side).model_dump(mode="json"), why_side)
     else:
         recipe.reasons["preprocessing"] = why_side
     remaining = budget_s * PLAN_SHARE - (time.monotonic() - started) if budget_s else None
     shape = _shape_of(recipe)
-    cuts: list[str] = []
     if remaining is not None:
         shape, cuts = fit_to_budget(facts, shape, probes[side], max(remaining, 1.0))
         for cut in cuts:
-            key = cut.split(":")[0]
-            recipe.reasons[key] = recipe.reasons.get(key, "") + f"; budget cut ({cut.split(': ', 1)[1]})"
+            key, what = cut.split(": ", 1)
+            recipe.reasons[key] = recipe.reasons.get(key, "") + f"; budget cut ({what})"
         recipe.values.update({"steps": shape.steps, "cv.n_folds": shape.n_folds, "arms": shape.arms})
     estimate = train_seconds(facts, shape, probes[side])
+    if remaining is not None and estimate > remaining:
+        notes.append(f"the estimate (~{estimate / 60:.0f} min) exceeds the budget even after the cuts")
     record = PlanRecord(
         planner_version=PLANNER_VERSION,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -202,12 +226,9 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
         ),
         reasons=dict(sorted(recipe.reasons.items())),
         candidates=candidates,
-        notes=notes + ([f"the estimate (~{estimate / 60:.0f} min) exceeds the budget even after the cuts"]
-                       if remaining is not None and estimate > remaining else []),  # fmt: skip
+        notes=notes,
     )
-    values = recipe.config()
-    values["plan"] = record.model_dump(mode="json")
-    config = _validate(values, where="the plan")
+    config = _validate({**recipe.config(), "plan": record.model_dump(mode="json")}, where="the plan")
     log.info("plan made in %.0f s; estimated training ~%.0f min", time.monotonic() - started, estimate / 60)
     return config
 
@@ -242,10 +263,14 @@ def summary(config: TrainConfig) -> str:
     if plan is not None:
         e = plan.estimate
         budget = f" of a {e.budget_seconds / 60:.0f} min budget" if e.budget_seconds else ""
-        lines.append(f"estimated training: at most ~{math.ceil(e.train_seconds / 60)} min{budget} on {plan.hardware.name}")
+        lines.append(
+            f"estimated training: at most ~{math.ceil(e.train_seconds / 60)} min{budget} on {plan.hardware.name}"
+        )
         for candidate in plan.candidates:
             mean = "n/a" if candidate.mean_auc is None else f"{candidate.mean_auc:.3f}"
-            lines.append(f"  candidate {candidate.name!r}: inner AUROC {mean}{'  <- chosen' if candidate.chosen else ''}")
+            lines.append(
+                f"  candidate {candidate.name!r}: inner AUROC {mean}{'  <- chosen' if candidate.chosen else ''}"
+            )
         lines.extend(f"note: {note}" for note in plan.notes)
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from medtl.contracts.planning import Probe
 from medtl.models.factory import create_model_from_config
+from medtl.training.augment import AugmentConfig, BatchAugmenter
 
 WARMUP_STEPS, MEASURED_STEPS = 2, 5
 
@@ -28,13 +29,15 @@ def _sync(device: torch.device) -> None:
 def probe(
     model: dict[str, Any],
     *,
+    augmentation: dict[str, Any],
     shape: list[int],
     channels: int,
     n_classes: int,
     batch_size: int,
     device: torch.device,
 ) -> Probe:
-    """Time training steps and a prediction pass of `model` (a ModelConfig mapping) on random inputs of `shape`."""
+    """Time training steps (batch augmentation included, as in the loop) and a prediction pass of `model` (a
+    ModelConfig mapping) on random inputs of `shape`."""
     built = create_model_from_config(
         {**model, "weights": "none"},  # timing needs the architecture only; weights were checked already
         in_channels=channels,
@@ -46,12 +49,13 @@ def probe(
     generator = torch.Generator().manual_seed(0)
     inputs = torch.rand((batch_size, channels, *shape), generator=generator).to(device)
     targets = torch.randint(0, n_classes, (batch_size,), generator=generator).to(device)
+    augmenter = BatchAugmenter(AugmentConfig.model_validate(augmentation), spatial_dims=len(shape)).to(device)
     net.train()
     timings = []
     for step in range(WARMUP_STEPS + MEASURED_STEPS):
         _sync(device)
         started = time.perf_counter()
-        loss = nn.functional.cross_entropy(net(inputs), targets)
+        loss = nn.functional.cross_entropy(net(augmenter(inputs)), targets)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

@@ -60,7 +60,7 @@ def training_images_per_fold(facts: PlanFacts, n_folds: int) -> int:
 
 
 def _power_of_two_at_most(value: float) -> int:
-    return 2 ** max(0, int(math.floor(math.log2(max(1.0, value)))))
+    return 2 ** max(0, math.floor(math.log2(max(1.0, value))))
 
 
 def batch_size(facts: PlanFacts, n_folds: int) -> tuple[int, str]:

@@ -30,7 +30,9 @@ def _entry(source: str, backbone: str) -> ExpectedWeights | None:
 
 def _looked_at(entry: ExpectedWeights | None, source: str, backbone: str) -> tuple[WeightsCheck, bool]:
     if entry is None:
-        return WeightsCheck(source=source, label=f"no {source} file for {backbone}", state="missing", usable=False), False
+        return WeightsCheck(
+            source=source, label=f"no {source} file for {backbone}", state="missing", usable=False
+        ), False
     status = check(entry, verify=True)
     usable = status.state == "verified"
     return WeightsCheck(source=source, label=entry.label, state=status.state, usable=usable), usable

@@ -114,6 +114,7 @@ def _context(report: ReportInput) -> dict[str, Any]:
         "more_limitations": max(len(report.limitations) - KEY_LIMITATIONS_ON_PAGE_ONE, 0),
         "provenance": _provenance(report),
         "methods": _methods(report, head),
+        "recipe": report.recipe,
         "evaluations": [_evaluation(e) for e in ordered],
         "roc_image": data_uri(plots.roc_png(report.curves, ordered)) if report.curves else None,
         "pr_image": data_uri(plots.pr_png(report.curves, ordered)) if any(c.pr for c in report.curves) else None,
@@ -175,7 +176,12 @@ def _operating(head: Evaluation) -> dict[str, str]:
     return {
         "rule": point.rule,
         "threshold": fmt(point.threshold),
-        "chosen": "chosen on the out-of-fold predictions and frozen before any test data was scored.",
+        "chosen": (
+            "chosen on the out-of-fold predictions and frozen before any test data was scored."
+            if point.pooling == "pooled"
+            else "the median of the thresholds chosen on each fold's own held-out predictions (the folds score on "
+            "different scales), frozen before any test data was scored."
+        ),
     }
 
 

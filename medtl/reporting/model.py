@@ -72,6 +72,30 @@ class Provenance(_Part):
     trained_at: str
 
 
+class RecipeChoice(_Part):
+    key: str = Field(description="config key path, e.g. batch_size")
+    value: str
+    reason: str
+
+
+class RecipeCandidate(_Part):
+    name: str
+    changes: str
+    inner_aucs: list[float | None]
+    mean_auc: float | None
+    chosen: bool
+
+
+class Recipe(_Part):
+    """How the training recipe was chosen (`medtl plan`), and what the run cost against its budget."""
+
+    planned: bool = Field(description="False: a hand-written config, whose values carry no recorded reasons")
+    choices: list[RecipeChoice] = Field(default_factory=list)
+    candidates: list[RecipeCandidate] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    run: str | None = Field(None, description="wall time, device, and whether the budget was met")
+
+
 class ReportInput(_Part):
     """One report: the machine-readable metrics plus what a clinician needs to read them."""
 
@@ -85,6 +109,7 @@ class ReportInput(_Part):
     metrics: Metrics
     curves: list[EvaluationCurves]
     transfer_curves: list[TransferCurve] = Field(default_factory=list)
+    recipe: Recipe | None = None
     failure_cases: list[FailureCase] = Field(default_factory=list)
     limitations: list[str]
     provenance: Provenance

@@ -3,7 +3,7 @@
 Defaults are a recipe for a small dataset on a CPU laptop: an ImageNet ResNet-18 fine-tuned end to end with
 discriminative learning rates, 5 patient-grouped folds, early stopping on a tuning split carved from each fold's
 training side, and the two comparison arms that answer "did transfer help?" (a linear probe and the same
-architecture from scratch). `GPU_PROFILE` below documents the settings for a GPU box.
+architecture from scratch). `medtl plan` writes a config fitted to a dataset; this file only validates.
 """
 
 from __future__ import annotations
@@ -117,17 +117,6 @@ class TrainConfig(_Section):
         if self.steps is None and self.early_stopping.min_epochs > self.epochs:
             raise ValueError("early_stopping.min_epochs cannot exceed epochs")
         return self
-
-
-# Documented GPU profile: what changes on a CUDA box (merge into train.yaml).
-GPU_PROFILE: dict[str, Any] = {
-    "device": "cuda",
-    "amp": "auto",
-    "batch_size": 128,
-    "num_workers": 4,
-    "epochs": 60,
-    "early_stopping": {"patience": 10, "min_epochs": 5},
-}
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -203,7 +203,8 @@ def run_cv(
                 arm_result.states[fold.index] = state
             arm_result.pretrained = built.provenance()
             epochs = schedule_length(config, len(rows_of(task, splits.folds[0].train)))[0]
-            arm_result.schedule = schedule_record(arm.strategy, resolve_schedule(arm.strategy, epochs, built.stage_names))
+            plans = resolve_schedule(arm.strategy, epochs, built.stage_names)
+            arm_result.schedule = schedule_record(arm.strategy, plans)
             log.info(
                 "%s fold %d: best epoch %d, tuning AUC %s",
                 arm.name,

@@ -47,8 +47,10 @@ class TrainResult:
         lines = [f"artifact: {self.artifact} (manifest sha256 {self.manifest_hash[:16]}...)"]
         if self.run:
             budget = self.run.get("budget_seconds")
-            verdict = "" if budget is None else (
-                f" of a {budget / 60:.0f} min budget: " + ("met" if self.run["met_budget"] else "EXCEEDED")
+            verdict = (
+                ""
+                if budget is None
+                else (f" of a {budget / 60:.0f} min budget: " + ("met" if self.run["met_budget"] else "EXCEEDED"))
             )
             lines.append(f"wall time {self.run['wall_seconds'] / 60:.1f} min{verdict}")
         for entry in self.indicators:

@@ -8,7 +8,7 @@ import pytest
 from medtl.errors import ConfigError
 from medtl.evaluation.calibration import apply_temperature, calibration, fit_temperature, logit
 from medtl.evaluation.metrics import threshold_metrics, wilson
-from medtl.evaluation.operating_point import choose_threshold
+from medtl.evaluation.operating_point import choose_threshold, choose_threshold_by_fold
 
 TARGETS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 SCORES = np.array([0.1, 0.2, 0.35, 0.6, 0.4, 0.7, 0.8, 0.9])
@@ -113,3 +113,20 @@ def test_multiclass_evaluation_reports_one_vs_rest_aurocs_and_a_confusion_matrix
     assert named["auroc"].ci_low <= named["auroc"].value <= named["auroc"].ci_high
     assert result.confusion[0] == [15, 5, 0] and result.confusion[2] == [0, 0, 20]
     assert result.operating_point is None and result.classes == ["a", "b", "c"]
+
+
+def test_folds_on_different_scales_get_the_median_of_their_own_thresholds():
+    """Fold 0 scores in [0, 0.5], fold 1 in [0.5, 1]; each separates its classes perfectly at its middle."""
+    rng = np.random.default_rng(0)
+    targets = np.tile([0, 1], 50)
+    low = np.where(targets == 1, rng.uniform(0.3, 0.5, 100), rng.uniform(0.0, 0.2, 100))
+    high = np.where(targets == 1, rng.uniform(0.8, 1.0, 100), rng.uniform(0.5, 0.7, 100))
+    scores, folds = np.concatenate([low, high]), np.repeat([0, 1], 100)
+    pooled = choose_threshold(np.concatenate([targets, targets]), scores)
+    by_fold = choose_threshold_by_fold(np.concatenate([targets, targets]), scores, folds)
+    own = [choose_threshold(targets, part).threshold for part in (low, high)]
+    assert by_fold.pooling == "fold_median" and pooled.pooling == "pooled"
+    assert by_fold.threshold == pytest.approx(float(np.median(own)))
+    assert 0.3 <= own[0] <= 0.5 and 0.8 <= own[1] <= 1.0  # each fold's own rule: its lowest positive score
+    one_class = choose_threshold_by_fold(targets, low, np.where(np.arange(100) < 99, 0, 1))  # fold 1: one scan
+    assert one_class.threshold == pytest.approx(choose_threshold(targets[:99], low[:99]).threshold)

@@ -7,11 +7,11 @@ import pytest
 import yaml
 
 from medtl.contracts.planning import Hardware, Probe
+from medtl.errors import ConfigError
 from medtl.planning import PlanOptions, make_plan, read_plan, write_plan
 from medtl.planning import plan as plan_module
 from medtl.training.config import TaskConfig
 from medtl.training.data import load_task
-from medtl.errors import ConfigError
 
 CHOICES = ("batch_size", "steps", "strategy", "model.backbone", "model.weights", "class_balance", "augmentation",
            "cv.n_folds", "early_stopping", "final_model", "preprocessing", "task.exclude_flags")  # fmt: skip

@@ -1,0 +1,60 @@
+"""As a user runs it: `medtl plan` writes plan.yaml, `medtl train` without --config plans, trains within the budget it
+was given and keeps the plan, the run's wall time and its budget in the sealed artifact; the report shows them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from medtl.artifacts import open_verified
+from medtl.cli import app
+from medtl.contracts.planning import PlanRecord
+from medtl.evaluation.evaluate import evaluate
+from support.trained import signing_key
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+runner = CliRunner()
+
+
+def test_plan_then_train_without_a_config(dataset_2d, tmp_path):
+    plan_file = tmp_path / "plan.yaml"
+    planned = runner.invoke(app, ["plan", str(dataset_2d), "--out", str(plan_file), "--no-search"])
+    assert planned.exit_code == 0, planned.output
+    written = yaml.safe_load(plan_file.read_text())
+    record = PlanRecord.model_validate(written["plan"])
+    assert written["steps"] == max(1, -(-20_000 // written["batch_size"]))  # the sample floor, for 35 images/fold
+    assert record.reasons["batch_size"].startswith("~35 training images per fold")
+
+    budget = 1.5
+    with signing_key(tmp_path / "signing.pem"):
+        trained = runner.invoke(
+            app, ["train", str(dataset_2d), "--out", str(tmp_path / "art"), "--budget", str(budget)]
+        )
+        assert trained.exit_code == 0, trained.output
+        assert "no --config: planning the recipe" in trained.output
+        artifact = open_verified(tmp_path / "art")
+        config = artifact.read_yaml("config.yaml")
+        run = artifact.read_json("metrics/run.json")
+        plan = PlanRecord.model_validate(config["plan"])
+        assert plan.budget_minutes == budget and config["steps"] == run["steps"]
+        assert config["steps"] < written["steps"]  # the budget cut the schedule, and the reason says so
+        assert "budget cut" in plan.reasons["steps"]
+        assert run["budget_seconds"] == budget * 60
+        assert run["met_budget"] == (run["wall_seconds"] <= run["budget_seconds"])
+        assert run["wall_seconds"] >= plan.planning_seconds > 0
+        evaluate(tmp_path / "art", out=tmp_path / "report", test=dataset_2d, pdf=False)
+    html = (tmp_path / "report" / "report.html").read_text()
+    section = re.sub(r"<[^>]+>", " ", html[html.index('id="recipe"') :])
+    assert "budget cut" in section and f"against a budget of {budget * 60 / 60:.0f} min" in section
+
+
+def test_budget_and_config_together_are_refused(dataset_2d, tmp_path):
+    (tmp_path / "train.yaml").write_text("epochs: 1\n")
+    result = runner.invoke(
+        app, ["train", str(dataset_2d), "--out", str(tmp_path / "a"), "--config", str(tmp_path / "train.yaml"),
+              "--budget", "5"],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "use one of them" in result.output
