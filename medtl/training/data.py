@@ -25,6 +25,7 @@ from medtl.ingest.worker import preprocess_cached
 from medtl.training.config import TaskConfig
 
 PRELOAD_LIMIT_BYTES = 2 * 1024**3  # below this, every tensor of the task is kept in memory
+RESIDENT_SHARE = 0.2  # of a GPU's memory, at most, for a set's tensors kept on the device during a fit
 
 
 @dataclass
@@ -176,6 +177,19 @@ class TensorSet(Dataset):
         self._memory: torch.Tensor | None = None
         if self.rows.size and self._estimated_bytes() <= PRELOAD_LIMIT_BYTES:
             self._memory = torch.stack([self._load(i) for i in range(len(self.rows))])
+
+    @property
+    def resident(self) -> bool:
+        return self._memory is not None and self._memory.is_cuda
+
+    def keep_on(self, device: torch.device) -> bool:
+        """Keep a small in-memory set on the GPU for the whole fit: batches are then gathered on the device, with no
+        host-to-device copy per step (on a fast GPU that copy, not the model, limits small 2D and 3D sets)."""
+        if device.type != "cuda" or self._memory is None:
+            return self.resident
+        if self._memory.nbytes <= RESIDENT_SHARE * torch.cuda.get_device_properties(device).total_memory:
+            self._memory = self._memory.to(device)
+        return self.resident
 
     def _estimated_bytes(self) -> int:
         first = np.load(self.paths[0], mmap_mode="r")

@@ -102,7 +102,7 @@ def make_loader(data: TensorSet, config: TrainConfig, *, shuffle: bool, balance:
         generator=generator,
         num_workers=config.num_workers,
         drop_last=shuffle and len(data) > config.batch_size,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() and not data.resident,
     )
 
 
@@ -152,6 +152,9 @@ def fit(
     criterion = nn.CrossEntropyLoss(weight=loss_weights)
     optimizer = torch.optim.AdamW(param_groups(built, plans[0]))
     augmenter = BatchAugmenter(config.augmentation, spatial_dims=train.task.spatial_dims).to(device)
+    for data in (train, tune):
+        if data is not None:
+            data.keep_on(device)
     loader = make_loader(train, config, shuffle=True, balance=config.class_balance == "sampler", seed=seed)
     per_epoch = max(1, len(loader))
     if epochs is None:

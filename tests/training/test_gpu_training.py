@@ -40,3 +40,24 @@ def test_fit_on_cuda_with_amp_and_batched_augmentation_learns(tiny_task):
     assert result.best_tune_auc is not None and result.best_tune_auc >= 0.9
     probabilities = predict(built.model, tune, device=device, batch_size=8)
     assert np.isfinite(probabilities).all() and np.allclose(probabilities.sum(1), 1, atol=1e-3)
+
+
+def test_small_sets_stay_on_the_gpu_during_a_fit(tiny_task):
+    config = TrainConfig.model_validate(
+        {
+            "model": {"backbone": "resnet18", "weights": "none"},
+            "strategy": {"name": "full", "lr": 1e-3},
+            "arms": [],
+            "steps": 12,
+            "batch_size": 8,
+            "early_stopping": {"patience": 10, "min_epochs": 1},
+            "device": "cuda",
+        }
+    )
+    built = create_model("resnet18", weights="none", in_channels=1, num_classes=2, spatial_dims=2)
+    plans = resolve_schedule(StrategyConfig(name="full", lr=1e-3), 6, built.stage_names)
+    rows = np.arange(len(tiny_task.scans))
+    train, tune = TensorSet(tiny_task, rows[:16]), TensorSet(tiny_task, rows[16:])
+    result = fit(built, plans, train, tune, config, device=torch.device("cuda"), positive=1, seed=0)
+    assert train.resident and tune.resident
+    assert len(result.curve) == 6  # 12 steps of 8 from 16 images: 2 per epoch, on any device

@@ -131,3 +131,22 @@ def test_the_model_learns_the_tiny_task(tiny_task):
 )
 def test_learning_rate_schedules(kind, step, expected):
     assert lr_scale(step, total=100, warmup=4, kind=kind) == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize(("steps", "batch", "epochs"), [(7, 4, 2), (8, 4, 2), (3, 8, 2), (1, 16, 1)])
+def test_a_schedule_in_steps_takes_exactly_that_many_optimiser_steps(tiny_task, monkeypatch, steps, batch, epochs):
+    config = _config(steps=steps, batch_size=batch)
+    built, plans, train, tune = _setup(tiny_task, config)
+    taken: list[float] = []
+    real = loop.apply_plan
+
+    def counting(optimizer, plan, scale):
+        taken.append(scale)
+        return real(optimizer, plan, scale)
+
+    monkeypatch.setattr(loop, "apply_plan", counting)
+    result = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=0)
+    assert len(taken) == steps and len(result.curve) == epochs == loop.schedule_length(config, len(train))[0]
+    warmup = loop.steps_per_epoch(len(train), batch)  # one warm-up epoch; the cosine spans the steps, not epochs
+    assert taken == [lr_scale(step, steps, warmup, "cosine") for step in range(steps)]
+    assert not train.keep_on(torch.device("cpu")) and not train.resident  # the CPU path keeps host tensors
