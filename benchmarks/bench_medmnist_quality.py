@@ -83,40 +83,45 @@ def plan_and_train(dataset: Path, artifact: Path, args: argparse.Namespace, weig
     from medtl.planning import PlanOptions, make_plan, read_plan, write_plan
     from medtl.training.train import train
 
-    started = time.perf_counter()
+    if (artifact / "manifest.json").exists():  # sealed by an earlier run of this script (--keep-artifacts)
+        return artifact_summary(artifact)
     plan_file = artifact.with_name(artifact.name + ".plan.yaml")
     config = make_plan(
         dataset,
         PlanOptions(budget_minutes=args.budget, seed=args.seed, weights_artifact=weights_artifact, search=args.search),
     )
     write_plan(config, plan_file)
-    config = read_plan(plan_file)
-    planned = time.perf_counter() - started
-    result = train(dataset, config, artifact)
-    plan = config.plan
+    train(dataset, read_plan(plan_file), artifact)  # what the user runs: the plan as written to disk
+    return artifact_summary(artifact)
+
+
+def artifact_summary(artifact: Path) -> dict:
+    """What the sealed artifact says about its plan, its run and its arms (read through the verified reader)."""
+    from medtl.artifacts import open_verified
+    from medtl.contracts.planning import PlanRecord
+
+    verified = open_verified(artifact)
+    config = verified.read_yaml("config.yaml")  # the config as run: the spec in force, the resolved strategy
+    plan = PlanRecord.model_validate(config["plan"])
+    run = verified.read_json("metrics/run.json")
+    indicators = verified.read_json("metrics/transfer.json")
     return {
-        "plan_seconds": round(planned, 1),
-        "train_seconds": round(time.perf_counter() - started - planned, 1),
-        "run": result.run,
+        "plan_seconds": run["planning_seconds"],
+        "train_seconds": round(run["wall_seconds"] - run["planning_seconds"], 1),
+        "run": run,
         "recipe": {
-            "backbone": config.model.backbone,
-            "weights": config.model.weights.source,
-            "adapt_3d": config.model.adapt_3d if plan and plan.facts.spatial_dims == 3 else None,
-            "input_shape": list(config.preprocessing.target_shape) if config.preprocessing else plan.facts.native_shape,
-            "batch_size": config.batch_size,
-            "steps": config.steps,
-            "lr": config.strategy.lr,
-            "n_folds": config.cv.n_folds,
-            "arms": config.arms,
-            "final_model": config.final_model,
+            "model": verified.metadata["model"],
+            "weights": config["model"]["weights"]["source"],
+            "input_shape": config["preprocessing"]["target_shape"],
+            **{key: config[key] for key in ("batch_size", "steps", "arms", "final_model")},
+            "lr": config["strategy"]["lr"],
+            "n_folds": config["cv"]["n_folds"],
         },
         "estimate": plan.estimate.model_dump(),
         "candidates": [c.model_dump() for c in plan.candidates],
         "notes": plan.notes,
-        "oof_auc_by_arm": {entry["arm"]: entry["oof_auc"] for entry in result.indicators},
-        "transfer": [
-            {k: v for k, v in entry.items() if k not in ("folds", "pretrained")} for entry in result.indicators
-        ],
+        "oof_auc_by_arm": {entry["arm"]: entry["oof_auc"] for entry in indicators},
+        "transfer": [{k: v for k, v in entry.items() if k not in ("folds", "pretrained")} for entry in indicators],
     }
 
 
@@ -161,11 +166,15 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30.0, help="minutes for plan + train on this machine")
     parser.add_argument("--pretrain", default=None, help="a MedMNIST set to plan, train and transfer from")
     parser.add_argument("--pretrain-budget", type=float, default=None, help="minutes for the source model")
+    parser.add_argument("--pretrain-artifact", type=Path, default=None, help="an earlier artifact to transfer from")
     parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=None, help="the empirical stage")
     parser.add_argument("--size", type=int, default=28, help="the ingest's preprocessing (the plan may upsample)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="images per split (quick trials; not comparable)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--keep-artifacts", action="store_true", help="reuse artifacts an earlier run sealed in --workdir"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -192,8 +201,10 @@ def main() -> None:
         "published_test_auc_acc": PUBLISHED[args.dataset],
     }
     started = time.perf_counter()
-    weights_artifact = None
-    if args.pretrain:
+    weights_artifact = args.pretrain_artifact
+    if weights_artifact is not None:
+        report["pretrain"] = {"artifact": weights_artifact.name}
+    elif args.pretrain:
         source_dataset = prepare(args.pretrain, workdir, args.size, args.limit)
         weights_artifact = workdir / f"{args.pretrain}-source-artifact"
         shutil.rmtree(weights_artifact, ignore_errors=True)
@@ -203,11 +214,14 @@ def main() -> None:
     dataset = prepare(args.dataset, workdir, args.size, args.limit)
     report["prepare_seconds"] = round(time.perf_counter() - started, 1)
     artifact = workdir / f"{args.dataset}-artifact"
-    shutil.rmtree(artifact, ignore_errors=True)
+    if not args.keep_artifacts:
+        shutil.rmtree(artifact, ignore_errors=True)
     report.update(plan_and_train(dataset, artifact, args, weights_artifact))
     report["test"] = evaluate_test(artifact, dataset, workdir / f"{args.dataset}-report")
     report["total_seconds"] = round(time.perf_counter() - started, 1)
-    name = f"quality_{args.dataset}" + (f"_from_{args.pretrain}" if args.pretrain else "") + ".json"
+    named = args.pretrain_artifact.name.removesuffix("-artifact") if args.pretrain_artifact else None
+    source = args.pretrain or named
+    name = f"quality_{args.dataset}" + (f"_from_{source}" if source else "") + ".json"
     out = args.out or Path("benchmarks/results") / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

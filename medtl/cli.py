@@ -201,12 +201,20 @@ Budget = Annotated[
 ]
 
 
-def _plan_options(budget: float | None, device: str, search: bool | None, seed: int, weights_artifact: Path | None):
+def _plan_options(
+    budget: float | None,
+    device: str = "auto",
+    search: bool | None = None,
+    seed: int = 0,
+    weights_artifact: Path | None = None,
+    max_steps: int | None = None,
+):
     from medtl.planning import PlanOptions
 
     return PlanOptions(
-        budget_minutes=budget, device=device, search=search, seed=seed, weights_artifact=weights_artifact
-    )
+        budget_minutes=budget, device=device, search=search, seed=seed, weights_artifact=weights_artifact,
+        max_steps=max_steps,
+    )  # fmt: skip
 
 
 @app.command()
@@ -223,13 +231,14 @@ def plan(
     weights_artifact: Annotated[
         Path | None, typer.Option(help="An earlier medtl artifact to transfer from (verified when training starts).")
     ] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Cap the schedule (a quick look, not a result).")] = None,
 ) -> None:
     """Choose the training recipe from the data, the labels, the pretrained weights present, the hardware and a
     time budget; every choice is written with its reason. `medtl train --config plan.yaml` runs it."""
     from medtl.planning import make_plan, write_plan
     from medtl.planning.plan import summary
 
-    config = make_plan(dataset, _plan_options(budget, device, search, seed, weights_artifact))
+    config = make_plan(dataset, _plan_options(budget, device, search, seed, weights_artifact, max_steps))
     write_plan(config, out)
     console.print(escape(summary(config)))
     console.print(f"plan written to {escape(str(out))}")
@@ -248,7 +257,8 @@ def train(
     """Split by patient, adapt a pretrained backbone and fine-tune it over K folds; write the artifact.
 
     Without --config the recipe is planned first (as `medtl plan` does) and kept, with its reasons, in the artifact."""
-    from medtl.training.config import load_config
+    from medtl.training.config import TrainConfig, load_config
+    from medtl.training.train import check_preconditions
     from medtl.training.train import train as run_training
 
     if config is not None and budget is not None:
@@ -257,8 +267,9 @@ def train(
         from medtl.planning import make_plan
         from medtl.planning.plan import summary
 
+        check_preconditions(TrainConfig(), out)  # a taken --out or a missing key must not wait for the plan
         console.print("no --config: planning the recipe for this dataset and machine (see `medtl plan`)")
-        chosen = make_plan(dataset, _plan_options(budget, "auto", None, 0, None))
+        chosen = make_plan(dataset, _plan_options(budget))
         console.print(escape(summary(chosen)))
     else:
         chosen = load_config(config)

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from medtl.errors import MedTLError
 from medtl.planning import PlanOptions, make_plan
 from medtl.planning.plan import summary
-from medtl.training.config import load_config
-from medtl.training.train import TrainingPlan, finish_training, prepare_training, train_unit
+from medtl.training.config import TrainConfig, load_config
+from medtl.training.train import TrainingPlan, check_preconditions, finish_training, prepare_training, train_unit
 from pipelines.common import retry_on_io_only
 from pipelines.runners import needs_gpu, worker_name
 
@@ -43,6 +43,7 @@ def plan_training(params: TrainParameters) -> TrainingPlan:
     if params.config is not None:
         config = load_config(params.config)
     else:  # the same planner as `medtl plan`; its reasons travel in the artifact's config.yaml
+        check_preconditions(TrainConfig(), params.out)
         config = make_plan(params.dataset, PlanOptions(budget_minutes=params.budget_minutes))
         get_run_logger().info("planned recipe:\n%s", summary(config))
     return prepare_training(params.dataset, config, params.out)

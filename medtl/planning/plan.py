@@ -31,7 +31,7 @@ from medtl.planning.probe import probe
 from medtl.planning.rules import MIN_SIDE_2D, Recipe, base_recipe, input_sides
 from medtl.planning.search import INNER_FOLDS, Trial, compare
 from medtl.planning.weights import pick_weights
-from medtl.training.config import TrainConfig
+from medtl.training.config import TrainConfig, load_config
 from medtl.training.data import TaskData, dataset_spec, load_task
 
 log = logging.getLogger(__name__)
@@ -151,9 +151,12 @@ def _search(
                 f"{SEARCH_SHARE:.0%} of the budget"
             ),
         )
-    candidates = compare(trials, device=device)
+    deadline = time.monotonic() + SEARCH_SHARE * budget_s if budget_s is not None else None
+    candidates = compare(trials, device=device, deadline=deadline)
     winner = next(c for c in candidates if c.chosen)
-    return candidates, next(t for t in trials if t.name == winner.name), None
+    skipped = [t.name for t in trials if t.name not in {c.name for c in candidates}]
+    note = f"not tried, for lack of time: {skipped}" if skipped else None
+    return candidates, next(t for t in trials if t.name == winner.name), note
 
 
 def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
@@ -247,8 +250,6 @@ def write_plan(config: TrainConfig, path: Path) -> None:
 
 
 def read_plan(path: Path) -> TrainConfig:
-    from medtl.training.config import load_config
-
     return load_config(Path(path))
 
 

@@ -131,20 +131,20 @@ def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps:
 
     layout, why = input_layout(facts)
     backbone = weights.backbone
-    if backbone == "resnet18" and facts.n_patients >= LARGE_COHORT and weights.weights == "none":
+    if weights.source == "artifact":
+        why_net = "the named artifact's own network"
+    elif backbone == "resnet18" and facts.n_patients >= LARGE_COHORT and weights.source == "none":
         backbone = "resnet50"
         why_net = f"{facts.n_patients} patients: enough to train a deeper residual network from scratch"
     else:
         why_net = (
             f"{facts.n_patients} development patients: an 18-layer residual network (deeper ones overfit cohorts "
             "this size and MedMNIST-scale studies find them no better)"
-            if backbone in ("resnet18", "monai_resnet18")
-            else "the named artifact's own network"
         )
     recipe.set("model.backbone", backbone, why_net)
     recipe.set("model.weights", weights.weights, weights.reason)
     if facts.spatial_dims == 3 and backbone == "resnet18":
-        adapt = "2.5d" if layout == "2.5d" else ("acs" if weights.weights != "none" else "inflate")
+        adapt = "2.5d" if layout == "2.5d" else ("acs" if weights.source != "none" else "inflate")
         recipe.set(
             "model.adapt_3d",
             adapt,
@@ -156,7 +156,7 @@ def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps:
                 "inflate": "; without 2D weights to keep, a plain 3D ResNet (inflated layout) from scratch",
             }[adapt],
         )
-    pretrained = weights.weights != "none"
+    pretrained = weights.source != "none"
     batch, why_batch = batch_size(facts, n_folds)
     recipe.set("batch_size", batch, why_batch)
     lr = float(f"{learning_rate(batch):.2g}")

@@ -60,10 +60,16 @@ def inner_cv(trial: Trial, *, device: torch.device, workdir: Path) -> tuple[list
     return aucs, time.perf_counter() - started
 
 
-def compare(trials: list[Trial], *, device: torch.device) -> list[Candidate]:
-    """Every trial through the same inner folds; the first trial is the rules' recipe and wins near-ties."""
+def compare(trials: list[Trial], *, device: torch.device, deadline: float | None = None) -> list[Candidate]:
+    """Every trial through the same inner folds; the first trial is the rules' recipe and wins near-ties.
+
+    `deadline` (time.monotonic()): no further candidate starts after it, so a slower machine than the probe measured
+    (or a busy one) shortens the comparison instead of eating the training's budget."""
     results: list[Candidate] = []
     for trial in trials:
+        if results and deadline is not None and time.monotonic() > deadline:
+            log.info("candidate %r not tried: the empirical stage used its share of the budget", trial.name)
+            continue
         workdir = Path(tempfile.mkdtemp(prefix="medtl-plan-"))
         try:
             aucs, seconds = inner_cv(trial, device=device, workdir=workdir)

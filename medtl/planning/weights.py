@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medtl.artifacts import open_verified
 from medtl.contracts.planning import WeightsCheck
 from medtl.models.catalog import ExpectedWeights, check, known_weights
 
@@ -20,6 +21,10 @@ class WeightsPick:
     backbone: str
     weights: Any  # a weights choice for ModelConfig ("none" or a mapping)
     reason: str
+
+    @property
+    def source(self) -> str:
+        return "none" if self.weights == "none" else str(self.weights["source"])
 
 
 def _entry(source: str, backbone: str) -> ExpectedWeights | None:
@@ -41,17 +46,15 @@ def _looked_at(entry: ExpectedWeights | None, source: str, backbone: str) -> tup
 def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[WeightsPick, list[WeightsCheck]]:
     """The best usable weights for the rules' network (ResNet-18 family) and what was looked at on the way."""
     checks: list[WeightsCheck] = []
-    if artifact is not None:  # verified when the model is built, through the artifact's seal and trust anchors
-        checks.append(WeightsCheck(source="artifact", label=artifact.name, state="named", usable=True))
-        return (
-            WeightsPick(
-                "artifact",
-                {"source": "artifact", "path": str(artifact)},
-                "an earlier medtl artifact was named (--weights-artifact): trained on medical images, verified "
-                "through its own seal",
-            ),
-            checks,
+    if artifact is not None:  # opened now: a broken seal or an untrusted signer stops the plan, not a later fold
+        verified = open_verified(artifact)
+        backbone = str(verified.metadata["model"]["backbone"])
+        checks.append(WeightsCheck(source="artifact", label=artifact.name, state="verified", usable=True))
+        reason = (
+            f"the named medtl artifact ({backbone}, trained on medical images) verified through its seal and the "
+            "site's trust anchors"
         )
+        return WeightsPick(backbone, {"source": "artifact", "path": str(artifact)}, reason), checks
     if spatial_dims == 3:
         found, usable = _looked_at(_entry("medicalnet", "monai_resnet18"), "medicalnet", "monai_resnet18")
         checks.append(found)

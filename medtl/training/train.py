@@ -90,16 +90,23 @@ class TrainingPlan:
         return [(arm.name, fold.index) for arm in arm_specs(self.config) for fold in self.splits.folds]
 
 
+def check_preconditions(config: TrainConfig, out: Path) -> None:
+    """What can be checked before reading any data (and before planning, which may itself take minutes)."""
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise ConfigError(
+            f"the artifact folder {Path(out).name} already exists and is not empty", fix="choose a new --out"
+        )
+    signing_key_for(config)
+
+
 def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingPlan:
     """Validate inputs, select the task, resolve (or create and persist) the split; no training yet."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"the artifact folder {out.name} already exists and is not empty", fix="choose a new --out")
+    check_preconditions(config, out)  # every precondition before any work: a free --out, the key that will seal ...
     started = datetime.now(UTC)
     seed_everything(config.seed)
     torch.use_deterministic_algorithms(config.deterministic, warn_only=False)
     device = choose_device(config.device)
-    signing_key_for(config)  # every precondition before any work: the key that will seal ...
     task = load_task(dataset, config.task, config.preprocessing)
     build(task, arm_specs(config)[0], config.seed)  # ... and the pretrained weights, found and hash-checked now
     splits, _ = resolve_splits(

@@ -4,6 +4,7 @@ was given and keeps the plan, the run's wall time and its budget in the sealed a
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 import yaml
@@ -12,7 +13,9 @@ from typer.testing import CliRunner
 from medtl.artifacts import open_verified
 from medtl.cli import app
 from medtl.contracts.planning import PlanRecord
+from medtl.errors import ArtifactIntegrityError
 from medtl.evaluation.evaluate import evaluate
+from medtl.planning import PlanOptions, make_plan
 from support.trained import signing_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -46,6 +49,17 @@ def test_plan_then_train_without_a_config(dataset_2d, tmp_path):
         assert run["met_budget"] == (run["wall_seconds"] <= run["budget_seconds"])
         assert run["wall_seconds"] >= plan.planning_seconds > 0
         evaluate(tmp_path / "art", out=tmp_path / "report", test=dataset_2d, pdf=False)
+
+        # the artifact as a weight source: verified before the plan is written, its network kept, arms compared
+        transfer = make_plan(dataset_2d, PlanOptions(search=False, weights_artifact=tmp_path / "art"))
+        assert transfer.model.weights.source == "artifact" and transfer.model.backbone == "resnet18"
+        assert transfer.arms == ["linear_probe", "scratch"] and transfer.strategy.name == "layerwise_lr_decay"
+        assert [(w.source, w.state) for w in transfer.plan.weights] == [("artifact", "verified")]
+        shutil.copytree(tmp_path / "art", tmp_path / "tampered")
+        with (tmp_path / "tampered" / "metrics" / "run.json").open("a") as handle:
+            handle.write(" ")
+        with pytest.raises(ArtifactIntegrityError):
+            make_plan(dataset_2d, PlanOptions(search=False, weights_artifact=tmp_path / "tampered"))
     html = (tmp_path / "report" / "report.html").read_text()
     section = re.sub(r"<[^>]+>", " ", html[html.index('id="recipe"') :])
     assert "budget cut" in section and f"against a budget of {budget * 60 / 60:.0f} min" in section
@@ -58,3 +72,10 @@ def test_budget_and_config_together_are_refused(dataset_2d, tmp_path):
               "--budget", "5"],
     )  # fmt: skip
     assert result.exit_code == 2 and "use one of them" in result.output
+
+
+def test_a_missing_key_is_refused_before_planning(dataset_2d, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDTL_SIGNING_KEY", raising=False)
+    result = runner.invoke(app, ["train", str(dataset_2d), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2 and "no signing key" in result.output
+    assert "planning the recipe" not in result.output and not (tmp_path / "a").exists()
