@@ -20,7 +20,7 @@ import torch
 
 from medtl.contracts.planning import Candidate
 from medtl.training.config import TrainConfig
-from medtl.training.cv import MAIN_ARM, ArmSpec, run_fold
+from medtl.training.cv import MAIN_ARM, ArmSpec, positive_index, run_fold
 from medtl.training.data import TaskData
 from medtl.training.loop import auc
 from medtl.training.splits import make_splits
@@ -50,7 +50,7 @@ def inner_cv(trial: Trial, *, device: torch.device, workdir: Path) -> tuple[list
         manifest_hash=task.manifest_hash,
     )
     arm = ArmSpec(MAIN_ARM, config.model, config.strategy)
-    positive = task.classes.index(task.positive_class) if task.positive_class else None
+    positive = positive_index(task)
     started = time.perf_counter()
     aucs: list[float | None] = []
     for fold in splits.folds:

@@ -43,6 +43,17 @@ def _looked_at(entry: ExpectedWeights | None, source: str, backbone: str) -> tup
     return WeightsCheck(source=source, label=entry.label, state=status.state, usable=usable), usable
 
 
+def _preferences(spatial_dims: int) -> list[tuple[str, str, dict[str, str], str]]:
+    """(source, backbone, weights choice, reason) in order of preference for this dimensionality."""
+    imagenet = ("torchvision", "resnet18", {"source": "torchvision", "name": "IMAGENET1K_V1"},
+                "ImageNet ResNet-18 is present and verified")  # fmt: skip
+    if spatial_dims == 2:
+        return [imagenet]
+    medicalnet = ("medicalnet", "monai_resnet18", {"source": "medicalnet"},
+                  "MedicalNet ResNet-18 is present and verified: 3D pretraining on medical volumes")  # fmt: skip
+    return [medicalnet, (*imagenet[:3], imagenet[3] + " (adapted to volumes, see model.adapt_3d)")]
+
+
 def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[WeightsPick, list[WeightsCheck]]:
     """The best usable weights for the rules' network (ResNet-18 family) and what was looked at on the way."""
     checks: list[WeightsCheck] = []
@@ -55,30 +66,11 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
             "site's trust anchors"
         )
         return WeightsPick(backbone, {"source": "artifact", "path": str(artifact)}, reason), checks
-    if spatial_dims == 3:
-        found, usable = _looked_at(_entry("medicalnet", "monai_resnet18"), "medicalnet", "monai_resnet18")
+    for source, backbone, weights, reason in _preferences(spatial_dims):
+        found, usable = _looked_at(_entry(source, backbone), source, backbone)
         checks.append(found)
         if usable:
-            return (
-                WeightsPick(
-                    "monai_resnet18",
-                    {"source": "medicalnet"},
-                    "MedicalNet ResNet-18 is present and verified: 3D pretraining on medical volumes",
-                ),
-                checks,
-            )
-    found, usable = _looked_at(_entry("torchvision", "resnet18"), "torchvision", "resnet18")
-    checks.append(found)
-    if usable:
-        return (
-            WeightsPick(
-                "resnet18",
-                {"source": "torchvision", "name": "IMAGENET1K_V1"},
-                "ImageNet ResNet-18 is present and verified"
-                + (" (adapted to volumes, see model.adapt_3d)" if spatial_dims == 3 else ""),
-            ),
-            checks,
-        )
+            return WeightsPick(backbone, weights, reason), checks
     missing = ", ".join(f"{c.source} ({c.state})" for c in checks)
     return (
         WeightsPick(

@@ -15,19 +15,20 @@ from medtl.training.loop import fit, predict
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
+def _cuda_config(**overrides) -> TrainConfig:
+    base = {
+        "model": {"backbone": "resnet18", "weights": "none"},
+        "strategy": {"name": "full", "lr": 1e-3},
+        "arms": [],
+        "batch_size": 8,
+        "early_stopping": {"patience": 10, "min_epochs": 1},
+        "device": "cuda",
+    }
+    return TrainConfig.model_validate({**base, **overrides})
+
+
 def test_fit_on_cuda_with_amp_and_batched_augmentation_learns(tiny_task):
-    config = TrainConfig.model_validate(
-        {
-            "model": {"backbone": "resnet18", "weights": "none"},
-            "strategy": {"name": "full", "lr": 1e-3},
-            "arms": [],
-            "epochs": 8,
-            "batch_size": 8,
-            "early_stopping": {"patience": 10, "min_epochs": 1},
-            "device": "cuda",
-            "amp": "auto",
-        }
-    )
+    config = _cuda_config(epochs=8, amp="auto")
     torch.manual_seed(0)
     built = create_model("resnet18", weights="none", in_channels=1, num_classes=2, spatial_dims=2)
     plans = resolve_schedule(StrategyConfig(name="full", lr=1e-3), config.epochs, built.stage_names)
@@ -43,17 +44,7 @@ def test_fit_on_cuda_with_amp_and_batched_augmentation_learns(tiny_task):
 
 
 def test_small_sets_stay_on_the_gpu_during_a_fit(tiny_task):
-    config = TrainConfig.model_validate(
-        {
-            "model": {"backbone": "resnet18", "weights": "none"},
-            "strategy": {"name": "full", "lr": 1e-3},
-            "arms": [],
-            "steps": 12,
-            "batch_size": 8,
-            "early_stopping": {"patience": 10, "min_epochs": 1},
-            "device": "cuda",
-        }
-    )
+    config = _cuda_config(steps=12)
     built = create_model("resnet18", weights="none", in_channels=1, num_classes=2, spatial_dims=2)
     plans = resolve_schedule(StrategyConfig(name="full", lr=1e-3), 6, built.stage_names)
     rows = np.arange(len(tiny_task.scans))
