@@ -89,7 +89,8 @@ def _choose_side(
     if side == native:
         return side, f"the native {native} px: no larger input fits the budget with the full schedule ({costs})"
     return side, (
-        f"{native} px images upsampled to {side}, the largest input whose full schedule fits the budget ({costs}); "
+        f"{native} px images upsampled to {side}, the largest input whose full schedule (with its comparison arms) "
+        f"fits the budget ({costs}); "
         f"the last stage sees {_cells(side)}x{_cells(side)} cells"
     )
 
@@ -187,10 +188,13 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
         side: probe(recipe.config()["model"], shape=list(_spec_for(native, side).target_shape), **probe_kwargs)
         for side in sides
     }
-    side, why_side = _choose_side(gathered, recipe, probes, budget_s * PLAN_SHARE if budget_s else None)
+    search = options.search if options.search is not None else budget_s is not None
+    # the training's share: what the search may use is set aside before the input size is chosen
+    training_s = budget_s * (PLAN_SHARE - (SEARCH_SHARE if search else 0.0)) if budget_s else None
+    side, why_side = _choose_side(gathered, recipe, probes, training_s)
     notes: list[str] = []
     candidates: list[Candidate] = []
-    if options.search if options.search is not None else budget_s is not None:
+    if search:
         candidates, winner, note = _search(gathered, recipe, side, native, probes, options, budget_s, device)
         notes += [note] if note else []
         if winner is not None and winner.name != "rules":
