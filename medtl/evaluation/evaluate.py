@@ -111,7 +111,7 @@ def evaluate(
     point, temperature = None, None
     if binary:
         main["y"] = (main["label"].astype(str) == str(positive)).astype(int)
-        if _pooling_gap_flagged(verified):
+        if rule.replace(" ", "").lower() == "youden" and _pooling_gap_flagged(verified):
             point = choose_threshold_by_fold(main["y"], main["probability"], main["fold"], rule)
         else:
             point = choose_threshold(main["y"].to_numpy(), main["probability"].to_numpy(), rule)
@@ -463,11 +463,16 @@ def _pooling_limitations(metrics: Metrics) -> list[str]:
     if main is None or main.pooling_gap is None or main.pooling_gap <= POOLING_GAP:
         return []
     folds = ", ".join("n/a" if value is None else f"{value:.3f}" for value in main.fold_aucs)
+    point = metrics.evaluations[0].operating_point
+    threshold = (
+        "The operating point is the median of the thresholds the rule picks on each fold's own held-out patients."
+        if point is not None and point.pooling == "fold_median"
+        else "The operating point was chosen on the pooled predictions, as its declared rule requires."
+    )
     return [
         f"The folds' own AUROCs ({folds}) are higher than the pooled out-of-fold AUROC ({main.auc.value:.3f}) by "
         f"{main.pooling_gap:.3f} (median): the fold models score on different scales, so the pooled figures and the "
-        "calibration measured on them understate the model; read them as a lower bound. The operating point is the "
-        "median of the thresholds the rule picks on each fold's own held-out patients."
+        f"calibration measured on them understate the model; read them as a lower bound. {threshold}"
     ]
 
 

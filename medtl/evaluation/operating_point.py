@@ -8,7 +8,9 @@ Fold models of one cross-validation can put their scores on different scales (on
 pooled out-of-fold predictions then rank worse than each fold does alone, and a threshold chosen on the pool fits no
 model. When training flagged that gap, the rule is applied to each fold's own held-out predictions and the median
 of those thresholds is kept: each is a threshold on a real model's scale, and the final model (the mean of the fold
-models, or a refit like them) scores on a scale near their middle.
+models, or a refit like them) scores on a scale near their middle. This applies to Youden's J, an optimum that
+pooling distorts; a declared bound (sensitivity>=X) is a promise, so it stays checked on the pooled predictions the
+report shows.
 """
 
 from __future__ import annotations

@@ -3,8 +3,11 @@ was given and keeps the plan, the run's wall time and its budget in the sealed a
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -65,17 +68,21 @@ def test_plan_then_train_without_a_config(dataset_2d, tmp_path):
     assert "budget cut" in section and f"against a budget of {budget * 60 / 60:.0f} min" in section
 
 
+def _medtl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The installed entry point's behaviour: medtl errors become short messages and exit codes."""
+    return subprocess.run([sys.executable, "-m", "medtl.cli", *args], capture_output=True, text=True, env=env)
+
+
 def test_budget_and_config_together_are_refused(dataset_2d, tmp_path):
     (tmp_path / "train.yaml").write_text("epochs: 1\n")
-    result = runner.invoke(
-        app, ["train", str(dataset_2d), "--out", str(tmp_path / "a"), "--config", str(tmp_path / "train.yaml"),
-              "--budget", "5"],
-    )  # fmt: skip
-    assert result.exit_code == 2 and "use one of them" in result.output
+    result = _medtl("train", str(dataset_2d), "--out", str(tmp_path / "a"), "--config", str(tmp_path / "train.yaml"),
+                    "--budget", "5")  # fmt: skip
+    assert result.returncode == 2 and "use one of them" in result.stdout + result.stderr
 
 
-def test_a_missing_key_is_refused_before_planning(dataset_2d, tmp_path, monkeypatch):
-    monkeypatch.delenv("MEDTL_SIGNING_KEY", raising=False)
-    result = runner.invoke(app, ["train", str(dataset_2d), "--out", str(tmp_path / "a")])
-    assert result.exit_code == 2 and "no signing key" in result.output
-    assert "planning the recipe" not in result.output and not (tmp_path / "a").exists()
+def test_a_missing_key_is_refused_before_planning(dataset_2d, tmp_path):
+    env = {name: value for name, value in os.environ.items() if name != "MEDTL_SIGNING_KEY"}
+    result = _medtl("train", str(dataset_2d), "--out", str(tmp_path / "a"), env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "no signing key" in output
+    assert "planning the recipe" not in output and not (tmp_path / "a").exists()

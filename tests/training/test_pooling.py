@@ -45,10 +45,14 @@ def test_folds_on_one_scale_are_not_flagged():
 def test_the_report_says_so_on_page_one_when_flagged():
     from medtl.evaluation.evaluate import _pooling_limitations
 
-    def metrics(gap):
+    def metrics(gap, pooling="fold_median"):
         main = SimpleNamespace(arm="main", pooling_gap=gap, fold_aucs=[0.93, None], auc=SimpleNamespace(value=0.71))
-        return SimpleNamespace(transfer=[main])
+        oof = SimpleNamespace(operating_point=SimpleNamespace(pooling=pooling))
+        return SimpleNamespace(transfer=[main], evaluations=[oof])
 
     [sentence] = _pooling_limitations(metrics(0.2))
     assert "(0.930, n/a)" in sentence and "(0.710)" in sentence and "by 0.200" in sentence
+    assert "median of the thresholds" in sentence
+    [bound] = _pooling_limitations(metrics(0.2, pooling="pooled"))  # a declared sensitivity bound stays pooled
+    assert "chosen on the pooled predictions" in bound
     assert _pooling_limitations(metrics(POOLING_GAP)) == [] and _pooling_limitations(metrics(None)) == []
