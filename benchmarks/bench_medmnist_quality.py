@@ -166,7 +166,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30.0, help="minutes for plan + train on this machine")
     parser.add_argument("--pretrain", default=None, help="a MedMNIST set to plan, train and transfer from")
     parser.add_argument("--pretrain-budget", type=float, default=None, help="minutes for the source model")
-    parser.add_argument("--pretrain-artifact", type=Path, default=None, help="an earlier artifact to transfer from")
+    parser.add_argument(
+        "--pretrain-artifact",
+        type=Path,
+        default=None,
+        help="an earlier artifact to transfer from; its signer must be trusted (e.g. the --workdir that made it)",
+    )
     parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=None, help="the empirical stage")
     parser.add_argument("--size", type=int, default=28, help="the ingest's preprocessing (the plan may upsample)")
     parser.add_argument("--seed", type=int, default=0)

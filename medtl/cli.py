@@ -264,16 +264,17 @@ def train(
     if config is not None and budget is not None:
         raise ConfigError("--budget plans a recipe, --config gives one: use one of them", fix="drop one option")
     if config is None:
-        from medtl.planning import make_plan
-        from medtl.planning.plan import summary
+        from medtl.planning.plan import plan_for_run, saved_plan_path, summary
 
         check_preconditions(TrainConfig(), out)  # a taken --out or a missing key must not wait for the plan
         console.print("no --config: planning the recipe for this dataset and machine (see `medtl plan`)")
-        chosen = make_plan(dataset, _plan_options(budget))
+        chosen = plan_for_run(dataset, out, _plan_options(budget))
         console.print(escape(summary(chosen)))
     else:
         chosen = load_config(config)
     result = run_training(dataset, chosen, out, progress=True)
+    if config is None:
+        saved_plan_path(out).unlink(missing_ok=True)  # sealed: the artifact's config.yaml holds the plan
     console.print(result.describe())
 
 

@@ -17,8 +17,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.errors import MedTLError
-from medtl.planning import PlanOptions, make_plan
-from medtl.planning.plan import summary
+from medtl.planning import PlanOptions
+from medtl.planning.plan import plan_for_run, saved_plan_path, summary
 from medtl.training.config import TrainConfig, load_config
 from medtl.training.train import TrainingPlan, check_preconditions, finish_training, prepare_training, train_unit
 from pipelines.common import retry_on_io_only
@@ -44,7 +44,7 @@ def plan_training(params: TrainParameters) -> TrainingPlan:
         config = load_config(params.config)
     else:  # the same planner as `medtl plan`; its reasons travel in the artifact's config.yaml
         check_preconditions(TrainConfig(), params.out)
-        config = make_plan(params.dataset, PlanOptions(budget_minutes=params.budget_minutes))
+        config = plan_for_run(params.dataset, params.out, PlanOptions(budget_minutes=params.budget_minutes))
         get_run_logger().info("planned recipe:\n%s", summary(config))
     return prepare_training(params.dataset, config, params.out)
 
@@ -59,6 +59,7 @@ def train_fold(plan: TrainingPlan, arm: str, fold: int) -> dict:
 @task(name="package-artifact")
 def package(plan: TrainingPlan, flow_run_id: str | None) -> dict:
     result = finish_training(plan, flow_run_id=flow_run_id)
+    saved_plan_path(plan.out).unlink(missing_ok=True)  # sealed: the artifact's config.yaml holds the plan
     return {
         "artifact": str(result.artifact),
         "manifest_hash": result.manifest_hash,

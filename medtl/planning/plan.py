@@ -21,9 +21,10 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from medtl.contracts import PreprocessingSpec
+from medtl.contracts import Fingerprint, PreprocessingSpec, read_json
 from medtl.contracts.planning import Candidate, Estimate, Hardware, PlanRecord, Probe
 from medtl.errors import ConfigError, describe_validation_error
+from medtl.ingest.pipeline import FINGERPRINT
 from medtl.planning.budget import Shape, fit_to_budget, train_seconds
 from medtl.planning.facts import Gathered, gather
 from medtl.planning.hardware import detect
@@ -255,6 +256,32 @@ def write_plan(config: TrainConfig, path: Path) -> None:
 
 def read_plan(path: Path) -> TrainConfig:
     return load_config(Path(path))
+
+
+def saved_plan_path(out: Path) -> Path:
+    return Path(out).with_name(Path(out).name + ".plan.yaml")
+
+
+def plan_for_run(dataset: Path, out: Path, options: PlanOptions) -> TrainConfig:
+    """The plan of a `medtl train` without --config, kept beside the artifact until it is sealed.
+
+    Why: an interrupted run resumes its finished folds only under the same recipe, and a new plan could differ (a
+    budget's cuts depend on measured times). So a re-run for the same data and options takes the saved plan; the
+    caller removes it once the artifact is sealed (the artifact keeps the plan in its config.yaml)."""
+    saved = saved_plan_path(out)
+    manifest_hash = read_json(Fingerprint, Path(dataset) / FINGERPRINT).manifest_hash
+    if saved.exists():
+        config = read_plan(saved)
+        if (
+            config.plan
+            and config.plan.facts.manifest_hash == manifest_hash
+            and config.plan.budget_minutes == (options.budget_minutes)
+        ):
+            log.info("resuming with the plan the interrupted run made (%s)", saved.name)
+            return config
+    config = make_plan(dataset, options)
+    write_plan(config, saved)
+    return config
 
 
 def summary(config: TrainConfig) -> str:

@@ -82,3 +82,18 @@ def test_a_dataset_of_masks_is_planned_not_refused(dataset_3d_masks):
     assert "100%" in config.plan.reasons["task.exclude_flags"]
     assert config.model.adapt_3d == "inflate" and config.preprocessing is None  # no 2D weights; 3D stays native
     assert config.plan.facts.spatial_dims == 3 and config.batch_size >= 2
+
+
+def test_an_interrupted_planned_run_resumes_with_its_own_plan(dataset_2d, tmp_path, monkeypatch):
+    out = tmp_path / "artifact"
+    first = plan_module.plan_for_run(dataset_2d, out, PlanOptions(search=False))
+    assert plan_module.saved_plan_path(out).exists()
+
+    def must_not_plan(*args, **kwargs):
+        raise AssertionError("planned again")
+
+    monkeypatch.setattr(plan_module, "make_plan", must_not_plan)
+    again = plan_module.plan_for_run(dataset_2d, out, PlanOptions(search=False))
+    assert again.model_dump() == first.model_dump()  # same recipe, so the finished folds are reused
+    with pytest.raises(AssertionError, match="planned again"):  # other options: a new plan, never the old one
+        plan_module.plan_for_run(dataset_2d, out, PlanOptions(search=False, budget_minutes=5))

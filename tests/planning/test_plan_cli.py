@@ -19,6 +19,7 @@ from medtl.contracts.planning import PlanRecord
 from medtl.errors import ArtifactIntegrityError
 from medtl.evaluation.evaluate import evaluate
 from medtl.planning import PlanOptions, make_plan
+from medtl.planning.plan import saved_plan_path
 from support.trained import signing_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -41,6 +42,7 @@ def test_plan_then_train_without_a_config(dataset_2d, tmp_path):
         )
         assert trained.exit_code == 0, trained.output
         assert "no --config: planning the recipe" in trained.output
+        assert not saved_plan_path(tmp_path / "art").exists()  # kept for a resume only until the seal
         artifact = open_verified(tmp_path / "art")
         config = artifact.read_yaml("config.yaml")
         run = artifact.read_json("metrics/run.json")
