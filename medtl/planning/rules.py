@@ -199,7 +199,7 @@ def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps:
         )
     else:
         recipe.set("class_balance", "none", f"classes are balanced enough (minority {facts.minority_share:.0%})")
-    recipe.set("augmentation", _augmentation(facts, n_train), _augmentation_reason(facts, n_train))
+    recipe.set("augmentation", *augmentation(n_train))
     recipe.set(
         "final_model",
         "ensemble",
@@ -210,23 +210,15 @@ def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps:
     return recipe
 
 
-def _augmentation(facts: PlanFacts, n_train: int) -> dict[str, Any]:
-    if n_train >= SMALL_SET:
-        return {"enabled": True}
-    strong: dict[str, Any] = {
-        "enabled": True,
-        "rotate_degrees": 15.0,
-        "scale": [0.85, 1.15],
-        "translate": 0.1,
-        "p_affine": 0.7,
-    }
-    return strong
+STRONG_AUGMENTATION: dict[str, Any] = {"rotate_degrees": 15.0, "scale": [0.85, 1.15], "translate": 0.1, "p_affine": 0.7}
 
 
-def _augmentation_reason(facts: PlanFacts, n_train: int) -> str:
+def augmentation(n_train: int) -> tuple[dict[str, Any], str]:
     if n_train >= SMALL_SET:
-        return f"~{n_train} training images per fold: the default flips, small affine and intensity changes"
-    return (
+        return {"enabled": True}, (
+            f"~{n_train} training images per fold: the default flips, small affine and intensity changes"
+        )
+    return {"enabled": True, **STRONG_AUGMENTATION}, (
         f"only ~{n_train} training images per fold: stronger affine augmentation (rotation 15 degrees, zoom 0.85-1.15, "
         "shift 10%, on 70% of samples) against overfitting"
     )
