@@ -1,4 +1,8 @@
-"""Weight source: the final weights of an earlier medtl artifact ("train on a related task, then transfer").
+"""Weight source: the weights of an earlier medtl artifact ("train on a related task, then transfer").
+
+Which weights: the refit model's (`weights/final.safetensors`) when the artifact has one. An ensemble artifact has
+only its fold models, and independently trained networks cannot be averaged into one; the fold model that did best
+on its own tuning patients (`metrics/foldN.json`) is the starting point then, and the record names the file.
 
 Why through `medtl.artifacts.open_verified`: an artifact is only trusted as a whole — manifest hashes, signature and
 audit chain — so its weights are read only after the artifact's own integrity check has passed (it raises
@@ -8,6 +12,7 @@ they are read. The record keeps the SHA-256 of the exact bytes loaded here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,28 @@ from medtl.models.checkpoint import FileBytes, load_state_dict_file, read_file, 
 from medtl.models.records import ResolvedWeights, WeightRecord
 
 WEIGHTS_FILE = "weights/final.safetensors"
+FOLD_WEIGHTS = re.compile(r"^weights/fold(\d+)\.safetensors$")
+
+
+def source_weights_file(artifact: Any) -> str:
+    """The artifact's weights a later model starts from (see the module docstring)."""
+    files = set(artifact.files)
+    if WEIGHTS_FILE in files:
+        return WEIGHTS_FILE
+    folds = {int(m.group(1)): name for name in files if (m := FOLD_WEIGHTS.match(name))}
+    if not folds:
+        raise WeightsError(
+            "the artifact holds no model weights (weights/final.safetensors or weights/foldN.safetensors)",
+            where=str(getattr(artifact, "folder", "artifact")),
+            fix="name an artifact written by `medtl train`",
+        )
+
+    def tuning_auc(index: int) -> float:
+        name = f"metrics/fold{index}.json"
+        value = artifact.read_json(name).get("best_tune_auc") if name in files else None
+        return float(value) if isinstance(value, int | float) else float("-inf")
+
+    return folds[max(sorted(folds), key=tuning_auc)]  # ties: the lowest fold index
 
 
 def _open_verified(folder: Path) -> Any:
@@ -34,7 +61,10 @@ def _open_verified(folder: Path) -> Any:
 
 class ArtifactSource:
     kind = "artifact"
-    summary = "an earlier medtl artifact folder: weights/final.safetensors, verified by the artifact's integrity check"
+    summary = (
+        "an earlier medtl artifact folder: its refit weights (or its best fold model), verified by the artifact's "
+        "integrity check"
+    )
 
     def resolve(self, choice: Any, spec: BackboneSpec) -> ResolvedWeights:
         folder = Path(choice.path).expanduser()
@@ -47,13 +77,14 @@ class ArtifactSource:
                 where=str(folder),
                 fix="use an artifact written by a medtl version that records its model spec",
             )
+        weights_file = source_weights_file(artifact)
         reader = getattr(artifact, "read_bytes", None)
         if callable(reader):  # re-checks the bytes against the manifest as they are read
-            data = reader(WEIGHTS_FILE)
-            content = FileBytes(data=data, sha256=sha256_bytes(data), file_name=Path(WEIGHTS_FILE).name)
+            data = reader(weights_file)
+            content = FileBytes(data=data, sha256=sha256_bytes(data), file_name=Path(weights_file).name)
         else:
-            content = read_file(Path(artifact.path(WEIGHTS_FILE)))
-        state = load_state_dict_file(content, where=f"{folder} ({WEIGHTS_FILE})")
+            content = read_file(Path(artifact.path(weights_file)))
+        state = load_state_dict_file(content, where=f"{folder} ({weights_file})")
         if model_spec.get("adapt_3d") == "2.5d" and model_spec.get("spatial_dims") == 3:
             state = strip_prefix(state, "net.")  # the 2.5D wrapper's attribute; weights belong to the 2D network
         model_id = metadata.get("model_id", folder.name)
@@ -62,7 +93,7 @@ class ArtifactSource:
         record = WeightRecord(
             source=self.kind,
             name=f"{model_id}@{metadata.get('model_version', 'unversioned')}",
-            path_name=WEIGHTS_FILE,
+            path_name=weights_file,
             sha256=content.sha256,
             license=licence,
             verified_by="artifact integrity check (manifest hashes, signature, audit chain)",

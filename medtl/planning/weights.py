@@ -13,6 +13,7 @@ from typing import Any
 
 from medtl.artifacts import open_verified
 from medtl.contracts.planning import WeightsCheck
+from medtl.models.artifact_source import source_weights_file
 from medtl.models.catalog import ExpectedWeights, check, known_weights
 
 
@@ -60,10 +61,11 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
     if artifact is not None:  # opened now: a broken seal or an untrusted signer stops the plan, not a later fold
         verified = open_verified(artifact)
         backbone = str(verified.metadata["model"]["backbone"])
+        weights_file = source_weights_file(verified)
         checks.append(WeightsCheck(source="artifact", label=artifact.name, state="verified", usable=True))
         reason = (
-            f"the named medtl artifact ({backbone}, trained on medical images) verified through its seal and the "
-            "site's trust anchors"
+            f"the named medtl artifact ({backbone}, trained on medical images; {weights_file}) verified through its "
+            "seal and the site's trust anchors"
         )
         return WeightsPick(backbone, {"source": "artifact", "path": str(artifact)}, reason), checks
     for source, backbone, weights, reason in _preferences(spatial_dims):

@@ -60,7 +60,8 @@ def install_torchvision_file(state: dict, monkeypatch: pytest.MonkeyPatch, membe
 
 
 def fake_artifacts_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand-in for medtl.artifacts with the agreed API: open_verified(folder) -> .metadata, .path(relative)."""
+    """Stand-in for medtl.artifacts with the agreed API: open_verified(folder) -> .metadata, .files, .path(relative),
+    .read_json(relative)."""
 
     class Verified:
         def __init__(self, folder: Path) -> None:
@@ -69,6 +70,13 @@ def fake_artifacts_module(monkeypatch: pytest.MonkeyPatch) -> None:
 
         def path(self, relative: str) -> Path:
             return self.folder / relative
+
+        @property
+        def files(self) -> list[str]:
+            return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
+
+        def read_json(self, relative: str):
+            return json.loads((self.folder / relative).read_text())
 
     def open_verified(folder):
         folder = Path(folder)

@@ -279,6 +279,30 @@ def test_artifact_source_reuses_an_earlier_model(monkeypatch, tmp_path) -> None:
         create_model("artifact", weights=choice, in_channels=1, num_classes=2)
 
 
+def test_an_ensemble_artifact_lends_its_best_fold_model(monkeypatch, tmp_path) -> None:
+    """No refit model: the fold model with the best tuning AUROC is the starting point, and the record says so."""
+    fake_artifacts_module(monkeypatch)
+    folder = tmp_path / "artifact"
+    write_artifact(folder, create_model("resnet18", weights="none", in_channels=1, num_classes=2))
+    (folder / "weights" / "final.safetensors").unlink()
+    (folder / "metrics").mkdir()
+    states = {}
+    for fold, tune_auc in enumerate([0.81, 0.93, 0.88]):
+        states[fold] = randomise(create_model("resnet18", weights="none", in_channels=1, num_classes=2)
+                                 .model.state_dict(), seed=fold + 10)  # fmt: skip
+        save_file({k: v.contiguous() for k, v in states[fold].items()}, folder / "weights" / f"fold{fold}.safetensors")
+        (folder / "metrics" / f"fold{fold}.json").write_text(json.dumps({"fold": fold, "best_tune_auc": tune_auc}))
+    choice = {"source": "artifact", "path": folder}
+    built = create_model("artifact", weights=choice, in_channels=1, num_classes=2)
+    assert built.pretrained.path_name == "weights/fold1.safetensors"
+    loaded = built.model.state_dict()
+    assert torch.equal(loaded["layer1.0.conv1.weight"], states[1]["layer1.0.conv1.weight"])
+    for name in list(folder.glob("weights/*")):
+        name.unlink()
+    with pytest.raises(WeightsError, match="holds no model weights"):
+        create_model("artifact", weights=choice, in_channels=1, num_classes=2)
+
+
 def test_artifact_backbone_requires_the_artifact_source() -> None:
     with pytest.raises(ConfigError, match="source: artifact"):
         create_model("artifact", weights="none", in_channels=1, num_classes=2)
