@@ -229,7 +229,7 @@ def plan(
     ] = None,
     seed: Annotated[int, typer.Option(help="The run's one seed.")] = 0,
     weights_artifact: Annotated[
-        Path | None, typer.Option(help="An earlier medtl artifact to transfer from (verified when training starts).")
+        Path | None, typer.Option(help="An earlier medtl artifact to transfer from (verified now).")
     ] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Cap the schedule (a quick look, not a result).")] = None,
 ) -> None:

@@ -92,10 +92,9 @@ class TrainingPlan:
 
 def check_preconditions(config: TrainConfig, out: Path) -> None:
     """What can be checked before reading any data (and before planning, which may itself take minutes)."""
-    if Path(out).exists() and any(Path(out).iterdir()):
-        raise ConfigError(
-            f"the artifact folder {Path(out).name} already exists and is not empty", fix="choose a new --out"
-        )
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"the artifact folder {out.name} already exists and is not empty", fix="choose a new --out")
     signing_key_for(config)
 
 
