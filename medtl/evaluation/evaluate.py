@@ -11,7 +11,6 @@ report folder must be new (or empty), and it appears whole or not at all (writte
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,12 +105,13 @@ def evaluate(
     task = metadata["task"]
     binary = task["kind"] == "binary"
     oof = verified.read_table("predictions/oof.parquet")
+    transfer = verified.read_json("metrics/transfer.json")  # per arm: folds, curves, the pooling gap
     main = oof[oof["arm"] == "main"].reset_index(drop=True)
     positive = task["positive_class"]
     point, temperature = None, None
     if binary:
         main["y"] = (main["label"].astype(str) == str(positive)).astype(int)
-        if rule.replace(" ", "").lower() == "youden" and _pooling_gap_flagged(verified):
+        if rule.replace(" ", "").lower() == "youden" and _pooling_gap_flagged(transfer):
             point = choose_threshold_by_fold(main["y"], main["probability"], main["fold"], rule)
         else:
             point = choose_threshold(main["y"].to_numpy(), main["probability"].to_numpy(), rule)
@@ -138,14 +138,14 @@ def evaluate(
         model_id=metadata["model_id"],
         model_version=metadata["model_version"],
         evaluations=evaluations,
-        transfer=_transfer(verified, oof, task["classes"], positive, n_boot),
+        transfer=_transfer(transfer, oof, task["classes"], positive, n_boot),
     )
     cases = (
         _failure_cases(model, task_config, test_frame, test_tensors, main, dataset, point.threshold, failure_cases)
         if point is not None
         else []
     )
-    report = _report_input(verified, metrics, curves, cases, test_frame)
+    report = _report_input(verified, transfer, metrics, curves, cases, test_frame)
     out = Path(out)
     files = _write_new_report(metrics, report, out, pdf=pdf)
     verified.append_event(
@@ -309,9 +309,8 @@ def _score_test(
 
 
 def _transfer(
-    verified: VerifiedArtifact, oof: pd.DataFrame, classes: list[str], positive: str | None, n_boot: int
+    entries: list[dict[str, Any]], oof: pd.DataFrame, classes: list[str], positive: str | None, n_boot: int
 ) -> list[TransferArm]:
-    entries = json.loads(verified.read_text("metrics/transfer.json"))
     arms = []
     for entry in entries:
         frame = oof[oof["arm"] == entry["arm"]]
@@ -389,6 +388,7 @@ def _oof_tensors(model: LoadedModel, task_config: TaskConfig, oof: pd.DataFrame,
 
 def _report_input(
     verified: VerifiedArtifact,
+    transfer: list[dict[str, Any]],
     metrics: Metrics,
     curves: list[EvaluationCurves],
     cases: list[FailureCase],
@@ -399,7 +399,6 @@ def _report_input(
     pretrained = provenance["pretrained"]
     oof = metrics.evaluations[0]
     config = verified.read_yaml("config.yaml")
-    transfer = json.loads(verified.read_text("metrics/transfer.json"))
     splits = verified.read_json("splits.json")
     return ReportInput(
         title=f"Evaluation report: {metadata['model_id']} {metadata['model_version']}",
@@ -452,8 +451,7 @@ def _report_input(
     )
 
 
-def _pooling_gap_flagged(verified: VerifiedArtifact) -> bool:
-    transfer = json.loads(verified.read_text("metrics/transfer.json"))
+def _pooling_gap_flagged(transfer: list[dict[str, Any]]) -> bool:
     return any(entry.get("arm") == "main" and entry.get("pooling_gap_flagged") for entry in transfer)
 
 
