@@ -288,7 +288,7 @@ def summary(config: TrainConfig) -> str:
     """A few lines for the terminal: the main choices and the estimate."""
     plan = config.plan
     lines = [
-        f"model: {config.model.backbone} ({_weights_text(config)}), input {_input(config, plan)}",
+        f"model: {config.model.backbone} ({config.model.weights.source}), input {_input(config, plan)}",
         f"batch {config.batch_size}, {config.steps} steps, lr {config.strategy.lr:g} ({config.strategy.name}), "
         f"{config.cv.n_folds} folds, arms {config.arms or 'none'}, final {config.final_model}",
     ]
@@ -305,10 +305,6 @@ def summary(config: TrainConfig) -> str:
             )
         lines.extend(f"note: {note}" for note in plan.notes)
     return "\n".join(lines)
-
-
-def _weights_text(config: TrainConfig) -> str:
-    return config.model.weights.source
 
 
 def _input(config: TrainConfig, plan: PlanRecord | None) -> str:
