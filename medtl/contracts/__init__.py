@@ -16,6 +16,7 @@ from medtl.contracts.labels import LabelRow
 from medtl.contracts.planning import PlanRecord
 from medtl.contracts.preprocessing import PreprocessingSpec
 from medtl.contracts.pull import PullRecord, PullReport
+from medtl.contracts.task import TaskDeclaration
 from medtl.contracts.training import Splits
 
 # Every contract, in data-flow order; data_contracts/ holds one JSON Schema file per entry.
@@ -26,6 +27,7 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     IngestReport,
     PullReport,
     PreprocessingSpec,
+    TaskDeclaration,
     PlanRecord,
     Splits,
     ArtifactMetadata,
@@ -55,6 +57,7 @@ __all__ = [
     "ScoreRow",
     "SignedDecision",
     "Splits",
+    "TaskDeclaration",
     "read_json",
     "read_table",
     "validate_document",

@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from medtl.contracts.base import ContractModel, Strict
 from medtl.contracts.ingest import SHA256, ImageKind
+from medtl.contracts.task import TaskKind, check_declaration
 
 # One segment: starts with a letter or digit (no hidden files, no "." / ".."), then a small portable alphabet, so
 # that a folder copied between Linux, macOS and Windows keeps every name exactly.
@@ -24,9 +25,19 @@ UNLISTED_FILES = ("manifest.json", "signature.bin", "audit.jsonl")
 
 
 class TaskSpec(Strict):
-    kind: Literal["binary", "multiclass"]
-    classes: list[str] = Field(min_length=2)
+    kind: TaskKind = Field(description="binary, multiclass, ordinal (classes are grades, lowest first) or multilabel")
+    classes: list[str] = Field(min_length=1, description="class names in output order, grades, or finding names")
     positive_class: str | None = Field(None, description="binary tasks: the class the probability refers to")
+    decision_cut: str | None = Field(
+        None, description="ordinal tasks: the decision the model supports is 'grade >= decision_cut'"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        if self.kind != "multilabel" and len(self.classes) < 2:
+            raise ValueError("a single-label task has at least two classes")
+        check_declaration(self.kind, self.classes, self.positive_class, self.decision_cut)
+        return self
 
 
 class InputSpec(Strict):

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from medtl.contracts.base import ContractModel, Strict
 from medtl.contracts.ingest import PSEUDONYM, SHA256
+from medtl.contracts.task import TaskKind
 
 
 class Estimate(Strict):
@@ -58,10 +59,38 @@ class SubgroupResult(Strict):
     estimates: list[Estimate]
 
 
+class EndpointResult(Strict):
+    """One binary decision a task supports (contracts/task.py: the positive class, a class vs the rest, a grade cut
+    "grade >= k", or one finding), measured as a binary task with its own operating point chosen on OOF."""
+
+    endpoint: str = Field(description="machine name: the class, the finding, or ge_<grade>")
+    display: str = Field(description="how the report says it, e.g. 'grade >= 2', 'finding effusion'")
+    role: Literal["positive_class", "class", "cut", "finding"]
+    is_decision: bool = Field(
+        False, description="the decision the model supports (page one of the report; the approved threshold)"
+    )
+    n_patients: int = Field(ge=0)
+    n_positive: int = Field(ge=0, description="patients positive for this endpoint")
+    prevalence: float | None
+    operating_point: OperatingPoint | None = Field(
+        None, description="None for one-vs-rest class endpoints of a multiclass task (the argmax decides)"
+    )
+    estimates: list[Estimate] = Field(description="auroc, auprc, and at the operating point sensitivity, ...")
+    confusion: list[list[int]] = Field(default_factory=list, description="2x2: rows truth (neg, pos), cols predicted")
+    calibration: Calibration | None = None
+    subgroups: list[SubgroupResult] = Field(default_factory=list)
+
+
 class Evaluation(Strict):
-    """Results on one set of predictions: the out-of-fold ones, or the locked test set scored once."""
+    """Results on one set of predictions: the out-of-fold ones, or the locked test set scored once.
+
+    Binary tasks keep their one decision in the top-level fields. Other task types put task-level measures in
+    `estimates` (macro AUROC, accuracy; ordinal: quadratic weighted kappa and mean absolute grade error; multiclass:
+    multi-class Brier and class-wise ECE) and each binary decision in `endpoints`; `operating_point` then repeats the
+    decision endpoint's (ordinal), which is the threshold a reviewer approves."""
 
     evaluated_on: Literal["oof", "test"]
+    task_kind: TaskKind = "binary"
     n_patients: int = Field(ge=0)
     n_scans: int = Field(ge=0)
     prevalence: float | None
@@ -71,6 +100,7 @@ class Evaluation(Strict):
     confusion: list[list[int]] = Field(description="rows = true class, columns = predicted class")
     calibration: Calibration | None = None
     subgroups: list[SubgroupResult] = Field(default_factory=list)
+    endpoints: list[EndpointResult] = Field(default_factory=list)
 
 
 class TransferArm(Strict):

@@ -8,7 +8,9 @@ from pydantic import ConfigDict, Field, field_validator
 
 from medtl.contracts.base import ContractModel
 
-LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$"
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+\-]*"
+# A class name, or for multi-label tasks several finding names separated by "|" ("none": no finding).
+LABEL_PATTERN = rf"^{_NAME}(?:\|{_NAME})*$"
 KEY_COLUMNS = ("patient_id", "study_id", "series_id")
 KNOWN_COLUMNS = (*KEY_COLUMNS, "label", "split", "site")
 
@@ -30,7 +32,11 @@ class LabelRow(ContractModel):
     patient_id: str = Field(min_length=1, description="the patient identifier as in the DICOM PatientID tag")
     study_id: str | None = Field(None, description="StudyInstanceUID or AccessionNumber; empty = all studies")
     series_id: str | None = Field(None, description="SeriesInstanceUID; empty = all series of the study/patient")
-    label: str = Field(pattern=LABEL_PATTERN, description="class name, e.g. 0/1 or benign/malignant")
+    label: str = Field(
+        pattern=LABEL_PATTERN,
+        description="class name, e.g. 0/1 or benign/malignant; multi-label: findings separated by | "
+        "(effusion|nodule), or none",
+    )
     split: Literal["train", "val", "test"] | None = Field(
         None, description="an official or locked split; 'test' is never used for training or model selection"
     )

@@ -41,6 +41,7 @@ R = TypeVar("R")
 
 MANIFEST = "manifest.parquet"
 FINGERPRINT = "fingerprint.json"
+TASK_DECLARATION = "task.json"  # optional: the declared task type and class order (contracts/task.py)
 REPORT = "ingest_report.json"
 QC_SUMMARY = "qc_summary.md"
 PREPROCESSING = "preprocessing.json"

@@ -20,7 +20,7 @@ import torch
 
 from medtl.contracts.planning import Candidate
 from medtl.training.config import TrainConfig
-from medtl.training.cv import MAIN_ARM, ArmSpec, positive_index, run_fold
+from medtl.training.cv import MAIN_ARM, ArmSpec, frame_targets, positive_index, run_fold
 from medtl.training.data import TaskData
 from medtl.training.loop import auc
 from medtl.training.splits import make_splits
@@ -48,6 +48,7 @@ def inner_cv(trial: Trial, *, device: torch.device, workdir: Path) -> tuple[list
         tune_fraction=config.cv.tune_fraction,
         seed=config.seed + INNER_SEED_OFFSET,
         manifest_hash=task.manifest_hash,
+        kind=task.kind,
     )
     arm = ArmSpec(MAIN_ARM, config.model, config.strategy)
     positive = positive_index(task)
@@ -56,7 +57,7 @@ def inner_cv(trial: Trial, *, device: torch.device, workdir: Path) -> tuple[list
     for fold in splits.folds:
         _, frame, _, _ = run_fold(task, splits, arm, fold.index, config, device=device, workdir=workdir)
         probabilities = frame[[f"p_{name}" for name in task.classes]].to_numpy()
-        aucs.append(auc(frame["target"].to_numpy(), probabilities, positive))
+        aucs.append(auc(frame_targets(task, frame), probabilities, positive, task.kind))
     return aucs, time.perf_counter() - started
 
 

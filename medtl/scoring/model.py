@@ -15,7 +15,9 @@ from torch import nn
 
 from medtl.artifacts import VerifiedArtifact, open_verified
 from medtl.contracts import PreprocessingSpec, validate_document
+from medtl.contracts.task import TaskKind
 from medtl.models.factory import rebuild_model
+from medtl.models.heads import probabilities
 
 
 @dataclass
@@ -26,6 +28,7 @@ class LoadedModel:
     positive_class: str | None
     spec: PreprocessingSpec
     device: torch.device
+    task_kind: TaskKind = "binary"
 
     @property
     def kind(self) -> str:
@@ -33,12 +36,13 @@ class LoadedModel:
 
     @torch.no_grad()
     def predict(self, batch: torch.Tensor) -> np.ndarray:
-        """Class probabilities (N, K) for preprocessed inputs (N, C, *spatial), averaged over the ensemble."""
+        """Class (or finding) probabilities (N, K) for preprocessed inputs (N, C, *spatial), averaged over the
+        ensemble."""
         inputs = batch.to(self.device, non_blocking=True)
         total = None
         for network in self.networks:
-            probabilities = torch.softmax(network(inputs).float(), dim=1)
-            total = probabilities if total is None else total + probabilities
+            predicted = probabilities(network(inputs), self.task_kind)
+            total = predicted if total is None else total + predicted
         return (total / len(self.networks)).cpu().numpy()
 
 
@@ -64,4 +68,6 @@ def load_model(
         network.load_state_dict(verified.load_weights(name), strict=True)
         networks.append(network.to(device).eval())
     task = verified.metadata["task"]
-    return LoadedModel(verified, networks, list(task["classes"]), task.get("positive_class"), spec, device)
+    return LoadedModel(
+        verified, networks, list(task["classes"]), task.get("positive_class"), spec, device, task_kind=task["kind"]
+    )

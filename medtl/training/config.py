@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medtl.contracts import PlanRecord, PreprocessingSpec
+from medtl.contracts.task import TaskKind, check_declaration
 from medtl.errors import ConfigError, describe_validation_error
 from medtl.models.config import ModelConfig
 from medtl.models.strategies import StrategyConfig
@@ -28,16 +29,31 @@ class _Section(BaseModel):
 
 
 class TaskConfig(_Section):
-    """Which scans to learn from and what the classes are."""
+    """Which scans to learn from, what the classes are and what kind of task they make."""
 
-    classes: list[str] | None = Field(None, description="class names in index order; default: sorted labels found")
+    kind: TaskKind | None = Field(
+        None,
+        description="binary, multiclass, ordinal or multilabel; default: the dataset's task.json, else inferred "
+        "where unambiguous (ordinal must be declared)",
+    )
+    classes: list[str] | None = Field(
+        None, description="class (or finding) names in index order, lowest grade first; default: sorted labels found"
+    )
     positive_class: str | None = Field(None, description="binary tasks: the class the probability is for")
+    decision_cut: str | None = Field(
+        None, description="ordinal tasks: the decision the model supports is 'grade >= decision_cut'"
+    )
     image_kind: Literal["volume", "image2d"] | None = Field(None, description="default: the spec's dimensionality")
     modalities: list[str] | None = Field(None, description="e.g. [CT]; default: every modality of that kind")
     exclude_flags: list[str] = Field(
         default_factory=lambda: ["constant_image", "possible_label_map"],
         description="scans with any of these QC flags are left out (and counted in the artifact)",
     )
+
+    @model_validator(mode="after")
+    def _declared(self) -> TaskConfig:
+        check_declaration(self.kind, self.classes, self.positive_class, self.decision_cut)
+        return self
 
 
 class CVConfig(_Section):
@@ -112,8 +128,6 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.task.positive_class and self.task.classes and self.task.positive_class not in self.task.classes:
-            raise ValueError("task.positive_class must be one of task.classes")
         if self.steps is None and self.early_stopping.min_epochs > self.epochs:
             raise ValueError("early_stopping.min_epochs cannot exceed epochs")
         return self

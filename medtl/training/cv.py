@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from medtl.contracts.task import output_units
 from medtl.contracts.training import Splits
 from medtl.evaluation.subgroups import ATTRIBUTES as SUBGROUP_ATTRIBUTES
 from medtl.models.config import ModelConfig, parse_weights
@@ -91,7 +92,10 @@ def seed_everything(seed: int) -> None:
 def build(task: TaskData, arm: ArmSpec, seed: int) -> BuiltModel:
     seed_everything(seed)  # the new head (and a from-scratch body) start from the seed's weights
     return create_model_from_config(
-        arm.model, in_channels=task.in_channels, num_classes=len(task.classes), spatial_dims=task.spatial_dims
+        arm.model,
+        in_channels=task.in_channels,
+        num_classes=output_units(task.kind, len(task.classes)),
+        spatial_dims=task.spatial_dims,
     )
 
 
@@ -148,7 +152,8 @@ def run_fold(
 
 
 def prediction_frame(task: TaskData, rows: np.ndarray, probabilities: np.ndarray, **extra: Any) -> pd.DataFrame:
-    """Keyed by pseudonymous ids only; one probability column per class (p_<class>), plus `probability` for binary."""
+    """Keyed by pseudonymous ids only; one probability column per class or finding (p_<name>), plus `probability` for
+    binary; multi-label frames also carry each finding's truth (y_<finding>, 0/1)."""
     scans = task.scans.iloc[rows]
     frame = pd.DataFrame(
         {
@@ -165,6 +170,9 @@ def prediction_frame(task: TaskData, rows: np.ndarray, probabilities: np.ndarray
             frame[attribute] = scans[attribute].to_numpy()
     for index, name in enumerate(task.classes):
         frame[f"p_{name}"] = probabilities[:, index] if len(rows) else []
+    if task.findings is not None:
+        for index, name in enumerate(task.classes):
+            frame[f"y_{name}"] = task.findings[rows, index].astype(int)
     positive = positive_index(task)
     if positive is not None:
         frame["probability"] = frame[f"p_{task.classes[positive]}"]
@@ -269,7 +277,7 @@ def transfer_indicators(results: list[ArmResult], oof: pd.DataFrame, task: TaskD
             "arm": result.arm.name,
             "strategy": result.arm.strategy.name,
             "pretrained": result.pretrained,
-            "oof_auc": auc(arm_oof["target"].to_numpy(), probabilities, positive),
+            "oof_auc": auc(frame_targets(task, arm_oof), probabilities, positive, task.kind),
             "folds": [],
         }
         for outcome in result.folds:
@@ -283,7 +291,10 @@ def transfer_indicators(results: list[ArmResult], oof: pd.DataFrame, task: TaskD
                 {
                     "fold": outcome.fold,
                     "heldout_auc": auc(
-                        heldout["target"].to_numpy(), heldout[[f"p_{c}" for c in task.classes]].to_numpy(), positive
+                        frame_targets(task, heldout),
+                        heldout[[f"p_{c}" for c in task.classes]].to_numpy(),
+                        positive,
+                        task.kind,
                     ),
                     "best_epoch": outcome.best_epoch,
                     "best_tune_auc": outcome.best_tune_auc,
@@ -303,6 +314,13 @@ def transfer_indicators(results: list[ArmResult], oof: pd.DataFrame, task: TaskD
         entry["pooling_gap_flagged"] = gap is not None and gap > POOLING_GAP
         summary.append(entry)
     return summary
+
+
+def frame_targets(task: TaskData, frame: pd.DataFrame) -> np.ndarray:
+    """The truth of a prediction frame's rows: class indices, or the (N, K) finding matrix."""
+    if task.kind == "multilabel":
+        return frame[[f"y_{name}" for name in task.classes]].to_numpy()
+    return frame["target"].to_numpy()
 
 
 def _first_reaching(curve: list[dict[str, Any]], target: float | None) -> tuple[int | None, float | None]:

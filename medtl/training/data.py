@@ -16,10 +16,11 @@ from torch.utils.data import Dataset
 
 from medtl.contracts import PreprocessingSpec, read_json, read_table
 from medtl.contracts.ingest import Fingerprint, ManifestRow
+from medtl.contracts.task import TaskDeclaration, TaskKind, default_decision_cut, findings_of, infer_kind
 from medtl.errors import ConfigError
 from medtl.hashing import sha256_file
 from medtl.ingest.cache import ScanCache
-from medtl.ingest.pipeline import FINGERPRINT, MANIFEST, PREPROCESSING
+from medtl.ingest.pipeline import FINGERPRINT, MANIFEST, PREPROCESSING, TASK_DECLARATION
 from medtl.ingest.preprocess import applies_to, spec_hash
 from medtl.ingest.worker import preprocess_cached
 from medtl.training.config import TaskConfig
@@ -31,14 +32,24 @@ RESIDENT_SHARE = 0.2  # of a GPU's memory, at most, for a set's tensors kept on 
 @dataclass
 class TaskData:
     dataset: Path
-    scans: pd.DataFrame  # labelled scans of the task, with `target` (class index) and `tensor_path`
-    classes: list[str]
+    scans: pd.DataFrame  # labelled scans of the task, with `target` (class index; -1 multi-label) and `tensor_path`
+    classes: list[str]  # class names, grades lowest first, or finding names
     positive_class: str | None
     spec: PreprocessingSpec
     spec_hash: str
     manifest_hash: str
     fingerprint_hash: str
     excluded: dict[str, int] = field(default_factory=dict)
+    kind: TaskKind = "binary"
+    decision_cut: str | None = None  # ordinal: the decision is "grade >= decision_cut"
+    findings: np.ndarray | None = None  # multi-label: (scans, findings) 0/1 matrix in `scans` row order
+
+    def targets(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Class indices (N,), or for multi-label the (N, K) 0/1 finding matrix."""
+        rows = np.arange(len(self.scans)) if rows is None else np.asarray(rows, dtype=int)
+        if self.findings is not None:
+            return self.findings[rows]
+        return self.scans["target"].to_numpy()[rows]
 
     @property
     def spatial_dims(self) -> int:
@@ -66,7 +77,7 @@ def dataset_spec(dataset: Path) -> PreprocessingSpec:
 
 def _sort_labels(labels: set[str]) -> list[str]:
     """Numeric labels in numeric order (0, 1, 2, 10), others alphabetically."""
-    if all(label.lstrip("-").isdigit() for label in labels):
+    if _all_numbers(labels):
         return sorted(labels, key=int)
     return sorted(labels)
 
@@ -106,6 +117,10 @@ def load_task(dataset: Path, task: TaskConfig, spec: PreprocessingSpec | None = 
         drop(hits.apply(bool), "excluded QC flag")
     drop(selected["label"].isna(), "unlabelled")
     labels = set(selected["label"])
+    declared = read_declaration(dataset)
+    task_kind: TaskKind = task.kind or (declared.kind if declared else None) or infer_kind(labels)
+    if task_kind == "multilabel":
+        return _finish(dataset, task, declared, task_kind, selected, excluded, spec, fingerprint)
     if len(labels) < 2:
         raise ConfigError(
             f"the task needs at least two classes; after the task's filters {len(selected)} of {len(manifest)} scans "
@@ -113,18 +128,72 @@ def load_task(dataset: Path, task: TaskConfig, spec: PreprocessingSpec | None = 
             where=str(dataset),
             fix="change the setting named above in the training config's task: section (or the labels file)",
         )
-    classes = task.classes or _sort_labels(labels)
-    unknown = labels - set(classes)
-    if unknown:
-        raise ConfigError(
-            f"labels {sorted(unknown)} are not among task.classes {classes}",
-            fix="add them to task.classes, or fix labels.csv and re-run ingest",
-        )
-    if len(classes) < 2:
-        raise ConfigError(f"the task needs at least two classes; found {classes}", where=str(dataset))
-    positive = task.positive_class or (classes[1] if len(classes) == 2 else None)
+    return _finish(dataset, task, declared, task_kind, selected, excluded, spec, fingerprint)
+
+
+def read_declaration(dataset: Path) -> TaskDeclaration | None:
+    path = Path(dataset) / TASK_DECLARATION
+    return read_json(TaskDeclaration, path) if path.exists() else None
+
+
+def _finish(
+    dataset: Path,
+    task: TaskConfig,
+    declared: TaskDeclaration | None,
+    kind: TaskKind,
+    selected: pd.DataFrame,
+    excluded: dict[str, int],
+    spec: PreprocessingSpec,
+    fingerprint: Fingerprint,
+) -> TaskData:
+    """Classes in their index order, each scan's target, and the preprocessed tensors."""
+    same_kind = declared is not None and declared.kind == kind
+    declared_classes = declared.classes if same_kind else None
     scans = selected.copy().reset_index(drop=True)
-    scans["target"] = scans["label"].map({name: index for index, name in enumerate(classes)}).astype(int)
+    findings = None
+    if kind == "multilabel":
+        present = {name for label in scans["label"] for name in findings_of(label)}
+        classes = task.classes or declared_classes or sorted(present)
+        unknown = present - set(classes)
+        if unknown or len(classes) < 1:
+            raise ConfigError(
+                f"findings {sorted(unknown)} are not among task.classes {classes}",
+                fix="add them to task.classes, or fix labels.csv and re-run ingest",
+            )
+        position = {name: index for index, name in enumerate(classes)}
+        findings = np.zeros((len(scans), len(classes)), dtype=np.float32)
+        for row, label in enumerate(scans["label"]):
+            for name in findings_of(label):
+                findings[row, position[name]] = 1.0
+        scans["target"] = -1
+    else:
+        labels = set(scans["label"])
+        classes = task.classes or declared_classes or _sort_labels(labels)
+        unknown = labels - set(classes)
+        if unknown:
+            raise ConfigError(
+                f"labels {sorted(unknown)} are not among task.classes {classes}",
+                fix="add them to task.classes, or fix labels.csv and re-run ingest",
+            )
+        if len(classes) < 2:
+            raise ConfigError(f"the task needs at least two classes; found {classes}", where=str(dataset))
+        if kind == "binary" and len(classes) != 2:
+            raise ConfigError(
+                f"a binary task needs exactly two classes; found {len(classes)}",
+                fix="declare task.kind multiclass (or ordinal for grades), or select two classes with task.classes",
+            )
+        if kind == "ordinal" and not (task.classes or declared_classes) and not _all_numbers(labels):
+            raise ConfigError(
+                "an ordinal task needs its grades in order, and these labels are not numbers",
+                fix="list the grades lowest first in task.classes (or in the dataset's task.json)",
+            )
+        scans["target"] = scans["label"].map({name: index for index, name in enumerate(classes)}).astype(int)
+    positive = task.positive_class or (declared.positive_class if same_kind else None)
+    if kind == "binary":
+        positive = positive or classes[1]
+    cut = None
+    if kind == "ordinal":
+        cut = task.decision_cut or (declared.decision_cut if same_kind else None) or default_decision_cut(classes)
     key = spec_hash(spec)
     scans["tensor_path"] = _ensure_preprocessed(dataset, scans, spec, key)
     return TaskData(
@@ -137,7 +206,14 @@ def load_task(dataset: Path, task: TaskConfig, spec: PreprocessingSpec | None = 
         manifest_hash=fingerprint.manifest_hash,
         fingerprint_hash=sha256_file(dataset / FINGERPRINT),
         excluded=excluded,
+        kind=kind,
+        decision_cut=cut,
+        findings=findings,
     )
+
+
+def _all_numbers(labels: set[str]) -> bool:
+    return all(label.lstrip("-").isdigit() for label in labels)
 
 
 def _what_removed(excluded: dict[str, int], flag_counts: dict[str, int], kind: str) -> str:
@@ -173,7 +249,8 @@ class TensorSet(Dataset):
         self.task = task
         self.rows = np.asarray(rows, dtype=int)
         self.paths = [task.dataset / task.scans["tensor_path"].iloc[i] for i in self.rows]
-        self.targets = torch.as_tensor(task.scans["target"].to_numpy()[self.rows], dtype=torch.long)
+        targets = task.targets(self.rows)
+        self.targets = torch.as_tensor(targets, dtype=torch.float32 if targets.ndim == 2 else torch.long)
         self._memory: torch.Tensor | None = None
         if self.rows.size and self._estimated_bytes() <= PRELOAD_LIMIT_BYTES:
             self._memory = torch.stack([self._load(i) for i in range(len(self.rows))])

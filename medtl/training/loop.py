@@ -21,11 +21,15 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from medtl.contracts.task import TaskKind
+from medtl.errors import ConfigError
+from medtl.models.heads import probabilities
 from medtl.models.records import BuiltModel
 from medtl.models.strategies import EpochPlan, apply_plan, param_groups, set_bn_modes
 from medtl.training.augment import BatchAugmenter
 from medtl.training.config import TrainConfig
 from medtl.training.data import TensorSet
+from medtl.training.losses import class_weights, make_loss, tuning_loss
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -41,13 +45,28 @@ class FitResult:
     selection: str = "tune_auc"
 
 
-def auc(targets: np.ndarray, probabilities: np.ndarray, positive: int | None) -> float | None:
-    """Binary: AUROC of the positive class; multiclass: macro one-vs-rest. None when only one class is present."""
+def auc(
+    targets: np.ndarray, probabilities: np.ndarray, positive: int | None, kind: TaskKind | None = None
+) -> float | None:
+    """The tuning and summary AUROC of any task type. Binary: AUROC of the positive class; multiclass and ordinal:
+    macro one-vs-rest; multi-label: the mean of the per-finding AUROCs (findings with one value left out). None when
+    it is undefined (one class only)."""
+    if kind == "multilabel" or (targets.ndim == 2 and kind is None):
+        values = [
+            float(roc_auc_score(targets[:, k], probabilities[:, k]))
+            for k in range(targets.shape[1])
+            if len(np.unique(targets[:, k])) == 2
+        ]
+        return float(np.mean(values)) if values else None
     if len(np.unique(targets)) < 2:
         return None
     if probabilities.shape[1] == 2:
         index = 1 if positive is None else positive
         return float(roc_auc_score(targets == index, probabilities[:, index]))
+    present = np.unique(targets)
+    if len(present) < probabilities.shape[1]:  # a small tuning set may miss a class: macro over those present
+        values = [float(roc_auc_score(targets == k, probabilities[:, k])) for k in present]
+        return float(np.mean(values))
     return float(
         roc_auc_score(targets, probabilities, multi_class="ovr", average="macro", labels=range(probabilities.shape[1]))
     )
@@ -83,15 +102,15 @@ def schedule_length(config: TrainConfig, n_train: int) -> tuple[int, int]:
     return math.ceil(config.steps / per_epoch), config.steps
 
 
-def class_weights(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
-    counts = torch.bincount(targets, minlength=n_classes).float().clamp(min=1)
-    return counts.sum() / (n_classes * counts)
-
-
 def make_loader(data: TensorSet, config: TrainConfig, *, shuffle: bool, balance: bool, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if balance:
+        if data.targets.ndim == 2:
+            raise ConfigError(
+                "class_balance: sampler cannot balance a multi-label task (a scan carries several findings)",
+                fix="use class_balance: weighted_loss (each finding weighted by its prevalence) or none",
+            )
         weights = class_weights(data.targets, int(data.targets.max()) + 1)[data.targets]
         sampler = WeightedRandomSampler(weights.double(), num_samples=len(data), replacement=True, generator=generator)
     return DataLoader(
@@ -108,14 +127,14 @@ def make_loader(data: TensorSet, config: TrainConfig, *, shuffle: bool, balance:
 
 @torch.no_grad()
 def predict(model: nn.Module, data: TensorSet, *, device: torch.device, batch_size: int) -> np.ndarray:
-    """Class probabilities (N, K) in the dataset's row order."""
+    """Class (or finding) probabilities (N, K) in the dataset's row order."""
     model.eval()
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     outputs = []
     for inputs, _, _ in loader:
         with _autocast(device):
             logits = model(inputs.to(device, non_blocking=True))
-        outputs.append(torch.softmax(logits.float(), dim=1).cpu())
+        outputs.append(probabilities(logits, data.task.kind).cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0))
 
 
@@ -145,11 +164,10 @@ def fit(
     Without a tuning set (the final refit) the last epoch is kept and no early stopping happens.
     """
     model = built.model.to(device)
-    n_classes = int(train.targets.max()) + 1 if len(train) else 2
-    loss_weights = (
-        class_weights(train.targets, n_classes).to(device) if config.class_balance == "weighted_loss" else None
+    kind = train.task.kind
+    criterion = make_loss(
+        kind, train.targets, len(train.task.classes), weighted=config.class_balance == "weighted_loss", device=device
     )
-    criterion = nn.CrossEntropyLoss(weight=loss_weights)
     optimizer = torch.optim.AdamW(param_groups(built, plans[0]))
     augmenter = BatchAugmenter(config.augmentation, spatial_dims=train.task.spatial_dims).to(device)
     for data in (train, tune):
@@ -201,12 +219,9 @@ def fit(
             losses.append(float(loss.detach()))
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
         if tune is not None and len(tune):
-            probabilities = predict(model, tune, device=device, batch_size=config.batch_size)
-            tune_targets = tune.targets.numpy()
-            record["tune_auc"] = auc(tune_targets, probabilities, positive)
-            record["tune_loss"] = float(
-                nn.functional.nll_loss(torch.log(torch.as_tensor(probabilities).clamp_min(1e-7)), tune.targets)
-            )
+            predicted = predict(model, tune, device=device, batch_size=config.batch_size)
+            record["tune_auc"] = auc(tune.targets.numpy(), predicted, positive, kind)
+            record["tune_loss"] = tuning_loss(kind, torch.as_tensor(predicted), tune.targets)
         elapsed += time.perf_counter() - started
         record["seconds"] = round(elapsed, 3)
         curve.append(record)

@@ -157,14 +157,14 @@ def write_artifact(
         flow_run_id=flow_run_id,
         environment=environment,
     )
-    binary = len(task.classes) == 2
     metadata = ArtifactMetadata(
         model_id=config.model_id,
         model_version=config.model_version,
         task={
-            "kind": "binary" if binary else "multiclass",
+            "kind": task.kind,
             "classes": task.classes,
             "positive_class": task.positive_class,
+            "decision_cut": task.decision_cut,
         },
         intended_use=config.intended_use,
         input={
@@ -175,7 +175,7 @@ def write_artifact(
             "value_range": (0.0, 1.0),
         },
         output={
-            "probability": f"P({task.positive_class}) from softmax" if binary else "softmax over task.classes",
+            "probability": OUTPUT_MEANING[task.kind].format(positive=task.positive_class),
             "model": "refit on all training patients"
             if final_state is not None
             else f"mean of {len(main.states)} fold models",
@@ -202,6 +202,14 @@ def write_artifact(
     )
     key = signing_key_for(config)
     return builder.seal(signing_key=key, phi_terms=phi_terms_for(task.dataset), allow_unsigned=config.allow_unsigned)
+
+
+OUTPUT_MEANING = {
+    "binary": "P({positive}) from softmax",
+    "multiclass": "softmax over task.classes",
+    "ordinal": "grade probabilities from CORN conditional logits (one per cut between neighbouring grades)",
+    "multilabel": "one sigmoid probability per finding in task.classes",
+}
 
 
 def run_record(config: TrainConfig, started_at: datetime, device: torch.device) -> dict[str, Any]:

@@ -8,17 +8,22 @@ re-run sees the same patients, and a person can write one by hand.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from sklearn.model_selection import StratifiedGroupKFold
 
 from medtl.contracts import read_json, write_json
+from medtl.contracts.task import TaskKind, findings_of
 from medtl.contracts.training import Fold, Splits
 from medtl.errors import ConfigError, LeakageError
+
+log = logging.getLogger(__name__)
 
 
 def patient_labels(scans: pd.DataFrame) -> dict[str, str]:
@@ -30,21 +35,53 @@ def patient_labels(scans: pd.DataFrame) -> dict[str, str]:
     return labels
 
 
-def make_splits(scans: pd.DataFrame, *, n_folds: int, tune_fraction: float, seed: int, manifest_hash: str) -> Splits:
-    """StratifiedGroupKFold over patients for the folds, and again inside each training side for `tune`."""
+def patient_findings(scans: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-label: (patients, their 0/1 matrix of every finding any of their scans carries)."""
+    by_patient: dict[str, set[str]] = defaultdict(set)
+    for patient, label in zip(scans["patient_id"], scans["label"], strict=True):
+        by_patient[str(patient)].update(findings_of(str(label)))
+    names = sorted(set().union(*by_patient.values())) if by_patient else []
+    patients = np.array(sorted(by_patient))
+    matrix = np.array([[name in by_patient[p] for name in names] for p in patients], dtype=int).reshape(
+        len(patients), len(names)
+    )
+    return patients, matrix
+
+
+def make_splits(
+    scans: pd.DataFrame,
+    *,
+    n_folds: int,
+    tune_fraction: float,
+    seed: int,
+    manifest_hash: str,
+    kind: TaskKind = "binary",
+) -> Splits:
+    """Patient folds stratified for the task type, and again inside each training side for `tune`.
+
+    Single-label tasks: StratifiedGroupKFold on each patient's label. Multi-label: iterative stratification
+    (iterative-stratification's MultilabelStratifiedKFold) on each patient's set of findings, so every finding is
+    spread over the folds as evenly as its count allows; a patient is one unit, so no patient is on two sides."""
     locked = sorted(set(scans.loc[scans["split"] == "test", "patient_id"]))
     pool = scans[~scans["patient_id"].isin(locked)]
-    by_patient = patient_labels(pool)
-    patients = np.array(sorted(by_patient))
-    labels = np.array([by_patient[p] for p in patients])
-    _check_enough(labels, n_folds)
-    outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    if kind == "multilabel":
+        patients, strata = patient_findings(pool)
+        _check_enough_findings(strata, n_folds)
+        outer = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        method = "multilabel_iterative_stratification"
+    else:
+        by_patient = patient_labels(pool)
+        patients = np.array(sorted(by_patient))
+        strata = np.array([by_patient[p] for p in patients])
+        _check_enough(strata, n_folds)
+        outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        method = "stratified_group_kfold"
     folds = []
-    for index, (rest, heldout) in enumerate(outer.split(patients, labels, groups=patients)):
-        train, tune = _carve_tune(patients[rest], labels[rest], tune_fraction, seed + 1 + index)
+    for index, (rest, heldout) in enumerate(outer.split(patients, strata, groups=patients)):
+        train, tune = _carve_tune(patients[rest], strata[rest], tune_fraction, seed + 1 + index)
         folds.append(Fold(index=index, train=sorted(train), tune=sorted(tune), heldout=sorted(patients[heldout])))
     splits = Splits(
-        method="stratified_group_kfold",
+        method=method,
         seed=seed,
         n_folds=n_folds,
         manifest_hash=manifest_hash,
@@ -55,13 +92,17 @@ def make_splits(scans: pd.DataFrame, *, n_folds: int, tune_fraction: float, seed
     return splits
 
 
-def _carve_tune(patients: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def _carve_tune(patients: np.ndarray, strata: np.ndarray, fraction: float, seed: int) -> tuple[list[str], list[str]]:
     n_inner = max(2, round(1 / fraction))
-    smallest = min(np.unique(labels, return_counts=True)[1])
+    if strata.ndim == 2:  # multi-label: iterative stratification spreads what it can; no class count to respect
+        inner = MultilabelStratifiedKFold(n_splits=n_inner, shuffle=True, random_state=seed)
+        keep, tune = next(inner.split(patients, strata))
+        return list(patients[keep]), list(patients[tune])
+    smallest = min(np.unique(strata, return_counts=True)[1])
     if smallest < n_inner:  # too few patients of a class to stratify that finely: fall back to what is possible
         n_inner = max(2, int(smallest))
     inner = StratifiedGroupKFold(n_splits=n_inner, shuffle=True, random_state=seed)
-    keep, tune = next(inner.split(patients, labels, groups=patients))
+    keep, tune = next(inner.split(patients, strata, groups=patients))
     return list(patients[keep]), list(patients[tune])
 
 
@@ -77,6 +118,27 @@ def _check_enough(labels: np.ndarray, n_folds: int) -> None:
         raise ConfigError(
             f"class {rare!r} has only {counts.min()} patients: too few for {n_folds} folds with a tuning split",
             fix=f"use fewer folds (cv.n_folds), or label at least {2 * n_folds} patients per class",
+        )
+
+
+def _check_enough_findings(matrix: np.ndarray, n_folds: int) -> None:
+    if matrix.shape[1] == 0 or not matrix.any():
+        raise ConfigError(
+            "no labelled patient carries any finding",
+            fix="a multi-label task needs findings in labels.csv (findings separated by |, none for no finding)",
+        )
+    if len(matrix) < 2 * n_folds:
+        raise ConfigError(
+            f"only {len(matrix)} labelled patients: too few for {n_folds} folds with a tuning split",
+            fix=f"use fewer folds (cv.n_folds), or label at least {2 * n_folds} patients",
+        )
+    rare = [int(count) for count in matrix.sum(axis=0) if count < n_folds]
+    if rare:
+        log.warning(
+            "%d finding(s) have fewer patients than folds (%s): some folds will hold none of them, and their "
+            "per-finding results rest on very few patients",
+            len(rare),
+            ", ".join(map(str, rare)),
         )
 
 
@@ -117,10 +179,14 @@ def check_leakage(splits: Splits, *, eligible: Iterable[str] | None = None) -> N
             )
 
 
-def splits_path(dataset: Path, *, n_folds: int, seed: int, tune_fraction: float, manifest_hash: str) -> Path:
-    """Where a split is persisted: named by everything it depends on, so a different dataset never reuses it."""
+def splits_path(
+    dataset: Path, *, n_folds: int, seed: int, tune_fraction: float, manifest_hash: str, kind: TaskKind = "binary"
+) -> Path:
+    """Where a split is persisted: named by everything it depends on, so a different dataset never reuses it (and a
+    multi-label split, stratified differently, never stands in for a single-label one)."""
     tune = f"{tune_fraction:.3f}".rstrip("0")
-    return Path(dataset) / "splits" / f"cv{n_folds}-tune{tune}-seed{seed}-{manifest_hash[:12]}.json"
+    stratified = "-multilabel" if kind == "multilabel" else ""
+    return Path(dataset) / "splits" / f"cv{n_folds}-tune{tune}-seed{seed}{stratified}-{manifest_hash[:12]}.json"
 
 
 def resolve_splits(
@@ -132,6 +198,7 @@ def resolve_splits(
     seed: int,
     manifest_hash: str,
     splits_file: Path | None = None,
+    kind: TaskKind = "binary",
 ) -> tuple[Splits, Path]:
     """A hand-written file if given, else the persisted split for these settings, else a new one (then saved)."""
     eligible = sorted(set(scans.loc[scans["split"] != "test", "patient_id"]))
@@ -139,11 +206,15 @@ def resolve_splits(
         splits = read_json(Splits, splits_file)
         check_leakage(splits, eligible=eligible)
         return splits, Path(splits_file)
-    path = splits_path(dataset, n_folds=n_folds, seed=seed, tune_fraction=tune_fraction, manifest_hash=manifest_hash)
+    path = splits_path(
+        dataset, n_folds=n_folds, seed=seed, tune_fraction=tune_fraction, manifest_hash=manifest_hash, kind=kind
+    )
     if path.exists():
         splits = read_json(Splits, path)
         check_leakage(splits, eligible=eligible)
         return splits, path
-    splits = make_splits(scans, n_folds=n_folds, tune_fraction=tune_fraction, seed=seed, manifest_hash=manifest_hash)
+    splits = make_splits(
+        scans, n_folds=n_folds, tune_fraction=tune_fraction, seed=seed, manifest_hash=manifest_hash, kind=kind
+    )
     write_json(splits, path)
     return splits, path

@@ -116,6 +116,7 @@ def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingP
         seed=config.seed,
         manifest_hash=task.manifest_hash,
         splits_file=config.cv.splits_file,
+        kind=task.kind,
     )
     workdir = out.with_name(out.name + ".work")
     _claim_workdir(workdir, sha256_json({"manifest": task.manifest_hash, "splits": splits.model_dump(mode="json"),

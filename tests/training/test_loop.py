@@ -40,7 +40,7 @@ def _scripted_tune_auc(monkeypatch, aucs):
     """Make the tuning AUC follow the given sequence, one value per epoch (the model and predictions stay real)."""
     calls = {"n": 0}
 
-    def scripted(targets, probabilities, positive):
+    def scripted(targets, probabilities, positive, kind=None):
         value = aucs[min(calls["n"], len(aucs) - 1)]
         calls["n"] += 1
         return value

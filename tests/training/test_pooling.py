@@ -25,7 +25,7 @@ def _indicators(oof: pd.DataFrame) -> dict:
     folds = [SimpleNamespace(fold=f, best_epoch=1, best_tune_auc=None, curve=[]) for f in sorted(oof.fold.unique())]
     arm = SimpleNamespace(name="main", strategy=SimpleNamespace(name="full"))
     result = SimpleNamespace(arm=arm, pretrained={"source": "none"}, folds=folds)
-    task = SimpleNamespace(classes=["0", "1"], positive_class="1")
+    task = SimpleNamespace(classes=["0", "1"], positive_class="1", kind="binary")
     [entry] = transfer_indicators([result], oof, task)
     return entry
 
