@@ -11,6 +11,7 @@ from medtl.contracts.base import (
     write_table,
 )
 from medtl.contracts.evaluation import Metrics, ScoreRow
+from medtl.contracts.handoff import EvaluatedPayload, OodReferenceSummary, OofRow, ScoredPayload, TransferRecord
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.contracts.labels import LabelRow
 from medtl.contracts.planning import PlanRecord
@@ -30,9 +31,14 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     TaskDeclaration,
     PlanRecord,
     Splits,
+    OofRow,
+    TransferRecord,
+    OodReferenceSummary,
     ArtifactMetadata,
     ArtifactManifest,
     AuditEvent,
+    EvaluatedPayload,
+    ScoredPayload,
     SignedDecision,
     Metrics,
     ScoreRow,

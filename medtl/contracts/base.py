@@ -97,9 +97,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def contract_document(document: ContractModel) -> dict[str, Any]:
+    """The JSON form of a contract document: its contract name and version first, then its content."""
+    return {
+        "contract": document.contract_name,
+        "contract_version": document.contract_version,
+        **document.model_dump(mode="json"),
+    }
+
+
 def write_json(document: ContractModel, path: str | Path) -> None:
-    payload = {"contract": document.contract_name, "contract_version": document.contract_version}
-    payload.update(document.model_dump(mode="json"))
+    payload = contract_document(document)
     atomic_write_bytes(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
@@ -146,7 +154,7 @@ _TABLE_KEY = b"medtl_contract"
 
 def write_table(model: type[ContractModel], frame: pd.DataFrame, path: str | Path) -> None:
     """Validate every row, then write Parquet that records its contract in the file's metadata."""
-    validate_rows(model, _records(frame), where=Path(path).name)
+    validate_frame(model, frame, where=Path(path).name)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     header = json.dumps({"contract": model.contract_name, "contract_version": model.contract_version}).encode()
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _TABLE_KEY: header})
@@ -168,7 +176,13 @@ def read_table(model: type[ContractModel], path: str | Path) -> pd.DataFrame:
     header = json.loads((table.schema.metadata or {}).get(_TABLE_KEY, b"{}"))
     _check_header(model, header, path.name)
     frame = table.to_pandas()
-    validate_rows(model, _records(frame), where=path.name)
+    validate_frame(model, frame, where=path.name)
+    return frame
+
+
+def validate_frame(model: type[ContractModel], frame: pd.DataFrame, *, where: str | None = None) -> pd.DataFrame:
+    """Every row of a table checked against its row contract; the frame is returned unchanged."""
+    validate_rows(model, _records(frame), where=where)
     return frame
 
 

@@ -22,7 +22,19 @@ from medtl.artifacts import (
     public_key_hex,
     resolve_signing_key,
 )
+from medtl.artifacts.layout import FINGERPRINT as ARTIFACT_FINGERPRINT
+from medtl.artifacts.layout import (
+    OOD_FEATURES,
+    OOD_SUMMARY,
+    OOF_PREDICTIONS,
+    PREPROCESSING,
+    RUN_METRICS,
+    SPLITS,
+    TRANSFER_METRICS,
+)
 from medtl.contracts.artifact import ArtifactMetadata
+from medtl.contracts.base import contract_document
+from medtl.contracts.handoff import OodReferenceSummary, OofRow, TransferRecord
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
 from medtl.hashing import sha256_json
@@ -75,10 +87,6 @@ def resolved_config(config: TrainConfig, results: list[ArmResult], task: TaskDat
     return _without_local_paths(data)
 
 
-OOD_FEATURES = "ood/features.safetensors"
-OOD_SUMMARY = "ood/features.json"
-
-
 def training_feature_reference(
     network: torch.nn.Module, built: BuiltModel, task: TaskData, splits: Splits, device: torch.device, batch_size: int
 ) -> FeatureReference:
@@ -122,28 +130,26 @@ def write_artifact(
         builder.add_weights("weights/final.safetensors", final_state)
     config_data = resolved_config(config, results, task)
     builder.add_yaml("config.yaml", config_data)
-    builder.add_json(
-        "preprocessing.json", {"contract": "preprocessing", "contract_version": 1, **task.spec.model_dump(mode="json")}
-    )
+    builder.add_json(PREPROCESSING, contract_document(task.spec))
     builder.add_json("label_map.json", {name: index for index, name in enumerate(task.classes)})
-    builder.add_json("splits.json", {"contract": "splits", "contract_version": 1, **splits.model_dump(mode="json")})
-    builder.add_table("predictions/oof.parquet", oof)
+    builder.add_json(SPLITS, contract_document(splits))
+    builder.add_table(OOF_PREDICTIONS, oof, contract=OofRow)
     pooled = {entry["arm"]: {"oof_auc": entry["oof_auc"]} for entry in indicators}
     for outcome in main.folds:
         builder.add_json(
             f"metrics/fold{outcome.fold}.json", {k: v for k, v in outcome.__dict__.items() if k != "curve"}
         )
     builder.add_json("metrics/pooled.json", pooled)
-    builder.add_json("metrics/run.json", run)
-    builder.add_json("metrics/transfer.json", indicators)
+    builder.add_json(RUN_METRICS, run)
+    builder.add_json(TRANSFER_METRICS, contract_document(TransferRecord(arms=indicators)))
     # What scoring compares new scans with: the training data's statistics and the model's feature distribution.
-    builder.add_bytes("fingerprint.json", (task.dataset / FINGERPRINT).read_bytes())
+    builder.add_bytes(ARTIFACT_FINGERPRINT, (task.dataset / FINGERPRINT).read_bytes())
     scoring_network = final_built.model
     if final_state is None:  # an ensemble scores with every fold model; features come from the first, fold 0
         scoring_network.load_state_dict(main.states[min(main.states)])
     reference = training_feature_reference(scoring_network, final_built, task, splits, device, config.batch_size)
     builder.add_bytes(OOD_FEATURES, safetensors_save(reference.tensors()))
-    builder.add_json(OOD_SUMMARY, reference.summary())
+    builder.add_json(OOD_SUMMARY, contract_document(OodReferenceSummary(**reference.summary())))
     environment = environment_text()
     provenance = collect_provenance(
         manifest_hash=task.manifest_hash,

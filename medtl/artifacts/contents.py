@@ -1,0 +1,92 @@
+"""The one typed reader of what an artifact's training run handed on: every file that crosses the train → evaluate →
+score boundary is read here, through its contract, from a verified artifact (its bytes already hash-checked).
+
+Why one reader: evaluation, scoring and the report used to look these files up by name and read keys from dicts; a
+file written by another medtl version then failed deep inside a metric. Here it fails on opening, naming the file
+and the key (DataContractError), and every consumer gets the same typed object.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import pandas as pd
+
+from medtl.artifacts.layout import (
+    FINGERPRINT,
+    OOD_FEATURES,
+    OOD_SUMMARY,
+    OOF_PREDICTIONS,
+    PREPROCESSING,
+    SPLITS,
+    TRANSFER_METRICS,
+)
+from medtl.artifacts.reader import VerifiedArtifact
+from medtl.contracts import PreprocessingSpec, validate_document
+from medtl.contracts.artifact import ArtifactMetadata, AuditEvent, TaskSpec
+from medtl.contracts.base import validate_frame
+from medtl.contracts.handoff import EvaluatedPayload, OodReferenceSummary, OofRow, TransferRecord
+from medtl.contracts.ingest import Fingerprint
+from medtl.contracts.training import Splits
+
+_HEADER = ("contract", "contract_version")
+
+
+def _document(data: Any) -> Any:
+    """A JSON document without its contract header (artifacts sealed before the header was written have none)."""
+    return {k: v for k, v in data.items() if k not in _HEADER} if isinstance(data, dict) else data
+
+
+class ArtifactContents:
+    """Typed views of a verified artifact's files; each is read and checked once, on first use."""
+
+    def __init__(self, verified: VerifiedArtifact) -> None:
+        self.verified = verified
+
+    @cached_property
+    def metadata(self) -> ArtifactMetadata:
+        return self.verified.metadata_model()
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.metadata.task
+
+    @cached_property
+    def oof(self) -> pd.DataFrame:
+        return validate_frame(OofRow, self.verified.read_table(OOF_PREDICTIONS), where=OOF_PREDICTIONS)
+
+    @cached_property
+    def transfer(self) -> TransferRecord:
+        data = _document(self.verified.read_json(TRANSFER_METRICS))
+        if isinstance(data, list):  # artifacts sealed before the contract: a bare list of arms
+            data = {"arms": data}
+        return validate_document(TransferRecord, data, where=TRANSFER_METRICS)
+
+    @cached_property
+    def splits(self) -> Splits:
+        return validate_document(Splits, _document(self.verified.read_json(SPLITS)), where=SPLITS)
+
+    @cached_property
+    def preprocessing(self) -> PreprocessingSpec:
+        return validate_document(
+            PreprocessingSpec, _document(self.verified.read_json(PREPROCESSING)), where=PREPROCESSING
+        )
+
+    @cached_property
+    def fingerprint(self) -> Fingerprint:
+        return validate_document(Fingerprint, _document(self.verified.read_json(FINGERPRINT)), where=FINGERPRINT)
+
+    @cached_property
+    def ood_summary(self) -> OodReferenceSummary:
+        return validate_document(
+            OodReferenceSummary, _document(self.verified.read_json(OOD_SUMMARY)), where=OOD_SUMMARY
+        )
+
+    def ood_tensors(self) -> bytes:
+        return self.verified.read_bytes(OOD_FEATURES)
+
+
+def evaluated_payload(event: AuditEvent) -> EvaluatedPayload:
+    """The typed payload of a counted `evaluated` event (decisions.judge has already checked who signed it)."""
+    return validate_document(EvaluatedPayload, event.payload, where=f"audit event {event.index} (evaluated)")
