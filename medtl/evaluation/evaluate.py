@@ -31,6 +31,7 @@ from medtl.artifacts import (
     public_key_hex,
     resolve_signing_key,
 )
+from medtl.artifacts.contents import ArtifactContents
 from medtl.artifacts.trust import TrustSettings
 from medtl.contracts import write_json
 from medtl.contracts.evaluation import Estimate, Evaluation, Metrics, OperatingPoint, TransferArm
@@ -105,7 +106,7 @@ def evaluate(
     task = metadata["task"]
     binary = task["kind"] == "binary"
     oof = verified.read_table("predictions/oof.parquet")
-    transfer = verified.read_json("metrics/transfer.json")  # per arm: folds, curves, the pooling gap
+    transfer = [arm.model_dump() for arm in ArtifactContents(verified).transfer.arms]  # folds, curves, pooling gap
     main = oof[oof["arm"] == "main"].reset_index(drop=True)
     positive = task["positive_class"]
     point, temperature = None, None

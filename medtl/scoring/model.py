@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from medtl.artifacts import VerifiedArtifact, open_verified
-from medtl.contracts import PreprocessingSpec, validate_document
+from medtl.artifacts.contents import ArtifactContents
+from medtl.contracts import PreprocessingSpec
 from medtl.contracts.task import TaskKind
 from medtl.models.factory import rebuild_model
 from medtl.models.heads import probabilities
@@ -53,10 +54,7 @@ def load_model(
         artifact if isinstance(artifact, VerifiedArtifact) else open_verified(artifact, allow_unsigned=allow_unsigned)
     )
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    spec_doc = {
-        k: v for k, v in verified.read_json("preprocessing.json").items() if k not in ("contract", "contract_version")
-    }
-    spec = validate_document(PreprocessingSpec, spec_doc, where="preprocessing.json")
+    contents = ArtifactContents(verified)
     names = (
         ["final"]
         if "final" in verified.weight_names
@@ -67,7 +65,7 @@ def load_model(
         network = rebuild_model(verified.metadata["model"]).model
         network.load_state_dict(verified.load_weights(name), strict=True)
         networks.append(network.to(device).eval())
-    task = verified.metadata["task"]
+    task = contents.task
     return LoadedModel(
-        verified, networks, list(task["classes"]), task.get("positive_class"), spec, device, task_kind=task["kind"]
+        verified, networks, list(task.classes), task.positive_class, contents.preprocessing, device, task_kind=task.kind
     )
