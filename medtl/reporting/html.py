@@ -115,7 +115,7 @@ def _context(report: ReportInput) -> dict[str, Any]:
         "sections": SECTIONS,
         "cohort": _cohort(report),
         "task_words": tasks.task_description(report),
-        "head": _head(head),
+        "head": _head(head, report.task_kind),
         "headline": tasks.headline(report, ordered),
         "operating": tasks.operating(report, head),
         "calibration_line": tasks.calibration_line(report),
@@ -163,11 +163,16 @@ def _cohort(report: ReportInput) -> dict[str, str]:
     }
 
 
-def _head(head: Evaluation) -> dict[str, str]:
+def _head(head: Evaluation, kind: str) -> dict[str, str]:
     if head.evaluated_on == "test":
+        beside = (
+            "Out-of-fold numbers for each finding are in the results per decision."
+            if kind == "multilabel"
+            else "Out-of-fold numbers are shown beside them for comparison."
+        )
         note = (
             "These numbers come from the locked test set, scored once after the model and its threshold were frozen "
-            "on the cross-validation results. Out-of-fold numbers are shown beside them for comparison."
+            f"on the cross-validation results. {beside}"
         )
     else:
         note = (

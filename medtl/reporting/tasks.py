@@ -53,6 +53,7 @@ class Headline:
     columns: list[str]
     rows: list[tuple[str, list[Cell]]]
     extra: list[Cell] = field(default_factory=list)  # single numbers printed under the table
+    compact: bool = False  # many columns: intervals printed as "(low–high)" under a "(95% CI)" column header
 
 
 def task_description(report: ReportInput) -> str:
@@ -106,7 +107,7 @@ def _ordinal(report: ReportInput, ordered: Sequence[Evaluation]) -> Headline:
         )
     notes = {
         True: "This cut was declared with the task.",
-        False: "This cut is the default (the middle grade): no decision cut was declared with the task.",
+        False: "Default cut (the middle grade): none was declared.",
         None: "",
     }[report.decision_cut_declared]
     rows: list[tuple[str, list[Cell]]] = []
@@ -147,7 +148,7 @@ def _multiclass(report: ReportInput, ordered: Sequence[Evaluation]) -> Headline:
     per_class = [recall_cells(ev) for ev in ordered]
     for i, name in enumerate(ordered[0].classes):
         rows.append((f"Sensitivity (recall), {name}", [cells[i] for cells in per_class if i < len(cells)]))
-    notes = ["Sensitivity per class is read off the confusion matrix (correct of all patients of that class)."]
+    notes = ["Sensitivity per class is read off the confusion matrix: correct decisions among all cases of the class."]
     return Headline(statement, notes, "Measure", [_column(ev) for ev in ordered], rows)
 
 
@@ -168,8 +169,7 @@ def prevalence_cell(ev: Evaluation, ep: EndpointResult) -> Cell:
 def _multilabel(report: ReportInput, ordered: Sequence[Evaluation]) -> Headline:
     head = ordered[0]
     statement = (
-        "Supports one decision per finding: a finding is called present when its predicted probability reaches that "
-        "finding's own threshold, chosen on the out-of-fold predictions and frozen."
+        "Supports one decision per finding: present when its predicted probability reaches the finding's own threshold."
         + (f" {report.decision_text}" if report.decision_text else "")
     )
     rows = []
@@ -180,13 +180,10 @@ def _multilabel(report: ReportInput, ordered: Sequence[Evaluation]) -> Headline:
             cell(prefix, find_estimate(ep.estimates, q), HEADLINE_LABELS[q])
             for q in ("auroc", "sensitivity", "specificity")
         ]
-        rows.append((ep.display, [*cells, threshold_cell(head, ep)]))
-    columns = ["Prevalence", "AUROC", "Sensitivity", "Specificity", "Threshold (rule)"]
-    notes = [f"Numbers from the {EVALUATION_LABELS[head.evaluated_on].lower()}, {head.n_patients} patients."]
-    if len(ordered) > 1:
-        notes.append("The out-of-fold numbers for each finding are in the results per decision.")
+        rows.append((ep.endpoint, [*cells, threshold_cell(head, ep)]))
+    columns = ["Prevalence", "AUROC (95% CI)", "Sensitivity (95% CI)", "Specificity (95% CI)", "Threshold (rule)"]
     extra = [_task_cell(head, "auroc", MACRO_AUROC)]
-    return Headline(statement, notes, "Finding", columns, rows, extra)
+    return Headline(statement, [], "Finding", columns, rows, extra, compact=True)
 
 
 def operating(report: ReportInput, head: Evaluation) -> dict[str, str]:
@@ -197,8 +194,8 @@ def operating(report: ReportInput, head: Evaluation) -> dict[str, str]:
     if kind == "multilabel":
         rules = sorted({ep.operating_point.rule for ep in head.endpoints if ep.operating_point})
         return {
-            "text": "Each finding has its own threshold (in the table above), chosen by the rule "
-            + (", ".join(rules) or "reported with each finding")
+            "text": "Each finding's threshold was chosen by the rule "
+            + (", ".join(rules) or "reported with it")
             + " on the out-of-fold predictions and frozen before any test data was scored."
         }
     point = head.operating_point
@@ -251,10 +248,13 @@ def _task_calibration(kind: str, ev: Evaluation) -> str:
     if kind == "ordinal":
         decided = decision_endpoint(ev)
         if decided is not None and decided.calibration is not None:
-            parts.append(f"For the decision {decided.display}: {judge(decided.calibration.model_dump()).sentence}")
+            # the cut a reviewer approves; the class-wise numbers across all grades are in the calibration section
+            return f"For the decision {decided.display}: {judge(decided.calibration.model_dump()).sentence}"
     if kind == "multilabel":
-        parts += [
-            f"{ep.display}: {judge(ep.calibration.model_dump()).sentence}" for ep in ev.endpoints if ep.calibration
+        parts += [  # the level and ECE only: the full numbers per finding are in the calibration section
+            f"{ep.display}: {judge(ep.calibration.model_dump()).level} (ECE {fmt(ep.calibration.ece)})"
+            for ep in ev.endpoints
+            if ep.calibration
         ]
     classwise = find_estimate(ev.estimates, "classwise_ece")
     brier = find_estimate(ev.estimates, "multiclass_brier")
