@@ -156,7 +156,7 @@ def threshold_cell(ev: Evaluation, ep: EndpointResult) -> Cell:
     point = ep.operating_point
     key = f"{endpoint_prefix(ev, ep)}.threshold"
     if point is None:
-        return plain_cell(key, "Threshold", None, "none: the most probable class decides")
+        return plain_cell(key, "Threshold", None, "none (most probable class)")
     return plain_cell(key, "Threshold", point.threshold, point.rule)
 
 
@@ -315,7 +315,7 @@ def _one_vs_rest(ev: Evaluation) -> dict[tuple[str, str], Cell]:
                 f"{ev.evaluated_on}.endpoint.{name}.{quantity}",
                 short_label(quantity),
                 hits / of if of else None,
-                f"{hits} of {of}, from the confusion matrix",
+                f"{hits}/{of}",
             )
     return out
 
