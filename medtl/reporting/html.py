@@ -15,9 +15,9 @@ from typing import Any
 
 import jinja2
 
-from medtl.contracts.evaluation import Calibration, Evaluation, SubgroupResult
+from medtl.contracts.evaluation import Calibration, EndpointResult, Evaluation, SubgroupResult
 from medtl.errors import ContractProblem, DataContractError
-from medtl.reporting import plots, pngmeta
+from medtl.reporting import plots, pngmeta, tasks
 from medtl.reporting.checklists import ITEMS, SECTIONS
 from medtl.reporting.model import ReportInput
 from medtl.reporting.summary import (
@@ -25,11 +25,10 @@ from medtl.reporting.summary import (
     HEADLINE_ALIASES,
     ROUGH_BELOW_PATIENTS,
     all_cells,
-    calibration_verdict,
+    cell,
     evaluation,
     find_estimate,
     fmt,
-    headline_cells,
     headline_evaluation,
     judge,
     short_label,
@@ -84,6 +83,19 @@ def _check_consistency(report: ReportInput) -> None:
                 "metrics.evaluations[].operating_point", "the test set must use the threshold frozen on OOF"
             )
         )
+    per_endpoint: dict[str, set[float]] = {}
+    for ev in m.evaluations:
+        for ep in ev.endpoints:
+            if ep.operating_point is not None:
+                per_endpoint.setdefault(ep.endpoint, set()).add(ep.operating_point.threshold)
+    problems += [
+        ContractProblem(
+            f"metrics.evaluations[].endpoints[{name}].operating_point",
+            "the test set must use the threshold frozen on OOF",
+        )
+        for name, values in sorted(per_endpoint.items())
+        if len(values) > 1
+    ]
     if problems:
         raise DataContractError(
             "report input", problems, fix="build the report from the artifact's own metrics.json and provenance"
@@ -94,7 +106,6 @@ def _context(report: ReportInput) -> dict[str, Any]:
     m = report.metrics
     head = headline_evaluation(m)
     ordered = [e for name in ("test", "oof") if (e := evaluation(m, name)) is not None]
-    calibration_line, _ = calibration_verdict(m)
     folds = {
         arm: len({c.fold for c in report.transfer_curves if c.arm == arm})
         for arm in {c.arm for c in report.transfer_curves}
@@ -103,19 +114,18 @@ def _context(report: ReportInput) -> dict[str, Any]:
         "report": report,
         "sections": SECTIONS,
         "cohort": _cohort(report),
-        "head": _head(head),
-        "headline": [
-            {"label": EVALUATION_LABELS[e.evaluated_on], "n_patients": e.n_patients, "cells": headline_cells(e)}
-            for e in ordered
-        ],
-        "operating": _operating(head),
-        "calibration_line": calibration_line,
+        "task_words": tasks.task_description(report),
+        "head": _head(head, report.task_kind),
+        "headline": tasks.headline(report, ordered),
+        "operating": tasks.operating(report, head),
+        "calibration_line": tasks.calibration_line(report),
         "key_limitations": report.limitations[:KEY_LIMITATIONS_ON_PAGE_ONE],
         "more_limitations": max(len(report.limitations) - KEY_LIMITATIONS_ON_PAGE_ONE, 0),
         "provenance": _provenance(report),
         "methods": _methods(report, head),
         "recipe": report.recipe,
         "evaluations": [_evaluation(e) for e in ordered],
+        "endpoint_heading": _endpoint_heading(ordered),
         "roc_image": data_uri(plots.roc_png(report.curves, ordered)) if report.curves else None,
         "pr_image": data_uri(plots.pr_png(report.curves, ordered)) if any(c.pr for c in report.curves) else None,
         "transfer": transfer_rows(m, folds),
@@ -126,6 +136,7 @@ def _context(report: ReportInput) -> dict[str, Any]:
                 "scan_id": case.scan_id,
                 "probability": fmt(case.probability),
                 "true_class": case.true_class,
+                "endpoint": case.endpoint,
                 "saliency_method": case.saliency_method,
                 "image": data_uri(pngmeta.strip_metadata(case.thumbnail_png, where=f"failure case {case.scan_id}")),
             }
@@ -141,7 +152,9 @@ def _cohort(report: ReportInput) -> dict[str, str]:
     return {
         "n_patients": str(c.n_patients),
         "n_scans": str(c.n_scans),
-        "prevalence": fmt(c.prevalence),
+        "prevalence": fmt(c.prevalence)
+        if c.prevalence is not None or report.task_kind == "binary"
+        else "per class or finding, in the results per decision",
         "modalities": ", ".join(c.modalities) or "not recorded",
         "image_kind": c.image_kind,
         "classes": ", ".join(c.classes),
@@ -150,11 +163,16 @@ def _cohort(report: ReportInput) -> dict[str, str]:
     }
 
 
-def _head(head: Evaluation) -> dict[str, str]:
+def _head(head: Evaluation, kind: str) -> dict[str, str]:
     if head.evaluated_on == "test":
+        beside = (
+            "Out-of-fold numbers for each finding are in the results per decision."
+            if kind == "multilabel"
+            else "Out-of-fold numbers are shown beside them for comparison."
+        )
         note = (
             "These numbers come from the locked test set, scored once after the model and its threshold were frozen "
-            "on the cross-validation results. Out-of-fold numbers are shown beside them for comparison."
+            f"on the cross-validation results. {beside}"
         )
     else:
         note = (
@@ -163,26 +181,6 @@ def _head(head: Evaluation) -> dict[str, str]:
             "independent test set is needed before clinical use."
         )
     return {"label": EVALUATION_LABELS[head.evaluated_on], "note": note}
-
-
-def _operating(head: Evaluation) -> dict[str, str]:
-    point = head.operating_point
-    if point is None:
-        return {
-            "rule": "none",
-            "threshold": "n/a",
-            "chosen": "no operating point was set (multiclass: the most probable class is the decision).",
-        }
-    return {
-        "rule": point.rule,
-        "threshold": fmt(point.threshold),
-        "chosen": (
-            "chosen on the out-of-fold predictions and frozen before any test data was scored."
-            if point.pooling == "pooled"
-            else "the median of the thresholds chosen on each fold's own held-out predictions (the folds score on "
-            "different scales), frozen before any test data was scored."
-        ),
-    }
 
 
 def _provenance(report: ReportInput) -> list[tuple[str, str, str]]:
@@ -214,8 +212,7 @@ def _methods(report: ReportInput, head: Evaluation) -> list[str]:
         "model that never saw that patient.",
         "The reference standard is the label supplied with the dataset for each patient/scan "
         f"(classes: {', '.join(report.cohort.classes)}); how the site established it is outside this report.",
-        "The operating point rule was declared before the evaluation, applied to the out-of-fold predictions, and its "
-        "threshold frozen; a locked test set, when present, was scored once with that threshold.",
+        _operating_method(report.task_kind),
         "Confidence intervals are 95% intervals: "
         + ("; ".join(methods) if methods else "no method was reported")
         + ".",
@@ -229,9 +226,31 @@ def _methods(report: ReportInput, head: Evaluation) -> list[str]:
     return lines
 
 
+def _operating_method(kind: str) -> str:
+    if kind == "multiclass":
+        return (
+            "The model's decision is its most probable class; no threshold was chosen. Each class is also evaluated "
+            "against the rest, with AUROC and AUPRC that need no threshold."
+        )
+    what = {
+        "ordinal": "Each grade cut ('grade >= k') had its operating point rule",
+        "multilabel": "Each finding had its operating point rule",
+    }.get(kind, "The operating point rule was")
+    return (
+        f"{what} declared before the evaluation, applied to the out-of-fold predictions, and its threshold frozen; a "
+        "locked test set, when present, was scored once with that threshold."
+    )
+
+
+def _endpoint_heading(ordered: Sequence[Evaluation]) -> str:
+    roles = {ep.role for ev in ordered for ep in ev.endpoints}
+    return " / ".join(tasks.ENDPOINT_HEADINGS[r] for r in ("class", "cut", "finding", "positive_class") if r in roles)
+
+
 def _evaluation(ev: Evaluation) -> dict[str, Any]:
     label = EVALUATION_LABELS[ev.evaluated_on]
     point = ev.operating_point
+    square = tasks.confusion_table(ev.classes, ev.confusion)
     return {
         "key": ev.evaluated_on,
         "label": label,
@@ -240,9 +259,58 @@ def _evaluation(ev: Evaluation) -> dict[str, Any]:
         "prevalence": fmt(ev.prevalence),
         "operating": f"{point.rule}, threshold {fmt(point.threshold)}" if point else "",
         "cells": all_cells(ev),
-        "confusion_image": data_uri(plots.confusion_png(ev.classes, ev.confusion, label)),
+        "confusion_image": data_uri(plots.confusion_png(ev.classes, ev.confusion, label)) if square else None,
+        "confusion": square,
+        "endpoint_confusions": [
+            {"display": ep.display, "table": table}
+            for ep in ev.endpoints
+            if ev.task_kind == "multilabel"
+            and (table := tasks.confusion_table(["absent", "present"], ep.confusion)) is not None
+        ],
+        "endpoints": tasks.endpoint_rows(ev),
         "calibration": _calibration(ev.calibration, label) if ev.calibration else None,
+        "endpoint_calibration": _endpoint_calibration(ev, label),
         "subgroups": _subgroups(ev.subgroups, ev, label) if ev.subgroups else None,
+        "endpoint_subgroups": [
+            {"display": ep.display, "table": _subgroups(ep.subgroups, ep, f"{label}, {ep.display}")}
+            for ep in ev.endpoints
+            if ep.subgroups
+        ],
+    }
+
+
+def _endpoint_calibration(ev: Evaluation, label: str) -> dict[str, Any] | None:
+    """Brier, ECE, intercept and slope per endpoint, with reliability diagrams for the decisions the model supports
+    (the ordinal cut, every finding); a multi-class task adds its class-wise ECE and multi-class Brier score."""
+    task_level = [
+        cell(ev.evaluated_on, e, short_label(e.name))
+        for name in ("classwise_ece", "multiclass_brier")
+        if (e := find_estimate(ev.estimates, name)) is not None
+    ]
+    rows = []
+    images = []
+    for ep in ev.endpoints:
+        if ep.calibration is None:
+            continue
+        values = ep.calibration.model_dump()
+        rows.append(
+            {
+                "key": f"{tasks.endpoint_prefix(ev, ep)}.calibration",
+                "display": ep.display,
+                "values": [(f, fmt(values.get(f))) for f, _ in _CALIBRATION_FIELDS],
+                "verdict": judge(values).sentence,
+            }
+        )
+        if ep.calibration.bins and (ep.is_decision or ep.role == "finding"):
+            title = f"Reliability, {label.lower()}, {ep.display}"
+            images.append({"display": ep.display, "image": data_uri(plots.reliability_png(ep.calibration, title))})
+    if not rows and not task_level:
+        return None
+    return {
+        "task_level": task_level,
+        "fields": [text.split(" (")[0] for _, text in _CALIBRATION_FIELDS],
+        "rows": rows,
+        "images": images,
     }
 
 
@@ -261,7 +329,7 @@ def _calibration(cal: Calibration, label: str) -> dict[str, Any]:
     }
 
 
-def _subgroups(subgroups: Sequence[SubgroupResult], ev: Evaluation, label: str) -> dict[str, Any]:
+def _subgroups(subgroups: Sequence[SubgroupResult], ev: Evaluation | EndpointResult, label: str) -> dict[str, Any]:
     names = list(dict.fromkeys(e.name for s in subgroups for e in s.estimates))
     plotted = [q for q in HEADLINE_ALIASES if any(find_estimate(s.estimates, q) for s in subgroups)] or names[:3]
     rows = []

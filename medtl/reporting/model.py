@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.contracts.evaluation import Metrics
+from medtl.contracts.task import TaskKind
 
 
 class _Part(BaseModel):
@@ -26,6 +27,9 @@ class Curve(_Part):
 
 class EvaluationCurves(_Part):
     evaluated_on: Literal["oof", "test"]
+    endpoint: str | None = Field(
+        None, description="the endpoint id the curve is for (a class, a cut ge_<grade>, a finding); None: binary task"
+    )
     roc: Curve
     pr: Curve | None = None
 
@@ -47,6 +51,7 @@ class FailureCase(_Part):
     true_class: str
     thumbnail_png: bytes = Field(description="de-identified image with the saliency overlay (PNG, no text chunks)")
     saliency_method: str = Field(description="e.g. Grad-CAM (MONAI), occlusion")
+    endpoint: str | None = None
 
 
 class Cohort(_Part):
@@ -103,8 +108,14 @@ class ReportInput(_Part):
     model_id: str
     model_version: str
     intended_use: str
-    task_kind: Literal["binary", "multiclass"]
+    task_kind: TaskKind
     positive_class: str | None
+    decision_text: str | None = Field(
+        None, description="what acting on the supported decision means, e.g. 'refer' (ordinal: said after the cut)"
+    )
+    decision_cut_declared: bool | None = Field(
+        None, description="ordinal: True when the decision cut was declared, False when it is the default middle grade"
+    )
     cohort: Cohort
     metrics: Metrics
     curves: list[EvaluationCurves]

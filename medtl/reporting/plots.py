@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from medtl.contracts.evaluation import Calibration, Evaluation, SubgroupResult
+from medtl.contracts.evaluation import Calibration, EndpointResult, Estimate, Evaluation, OperatingPoint, SubgroupResult
 from medtl.reporting.model import EvaluationCurves, TransferCurve
 from medtl.reporting.summary import ARM_LABELS, EVALUATION_LABELS, HEADLINE_LABELS, find_estimate, fmt
 
@@ -59,24 +59,47 @@ def _interval(estimate_value: float | None, low: float | None, high: float | Non
     return f"{fmt(estimate_value)} ({fmt(low)}–{fmt(high)})"
 
 
+def _curve_source(
+    curve: EvaluationCurves, by_name: dict[str, Evaluation]
+) -> tuple[list[Estimate], OperatingPoint | None, float | None, str]:
+    """The estimates, operating point, prevalence and legend words of what a curve shows: the binary task itself, or
+    one endpoint (a class, a grade cut, a finding) of another task type."""
+    ev = by_name.get(curve.evaluated_on)
+    label = _evaluation_label(curve.evaluated_on)
+    if ev is None:
+        return [], None, None, label
+    if curve.endpoint is None:
+        return ev.estimates, ev.operating_point, ev.prevalence, label
+    ep = next((e for e in ev.endpoints if e.endpoint == curve.endpoint), None)
+    if ep is None:
+        return [], None, None, f"{label}, {curve.endpoint}"
+    return ep.estimates, ep.operating_point, ep.prevalence, f"{label}, {ep.display}"
+
+
+def _line_style(curves: Sequence[EvaluationCurves], curve: EvaluationCurves) -> str:
+    """Evaluations differ by colour; several endpoints of one evaluation differ by line style."""
+    endpoints = list(dict.fromkeys(c.endpoint for c in curves))
+    return ("-", "--", "-.", ":")[endpoints.index(curve.endpoint) % 4]
+
+
 def roc_png(curves: Sequence[EvaluationCurves], evaluations: Sequence[Evaluation]) -> bytes:
-    """ROC per evaluation, AUROC (95% CI) in the legend, the frozen operating point marked on each curve."""
+    """ROC per evaluation (and endpoint), AUROC (95% CI) in the legend, the frozen operating point marked on each."""
     by_name = {e.evaluated_on: e for e in evaluations}
 
     def draw(figure: Figure) -> None:
         ax = figure.add_subplot()
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
         for curve in curves:
-            ev = by_name.get(curve.evaluated_on)
+            estimates, point, _, label = _curve_source(curve, by_name)
             colour = EVALUATION_COLOURS.get(curve.evaluated_on, PALETTE[2])
-            auc = find_estimate(ev.estimates, "auroc") if ev else None
-            label = _evaluation_label(curve.evaluated_on)
+            auc = find_estimate(estimates, "auroc")
             if auc is not None:
                 label += f": AUROC {_interval(auc.value, auc.ci_low, auc.ci_high)}"
-            ax.plot(curve.roc.x, curve.roc.y, color=colour, linewidth=1.8, label=label)
-            sens = find_estimate(ev.estimates, "sensitivity") if ev else None
-            spec = find_estimate(ev.estimates, "specificity") if ev else None
-            if ev and ev.operating_point and sens and spec and sens.value is not None and spec.value is not None:
+            style = _line_style(curves, curve)
+            ax.plot(curve.roc.x, curve.roc.y, color=colour, linewidth=1.8, linestyle=style, label=label)
+            sens = find_estimate(estimates, "sensitivity")
+            spec = find_estimate(estimates, "specificity")
+            if point and sens and spec and sens.value is not None and spec.value is not None:
                 ax.plot(
                     [1 - spec.value],
                     [sens.value],
@@ -86,7 +109,7 @@ def roc_png(curves: Sequence[EvaluationCurves], evaluations: Sequence[Evaluation
                     markeredgecolor=colour,
                     markeredgewidth=2,
                     linestyle="none",
-                    label=f"operating point (threshold {fmt(ev.operating_point.threshold)})",
+                    label=f"operating point (threshold {fmt(point.threshold)})",
                 )
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 − specificity", ylabel="Sensitivity", title="ROC curve")
         ax.set_aspect("equal")
@@ -105,12 +128,11 @@ def pr_png(curves: Sequence[EvaluationCurves], evaluations: Sequence[Evaluation]
             if curve.pr is None:
                 continue
             colour = EVALUATION_COLOURS.get(curve.evaluated_on, PALETTE[2])
-            ax.plot(curve.pr.x, curve.pr.y, color=colour, linewidth=1.8, label=_evaluation_label(curve.evaluated_on))
-            ev = by_name.get(curve.evaluated_on)
-            if ev is not None and ev.prevalence is not None:
-                ax.axhline(
-                    ev.prevalence, color=colour, linestyle=":", linewidth=1, label=f"prevalence {fmt(ev.prevalence)}"
-                )
+            _, _, prevalence, label = _curve_source(curve, by_name)
+            style = _line_style(curves, curve)
+            ax.plot(curve.pr.x, curve.pr.y, color=colour, linewidth=1.8, linestyle=style, label=label)
+            if prevalence is not None:
+                ax.axhline(prevalence, color=colour, linestyle=":", linewidth=1, label=f"prevalence {fmt(prevalence)}")
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="Recall (sensitivity)", ylabel="Precision (PPV)")
         ax.set_title("Precision-recall curve")
         ax.set_aspect("equal")
@@ -208,7 +230,7 @@ def _fold_mean(curves: Sequence[TransferCurve]) -> tuple[list[int], list[float],
 
 
 def forest_png(
-    subgroups: Sequence[SubgroupResult], quantities: Sequence[str], overall: Evaluation, title: str
+    subgroups: Sequence[SubgroupResult], quantities: Sequence[str], overall: Evaluation | EndpointResult, title: str
 ) -> bytes:
     """One row per subgroup and one panel per quantity: estimate and 95% CI, small cells hollow and labelled."""
     rows = list(subgroups)

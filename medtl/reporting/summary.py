@@ -46,7 +46,13 @@ DISPLAY_NAMES = {
     "balanced_accuracy": "Balanced accuracy",
     "f1": "F1 score",
     "brier": "Brier score",
+    "multiclass_brier": "Multi-class Brier score",
+    "classwise_ece": "Class-wise ECE (expected calibration error, averaged over classes)",
+    "quadratic_weighted_kappa": "Quadratic weighted kappa (agreement with the true grade)",
+    "mean_absolute_grade_error": "Mean absolute grade error (grades)",
 }
+# The task-level AUROC of a non-binary task is the macro average of its one-vs-rest (or per-cut, per-finding) AUROCs.
+MACRO_AUROC = "Macro-average AUROC"
 EVALUATION_LABELS = {"test": "Locked test set", "oof": "Out-of-fold (cross-validation)"}
 ARM_LABELS = {"main": "Transferred (configured recipe)", "linear_probe": "Linear probe", "scratch": "From scratch"}
 
@@ -64,6 +70,16 @@ def short_label(name: str) -> str:
 def fmt(value: float | None, digits: int = 3) -> str:
     """Fixed decimals, so the page and the data-metric attributes print exactly what metrics.json holds."""
     return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def display_name(name: str, kind: str = "binary") -> str:
+    """How an estimate name from metrics.json reads in a table; `auroc_<class>` is that class's one-vs-rest AUROC."""
+    lowered = name.lower()
+    if kind != "binary" and lowered in HEADLINE_ALIASES["auroc"]:
+        return MACRO_AUROC
+    if lowered.startswith("auroc_"):
+        return f"AUROC, {name[len('auroc_') :]} vs rest"
+    return DISPLAY_NAMES.get(lowered, name)
 
 
 def find_estimate(estimates: Sequence[Estimate], quantity: str) -> Estimate | None:
@@ -96,6 +112,8 @@ class Cell:
     method: str
     n: str
     reported: bool
+    interval: bool = True  # False: a count-based or fixed value (a threshold, a recall from the confusion matrix)
+    detail: str = ""  # printed after the value when there is no interval, e.g. "8 of 10"
 
 
 def cell(prefix: str, estimate: Estimate | None, label: str) -> Cell:
@@ -120,8 +138,14 @@ def headline_cells(ev: Evaluation) -> list[Cell]:
     ]
 
 
+def plain_cell(key: str, label: str, value: float | None, detail: str = "", digits: int = 3) -> Cell:
+    """A value printed without an interval: a frozen threshold, or a proportion read off the confusion matrix."""
+    text = fmt(value, digits)
+    return Cell(key, label, text, MISSING, MISSING, "", "", value is not None, interval=False, detail=detail)
+
+
 def all_cells(ev: Evaluation) -> list[Cell]:
-    return [cell(ev.evaluated_on, e, DISPLAY_NAMES.get(e.name.lower(), e.name)) for e in ev.estimates]
+    return [cell(ev.evaluated_on, e, display_name(e.name, ev.task_kind)) for e in ev.estimates]
 
 
 @dataclass(frozen=True)

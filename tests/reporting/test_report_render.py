@@ -95,9 +95,11 @@ def test_a_minimal_multiclass_report_renders_without_optional_parts():
     page = Page(text)
     assert page.metrics["oof.auroc.value"] == ["0.831"] * 2
     assert page.metrics["oof.auroc.ci_low"] == ["n/a"] * 2
-    assert "oof.sensitivity.value" not in page.metrics and "not reported" in text
-    assert "Calibration was not assessed." in text and "No failure cases were supplied." in text
-    assert page.metrics["operating_point.threshold"] == ["n/a"]
+    assert "oof.sensitivity.value" not in page.metrics and "not reported" not in text
+    assert "the most probable class is the model&#39;s answer" in text and "rule <strong>none" not in text
+    assert [page.metrics[f"oof.recall.{c}.value"] for c in "abc"] == [["0.800"], ["0.700"], ["0.900"]]
+    assert "Calibration was not assessed." in text and "No failure cases were supplied." in text  # none supplied
+    assert "operating_point.threshold" not in page.metrics
 
 
 def test_banner_signoff_caption_and_checklist_appendix_are_present(html, report):
