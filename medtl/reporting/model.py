@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.contracts.evaluation import Metrics
+from medtl.contracts.task import TaskKind
 
 
 class _Part(BaseModel):
@@ -47,6 +48,7 @@ class FailureCase(_Part):
     true_class: str
     thumbnail_png: bytes = Field(description="de-identified image with the saliency overlay (PNG, no text chunks)")
     saliency_method: str = Field(description="e.g. Grad-CAM (MONAI), occlusion")
+    endpoint: str | None = None
 
 
 class Cohort(_Part):
@@ -103,7 +105,7 @@ class ReportInput(_Part):
     model_id: str
     model_version: str
     intended_use: str
-    task_kind: Literal["binary", "multiclass"]
+    task_kind: TaskKind
     positive_class: str | None
     cohort: Cohort
     metrics: Metrics
