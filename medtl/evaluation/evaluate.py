@@ -41,6 +41,7 @@ from medtl.evaluation.calibration import calibration, fit_temperature
 from medtl.evaluation.endpoints import choose_points
 from medtl.evaluation.failures import failure_candidates
 from medtl.evaluation.failures import failure_cases as find_failure_cases
+from medtl.evaluation.headline import headline
 from medtl.evaluation.metrics import auprc_ci, auroc_ci, roc_points, threshold_metrics
 from medtl.evaluation.operating_point import choose_threshold, choose_threshold_by_fold
 from medtl.evaluation.recipe import recipe_section
@@ -73,20 +74,11 @@ class EvaluationResult:
     files: dict[str, str]
 
     def describe(self) -> str:
-        """Each evaluation's headline: AUROC (binary); macro AUROC and accuracy (multiclass); macro AUROC, quadratic
-        weighted kappa and the decision cut's sensitivity / specificity (ordinal); macro and per-finding AUROC
-        (multilabel)."""
         lines = [f"wrote {', '.join(sorted(self.files))} to {self.out}"]
         for evaluation in self.metrics.evaluations:
-            named = {e.name: e for e in evaluation.estimates}
-            auroc = named.get("auroc")
-            if not auroc or auroc.value is None:
-                continue
-            label = "AUROC" if evaluation.task_kind == "binary" else "macro AUROC"
-            lines.append(
-                f"  {evaluation.evaluated_on:<4} {label} {_with_ci(auroc)} on {evaluation.n_patients} patients"
-                + "".join(f", {text}" for text in _headline(evaluation, named))
-            )
+            line = headline(evaluation)
+            if line is not None:
+                lines.append(f"  {line}")
         return "\n".join(lines)
 
 
@@ -251,6 +243,7 @@ def _evaluation(
     confusion = [[int(((targets == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
     return Evaluation(
         evaluated_on=name,  # type: ignore[arg-type]
+        task_kind="binary",
         n_patients=int(frame["patient_id"].nunique()),
         n_scans=len(frame),
         prevalence=float(targets.mean()) if len(targets) else None,
@@ -425,37 +418,6 @@ def _report_input(
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         medtl_version=__version__,
     )
-
-
-def _with_ci(estimate: Estimate) -> str:
-    if estimate.value is None:
-        return "n/a"
-    if estimate.ci_low is None or estimate.ci_high is None:
-        return f"{estimate.value:.3f}"
-    return f"{estimate.value:.3f} ({estimate.ci_low:.3f}-{estimate.ci_high:.3f})"
-
-
-def _headline(evaluation: Evaluation, named: dict[str, Estimate]) -> list[str]:
-    """What follows the AUROC on a task type's summary line."""
-    if evaluation.task_kind == "multiclass":
-        return [f"accuracy {_with_ci(named['accuracy'])}"] if "accuracy" in named else []
-    if evaluation.task_kind == "ordinal":
-        parts = [f"QWK {_with_ci(named['quadratic_weighted_kappa'])}"] if "quadratic_weighted_kappa" in named else []
-        for endpoint in evaluation.endpoints:
-            if endpoint.is_decision:
-                at = {e.name: e for e in endpoint.estimates}
-                parts += [
-                    f"{endpoint.display}: {name} {_with_ci(at[name])}"
-                    for name in ("sensitivity", "specificity")
-                    if name in at
-                ]
-        return parts
-    if evaluation.task_kind == "multilabel":
-        return [
-            f"{endpoint.display} AUROC {_with_ci(next(e for e in endpoint.estimates if e.name == 'auroc'))}"
-            for endpoint in evaluation.endpoints
-        ]
-    return []
 
 
 def _pooling_gap_flagged(transfer: list[dict[str, Any]]) -> bool:
