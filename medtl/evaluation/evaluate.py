@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,18 @@ from medtl.artifacts.contents import ArtifactContents
 from medtl.artifacts.trust import TrustSettings
 from medtl.contracts import write_json
 from medtl.contracts.evaluation import Estimate, Evaluation, Metrics, OperatingPoint, TransferArm
+from medtl.contracts.task import TaskKind, decision_endpoint, endpoints
 from medtl.errors import ConfigError, LeakageError
 from medtl.evaluation.calibration import calibration, fit_temperature
-from medtl.evaluation.metrics import auprc_ci, auroc_ci, bootstrap, macro_auroc_ci, roc_points, threshold_metrics
+from medtl.evaluation.endpoints import choose_points
+from medtl.evaluation.failures import failure_candidates
+from medtl.evaluation.failures import failure_cases as find_failure_cases
+from medtl.evaluation.headline import headline
+from medtl.evaluation.metrics import auprc_ci, auroc_ci, roc_points, threshold_metrics
 from medtl.evaluation.operating_point import choose_threshold, choose_threshold_by_fold
 from medtl.evaluation.recipe import recipe_section
-from medtl.evaluation.saliency import saliency_map, thumbnail_png
 from medtl.evaluation.subgroups import subgroup_results
+from medtl.evaluation.task_evaluation import summary_auroc, task_evaluation
 from medtl.outputs import staged_folder
 from medtl.reporting.model import Cohort, Curve, EvaluationCurves, FailureCase, Provenance, ReportInput, TransferCurve
 from medtl.scoring.model import LoadedModel, load_model
@@ -71,13 +77,9 @@ class EvaluationResult:
     def describe(self) -> str:
         lines = [f"wrote {', '.join(sorted(self.files))} to {self.out}"]
         for evaluation in self.metrics.evaluations:
-            named = {e.name: e for e in evaluation.estimates}
-            auroc = named.get("auroc")
-            if auroc and auroc.value is not None:
-                lines.append(
-                    f"  {evaluation.evaluated_on:<4} AUROC {auroc.value:.3f} ({auroc.ci_low:.3f}-{auroc.ci_high:.3f})"
-                    f" on {evaluation.n_patients} patients"
-                )
+            line = headline(evaluation)
+            if line is not None:
+                lines.append(f"  {line}")
         return "\n".join(lines)
 
 
@@ -104,30 +106,45 @@ def evaluate(
     key = evaluation_key(verified)
     metadata = verified.metadata
     task = metadata["task"]
-    binary = task["kind"] == "binary"
+    kind: TaskKind = task["kind"]
+    binary = kind == "binary"
+    if temperature_scaling and not binary:
+        raise ConfigError(
+            f"temperature scaling is fitted for binary tasks only, and this artifact's task is {kind}",
+            fix="evaluate without --temperature-scaling: the calibration of every class, cut or finding is still "
+            "reported",
+        )
+    classes, positive = list(task["classes"]), task["positive_class"]
     oof = verified.read_table("predictions/oof.parquet")
     transfer = [arm.model_dump() for arm in ArtifactContents(verified).transfer.arms]  # folds, curves, pooling gap
     main = oof[oof["arm"] == "main"].reset_index(drop=True)
-    positive = task["positive_class"]
+    by_fold = rule.replace(" ", "").lower() == "youden" and _pooling_gap_flagged(transfer)
     point, temperature = None, None
+    points: dict[str, OperatingPoint] = {}
+    decision = decision_endpoint(kind, classes, positive, task.get("decision_cut"))
     if binary:
         main["y"] = (main["label"].astype(str) == str(positive)).astype(int)
-        if rule.replace(" ", "").lower() == "youden" and _pooling_gap_flagged(transfer):
+        if by_fold:
             point = choose_threshold_by_fold(main["y"], main["probability"], main["fold"], rule)
         else:
             point = choose_threshold(main["y"].to_numpy(), main["probability"].to_numpy(), rule)
         if temperature_scaling:
             temperature = fit_temperature(main["y"].to_numpy(), main["probability"].to_numpy())
+        points = {endpoints(kind, classes, positive)[0].id: point}
+    else:
+        points = choose_points(main, kind, classes, rule, by_fold=by_fold)  # frozen before the test set is read
+        point = points[decision.id] if decision is not None else None
 
     def measure(name: str, frame: pd.DataFrame) -> Evaluation:
         if binary:
             return _evaluation(name, frame, point, temperature, n_boot)
-        return _multiclass_evaluation(name, frame, task["classes"], n_boot)
+        chosen = decision.id if decision is not None else None
+        return task_evaluation(name, frame, kind, classes, points=points, decision=chosen, n_boot=n_boot)
 
     evaluations = [measure("oof", main)]
     curves = [_curves("oof", main)] if binary else []
     model = load_model(verified)  # once: it predicts the test set and explains the failure cases
-    task_config = TaskConfig.model_validate(verified.read_yaml("config.yaml")["task"])
+    task_config = _pinned_task(TaskConfig.model_validate(verified.read_yaml("config.yaml")["task"]), kind, classes)
     test_frame, test_tensors, test_hash = None, None, None
     if test is not None:
         test_frame, test_tensors, test_hash = _score_test(model, task_config, test, oof)
@@ -139,12 +156,14 @@ def evaluate(
         model_id=metadata["model_id"],
         model_version=metadata["model_version"],
         evaluations=evaluations,
-        transfer=_transfer(transfer, oof, task["classes"], positive, n_boot),
+        transfer=_transfer(transfer, oof, kind, classes, positive, n_boot),
     )
-    cases = (
-        _failure_cases(model, task_config, test_frame, test_tensors, main, dataset, point.threshold, failure_cases)
-        if point is not None
-        else []
+    select = partial(
+        failure_candidates, kind=kind, classes=classes, count=failure_cases,
+        threshold=point.threshold if binary and point is not None else None, points=points, decision=decision,
+    )  # fmt: skip
+    cases = find_failure_cases(
+        model, task_config, select, test_frame=test_frame, test_tensors=test_tensors, oof=main, dataset=dataset
     )
     report = _report_input(verified, transfer, metrics, curves, cases, test_frame)
     out = Path(out)
@@ -155,6 +174,7 @@ def evaluate(
         payload={
             "files": files,
             "operating_point": point.model_dump() if point is not None else None,
+            "operating_points": {name: value.model_dump() for name, value in points.items()},
             "temperature": temperature,
             "test_manifest_hash": test_hash,
             "evaluated_on": [e.evaluated_on for e in evaluations],
@@ -224,6 +244,7 @@ def _evaluation(
     confusion = [[int(((targets == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
     return Evaluation(
         evaluated_on=name,  # type: ignore[arg-type]
+        task_kind="binary",
         n_patients=int(frame["patient_id"].nunique()),
         n_scans=len(frame),
         prevalence=float(targets.mean()) if len(targets) else None,
@@ -233,33 +254,6 @@ def _evaluation(
         confusion=confusion,
         calibration=calibration(targets, scores, temperature=temperature),
         subgroups=subgroup_results(frame, score="probability", target="y", threshold=point.threshold),
-    )
-
-
-def _multiclass_evaluation(name: str, frame: pd.DataFrame, classes: list[str], n_boot: int) -> Evaluation:
-    """One-vs-rest AUROC per class and their macro mean (patient bootstrap), accuracy, and the confusion matrix."""
-    targets = frame["target"].to_numpy().astype(int)
-    probabilities = frame[[f"p_{c}" for c in classes]].to_numpy()
-    patients = frame["patient_id"].to_numpy()
-    estimates = [macro_auroc_ci(frame, classes, n_boot=n_boot).estimate("auroc", n=int(frame["patient_id"].nunique()))]
-    for index, name_ in enumerate(classes):
-        interval = auroc_ci(targets == index, probabilities[:, index], patients, n_boot=n_boot)
-        estimates.append(interval.estimate(f"auroc_{name_}", n=int((targets == index).sum())))
-    predicted = probabilities.argmax(axis=1)
-    accuracy = bootstrap(lambda rows: float((predicted[rows] == targets[rows]).mean()), len(targets), patients)
-    estimates.append(accuracy.estimate("accuracy", n=len(targets)))
-    confusion = [
-        [int(((targets == t) & (predicted == p)).sum()) for p in range(len(classes))] for t in range(len(classes))
-    ]
-    return Evaluation(
-        evaluated_on=name,  # type: ignore[arg-type]
-        n_patients=int(frame["patient_id"].nunique()),
-        n_scans=len(frame),
-        prevalence=None,
-        operating_point=None,
-        estimates=estimates,
-        classes=list(classes),
-        confusion=confusion,
     )
 
 
@@ -278,7 +272,9 @@ def _curves(name: str, frame: pd.DataFrame) -> EvaluationCurves:
 def _score_test(
     model: LoadedModel, task_config: TaskConfig, dataset: Path, oof: pd.DataFrame
 ) -> tuple[pd.DataFrame, torch.Tensor, str]:
-    """Predict the locked test scans once with the sealed model (split 'test' when the dataset has splits)."""
+    """Predict the locked test scans once with the sealed model (split 'test' when the dataset has splits); the
+    frame has the columns of training's prediction frames (p_<class>, target; y_<finding> for multi-label; for a
+    binary task probability and y)."""
     task = load_task(dataset, task_config, model.spec)
     scans = task.scans
     rows = (
@@ -296,7 +292,6 @@ def _score_test(
     data = TensorSet(task, rows)
     tensors = torch.stack([data[i][0] for i in range(len(data))]) if len(data) else torch.empty(0)
     probabilities = np.concatenate([model.predict(tensors[i : i + 64]) for i in range(0, len(tensors), 64)])
-    positive = task.classes.index(model.positive_class) if model.positive_class in task.classes else 1
     frame = scans.iloc[rows][["scan_id", "patient_id", "label"]].reset_index(drop=True)
     for column in ("site", "manufacturer", "sex", "age_band", "modality"):
         if column in scans:
@@ -304,23 +299,45 @@ def _score_test(
     frame["target"] = scans["target"].iloc[rows].to_numpy()
     for index, name in enumerate(model.classes):
         frame[f"p_{name}"] = probabilities[:, index]
-    frame["probability"] = probabilities[:, positive]
-    frame["y"] = (frame["label"].astype(str) == str(model.positive_class)).astype(int)
+    if task.findings is not None:
+        for index, name in enumerate(task.classes):
+            frame[f"y_{name}"] = task.findings[rows, index].astype(int)
+    if model.task_kind == "binary":
+        positive = task.classes.index(model.positive_class) if model.positive_class in task.classes else 1
+        frame["probability"] = probabilities[:, positive]
+        frame["y"] = (frame["label"].astype(str) == str(model.positive_class)).astype(int)
     return frame, tensors, task.manifest_hash
 
 
+def _pinned_task(task_config: TaskConfig, kind: TaskKind, classes: list[str]) -> TaskConfig:
+    """A test set is read with the model's own task type and class order: a test set that lacks a grade or a finding
+    must not shift the indices of the others (a binary task keeps its config, as it always has)."""
+    if kind == "binary":
+        return task_config
+    return task_config.model_copy(update={"kind": kind, "classes": list(classes)})
+
+
 def _transfer(
-    entries: list[dict[str, Any]], oof: pd.DataFrame, classes: list[str], positive: str | None, n_boot: int
+    entries: list[dict[str, Any]],
+    oof: pd.DataFrame,
+    kind: TaskKind,
+    classes: list[str],
+    positive: str | None,
+    n_boot: int,
 ) -> list[TransferArm]:
+    """Each arm's pooled out-of-fold AUROC: the positive class's (binary) or the task's summary AUROC (macro over
+    classes; for multi-label the mean over findings)."""
     arms = []
     for entry in entries:
         frame = oof[oof["arm"] == entry["arm"]]
-        if positive is not None:
+        if kind == "binary":
             targets = (frame["label"].astype(str) == str(positive)).astype(int).to_numpy()
             scores = frame["probability"].to_numpy()
-            interval = auroc_ci(targets, scores, frame["patient_id"].to_numpy(), n_boot=n_boot)
+            auc = auroc_ci(targets, scores, frame["patient_id"].to_numpy(), n_boot=n_boot).estimate(
+                "auroc", n=int(frame["patient_id"].nunique())
+            )
         else:
-            interval = macro_auroc_ci(frame, classes, n_boot=n_boot)
+            auc = summary_auroc(frame, kind, classes, n_boot=n_boot)
         pretrained = entry.get("pretrained") or {}
         seconds = [f["seconds_to_scratch_best"] for f in entry["folds"] if f.get("seconds_to_scratch_best")]
         arms.append(
@@ -328,7 +345,7 @@ def _transfer(
                 arm=entry["arm"],
                 strategy=entry["strategy"],
                 pretrained=f"{pretrained.get('source', 'none')}:{pretrained.get('name', 'none')}",
-                auc=interval.estimate("auroc", n=int(frame["patient_id"].nunique())),
+                auc=auc,
                 epochs_to_scratch_best=entry.get("median_epochs_to_scratch_best"),
                 seconds_to_scratch_best=float(np.median(seconds)) if seconds else None,
                 folds_reaching_scratch_best=int(entry.get("folds_reaching_scratch_best", 0)),
@@ -337,54 +354,6 @@ def _transfer(
             )
         )
     return arms
-
-
-def _failure_cases(
-    model: LoadedModel,
-    task_config: TaskConfig,
-    test_frame: pd.DataFrame | None,
-    test_tensors: torch.Tensor | None,
-    oof: pd.DataFrame,
-    dataset: Path | None,
-    threshold: float,
-    count: int,
-) -> list[FailureCase]:
-    """The most confident errors: highest-scored negatives and lowest-scored positives, with saliency."""
-    if count <= 0:
-        return []
-    if test_frame is not None and test_tensors is not None:
-        frame, tensors = test_frame, test_tensors
-    elif dataset is not None:
-        frame, tensors = oof, _oof_tensors(model, task_config, oof, dataset)
-    else:
-        return []
-    positive = 1
-    cases = []
-    wrong_negative = frame[(frame["y"] == 0) & (frame["probability"] >= threshold)].nlargest(count, "probability")
-    wrong_positive = frame[(frame["y"] == 1) & (frame["probability"] < threshold)].nsmallest(count, "probability")
-    for kind, chosen in (("false_positive", wrong_negative), ("false_negative", wrong_positive)):
-        for index, row in chosen.iterrows():
-            tensor = tensors[frame.index.get_loc(index)]
-            heat, method = saliency_map(model.networks, model.artifact.metadata["model"], tensor, positive)
-            cases.append(
-                FailureCase(
-                    kind=kind,  # type: ignore[arg-type]
-                    scan_id=row["scan_id"],
-                    probability=float(row["probability"]),
-                    true_class=str(row["label"]),
-                    thumbnail_png=thumbnail_png(tensor[0].numpy(), heat),
-                    saliency_method=method,
-                )
-            )
-    return cases
-
-
-def _oof_tensors(model: LoadedModel, task_config: TaskConfig, oof: pd.DataFrame, dataset: Path) -> torch.Tensor:
-    task = load_task(dataset, task_config, model.spec)
-    position = {scan: i for i, scan in enumerate(task.scans["scan_id"])}
-    rows = np.array([position[scan] for scan in oof["scan_id"]])
-    data = TensorSet(task, rows)
-    return torch.stack([data[i][0] for i in range(len(data))])
 
 
 def _report_input(

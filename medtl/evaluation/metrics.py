@@ -118,6 +118,25 @@ def macro_auroc_ci(frame, classes: list[str], *, n_boot: int = 2000, seed: int =
     return bootstrap(statistic, len(targets), frame["patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
 
 
+def mean_finding_auroc_ci(
+    truth: np.ndarray, probabilities: np.ndarray, groups: np.ndarray | None = None, *, n_boot: int = 2000, seed: int = 0
+) -> Interval:
+    """Macro AUROC of a multi-label prediction: the mean of the findings' AUROCs that are defined (a finding with
+    no positive, or no negative, scan in a resample has none and is left out of that resample's mean)."""
+    truth, probabilities = np.asarray(truth).astype(int), np.asarray(probabilities, dtype=float)
+
+    def statistic(rows: np.ndarray) -> float | None:
+        values = [
+            roc_auc_score(truth[rows, k], probabilities[rows, k])
+            for k in range(truth.shape[1])
+            if 0 < truth[rows, k].sum() < len(rows)
+        ]
+        return float(np.mean(values)) if values else None
+
+    result = bootstrap(statistic, len(truth), groups, n_boot=n_boot, seed=seed)
+    return result if result.value is not None else Interval(None, None, None, 0, "undefined: no finding has both")
+
+
 def auprc_ci(
     targets: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None, *, n_boot: int = 2000, seed: int = 0
 ) -> Interval:

@@ -95,7 +95,7 @@ def test_a_perfect_proportion_still_gets_an_honest_interval():
 def test_multiclass_evaluation_reports_one_vs_rest_aurocs_and_a_confusion_matrix():
     import pandas as pd
 
-    from medtl.evaluation.evaluate import _multiclass_evaluation
+    from medtl.evaluation.task_evaluation import task_evaluation
 
     rng = np.random.default_rng(0)
     targets = np.repeat([0, 1, 2], 20)
@@ -106,7 +106,7 @@ def test_multiclass_evaluation_reports_one_vs_rest_aurocs_and_a_confusion_matrix
     frame = pd.DataFrame({"target": targets, "patient_id": [f"P-{i:016x}" for i in range(60)]})
     for index, name in enumerate(["a", "b", "c"]):
         frame[f"p_{name}"] = probabilities[:, index]
-    result = _multiclass_evaluation("oof", frame, ["a", "b", "c"], n_boot=200)
+    result = task_evaluation("oof", frame, "multiclass", ["a", "b", "c"], n_boot=200)
     named = {e.name: e for e in result.estimates}
     assert named["accuracy"].value == pytest.approx(55 / 60)
     assert named["auroc_c"].value == pytest.approx(1.0)
