@@ -31,6 +31,9 @@ class TaskSpec(Strict):
     decision_cut: str | None = Field(
         None, description="ordinal tasks: the decision the model supports is 'grade >= decision_cut'"
     )
+    decision_cut_declared: bool | None = Field(
+        None, description="ordinal: true when the cut was declared (config or task.json), false for the default"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:

@@ -377,6 +377,7 @@ def _report_input(
         intended_use=metadata["intended_use"],
         task_kind=metadata["task"]["kind"],
         positive_class=metadata["task"]["positive_class"],
+        decision_cut_declared=metadata["task"].get("decision_cut_declared"),
         cohort=Cohort(
             n_patients=oof.n_patients,
             n_scans=oof.n_scans,

@@ -42,6 +42,7 @@ class TaskData:
     excluded: dict[str, int] = field(default_factory=dict)
     kind: TaskKind = "binary"
     decision_cut: str | None = None  # ordinal: the decision is "grade >= decision_cut"
+    decision_cut_declared: bool | None = None  # ordinal: False when the cut is the default middle grade
     findings: np.ndarray | None = None  # multi-label: (scans, findings) 0/1 matrix in `scans` row order
 
     def targets(self, rows: np.ndarray | None = None) -> np.ndarray:
@@ -191,9 +192,11 @@ def _finish(
     positive = task.positive_class or (declared.positive_class if same_kind else None)
     if kind == "binary":
         positive = positive or classes[1]
-    cut = None
+    cut, cut_declared = None, None
     if kind == "ordinal":
-        cut = task.decision_cut or (declared.decision_cut if same_kind else None) or default_decision_cut(classes)
+        cut = task.decision_cut or (declared.decision_cut if same_kind else None)
+        cut_declared = cut is not None
+        cut = cut or default_decision_cut(classes)
     key = spec_hash(spec)
     scans["tensor_path"] = _ensure_preprocessed(dataset, scans, spec, key)
     return TaskData(
@@ -208,6 +211,7 @@ def _finish(
         excluded=excluded,
         kind=kind,
         decision_cut=cut,
+        decision_cut_declared=cut_declared,
         findings=findings,
     )
 

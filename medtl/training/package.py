@@ -171,6 +171,7 @@ def write_artifact(
             "classes": task.classes,
             "positive_class": task.positive_class,
             "decision_cut": task.decision_cut,
+            "decision_cut_declared": task.decision_cut_declared,
         },
         intended_use=config.intended_use,
         input={

@@ -12,6 +12,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from medtl.artifacts import open_verified
+from medtl.artifacts.contents import ArtifactContents
 from medtl.contracts import read_json
 from medtl.contracts.evaluation import Metrics
 from medtl.datasets.synth import make_cohort
@@ -19,6 +20,7 @@ from medtl.errors import ConfigError
 from medtl.evaluation.evaluate import evaluate
 from medtl.evaluation.operating_point import choose_threshold, choose_threshold_by_fold
 from medtl.ingest.pipeline import ingest_sources
+from medtl.reporting.render import write_report
 from medtl.training.train import train
 from support.trained import DEV_PSEUDONYMIZER, TINY_SPEC, environment, signing_key, tiny_config
 
@@ -52,18 +54,15 @@ def _cohort(root, name: str, kind: str, *, patients: int, seed: int):
 
 
 class _Captured:
-    """Stands in for the report renderer (which lands for new task types with the reporting branch): keeps the
-    report input and writes a placeholder, so these tests check evaluation alone."""
+    """Wraps the report renderer: keeps the report input evaluation handed to it, then renders as usual."""
 
     def __init__(self) -> None:
         self.reports: list = []
+        self.render = write_report
 
     def __call__(self, report, folder, *, pdf: bool = True) -> dict[str, str]:
-        from medtl.hashing import sha256_file
-
         self.reports.append(report)
-        (folder / "report.html").write_text("<html>placeholder</html>", encoding="utf-8")
-        return {"report.html": sha256_file(folder / "report.html")}
+        return self.render(report, folder, pdf=pdf)
 
 
 def _evaluated(root, kind: str):
@@ -110,8 +109,8 @@ def _oof(root) -> pd.DataFrame:
 
 
 def _expected_point(root, truth: np.ndarray, scores: np.ndarray, folds: np.ndarray):
-    transfer = _artifact(root).read_json("metrics/transfer.json")
-    if any(entry["arm"] == "main" and entry.get("pooling_gap_flagged") for entry in transfer):
+    transfer = ArtifactContents(_artifact(root)).transfer.arms
+    if any(entry.arm == "main" and entry.pooling_gap_flagged for entry in transfer):
         return choose_threshold_by_fold(truth, scores, folds, "youden")
     return choose_threshold(truth, scores, "youden")
 
@@ -209,21 +208,19 @@ def test_temperature_scaling_is_refused_for_a_non_binary_task(ordinal, tmp_path)
     assert not (tmp_path / "report").exists()
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "ordinal",
-        pytest.param(
-            "multilabel",
-            marks=pytest.mark.xfail(
-                strict=False, reason="report rendering for multilabel lands with the reporting branch"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("kind", ["ordinal", "multilabel"])
 def test_the_report_renders_for_the_task_type(kind, request, tmp_path):
     root, _ = request.getfixturevalue(kind)
     with _pipeline_key(root):
         evaluate(root / "artifact", out=tmp_path / "report", n_boot=20, pdf=False, failure_cases=0)
     html = (tmp_path / "report" / "report.html").read_text()
     assert "NOT FOR CLINICAL USE" in html.upper()
+    page_one = html.split('id="endpoints"')[0]
+    assert "not reported" not in page_one and "Calibration was not assessed" not in page_one
+    if kind == "ordinal":  # the default cut of grades 0-3 is grade >= 2, and the report says it was not declared
+        assert "Supports the decision: grade &gt;= 2." in page_one
+        assert "Default cut (the middle grade)" in page_one
+    else:
+        assert "Supports one decision per finding" in page_one
+        for finding in ("calc", "mass"):
+            assert f"finding {finding}" in page_one
