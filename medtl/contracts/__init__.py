@@ -10,7 +10,7 @@ from medtl.contracts.base import (
     write_json,
     write_table,
 )
-from medtl.contracts.evaluation import Metrics, ScoreRow
+from medtl.contracts.evaluation import Metrics, ScoreRow, ScoreRowV1
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.contracts.labels import LabelRow
 from medtl.contracts.planning import PlanRecord
@@ -36,6 +36,7 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     SignedDecision,
     Metrics,
     ScoreRow,
+    ScoreRowV1,
     PullRecord,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "PullRecord",
     "PullReport",
     "ScoreRow",
+    "ScoreRowV1",
     "SignedDecision",
     "Splits",
     "TaskDeclaration",
