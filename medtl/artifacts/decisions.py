@@ -119,9 +119,12 @@ class ApprovalStatus:
         if self.event is None or self.statement is None:
             return "none counted"
         s = self.statement
+        points = self.evaluation.payload.get("operating_points") if self.evaluation is not None else None
+        endpoints = f" ({len(points)} endpoint operating points)" if isinstance(points, dict) and points else ""
         return (
             f"{self.state} by {s.reviewer} ({s.role}) at {s.decided_at}, signed by approver key {self.reviewer_key}, "
-            f"threshold {'none' if s.threshold is None else f'{s.threshold:g}'}, report sha256 {s.report_sha256[:16]}…"
+            f"threshold {'none' if s.threshold is None else f'{s.threshold:g}'}{endpoints}, "
+            f"report sha256 {s.report_sha256[:16]}…"
         )
 
 

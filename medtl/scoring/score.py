@@ -247,8 +247,9 @@ def _check_version(path: Path, out: Path) -> None:
             )
         ],
         where=path.relative_to(out).as_posix(),
-        fix=f"score into a new --out folder, or move {path.name} out of this one first (it stays readable: "
-        f"data_contracts/scores.v{version}.schema.json describes it); the scans in it are then scored again",
+        fix=f"score into a new --out folder, or move {path.name} out of this one first"
+        + (f" (data_contracts/scores.v{version}.schema.json describes it)" if name == ScoreRow.contract_name else "")
+        + "; the scans in it are then scored again",
     )
 
 

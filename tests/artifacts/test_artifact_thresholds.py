@@ -63,6 +63,7 @@ def test_an_ordinal_approval_keeps_every_cut_and_the_reviewer_moves_the_decision
     assert status.approved and status.threshold == 0.5 and status.statement.threshold_changed
     assert status.thresholds("ge_2") == {"ge_1": 0.3, "ge_2": 0.5, "ge_3": 0.8}
     assert status.thresholds(None) == CUTS  # without a decision endpoint nothing is replaced
+    assert "threshold 0.5 (3 endpoint operating points)" in status.describe()
 
 
 def test_without_an_override_the_approved_points_are_the_evaluations(
