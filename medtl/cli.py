@@ -316,7 +316,12 @@ def approve(
     decision: Annotated[str, typer.Option(help="approve or reject.")],
     report: Annotated[Path, typer.Option(help="The report folder (or report.html) the decision is about.")],
     threshold: Annotated[
-        float | None, typer.Option(help="Decision threshold; default: the report's operating point.")
+        float | None,
+        typer.Option(
+            help="Decision threshold; default: the report's operating point. Binary: the positive class's; ordinal: "
+            "the decision cut's (the other cuts keep the report's). Refused for multiclass (the most probable class "
+            "decides) and multilabel (each finding keeps the report's operating point)."
+        ),
     ] = None,
     comment: Annotated[str | None, typer.Option(help="Free-text comment for the record.")] = None,
     key: Annotated[

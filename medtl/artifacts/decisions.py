@@ -101,14 +101,61 @@ class ApprovalStatus:
         """The approved threshold; None unless approved."""
         return self.statement.threshold if self.approved and self.statement is not None else None
 
+    def thresholds(self, decision: str | None) -> dict[str, float]:
+        """Endpoint id -> the threshold decisions are made at (ids as contracts/task.py `endpoints` names them).
+
+        Approved: the approved evaluation's operating points, with the reviewer's threshold for `decision` (the
+        decision endpoint: binary's positive class, ordinal's decision cut; None for multiclass and multi-label),
+        the only one a reviewer may change. Otherwise the latest counted evaluation's points, provisionally (empty
+        without one): the caller marks such decisions unapproved."""
+        if self.approved and self.evaluation is not None and self.statement is not None:
+            found = operating_thresholds(self.evaluation, decision)
+            if decision is not None and self.statement.threshold is not None:
+                found[decision] = float(self.statement.threshold)
+            return found
+        return operating_thresholds(self.latest_evaluation, decision) if self.latest_evaluation is not None else {}
+
     def describe(self) -> str:
         if self.event is None or self.statement is None:
             return "none counted"
         s = self.statement
+        points = self.evaluation.payload.get("operating_points") if self.evaluation is not None else None
+        endpoints = f" ({len(points)} endpoint operating points)" if isinstance(points, dict) and points else ""
         return (
             f"{self.state} by {s.reviewer} ({s.role}) at {s.decided_at}, signed by approver key {self.reviewer_key}, "
-            f"threshold {'none' if s.threshold is None else f'{s.threshold:g}'}, report sha256 {s.report_sha256[:16]}…"
+            f"threshold {'none' if s.threshold is None else f'{s.threshold:g}'}{endpoints}, "
+            f"report sha256 {s.report_sha256[:16]}…"
         )
+
+
+def operating_thresholds(evaluation: AuditEvent, decision: str | None) -> dict[str, float]:
+    """The thresholds an `evaluated` event records: `operating_points` {endpoint id: point} for every endpoint that
+    has one, and `operating_point` (the decision endpoint's; the only one an evaluation from before task types
+    recorded)."""
+    payload = evaluation.payload
+    points = payload.get("operating_points") or {}
+    if not isinstance(points, dict):
+        raise _bad_point(evaluation, "operating_points")
+    found = {str(name): _threshold_of(evaluation, point, f"operating_points.{name}") for name, point in points.items()}
+    single = payload.get("operating_point")
+    if decision is not None and decision not in found and single is not None:
+        found[decision] = _threshold_of(evaluation, single, "operating_point")
+    return found
+
+
+def _threshold_of(evaluation: AuditEvent, point: object, key: str) -> float:
+    threshold = point.get("threshold") if isinstance(point, dict) else None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise _bad_point(evaluation, key)
+    return float(threshold)
+
+
+def _bad_point(evaluation: AuditEvent, key: str) -> ConfigError:
+    return ConfigError(
+        f"the evaluation's {key} has no threshold between 0 and 1",
+        where=f"audit event {evaluation.index} (evaluated)",
+        fix="run `medtl evaluate` again with this medtl version and have the new report approved",
+    )
 
 
 def _counted_evaluation(event: AuditEvent, pipeline_keys: frozenset[str]) -> str | None:
@@ -213,6 +260,7 @@ __all__ = [
     "encode_decision",
     "judge",
     "new_nonce",
+    "operating_thresholds",
     "sign_decision",
     "statement_message",
 ]

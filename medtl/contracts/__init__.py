@@ -10,7 +10,7 @@ from medtl.contracts.base import (
     write_json,
     write_table,
 )
-from medtl.contracts.evaluation import Metrics, ScoreRow
+from medtl.contracts.evaluation import Metrics, ScoreRow, ScoreRowV1
 from medtl.contracts.handoff import EvaluatedPayload, OodReferenceSummary, OofRow, ScoredPayload, TransferRecord
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.contracts.labels import LabelRow
@@ -42,6 +42,7 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     SignedDecision,
     Metrics,
     ScoreRow,
+    ScoreRowV1,
     PullRecord,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "PullRecord",
     "PullReport",
     "ScoreRow",
+    "ScoreRowV1",
     "SignedDecision",
     "Splits",
     "TaskDeclaration",

@@ -186,6 +186,13 @@ def validate_frame(model: type[ContractModel], frame: pd.DataFrame, *, where: st
     return frame
 
 
+def table_contract(path: str | Path) -> tuple[str | None, int | None]:
+    """(contract name, version) a Parquet file records, without reading its rows: lets a stage that appends to an
+    existing file say which version it found before refusing it."""
+    header = json.loads((pq.read_schema(path).metadata or {}).get(_TABLE_KEY, b"{}"))
+    return header.get("contract"), header.get("contract_version")
+
+
 def _records(frame: pd.DataFrame) -> Sequence[dict[str, Any]]:
     """Rows as plain Python values (numpy arrays to lists, NaN/NA to None) so pydantic judges content, not dtype."""
     records = []

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from medtl.contracts.base import ContractModel, Strict
 from medtl.contracts.ingest import PSEUDONYM, SHA256
@@ -129,6 +130,100 @@ class Metrics(ContractModel):
 
 
 class ScoreRow(ContractModel):
+    """One scored scan, for every task type (contracts/task.py).
+
+    Version 2 adds the task type, every class (or finding) probability and one decision per endpoint under the
+    policy, as parallel lists (Parquet stores a list column with the same type in every row; a map of names to
+    values would not survive a file that holds rows of several models). The binary columns keep their version 1
+    meaning. Version 1 files stay readable with ScoreRowV1."""
+
+    contract_name: ClassVar[str] = "scores"
+    contract_version: ClassVar[int] = 2
+    contract_unit: ClassVar[str] = "rows"
+    contract_title: ClassVar[str] = "scores.parquet: one scored scan per row"
+
+    scan_id: str = Field(pattern=PSEUDONYM)
+    series_id: str = Field(pattern=PSEUDONYM)
+    study_id: str | None = Field(None, pattern=PSEUDONYM)
+    patient_id: str = Field(pattern=PSEUDONYM)
+    input_hash: str = Field(pattern=SHA256)
+    model_id: str
+    model_version: str
+    artifact_hash: str = Field(pattern=SHA256)
+    probability: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="binary: P(positive class), temperature-scaled when the approved evaluation fitted a temperature; "
+        "ordinal: P(grade >= decision cut); multiclass and multilabel: None (see probabilities)",
+    )
+    decision: str | None = Field(
+        description="binary: the decided class (positive when probability >= threshold); ordinal: 'grade >= CUT' or "
+        "'grade < CUT' for the decision cut; multiclass: the most probable class; multilabel: the findings at or "
+        "above their thresholds joined by '|' ('none': no finding), None unless every finding has a threshold. "
+        "None when abstained or when no threshold applies"
+    )
+    threshold: float | None = Field(
+        description="binary: the decision threshold on the same scale as probability; ordinal: the decision cut's "
+        "threshold; None for multiclass and multilabel, and without an operating point"
+    )
+    task_kind: TaskKind = Field(description="binary, multiclass, ordinal or multilabel (the artifact's task)")
+    classes: list[str] = Field(min_length=1, description="class, grade (lowest first) or finding names, model order")
+    probabilities: list[float] = Field(
+        default_factory=list,
+        description="one per class (multilabel: per finding, each on its own), same order as classes; binary: "
+        "temperature-scaled like probability; empty when the scan could not be scored",
+    )
+    endpoints: list[str] = Field(
+        min_length=1,
+        description="the binary decisions the task supports (contracts/task.py endpoints): binary the positive "
+        "class; multiclass each class vs rest; ordinal each cut ge_<grade>; multilabel each finding",
+    )
+    endpoint_probabilities: list[float] = Field(
+        default_factory=list, description="P(endpoint), same order as endpoints; empty when the scan was not scored"
+    )
+    thresholds: list[float | None] = Field(
+        description="the threshold of each endpoint under the policy (approved, or provisional when unapproved), same "
+        "scale as endpoint_probabilities; None where none applies (multiclass: the argmax decides)"
+    )
+    decisions: list[bool | None] = Field(
+        description="per endpoint: probability >= threshold (multiclass: the class is the most probable one); None "
+        "when abstained, not scored, or without a threshold"
+    )
+    flags: list[str] = Field(default_factory=list)
+    abstained: bool
+    approved: bool
+    trusted: bool = Field(
+        False, description="the artifact's signer was checked against a trust anchor (False: development mode)"
+    )
+    scored_at: str
+
+    @field_validator("thresholds", "decisions", mode="before")
+    @classmethod
+    def _missing(cls, values: object) -> object:
+        """Parquet gives a missing list item back as NaN in a numeric list: it means None."""
+        if isinstance(values, list):
+            return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+        return values
+
+    @model_validator(mode="after")
+    def _parallel(self) -> ScoreRow:
+        if len(self.probabilities) not in (0, len(self.classes)):
+            raise ValueError("probabilities must have one value per class (or none, when not scored)")
+        if len(self.endpoint_probabilities) not in (0, len(self.endpoints)):
+            raise ValueError("endpoint_probabilities must have one value per endpoint (or none, when not scored)")
+        if len(self.thresholds) != len(self.endpoints) or len(self.decisions) != len(self.endpoints):
+            raise ValueError("thresholds and decisions must have one entry per endpoint")
+        values = [*self.probabilities, *self.endpoint_probabilities, *(t for t in self.thresholds if t is not None)]
+        if any(not 0.0 <= value <= 1.0 for value in values):
+            raise ValueError("probabilities and thresholds must lie within [0, 1]")
+        return self
+
+
+# scores.parquet as medtl wrote it before task types (binary columns only): kept so that old files stay readable and
+# their schema stays published beside v2 (data_contracts/README.md); nothing writes it any more. No docstring: it
+# would change the committed v1 schema, which must stay byte for byte what v1 readers were given.
+class ScoreRowV1(ContractModel):
     contract_name: ClassVar[str] = "scores"
     contract_unit: ClassVar[str] = "rows"
     contract_title: ClassVar[str] = "scores.parquet: one scored scan per row"

@@ -75,6 +75,7 @@ def sign_review(
             where=report_file.name,
             fix="evaluate again with MEDTL_SIGNING_KEY set to the pipeline's key",
         )
+    _check_threshold_applies(verified, threshold)
     point = event.payload.get("operating_point") or {}
     chosen = point.get("threshold") if threshold is None else threshold
     if chosen is not None and not 0.0 <= float(chosen) <= 1.0:
@@ -145,6 +146,26 @@ def approve(
         comment=comment, key=key,
     )  # fmt: skip
     return record_review(verified, signed)
+
+
+def _check_threshold_applies(verified: VerifiedArtifact, threshold: float | None) -> None:
+    """A reviewer's threshold replaces the decision endpoint's (binary: the positive class; ordinal: the decision
+    cut). Multi-class decides by the most probable class and multi-label has one operating point per finding, so
+    there is no single threshold to replace: refused by name rather than recorded and silently ignored."""
+    kind = verified.metadata["task"]["kind"]
+    if threshold is None or kind in ("binary", "ordinal"):
+        return
+    reason = (
+        "the most probable class is the decision, with no threshold"
+        if kind == "multiclass"
+        else "each finding has its own operating point from the report"
+    )
+    raise ConfigError(
+        f"--threshold does not apply to a {kind} task: {reason}",
+        where=verified.folder.name,
+        fix="approve without --threshold (the report's operating points are what you approve), or reject it and "
+        "have it evaluated again with another operating-point rule (`medtl evaluate --rule`)",
+    )
 
 
 def _files(event: AuditEvent) -> dict[str, str]:

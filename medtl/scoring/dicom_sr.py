@@ -11,12 +11,21 @@ Codes. Standard codes where one says exactly what we mean: SCT 10828004 "Positiv
 as the decision value, UCUM "1" (no units) for a probability, SCT 363679005 "Imaging procedure" as the procedure
 reported, and the DCM codes highdicom writes for TID 4019 (algorithm) and TID 1004 (device observer). Concepts with
 no standard code (an AI model's probability and decision, abstention, approval status, QC flags) use the local scheme
-"99MEDTL" (PS3.16: designators beginning "99" are private), declared in the Coding Scheme Identification Sequence:
+"99MEDTL" (PS3.16: designators beginning "99" are private), declared in the Coding Scheme Identification Sequence.
 
-    PROB       Probability of finding       NUM, unit "1": the model's probability of the positive class
-    DECISION   Model decision               CODE: SCT Positive / SCT Negative / 99MEDTL ABSTAINED
+Task types. A binary model's SR holds one measurement group (the positive class). Multi-class, ordinal and multi-label
+models get one group per endpoint (contracts/task.py): per class (vs the rest; Positive for the most probable class),
+per grade cut "grade >= k", per finding; each group carries its own probability, threshold (in the algorithm
+parameters) and coded decision, so a viewer that shows one group shows a complete statement.
+
+
+    PROB       Probability of finding       NUM, unit "1": the model's probability of the positive class (of the
+                                            group's class, grade cut or finding, for the other task types)
+    DECISION   Model decision               CODE: SCT Positive / SCT Negative / 99MEDTL ABSTAINED / UNDECIDED
     ABSTAINED  Abstained                    the decision was withheld (QC / out-of-distribution / no probability)
-    FINDING    Finding (positive class)     TEXT: the class the probability is about
+    UNDECIDED  Undecided                    no operating point applies (an unapproved model never evaluated)
+    FINDING    Finding (positive class)     TEXT: the class the probability is about ("grade >= 2", "finding
+                                            effusion", "class b (vs rest)" for the other task types)
     PREDCLASS  Predicted class              TEXT: the class the model decided on
     APPROVAL   Artifact approval status     TEXT: APPROVED, or UNAPPROVED with what that means
     FLAG       Quality or OOD flag          TEXT: one item per QC / out-of-distribution flag
@@ -28,6 +37,7 @@ import math
 import os
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +56,7 @@ SCHEME = "99MEDTL"
 PROBABILITY = Code("PROB", SCHEME, "Probability of finding")
 DECISION = Code("DECISION", SCHEME, "Model decision")
 ABSTAINED = Code("ABSTAINED", SCHEME, "Abstained")
+UNDECIDED = Code("UNDECIDED", SCHEME, "Undecided")
 FINDING = Code("FINDING", SCHEME, "Finding (positive class)")
 PREDICTED_CLASS = Code("PREDCLASS", SCHEME, "Predicted class")
 APPROVAL = Code("APPROVAL", SCHEME, "Artifact approval status")
@@ -113,6 +124,17 @@ class AlgorithmInfo:
         )
 
 
+@dataclass(frozen=True)
+class EndpointFinding:
+    """One binary question of a multi-class, ordinal or multi-label result (a ScoreRow endpoint), as the SR says it."""
+
+    id: str  # the endpoint id: class, ge_<grade> or finding
+    display: str  # what the reader sees: "grade >= 2", "finding effusion", "class b (vs rest)"
+    probability: float | None
+    threshold: float | None
+    decision: bool | None  # None: abstained, or no operating point applies
+
+
 def source_reference(path: Path) -> SourceSeries:
     """Read one source file's header (no pixels) and check it has what an SR reference needs."""
     where = "the source DICOM file of the scored series"
@@ -165,6 +187,24 @@ def _decision_items(
     return measurements, hd.sr.QualitativeEvaluation(DECISION, value), texts
 
 
+def _endpoint_items(
+    finding: EndpointFinding, abstained: bool
+) -> tuple[list[hd.sr.Measurement], hd.sr.QualitativeEvaluation, list[hd.sr.TextContentItem]]:
+    measurements = []
+    if finding.probability is not None:
+        measurements.append(hd.sr.Measurement(name=PROBABILITY, value=float(finding.probability), unit=UNIT_ONE))
+    texts = [_text(FINDING, finding.display)]
+    if finding.decision is not None:
+        value = POSITIVE if finding.decision else NEGATIVE
+    elif abstained:
+        value = ABSTAINED
+        texts.append(_text(ABSTAINED, "abstained: no decision was made for this series; see the flags"))
+    else:
+        value = UNDECIDED
+        texts.append(_text(UNDECIDED, "no decision: no operating point applies (unapproved and not evaluated)"))
+    return measurements, hd.sr.QualitativeEvaluation(DECISION, value), texts
+
+
 def _text(name: Code, value: str) -> hd.sr.TextContentItem:
     return hd.sr.TextContentItem(name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
 
@@ -180,41 +220,47 @@ def build_sr(
     positive_class: str,
     series_number: int = 9901,
     seed_uid: str | None = None,
+    task_kind: str = "binary",
+    findings: Sequence[EndpointFinding] = (),
+    abstained: bool = False,
 ) -> pydicom.Dataset:
     """A Comprehensive 3D SR (TID 1500) in the source study that references the scored series.
 
-    `decision` is the predicted class name (as in ScoreRow), coded Positive when it equals `positive_class`, else
-    Negative; None means abstained. A None `probability` leaves out the numeric measurement (nothing to report).
+    Binary: `decision` is the predicted class name (as in ScoreRow), coded Positive when it equals `positive_class`,
+    else Negative; None means abstained. A None `probability` leaves out the numeric measurement (nothing to report).
+    Other task types: one measurement group per entry of `findings` (every endpoint of the row); `abstained` says
+    whether a missing decision was withheld (ABSTAINED) or had no operating point (UNDECIDED).
     """
-    if probability is not None and not (math.isfinite(probability) and 0.0 <= probability <= 1.0):
-        raise ValueError(f"probability must be within [0, 1] or None, not {probability!r}")
+    values = [probability] if task_kind == "binary" else [f.probability for f in findings]
+    for value in values:
+        if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError(f"probability must be within [0, 1] or None, not {value!r}")
+    if task_kind != "binary" and not findings:
+        raise ValueError(f"a {task_kind} result needs one finding per endpoint (none given)")
     series = source if isinstance(source, SourceSeries) else source_reference(source)
-    algorithm_id = hd.sr.AlgorithmIdentification(
-        name=algorithm.name,
-        version=algorithm.model_version,
-        manufacturer=algorithm.manufacturer,
-        parameters=[
-            f"positive class: {positive_class}",
-            f"decision threshold: {'none' if threshold is None else repr(float(threshold))}",
-            f"artifact manifest sha256: {algorithm.artifact_sha256}",
-            f"software: medtl {algorithm.software_version}",
-        ],
-    )
-    measurements, evaluation, texts = _decision_items(probability, decision, positive_class)
-    texts.append(_text(APPROVAL, "APPROVED" if algorithm.approved else UNAPPROVED_TEXT))
+    caveats = [_text(APPROVAL, "APPROVED" if algorithm.approved else UNAPPROVED_TEXT)]
     if not algorithm.trusted:
-        texts.append(_text(APPROVAL, UNTRUSTED_TEXT))
-    texts += [_text(FLAG, flag) for flag in flags]
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=_uid(seed_uid, "tracking", series), identifier=f"{algorithm.model_id} {positive_class}"[:64]
-        ),
-        algorithm_id=algorithm_id,
-        measurements=measurements or None,
-        qualitative_evaluations=[evaluation],
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(series.header)],
-    )
-    group[0].ContentSequence.extend(texts)
+        caveats.append(_text(APPROVAL, UNTRUSTED_TEXT))
+    caveats += [_text(FLAG, flag) for flag in flags]
+    if task_kind == "binary":
+        groups = [
+            _group(
+                series, algorithm, seed_uid, role="tracking", identifier=positive_class,
+                parameters=[f"positive class: {positive_class}", f"decision threshold: {_number(threshold)}"],
+                items=_decision_items(probability, decision, positive_class), caveats=caveats,
+            )
+        ]  # fmt: skip
+    else:
+        rule = ["decision: the most probable class"] if task_kind == "multiclass" else []
+        groups = [
+            _group(
+                series, algorithm, seed_uid, role=f"tracking|{finding.id}", identifier=finding.id,
+                parameters=[f"task type: {task_kind}", f"endpoint: {finding.display}", *rule,
+                            f"decision threshold: {_number(finding.threshold)}"],
+                items=_endpoint_items(finding, abstained), caveats=caveats,
+            )
+            for finding in findings
+        ]  # fmt: skip
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=f"2.25.{uuid.uuid5(_UID_NAMESPACE, 'device|' + algorithm.artifact_sha256).int}",
         name=algorithm.name,
@@ -228,7 +274,7 @@ def build_sr(
             )
         ),
         procedure_reported=codes.SCT.ImagingProcedure,
-        imaging_measurements=[group],
+        imaging_measurements=groups,
     )
     return hd.sr.Comprehensive3DSR(
         evidence=[series.header],
@@ -248,6 +294,45 @@ def build_sr(
         ],
         is_complete=True,
     )
+
+
+def _group(
+    series: SourceSeries,
+    algorithm: AlgorithmInfo,
+    seed_uid: str | None,
+    *,
+    role: str,
+    identifier: str,
+    parameters: list[str],
+    items: tuple[list[hd.sr.Measurement], hd.sr.QualitativeEvaluation, list[hd.sr.TextContentItem]],
+    caveats: list[hd.sr.TextContentItem],
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """One measurement group (TID 1501): what was measured, the decision, and the caveats that go with it."""
+    measurements, evaluation, texts = items
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=_uid(seed_uid, role, series), identifier=f"{algorithm.model_id} {identifier}"[:64]
+        ),
+        algorithm_id=hd.sr.AlgorithmIdentification(
+            name=algorithm.name,
+            version=algorithm.model_version,
+            manufacturer=algorithm.manufacturer,
+            parameters=[
+                *parameters,
+                f"artifact manifest sha256: {algorithm.artifact_sha256}",
+                f"software: medtl {algorithm.software_version}",
+            ],
+        ),
+        measurements=measurements or None,
+        qualitative_evaluations=[evaluation],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(series.header)],
+    )
+    group[0].ContentSequence.extend([*texts, *caveats])
+    return group
+
+
+def _number(value: float | None) -> str:
+    return "none" if value is None else repr(float(value))
 
 
 def write_sr(dataset: pydicom.Dataset, folder: Path) -> Path:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,11 @@ from safetensors.torch import load as safetensors_load
 
 from medtl.artifacts import TrustSettings, VerifiedArtifact, open_verified
 from medtl.contracts import read_table, validate_document, write_table
+from medtl.contracts.artifact import AuditEvent
+from medtl.contracts.base import table_contract
 from medtl.contracts.evaluation import ScoreRow
 from medtl.contracts.ingest import Fingerprint, ManifestRow
-from medtl.errors import ConfigError, NotApprovedError
+from medtl.errors import ConfigError, ContractProblem, DataContractError, NotApprovedError
 from medtl.hashing import sha256_file, sha256_json
 from medtl.identity import Pseudonymizer
 from medtl.ingest.cache import ScanCache
@@ -35,6 +37,7 @@ from medtl.progress import Progress
 from medtl.scoring.features import FeatureReference, head_module
 from medtl.scoring.model import LoadedModel, load_model
 from medtl.scoring.ood import input_flags
+from medtl.scoring.policy import Policy
 
 log = logging.getLogger(__name__)
 SCORES = "scores.parquet"
@@ -46,16 +49,24 @@ OOD_FLAGS = ("kind_mismatch", "modality_unseen", "spacing_out_of_range", "shape_
 
 @dataclass
 class Scorer:
-    """Everything fixed for a scoring run: the verified model, its threshold, its reference distributions."""
+    """Everything fixed for a scoring run: the verified model, its decision policy, its reference distributions."""
 
     artifact: VerifiedArtifact
     model: LoadedModel
-    threshold: float | None
+    policy: Policy  # the task and its thresholds (approved, or provisional when scoring unapproved)
     approved: bool
     fingerprint: Fingerprint
     reference: FeatureReference
     head: torch.nn.Module
-    temperature: float | None = None  # fitted on out-of-fold predictions by the approved evaluation, if it was asked
+
+    @property
+    def threshold(self) -> float | None:
+        """The decision endpoint's threshold (binary, ordinal), on the model's own probability scale."""
+        return self.policy.threshold
+
+    @property
+    def temperature(self) -> float | None:
+        return self.policy.temperature
 
     @property
     def image_kind(self) -> str:
@@ -81,11 +92,8 @@ def prepare(artifact: Path, *, allow_unapproved: bool = False, trust: TrustSetti
             "unapproved)",
         )
     evaluation = status.evaluation if status.approved else status.latest_evaluation
-    threshold = status.threshold
-    if threshold is None and evaluation is not None and evaluation.payload.get("operating_point"):
-        threshold = float(evaluation.payload["operating_point"]["threshold"])  # provisional, from the evaluation
-    temperature = evaluation.payload.get("temperature") if evaluation is not None else None
     model = load_model(verified)
+    policy = decision_policy(verified, model, status.thresholds, evaluation)
     fingerprint = validate_document(
         Fingerprint,
         {k: v for k, v in verified.read_json("fingerprint.json").items() if k not in ("contract", "contract_version")},
@@ -95,7 +103,25 @@ def prepare(artifact: Path, *, allow_unapproved: bool = False, trust: TrustSetti
         safetensors_load(verified.read_bytes("ood/features.safetensors")), verified.read_json("ood/features.json")
     )
     head = head_module(model.networks[0], rebuild_model(verified.metadata["model"]).head_params)
-    return Scorer(verified, model, threshold, status.approved, fingerprint, reference, head, temperature)
+    return Scorer(verified, model, policy, status.approved, fingerprint, reference, head)
+
+
+def decision_policy(
+    verified: VerifiedArtifact,
+    model: LoadedModel,
+    thresholds: Callable[[str | None], dict[str, float]],
+    evaluation: AuditEvent | None,
+) -> Policy:
+    """The artifact's task with the thresholds the approval status gives (the approved ones, else provisional)."""
+    task = verified.metadata["task"]
+    policy = Policy(model.task_kind, list(model.classes), model.positive_class, task.get("decision_cut"))
+    temperature = evaluation.payload.get("temperature") if evaluation is not None else None
+    if temperature is not None and model.task_kind != "binary":
+        log.warning("the evaluation's temperature applies to binary probabilities only; %s scores are reported "
+                    "unscaled", model.task_kind)  # fmt: skip
+        temperature = None
+    decision = policy.decision
+    return replace(policy, thresholds=thresholds(decision.id if decision else None), temperature=temperature)
 
 
 @dataclass
@@ -198,7 +224,33 @@ def merge_parts(out: Path) -> pd.DataFrame:
 
 def _outputs(out: Path) -> list[Path]:
     existing = [out / SCORES] if (out / SCORES).exists() else []
-    return existing + (sorted((out / PARTS).glob("part-*.parquet")) if (out / PARTS).exists() else [])
+    found = existing + (sorted((out / PARTS).glob("part-*.parquet")) if (out / PARTS).exists() else [])
+    for path in found:
+        _check_version(path, out)
+    return found
+
+
+def _check_version(path: Path, out: Path) -> None:
+    """A resumed run appends to what the folder holds: rows of another scores version cannot join them."""
+    name, version = table_contract(path)
+    if name == ScoreRow.contract_name and version == ScoreRow.contract_version:
+        return
+    found = f"scores version {version}" if name == ScoreRow.contract_name else f"contract {name!r} version {version}"
+    raise DataContractError(
+        ScoreRow.schema_filename(),
+        [
+            ContractProblem(
+                "$.contract",
+                f"the output folder already holds {found}; this medtl writes scores version "
+                f"{ScoreRow.contract_version}, and rows of two versions cannot share one scores.parquet",
+                found,
+            )
+        ],
+        where=path.relative_to(out).as_posix(),
+        fix=f"score into a new --out folder, or move {path.name} out of this one first"
+        + (f" (data_contracts/scores.v{version}.schema.json describes it)" if name == ScoreRow.contract_name else "")
+        + "; the scans in it are then scored again",
+    )
 
 
 def finish(
@@ -387,16 +439,6 @@ def _capture_inputs(module: torch.nn.Module) -> tuple[list[torch.Tensor], Any]:
 def _row(
     scorer: Scorer, record: dict[str, Any], probabilities: np.ndarray | None, flags: list[str], policy: str, now: str
 ) -> dict[str, Any]:
-    classes, positive = scorer.model.classes, scorer.model.positive_class
-    probability = decision = None
-    if probabilities is not None:
-        if positive is not None:
-            raw = float(probabilities[classes.index(positive)])
-            if scorer.threshold is not None:  # the operating point was chosen on uncalibrated probabilities
-                decision = positive if raw >= scorer.threshold else next(c for c in classes if c != positive)
-            probability = _calibrated(raw, scorer.temperature)
-        else:
-            decision = classes[int(np.argmax(probabilities))]
     abstained = probabilities is None or (policy == "abstain" and any(f in OOD_FLAGS for f in flags))
     return {
         "scan_id": record["scan_id"],
@@ -407,21 +449,10 @@ def _row(
         "model_id": scorer.artifact.metadata["model_id"],
         "model_version": scorer.artifact.metadata["model_version"],
         "artifact_hash": scorer.artifact.manifest_hash,
-        "probability": probability,
-        "decision": None if abstained else decision,
-        "threshold": _calibrated(scorer.threshold, scorer.temperature) if scorer.threshold is not None else None,
+        **scorer.policy.columns(probabilities, abstained=abstained),
         "flags": sorted(set(flags)),
         "abstained": bool(abstained),
         "approved": scorer.approved,
         "trusted": scorer.artifact.trusted,
         "scored_at": now,
     }
-
-
-def _calibrated(probability: float, temperature: float | None) -> float:
-    """Temperature scaling is monotonic: the decision is the same on either scale; the reported number is calibrated."""
-    if temperature is None:
-        return probability
-    from medtl.evaluation.calibration import apply_temperature
-
-    return float(apply_temperature(np.array([probability]), temperature)[0])

@@ -54,6 +54,8 @@ def write_structured_reports(
 ) -> StructuredReports:
     from medtl.scoring.dicom_sr import AlgorithmInfo, build_sr, omitted_attributes, source_reference, write_sr
 
+    positive = scorer.model.positive_class or ""
+
     algorithm = AlgorithmInfo(
         model_id=scorer.artifact.metadata["model_id"],
         model_version=scorer.artifact.metadata["model_version"],
@@ -76,8 +78,11 @@ def write_structured_reports(
                 threshold=_value(row.threshold),
                 flags=list(row.flags),
                 algorithm=algorithm,
-                positive_class=scorer.model.positive_class or "",
+                positive_class=positive,
                 seed_uid=f"{scorer.artifact.manifest_hash}:{row.input_hash}",
+                task_kind=row.task_kind,
+                findings=endpoint_findings(row, positive) if row.task_kind != "binary" else (),
+                abstained=bool(row.abstained),
             )
         except Exception as error:  # anything one series raises costs that series its SR, never the others'
             done.failed[row.series_id] = _reason(error)
@@ -92,6 +97,21 @@ def write_structured_reports(
     return done
 
 
+def endpoint_findings(row, positive: str | None) -> list:
+    """A scores row's endpoints as the SR's findings: id, the words the report uses, probability, threshold,
+    decision (parallel lists of ScoreRow v2; an unscored row has no probabilities)."""
+    from medtl.contracts.task import endpoints
+    from medtl.scoring.dicom_sr import EndpointFinding
+
+    display = {e.id: e.display for e in endpoints(row.task_kind, list(row.classes), positive or None)}
+    ids = list(row.endpoints)
+    probabilities = list(row.endpoint_probabilities) or [None] * len(ids)
+    return [
+        EndpointFinding(name, display.get(name, name), _value(p), _value(t), _value(d))
+        for name, p, t, d in zip(ids, probabilities, list(row.thresholds), list(row.decisions), strict=True)
+    ]
+
+
 def _reason(error: Exception) -> str:
     """medtl's own messages carry no file values; other libraries' do (highdicom quotes them), so only their type."""
     if isinstance(error, MedTLError):
@@ -100,5 +120,7 @@ def _reason(error: Exception) -> str:
 
 
 def _value(value):
-    """pandas stores a missing number as NaN; the SR needs None."""
+    """pandas stores a missing number as NaN (and numbers as numpy scalars); the SR needs None and plain values."""
+    if hasattr(value, "item"):
+        value = value.item()
     return None if value is None or (isinstance(value, float) and value != value) else value

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from medtl.evaluation.calibration import apply_temperature
+from medtl.scoring.policy import Policy
 from medtl.scoring.score import _row
 
 RECORD = {"scan_id": "s", "series_id": "se", "study_id": "st", "patient_id": "p", "source_hash": "h"}
@@ -15,8 +16,9 @@ RECORD = {"scan_id": "s", "series_id": "se", "study_id": "st", "patient_id": "p"
 
 def _scorer(threshold: float | None, temperature: float | None) -> SimpleNamespace:
     artifact = SimpleNamespace(metadata={"model_id": "m", "model_version": "1"}, manifest_hash="x", trusted=True)
-    model = SimpleNamespace(classes=["normal", "disease"], positive_class="disease")
-    return SimpleNamespace(model=model, threshold=threshold, temperature=temperature, artifact=artifact, approved=True)
+    thresholds = {} if threshold is None else {"disease": threshold}
+    policy = Policy("binary", ["normal", "disease"], "disease", thresholds=thresholds, temperature=temperature)
+    return SimpleNamespace(policy=policy, artifact=artifact, approved=True)
 
 
 @pytest.mark.parametrize("raw", [0.05, 0.3, 0.61, 0.62, 0.97])
