@@ -106,13 +106,26 @@ def synth(
     with_problems: Annotated[
         bool, typer.Option("--with-problems", help="Mix in broken and unusual files that ingest must handle.")
     ] = False,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="binary (a lesion or not), ordinal (graded lesion, see --grades) or multilabel (several finding "
+            "kinds, see --findings). --prevalence: the share with a lesion, or the first finding's share."
+        ),
+    ] = "binary",
+    grades: Annotated[int, typer.Option(help="ordinal: number of grades, 0 = no lesion (3 to 8).")] = 5,
+    findings: Annotated[int, typer.Option(help="multilabel: number of finding kinds (1 to 4).")] = 3,
 ) -> None:
-    """Write a synthetic cohort: real DICOM series (+ NIfTI copies) and labels.csv, with a learnable finding."""
+    """Write a synthetic cohort: real DICOM series (+ NIfTI copies) and labels.csv, with a learnable finding.
+
+    Graded (--task ordinal) and multi-finding (--task multilabel) cohorts print the `medtl ingest` command with the
+    task declaration they need."""
     from medtl.datasets.synth import make_cohort
 
     summary = make_cohort(
-        out, patients=patients, seed=seed, prevalence=prevalence, difficulty=difficulty, with_problems=with_problems
-    )
+        out, patients=patients, seed=seed, prevalence=prevalence, difficulty=difficulty, with_problems=with_problems,
+        task=task, grades=grades, findings=findings,  # type: ignore[arg-type]  (checked by make_cohort)
+    )  # fmt: skip
     console.print(summary.describe())
 
 
