@@ -129,7 +129,7 @@ def test_every_finding_is_where_cohort_json_says_and_visible_on_ct(findings):
     [
         ({"task": "graded"}, "--task must be one of"),
         ({"task": "ordinal", "grades": 2}, "--grades must be between 3"),
-        ({"task": "multilabel", "findings": 9}, "--findings must be between 1 and 4"),
+        ({"task": "multilabel", "findings": 9}, "--findings must be between 2 and 4"),
     ],
 )
 def test_rejects_bad_task_options_before_writing(tmp_path, kwargs, message):

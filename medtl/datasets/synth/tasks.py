@@ -63,8 +63,8 @@ def check_task(task: str, grades: int, findings: int) -> list[str]:
         problems.append(f"--task must be one of {', '.join(SYNTH_TASKS)} (got {task!r})")
     if task == "ordinal" and not 3 <= grades <= MAX_GRADES:
         problems.append(f"--grades must be between 3 and {MAX_GRADES} (got {grades}); two grades are a binary task")
-    if task == "multilabel" and not 1 <= findings <= len(FINDING_KINDS):
-        problems.append(f"--findings must be between 1 and {len(FINDING_KINDS)} (got {findings})")
+    if task == "multilabel" and not 2 <= findings <= len(FINDING_KINDS):
+        problems.append(f"--findings must be between 2 and {len(FINDING_KINDS)} (got {findings}); one is a binary task")
     return problems
 
 
