@@ -35,8 +35,8 @@ def declare_task(
     if file is not None:
         if kind or others:
             raise ConfigError(
-                "--task-json gives the whole declaration; it cannot be combined with --task-kind or "
-                + ", ".join(others or ["--classes"]),
+                "--task-json gives the whole declaration; it cannot be combined with "
+                + ", ".join((["--task-kind"] if kind else []) + others),
                 fix="use either --task-json FILE or --task-kind with its options",
             )
         return read_json(TaskDeclaration, file)
