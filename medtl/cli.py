@@ -106,13 +106,26 @@ def synth(
     with_problems: Annotated[
         bool, typer.Option("--with-problems", help="Mix in broken and unusual files that ingest must handle.")
     ] = False,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="binary (a lesion or not), ordinal (graded lesion, see --grades) or multilabel (several finding "
+            "kinds, see --findings). --prevalence: the share with a lesion, or the first finding's share."
+        ),
+    ] = "binary",
+    grades: Annotated[int, typer.Option(help="ordinal: number of grades, 0 = no lesion (3 to 8).")] = 5,
+    findings: Annotated[int, typer.Option(help="multilabel: number of finding kinds (2 to 4).")] = 3,
 ) -> None:
-    """Write a synthetic cohort: real DICOM series (+ NIfTI copies) and labels.csv, with a learnable finding."""
+    """Write a synthetic cohort: real DICOM series (+ NIfTI copies) and labels.csv, with a learnable finding.
+
+    Graded (--task ordinal) and multi-finding (--task multilabel) cohorts print the `medtl ingest` command with the
+    task declaration they need."""
     from medtl.datasets.synth import make_cohort
 
     summary = make_cohort(
-        out, patients=patients, seed=seed, prevalence=prevalence, difficulty=difficulty, with_problems=with_problems
-    )
+        out, patients=patients, seed=seed, prevalence=prevalence, difficulty=difficulty, with_problems=with_problems,
+        task=task, grades=grades, findings=findings,  # type: ignore[arg-type]  (checked by make_cohort)
+    )  # fmt: skip
     console.print(summary.describe())
 
 
@@ -164,12 +177,38 @@ def ingest(
     max_frame_megapixels: Annotated[
         float | None, typer.Option(min=0.001, help="Pixels of one 2D frame, millions (default 268, 16384^2).")
     ] = None,
+    task_kind: Annotated[
+        str | None,
+        typer.Option(
+            help="Declare the task: binary, multiclass, ordinal (grades: always declared) or multilabel; written to "
+            "DATASET/task.json after a check against the labels. Default: inferred at training where unambiguous."
+        ),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="With --task-kind: the class (or finding) names, comma-separated, in order (lowest grade "
+            "first); default: the labels found, numbers in numeric order."
+        ),
+    ] = None,
+    positive_class: Annotated[str | None, typer.Option(help="With --task-kind binary: the class of interest.")] = None,
+    decision_cut: Annotated[
+        str | None,
+        typer.Option(help="With --task-kind ordinal: the decision is 'grade >= this grade' (default: middle grade)."),
+    ] = None,
+    task_json: Annotated[
+        Path | None, typer.Option(help="A task.json to use as the declaration (e.g. one import-medmnist wrote).")
+    ] = None,
 ) -> None:
     """Discover, check, decode, preprocess and cache scans; every input file ends ingested, skipped or quarantined."""
     from medtl.identity import pseudonymizer_from_env
+    from medtl.ingest.declaration import check_with_labels_file, declare_task
     from medtl.ingest.preprocess import load_spec
     from medtl.io.limits import limits_from_options
 
+    declared = declare_task(task_kind, classes, positive_class, decision_cut, file=task_json)
+    if declared is not None:
+        declared = check_with_labels_file(declared, labels)  # before any scan is read: a typo costs nothing
     pseudonymizer = pseudonymizer_from_env(allow_development_key=dev_pseudonym_key)
     limits = limits_from_options(file_gb=max_file_gb, image_gb=max_image_gb, series_gb=max_series_gb,
                                  frame_megapixels=max_frame_megapixels)  # fmt: skip
@@ -182,10 +221,15 @@ def ingest(
         query = pacs.build_query(study_date_from, study_date_to, None, modality, body_part, series_description,
                                  id_list)  # fmt: skip
         result = ingest_from_pacs(_one_source(sources), query, max_staging_bytes=int(max_staging_gb * GIB), **options)
+        if declared is not None:  # the PACS batches are ingested one by one; the declaration is the dataset's
+            from medtl.contracts import write_json
+            from medtl.ingest.pipeline import TASK_DECLARATION
+
+            write_json(declared, out / TASK_DECLARATION)
     else:
         from medtl.ingest.pipeline import ingest_sources
 
-        result = ingest_sources([Path(source) for source in sources], **options)
+        result = ingest_sources([Path(source) for source in sources], task=declared, **options)
     console.print(result.describe())
 
 

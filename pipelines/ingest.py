@@ -8,6 +8,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
+from medtl.contracts.task import TaskDeclaration
 from medtl.identity import pseudonymizer_from_env
 from medtl.ingest.pipeline import ingest_sources
 from medtl.ingest.preprocess import load_spec
@@ -32,6 +33,11 @@ class IngestParameters(BaseModel):
     limits: IngestLimits = Field(
         default_factory=IngestLimits, description="size limits for hostile input (README, Ingest limits)"
     )
+    task: TaskDeclaration | None = Field(
+        None,
+        description="the declared task type and class order (ordinal must be declared); checked against the labels "
+        "and written as the dataset's task.json",
+    )
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_io_only)
@@ -46,6 +52,7 @@ def run_ingest(params: IngestParameters) -> dict:
         workers=params.workers,
         pseudonymizer=pseudonymizer,
         limits=params.limits,
+        task=params.task,
     )
     report, fingerprint = result.report, result.fingerprint
     return {
@@ -57,6 +64,7 @@ def run_ingest(params: IngestParameters) -> dict:
         "manifest_hash": fingerprint.manifest_hash,
         "pseudonym_key_id": fingerprint.pseudonym_key_id,
         "dataset": str(params.out),
+        "task_kind": result.task.kind if result.task else None,
     }
 
 

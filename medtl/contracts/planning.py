@@ -12,6 +12,7 @@ from pydantic import Field
 
 from medtl.contracts.base import ContractModel, Strict
 from medtl.contracts.ingest import SHA256
+from medtl.contracts.task import TaskKind
 
 
 class PlanFacts(Strict):
@@ -25,7 +26,22 @@ class PlanFacts(Strict):
     classes: list[str]
     scans_per_class: dict[str, int] = Field(description="development scans (train and validation) per class")
     n_patients: int = Field(ge=0, description="development patients (the locked test side is not counted)")
-    minority_share: float = Field(ge=0, le=1)
+    minority_share: float = Field(
+        ge=0,
+        le=1,
+        description="the rarest class's share of the scans; multilabel: the rarest finding's (presence or "
+        "absence, whichever is rarer)",
+    )
+    task_kind: TaskKind = Field("binary", description="binary, multiclass, ordinal or multilabel")
+    n_scans: int | None = Field(
+        None, ge=0, description="development scans (multilabel: scans_per_class counts findings, not scans)"
+    )
+    minority_patients: int | None = Field(
+        None, ge=0, description="patients with the rarest class (or the rarer side of the rarest finding)"
+    )
+    finding_prevalence: dict[str, float] | None = Field(
+        None, description="multilabel: each finding's share of the development scans"
+    )
 
 
 class Hardware(Strict):

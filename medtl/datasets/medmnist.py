@@ -14,7 +14,11 @@ Output:
                                            No PixelSpacing: MedMNIST images have no physical pixel size.
     DIR/<patient_id>/<patient_id>.nii.gz   3D sets: the uint8 volume as stored (axis order as in the .npz) with a
                                            nominal 1 mm identity affine (real voxel sizes differ per set).
-    DIR/labels.csv                         patient_id, label (the integer class), split
+    DIR/labels.csv                         patient_id, label (the integer class; for multi-label sets the findings
+                                           present, separated by "|", or "none"), split
+    DIR/task.json                          the task declaration (contracts/task.py): binary (positive class "1"),
+                                           multiclass, ordinal (retinamnist: grades in order) or multilabel; pass
+                                           it to `medtl ingest --task-json` so the dataset keeps it
     DIR/dataset.json                       set description, class names, counts, source file hash
 UIDs are derived from (name, split, index), so re-importing gives identical files.
 """
@@ -39,6 +43,8 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, SecondaryCapture
 from rich.console import Console
 from rich.progress import Progress
 
+from medtl.contracts import write_json as write_contract
+from medtl.contracts.task import NO_FINDING, TaskDeclaration, TaskKind
 from medtl.datasets.writing import (
     check_empty_dir,
     derived_uid,
@@ -68,11 +74,55 @@ class MedMNISTSet:
     modality: str  # DICOM Modality for 2D files; the source imaging for 3D sets (recorded, not written)
     sop_class_uid: str | None
     source: str
-    classes: tuple[str, ...]  # class name by label value
-    task: str = "multi-class"
+    classes: tuple[str, ...]  # class name by label value (multi-label: finding name by label column)
+    task: str = "multi-class"  # MedMNIST's word: binary, multi-class, ordinal or multi-label
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multi-label"
+
+    def label_values(self) -> list[str]:
+        """What labels.csv can hold, in index order: the class index (0, 1, ...), or the finding names."""
+        return list(self.classes) if self.multilabel else [str(index) for index in range(len(self.classes))]
+
+    def declaration(self, present: set[str] | None = None) -> TaskDeclaration:
+        """task.json: the classes in index order (grade order for an ordinal set). `present`: the label values an
+        import holds; a class no image has (a --limit import) is left out, since ingest refuses a declared class
+        that no label uses, unless too few would remain to make the task."""
+        kind: TaskKind = TASK_KINDS[self.task]
+        classes = self.label_values()
+        kept = [name for name in classes if present is None or name in present]
+        if len(kept) >= (3 if kind == "ordinal" else 2):
+            classes = kept
+        positive = classes[1] if kind == "binary" else None
+        return TaskDeclaration(kind=kind, classes=classes, positive_class=positive)
 
 
 MEDMNIST_SETS: Registry[MedMNISTSet] = Registry("MedMNIST set")
+TASK_KINDS: dict[str, TaskKind] = {
+    "binary": "binary",
+    "multi-class": "multiclass",
+    "ordinal": "ordinal",
+    "multi-label": "multilabel",
+}
+# ChestX-ray14's findings in MedMNIST's column order, lower-case with '_' for spaces (labels.csv names); MedMNIST
+# shortens pleural thickening to "pleural", spelled out here so that a report reads as a finding.
+_CHEST_FINDINGS = (
+    "atelectasis",
+    "cardiomegaly",
+    "effusion",
+    "infiltration",
+    "mass",
+    "nodule",
+    "pneumonia",
+    "pneumothorax",
+    "consolidation",
+    "edema",
+    "emphysema",
+    "fibrosis",
+    "pleural_thickening",
+    "hernia",
+)
 _ORGANS_2D = (
     "bladder",
     "femur-left",
@@ -105,6 +155,7 @@ _KNOWN = (
         "breastmnist", 2, 1, "US", _US, "breast ultrasound (BUSI)", ("malignant", "normal or benign"), "binary"
     ),
     MedMNISTSet("pneumoniamnist", 2, 1, "DX", _DX, "paediatric chest X-ray", ("normal", "pneumonia"), "binary"),
+    MedMNISTSet("chestmnist", 2, 1, "DX", _DX, "chest X-ray (NIH ChestX-ray14)", _CHEST_FINDINGS, "multi-label"),
     MedMNISTSet(
         "pathmnist",
         2,
@@ -236,7 +287,6 @@ _KNOWN = (
         "synapsemnist3d", 3, 1, "EM", None, "synapses in electron microscopy", ("inhibitory", "excitatory"), "binary"
     ),
 )
-# chestmnist is left out on purpose: it is multi-label (14 findings per image) and labels.csv holds one label.
 SIZE_SUFFIXES = {2: ("", "_64", "_128", "_224"), 3: ("", "_64")}
 for _set in _KNOWN:
     for _suffix in SIZE_SUFFIXES[_set.dims]:
@@ -257,6 +307,7 @@ class ImportSummary:
     counts: dict[str, int]
     label_counts: dict[str, dict[str, int]]
     limit: int | None
+    task: TaskDeclaration | None = None
 
     def describe(self) -> str:
         kind = "DICOM files" if self.spec.dims == 2 else "NIfTI volumes"
@@ -264,7 +315,19 @@ class ImportSummary:
         for split in SPLITS:
             labels = ", ".join(f"{label}: {n}" for label, n in sorted(self.label_counts[split].items()))
             lines.append(f"  {split}: {self.counts[split]} {kind} (labels {labels or 'none'})")
-        lines.append("  classes: " + "; ".join(f"{i} = {c}" for i, c in enumerate(self.spec.classes)))
+        if self.spec.multilabel:
+            lines.append(f"  findings (multi-label, '|'-separated in labels.csv): {', '.join(self.spec.classes)}")
+        else:
+            lines.append("  classes: " + "; ".join(f"{i} = {c}" for i, c in enumerate(self.spec.classes)))
+        declared = self.task or self.spec.declaration()
+        missing = [name for name in self.spec.label_values() if name not in (declared.classes or [])]
+        if missing:
+            lines.append(f"  no image of class(es) {', '.join(missing)} in this import: task.json leaves them out")
+        lines.append(
+            f"  task.json: {declared.kind}; ingest with "
+            f"`medtl ingest {self.out} --labels {self.out / 'labels.csv'} --task-json {self.out / 'task.json'} "
+            "--out DATASET`"
+        )
         lines.append("  MedMNIST has no patient ids: each image is its own patient (<name>-<split>-<index>).")
         if self.limit is not None:
             lines.append(f"  limited to the first {self.limit} images of each split")
@@ -357,15 +420,21 @@ def _check_npz(path: Path, name: str, spec: MedMNISTSet) -> dict[str, np.ndarray
             wanted = ", ".join(map(str, ("N", *image_shape)))
             problems.append(f"{split}_images is {dtype} {shape}; {name} needs uint8 ({wanted})")
         label_shape, label_dtype = headers[f"{split}_labels"]
+        columns = len(spec.classes) if spec.multilabel else 1
         if label_shape[:1] != shape[:1]:
             problems.append(
                 f"{split}_labels has {label_shape[0] if label_shape else 0} rows but {split}_images has "
                 f"{shape[0]} images"
             )
-        elif (len(label_shape) == 2 and label_shape[1] != 1) or len(label_shape) > 2:
+        elif spec.multilabel and label_shape[1:] != (columns,):
+            problems.append(
+                f"{split}_labels has shape {label_shape}: {name} is multi-label, one 0/1 column per finding "
+                f"(N, {columns}) is needed"
+            )
+        elif not spec.multilabel and ((len(label_shape) == 2 and label_shape[1] != 1) or len(label_shape) > 2):
             problems.append(
                 f"{split}_labels has shape {label_shape}: one label per image (N, 1) is needed "
-                "(multi-label sets such as chestmnist are not supported)"
+                f"({name} is single-label; only multi-label sets such as chestmnist have one column per finding)"
             )
         elif label_dtype.kind not in "iu":
             problems.append(f"{split}_labels has dtype {label_dtype}; integer class labels are needed")
@@ -378,16 +447,34 @@ def _check_npz(path: Path, name: str, spec: MedMNISTSet) -> dict[str, np.ndarray
     labels = {}
     with np.load(path, allow_pickle=False) as npz:
         for split in SPLITS:
-            values = np.asarray(npz[f"{split}_labels"]).reshape(-1).astype(np.int64)
-            bad = values[(values < 0) | (values >= len(spec.classes))]
+            values = np.asarray(npz[f"{split}_labels"]).astype(np.int64)
+            values = values if spec.multilabel else values.reshape(-1)
+            top = 1 if spec.multilabel else len(spec.classes) - 1
+            bad = values[(values < 0) | (values > top)]
             if bad.size:
                 raise ReadError(
-                    f"{split}_labels holds {bad.size} value(s) outside 0..{len(spec.classes) - 1}, e.g. {int(bad[0])}",
+                    f"{split}_labels holds {bad.size} value(s) outside 0..{top}, e.g. {int(bad[0])}",
                     where=path.name,
                     fix=f"pass the .npz file of {name}",
                 )
             labels[split] = values
     return labels
+
+
+def _label_cell(spec: MedMNISTSet, value: np.ndarray) -> str | int:
+    """labels.csv's cell: the class index, or the findings present ('none' for none) of a multi-label set."""
+    if spec.multilabel:
+        return "|".join(name for name, present in zip(spec.classes, value, strict=True) if present) or NO_FINDING
+    return int(value)
+
+
+def _label_counts(spec: MedMNISTSet, rows: list[dict[str, Any]], split: str) -> dict[str, int]:
+    """Images per class, or per finding (and 'none') for a multi-label set."""
+    cells = [row["label"] for row in rows if row["split"] == split]
+    if spec.multilabel:
+        counts = Counter(name for cell in cells for name in str(cell).split("|"))
+        return {name: counts[name] for name in (*spec.classes, NO_FINDING) if counts[name]}
+    return {str(k): v for k, v in sorted(Counter(cells).items())}
 
 
 def _dicom_2d(spec: MedMNISTSet, name: str, split: str, index: int, patient_id: str, pixels: np.ndarray) -> Dataset:
@@ -460,14 +547,15 @@ def import_medmnist(
                         save_dicom(dataset, work / patient_id / f"{patient_id}.dcm")
                     else:
                         write_nifti(work / patient_id / f"{patient_id}.nii.gz", images[index], NOMINAL_AFFINE)
-                    rows.append({"patient_id": patient_id, "label": int(labels[split][index]), "split": split})
+                    label = _label_cell(spec, labels[split][index])
+                    rows.append({"patient_id": patient_id, "label": label, "split": split})
                     advance()
                 del images
-            label_counts = {
-                split: {str(k): v for k, v in sorted(Counter(r["label"] for r in rows if r["split"] == split).items())}
-                for split in SPLITS
-            }
+            label_counts = {split: _label_counts(spec, rows, split) for split in SPLITS}
             write_csv(work / "labels.csv", ("patient_id", "label", "split"), rows)
+            present = {name for counts in label_counts.values() for name in counts}
+            declared = spec.declaration(present)
+            write_contract(declared, work / "task.json")
             write_json(
                 work / "dataset.json",
                 {
@@ -487,7 +575,9 @@ def import_medmnist(
                     "spacing": "none (2D: no PixelSpacing)" if spec.dims == 2 else "nominal 1 mm identity affine",
                 },
             )
-    return ImportSummary(name=name, spec=spec, out=out, counts=counts, label_counts=label_counts, limit=limit)
+    return ImportSummary(
+        name=name, spec=spec, out=out, counts=counts, label_counts=label_counts, limit=limit, task=declared
+    )
 
 
 @contextmanager

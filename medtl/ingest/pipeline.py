@@ -2,7 +2,8 @@
 
 Steps: discover and read headers (parallel) -> group DICOM into scans -> decode, check and cache each scan
 (parallel, series by series) -> join labels -> choose or validate the preprocessing spec and fill the
-preprocessed cache -> write the contract files. Identifiers become pseudonyms here and nowhere else.
+preprocessed cache -> write the contract files (and task.json, when a task was declared: it is checked against the
+labels before any scan is decoded). Identifiers become pseudonyms here and nowhere else.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import pandas as pd
 
 from medtl.contracts import ManifestRow, PreprocessingSpec, write_json, write_table
 from medtl.contracts.ingest import FileRecord, Fingerprint, GroupStats, IngestReport
-from medtl.errors import IngestError
+from medtl.contracts.task import TaskDeclaration, findings_of
+from medtl.errors import ConfigError, IngestError
 from medtl.identity import Pseudonymizer
+from medtl.ingest.declaration import complete_declaration, suggestion
 from medtl.ingest.discover import InputFile, classify_file, walk_sources
 from medtl.ingest.execution import Decoding, map_ordered, process_pool
 from medtl.ingest.fingerprint import build_fingerprint, group_stats
@@ -55,15 +58,20 @@ class IngestResult:
     report: IngestReport
     fingerprint: Fingerprint
     spec: PreprocessingSpec | None
+    task: TaskDeclaration | None = None
+    notes: tuple[str, ...] = ()  # about the task: a declared class without scans, labels that look like grades
 
     def describe(self) -> str:
         counts = self.report.counts
-        return (
+        text = (
             f"ingested {counts['ingested']} files, skipped {counts['skipped']}, quarantined {counts['quarantined']}; "
             f"{self.fingerprint.n_scans} scans from {self.fingerprint.n_patients} patients "
             f"(labels: {self.fingerprint.labels or 'none'})\n"
             f"wrote {self.out / MANIFEST}, {self.out / REPORT}, {self.out / QC_SUMMARY}"
         )
+        if self.task is not None:
+            text += f", {self.out / TASK_DECLARATION} ({self.task.kind}: {', '.join(self.task.classes or [])})"
+        return text + "".join(f"\nnote: {note}" for note in self.notes)
 
 
 @dataclass
@@ -90,11 +98,13 @@ def ingest_sources(
     workers: int = 0,
     progress: bool = False,
     limits: IngestLimits | None = None,
+    task: TaskDeclaration | None = None,
 ) -> IngestResult:
     """Ingest every file under `sources` into the dataset folder `out`; one bad file or series never stops the run.
 
     `limits` (default: IngestLimits()) bounds what a file may declare or decompress to; over a limit, the file or
-    series is quarantined with the limit's name in the reason.
+    series is quarantined with the limit's name in the reason. `task` (the declared task type and class order) is
+    checked against the labels file first and written as task.json, with its classes listed.
     """
     limits = limits or DEFAULT_LIMITS
     if not sources:
@@ -102,6 +112,10 @@ def ingest_sources(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     label_table = read_labels(labels) if labels is not None else None
+    if task is not None:
+        if label_table is None:
+            raise ConfigError("a task declaration needs --labels", fix="pass the labels file, or leave out the task")
+        task = complete_declaration(task, [row.label for row in label_table.rows], where=Path(str(labels)).name)
     private = PrivateRecords(out, pseudonymizer)
     n_workers = worker_count(workers)
     with process_pool(n_workers) as executor, Progress(progress) as bar:
@@ -149,10 +163,28 @@ def ingest_sources(
         list(records.values()), n_sources=len(sources), n_scans=len(rows), key_id=pseudonymizer.key_id, labels=summary
     )
     write_json(report, out / REPORT)
+    notes = _task_notes(task, frame)
+    if task is not None:
+        write_json(task, out / TASK_DECLARATION)
     spec_text = chosen_spec.model_dump_json(indent=2) if chosen_spec else "{}"
     (out / QC_SUMMARY).write_text(qc_summary_markdown(report, rows, fingerprint, spec_text), encoding="utf-8")
     private.write(sources, label_table)
-    return IngestResult(out, report, fingerprint, chosen_spec)
+    return IngestResult(out, report, fingerprint, chosen_spec, task, notes)
+
+
+def _task_notes(task: TaskDeclaration | None, frame: pd.DataFrame) -> tuple[str, ...]:
+    """What a reader should know about the task after the join: a declared class that no ingested scan carries
+    (its rows matched no scan), or labels that look like grades but were not declared."""
+    labels = set(frame["label"].dropna())
+    if task is None:
+        hint = suggestion(labels)
+        return (hint,) if hint else ()
+    found = {name for label in labels for name in findings_of(label)} if task.kind == "multilabel" else labels
+    missing = [name for name in task.classes or [] if name not in found]
+    if not missing:
+        return ()
+    log.warning("declared classes without an ingested scan: %s", missing)
+    return (f"declared class(es) {missing} have no ingested scan (their label rows matched no scan)",)
 
 
 # -- discovery ---------------------------------------------------------------------------------------------------

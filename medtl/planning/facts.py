@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from medtl.contracts import PreprocessingSpec
 from medtl.contracts.planning import PlanFacts
 from medtl.training.config import TaskConfig
@@ -48,10 +50,7 @@ def gather(dataset: Path, spec: PreprocessingSpec) -> Gathered:
     kind = "volume" if spec.spatial_dims == 3 else "image2d"
     task_config, reasons = _task_filters(dataset, kind)
     task = load_task(dataset, task_config, spec)
-    development = task.scans[task.scans["split"] != "test"]
-    counts = development["label"].value_counts()
-    per_class = {name: int(counts.get(name, 0)) for name in task.classes}
-    total = max(1, sum(per_class.values()))
+    development = task.scans["split"].to_numpy() != "test"
     facts = PlanFacts(
         manifest_hash=task.manifest_hash,
         image_kind=kind,
@@ -59,8 +58,39 @@ def gather(dataset: Path, spec: PreprocessingSpec) -> Gathered:
         native_shape=list(spec.target_shape),
         channels=spec.channels,
         classes=list(task.classes),
-        scans_per_class=per_class,
-        n_patients=int(development["patient_id"].nunique()),
-        minority_share=min(per_class.values()) / total,
+        n_patients=int(task.scans.loc[development, "patient_id"].nunique()),
+        n_scans=int(development.sum()),
+        task_kind=task.kind,
+        **_class_balance(task, development),
     )
     return Gathered(facts, task_config, task, reasons)
+
+
+def _class_balance(task: TaskData, development: np.ndarray) -> dict[str, object]:
+    """Scans per class (per finding), the minority share and how many patients carry the minority.
+
+    Multi-label: a finding is rare when it is on few scans, or (for one on nearly every scan) missing from few; the
+    rarer side of the rarest finding is what stratified folds and tuning splits must still contain."""
+    patients = task.scans["patient_id"].to_numpy()[development]
+    if task.kind == "multilabel":
+        matrix = task.targets()[development].astype(bool)
+        n = max(1, len(matrix))
+        present = {name: int(matrix[:, k].sum()) for k, name in enumerate(task.classes)}
+        sides = [(min(count, n - count), k, count <= n - count) for k, count in enumerate(present.values())]
+        rarest, column, positive_side = min(sides) if sides else (0, 0, True)
+        carriers = matrix[:, column] if positive_side else ~matrix[:, column]
+        return {
+            "scans_per_class": present,
+            "minority_share": rarest / n,
+            "minority_patients": len(set(patients[carriers])),
+            "finding_prevalence": {name: round(count / n, 4) for name, count in present.items()},
+        }
+    labels = task.scans["label"].to_numpy()[development]
+    per_class = {name: int((labels == name).sum()) for name in task.classes}
+    total = max(1, sum(per_class.values()))
+    minority = min(per_class, key=lambda name: per_class[name])
+    return {
+        "scans_per_class": per_class,
+        "minority_share": per_class[minority] / total,
+        "minority_patients": len(set(patients[labels == minority])),
+    }

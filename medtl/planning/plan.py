@@ -287,7 +287,8 @@ def plan_for_run(dataset: Path, out: Path, options: PlanOptions) -> TrainConfig:
 def summary(config: TrainConfig) -> str:
     """A few lines for the terminal: the main choices and the estimate."""
     plan = config.plan
-    lines = [
+    lines = [f"task: {plan.reasons.get('task.kind', config.task.kind)}"] if plan and config.task.kind else []
+    lines += [
         f"model: {config.model.backbone} ({config.model.weights.source}), input {_input(config, plan)}",
         f"batch {config.batch_size}, {config.steps} steps, lr {config.strategy.lr:g} ({config.strategy.name}), "
         f"{config.cv.n_folds} folds, arms {config.arms or 'none'}, final {config.final_model}",

@@ -54,8 +54,17 @@ class Recipe:
         return nested
 
 
+LOSSES = {
+    "binary": "cross-entropy over the two classes",
+    "multiclass": "softmax cross-entropy over the classes",
+    "ordinal": "CORN rank-consistent loss (one conditional 'above this grade' output per cut, so predicted grades "
+    "keep their order)",
+    "multilabel": "per-finding weighted binary cross-entropy (one sigmoid per finding; a scan may have several)",
+}
+
+
 def training_images_per_fold(facts: PlanFacts, n_folds: int) -> int:
-    development = sum(facts.scans_per_class.values())
+    development = facts.n_scans if facts.n_scans is not None else sum(facts.scans_per_class.values())
     return max(1, int(development * (1 - 1 / n_folds) * (1 - TUNE_FRACTION)))
 
 
@@ -118,15 +127,23 @@ def input_sides(facts: PlanFacts) -> list[int]:
 def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps: int | None = None) -> Recipe:
     """Every rule except the input size and the budget cuts, which need measured costs (plan.py)."""
     recipe = Recipe()
-    minority = min(facts.scans_per_class.values()) if facts.scans_per_class else 0
-    minority_patients_share = facts.minority_share * facts.n_patients
+    multilabel = facts.task_kind == "multilabel"
+    if multilabel or not facts.scans_per_class:  # a finding's count is not the rarer side's: use the share
+        minority = round(facts.minority_share * (facts.n_scans or 0))
+    else:
+        minority = min(facts.scans_per_class.values())
+    rare = "rarest-finding" if multilabel else "minority-class"
+    minority_patients_share = (
+        facts.minority_patients if facts.minority_patients is not None else facts.minority_share * facts.n_patients
+    )
     n_folds = N_FOLDS if minority_patients_share >= 2 * N_FOLDS else max(2, int(minority_patients_share // 2))
     recipe.set(
         "cv.n_folds",
         n_folds,
         f"{n_folds} patient-grouped folds"
-        + ("" if n_folds == N_FOLDS else f": only ~{minority_patients_share:.0f} minority-class patients"),
+        + ("" if n_folds == N_FOLDS else f": only ~{minority_patients_share:.0f} {rare} patients"),
     )
+    recipe.set("task.kind", *task_kind(facts))
     recipe.set("cv.tune_fraction", TUNE_FRACTION, "a fifth of each fold's training patients picks the best epoch")
 
     layout, why = input_layout(facts)
@@ -191,7 +208,15 @@ def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps:
             else f"only ~{tune_minority:.0f} minority images per tuning split: the steadier tuning loss picks it"
         ),
     )
-    if facts.minority_share < IMBALANCED:
+    if multilabel:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in (facts.finding_prevalence or {}).items())
+        recipe.set(
+            "class_balance",
+            "weighted_loss",
+            f"multi-label: each finding's positives are weighted by its prevalence ({shares}); a sampler cannot "
+            "balance findings that share scans",
+        )
+    elif facts.minority_share < IMBALANCED:
         recipe.set(
             "class_balance",
             "weighted_loss",
@@ -208,6 +233,18 @@ def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps:
     recipe.set("seed", seed, "one seed for splits, initialisation, loaders and augmentation")
     recipe.set("device", "auto", "the plan is device-independent; the run uses CUDA when present")
     return recipe
+
+
+def task_kind(facts: PlanFacts) -> tuple[str, str]:
+    """The task type the dataset declares (or training infers), and the loss that goes with it."""
+    kind = facts.task_kind
+    what = {
+        "binary": "two classes",
+        "multiclass": f"{len(facts.classes)} unordered classes",
+        "ordinal": f"{len(facts.classes)} grades in order ({', '.join(facts.classes)})",
+        "multilabel": f"{len(facts.classes)} findings, each present or absent ({', '.join(facts.classes)})",
+    }[kind]
+    return kind, f"{kind}: {what}; loss: {LOSSES[kind]}"
 
 
 STRONG_AUGMENTATION: dict[str, Any] = {"rotate_degrees": 15.0, "scale": [0.85, 1.15], "translate": 0.1, "p_affine": 0.7}

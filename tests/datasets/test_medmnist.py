@@ -6,6 +6,7 @@ import csv
 import functools
 import http.server
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -15,9 +16,12 @@ import pydicom
 import pytest
 from pydicom.uid import DigitalXRayImageStorageForPresentation, SecondaryCaptureImageStorage, UltrasoundImageStorage
 
-from medtl.contracts import LabelRow, validate_rows
+from medtl.contracts import LabelRow, read_json, validate_rows
+from medtl.contracts.labels import LABEL_PATTERN
+from medtl.contracts.task import TaskDeclaration
 from medtl.datasets.medmnist import MEDMNIST_SETS, import_medmnist
 from medtl.errors import ConfigError, ReadError, UnknownNameError
+from medtl.ingest.declaration import check_with_labels_file, declare_task
 
 SPLIT_SIZES = {"train": 5, "val": 2, "test": 3}
 
@@ -147,7 +151,7 @@ def test_registry_lists_2d_and_3d_sets_with_size_variants():
         "vesselmnist3d",
         "synapsemnist3d",
     } <= names
-    assert "chestmnist" not in names  # multi-label: not representable as one label per row
+    assert MEDMNIST_SETS.get("chestmnist").task == "multi-label"
     assert MEDMNIST_SETS.get("breastmnist").classes == ("malignant", "normal or benign")
     assert MEDMNIST_SETS.get("pneumoniamnist").classes == ("normal", "pneumonia")
 
@@ -195,3 +199,78 @@ def test_real_breastmnist_file(tmp_path):
     ds = pydicom.dcmread(tmp_path / "out" / rows[7]["patient_id"] / f"{rows[7]['patient_id']}.dcm")
     assert ds.Modality == "US" and ds.SOPClassUID == UltrasoundImageStorage
     np.testing.assert_array_equal(ds.pixel_array, images[7])
+
+
+# -- task.json: every import declares its task ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("breastmnist", TaskDeclaration(kind="binary", classes=["0", "1"], positive_class="1")),
+        ("octmnist", TaskDeclaration(kind="multiclass", classes=["0", "1", "2", "3"])),
+        ("retinamnist", TaskDeclaration(kind="ordinal", classes=["0", "1", "2", "3", "4"])),
+    ],
+)
+def test_every_import_writes_its_task_declaration(tmp_path, name, expected):
+    spec = MEDMNIST_SETS.get(name)
+    labels = {split: (np.arange(n) % len(spec.classes)).reshape(-1, 1).astype(np.uint8) for split, n in
+              {"train": 10, "val": 5, "test": 5}.items()}  # fmt: skip
+    images = {f"{split}_images": np.zeros((len(v), 28, 28, *((3,) if spec.channels == 3 else ())), np.uint8)
+              for split, v in labels.items()}  # fmt: skip
+    np.savez_compressed(tmp_path / "x.npz", **images, **{f"{s}_labels": v for s, v in labels.items()})
+    summary = import_medmnist(name, source=str(tmp_path / "x.npz"), out=tmp_path / "out")
+    assert read_json(TaskDeclaration, tmp_path / "out" / "task.json") == expected == summary.task
+    assert f"--task-json {tmp_path / 'out' / 'task.json'}" in summary.describe()
+    # what `medtl ingest --task-json` checks before reading any scan: the declaration fits the labels
+    checked = check_with_labels_file(
+        declare_task(None, file=tmp_path / "out" / "task.json"), tmp_path / "out" / "labels.csv"
+    )
+    assert checked == expected
+
+
+def test_a_limited_import_declares_only_the_classes_it_holds(tmp_path):
+    labels = np.array([[0], [1], [2], [4], [1]], np.uint8)  # no grade 3
+    arrays = {f"{split}_images": np.zeros((5, 28, 28, 3), np.uint8) for split in SPLIT_SIZES}
+    arrays.update({f"{split}_labels": labels for split in SPLIT_SIZES})
+    np.savez_compressed(tmp_path / "r.npz", **arrays)
+    summary = import_medmnist("retinamnist", source=str(tmp_path / "r.npz"), out=tmp_path / "out", limit=4)
+    assert summary.task == TaskDeclaration(kind="ordinal", classes=["0", "1", "2", "4"])  # order kept, 3 left out
+    assert "no image of class(es) 3" in summary.describe()
+
+
+def test_chestmnist_is_imported_as_multi_label(tmp_path):
+    rng = np.random.default_rng(3)
+    findings = MEDMNIST_SETS.get("chestmnist").classes
+    assert len(findings) == 14 and findings[0] == "atelectasis" and findings[-1] == "hernia"
+    assert all(re.fullmatch(LABEL_PATTERN, name) and name == name.lower() for name in findings)
+    arrays = {}
+    for split, n in SPLIT_SIZES.items():
+        arrays[f"{split}_images"] = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        matrix = (rng.uniform(size=(n, 14)) < 0.3).astype(np.uint8)
+        matrix[0] = 0  # one image with no finding
+        matrix[1, :] = 1  # and one with all of them
+        arrays[f"{split}_labels"] = matrix
+    np.savez_compressed(tmp_path / "chest.npz", **arrays)
+    summary = import_medmnist("chestmnist", source=str(tmp_path / "chest.npz"), out=tmp_path / "out")
+    rows = _rows(tmp_path / "out")
+    validate_rows(LabelRow, rows)
+    for row in rows:
+        split, index = row["split"], int(row["patient_id"].rsplit("-", 1)[1])
+        present = [findings[k] for k in np.flatnonzero(arrays[f"{split}_labels"][index])]
+        assert row["label"] == ("|".join(present) or "none")
+    assert rows[0]["label"] == "none" and rows[1]["label"].split("|") == list(findings)
+    declared = read_json(TaskDeclaration, tmp_path / "out" / "task.json")
+    assert declared.kind == "multilabel" and declared.classes == list(findings)
+    train = arrays["train_labels"]
+    assert summary.label_counts["train"] == {
+        **{name: int(train[:, k].sum()) for k, name in enumerate(findings) if train[:, k].sum()},
+        **({"none": int((train.sum(axis=1) == 0).sum())}),
+    }
+    assert "multi-label" in summary.describe()
+
+
+def test_chestmnist_labels_must_have_one_column_per_finding(tmp_path):
+    _fake_npz(tmp_path / "c.npz", (28, 28), train_labels=np.zeros((5, 1), np.uint8))
+    with pytest.raises(ReadError, match=r"one 0/1 column per finding \(N, 14\)"):
+        import_medmnist("chestmnist", source=str(tmp_path / "c.npz"), out=tmp_path / "out")

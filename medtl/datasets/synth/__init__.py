@@ -7,11 +7,13 @@ Layout written by `make_cohort(OUT, ...)`:
     OUT/dicom/media/DICOMDIR + PT*/ST*/SE*/IM*   one patient as a DICOM File-set          (with_problems)
     OUT/nifti/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>.nii.gz (+ .json sidecar)  axial CT volumes
     OUT/labels.csv    one row per study: patient_id, study_id, label, site + PHI-like columns ingest must ignore
+                      (label: 0/1; the grade for --task ordinal; "nodule|cyst" or "none" for --task multilabel)
     OUT/cohort.json   ground truth (see medtl.datasets.synth.truth)
 
 Modules: geometry (conventions, slice stacks), phantom (the body and finding), plan (every random choice),
-dicom_series (DICOM datasets), writer (files and layouts), problems (planted problem files), truth (cohort.json),
-cohort (`make_cohort`).
+tasks (graded and multi-finding cohorts: grades, finding kinds, the task declaration to ingest with), dicom_series
+(DICOM datasets), writer (files and layouts), problems (planted problem files), truth (cohort.json), cohort
+(`make_cohort`).
 """
 
 from medtl.datasets.synth.cohort import CohortSummary, make_cohort

@@ -6,7 +6,8 @@ same object, so geometry mistakes in ingest show up as wrong values, and the fin
 
 The finding is a sphere, brighter or darker than soft tissue; its radius and contrast shrink as `difficulty` grows.
 Negative patients get the same "focus" point (where a lesion would be) without a lesion, so the field of view never
-gives the label away.
+gives the label away. Multi-finding cohorts add named findings (`findings`, see synth/tasks.py); graded cohorts scale
+the one lesion with the grade.
 """
 
 from __future__ import annotations
@@ -47,18 +48,26 @@ class Phantom:
     spine_radius_mm: float
     focus: tuple[float, float, float]  # lesion centre for positives, same-distribution point for negatives
     lesion: Lesion | None
+    findings: tuple[tuple[str, Lesion], ...] = ()  # multi-finding cohorts: (finding name, its sphere)
 
     def to_truth(self) -> dict[str, Any]:
-        return asdict(self)
+        truth = asdict(self)
+        del truth["findings"]  # absent, not empty, in binary and graded cohorts (their cohort.json is unchanged)
+        if self.findings:
+            truth["findings"] = [{"finding": name, **asdict(lesion)} for name, lesion in self.findings]
+        return truth
 
     @staticmethod
     def from_truth(entry: dict[str, Any]) -> Phantom:
         fields = {key: tuple(value) if isinstance(value, list) else value for key, value in entry.items()}
         lesion = entry.get("lesion")
-        fields["lesion"] = (
-            None if lesion is None else Lesion(tuple(lesion["centre"]), lesion["radius_mm"], lesion["contrast_hu"])
-        )
+        fields["lesion"] = None if lesion is None else _lesion(lesion)
+        fields["findings"] = tuple((item["finding"], _lesion(item)) for item in entry.get("findings", ()))
         return Phantom(**fields)
+
+
+def _lesion(entry: dict[str, Any]) -> Lesion:
+    return Lesion(tuple(entry["centre"]), entry["radius_mm"], entry["contrast_hu"])
 
 
 def lesion_size_and_contrast(difficulty: float) -> tuple[float, float]:
@@ -70,7 +79,12 @@ def lesion_size_and_contrast(difficulty: float) -> tuple[float, float]:
     return 7.0 - 4.0 * difficulty, 300.0 - 240.0 * difficulty
 
 
-def draw_phantom(rng: np.random.Generator, *, positive: bool, difficulty: float) -> Phantom:
+def draw_phantom(
+    rng: np.random.Generator, *, positive: bool, difficulty: float, size: float = 1.0, brightness: float = 1.0
+) -> Phantom:
+    """`size` and `brightness` scale the lesion's radius and contrast (a graded cohort's grade); the random draws
+    are the same whatever they are, so a binary cohort is unchanged."""
+
     def r(low: float, high: float, digits: int = 2) -> float:
         return round(float(rng.uniform(low, high)), digits)
 
@@ -89,7 +103,8 @@ def draw_phantom(rng: np.random.Generator, *, positive: bool, difficulty: float)
     )
     radius, contrast = lesion_size_and_contrast(difficulty)
     sign = 1.0 if rng.uniform() < 0.5 else -1.0
-    lesion_radius, lesion_contrast = r(0.85, 1.15) * radius, sign * r(0.85, 1.15) * contrast
+    lesion_radius = r(0.85, 1.15) * radius * size
+    lesion_contrast = sign * r(0.85, 1.15) * contrast * brightness
     lesion = Lesion(focus, round(lesion_radius, 2), round(lesion_contrast, 1)) if positive else None
     return Phantom(
         centre=centre,
@@ -124,6 +139,10 @@ def phantom_hu(phantom: Phantom, x: np.ndarray, y: np.ndarray, z: np.ndarray) ->
         c = lesion.centre
         sphere = (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 <= lesion.radius_mm**2
         hu[inner & sphere] = phantom.tissue_hu + lesion.contrast_hu
+    for _, finding in phantom.findings:
+        c = finding.centre
+        sphere = (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 <= finding.radius_mm**2
+        hu[inner & sphere] = phantom.tissue_hu + finding.contrast_hu
     spine = (x - phantom.spine_xy[0]) ** 2 + (y - phantom.spine_xy[1]) ** 2 <= phantom.spine_radius_mm**2
     hu[inner & spine] = BONE_HU  # last: a large lesion next to the spine never replaces bone
     return hu

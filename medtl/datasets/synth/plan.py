@@ -4,17 +4,18 @@ Why a plan before any file is written: the writers stay free of randomness (so o
 problems can be assigned to series before they are written, and cohort.json is simply the plan serialised.
 Each patient draws from its own random stream ([seed, 1, patient index]), so adding patients does not change the
 earlier patients' ids, headers or geometry. Labels are drawn once for the whole cohort ([seed, 0]) so that the
-number of positives is exactly round(prevalence * patients).
+number of positives is exactly round(prevalence * patients). Graded and multi-finding cohorts: see tasks.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
+from medtl.datasets.synth import tasks
 from medtl.datasets.synth.geometry import AXIAL, CORONAL, SAGITTAL, Projection, SliceStack, axial_rotated
 from medtl.datasets.synth.phantom import Phantom, draw_phantom
 from medtl.datasets.writing import derived_uid
@@ -133,6 +134,13 @@ class PatientPlan:
     phantom: Phantom
     studies: list[StudyPlan]
     layout: Layout = "standard"
+    task: tasks.SynthTask = "binary"
+    findings: tuple[str, ...] = ()  # multilabel: the patient's findings (label is then 1 when there is any)
+
+    @property
+    def label_cell(self) -> str:
+        """The patient's label as labels.csv writes it."""
+        return tasks.label_cell(self.task, self.label, self.findings)
 
 
 def _instance_numbers(rng: np.random.Generator, order: InstanceOrder, n: int) -> list[int]:
@@ -243,10 +251,27 @@ def _patient_id(rng: np.random.Generator, taken: set[str]) -> str:
     return f"MRN{number:07d}"
 
 
-def plan_cohort(*, patients: int, seed: int, prevalence: float, difficulty: float) -> list[PatientPlan]:
-    """Draw every patient, study and series; guarantees at least one of each variant the tests rely on."""
+def plan_cohort(
+    *,
+    patients: int,
+    seed: int,
+    prevalence: float,
+    difficulty: float,
+    task: tasks.SynthTask = "binary",
+    grades: int = 5,
+    findings: int = 3,
+) -> list[PatientPlan]:
+    """Draw every patient, study and series; guarantees at least one of each variant the tests rely on.
+
+    `task`: binary (lesion or not), ordinal (`grades` grades, 0 = none) or multilabel (`findings` finding kinds)."""
     n_positive = int(np.floor(prevalence * patients + 0.5))
     positives = set(np.random.default_rng([seed, 0]).permutation(patients)[:n_positive].tolist())
+    grade = tasks.grades_of(patients, seed, prevalence, grades) if task == "ordinal" else None
+    present = (
+        tasks.findings_of_patients(patients, seed, tasks.finding_prevalences(prevalence, findings))
+        if task == "multilabel"
+        else None
+    )
     plans: list[PatientPlan] = []
     taken: set[str] = set()
     ct_index = dx_index = 0
@@ -257,7 +282,18 @@ def plan_cohort(*, patients: int, seed: int, prevalence: float, difficulty: floa
         patient_id = _patient_id(rng, taken)
         name = f"{rng.choice(FAMILY_NAMES)}^{rng.choice(GIVEN_NAMES[sex])}"
         age = int(rng.integers(25, 86))
-        phantom = draw_phantom(rng, positive=index in positives, difficulty=difficulty)
+        label, size, brightness = int(index in positives), 1.0, 1.0
+        if grade is not None:
+            label = grade[index]
+            size, brightness = tasks.grade_factors(max(label, 1), grades)
+        if present is not None:
+            label = int(bool(present[index]))
+        phantom = draw_phantom(
+            rng, positive=label > 0 and present is None, difficulty=difficulty, size=size, brightness=brightness
+        )
+        if present is not None:
+            placed = tasks.place_findings(phantom, present[index], seed=seed, index=index, difficulty=difficulty)
+            phantom = replace(phantom, findings=placed)
         n_studies = 2 if (index == 1 or rng.uniform() < 0.2) else 1
         has_dx = index == 0 or rng.uniform() < 0.3
         first_date = _BASE_DATE + dt.timedelta(days=int(rng.integers(0, 1500)))
@@ -284,7 +320,11 @@ def plan_cohort(*, patients: int, seed: int, prevalence: float, difficulty: floa
                 )
             )
         birth = first_date - dt.timedelta(days=365 * age + int(rng.integers(0, 365)))
-        plans.append(PatientPlan(index, patient_id, name, sex, birth, site, int(index in positives), phantom, studies))
+        chosen = present[index] if present is not None else ()
+        plan = PatientPlan(
+            index, patient_id, name, sex, birth, site, label, phantom, studies, task=task, findings=chosen
+        )
+        plans.append(plan)
     return plans
 
 

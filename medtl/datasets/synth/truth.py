@@ -5,10 +5,12 @@ meant, value for value, without storing a second copy of every volume. cohort.js
 renderers use (phantom, geometry, noise seed), so `expected_values` re-renders exactly the written values.
 
 Top-level keys: format, format_version, seed, parameters, conventions, lesion_model, sites, counts, patients,
-problems. A patient: patient_id, label, sex, site, layout, phantom, studies. A study: study_uid, study_date, series.
-A series: series_uid, kind (ct | localizer | dx), modality, sop_class_uid, transfer_syntax, pixel encoding, geometry
-(see medtl.datasets.synth.geometry for the conventions), value_range, noise, files (position order; null = a slice
-that was deliberately not written), and for ct a NIfTI entry.
+problems; graded and multi-finding cohorts add `task` (the declaration `medtl ingest` must be given, as a task.json
+document, and the matching `ingest_options`). A patient: patient_id, label (0/1, the grade, or for multilabel the
+labels.csv cell, with `findings` listing them), sex, site, layout, phantom, studies. A study: study_uid,
+study_date, series. A series: series_uid, kind (ct | localizer | dx), modality, sop_class_uid, transfer_syntax,
+pixel encoding, geometry (see medtl.datasets.synth.geometry for the conventions), value_range, noise, files
+(position order; null = a slice that was deliberately not written), and for ct a NIfTI entry.
 """
 
 from __future__ import annotations
@@ -89,9 +91,13 @@ def cohort_truth(
     plans: list[PatientPlan],
     problems: list[dict[str, Any]],
     counts: dict[str, int],
+    task: dict[str, Any] | None = None,
+    task_lesions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`task` and `task_lesions` (graded and multi-finding cohorts only) add the declaration and the per-grade or
+    per-finding lesion model; a binary cohort's cohort.json has neither."""
     radius, contrast = lesion_size_and_contrast(parameters["difficulty"])
-    return {
+    truth = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "seed": seed,
@@ -101,6 +107,7 @@ def cohort_truth(
             "nominal_radius_mm": round(radius, 3),
             "nominal_abs_contrast_hu": round(contrast, 3),
             "jitter": "x0.85 to x1.15 per patient; sign (brighter/darker) random",
+            **(task_lesions or {}),
         },
         "sites": [
             {
@@ -115,7 +122,8 @@ def cohort_truth(
         "patients": [
             {
                 "patient_id": p.patient_id,
-                "label": p.label,
+                "label": p.label_cell if p.task == "multilabel" else p.label,
+                **({"findings": list(p.findings)} if p.task == "multilabel" else {}),
                 "sex": p.sex,
                 "site": p.site.institution,
                 "layout": p.layout,
@@ -133,6 +141,9 @@ def cohort_truth(
         ],
         "problems": problems,
     }
+    if task is not None:
+        truth["task"] = task
+    return truth
 
 
 def load_cohort(folder: Path) -> dict[str, Any]:
