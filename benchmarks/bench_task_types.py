@@ -172,7 +172,11 @@ def main() -> None:
         if args.task == "ordinal"
         else "per-finding prevalence weighting vs unweighted multi-label loss",
         "settings": {**vars(args), "out": None, "recipe": recipe(epochs=args.epochs), "spec": SPEC},
-        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available(),
+        },
         "runs": runs,
         "summary": summarise(runs, arm_names),
         "reading": "median over seeds with min-max spread; 'difference' is paired (same cohort and folds)",

@@ -24,9 +24,9 @@ from medtl.artifacts.layout import (
 )
 from medtl.artifacts.reader import VerifiedArtifact
 from medtl.contracts import PreprocessingSpec, validate_document
-from medtl.contracts.artifact import ArtifactMetadata, AuditEvent, TaskSpec
+from medtl.contracts.artifact import ArtifactMetadata, TaskSpec
 from medtl.contracts.base import validate_frame
-from medtl.contracts.handoff import EvaluatedPayload, OodReferenceSummary, OofRow, TransferRecord
+from medtl.contracts.handoff import OodReferenceSummary, OofRow, TransferRecord
 from medtl.contracts.ingest import Fingerprint
 from medtl.contracts.training import Splits
 
@@ -85,8 +85,3 @@ class ArtifactContents:
 
     def ood_tensors(self) -> bytes:
         return self.verified.read_bytes(OOD_FEATURES)
-
-
-def evaluated_payload(event: AuditEvent) -> EvaluatedPayload:
-    """The typed payload of a counted `evaluated` event (decisions.judge has already checked who signed it)."""
-    return validate_document(EvaluatedPayload, event.payload, where=f"audit event {event.index} (evaluated)")

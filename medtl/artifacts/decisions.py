@@ -30,7 +30,9 @@ from pydantic import ValidationError
 
 from medtl.artifacts.keys import key_fingerprint, public_key_hex, sign, signature_is_valid
 from medtl.contracts.artifact import AuditEvent, DecisionStatement, SignedDecision
-from medtl.errors import ConfigError
+from medtl.contracts.evaluation import OperatingPoint
+from medtl.contracts.handoff import evaluated_payload
+from medtl.errors import ConfigError, DataContractError
 from medtl.hashing import canonical_json
 
 DECISION_SIGNATURE_DOMAIN = b"medtl-decision-v1:"
@@ -119,8 +121,8 @@ class ApprovalStatus:
         if self.event is None or self.statement is None:
             return "none counted"
         s = self.statement
-        points = self.evaluation.payload.get("operating_points") if self.evaluation is not None else None
-        endpoints = f" ({len(points)} endpoint operating points)" if isinstance(points, dict) and points else ""
+        points = evaluated_payload(self.evaluation).operating_points if self.evaluation is not None else {}
+        endpoints = f" ({len(points)} endpoint operating points)" if points else ""
         return (
             f"{self.state} by {s.reviewer} ({s.role}) at {s.decided_at}, signed by approver key {self.reviewer_key}, "
             f"threshold {'none' if s.threshold is None else f'{s.threshold:g}'}{endpoints}, "
@@ -132,22 +134,20 @@ def operating_thresholds(evaluation: AuditEvent, decision: str | None) -> dict[s
     """The thresholds an `evaluated` event records: `operating_points` {endpoint id: point} for every endpoint that
     has one, and `operating_point` (the decision endpoint's; the only one an evaluation from before task types
     recorded)."""
-    payload = evaluation.payload
-    points = payload.get("operating_points") or {}
-    if not isinstance(points, dict):
-        raise _bad_point(evaluation, "operating_points")
-    found = {str(name): _threshold_of(evaluation, point, f"operating_points.{name}") for name, point in points.items()}
-    single = payload.get("operating_point")
-    if decision is not None and decision not in found and single is not None:
-        found[decision] = _threshold_of(evaluation, single, "operating_point")
+    payload = evaluated_payload(evaluation)
+    found = {
+        name: _threshold_of(evaluation, point, f"operating_points.{name}")
+        for name, point in payload.operating_points.items()
+    }
+    if decision is not None and decision not in found and payload.operating_point is not None:
+        found[decision] = _threshold_of(evaluation, payload.operating_point, "operating_point")
     return found
 
 
-def _threshold_of(evaluation: AuditEvent, point: object, key: str) -> float:
-    threshold = point.get("threshold") if isinstance(point, dict) else None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+def _threshold_of(evaluation: AuditEvent, point: OperatingPoint, key: str) -> float:
+    if not 0.0 <= point.threshold <= 1.0:
         raise _bad_point(evaluation, key)
-    return float(threshold)
+    return float(point.threshold)
 
 
 def _bad_point(evaluation: AuditEvent, key: str) -> ConfigError:
@@ -164,8 +164,11 @@ def _counted_evaluation(event: AuditEvent, pipeline_keys: frozenset[str]) -> str
         return "not signed; an evaluation counts only when signed by a pipeline key"
     if event.public_key not in pipeline_keys:
         return f"signed by {key_fingerprint(event.public_key)}, which is not a trusted pipeline key"
-    files = event.payload.get("files")
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+    try:
+        payload = evaluated_payload(event)
+    except DataContractError:
+        return "its payload does not follow the evaluated_payload contract (data_contracts/)"
+    if not payload.files:
         return "its payload lists no report files"
     return None
 
@@ -196,7 +199,7 @@ def _decision_problem(
     evaluation = evaluations.get(s.evaluation_event_hash)
     if evaluation is None or evaluation.index >= event.index:
         return "the statement names no counted evaluation of this artifact before it"
-    if s.report_sha256 not in evaluation.payload["files"].values():
+    if s.report_sha256 not in evaluated_payload(evaluation).files.values():
         return "the statement names a report that this evaluation did not produce"
     return None
 

@@ -14,7 +14,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from medtl.contracts.base import ContractModel, Strict
+from medtl.contracts.artifact import AuditEvent
+from medtl.contracts.base import ContractModel, Strict, validate_document
 from medtl.contracts.evaluation import OperatingPoint
 from medtl.contracts.ingest import PSEUDONYM, SHA256
 
@@ -171,3 +172,8 @@ class ScoredPayload(ContractModel):
     sr_written: int = Field(0, ge=0)
     sr_omitted_attributes: dict[str, int] = Field(default_factory=dict)
     sr_failed: int = Field(0, ge=0)
+
+
+def evaluated_payload(event: AuditEvent) -> EvaluatedPayload:
+    """The typed payload of an `evaluated` event; DataContractError names the event and the key that is wrong."""
+    return validate_document(EvaluatedPayload, event.payload, where=f"audit event {event.index} (evaluated)")

@@ -19,7 +19,8 @@ from medtl.artifacts.decisions import judge, new_nonce, sign_decision
 from medtl.artifacts.keys import APPROVER_KEYS_ENV, SigningKeySource
 from medtl.artifacts.trust import TrustSettings
 from medtl.contracts.artifact import AuditEvent, DecisionStatement, SignedDecision
-from medtl.errors import ConfigError
+from medtl.contracts.handoff import evaluated_payload
+from medtl.errors import ConfigError, DataContractError
 from medtl.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,8 @@ def sign_review(
             fix="evaluate again with MEDTL_SIGNING_KEY set to the pipeline's key",
         )
     _check_threshold_applies(verified, threshold)
-    point = event.payload.get("operating_point") or {}
-    chosen = point.get("threshold") if threshold is None else threshold
+    point = evaluated_payload(event).operating_point
+    chosen = (point.threshold if point is not None else None) if threshold is None else threshold
     if chosen is not None and not 0.0 <= float(chosen) <= 1.0:
         raise ConfigError(f"the threshold must be between 0 and 1 (got {chosen})")
     statement = DecisionStatement(
@@ -86,8 +87,8 @@ def sign_review(
         report_sha256=digest,
         decision=decision,
         threshold=None if chosen is None else float(chosen),
-        operating_point_rule=point.get("rule"),
-        threshold_changed=threshold is not None and float(threshold) != float(point.get("threshold", -1)),
+        operating_point_rule=point.rule if point is not None else None,
+        threshold_changed=threshold is not None and (point is None or float(threshold) != point.threshold),
         reviewer=reviewer.strip(),
         role=role.strip(),
         comment=comment or "",
@@ -169,8 +170,10 @@ def _check_threshold_applies(verified: VerifiedArtifact, threshold: float | None
 
 
 def _files(event: AuditEvent) -> dict[str, str]:
-    files = event.payload.get("files")
-    return files if isinstance(files, dict) else {}
+    try:
+        return evaluated_payload(event).files
+    except DataContractError:
+        return {}
 
 
 def _now() -> str:

@@ -36,6 +36,7 @@ from medtl.artifacts.contents import ArtifactContents
 from medtl.artifacts.trust import TrustSettings
 from medtl.contracts import write_json
 from medtl.contracts.evaluation import Estimate, Evaluation, Metrics, OperatingPoint, TransferArm
+from medtl.contracts.handoff import ArmTransfer, EvaluatedPayload
 from medtl.contracts.task import TaskKind, decision_endpoint, endpoints
 from medtl.errors import ConfigError, LeakageError
 from medtl.evaluation.calibration import calibration, fit_temperature
@@ -115,8 +116,9 @@ def evaluate(
             "reported",
         )
     classes, positive = list(task["classes"]), task["positive_class"]
-    oof = verified.read_table("predictions/oof.parquet")
-    transfer = [arm.model_dump() for arm in ArtifactContents(verified).transfer.arms]  # folds, curves, pooling gap
+    contents = ArtifactContents(verified)
+    oof = contents.oof
+    transfer = contents.transfer.arms  # per arm: folds, curves, the pooling gap
     main = oof[oof["arm"] == "main"].reset_index(drop=True)
     by_fold = rule.replace(" ", "").lower() == "youden" and _pooling_gap_flagged(transfer)
     point, temperature = None, None
@@ -165,20 +167,20 @@ def evaluate(
     cases = find_failure_cases(
         model, task_config, select, test_frame=test_frame, test_tensors=test_tensors, oof=main, dataset=dataset
     )
-    report = _report_input(verified, transfer, metrics, curves, cases, test_frame)
+    report = _report_input(contents, metrics, curves, cases, test_frame)
     out = Path(out)
     files = _write_new_report(metrics, report, out, pdf=pdf)
     verified.append_event(
         "evaluated",
         actor="medtl evaluate",
-        payload={
-            "files": files,
-            "operating_point": point.model_dump() if point is not None else None,
-            "operating_points": {name: value.model_dump() for name, value in points.items()},
-            "temperature": temperature,
-            "test_manifest_hash": test_hash,
-            "evaluated_on": [e.evaluated_on for e in evaluations],
-        },
+        payload=EvaluatedPayload(
+            files=files,
+            operating_point=point,
+            operating_points=points,
+            temperature=temperature,
+            test_manifest_hash=test_hash,
+            evaluated_on=[e.evaluated_on for e in evaluations],
+        ).model_dump(mode="json"),
         signing_key=key,
     )
     return EvaluationResult(out, metrics, files)
@@ -318,7 +320,7 @@ def _pinned_task(task_config: TaskConfig, kind: TaskKind, classes: list[str]) ->
 
 
 def _transfer(
-    entries: list[dict[str, Any]],
+    entries: list[ArmTransfer],
     oof: pd.DataFrame,
     kind: TaskKind,
     classes: list[str],
@@ -329,7 +331,7 @@ def _transfer(
     classes; for multi-label the mean over findings)."""
     arms = []
     for entry in entries:
-        frame = oof[oof["arm"] == entry["arm"]]
+        frame = oof[oof["arm"] == entry.arm]
         if kind == "binary":
             targets = (frame["label"].astype(str) == str(positive)).astype(int).to_numpy()
             scores = frame["probability"].to_numpy()
@@ -338,38 +340,37 @@ def _transfer(
             )
         else:
             auc = summary_auroc(frame, kind, classes, n_boot=n_boot)
-        pretrained = entry.get("pretrained") or {}
-        seconds = [f["seconds_to_scratch_best"] for f in entry["folds"] if f.get("seconds_to_scratch_best")]
+        pretrained = entry.pretrained
+        seconds = [f.seconds_to_scratch_best for f in entry.folds if f.seconds_to_scratch_best]
         arms.append(
             TransferArm(
-                arm=entry["arm"],
-                strategy=entry["strategy"],
+                arm=entry.arm,
+                strategy=entry.strategy,
                 pretrained=f"{pretrained.get('source', 'none')}:{pretrained.get('name', 'none')}",
                 auc=auc,
-                epochs_to_scratch_best=entry.get("median_epochs_to_scratch_best"),
+                epochs_to_scratch_best=entry.median_epochs_to_scratch_best,
                 seconds_to_scratch_best=float(np.median(seconds)) if seconds else None,
-                folds_reaching_scratch_best=int(entry.get("folds_reaching_scratch_best", 0)),
-                fold_aucs=[f.get("heldout_auc") for f in entry["folds"]],
-                pooling_gap=entry.get("pooling_gap"),
+                folds_reaching_scratch_best=entry.folds_reaching_scratch_best,
+                fold_aucs=[f.heldout_auc for f in entry.folds],
+                pooling_gap=entry.pooling_gap,
             )
         )
     return arms
 
 
 def _report_input(
-    verified: VerifiedArtifact,
-    transfer: list[dict[str, Any]],
+    contents: ArtifactContents,
     metrics: Metrics,
     curves: list[EvaluationCurves],
     cases: list[FailureCase],
     test_frame: pd.DataFrame | None,
 ) -> ReportInput:
+    verified = contents.verified
     metadata = verified.metadata
     provenance = metadata["provenance"]
     pretrained = provenance["pretrained"]
     oof = metrics.evaluations[0]
     config = verified.read_yaml("config.yaml")
-    splits = verified.read_json("splits.json")
     return ReportInput(
         title=f"Evaluation report: {metadata['model_id']} {metadata['model_version']}",
         model_id=metadata["model_id"],
@@ -386,21 +387,21 @@ def _report_input(
             modalities=metadata["input"]["modalities"],
             image_kind=metadata["input"]["image_kind"],
             excluded_scans={},
-            locked_test_patients=len(splits.get("locked_test", [])),
+            locked_test_patients=len(contents.splits.locked_test),
         ),
         metrics=metrics,
         curves=curves,
         recipe=recipe_section(verified, config),
         transfer_curves=[
             TransferCurve(
-                arm=entry["arm"],
-                fold=fold["fold"],
-                epochs=[r["epoch"] for r in fold["curve"]],
-                tune_auc=[r.get("tune_auc") for r in fold["curve"]],
-                seconds=[r["seconds"] for r in fold["curve"]],
+                arm=entry.arm,
+                fold=fold.fold,
+                epochs=[r.epoch for r in fold.curve],
+                tune_auc=[r.tune_auc for r in fold.curve],
+                seconds=[r.seconds for r in fold.curve],
             )
-            for entry in transfer
-            for fold in entry["folds"]
+            for entry in contents.transfer.arms
+            for fold in entry.folds
         ],
         failure_cases=cases,
         limitations=([] if verified.trusted else [UNTRUSTED_LIMITATION])
@@ -422,8 +423,8 @@ def _report_input(
     )
 
 
-def _pooling_gap_flagged(transfer: list[dict[str, Any]]) -> bool:
-    return any(entry.get("arm") == "main" and entry.get("pooling_gap_flagged") for entry in transfer)
+def _pooling_gap_flagged(transfer: list[ArmTransfer]) -> bool:
+    return any(entry.arm == "main" and entry.pooling_gap_flagged for entry in transfer)
 
 
 def _pooling_limitations(metrics: Metrics) -> list[str]:

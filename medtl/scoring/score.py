@@ -21,10 +21,12 @@ import torch
 from safetensors.torch import load as safetensors_load
 
 from medtl.artifacts import TrustSettings, VerifiedArtifact, open_verified
-from medtl.contracts import read_table, validate_document, write_table
+from medtl.artifacts.contents import ArtifactContents
+from medtl.contracts import read_table, write_table
 from medtl.contracts.artifact import AuditEvent
 from medtl.contracts.base import table_contract
 from medtl.contracts.evaluation import ScoreRow
+from medtl.contracts.handoff import ScoredPayload, evaluated_payload
 from medtl.contracts.ingest import Fingerprint, ManifestRow
 from medtl.errors import ConfigError, ContractProblem, DataContractError, NotApprovedError
 from medtl.hashing import sha256_file, sha256_json
@@ -94,14 +96,9 @@ def prepare(artifact: Path, *, allow_unapproved: bool = False, trust: TrustSetti
     evaluation = status.evaluation if status.approved else status.latest_evaluation
     model = load_model(verified)
     policy = decision_policy(verified, model, status.thresholds, evaluation)
-    fingerprint = validate_document(
-        Fingerprint,
-        {k: v for k, v in verified.read_json("fingerprint.json").items() if k not in ("contract", "contract_version")},
-        where="fingerprint.json",
-    )
-    reference = FeatureReference.from_parts(
-        safetensors_load(verified.read_bytes("ood/features.safetensors")), verified.read_json("ood/features.json")
-    )
+    contents = ArtifactContents(verified)
+    reference = FeatureReference.from_parts(safetensors_load(contents.ood_tensors()), contents.ood_summary.model_dump())
+    fingerprint = contents.fingerprint
     head = head_module(model.networks[0], rebuild_model(verified.metadata["model"]).head_params)
     return Scorer(verified, model, policy, status.approved, fingerprint, reference, head)
 
@@ -115,7 +112,7 @@ def decision_policy(
     """The artifact's task with the thresholds the approval status gives (the approved ones, else provisional)."""
     task = verified.metadata["task"]
     policy = Policy(model.task_kind, list(model.classes), model.positive_class, task.get("decision_cut"))
-    temperature = evaluation.payload.get("temperature") if evaluation is not None else None
+    temperature = evaluated_payload(evaluation).temperature if evaluation is not None else None
     if temperature is not None and model.task_kind != "binary":
         log.warning("the evaluation's temperature applies to binary probabilities only; %s scores are reported "
                     "unscaled", model.task_kind)  # fmt: skip
@@ -304,21 +301,21 @@ def record_scored(scorer: Scorer, out: Path, result: ScoreResult, *, policy: str
     scorer.artifact.append_event(
         "scored",
         actor="medtl score",
-        payload={
-            "scored": result.scored,
-            "already_scored": result.skipped_existing,
-            "abstained": result.abstained,
-            "flagged": result.flagged,
-            "scores_sha256": sha256_file(out / SCORES) if (out / SCORES).exists() else None,
-            "approved": scorer.approved,
-            "trusted": scorer.artifact.trusted,
-            "policy": policy,
-            "tta": tta,
-            "sr_written": len(result.reports),
-            "sr_omitted_attributes": omitted_counts(result.sr_omitted),
-            "sr_failed": len(result.sr_failed),
+        payload=ScoredPayload(
+            scored=result.scored,
+            already_scored=result.skipped_existing,
+            abstained=result.abstained,
+            flagged=result.flagged,
+            scores_sha256=sha256_file(out / SCORES) if (out / SCORES).exists() else None,
+            approved=scorer.approved,
+            trusted=scorer.artifact.trusted,
+            policy=policy,
+            tta=tta,
+            sr_written=len(result.reports),
+            sr_omitted_attributes=omitted_counts(result.sr_omitted),
+            sr_failed=len(result.sr_failed),
             **extra,
-        },
+        ).model_dump(mode="json"),
     )
 
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from medtl.artifacts import open_verified
-from medtl.artifacts.contents import ArtifactContents, evaluated_payload
+from medtl.artifacts.contents import ArtifactContents
 from medtl.contracts.artifact import AuditEvent
 from medtl.contracts.base import validate_frame
-from medtl.contracts.handoff import OofRow, TransferRecord
+from medtl.contracts.handoff import OofRow, TransferRecord, evaluated_payload
 from medtl.errors import DataContractError
 from medtl.training.train import train
 from support.trained import ingested_cohort, signing_key, tiny_config

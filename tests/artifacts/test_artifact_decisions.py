@@ -40,7 +40,7 @@ def evaluated(artifact: Path, report: Path, key: Any) -> None:
     append_event(
         artifact, "evaluated", actor="medtl evaluate", signing_key=key,
         payload={"files": {"report.html": sha256_file(report / "report.html")},
-                 "operating_point": {"threshold": 0.4, "rule": "youden"}},
+                 "operating_point": {"threshold": 0.4, "rule": "youden", "chosen_on": "oof"}, "evaluated_on": ["oof"]},
     )  # fmt: skip
 
 
@@ -72,6 +72,21 @@ def test_an_approvers_signed_decision_counts_with_its_threshold(
     assert status.reviewer_key == key_fingerprint(json.loads(event.model_dump_json())["payload"]["public_key"])
     assert status.evaluation.kind == "evaluated" and status.ignored == ()
     assert "decision: approved by Dr. A (radiologist)" in verify(artifact).describe()
+
+
+def test_an_evaluation_whose_payload_breaks_its_contract_does_not_count(
+    artifact: Path, report: Path, keys: dict[str, Any]
+) -> None:
+    append_event(  # signed by the pipeline key, but a threshold that is not a number: nothing may rest on it
+        artifact, "evaluated", actor="medtl evaluate", signing_key=keys["private"],
+        payload={"files": {"report.html": sha256_file(report / "report.html")}, "evaluated_on": ["oof"],
+                 "operating_point": {"threshold": "0.4; drop", "rule": "youden", "chosen_on": "oof"}},
+    )  # fmt: skip
+    status = open_verified(artifact).status
+    assert status.latest_evaluation is None
+    assert [i.reason for i in status.ignored] == [
+        "its payload does not follow the evaluated_payload contract (data_contracts/)"
+    ]
 
 
 def test_an_unsigned_approval_cannot_override_a_signed_rejection(

@@ -44,6 +44,7 @@ def evaluated(artifact: Path, report: Path, key: Any, *, point: float | None, po
     payload: dict[str, Any] = {
         "files": {"report.html": sha256_file(report / "report.html")},
         "operating_point": None if point is None else _point(point),
+        "evaluated_on": ["oof"],
     }
     if points is not None:
         payload["operating_points"] = {name: _point(value) for name, value in points.items()}
@@ -95,7 +96,8 @@ def test_unapproved_the_latest_counted_evaluation_is_provisional_and_none_gives_
     evaluated(artifact, report, keys["private"], point=None, points={"mass": 0.45, "calc": 0.25})
     append_event(  # an evaluation nobody trusted signed does not count, not even provisionally
         artifact, "evaluated", actor="medtl evaluate", signing_key=keys["other_private"],
-        payload={"files": {"report.html": "0" * 64}, "operating_points": {"mass": _point(0.99)}},
+        payload={"files": {"report.html": "0" * 64}, "operating_points": {"mass": _point(0.99)},
+                 "evaluated_on": ["oof"]},
     )  # fmt: skip
     status = open_verified(artifact).status
     assert not status.approved and status.thresholds(None) == {"mass": 0.45, "calc": 0.25}
@@ -114,7 +116,8 @@ def test_a_point_without_a_usable_threshold_is_refused_with_where_it_is(
 ) -> None:
     append_event(
         artifact, "evaluated", actor="medtl evaluate", signing_key=keys["private"],
-        payload={"files": {"report.html": "0" * 64}, "operating_points": {"mass": {"threshold": 1.5}}},
+        payload={"files": {"report.html": "0" * 64}, "operating_points": {"mass": _point(1.5)},
+                 "evaluated_on": ["oof"]},
     )  # fmt: skip
     with pytest.raises(ConfigError, match=r"operating_points\.mass has no threshold between 0 and 1"):
         open_verified(artifact).status.thresholds(None)

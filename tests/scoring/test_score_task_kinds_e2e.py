@@ -87,7 +87,7 @@ def _evaluated(root: Path, kind: str, key: Path, points: dict[str, float], decis
         root / f"{kind}-artifact", "evaluated", actor="medtl evaluate", signing_key=key,
         payload={"files": {"report.html": sha256_file(report / "report.html")},
                  "operating_point": None if decision is None else point(decision),
-                 "operating_points": {name: point(value) for name, value in points.items()}},
+                 "operating_points": {name: point(value) for name, value in points.items()}, "evaluated_on": ["oof"]},
     )  # fmt: skip
     return report
 

@@ -46,7 +46,8 @@ def self_approve(folder: Path, key: Ed25519PrivateKey, *, threshold: float = 0.0
     report_sha256 = sha256_bytes(b"<html>fabricated report</html>")
     evaluated = build_event(
         index=1, kind="evaluated", actor="medtl evaluate", manifest_sha256=manifest_sha256, prev_hash=created["hash"],
-        payload={"files": {"report.html": report_sha256}, "operating_point": {"threshold": threshold}}, key=key,
+        payload={"files": {"report.html": report_sha256}, "evaluated_on": ["oof"],
+                 "operating_point": {"threshold": threshold, "rule": "youden", "chosen_on": "oof"}}, key=key,
     )  # fmt: skip
     statement = DecisionStatement(
         artifact_manifest_sha256=manifest_sha256, evaluation_event_hash=evaluated["hash"], report_sha256=report_sha256,
