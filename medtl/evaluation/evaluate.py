@@ -37,10 +37,10 @@ from medtl.artifacts.trust import TrustSettings
 from medtl.contracts import write_json
 from medtl.contracts.evaluation import Estimate, Evaluation, Metrics, OperatingPoint, TransferArm
 from medtl.contracts.handoff import ArmTransfer, EvaluatedPayload
-from medtl.contracts.task import TaskKind, decision_endpoint, endpoints
+from medtl.contracts.task import Endpoint, TaskKind, decision_endpoint, endpoints
 from medtl.errors import ConfigError, LeakageError
 from medtl.evaluation.calibration import calibration, fit_temperature
-from medtl.evaluation.endpoints import choose_points
+from medtl.evaluation.endpoints import choose_points, endpoint_scores, task_arrays
 from medtl.evaluation.failures import failure_candidates
 from medtl.evaluation.failures import failure_cases as find_failure_cases
 from medtl.evaluation.headline import headline
@@ -144,15 +144,18 @@ def evaluate(
         return task_evaluation(name, frame, kind, classes, points=points, decision=chosen, n_boot=n_boot)
 
     evaluations = [measure("oof", main)]
-    curves = [_curves("oof", main)] if binary else []
+
+    def curves_of(name: str, frame: pd.DataFrame) -> list[EvaluationCurves]:
+        return [_curves(name, frame)] if binary else _endpoint_curves(name, frame, kind, classes, decision)
+
+    curves = curves_of("oof", main)
     model = load_model(verified)  # once: it predicts the test set and explains the failure cases
     task_config = _pinned_task(TaskConfig.model_validate(verified.read_yaml("config.yaml")["task"]), kind, classes)
     test_frame, test_tensors, test_hash = None, None, None
     if test is not None:
         test_frame, test_tensors, test_hash = _score_test(model, task_config, test, oof)
         evaluations.append(measure("test", test_frame))
-        if binary:
-            curves.append(_curves("test", test_frame))
+        curves += curves_of("test", test_frame)
     metrics = Metrics(
         artifact_manifest_hash=verified.manifest_hash,
         model_id=metadata["model_id"],
@@ -260,12 +263,34 @@ def _evaluation(
 
 
 def _curves(name: str, frame: pd.DataFrame) -> EvaluationCurves:
+    return _curve(name, frame["y"].to_numpy(), frame["probability"].to_numpy(), None)
+
+
+def _endpoint_curves(
+    name: str, frame: pd.DataFrame, kind: TaskKind, classes: list[str], decision: Endpoint | None
+) -> list[EvaluationCurves]:
+    """ROC and PR curves of the decisions a reviewer weighs: the ordinal decision cut, or every finding (one class
+    of a multiclass task is not a decision on its own: none)."""
+    chosen = [decision] if kind == "ordinal" and decision is not None else []
+    if kind == "multilabel":
+        chosen = endpoints(kind, classes)
+    probabilities, truth = task_arrays(frame, kind, classes)
+    curves = []
+    for endpoint in chosen:
+        targets, scores = endpoint_scores(endpoint, probabilities, truth)
+        if len(np.unique(targets)) == 2:  # a curve needs both outcomes among the patients
+            curves.append(_curve(name, targets, scores, endpoint.id))
+    return curves
+
+
+def _curve(name: str, targets: np.ndarray, scores: np.ndarray, endpoint: str | None) -> EvaluationCurves:
     from sklearn.metrics import precision_recall_curve
 
-    fpr, tpr = roc_points(frame["y"].to_numpy(), frame["probability"].to_numpy())
-    precision, recall, _ = precision_recall_curve(frame["y"].to_numpy(), frame["probability"].to_numpy())
+    fpr, tpr = roc_points(targets, scores)
+    precision, recall, _ = precision_recall_curve(targets, scores)
     return EvaluationCurves(
         evaluated_on=name,  # type: ignore[arg-type]
+        endpoint=endpoint,
         roc=Curve(x=fpr, y=tpr),
         pr=Curve(x=[float(v) for v in recall], y=[float(v) for v in precision]),
     )

@@ -224,3 +224,19 @@ def test_the_report_renders_for_the_task_type(kind, request, tmp_path):
         assert "Supports one decision per finding" in page_one
         for finding in ("calc", "mass"):
             assert f"finding {finding}" in page_one
+
+
+@pytest.mark.parametrize("kind", ["ordinal", "multilabel"])
+def test_roc_curves_are_drawn_for_the_decisions(kind, request):
+    """The decision cut (ordinal) or every finding (multi-label) gets its ROC curve, and the curve's area is the
+    endpoint's AUROC in metrics.json."""
+    root, report = request.getfixturevalue(kind)
+    metrics = read_json(Metrics, root / "report" / "metrics.json")
+    expected = {"ordinal": {"ge_2"}, "multilabel": {"calc", "mass"}}[kind]
+    for evaluation in metrics.evaluations:
+        mine = [c for c in report.curves if c.evaluated_on == evaluation.evaluated_on]
+        assert {c.endpoint for c in mine} == expected
+        for curve in mine:
+            endpoint = next(e for e in evaluation.endpoints if e.endpoint == curve.endpoint)
+            area = float(np.trapezoid(curve.roc.y, curve.roc.x))
+            assert area == pytest.approx(_named(endpoint.estimates)["auroc"].value, abs=1e-6)
