@@ -114,7 +114,7 @@ def _check_enough(labels: np.ndarray, n_folds: int) -> None:
             fix="a classifier needs at least two classes; check labels.csv and the task filters",
         )
     if counts.min() < 2 * n_folds:
-        rare = values[counts.argmin()]
+        rare = str(values[counts.argmin()])
         raise ConfigError(
             f"class {rare!r} has only {counts.min()} patients: too few for {n_folds} folds with a tuning split",
             fix=f"use fewer folds (cv.n_folds), or label at least {2 * n_folds} patients per class",

@@ -94,3 +94,21 @@ def _key_environment(monkeypatch: pytest.MonkeyPatch, keys: dict[str, Any]) -> N
     ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MEDTL_TRUSTED_KEYS", str(keys["public"]))
+
+
+@pytest.fixture
+def reviewer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clinician's own key, listed as an approver where artifacts are read."""
+    key = tmp_path / "keys" / "reviewer.pem"
+    generate_signing_key(key)
+    monkeypatch.setenv("MEDTL_APPROVER_KEYS", f"{key}.pub")
+    return key
+
+
+@pytest.fixture
+def report(tmp_path: Path) -> Path:
+    """A report folder whose report.html an evaluation can list and a reviewer can approve."""
+    folder = tmp_path / "report"
+    folder.mkdir()
+    (folder / "report.html").write_text("<html>AUROC 0.91</html>")
+    return folder

@@ -18,23 +18,6 @@ from medtl.evaluation.approve import approve, record_review, sign_review
 from medtl.hashing import sha256_file
 
 
-@pytest.fixture
-def reviewer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A clinician's own key, listed as an approver where artifacts are read."""
-    key = tmp_path / "keys" / "reviewer.pem"
-    generate_signing_key(key)
-    monkeypatch.setenv("MEDTL_APPROVER_KEYS", f"{key}.pub")
-    return key
-
-
-@pytest.fixture
-def report(tmp_path: Path) -> Path:
-    folder = tmp_path / "report"
-    folder.mkdir()
-    (folder / "report.html").write_text("<html>AUROC 0.91</html>")
-    return folder
-
-
 def evaluated(artifact: Path, report: Path, key: Any) -> None:
     """What `medtl evaluate` records: the report files' hashes and the operating point, signed by `key`."""
     append_event(

@@ -10,28 +10,12 @@ from typing import Any
 
 import pytest
 
-from medtl.artifacts import append_event, generate_signing_key, open_verified
+from medtl.artifacts import append_event, open_verified
 from medtl.errors import ConfigError
 from medtl.evaluation.approve import approve
 from medtl.hashing import sha256_file
 
 CUTS = {"ge_1": 0.3, "ge_2": 0.6, "ge_3": 0.8}
-
-
-@pytest.fixture
-def reviewer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    key = tmp_path / "keys" / "reviewer.pem"
-    generate_signing_key(key)
-    monkeypatch.setenv("MEDTL_APPROVER_KEYS", f"{key}.pub")
-    return key
-
-
-@pytest.fixture
-def report(tmp_path: Path) -> Path:
-    folder = tmp_path / "report"
-    folder.mkdir()
-    (folder / "report.html").write_text("<html>per-endpoint operating points</html>")
-    return folder
 
 
 def _point(threshold: float) -> dict[str, Any]:
