@@ -17,6 +17,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.artifacts import open_verified, resolve_trust
+from medtl.contracts.task import TaskDeclaration
 from medtl.identity import pseudonymizer_from_env
 from pipelines import stages
 from pipelines.approval import request_approval
@@ -34,6 +35,11 @@ class EndToEndParameters(BaseModel):
     labels: Path = Field(description="labels.csv (data_contracts/labels.v1.schema.json)")
     workdir: Path
     spec: Path | None = Field(None, description="preprocessing spec; default: derived from the data")
+    task: TaskDeclaration | None = Field(
+        None,
+        description="the declared task type and class order (graded data must be declared ordinal); default: "
+        "inferred from the labels where unambiguous",
+    )
     config: Path | None = Field(None, description="train.yaml or plan.yaml; default: plan the recipe now")
     budget_minutes: float | None = Field(None, gt=0, description="without a config: the plan's time budget")
     rule: OperatingRule = Field("youden", description="operating-point rule: youden, sensitivity>=X or specificity>=X")
@@ -65,22 +71,30 @@ def end_to_end_flow(params: EndToEndParameters) -> dict:
     summary: dict[str, object] = {"dataset": dataset, "artifact": artifact, "report": None, "skipped": []}
 
     key_id = pseudonymizer_from_env(allow_development_key=params.allow_development_key).key_id
+    declared = params.task.model_dump_json() if params.task else ""
     ingest_key = stages.content_key(
-        trees=params.sources, files=[p for p in (params.labels, params.spec) if p], values=[key_id, "ingest-v1"]
+        trees=params.sources,
+        files=[p for p in (params.labels, params.spec) if p],
+        values=[key_id, "ingest-v1", declared],
     )
     if stages.is_done(work, "ingest", ingest_key, [dataset / "fingerprint.json", dataset / "manifest.parquet"]):
         summary["skipped"].append("ingest")
     else:
         ingest_params = IngestParameters(
             sources=params.sources, out=dataset, labels=params.labels, spec=params.spec, workers=params.workers,
-            allow_development_key=params.allow_development_key,
+            allow_development_key=params.allow_development_key, task=params.task,
         )  # fmt: skip
         ingest_flow(ingest_params)
         stages.mark_done(work, "ingest", ingest_key)
 
     train_key = stages.content_key(
         files=[p for p in (params.config,) if p],
-        values=[stages.sealed_digest(dataset, "fingerprint.json"), "train-v1", f"budget={params.budget_minutes}"],
+        values=[
+            stages.sealed_digest(dataset, "fingerprint.json"),
+            "train-v1",
+            f"budget={params.budget_minutes}",
+            declared,
+        ],
     )
     if stages.is_done(work, "train", train_key, [artifact / "manifest.json"]):
         summary["skipped"].append("train")

@@ -10,7 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from medtl.artifacts import open_verified
-from medtl.contracts import PreprocessingSpec
+from medtl.contracts import PreprocessingSpec, read_json
+from medtl.contracts.evaluation import Metrics
+from medtl.contracts.task import TaskDeclaration
 from medtl.datasets.synth import make_cohort
 from pipelines.end_to_end import EndToEndParameters, end_to_end_flow
 from support.trained import write_tiny_config
@@ -76,3 +78,22 @@ def test_bad_parameters_fail_before_any_work(inputs, bad):
     with pytest.raises(ValidationError):
         EndToEndParameters(**{**inputs, **bad})
     assert not inputs["workdir"].exists()
+
+
+def test_a_graded_cohort_runs_end_to_end_as_declared_and_a_new_declaration_retrains(inputs, tmp_path):
+    make_cohort(tmp_path / "graded", patients=20, seed=44, task="ordinal", grades=3)
+    declared = TaskDeclaration(kind="ordinal", classes=["0", "1", "2"])
+    params = EndToEndParameters(**{**inputs, "sources": [tmp_path / "graded" / "dicom"],
+                                   "labels": tmp_path / "graded" / "labels.csv", "task": declared})  # fmt: skip
+    first = end_to_end_flow(params)
+    task = open_verified(first["artifact"]).metadata["task"]
+    assert (task["kind"], task["decision_cut"], task["decision_cut_declared"]) == ("ordinal", "1", False)
+    oof = read_json(Metrics, first["report"] / "metrics.json").evaluations[0]
+    assert oof.task_kind == "ordinal" and [e.endpoint for e in oof.endpoints] == ["ge_1", "ge_2"]
+    assert [e.endpoint for e in oof.endpoints if e.is_decision] == ["ge_1"]
+
+    cut = params.model_copy(update={"task": declared.model_copy(update={"decision_cut": "2"})})
+    second = end_to_end_flow(cut)  # the declaration is an input: a new one re-ingests and retrains
+    assert second["skipped"] == []
+    task = open_verified(second["artifact"]).metadata["task"]
+    assert (task["decision_cut"], task["decision_cut_declared"]) == ("2", True)
