@@ -7,6 +7,7 @@ artifact. Published results (MedMNIST v2, Yang et al. 2023; all trained from scr
 
     python benchmarks/bench_medmnist_quality.py breastmnist --budget 30
     python benchmarks/bench_medmnist_quality.py breastmnist --pretrain pneumoniamnist   # transfer between domains
+    python benchmarks/bench_medmnist_quality.py retinamnist --source retinamnist.npz    # graded (ordinal) set
 
 Baselines in the same run: the published results, and, whenever the main arm starts from pretrained weights, the
 same architecture trained from scratch (the `scratch` arm) on the same splits.
@@ -23,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 PUBLISHED = {  # test AUC / ACC, MedMNIST v2 (Yang et al., Scientific Data 2023)
@@ -36,6 +36,14 @@ PUBLISHED = {  # test AUC / ACC, MedMNIST v2 (Yang et al., Scientific Data 2023)
         "ResNet-18 (28)": [0.944, 0.854],
         "ResNet-18 (224)": [0.956, 0.864],
         "Google AutoML Vision": [0.991, 0.946],
+    },
+    "retinamnist": {  # five diabetic-retinopathy grades: macro one-vs-rest AUROC, accuracy
+        "ResNet-18 (28)": [0.717, 0.524],
+        "Google AutoML Vision": [0.750, 0.531],
+    },
+    "chestmnist": {  # 14 findings, multi-label: mean per-finding AUROC, accuracy over all labels
+        "ResNet-18 (28)": [0.768, 0.947],
+        "Google AutoML Vision": [0.778, 0.948],
     },
     "adrenalmnist3d": {
         "ResNet-18 + 3D": [0.827, 0.721],
@@ -50,16 +58,19 @@ def shared_data() -> Path:
     return Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def prepare(name: str, workdir: Path, size: int, limit: int | None) -> Path:
-    """MedMNIST .npz -> DICOM/NIfTI + labels.csv -> ingested dataset with a fixed spec (no peeking at test)."""
-    from medtl.contracts import PreprocessingSpec
+def prepare(name: str, workdir: Path, size: int, limit: int | None, source: Path | None = None) -> Path:
+    """MedMNIST .npz -> DICOM/NIfTI + labels.csv (+ task.json) -> ingested dataset with a fixed spec (no peeking at
+    test); the import's task declaration (ordinal grades, multi-label findings) is ingested with it."""
+    from medtl.contracts import PreprocessingSpec, read_json
+    from medtl.contracts.task import TaskDeclaration
     from medtl.datasets.medmnist import import_medmnist
     from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
     from medtl.ingest.pipeline import ingest_sources
 
     files = workdir / f"{name}-files"
     if not files.exists():
-        import_medmnist(name, source=str(shared_data() / "medmnist" / f"{name}.npz"), out=files, limit=limit)
+        npz = source or shared_data() / "medmnist" / f"{name}.npz"
+        import_medmnist(name, source=str(npz), out=files, limit=limit)
     dims = 3 if name.endswith("3d") or name.endswith("3d_64") else 2
     spec = PreprocessingSpec(
         spatial_dims=dims,
@@ -74,6 +85,7 @@ def prepare(name: str, workdir: Path, size: int, limit: int | None) -> Path:
         labels=files / "labels.csv",
         spec=spec,
         pseudonymizer=Pseudonymizer(DEVELOPMENT_KEY, key_id="development"),
+        task=read_json(TaskDeclaration, files / "task.json") if (files / "task.json").exists() else None,
     )
     return dataset
 
@@ -98,13 +110,14 @@ def plan_and_train(dataset: Path, artifact: Path, args: argparse.Namespace, weig
 def artifact_summary(artifact: Path) -> dict:
     """What the sealed artifact says about its plan, its run and its arms (read through the verified reader)."""
     from medtl.artifacts import open_verified
+    from medtl.artifacts.contents import ArtifactContents
     from medtl.contracts.planning import PlanRecord
 
     verified = open_verified(artifact)
     config = verified.read_yaml("config.yaml")  # the config as run: the spec in force, the resolved strategy
     plan = PlanRecord.model_validate(config["plan"])
     run = verified.read_json("metrics/run.json")
-    indicators = verified.read_json("metrics/transfer.json")
+    indicators = [arm.model_dump() for arm in ArtifactContents(verified).transfer.arms]
     return {
         "plan_seconds": run["planning_seconds"],
         "train_seconds": round(run["wall_seconds"] - run["planning_seconds"], 1),
@@ -136,30 +149,6 @@ def evaluate_test(artifact: Path, dataset: Path, out: Path) -> dict:
     return {"n_patients": test["n_patients"], "estimates": estimates}
 
 
-def score_test(artifact: Path, dataset: Path) -> dict:
-    """The locked test split, scored once by the sealed artifact: AUROC (95% bootstrap CI) and accuracy at 0.5."""
-    from medtl.evaluation.metrics import auroc_ci
-    from medtl.scoring.model import load_model
-    from medtl.training.config import TaskConfig
-    from medtl.training.data import TensorSet, load_task
-
-    model = load_model(artifact)
-    task = load_task(dataset, TaskConfig.model_validate(model.artifact.read_yaml("config.yaml")["task"]), model.spec)
-    rows = np.flatnonzero((task.scans["split"] == "test").to_numpy())
-    data = TensorSet(task, rows)
-    probabilities = np.concatenate(
-        [
-            model.predict(torch.stack([data[i][0] for i in range(s, min(s + 256, len(data)))]))
-            for s in range(0, len(data), 256)
-        ]
-    )
-    targets = data.targets.numpy()
-    positive = task.classes.index(model.positive_class) if model.positive_class else 1
-    interval = auroc_ci(targets == positive, probabilities[:, positive], task.scans["patient_id"].to_numpy()[rows])
-    accuracy = float((probabilities.argmax(1) == targets).mean())
-    return {"n_test": len(rows), "auroc": interval.as_dict(), "accuracy": accuracy, "model": model.kind}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=sorted(PUBLISHED))
@@ -175,6 +164,9 @@ def main() -> None:
     parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=None, help="the empirical stage")
     parser.add_argument("--size", type=int, default=28, help="the ingest's preprocessing (the plan may upsample)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--source", type=Path, default=None, help="the set's .npz (default: MEDTL_SHARED_DATA/medmnist/NAME.npz)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="images per split (quick trials; not comparable)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
@@ -216,7 +208,7 @@ def main() -> None:
         source_args = argparse.Namespace(**{**vars(args), "budget": args.pretrain_budget or args.budget})
         report["pretrain"] = {"dataset": args.pretrain, **plan_and_train(source_dataset, weights_artifact,
                                                                           source_args, None)}  # fmt: skip
-    dataset = prepare(args.dataset, workdir, args.size, args.limit)
+    dataset = prepare(args.dataset, workdir, args.size, args.limit, args.source)
     report["prepare_seconds"] = round(time.perf_counter() - started, 1)
     artifact = workdir / f"{args.dataset}-artifact"
     if not args.keep_artifacts:
