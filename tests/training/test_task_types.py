@@ -15,7 +15,8 @@ from medtl.contracts.task import TaskDeclaration, endpoints, findings_of, infer_
 from medtl.models.heads import ordinal_class_probabilities, probabilities
 from medtl.training.config import TaskConfig
 from medtl.training.loop import auc
-from medtl.training.losses import finding_weights, make_loss
+from medtl.training.losses import class_weights, finding_weights, make_loss
+from medtl.training.losses import corn_loss as weighted_corn
 from medtl.training.splits import make_splits
 
 HASH = "b" * 64
@@ -46,12 +47,33 @@ def test_ordinal_training_learns_the_grade_order():
         value = loss(model(features), grades)
         value.backward()
         optimiser.step()
+    unweighted = make_loss("ordinal", grades, 4, weighted=False, device=torch.device("cpu"))
     with torch.no_grad():
-        assert float(loss(model(features), grades)) == pytest.approx(
+        assert float(unweighted(model(features), grades)) == pytest.approx(
             float(corn_loss(model(features), grades, num_classes=4))
         )
     predicted = probabilities(model(features), "ordinal").argmax(dim=1)
     assert (predicted == grades).float().mean() > 0.85
+
+
+def test_corn_loss_equals_the_reference_and_weights_rare_grades():
+    torch.manual_seed(1)
+    logits, grades = torch.randn(50, 3), torch.randint(0, 4, (50,))
+    assert float(weighted_corn(logits, grades)) == pytest.approx(float(corn_loss(logits, grades, num_classes=4)))
+    weights = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    assert float(weighted_corn(logits, grades, weights)) == pytest.approx(float(corn_loss(logits, grades, 4)))
+    # a weight moves the loss towards the weighted grade's terms: with grade 3 weighted up, the loss is the
+    # weighted mean of per-answer losses, computed here by hand for the last cut only
+    rare = torch.tensor([1.0, 1.0, 1.0, 5.0])
+    per_answer = []
+    for cut in range(3):
+        for i in torch.nonzero(grades >= cut).flatten():
+            target = float(grades[i] > cut)
+            value = float(torch.nn.functional.binary_cross_entropy_with_logits(logits[i, cut], torch.tensor(target)))
+            per_answer.append((value, float(rare[grades[i]])))
+    expected = sum(v * w for v, w in per_answer) / sum(w for _, w in per_answer)
+    assert float(weighted_corn(logits, grades, rare)) == pytest.approx(expected, rel=1e-5)
+    assert class_weights(grades, 4).shape == (4,)
 
 
 def test_finding_weights_follow_prevalence_and_are_capped():
