@@ -301,20 +301,22 @@ def record_scored(scorer: Scorer, out: Path, result: ScoreResult, *, policy: str
     scorer.artifact.append_event(
         "scored",
         actor="medtl score",
-        payload=ScoredPayload(
-            scored=result.scored,
-            already_scored=result.skipped_existing,
-            abstained=result.abstained,
-            flagged=result.flagged,
-            scores_sha256=sha256_file(out / SCORES) if (out / SCORES).exists() else None,
-            approved=scorer.approved,
-            trusted=scorer.artifact.trusted,
-            policy=policy,
-            tta=tta,
-            sr_written=len(result.reports),
-            sr_omitted_attributes=omitted_counts(result.sr_omitted),
-            sr_failed=len(result.sr_failed),
-            **extra,
+        payload=ScoredPayload.model_validate(
+            {
+                "scored": result.scored,
+                "already_scored": result.skipped_existing,
+                "abstained": result.abstained,
+                "flagged": result.flagged,
+                "scores_sha256": sha256_file(out / SCORES) if (out / SCORES).exists() else None,
+                "approved": scorer.approved,
+                "trusted": scorer.artifact.trusted,
+                "policy": policy,
+                "tta": tta,
+                "sr_written": len(result.reports),
+                "sr_omitted_attributes": omitted_counts(result.sr_omitted),
+                "sr_failed": len(result.sr_failed),
+                **extra,  # a caller's totals win (PACS scoring counts SRs over all its batches)
+            }
         ).model_dump(mode="json"),
     )
 

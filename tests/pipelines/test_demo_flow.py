@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from medtl.artifacts import open_verified
+from medtl.artifacts.contents import ArtifactContents
 from pipelines.demo import DemoParameters, demo_flow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,8 +29,7 @@ def test_demo_flow_runs_every_stage_and_transfers_from_its_source_model(tmp_path
     assert target.metadata["provenance"]["pretrained"]["source"] == "artifact"
     assert result["source"] is not None and "synthetic source cohort" in result["transfer"]
     assert target.metadata["provenance"]["flow_run_id"]  # trained inside the flow, and the artifact says which run
-    transfer = json.loads(target.read_text("metrics/transfer.json"))
-    assert [entry["arm"] for entry in transfer] == ["main", "linear_probe", "scratch"]
+    assert [entry.arm for entry in ArtifactContents(target).transfer.arms] == ["main", "linear_probe", "scratch"]
     report = json.loads((result["dataset"] / "ingest_report.json").read_text())
     assert report["counts"]["quarantined"] >= 1 and report["counts"]["skipped"] >= 1  # the planted problems
     assert (tmp_path / "demo" / "keys" / "demo-signing.pem").exists()

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from medtl.artifacts import open_verified, verify
+from medtl.artifacts.contents import ArtifactContents
 from medtl.contracts import read_json, write_json
 from medtl.contracts.training import Splits
 from medtl.datasets.synth import make_cohort
@@ -135,13 +136,13 @@ def test_transfer_from_an_earlier_artifact_with_comparison_arms(dataset, source_
     assert set(oof.arm) == {"main", "linear_probe", "scratch"}
     per_arm = oof.groupby("arm").scan_id.apply(lambda s: tuple(sorted(s)))
     assert per_arm.nunique() == 1  # every arm predicted exactly the same scans, once
-    transfer = json.loads(artifact.read_text("metrics/transfer.json"))
-    assert [entry["arm"] for entry in transfer] == ["main", "linear_probe", "scratch"]
+    transfer = ArtifactContents(artifact).transfer.arms
+    assert [entry.arm for entry in transfer] == ["main", "linear_probe", "scratch"]
     for entry in transfer:
-        for fold in entry["folds"]:
-            seconds = [r["seconds"] for r in fold["curve"]]
+        for fold in entry.folds:
+            seconds = [r.seconds for r in fold.curve]
             assert seconds == sorted(seconds)
-            assert fold["scratch_best_tune_auc"] is not None
+            assert fold.scratch_best_tune_auc is not None
     assert [e["arm"] for e in result.indicators] == ["main", "linear_probe", "scratch"]
     config_yaml = artifact.read_yaml("config.yaml")
     probe = config_yaml["resolved_arms"]["linear_probe"]["schedule"]
