@@ -16,6 +16,7 @@ policy, the report and scoring; every stage asks these functions instead of test
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -86,6 +87,16 @@ def infer_kind(labels: set[str]) -> TaskKind:
     if any(FINDING_SEPARATOR in label for label in labels):
         return "multilabel"
     return "binary" if len(labels) == 2 else "multiclass"
+
+
+def all_numbers(labels: Iterable[str]) -> bool:
+    return all(label.lstrip("-").isdigit() for label in labels)
+
+
+def default_class_order(labels: Iterable[str]) -> list[str]:
+    """The order classes take when none is declared: numbers numerically (0, 1, 2, 10), names alphabetically."""
+    found = set(labels)
+    return sorted(found, key=int) if all_numbers(found) else sorted(found)
 
 
 def looks_graded(labels: set[str]) -> bool:

@@ -15,7 +15,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from medtl.contracts import read_json
-from medtl.contracts.task import FINDING_SEPARATOR, TaskDeclaration, TaskKind, findings_of, looks_graded
+from medtl.contracts.task import (
+    FINDING_SEPARATOR,
+    TaskDeclaration,
+    TaskKind,
+    all_numbers,
+    default_class_order,
+    findings_of,
+    looks_graded,
+)
 from medtl.errors import ConfigError, describe_validation_error
 from medtl.ingest.labels import read_labels
 
@@ -125,14 +133,13 @@ def complete_declaration(declared: TaskDeclaration, labels: Iterable[str], *, wh
 def _training_order(kind: TaskKind, found: set[str], where: str) -> list[str]:
     """The order training would use without a declaration: numbers numerically, names alphabetically. Ordinal
     grades must be numbers for that; named grades have to be listed lowest first."""
-    numeric = all(name.lstrip("-").isdigit() for name in found)
-    if kind == "ordinal" and not numeric:
+    if kind == "ordinal" and not all_numbers(found):
         raise ConfigError(
             "an ordinal task needs its grades in order, and these labels are not numbers",
             where=where,
             fix="list the grades lowest first with --classes",
         )
-    return sorted(found, key=int) if numeric else sorted(found)
+    return default_class_order(found)
 
 
 def suggestion(labels: Iterable[str]) -> str | None:

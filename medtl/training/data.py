@@ -16,7 +16,15 @@ from torch.utils.data import Dataset
 
 from medtl.contracts import PreprocessingSpec, read_json, read_table
 from medtl.contracts.ingest import Fingerprint, ManifestRow
-from medtl.contracts.task import TaskDeclaration, TaskKind, default_decision_cut, findings_of, infer_kind
+from medtl.contracts.task import (
+    TaskDeclaration,
+    TaskKind,
+    all_numbers,
+    default_class_order,
+    default_decision_cut,
+    findings_of,
+    infer_kind,
+)
 from medtl.errors import ConfigError
 from medtl.hashing import sha256_file
 from medtl.ingest.cache import ScanCache
@@ -74,13 +82,6 @@ def dataset_spec(dataset: Path) -> PreprocessingSpec:
             fix="give one in the training config (preprocessing:) or re-run `medtl ingest` with --spec",
         )
     return read_json(PreprocessingSpec, Path(dataset) / PREPROCESSING)
-
-
-def _sort_labels(labels: set[str]) -> list[str]:
-    """Numeric labels in numeric order (0, 1, 2, 10), others alphabetically."""
-    if _all_numbers(labels):
-        return sorted(labels, key=int)
-    return sorted(labels)
 
 
 def read_manifest(dataset: Path) -> pd.DataFrame:
@@ -169,7 +170,7 @@ def _finish(
         scans["target"] = -1
     else:
         labels = set(scans["label"])
-        classes = task.classes or declared_classes or _sort_labels(labels)
+        classes = task.classes or declared_classes or default_class_order(labels)
         unknown = labels - set(classes)
         if unknown:
             raise ConfigError(
@@ -183,7 +184,7 @@ def _finish(
                 f"a binary task needs exactly two classes; found {len(classes)}",
                 fix="declare task.kind multiclass (or ordinal for grades), or select two classes with task.classes",
             )
-        if kind == "ordinal" and not (task.classes or declared_classes) and not _all_numbers(labels):
+        if kind == "ordinal" and not (task.classes or declared_classes) and not all_numbers(labels):
             raise ConfigError(
                 "an ordinal task needs its grades in order, and these labels are not numbers",
                 fix="list the grades lowest first in task.classes (or in the dataset's task.json)",
@@ -214,10 +215,6 @@ def _finish(
         decision_cut_declared=cut_declared,
         findings=findings,
     )
-
-
-def _all_numbers(labels: set[str]) -> bool:
-    return all(label.lstrip("-").isdigit() for label in labels)
 
 
 def _what_removed(excluded: dict[str, int], flag_counts: dict[str, int], kind: str) -> str:
