@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import shutil
+import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image, PngImagePlugin
 
 from medtl.contracts.evaluation import (
@@ -342,3 +346,30 @@ def expected_metrics(report: ReportInput) -> dict[str, str]:
     head = evaluation(report.metrics, "test") or report.metrics.evaluations[0]
     out["operating_point.threshold"] = f(head.operating_point.threshold)
     return out
+
+
+CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not on PATH (Debian: apt-get install chromium)"
+)
+
+
+def run_chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium that loads `page` and prints the DOM after the load event."""
+    command = [
+        CHROMIUM or "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        *extra,
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result

@@ -7,13 +7,20 @@ import base64
 import hashlib
 import json
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from report_support import HEADLINE_KEYS, PLANTED_PHI, Page, build_report, expected_metrics, thumbnail
+from report_support import (
+    HEADLINE_KEYS,
+    PLANTED_PHI,
+    Page,
+    build_report,
+    expected_metrics,
+    needs_chromium,
+    run_chromium,
+    thumbnail,
+)
 
 from medtl.artifacts import PhiTerms
 from medtl.artifacts.phi import scan_for_phi
@@ -281,33 +288,6 @@ def test_templates_ship_as_package_data():
     assert (templates / "report.html.j2").is_file() and (templates / "report.css").is_file()
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8")
     assert '"medtl.reporting" = ["templates/*.j2", "templates/*.css"]' in pyproject
-
-
-CHROMIUM = shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not on PATH (Debian: apt-get install chromium)"
-)
-
-
-def run_chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """Headless Chromium that loads `page` and prints the DOM after the load event."""
-    command = [
-        CHROMIUM or "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        *extra,
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result
 
 
 def page_requests(netlog: Path) -> list[str]:

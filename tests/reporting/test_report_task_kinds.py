@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from report_support import Page, build_report, estimate, thumbnail
+from report_support import CHROMIUM, Page, build_report, estimate, run_chromium, thumbnail
 
 from medtl.contracts.evaluation import (
     Calibration,
@@ -403,29 +402,9 @@ def test_an_endpoint_threshold_moved_on_the_test_set_is_refused():
         render_html(kind_report("multilabel", metrics=metrics))
 
 
-CHROMIUM = shutil.which("chromium")
-
-
 def chromium(page: Path, profile: Path) -> subprocess.CompletedProcess[str]:
-    """Headless Chromium with the console logged to stderr (as "CONSOLE" lines) and the DOM printed after load."""
-    command = [
-        CHROMIUM or "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--enable-logging=stderr",
-        "--v=0",
-        f"--user-data-dir={profile}",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result
+    """run_chromium with the page's console logged to stderr (as "CONSOLE" lines)."""
+    return run_chromium(page, profile, "--enable-logging=stderr", "--v=0")
 
 
 def console_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
