@@ -323,6 +323,40 @@ def train(
 
 
 @app.command()
+def pretrain(
+    datasets: Annotated[list[Path], typer.Argument(help="Dataset folders written by `medtl ingest`; labels ignored.")],
+    out: Annotated[Path, typer.Option(help="Pretrained artifact folder to write (must not exist or be empty).")],
+    config: Annotated[Path | None, typer.Option(help="Pretraining config YAML (README, 'Pretraining').")] = None,
+    method: Annotated[str | None, typer.Option(help="simclr (contrastive) or masked (masked image modelling).")] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="Registry backbone (`medtl weights list`); default resnet18.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs over the pool (a time budget may shorten them).")] = None,
+    budget: Annotated[float | None, typer.Option(help="Time budget in minutes; the schedule is fitted to it.")] = None,
+    exclude_patients_of: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--exclude-patients-of", help="A dataset (e.g. an external test set) whose patients are left out."
+        ),
+    ] = None,
+) -> None:
+    """Self-supervised pretraining of a backbone on unlabelled scans; writes a signed `pretrained` artifact.
+
+    Every locked-test patient of the datasets is left out (recorded in the artifact). Train from the result with
+    `model: {weights: {source: artifact, path: OUT}}` or `medtl plan --weights-artifact OUT`."""
+    from medtl.pretraining.config import load_pretrain_config
+    from medtl.pretraining.pretrain import pretrain as run_pretraining
+
+    overrides = {"method": method, "epochs": epochs, "time_budget_minutes": budget,
+                 "exclude_patients_of": exclude_patients_of or None}  # fmt: skip
+    if backbone is not None:
+        overrides["model"] = {"backbone": backbone, "weights": "none"}
+    chosen = load_pretrain_config(config, overrides)
+    result = run_pretraining(datasets, chosen, out, progress=True)
+    console.print(escape(result.describe()))
+
+
+@app.command()
 def evaluate(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `medtl train`.")],
     out: Annotated[Path, typer.Option(help="Report folder: report.html, report.pdf, metrics.json.")],

@@ -29,6 +29,7 @@ from medtl.contracts.base import validate_frame
 from medtl.contracts.handoff import OodReferenceSummary, OofRow, TransferRecord
 from medtl.contracts.ingest import Fingerprint
 from medtl.contracts.training import Splits
+from medtl.errors import ConfigError
 
 _HEADER = ("contract", "contract_version")
 
@@ -41,7 +42,8 @@ def _document(data: Any) -> Any:
 class ArtifactContents:
     """Typed views of a verified artifact's files; each is read and checked once, on first use."""
 
-    def __init__(self, verified: VerifiedArtifact) -> None:
+    def __init__(self, verified: VerifiedArtifact, *, action: str = "evaluated or scored") -> None:
+        verified.require_model(action)
         self.verified = verified
 
     @cached_property
@@ -50,7 +52,10 @@ class ArtifactContents:
 
     @property
     def task(self) -> TaskSpec:
-        return self.metadata.task
+        task = self.metadata.task
+        if task is None:  # excluded by require_model and the metadata contract; kept for type checkers
+            raise ConfigError("the artifact names no task", where=self.verified.folder.name)
+        return task
 
     @cached_property
     def oof(self) -> pd.DataFrame:

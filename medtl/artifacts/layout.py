@@ -28,6 +28,7 @@ OOF_PREDICTIONS = "predictions/oof.parquet"
 POOLED_METRICS = "metrics/pooled.json"
 TRANSFER_METRICS = "metrics/transfer.json"
 RUN_METRICS = "metrics/run.json"
+PRETRAINING = "metrics/pretraining.json"  # pretrained artifacts: method, data, exclusion, loss curve
 OOD_FEATURES = "ood/features.safetensors"
 OOD_SUMMARY = "ood/features.json"
 FINGERPRINT = "fingerprint.json"

@@ -53,6 +53,18 @@ class PhiTerms(Strict):
         """For synthetic or public data without identifiers: only the generic absolute-path rule runs."""
         return cls()
 
+    @classmethod
+    def merged(cls, parts: list[PhiTerms]) -> PhiTerms:
+        """The terms of several datasets (an artifact built from all of them must hold none of their identifiers);
+        a word is allowed only when every part allows it."""
+        kinds = ("patient_names", "patient_ids", "birth_dates", "accession_numbers", "paths")
+        allowed = set.intersection(*(set(part.allowed_words) for part in parts)) if parts else set()
+        return cls(
+            **{kind: sorted({term for part in parts for term in getattr(part, kind)}) for kind in kinds},
+            allowed_words=sorted(allowed),
+            use_builtin_allowed_words=all(part.use_builtin_allowed_words for part in parts),
+        )
+
     def counts(self) -> dict[str, int]:
         kinds = ("patient_names", "patient_ids", "birth_dates", "accession_numbers", "paths")
         return {name: len(getattr(self, name)) for name in kinds}

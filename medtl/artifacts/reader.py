@@ -27,7 +27,7 @@ from medtl.artifacts.trust import TrustSettings, resolve_trust
 from medtl.artifacts.verify import VerificationReport, parse_manifest, verify_resolved
 from medtl.contracts.artifact import ArtifactManifest, ArtifactMetadata, AuditEvent, EventKind
 from medtl.contracts.base import validate_document
-from medtl.errors import ArtifactIntegrityError
+from medtl.errors import ArtifactIntegrityError, ConfigError
 from medtl.hashing import sha256_bytes
 
 
@@ -83,6 +83,22 @@ class VerifiedArtifact:
     def weight_names(self) -> list[str]:
         prefix, suffix = f"{WEIGHTS_DIR}/", ".safetensors"
         return [p[len(prefix) : -len(suffix)] for p in self._entries if p.startswith(prefix) and p.endswith(suffix)]
+
+    @property
+    def kind(self) -> str:
+        """`model` (a classifier) or `pretrained` (a self-supervised backbone; a weight source only)."""
+        return str(self.metadata.get("kind", "model"))
+
+    def require_model(self, action: str) -> None:
+        """Refuse, by name, to evaluate, approve or score a pretrained backbone: it has no head and no task."""
+        if self.kind != "model":
+            raise ConfigError(
+                f"{self.folder.name} is a {self.kind} artifact (a backbone from self-supervised pretraining, with no "
+                f"head and no task): it cannot be {action}",
+                where=self.folder.name,
+                fix="train a model from it (training config `model: {weights: {source: artifact, path: ...}}`, or "
+                "`medtl plan --weights-artifact`), then use that model artifact here",
+            )
 
     def metadata_model(self) -> ArtifactMetadata:
         return validate_document(ArtifactMetadata, self.metadata, where=METADATA)

@@ -16,6 +16,7 @@ from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.contracts.labels import LabelRow
 from medtl.contracts.planning import PlanRecord
 from medtl.contracts.preprocessing import PreprocessingSpec
+from medtl.contracts.pretraining import PretrainingRecord
 from medtl.contracts.pull import PullRecord, PullReport
 from medtl.contracts.task import TaskDeclaration
 from medtl.contracts.training import Splits
@@ -31,6 +32,7 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     TaskDeclaration,
     PlanRecord,
     Splits,
+    PretrainingRecord,
     OofRow,
     TransferRecord,
     OodReferenceSummary,

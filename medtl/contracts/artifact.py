@@ -111,13 +111,25 @@ class Provenance(Strict):
     flow_run_id: str | None = Field(None, description="Prefect flow-run id when run as a flow")
 
 
+ArtifactKind = Literal["model", "pretrained"]
+
+
 class ArtifactMetadata(ContractModel):
+    """`kind` says what the artifact is for: a `model` is a trained classifier that is evaluated, approved and
+    scored; a `pretrained` artifact is a backbone from self-supervised pretraining (no head, no task) whose only use
+    is as a weight source. Artifacts sealed before `kind` existed are models."""
+
     contract_name: ClassVar[str] = "artifact_metadata"
     contract_title: ClassVar[str] = "artifact/metadata.json: what the model is, what it takes, where it came from"
 
+    kind: ArtifactKind = Field(
+        "model",
+        description="model: a classifier (evaluated, approved, scored); pretrained: a self-supervised backbone "
+        "without a head, usable only as a weight source",
+    )
     model_id: str
     model_version: str
-    task: TaskSpec
+    task: TaskSpec | None = Field(None, description="the task; required for a model, absent for a pretrained backbone")
     intended_use: str
     input: InputSpec
     output: dict[str, str] = Field(description="what the model returns, e.g. {'probability': 'P(positive_class)'}")
@@ -128,6 +140,14 @@ class ArtifactMetadata(ContractModel):
     preprocessing_hash: str = Field(pattern=SHA256)
     config_hash: str = Field(pattern=SHA256)
     provenance: Provenance
+
+    @model_validator(mode="after")
+    def _task_matches_kind(self) -> ArtifactMetadata:
+        if self.kind == "model" and self.task is None:
+            raise ValueError("a model artifact names its task")
+        if self.kind == "pretrained" and self.task is not None:
+            raise ValueError("a pretrained backbone has no task (it is trained without labels)")
+        return self
 
 
 class FileEntry(Strict):

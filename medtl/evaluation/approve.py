@@ -61,6 +61,7 @@ def sign_review(
         )
     report_file = _report_file(report)
     verified = artifact if isinstance(artifact, VerifiedArtifact) else open_verified(artifact, trust=trust)
+    verified.require_model("approved or rejected")
     digest = sha256_file(report_file)
     evaluations = [e for e in verified.events if e.kind == "evaluated" and digest in _files(e).values()]
     if not evaluations:

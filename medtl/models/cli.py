@@ -52,6 +52,27 @@ def list_weights(
             state = f"[{_STYLE[status.state]}]{status.state}[/]"
             files.add_row(name, entry.source, ", ".join(entry.backbones), entry.short_expected(), state)
         console.print(files)
+    _list_pretrained_artifacts()
+
+
+def _list_pretrained_artifacts() -> None:
+    """The site's pretrained backbones (`medtl pretrain`), each opened through its full verification."""
+    from medtl.models.artifact_index import check_entry, index_path, read_index
+
+    entries = read_index()
+    console.print(f"\n[bold]Pretrained artifacts[/] ({index_path()})", soft_wrap=True, highlight=False)
+    if not entries:
+        console.print("  none: `medtl pretrain DATASET... --out FOLDER` makes one from the site's unlabelled scans")
+        return
+    table = Table(show_edge=False)
+    for column in ("artifact", "backbone", "dims", "method", "scans", "status"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        status = check_entry(entry)
+        style = _STYLE.get(status.state, "bold red")
+        table.add_row(entry.path, entry.backbone, f"{entry.spatial_dims}D", entry.method, str(entry.scans),
+                      f"[{style}]{status.state}[/]")  # fmt: skip
+    console.print(table)
 
 
 @weights_app.command("show")
@@ -96,8 +117,17 @@ def register(
     license: Annotated[str | None, typer.Option("--license", help="Licence of the weights, recorded.")] = None,
     replace: Annotated[bool, typer.Option(help="Replace an existing pin with a different hash.")] = False,
 ) -> None:
-    """Pin a local weight file's full SHA-256 in $MEDTL_HOME/weights.json; later loads must match it exactly."""
+    """Pin a local weight file's full SHA-256 in $MEDTL_HOME/weights.json; later loads must match it exactly.
+
+    A pretrained medtl artifact folder is verified and listed in $MEDTL_HOME/pretrained.json instead."""
+    from medtl.models.artifact_index import index_path, is_artifact_folder, register_artifact
     from medtl.models.catalog import register_file
+
+    if is_artifact_folder(file):
+        entry = register_artifact(file)
+        console.print(f"listed pretrained artifact [bold]{entry.model_id}[/] ({entry.backbone}, manifest "
+                      f"{entry.manifest_sha256[:16]}...) in {index_path()}", highlight=False)  # fmt: skip
+        return
     from medtl.models.pins import pins_path
 
     pin = register_file(file, name=name, sha256=sha256, license=license, replace=replace)

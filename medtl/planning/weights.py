@@ -2,7 +2,13 @@
 
 Order of preference, for the network family the rules chose: an earlier medtl artifact the user named (trained on
 medical images, verified through its own seal), then MedicalNet for volumes (3D medical pretraining), then ImageNet
-through torchvision. A file that is present but fails its hash check is reported and never used.
+through torchvision, then the newest backbone pretrained on this site's own scans (`medtl pretrain`, listed in
+$MEDTL_HOME/pretrained.json) of the task's dimensionality, then none. A file that is present but fails its hash check
+is reported and never used.
+
+Why a site-pretrained backbone comes after the public files: large supervised pretraining is the better-measured
+start where it exists; where it does not (an air-gapped site), pretraining on the site's own scans is what can be
+had, and it beats random initialisation on small labelled sets (benchmarks/results/pretrain_*.json).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 
 from medtl.artifacts import open_verified
 from medtl.contracts.planning import WeightsCheck
+from medtl.models.artifact_index import usable as usable_pretrained
 from medtl.models.artifact_source import source_weights_file
 from medtl.models.catalog import ExpectedWeights, check, known_weights
 
@@ -63,9 +70,10 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
         backbone = str(verified.metadata["model"]["backbone"])
         weights_file = source_weights_file(verified)
         checks.append(WeightsCheck(source="artifact", label=artifact.name, state="verified", usable=True))
+        what = "self-supervised on unlabelled scans" if verified.kind == "pretrained" else "trained on medical images"
         reason = (
-            f"the named medtl artifact ({backbone}, trained on medical images; {weights_file}) verified through its "
-            "seal and the site's trust anchors"
+            f"the named medtl artifact ({backbone}, {what}; {weights_file}) verified through its seal and the "
+            "site's trust anchors"
         )
         return WeightsPick(backbone, {"source": "artifact", "path": str(artifact)}, reason), checks
     for source, backbone, weights, reason in _preferences(spatial_dims):
@@ -73,13 +81,21 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
         checks.append(found)
         if usable:
             return WeightsPick(backbone, weights, reason), checks
+    for entry in usable_pretrained(spatial_dims):
+        checks.append(WeightsCheck(source="artifact", label=Path(entry.path).name, state="verified", usable=True))
+        reason = (
+            f"no public pretrained file is usable here; the site's own pretrained backbone {entry.model_id} "
+            f"({entry.backbone}, {entry.method} on {entry.scans} unlabelled scans) is verified through its seal"
+        )
+        return WeightsPick(entry.backbone, {"source": "artifact", "path": entry.path}, reason), checks
     missing = ", ".join(f"{c.source} ({c.state})" for c in checks)
     return (
         WeightsPick(
             "resnet18",
             "none",
             f"no pretrained weights are usable on this machine ({missing}): trained from scratch. "
-            "`medtl weights list` says which files to copy where; --weights-artifact names an earlier medtl model",
+            "`medtl weights list` says which files to copy where; --weights-artifact names an earlier medtl model; "
+            "`medtl pretrain` makes a backbone from the site's unlabelled scans",
         ),
         checks,
     )

@@ -199,7 +199,7 @@ def _finish(
         cut_declared = cut is not None
         cut = cut or default_decision_cut(classes)
     key = spec_hash(spec)
-    scans["tensor_path"] = _ensure_preprocessed(dataset, scans, spec, key)
+    scans["tensor_path"] = ensure_preprocessed(dataset, scans, spec, key)
     return TaskData(
         dataset=dataset,
         scans=scans,
@@ -234,7 +234,7 @@ def _what_removed(excluded: dict[str, int], flag_counts: dict[str, int], kind: s
     )
 
 
-def _ensure_preprocessed(dataset: Path, scans: pd.DataFrame, spec: PreprocessingSpec, key: str) -> list[str]:
+def ensure_preprocessed(dataset: Path, scans: pd.DataFrame, spec: PreprocessingSpec, key: str) -> list[str]:
     """The cached tensor of every scan under this spec; missing ones are computed now (and stay cached)."""
     cache = ScanCache(dataset)
     return [

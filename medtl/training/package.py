@@ -61,18 +61,18 @@ def phi_terms_for(dataset: Path) -> PhiTerms:
 _PATH_KEYS = ("path", "splits_file")
 
 
-def _without_local_paths(value: Any) -> Any:
+def without_local_paths(value: Any) -> Any:
     """Local paths become their last component: an artifact must verify on another machine and carry no PHI.
 
     What a path pointed to is identified by content instead (the pretrained weights' sha256 is in the provenance).
     """
     if isinstance(value, dict):
         return {
-            key: (Path(item).name if key in _PATH_KEYS and isinstance(item, str) else _without_local_paths(item))
+            key: (Path(item).name if key in _PATH_KEYS and isinstance(item, str) else without_local_paths(item))
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [_without_local_paths(item) for item in value]
+        return [without_local_paths(item) for item in value]
     return value
 
 
@@ -84,7 +84,7 @@ def resolved_config(config: TrainConfig, results: list[ArmResult], task: TaskDat
     data["resolved_arms"] = {
         r.arm.name: {"model": r.arm.model.model_dump(mode="json"), "schedule": r.schedule} for r in results
     }
-    return _without_local_paths(data)
+    return without_local_paths(data)
 
 
 def training_feature_reference(
@@ -207,7 +207,7 @@ def write_artifact(
         fold_metrics=[{"fold": o.fold, "best_epoch": o.best_epoch, "tune_auc": o.best_tune_auc} for o in main.folds],
         data_summary=summary,
     )
-    key = signing_key_for(config)
+    key = signing_key_for(config.allow_unsigned)
     return builder.seal(signing_key=key, phi_terms=phi_terms_for(task.dataset), allow_unsigned=config.allow_unsigned)
 
 
@@ -237,12 +237,12 @@ def run_record(config: TrainConfig, started_at: datetime, device: torch.device) 
     }
 
 
-def signing_key_for(config: TrainConfig) -> Ed25519PrivateKey | None:
+def signing_key_for(allow_unsigned: bool) -> Ed25519PrivateKey | None:
     """The pipeline key that will seal the artifact, checked before any training (a missing or untrusted key found
     after an hour of cross-validation wastes the hour)."""
     key = resolve_signing_key()
     if key is None:
-        if config.allow_unsigned:
+        if allow_unsigned:
             return None
         raise ConfigError(
             "no signing key for the artifact",

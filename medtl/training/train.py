@@ -31,6 +31,7 @@ from medtl.training.cv import (
 )
 from medtl.training.data import TaskData, load_task
 from medtl.training.package import run_record, signing_key_for, write_artifact
+from medtl.training.pretraining_overlap import check_pretraining_overlap
 from medtl.training.splits import resolve_splits
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def check_preconditions(config: TrainConfig, out: Path) -> None:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"the artifact folder {out.name} already exists and is not empty", fix="choose a new --out")
-    signing_key_for(config)
+    signing_key_for(config.allow_unsigned)
 
 
 def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingPlan:
@@ -118,13 +119,14 @@ def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingP
         splits_file=config.cv.splits_file,
         kind=task.kind,
     )
+    check_pretraining_overlap(config.model, splits.locked_test)
     workdir = out.with_name(out.name + ".work")
-    _claim_workdir(workdir, sha256_json({"manifest": task.manifest_hash, "splits": splits.model_dump(mode="json"),
+    claim_workdir(workdir, sha256_json({"manifest": task.manifest_hash, "splits": splits.model_dump(mode="json"),
                                          "config": config.model_dump(mode="json")}))  # fmt: skip
     return TrainingPlan(Path(dataset), config, out, task, splits, device, workdir, started)
 
 
-def _claim_workdir(workdir: Path, identity: str) -> None:
+def claim_workdir(workdir: Path, identity: str) -> None:
     """Completed folds are resumed only for the same data, split and config: a work folder left by a run on other
     inputs is discarded (it holds checkpoints only; nothing sealed), never silently mixed into this run. A folder of
     that name that a training run did not make (no stamp) is someone else's: refused, never deleted."""
