@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The user's own weight pins and pretrained-artifact index must not change what the tests plan or load.
+os.environ["MEDTL_HOME"] = tempfile.mkdtemp(prefix="medtl-home-")
 
 
 def shared_data_root() -> Path | None:
