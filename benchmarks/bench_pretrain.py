@@ -1,0 +1,319 @@
+"""How many labels does pretraining on the site's own unlabelled scans save? Test AUROC against labelled patients.
+
+One run, every arm side by side on the same patients:
+- scratch: ResNet-18 from random initialisation;
+- supervised transfer (2D): from a medtl artifact trained on another labelled set (PneumoniaMNIST);
+- self-supervised: from `medtl pretrain` on the unlabelled images of the sources' train+val splits (every locked-test
+  patient excluded by the pretraining stage itself);
+- features: the self-supervised backbone frozen, a regularised logistic regression per fold (training's `features`
+  arm), no fine-tuning.
+Label shares: a seeded, nested, stratified ordering of the target's development patients (train + val); at share f
+only the first f of them keep their labels (the others become unlabelled scans, which training leaves out), and the
+usual patient-grouped CV runs on them. The official test split is the locked test set, scored once per run by
+`medtl evaluate --test`. Every arm uses the same fine-tuning recipe (below), so the weights are the only difference.
+
+Throughput: one pretraining step (two augmented views through the backbone, NT-Xent) against a bare supervised
+torch loop of the same backbone on the same batch; samples per second, median of repeats, as a ratio.
+
+    python benchmarks/bench_pretrain.py breastmnist --sources pneumoniamnist breastmnist \\
+        --supervised-source pneumoniamnist --seeds 0 1 2 --pretrain-minutes 15
+    python benchmarks/bench_pretrain.py adrenalmnist3d --sources adrenalmnist3d --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_medmnist_quality import evaluate_test, prepare
+
+FINE_TUNE = {  # the one recipe of every fine-tuned arm: the weights are the only difference between arms
+    "strategy": {"name": "full", "lr": 1e-3, "weight_decay": 1e-4},
+    "epochs": 30,
+    "batch_size": 64,
+    "early_stopping": {"metric": "loss", "patience": 8, "min_epochs": 8},
+    "cv": {"n_folds": 3},
+    "final_model": "ensemble",
+    "class_balance": "weighted_loss",
+}
+
+
+def signing_key(workdir: Path) -> None:
+    if os.environ.get("MEDTL_SIGNING_KEY"):
+        return
+    from medtl.artifacts import generate_signing_key
+
+    key = workdir / "signing.pem"
+    if not key.exists():
+        generate_signing_key(key)
+    os.environ["MEDTL_SIGNING_KEY"] = str(key)
+    os.environ.setdefault("MEDTL_TRUSTED_KEYS", f"{key}.pub")
+
+
+def labelled_share(dataset: Path, keep: set[str], out: Path) -> Path:
+    """A view of the dataset in which only `keep` (and the locked test patients) have labels; files are linked."""
+    from medtl.contracts import read_table, write_table
+    from medtl.contracts.ingest import ManifestRow
+
+    if out.exists():
+        return out
+    out.mkdir(parents=True)
+    for entry in dataset.iterdir():
+        if entry.name not in ("manifest.parquet", "splits"):
+            (out / entry.name).symlink_to(entry.resolve())
+    frame = read_table(ManifestRow, dataset / "manifest.parquet")
+    unlabelled = ~frame["patient_id"].isin(keep) & (frame["split"] != "test")
+    frame.loc[unlabelled, "label"] = None
+    write_table(ManifestRow, frame, out / "manifest.parquet")
+    return out
+
+
+def shares(dataset: Path, fractions: list[float], seed: int) -> dict[float, list[str]]:
+    """Nested, stratified development-patient subsets (training's own label-efficiency ordering)."""
+    from medtl.training.config import TaskConfig
+    from medtl.training.data import load_task
+    from medtl.training.fractions import nested_subsets
+
+    task = load_task(dataset, TaskConfig())
+    development = sorted(set(task.scans.loc[task.scans["split"] != "test", "patient_id"]))
+    return nested_subsets(task, development, fractions, seed)
+
+
+def pretrain_ssl(datasets: list[Path], out: Path, args: argparse.Namespace) -> dict:
+    from medtl.pretraining.config import PretrainConfig
+    from medtl.pretraining.pretrain import pretrain
+
+    if not (out / "manifest.json").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        config = PretrainConfig(
+            method=args.method,
+            epochs=args.pretrain_epochs,
+            time_budget_minutes=args.pretrain_minutes,
+            batch_size=args.pretrain_batch,
+            seed=args.seeds[0],
+        )
+        pretrain(datasets, config, out, progress=False)
+    record = json.loads((out / "metrics" / "pretraining.json").read_text())
+    kept = ("method", "scans", "epochs_done", "epochs_configured", "stopped_by", "wall_seconds", "batch_size", "steps")
+    return {k: record[k] for k in kept} | {
+        "excluded_patients": len(record["exclusion"]["patients"]),
+        "loss_first": record["curve"][0]["loss"],
+        "loss_last": record["curve"][-1]["loss"],
+    }
+
+
+def supervised_source(dataset: Path, out: Path, seed: int) -> dict:
+    from medtl.training.config import TrainConfig
+    from medtl.training.train import train
+
+    if not (out / "manifest.json").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        config = TrainConfig.model_validate(
+            {
+                **FINE_TUNE,
+                "model": {"backbone": "resnet18", "weights": "none"},
+                "arms": [],
+                "seed": seed,
+                "cv": {"n_folds": 2},
+                "final_model": "refit",
+            }
+        )
+        train(dataset, config, out)
+    from bench_medmnist_quality import artifact_summary
+
+    return {"oof_auc": artifact_summary(out)["oof_auc_by_arm"]}
+
+
+def fine_tune(dataset: Path, weights: object, arms: list[str], seed: int, out: Path, report: Path) -> dict:
+    """Train (the real path) and score the locked test once; the artifact is removed after (disk)."""
+    from medtl.artifacts import open_verified
+    from medtl.artifacts.contents import ArtifactContents
+    from medtl.training.config import TrainConfig
+    from medtl.training.train import train
+
+    config = TrainConfig.model_validate(
+        {**FINE_TUNE, "model": {"backbone": "resnet18", "weights": weights}, "arms": arms, "seed": seed}
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(out.with_name(out.name + ".work"), ignore_errors=True)
+    started = time.perf_counter()
+    train(dataset, config, out)
+    seconds = time.perf_counter() - started
+    transfer = ArtifactContents(open_verified(out)).transfer
+    test = evaluate_test(out, dataset, report)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(report, ignore_errors=True)
+    return {
+        "train_seconds": round(seconds, 1),
+        "oof_auc": {arm.arm: arm.oof_auc for arm in transfer.arms},
+        "arm_seconds": {arm.arm: [f.get("seconds") for f in arm.folds] for arm in transfer.arms},
+        "test_auroc": test["estimates"]["auroc"],
+        "test_patients": test["n_patients"],
+    }
+
+
+def throughput(dataset: Path, args: argparse.Namespace, repeats: int = 3, steps: int = 6) -> dict:
+    """Samples/s of one pretraining step vs a bare supervised loop, same backbone and batch, median of repeats."""
+    from medtl.models.factory import create_model
+    from medtl.pretraining.config import PretrainConfig
+    from medtl.pretraining.methods import make_method
+    from medtl.pretraining.pool import PoolSet, build_pool
+
+    config = PretrainConfig(method=args.method, batch_size=args.pretrain_batch)
+    pool = build_pool([dataset], config.scans, None, [])
+    data = PoolSet(pool.paths[: args.pretrain_batch])
+    batch = torch.stack([data[i] for i in range(len(data))])
+    dims, channels = pool.spatial_dims, pool.in_channels
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def timed(step) -> float:
+        step()  # warm-up
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return steps * len(batch) / (time.perf_counter() - started)
+
+    def ssl_rate() -> float:
+        built = create_model("resnet18", weights="none", in_channels=channels, num_classes=1, spatial_dims=dims)
+        method = make_method(args.method, built, batch, config).to(device).train()
+        optimizer = torch.optim.AdamW(method.parameters(), lr=1e-3)
+        on_device = batch.to(device)
+
+        def step() -> None:
+            loss = method(on_device)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        return timed(step)
+
+    def supervised_rate() -> float:
+        network = create_model("resnet18", weights="none", in_channels=channels, num_classes=2, spatial_dims=dims)
+        model = network.model.to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        on_device = batch.to(device)
+        labels = torch.randint(0, 2, (len(batch),), device=device)
+
+        def step() -> None:
+            loss = torch.nn.functional.cross_entropy(model(on_device), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        return timed(step)
+
+    ssl = [ssl_rate() for _ in range(repeats)]
+    supervised = [supervised_rate() for _ in range(repeats)]
+    ratios = [a / b for a, b in zip(ssl, supervised, strict=True)]
+    return {
+        "batch": len(batch),
+        "device": device.type,
+        "pretrain_samples_per_s": [round(v, 1) for v in ssl],
+        "supervised_samples_per_s": [round(v, 1) for v in supervised],
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        "note": "a pretraining step passes two views through the backbone (simclr), so about 0.5 is the ideal",
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per arm and share: median test AUROC over seeds with its spread, and the seeds' own CIs."""
+    table: dict[str, dict[str, dict]] = {}
+    for run in runs:
+        entry = table.setdefault(run["arm"], {}).setdefault(f"{run['fraction']:g}", {"auroc": [], "patients": []})
+        entry["auroc"].append(run["test_auroc"]["value"])
+        entry["patients"].append(run["labelled_patients"])
+    for arms in table.values():
+        for entry in arms.values():
+            values = entry["auroc"]
+            entry["median"] = round(float(np.median(values)), 4)
+            entry["range"] = [round(min(values), 4), round(max(values), 4)]
+            entry["labelled_patients"] = int(np.median(entry["patients"]))
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", help="MedMNIST set fine-tuned and tested, e.g. breastmnist, adrenalmnist3d")
+    parser.add_argument("--sources", nargs="+", required=True, help="sets whose train+val images are pretrained on")
+    parser.add_argument("--supervised-source", default=None, help="a set to train a supervised source model on")
+    parser.add_argument("--fractions", nargs="+", type=float, default=[0.1, 0.25, 0.5, 1.0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--method", choices=["simclr", "masked"], default="simclr")
+    parser.add_argument("--pretrain-epochs", type=int, default=100)
+    parser.add_argument("--pretrain-minutes", type=float, default=15.0, help="time budget of the pretraining")
+    parser.add_argument("--pretrain-batch", type=int, default=128)
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/medtl-bench-pretrain"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    signing_key(args.workdir)
+    os.environ.setdefault("MEDTL_HOME", str(args.workdir / "home"))
+    started = time.perf_counter()
+    report: dict = {
+        "benchmark": "pretrain",
+        "target": args.target,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "fine_tune_recipe": FINE_TUNE,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        },
+    }
+    target = prepare(args.target, args.workdir, args.size, None)
+    sources = [target if name == args.target else prepare(name, args.workdir, args.size, None) for name in args.sources]
+    ssl = args.workdir / f"ssl-{args.method}-{'-'.join(args.sources)}"
+    report["pretraining"] = pretrain_ssl(sources, ssl, args)
+    report["throughput"] = throughput(target, args)
+    arms: dict[str, object] = {"scratch": "none", "self_supervised": {"source": "artifact", "path": str(ssl)}}
+    if args.supervised_source:
+        source = args.workdir / f"supervised-{args.supervised_source}"
+        data = prepare(args.supervised_source, args.workdir, args.size, None)
+        report["supervised_source"] = {"dataset": args.supervised_source, **supervised_source(data, source, 0)}
+        arms["supervised_transfer"] = {"source": "artifact", "path": str(source)}
+    results_file = args.workdir / f"runs-{args.target}.jsonl"
+    done = set()
+    if results_file.exists():
+        done = {(r["arm"], r["fraction"], r["seed"]) for r in map(json.loads, results_file.open())}
+    for seed in args.seeds:
+        subsets = shares(target, args.fractions, seed)
+        for fraction, patients in subsets.items():
+            view = labelled_share(target, set(patients), args.workdir / "shares" / f"seed{seed}-f{fraction:g}")
+            for arm, weights in arms.items():
+                if (arm, fraction, seed) in done:
+                    continue
+                extra = ["features"] if arm == "self_supervised" else []
+                result = fine_tune(view, weights, extra, seed, args.workdir / "artifact", args.workdir / "report")
+                common = {"fraction": fraction, "seed": seed, "labelled_patients": len(patients)}
+                rows = [{"arm": arm, **common, **result}]
+                with results_file.open("a") as handle:
+                    for row in rows:
+                        handle.write(json.dumps(row) + "\n")
+                print(json.dumps({k: v for k, v in rows[0].items() if k != "arm_seconds"}), flush=True)
+    runs = [json.loads(line) for line in results_file.open()]
+    runs = [r for r in runs if r["seed"] in args.seeds and r["fraction"] in args.fractions]
+    report["runs"] = runs
+    report["summary"] = summarise([r for r in runs if r["test_auroc"]["value"] is not None])
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    out = args.out or Path("benchmarks/results") / f"pretrain_{args.target}_cpu.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
