@@ -11,19 +11,15 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-import torch
-import torchvision.models as tvm
-from safetensors.torch import save_file
 
 from medtl.artifacts import open_verified
 from medtl.artifacts.contents import ArtifactContents
 from medtl.artifacts.layout import LABEL_EFFICIENCY
 from medtl.errors import ConfigError
-from medtl.hashing import sha256_file
 from medtl.training.config import load_config
 from medtl.training.fractions import labelling_order, nested_subsets, subset_size
 from medtl.training.train import train
-from support.trained import ingested_cohort, signing_key, tiny_config
+from support.trained import ingested_cohort, pretrained_file, signing_key, tiny_config
 
 FRACTIONS = [0.1, 0.25, 0.5]
 
@@ -112,20 +108,12 @@ def test_label_fractions_config_is_sorted_unique_and_always_has_one() -> None:
 # ---- end to end ----------------------------------------------------------------------------------------------------
 
 
-def _pretrained_file(folder: Path) -> dict[str, str]:
-    """A local resnet18 state dict (random values, torchvision's keys): the arms then include `scratch`."""
-    torch.manual_seed(5)
-    path = folder / "resnet18.safetensors"
-    save_file({k: v.contiguous() for k, v in tvm.resnet18(weights=None).state_dict().items()}, path)
-    return {"source": "file", "path": str(path), "sha256": sha256_file(path)}
-
-
 @pytest.mark.slow
 @pytest.mark.integration
 def test_a_train_with_fractions_writes_the_curve_and_keeps_the_full_models(tmp_path: Path) -> None:
     with signing_key(tmp_path / "signing.pem"):
         dataset = ingested_cohort(tmp_path, "cohort", patients=16, seed=5, difficulty=0.0)
-        weights = _pretrained_file(tmp_path)
+        weights = pretrained_file(tmp_path)
         settings = {"model": {"backbone": "resnet18", "weights": weights}, "arms": ["scratch"]}
         train(dataset, tiny_config(**settings), tmp_path / "plain")
         train(dataset, tiny_config(**settings, label_fractions=[0.5, 1.0]), tmp_path / "fractions")
