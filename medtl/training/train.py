@@ -6,6 +6,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +159,9 @@ def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progr
     with Progress(progress) as bar:
         results, oof = run_cv(task, splits, config, device=plan.device, workdir=plan.workdir, progress=bar.update)
         efficiency = run_label_efficiency(
-            task, splits, config, oof, device=plan.device, workdir=plan.workdir, progress=bar.update
-        )
+            task, splits, config, oof, device=plan.device, workdir=plan.workdir,
+            progress=partial(bar.update, key="label efficiency"),
+        )  # fmt: skip
     indicators = transfer_indicators(results, oof, task)
     main = next(r for r in results if r.arm.name == MAIN_ARM)
     main_arm = arm_specs(config)[0]

@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from medtl.artifacts import open_verified
 from medtl.artifacts.contents import ArtifactContents
 from medtl.artifacts.layout import LABEL_EFFICIENCY
+from medtl.contracts.base import validate_frame
+from medtl.contracts.handoff import LabelEfficiencyRow
 from medtl.errors import ConfigError
 from medtl.training.config import load_config
-from medtl.training.fractions import labelling_order, nested_subsets, subset_size
+from medtl.training.cv import run_cv
+from medtl.training.fractions import labelling_order, nested_subsets, run_label_efficiency, subset_size
+from medtl.training.splits import make_splits
 from medtl.training.train import train
 from support.trained import ingested_cohort, pretrained_file, signing_key, tiny_config
 
@@ -140,3 +147,37 @@ def test_a_train_with_fractions_writes_the_curve_and_keeps_the_full_models(tmp_p
     half = table[(table["fraction"] == 0.5) & (table["arm"] == "main")]
     full_main = with_fractions.oof[with_fractions.oof["arm"] == "main"]
     assert not half["p_1"].reset_index(drop=True).equals(full_main["p_1"].reset_index(drop=True))
+
+
+def _retyped(task, kind: str):
+    """The tiny 2D task of tests/training/conftest.py relabelled as an ordinal or a multi-label task."""
+    scans = task.scans.copy()
+    index = np.arange(len(scans))
+    if kind == "ordinal":
+        scans["target"] = index % 3
+        scans["label"] = scans["target"].astype(str)
+        return replace(task, scans=scans, kind="ordinal", classes=["0", "1", "2"], positive_class=None)
+    findings = np.stack([index % 2 == 0, index % 3 == 0], axis=1).astype(np.float32)
+    scans["label"] = ["|".join(n for n, f in zip("ab", row, strict=True) if f) or "none" for row in findings]
+    scans["target"] = -1
+    return replace(task, scans=scans, kind="multilabel", classes=["a", "b"], positive_class=None, findings=findings)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["ordinal", "multilabel"])
+def test_label_efficiency_runs_for_ordinal_and_multilabel_tasks(tiny_task, tmp_path: Path, kind: str) -> None:
+    task = _retyped(tiny_task, kind)
+    splits = make_splits(task.scans, n_folds=2, tune_fraction=0.2, seed=0, manifest_hash="d" * 64, kind=kind)
+    config = tiny_config(label_fractions=[0.5])
+    device = torch.device("cpu")
+    _, oof = run_cv(task, splits, config, device=device, workdir=tmp_path)
+    table = run_label_efficiency(task, splits, config, oof, device=device, workdir=tmp_path)
+    assert table is not None and sorted(set(table["fraction"])) == [0.5, 1.0]
+    validate_frame(LabelEfficiencyRow, table)
+    for fold in splits.folds:
+        rows = table[(table["fold"] == fold.index) & (table["fraction"] == 0.5)]
+        assert set(rows["patient_id"]) == set(fold.heldout)
+        assert set(rows["n_labelled_patients"]) == {math.ceil(len(fold.train) / 2)}
+        assert (tmp_path / "frac0.5" / "main" / f"fold{fold.index}" / "result.json").exists()  # resumable
+    if kind == "multilabel":
+        assert {"y_a", "y_b", "p_a", "p_b"} <= set(table.columns)
