@@ -15,6 +15,7 @@ import pandas as pd
 
 from medtl.artifacts.layout import (
     FINGERPRINT,
+    LABEL_EFFICIENCY,
     OOD_FEATURES,
     OOD_SUMMARY,
     OOF_PREDICTIONS,
@@ -26,7 +27,7 @@ from medtl.artifacts.reader import VerifiedArtifact
 from medtl.contracts import PreprocessingSpec, validate_document
 from medtl.contracts.artifact import ArtifactMetadata, TaskSpec
 from medtl.contracts.base import validate_frame
-from medtl.contracts.handoff import OodReferenceSummary, OofRow, TransferRecord
+from medtl.contracts.handoff import LabelEfficiencyRow, OodReferenceSummary, OofRow, TransferRecord
 from medtl.contracts.ingest import Fingerprint
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
@@ -60,6 +61,13 @@ class ArtifactContents:
     @cached_property
     def oof(self) -> pd.DataFrame:
         return validate_frame(OofRow, self.verified.read_table(OOF_PREDICTIONS), where=OOF_PREDICTIONS)
+
+    @cached_property
+    def label_efficiency(self) -> pd.DataFrame | None:
+        """Out-of-fold predictions of the arms trained on shares of the labels; None when none were configured."""
+        if LABEL_EFFICIENCY not in self.verified.files:
+            return None
+        return validate_frame(LabelEfficiencyRow, self.verified.read_table(LABEL_EFFICIENCY), where=LABEL_EFFICIENCY)
 
     @cached_property
     def transfer(self) -> TransferRecord:

@@ -29,6 +29,7 @@ POOLED_METRICS = "metrics/pooled.json"
 TRANSFER_METRICS = "metrics/transfer.json"
 RUN_METRICS = "metrics/run.json"
 PRETRAINING = "metrics/pretraining.json"  # pretrained artifacts: method, data, exclusion, loss curve
+LABEL_EFFICIENCY = "metrics/label_efficiency.parquet"
 OOD_FEATURES = "ood/features.safetensors"
 OOD_SUMMARY = "ood/features.json"
 FINGERPRINT = "fingerprint.json"

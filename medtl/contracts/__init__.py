@@ -11,7 +11,14 @@ from medtl.contracts.base import (
     write_table,
 )
 from medtl.contracts.evaluation import Metrics, ScoreRow, ScoreRowV1
-from medtl.contracts.handoff import EvaluatedPayload, OodReferenceSummary, OofRow, ScoredPayload, TransferRecord
+from medtl.contracts.handoff import (
+    EvaluatedPayload,
+    LabelEfficiencyRow,
+    OodReferenceSummary,
+    OofRow,
+    ScoredPayload,
+    TransferRecord,
+)
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.contracts.labels import LabelRow
 from medtl.contracts.planning import PlanRecord
@@ -34,6 +41,7 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     Splits,
     PretrainingRecord,
     OofRow,
+    LabelEfficiencyRow,
     TransferRecord,
     OodReferenceSummary,
     ArtifactMetadata,

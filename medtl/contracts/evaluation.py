@@ -118,6 +118,39 @@ class TransferArm(Strict):
     )
 
 
+class EfficiencyPoint(Strict):
+    """One arm trained on one share of every fold's training patients: its pooled out-of-fold AUROC."""
+
+    arm: str
+    fraction: float = Field(gt=0, le=1, description="share of each fold's training patients the models were fitted on")
+    n_labelled_patients: float = Field(ge=1, description="median over folds of the training patients fitted on")
+    fold_patients: list[int] = Field(description="training patients fitted on, per fold (tuning patients are extra)")
+    auc: Estimate = Field(description="pooled out-of-fold AUROC of the task type, patient-bootstrap 95% CI")
+
+
+class LabelsSaved(Strict):
+    """How many labels a pretrained arm needed to match the from-scratch arm trained on every label."""
+
+    arm: str
+    reference_auc: float = Field(description="the scratch arm's out-of-fold AUROC with every label (point estimate)")
+    reached_fraction: float | None = Field(
+        description="the smallest share at which the arm's AUROC reaches the reference; None: not reached"
+    )
+    reached_patients: float | None = Field(None, description="median over folds of the patients at that share")
+    all_patients: float = Field(description="median over folds of the training patients at share 1.0")
+
+
+class LabelEfficiency(Strict):
+    """The label-efficiency curve, out of fold only: the models trained on fewer labels are not kept, so a locked
+    test set cannot be scored with them."""
+
+    evaluated_on: Literal["oof"] = "oof"
+    points: list[EfficiencyPoint] = Field(min_length=1)
+    saved: list[LabelsSaved] = Field(
+        default_factory=list, description="one per pretrained arm, when there is a from-scratch arm to compare with"
+    )
+
+
 class Metrics(ContractModel):
     contract_name: ClassVar[str] = "metrics"
     contract_title: ClassVar[str] = "metrics.json: evaluation results with confidence intervals"
@@ -127,6 +160,9 @@ class Metrics(ContractModel):
     model_version: str
     evaluations: list[Evaluation] = Field(min_length=1)
     transfer: list[TransferArm] = Field(default_factory=list)
+    label_efficiency: LabelEfficiency | None = Field(
+        None, description="AUROC against the number of labelled patients per arm (train config label_fractions)"
+    )
 
 
 class ScoreRow(ContractModel):

@@ -1,6 +1,6 @@
 """What training hands to evaluation and scoring inside the artifact, and what evaluation hands to approval and
-scoring through the audit log: out-of-fold rows, the transfer metrics, the OOD reference's summary and the payloads
-of `evaluated` and `scored` events.
+scoring through the audit log: out-of-fold rows (also those of the label-efficiency runs), the transfer metrics, the
+OOD reference's summary and the payloads of `evaluated` and `scored` events.
 
 Why contracts for files that never leave the artifact: three stages read them, written by different versions of
 medtl over an artifact's life; a renamed key found by a dict lookup fails late and far from its cause, a contract
@@ -68,6 +68,21 @@ class OofRow(ContractModel):
         if not any(name.startswith("p_") for name in extra):
             raise ValueError("a row needs at least one p_<class> column")
         return self
+
+
+class LabelEfficiencyRow(OofRow):
+    """metrics/label_efficiency.parquet: one held-out scan of one arm's fold, predicted by a model trained on a share
+    of that fold's training patients (medtl/training/fractions.py); the rows of share 1.0 repeat the out-of-fold
+    predictions, so the file holds the whole label-efficiency curve. Columns as in the out-of-fold predictions, plus
+    the share and the number of training patients the model was fitted on."""
+
+    contract_name: ClassVar[str] = "label_efficiency"
+    contract_title: ClassVar[str] = (
+        "artifact/metrics/label_efficiency.parquet: out-of-fold predictions of models trained on fewer labels"
+    )
+
+    fraction: float = Field(gt=0, le=1, description="share of the fold's training patients the model was fitted on")
+    n_labelled_patients: int = Field(ge=1, description="training patients fitted on (the tuning patients are extra)")
 
 
 class EpochRecord(Strict):

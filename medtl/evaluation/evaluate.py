@@ -44,11 +44,12 @@ from medtl.evaluation.endpoints import choose_points, endpoint_scores, task_arra
 from medtl.evaluation.failures import failure_candidates
 from medtl.evaluation.failures import failure_cases as find_failure_cases
 from medtl.evaluation.headline import headline
+from medtl.evaluation.label_efficiency import label_efficiency, pooled_auroc
 from medtl.evaluation.metrics import auprc_ci, auroc_ci, roc_points, threshold_metrics
 from medtl.evaluation.operating_point import choose_threshold, choose_threshold_by_fold
 from medtl.evaluation.recipe import recipe_section
 from medtl.evaluation.subgroups import subgroup_results
-from medtl.evaluation.task_evaluation import summary_auroc, task_evaluation
+from medtl.evaluation.task_evaluation import task_evaluation
 from medtl.outputs import staged_folder
 from medtl.reporting.model import Cohort, Curve, EvaluationCurves, FailureCase, Provenance, ReportInput, TransferCurve
 from medtl.scoring.model import LoadedModel, load_model
@@ -162,6 +163,7 @@ def evaluate(
         model_version=metadata["model_version"],
         evaluations=evaluations,
         transfer=_transfer(transfer, oof, kind, classes, positive, n_boot),
+        label_efficiency=label_efficiency(contents.label_efficiency, transfer, kind, classes, positive, n_boot=n_boot),
     )
     select = partial(
         failure_candidates, kind=kind, classes=classes, count=failure_cases,
@@ -356,15 +358,7 @@ def _transfer(
     classes; for multi-label the mean over findings)."""
     arms = []
     for entry in entries:
-        frame = oof[oof["arm"] == entry.arm]
-        if kind == "binary":
-            targets = (frame["label"].astype(str) == str(positive)).astype(int).to_numpy()
-            scores = frame["probability"].to_numpy()
-            auc = auroc_ci(targets, scores, frame["patient_id"].to_numpy(), n_boot=n_boot).estimate(
-                "auroc", n=int(frame["patient_id"].nunique())
-            )
-        else:
-            auc = summary_auroc(frame, kind, classes, n_boot=n_boot)
+        auc = pooled_auroc(oof[oof["arm"] == entry.arm], kind, classes, positive, n_boot=n_boot)
         pretrained = entry.pretrained
         seconds = [f.seconds_to_scratch_best for f in entry.folds if f.seconds_to_scratch_best]
         arms.append(

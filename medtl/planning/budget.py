@@ -1,14 +1,17 @@
 """What a recipe costs on this machine, and the cuts that make it fit a time budget, in the order they hurt least.
 
 The estimate is an upper bound: every fold and arm runs its whole schedule (early stopping only shortens it), plus
-one prediction of the tuning patients per epoch and of the held-out patients once. Cuts, in order: the from-scratch
-comparison arm (it answers a question, it does not make the model), then steps down to a floor, then folds 5 -> 3.
+one prediction of the tuning patients per epoch and of the held-out patients once. Label-efficiency runs (train config
+label_fractions) add every arm on every fold once per share below 1; a schedule in steps keeps its step count on a
+share of the patients, so such a run costs its whole schedule (and, having more epochs, more tuning predictions), not
+the share of it. Cuts, in order: the label-efficiency runs and then the from-scratch comparison arm (both answer a
+question, neither makes the model), then steps down to a floor, then folds 5 -> 3.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from medtl.contracts.planning import PlanFacts, Probe
 from medtl.planning.rules import TUNE_FRACTION, training_images_per_fold
@@ -27,11 +30,13 @@ class Shape:
     batch_size: int
     n_folds: int
     arms: list[str]
+    label_fractions: list[float] = field(default_factory=list)  # shares of the labels; 1.0 is the full run itself
 
 
-def fold_seconds(facts: PlanFacts, shape: Shape, probe: Probe) -> float:
+def fold_seconds(facts: PlanFacts, shape: Shape, probe: Probe, share: float = 1.0) -> float:
+    """One arm on one fold; `share`: trained on that share of the fold's training patients (tuning, held-out same)."""
     development = sum(facts.scans_per_class.values())
-    n_train = training_images_per_fold(facts, shape.n_folds)
+    n_train = max(1, int(training_images_per_fold(facts, shape.n_folds) * share))
     n_tune = development * (1 - 1 / shape.n_folds) * TUNE_FRACTION
     n_heldout = development / shape.n_folds
     epochs = math.ceil(shape.steps / max(1, n_train // shape.batch_size))
@@ -41,7 +46,8 @@ def fold_seconds(facts: PlanFacts, shape: Shape, probe: Probe) -> float:
 
 def train_seconds(facts: PlanFacts, shape: Shape, probe: Probe) -> float:
     arms = ARM_COST["main"] + sum(ARM_COST.get(arm, 1.0) for arm in shape.arms)
-    return shape.n_folds * arms * fold_seconds(facts, shape, probe)
+    shares = [1.0, *(share for share in shape.label_fractions if share < 1.0)]
+    return shape.n_folds * arms * sum(fold_seconds(facts, shape, probe, share) for share in shares)
 
 
 def fit_to_budget(facts: PlanFacts, shape: Shape, probe: Probe, budget_s: float) -> tuple[Shape, list[str]]:
@@ -54,6 +60,11 @@ def fit_to_budget(facts: PlanFacts, shape: Shape, probe: Probe, budget_s: float)
 
     if fits(shape):
         return shape, cuts
+    if any(share < 1.0 for share in shape.label_fractions):
+        shape = replace(shape, label_fractions=[])
+        cuts.append("label_fractions: the label-efficiency runs dropped")
+        if fits(shape):
+            return shape, cuts
     if "scratch" in shape.arms:
         shape = replace(shape, arms=[arm for arm in shape.arms if arm != "scratch"])
         cuts.append("arms: the from-scratch comparison arm dropped")
@@ -77,8 +88,8 @@ def fit_to_budget(facts: PlanFacts, shape: Shape, probe: Probe, budget_s: float)
 
 def _affordable_steps(facts: PlanFacts, shape: Shape, probe: Probe, budget_s: float) -> int:
     """Largest step count whose estimate fits (the cost is affine in steps)."""
-    one = train_seconds(facts, Shape(1, shape.batch_size, shape.n_folds, shape.arms), probe)
-    two = train_seconds(facts, Shape(1 + 1000, shape.batch_size, shape.n_folds, shape.arms), probe)
+    one = train_seconds(facts, replace(shape, steps=1), probe)
+    two = train_seconds(facts, replace(shape, steps=1 + 1000), probe)
     per_step = (two - one) / 1000
     fixed = one - per_step
     return max(1, int((budget_s - fixed) / per_step)) if per_step > 0 else shape.steps

@@ -52,6 +52,7 @@ class PlanOptions:
     weights_artifact: Path | None = None
     max_candidates: int = 3
     max_steps: int | None = None  # an upper bound on the schedule, for a quick look (recorded as a cut)
+    label_fractions: list[float] | None = None  # label-efficiency runs to plan for (train config label_fractions)
 
 
 def _spec_for(native: PreprocessingSpec, side: int) -> PreprocessingSpec:
@@ -62,7 +63,13 @@ def _spec_for(native: PreprocessingSpec, side: int) -> PreprocessingSpec:
 
 def _shape_of(recipe: Recipe) -> Shape:
     v = recipe.values
-    return Shape(steps=v["steps"], batch_size=v["batch_size"], n_folds=v["cv.n_folds"], arms=list(v["arms"]))
+    return Shape(
+        steps=v["steps"],
+        batch_size=v["batch_size"],
+        n_folds=v["cv.n_folds"],
+        arms=list(v["arms"]),
+        label_fractions=list(v.get("label_fractions") or []),
+    )
 
 
 def _cells(side: int) -> int:
@@ -111,6 +118,7 @@ def _trials(gathered: Gathered, recipe: Recipe, side: int, native: Preprocessing
     short = {
         "steps": max(1, int(recipe.values["steps"] * SEARCH_STEP_SHARE)),
         "arms": [],
+        "label_fractions": None,
         "early_stopping": {**base["early_stopping"], "min_epochs": 1},
     }
     tasks: dict[int, TaskData] = {}
@@ -174,6 +182,10 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
     recipe = base_recipe(facts, pick, seed=options.seed, max_steps=options.max_steps)
     for key, reason in gathered.reasons.items():
         recipe.set(key, list(gathered.task_config.exclude_flags), reason)
+    if options.label_fractions:
+        shares = load_config(None, {"label_fractions": options.label_fractions}).label_fractions
+        recipe.set("label_fractions", shares, "asked for: every arm is also trained on these shares of each fold's "
+                   "training patients (the label-efficiency curve); counted in the estimate")  # fmt: skip
     budget_s = options.budget_minutes * 60 if options.budget_minutes else None
     sides = input_sides(facts)
     probe_kwargs = {
@@ -215,6 +227,8 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
             key, what = cut.split(": ", 1)
             recipe.reasons[key] = recipe.reasons.get(key, "") + f"; budget cut ({what})"
         recipe.values.update({"steps": shape.steps, "cv.n_folds": shape.n_folds, "arms": shape.arms})
+        if "label_fractions" in recipe.values and not shape.label_fractions:
+            recipe.values["label_fractions"] = None
     estimate = train_seconds(facts, shape, probes[side])
     if remaining is not None and estimate > remaining:
         notes.append(f"the estimate (~{estimate / 60:.0f} min) exceeds the budget even after the cuts")

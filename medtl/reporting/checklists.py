@@ -30,6 +30,7 @@ SECTIONS: dict[str, str] = {
     "calibration": "Calibration",
     "subgroups": "Subgroups",
     "transfer": "Did transfer help?",
+    "label-efficiency": "Label efficiency",
     "failures": "Failure cases",
     "limitations": "Limitations",
     "signoff": "Clinical sign-off",

@@ -17,7 +17,7 @@ import jinja2
 
 from medtl.contracts.evaluation import Calibration, EndpointResult, Evaluation, SubgroupResult
 from medtl.errors import ContractProblem, DataContractError
-from medtl.reporting import plots, pngmeta, tasks
+from medtl.reporting import efficiency, plots, pngmeta, tasks
 from medtl.reporting.checklists import ITEMS, SECTIONS
 from medtl.reporting.model import ReportInput
 from medtl.reporting.summary import (
@@ -130,6 +130,7 @@ def _context(report: ReportInput) -> dict[str, Any]:
         "pr_image": data_uri(plots.pr_png(report.curves, ordered)) if any(c.pr for c in report.curves) else None,
         "transfer": transfer_rows(m, folds),
         "transfer_image": data_uri(plots.transfer_png(report.transfer_curves)) if report.transfer_curves else None,
+        "efficiency": _efficiency(report),
         "failures": [
             {
                 "kind": case.kind.replace("_", " "),
@@ -143,6 +144,18 @@ def _context(report: ReportInput) -> dict[str, Any]:
             for case in report.failure_cases
         ],
         "checklist": ITEMS,
+    }
+
+
+def _efficiency(report: ReportInput) -> dict[str, Any] | None:
+    result = report.metrics.label_efficiency
+    if result is None:
+        return None
+    return {
+        "rows": efficiency.efficiency_rows(result),
+        "sentences": efficiency.saving_sentences(result),
+        "note": efficiency.OUT_OF_FOLD_NOTE,
+        "image": data_uri(plots.label_efficiency_png(result)),
     }
 
 

@@ -1,4 +1,5 @@
-"""The report's figures as PNG bytes: ROC, precision-recall, reliability, confusion, transfer curves, forest plot.
+"""The report's figures as PNG bytes: ROC, precision-recall, reliability, confusion, transfer curves, forest plot,
+label efficiency.
 
 Why these choices: the figures go into a document that a clinician signs and an auditor may re-render months later,
 so the same input must give the same bytes (fixed size, DPI and style, matplotlib's bundled font, no backend or user
@@ -19,7 +20,15 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from medtl.contracts.evaluation import Calibration, EndpointResult, Estimate, Evaluation, OperatingPoint, SubgroupResult
+from medtl.contracts.evaluation import (
+    Calibration,
+    EndpointResult,
+    Estimate,
+    Evaluation,
+    LabelEfficiency,
+    OperatingPoint,
+    SubgroupResult,
+)
 from medtl.reporting.model import EvaluationCurves, TransferCurve
 from medtl.reporting.summary import ARM_LABELS, EVALUATION_LABELS, HEADLINE_LABELS, find_estimate, fmt
 
@@ -214,6 +223,42 @@ def transfer_png(curves: Sequence[TransferCurve]) -> bytes:
         by_epoch.legend(loc="lower right")
 
     return _png(draw, (9.0, 3.8))
+
+
+def label_efficiency_png(result: LabelEfficiency) -> bytes:
+    """Out-of-fold AUROC against labelled patients (log scale), one line per arm with its 95% CI band; the dotted
+    line is the from-scratch arm's AUROC with every label, the bar the pretrained arms are read against."""
+    arms = list(dict.fromkeys(p.arm for p in result.points))
+
+    def draw(figure: Figure) -> None:
+        ax = figure.add_subplot()
+        for index, arm in enumerate(arms):
+            colour = PALETTE[index % len(PALETTE)]
+            mine = sorted((p for p in result.points if p.arm == arm), key=lambda p: p.fraction)
+            x = [p.n_labelled_patients for p in mine]
+            y = [np.nan if p.auc.value is None else p.auc.value for p in mine]
+            low = [np.nan if p.auc.ci_low is None else p.auc.ci_low for p in mine]
+            high = [np.nan if p.auc.ci_high is None else p.auc.ci_high for p in mine]
+            ax.fill_between(x, low, high, color=colour, alpha=0.15, linewidth=0)
+            ax.plot(x, y, color=colour, marker="o", linewidth=1.8, label=ARM_LABELS.get(arm, arm))
+        if result.saved:
+            reference = result.saved[0].reference_auc
+            ax.axhline(
+                reference,
+                color="grey",
+                linestyle=":",
+                linewidth=1,
+                label=f"from scratch, every label ({fmt(reference)})",
+            )
+        ax.set_xscale("log")
+        ticks = sorted({p.n_labelled_patients for p in result.points})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set(xlabel="Labelled training patients per fold (median, log scale)", ylabel="Out-of-fold AUROC")
+        ax.set_title("Label efficiency")
+        ax.legend(loc="lower right")
+
+    return _png(draw, (6.0, 4.0))
 
 
 def _fold_mean(curves: Sequence[TransferCurve]) -> tuple[list[int], list[float], list[float]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medtl.contracts import PlanRecord, PreprocessingSpec
 from medtl.contracts.task import TaskKind, check_declaration
@@ -94,6 +94,14 @@ class TrainConfig(_Section):
         default_factory=lambda: ["linear_probe", "scratch"],
         description="comparison arms trained on the same splits (transfer indicators)",
     )
+    label_fractions: list[float] | None = Field(
+        None,
+        description="label-efficiency curve: shares of each fold's training patients, each in (0, 1]. Every arm is "
+        "also trained per fold on nested, patient-grouped, label-stratified subsets of these sizes (the tuning and "
+        "held-out patients stay the same), and the report plots AUROC against the number of labelled patients. The "
+        "list is sorted, must not repeat a value, and always includes 1.0 (added when left out); the artifact's "
+        "models are those trained on all patients. None or [1.0]: no extra runs",
+    )
     epochs: int = Field(30, ge=1, le=1000, description="schedule length in epochs (when `steps` is not set)")
     steps: int | None = Field(
         None,
@@ -125,6 +133,18 @@ class TrainConfig(_Section):
     )
     allow_unsigned: bool = Field(False, description="seal the artifact without a signature (development only)")
     plan: PlanRecord | None = Field(None, description="how `medtl plan` chose this config (kept in the artifact)")
+
+    @field_validator("label_fractions")
+    @classmethod
+    def _fractions(cls, values: list[float] | None) -> list[float] | None:
+        if values is None:
+            return None
+        outside = [v for v in values if not 0 < v <= 1]
+        if outside:
+            raise ValueError(f"label_fractions must lie in (0, 1]; got {outside}")
+        if len(set(values)) != len(values):
+            raise ValueError("label_fractions must not repeat a value")
+        return sorted({*values, 1.0})
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -24,6 +24,7 @@ from medtl.artifacts import (
 )
 from medtl.artifacts.layout import FINGERPRINT as ARTIFACT_FINGERPRINT
 from medtl.artifacts.layout import (
+    LABEL_EFFICIENCY,
     OOD_FEATURES,
     OOD_SUMMARY,
     OOF_PREDICTIONS,
@@ -34,7 +35,7 @@ from medtl.artifacts.layout import (
 )
 from medtl.contracts.artifact import ArtifactMetadata
 from medtl.contracts.base import contract_document
-from medtl.contracts.handoff import OodReferenceSummary, OofRow, TransferRecord
+from medtl.contracts.handoff import LabelEfficiencyRow, OodReferenceSummary, OofRow, TransferRecord
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
 from medtl.hashing import sha256_json
@@ -120,6 +121,7 @@ def write_artifact(
     device: torch.device,
     run: dict[str, Any],
     flow_run_id: str | None = None,
+    label_efficiency: pd.DataFrame | None = None,
 ) -> str:
     """Write every file, then seal (PHI gate, manifest, signature, `created` event); returns the manifest hash."""
     main = next(r for r in results if r.arm.name == MAIN_ARM)
@@ -134,6 +136,8 @@ def write_artifact(
     builder.add_json("label_map.json", {name: index for index, name in enumerate(task.classes)})
     builder.add_json(SPLITS, contract_document(splits))
     builder.add_table(OOF_PREDICTIONS, oof, contract=OofRow)
+    if label_efficiency is not None:  # the curve's runs: predictions only, their weights are not kept
+        builder.add_table(LABEL_EFFICIENCY, label_efficiency, contract=LabelEfficiencyRow)
     pooled = {entry["arm"]: {"oof_auc": entry["oof_auc"]} for entry in indicators}
     for outcome in main.folds:
         builder.add_json(

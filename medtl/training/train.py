@@ -6,6 +6,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from medtl.training.cv import (
     transfer_indicators,
 )
 from medtl.training.data import TaskData, load_task
+from medtl.training.fractions import run_label_efficiency
 from medtl.training.package import run_record, signing_key_for, write_artifact
 from medtl.training.pretraining_overlap import check_pretraining_overlap
 from medtl.training.splits import resolve_splits
@@ -158,6 +160,10 @@ def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progr
     config, task, splits = plan.config, plan.task, plan.splits
     with Progress(progress) as bar:
         results, oof = run_cv(task, splits, config, device=plan.device, workdir=plan.workdir, progress=bar.update)
+        efficiency = run_label_efficiency(
+            task, splits, config, oof, device=plan.device, workdir=plan.workdir,
+            progress=partial(bar.update, key="label efficiency"),
+        )  # fmt: skip
     indicators = transfer_indicators(results, oof, task)
     main = next(r for r in results if r.arm.name == MAIN_ARM)
     main_arm = arm_specs(config)[0]
@@ -178,6 +184,7 @@ def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progr
             splits=splits,
             results=results,
             oof=oof,
+            label_efficiency=efficiency,
             indicators=indicators,
             final_state=final_state,
             final_built=final_built,

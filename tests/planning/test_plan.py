@@ -97,3 +97,16 @@ def test_an_interrupted_planned_run_resumes_with_its_own_plan(dataset_2d, tmp_pa
     assert again.model_dump() == first.model_dump()  # same recipe, so the finished folds are reused
     with pytest.raises(AssertionError, match="planned again"):  # other options: a new plan, never the old one
         plan_module.plan_for_run(dataset_2d, out, PlanOptions(search=False, budget_minutes=5))
+
+
+def test_label_efficiency_runs_are_planned_and_counted(dataset_2d, monkeypatch):
+    fixed = Probe(input_shape=[64, 64], batch_size=16, seconds_per_step=0.05, seconds_per_image_predict=0.001)
+    monkeypatch.setattr(plan_module, "probe", lambda *args, **kwargs: fixed)
+    plain = make_plan(dataset_2d, PlanOptions(search=False))
+    curve = make_plan(dataset_2d, PlanOptions(search=False, label_fractions=[0.5]))
+    assert plain.label_fractions is None and curve.label_fractions == [0.5, 1.0]
+    assert "label-efficiency" in curve.plan.reasons["label_fractions"]
+    assert curve.plan.estimate.train_seconds >= 2 * plain.plan.estimate.train_seconds  # a share costs a whole run
+    assert curve.model_dump(exclude={"plan", "label_fractions"}) == plain.model_dump(
+        exclude={"plan", "label_fractions"}
+    )

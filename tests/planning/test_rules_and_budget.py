@@ -92,3 +92,19 @@ def test_budget_cuts_the_comparison_arm_first_then_steps_then_folds():
     shape, cuts = fit_to_budget(f, full, probe, 60.0)  # far too little: the floor, and three folds
     assert shape.n_folds == 3 and shape.steps == 250
     assert [cut.split(":")[0] for cut in cuts] == ["arms", "cv.n_folds", "steps"]
+
+
+def test_label_efficiency_runs_are_counted_and_cut_first():
+    """A schedule in steps keeps its steps on a share of the patients: each share below 1 costs a whole run more."""
+    f = facts({"a": 200, "b": 200})
+    steps_only = Probe(input_shape=[28, 28], batch_size=16, seconds_per_step=0.1, seconds_per_image_predict=1e-12)
+    plain = Shape(steps=1000, batch_size=16, n_folds=5, arms=["scratch"])
+    curve = Shape(steps=1000, batch_size=16, n_folds=5, arms=["scratch"], label_fractions=[0.25, 0.5, 1.0])
+    assert train_seconds(f, plain, steps_only) == pytest.approx(5 * 2 * 1000 * 0.1)
+    assert train_seconds(f, curve, steps_only) == pytest.approx(5 * 2 * 3 * 1000 * 0.1)  # folds x arms x shares
+    assert train_seconds(f, Shape(1000, 16, 5, ["scratch"], [1.0]), steps_only) == train_seconds(f, plain, steps_only)
+    probe = Probe(input_shape=[28, 28], batch_size=16, seconds_per_step=0.1, seconds_per_image_predict=0.001)
+    # more epochs over fewer patients: more tuning predictions, so a share run costs at least the full run
+    assert train_seconds(f, curve, probe) >= 3 * train_seconds(f, plain, probe)
+    shape, cuts = fit_to_budget(f, curve, probe, train_seconds(f, plain, probe) + 1)
+    assert shape == Shape(1000, 16, 5, ["scratch"], []) and [c.split(":")[0] for c in cuts] == ["label_fractions"]

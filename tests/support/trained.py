@@ -8,11 +8,15 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+import torchvision.models as tvm
 import yaml
+from safetensors.torch import save_file
 
 from medtl.artifacts import generate_signing_key
 from medtl.contracts import PreprocessingSpec
 from medtl.datasets.synth import make_cohort
+from medtl.hashing import sha256_file
 from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
 from medtl.ingest.pipeline import ingest_sources
 from medtl.training.config import TrainConfig
@@ -72,3 +76,12 @@ def ingested_cohort(root: Path, name: str, *, patients: int, seed: int, **cohort
     ingest_sources([root / name / "dicom"], out=root / f"{name}-data", labels=root / name / "labels.csv",
                    spec=TINY_SPEC, pseudonymizer=DEV_PSEUDONYMIZER, workers=1)  # fmt: skip
     return root / f"{name}-data"
+
+
+def pretrained_file(folder: Path, seed: int = 5) -> dict[str, str]:
+    """A local resnet18 state dict (torchvision's keys, random values) as a `file` weight source: a config using it
+    counts as pretrained, so its comparison arms (linear probe, scratch) are trained."""
+    torch.manual_seed(seed)
+    path = folder / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in tvm.resnet18(weights=None).state_dict().items()}, path)
+    return {"source": "file", "path": str(path), "sha256": sha256_file(path)}
