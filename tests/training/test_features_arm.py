@@ -280,3 +280,25 @@ def test_train_and_evaluate_with_the_features_arm(tmp_path):
         assert reported.feature_seconds == arm.folds[0].features.feature_seconds
         html = (tmp_path / "report" / "report.html").read_text()
         assert "Frozen features + logistic regression" in html and "once, extracting features" in html
+
+
+def test_the_report_row_names_the_arm_and_its_seconds():
+    from types import SimpleNamespace
+
+    from medtl.contracts.evaluation import Estimate, TransferArm
+    from medtl.reporting.summary import transfer_rows
+
+    def arm(name, low, high, **extra):
+        auc = Estimate(name="auroc", value=(low + high) / 2, ci_low=low, ci_high=high)
+        return TransferArm(arm=name, strategy="s", pretrained="file:w", auc=auc, **extra)
+
+    metrics = SimpleNamespace(
+        transfer=[
+            arm("scratch", 0.5, 0.6, seconds_per_fold=42.0),
+            arm("features", 0.7, 0.8, seconds_per_fold=0.25, feature_seconds=3.5),
+        ]
+    )
+    scratch, features = transfer_rows(metrics, {"scratch": 2})
+    assert features.label == "Frozen features + logistic regression"
+    assert features.fold_seconds == "0.25 (+ 3.5 once, extracting features)" and scratch.fold_seconds == "42.0"
+    assert features.epochs == "— (no epochs)" and features.reading.startswith("higher AUROC than from scratch")
