@@ -105,7 +105,10 @@ class Evaluation(Strict):
 
 
 class TransferArm(Strict):
-    arm: str = Field(description="main (the configured recipe), linear_probe or scratch")
+    arm: str = Field(
+        description="main (the configured recipe), linear_probe, scratch, or features (frozen pretrained features + "
+        "a logistic regression per fold)"
+    )
     strategy: str
     pretrained: str = Field(description="weight source and name, e.g. artifact:demo-source; none for scratch")
     auc: Estimate
@@ -115,6 +118,12 @@ class TransferArm(Strict):
     fold_aucs: list[float | None] = Field(default_factory=list, description="each fold's own held-out AUROC")
     pooling_gap: float | None = Field(
         None, description="median per-fold AUROC minus the pooled out-of-fold AUROC; large: fold scales differ"
+    )
+    seconds_per_fold: float | None = Field(
+        None, ge=0, description="median over folds of the fold's fitting time (features arm: the regression fits)"
+    )
+    feature_seconds: float | None = Field(
+        None, ge=0, description="features arm: the one feature extraction shared by all folds; None for other arms"
     )
 
 

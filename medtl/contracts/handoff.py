@@ -93,6 +93,22 @@ class EpochRecord(Strict):
     seconds: float = Field(ge=0)
 
 
+class CandidateC(Strict):
+    c: float = Field(gt=0)
+    tune_auc: float | None
+    tune_loss: float | None
+
+
+class FeatureFit(Strict):
+    """The features arm on one fold: a logistic regression on frozen pretrained features (training/features_arm.py)."""
+
+    c: float = Field(gt=0, description="inverse L2 strength chosen by the tuning patients' AUROC")
+    grid: list[CandidateC] = Field(min_length=1, description="every candidate C with its tuning AUROC and loss")
+    feature_seconds: float = Field(ge=0, description="the one feature extraction of the run, shared by all folds")
+    fit_seconds: float = Field(ge=0, description="this fold's regression fits (every candidate C)")
+    n_features: int = Field(ge=1)
+
+
 class FoldTransfer(Strict):
     fold: int = Field(ge=0)
     heldout_auc: float | None
@@ -102,6 +118,8 @@ class FoldTransfer(Strict):
     epochs_to_scratch_best: int | None = None
     seconds_to_scratch_best: float | None = None
     curve: list[EpochRecord] = Field(default_factory=list)
+    seconds: float | None = Field(None, ge=0, description="the fold's fitting time (training, or regression fits)")
+    features: FeatureFit | None = Field(None, description="the features arm only")
 
 
 class ArmTransfer(Strict):
@@ -117,6 +135,7 @@ class ArmTransfer(Strict):
     median_fold_auc: float | None = None
     pooling_gap: float | None = None
     pooling_gap_flagged: bool = False
+    seconds_per_fold: float | None = Field(None, ge=0, description="median over folds of the fold's fitting time")
 
 
 class TransferRecord(ContractModel):

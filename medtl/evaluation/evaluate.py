@@ -372,6 +372,8 @@ def _transfer(
                 folds_reaching_scratch_best=entry.folds_reaching_scratch_best,
                 fold_aucs=[f.heldout_auc for f in entry.folds],
                 pooling_gap=entry.pooling_gap,
+                seconds_per_fold=entry.seconds_per_fold,
+                feature_seconds=next((f.features.feature_seconds for f in entry.folds if f.features), None),
             )
         )
     return arms
@@ -421,6 +423,7 @@ def _report_input(
             )
             for entry in contents.transfer.arms
             for fold in entry.folds
+            if fold.curve  # the features arm has no epochs to draw
         ],
         failure_cases=cases,
         limitations=([] if verified.trusted else [UNTRUSTED_LIMITATION])

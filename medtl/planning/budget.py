@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from medtl.contracts.planning import PlanFacts, Probe
 from medtl.planning.rules import TUNE_FRACTION, training_images_per_fold
 
-ARM_COST = {"main": 1.0, "scratch": 1.0, "linear_probe": 0.5}  # a probe skips the body's backward pass
+# a probe skips the body's backward pass; the features arm is one forward pass per scan and a few regressions
+ARM_COST = {"main": 1.0, "scratch": 1.0, "linear_probe": 0.5, "features": 0.05}
 MIN_STEP_SHARE = 0.25  # never cut the schedule below a quarter of the rules' steps ...
 MIN_EPOCHS = 10  # ... nor below ten passes over the data
 FEWEST_FOLDS = 3

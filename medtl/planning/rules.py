@@ -184,7 +184,8 @@ def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps:
             f"fine-tune everything with smaller steps for earlier (more general) layers; head lr {lr:g} = "
             f"{BASE_LR:g} x sqrt(batch / {BASE_BATCH})",
         )
-        recipe.set("arms", ["linear_probe", "scratch"], "the comparison arms that show whether transfer helped")
+        recipe.set("arms", ["linear_probe", "scratch", "features"], "the comparison arms that show whether "
+                   "transfer helped; features (frozen features + logistic regression) costs seconds")  # fmt: skip
     else:
         recipe.set("strategy", {"name": "full", "lr": lr}, f"from scratch: every layer at lr {lr:g} = "
                    f"{BASE_LR:g} x sqrt(batch / {BASE_BATCH})")  # fmt: skip

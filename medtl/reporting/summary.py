@@ -54,7 +54,12 @@ DISPLAY_NAMES = {
 # The task-level AUROC of a non-binary task is the macro average of its one-vs-rest (or per-cut, per-finding) AUROCs.
 MACRO_AUROC = "Macro-average AUROC"
 EVALUATION_LABELS = {"test": "Locked test set", "oof": "Out-of-fold (cross-validation)"}
-ARM_LABELS = {"main": "Transferred (configured recipe)", "linear_probe": "Linear probe", "scratch": "From scratch"}
+ARM_LABELS = {
+    "main": "Transferred (configured recipe)",
+    "linear_probe": "Linear probe",
+    "scratch": "From scratch",
+    "features": "Frozen features + logistic regression",
+}
 
 WELL_ECE, POOR_ECE = 0.05, 0.10
 WELL_SLOPE, POOR_SLOPE = 0.2, 0.5  # distance of the slope from 1
@@ -229,6 +234,17 @@ class ArmRow:
     seconds: str
     folds: str
     reading: str
+    fold_seconds: str = MISSING
+
+
+def _fold_seconds(arm: TransferArm) -> str:
+    """The fold's fitting time; for the features arm also the one extraction that every fold shares."""
+    if arm.seconds_per_fold is None:
+        return MISSING
+    text = fmt(arm.seconds_per_fold, 2 if arm.seconds_per_fold < 1 else 1)
+    if arm.feature_seconds is not None:
+        text += f" (+ {fmt(arm.feature_seconds, 1)} once, extracting features)"
+    return text
 
 
 def _compare(arm: TransferArm, scratch: TransferArm | None) -> str:
@@ -262,6 +278,23 @@ def transfer_rows(metrics: Metrics, folds_per_arm: Mapping[str, int]) -> list[Ar
                     "—",
                     "—",
                     "reference arm",
+                    _fold_seconds(arm),
+                )
+            )
+            continue
+        if arm.arm == "features":  # no epochs: the regression is solved, not trained by steps
+            rows.append(
+                ArmRow(
+                    arm.arm,
+                    ARM_LABELS["features"],
+                    arm.strategy,
+                    arm.pretrained,
+                    cell("transfer.features", arm.auc, "AUROC"),
+                    "— (no epochs)",
+                    "—",
+                    "—",
+                    _compare(arm, scratch),
+                    _fold_seconds(arm),
                 )
             )
             continue
@@ -276,6 +309,7 @@ def transfer_rows(metrics: Metrics, folds_per_arm: Mapping[str, int]) -> list[Ar
                 seconds="never reached" if arm.seconds_to_scratch_best is None else fmt(arm.seconds_to_scratch_best, 1),
                 folds=f"{arm.folds_reaching_scratch_best}" + (f" of {total}" if total else ""),
                 reading=_compare(arm, scratch),
+                fold_seconds=_fold_seconds(arm),
             )
         )
     return rows

@@ -2,8 +2,9 @@
 
 Defaults are a recipe for a small dataset on a CPU laptop: an ImageNet ResNet-18 fine-tuned end to end with
 discriminative learning rates, 5 patient-grouped folds, early stopping on a tuning split carved from each fold's
-training side, and the two comparison arms that answer "did transfer help?" (a linear probe and the same
-architecture from scratch). `medtl plan` writes a config fitted to a dataset; this file only validates.
+training side, and the comparison arms that answer "did transfer help?" (a linear probe, the same architecture
+from scratch, and a logistic regression on the frozen pretrained features, which costs seconds). `medtl plan`
+writes a config fitted to a dataset; this file only validates.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from medtl.models.config import ModelConfig
 from medtl.models.strategies import StrategyConfig
 from medtl.training.augment import AugmentConfig
 
-Arm = Literal["linear_probe", "scratch"]
+Arm = Literal["linear_probe", "scratch", "features"]
 
 
 class _Section(BaseModel):
@@ -91,8 +92,9 @@ class TrainConfig(_Section):
         default_factory=lambda: StrategyConfig(name="layerwise_lr_decay", lr=1e-3, decay=0.5)
     )
     arms: list[Arm] = Field(
-        default_factory=lambda: ["linear_probe", "scratch"],
-        description="comparison arms trained on the same splits (transfer indicators)",
+        default_factory=lambda: ["linear_probe", "scratch", "features"],
+        description="comparison arms trained on the same splits (transfer indicators); features: frozen pretrained "
+        "features + a logistic regression per fold",
     )
     label_fractions: list[float] | None = Field(
         None,

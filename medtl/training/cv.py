@@ -41,7 +41,7 @@ LINEAR_PROBE_LR_FACTOR = 10.0  # a probe trains only the head, which tolerates (
 class ArmSpec:
     name: str
     model: ModelConfig
-    strategy: StrategyConfig
+    strategy: StrategyConfig | None  # None: no network training (the `features` arm, training/features_arm.py)
 
 
 @dataclass
@@ -53,6 +53,7 @@ class FoldOutcome:
     stopped_early: bool
     selection: str
     curve: list[dict[str, Any]]
+    features: dict[str, Any] | None = None  # the features arm: chosen C, extraction and fitting seconds
 
 
 @dataclass
@@ -80,6 +81,11 @@ def arm_specs(config: TrainConfig) -> list[ArmSpec]:
         scratch_model = config.model.model_copy(update={"weights": parse_weights("none")})
         scratch = StrategyConfig(name="full", lr=config.strategy.lr, weight_decay=config.strategy.weight_decay)
         arms.append(ArmSpec("scratch", scratch_model, scratch))
+    if "features" in config.arms:
+        if pretrained:
+            arms.append(ArmSpec("features", config.model, None))
+        else:
+            log.info("the features arm is skipped: weights are none, so there are no pretrained features to read")
     return arms
 
 
@@ -115,6 +121,10 @@ def run_fold(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[FoldOutcome, pd.DataFrame, dict[str, torch.Tensor], BuiltModel]:
     """Fit one arm on one fold and predict its held-out patients; a finished fold is read back, not retrained."""
+    if arm.strategy is None:
+        from medtl.training.features_arm import run_features_fold
+
+        return run_features_fold(task, splits, arm, fold_index, config, device=device, workdir=workdir)
     fold = splits.folds[fold_index]
     seed = config.seed + 1000 * fold_index + 1
     folder = workdir / arm.name / f"fold{fold_index}"
@@ -210,9 +220,7 @@ def run_cv(
             if arm.name == MAIN_ARM:
                 arm_result.states[fold.index] = state
             arm_result.pretrained = built.provenance()
-            epochs = schedule_length(config, len(rows_of(task, splits.folds[0].train)))[0]
-            plans = resolve_schedule(arm.strategy, epochs, built.stage_names)
-            arm_result.schedule = schedule_record(arm.strategy, plans)
+            arm_result.schedule = _schedule(arm, config, task, splits, built)
             log.info(
                 "%s fold %d: best epoch %d, tuning AUC %s",
                 arm.name,
@@ -224,6 +232,15 @@ def run_cv(
     if progress is not None:
         progress("cross-validation done", total, total)
     return results, pd.concat(frames, ignore_index=True)
+
+
+def _schedule(arm: ArmSpec, config: TrainConfig, task: TaskData, splits: Splits, built: BuiltModel) -> dict[str, Any]:
+    if arm.strategy is None:
+        from medtl.training.features_arm import schedule_record as features_schedule
+
+        return features_schedule()
+    epochs = schedule_length(config, len(rows_of(task, splits.folds[0].train)))[0]
+    return schedule_record(arm.strategy, resolve_schedule(arm.strategy, epochs, built.stage_names))
 
 
 def refit(
@@ -275,7 +292,7 @@ def transfer_indicators(results: list[ArmResult], oof: pd.DataFrame, task: TaskD
         probabilities = arm_oof[[f"p_{c}" for c in task.classes]].to_numpy()
         entry: dict[str, Any] = {
             "arm": result.arm.name,
-            "strategy": result.arm.strategy.name,
+            "strategy": result.arm.strategy.name if result.arm.strategy else "logistic_regression",
             "pretrained": result.pretrained,
             "oof_auc": auc(frame_targets(task, arm_oof), probabilities, positive, task.kind),
             "folds": [],
@@ -302,6 +319,8 @@ def transfer_indicators(results: list[ArmResult], oof: pd.DataFrame, task: TaskD
                     "epochs_to_scratch_best": reached[0],
                     "seconds_to_scratch_best": reached[1],
                     "curve": outcome.curve,
+                    "seconds": outcome.seconds,
+                    "features": outcome.features,
                 }
             )
         reached_epochs = [f["epochs_to_scratch_best"] for f in entry["folds"] if f["epochs_to_scratch_best"]]
@@ -309,6 +328,7 @@ def transfer_indicators(results: list[ArmResult], oof: pd.DataFrame, task: TaskD
         entry["folds_reaching_scratch_best"] = len(reached_epochs)
         fold_aucs = [f["heldout_auc"] for f in entry["folds"] if f["heldout_auc"] is not None]
         entry["median_fold_auc"] = float(np.median(fold_aucs)) if fold_aucs else None
+        entry["seconds_per_fold"] = float(np.median([f.seconds for f in result.folds])) if result.folds else None
         gap = entry["median_fold_auc"] - entry["oof_auc"] if fold_aucs and entry["oof_auc"] is not None else None
         entry["pooling_gap"] = gap
         entry["pooling_gap_flagged"] = gap is not None and gap > POOLING_GAP

@@ -58,7 +58,9 @@ def test_plan_then_train_without_a_config(dataset_2d, tmp_path):
         # the artifact as a weight source: verified before the plan is written, its network kept, arms compared
         transfer = make_plan(dataset_2d, PlanOptions(search=False, weights_artifact=tmp_path / "art"))
         assert transfer.model.weights.source == "artifact" and transfer.model.backbone == "resnet18"
-        assert transfer.arms == ["linear_probe", "scratch"] and transfer.strategy.name == "layerwise_lr_decay"
+        assert (
+            transfer.arms == ["linear_probe", "scratch", "features"] and transfer.strategy.name == "layerwise_lr_decay"
+        )
         assert [(w.source, w.state) for w in transfer.plan.weights] == [("artifact", "verified")]
         shutil.copytree(tmp_path / "art", tmp_path / "tampered")
         with (tmp_path / "tampered" / "metrics" / "run.json").open("a") as handle:

@@ -52,7 +52,7 @@ def test_every_choice_has_a_reason_and_imbalance_weights_the_loss():
     recipe = base_recipe(facts({"a": 90, "b": 410}), IMAGENET, seed=3)
     assert set(recipe.values) <= set(recipe.reasons)
     assert recipe.values["class_balance"] == "weighted_loss"
-    assert recipe.values["arms"] == ["linear_probe", "scratch"]
+    assert recipe.values["arms"] == ["linear_probe", "scratch", "features"]
     assert recipe.values["strategy"]["name"] == "layerwise_lr_decay"
     balanced = base_recipe(facts({"a": 250, "b": 250}), SCRATCH, seed=3)
     assert balanced.values["class_balance"] == "none" and balanced.values["arms"] == []

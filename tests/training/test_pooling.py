@@ -22,7 +22,10 @@ def _oof(scales: list[tuple[float, float]], per_fold: int = 20, seed: int = 0) -
 
 
 def _indicators(oof: pd.DataFrame) -> dict:
-    folds = [SimpleNamespace(fold=f, best_epoch=1, best_tune_auc=None, curve=[]) for f in sorted(oof.fold.unique())]
+    folds = [
+        SimpleNamespace(fold=f, best_epoch=1, best_tune_auc=None, curve=[], seconds=1.0, features=None)
+        for f in sorted(oof.fold.unique())
+    ]
     arm = SimpleNamespace(name="main", strategy=SimpleNamespace(name="full"))
     result = SimpleNamespace(arm=arm, pretrained={"source": "none"}, folds=folds)
     task = SimpleNamespace(classes=["0", "1"], positive_class="1", kind="binary")
