@@ -7,8 +7,11 @@ same way: an ensemble averages these probabilities, never the logits.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from medtl.contracts.task import TaskKind
+from medtl.errors import ConfigError
+from medtl.models.records import BuiltModel
 
 
 def ordinal_class_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -30,3 +33,20 @@ def probabilities(logits: torch.Tensor, kind: TaskKind) -> torch.Tensor:
     if kind == "ordinal":
         return ordinal_class_probabilities(logits)
     return torch.softmax(logits, dim=1)
+
+
+def headless(built: BuiltModel) -> nn.Module:
+    """The built network with its classification layer replaced by identity, so that it returns pooled features:
+    frozen features for a regression, and the backbone self-supervised pretraining trains and saves headless."""
+    layers = sorted({name.rsplit(".", 1)[0] for name in built.head_params if "." in name}, key=len)
+    if not layers:
+        raise ConfigError(
+            f"the {built.backbone} network has no classification layer to remove: its pooled features cannot be read",
+            where="backbone",
+            fix="use a backbone with a classification layer (`medtl weights list` names the registry's), or drop the "
+            "`features` arm",
+        )
+    parent_name, _, attribute = layers[0].rpartition(".")
+    parent = built.model.get_submodule(parent_name) if parent_name else built.model
+    setattr(parent, attribute, nn.Identity())
+    return built.model

@@ -27,23 +27,9 @@ from torch import nn
 
 from medtl.errors import ConfigError
 from medtl.models.backbones import get_backbone
+from medtl.models.heads import headless
 from medtl.models.records import BuiltModel
 from medtl.training.augment import AugmentConfig, BatchAugmenter
-
-
-def head_path(built: BuiltModel) -> str:
-    """The module that holds the classification head's parameters (e.g. `fc`, `net.fc`, `class_layers.out`)."""
-    owners = sorted({name.rsplit(".", 1)[0] for name in built.head_params}, key=len)
-    return owners[0]
-
-
-def strip_head(built: BuiltModel) -> nn.Module:
-    """The backbone with its head replaced by identity: it returns pooled features, and its state has no head."""
-    path = head_path(built)
-    parent_name, _, child = path.rpartition(".")
-    parent = built.model.get_submodule(parent_name) if parent_name else built.model
-    setattr(parent, child, nn.Identity())
-    return built.model
 
 
 @torch.no_grad()
@@ -161,7 +147,7 @@ class MaskedImage(nn.Module):
 def make_method(name: str, built: BuiltModel, sample: torch.Tensor, config: Any) -> nn.Module:
     """The objective around the head-less backbone; `config` is the PretrainConfig."""
     spatial_dims = sample.dim() - 2
-    encoder = strip_head(built)
+    encoder = headless(built)
     if name == "simclr":
         return SimCLR(
             encoder,

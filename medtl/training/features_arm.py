@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader
 from medtl.contracts.task import TaskKind
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
+from medtl.models.heads import headless
 from medtl.models.records import BuiltModel
 from medtl.training.config import TrainConfig
 from medtl.training.cv import ArmSpec, FoldOutcome, build, positive_index, prediction_frame
@@ -97,21 +98,6 @@ class FeatureTable:
 def schedule_record() -> dict[str, Any]:
     """What the artifact's resolved config says this arm ran (it has no epochs and no optimiser)."""
     return {"kind": STRATEGY, "c_grid": list(C_GRID), "standardised": True, "fitted_on": "train patients"}
-
-
-def headless(built: BuiltModel) -> nn.Module:
-    """The built network with its classification layer replaced by identity, so that it returns pooled features."""
-    layers = sorted({name.rsplit(".", 1)[0] for name in built.head_params if "." in name}, key=len)
-    if not layers:
-        raise ConfigError(
-            f"the {built.backbone} network has no classification layer to remove, so the features arm cannot run",
-            where="arms",
-            fix="remove `features` from arms for this backbone",
-        )
-    parent_name, _, attribute = layers[0].rpartition(".")
-    parent = built.model.get_submodule(parent_name) if parent_name else built.model
-    setattr(parent, attribute, nn.Identity())
-    return built.model
 
 
 @torch.no_grad()
