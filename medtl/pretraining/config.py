@@ -11,13 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.contracts import PreprocessingSpec
-from medtl.errors import ConfigError, describe_validation_error
 from medtl.models.config import ModelConfig
 from medtl.training.augment import AugmentConfig
+from medtl.training.config import load_yaml_model
 
 Method = Literal["simclr", "masked"]
 
@@ -96,22 +95,7 @@ class PretrainConfig(_Section):
 
 
 def load_pretrain_config(path: Path | None, overrides: dict[str, Any] | None = None) -> PretrainConfig:
-    """YAML -> PretrainConfig; every problem reported at once with its key path."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"cannot read the pretraining config ({type(error).__name__})", where=str(path)) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError("the pretraining config must be a mapping of keys", where=str(path))
-        data = loaded or {}
-    data.update({key: value for key, value in (overrides or {}).items() if value is not None})
-    try:
-        return PretrainConfig.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(
-            f"invalid pretraining config: {describe_validation_error(error)}",
-            where=str(path) if path else "config",
-            fix="see README 'Pretraining on unlabelled scans' for every key and its default",
-        ) from None
+    """pretrain.yaml + command-line overrides (those left unset do not override) -> PretrainConfig."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    fix = "see README 'Pretraining on unlabelled scans' for every key and its default"
+    return load_yaml_model(PretrainConfig, path, given, what="pretraining config", fix=fix)

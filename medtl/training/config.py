@@ -10,7 +10,7 @@ writes a config fitted to a dataset; this file only validates.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,6 +22,7 @@ from medtl.models.config import ModelConfig
 from medtl.models.strategies import StrategyConfig
 from medtl.training.augment import AugmentConfig
 
+M = TypeVar("M", bound=BaseModel)
 Arm = Literal["linear_probe", "scratch", "features"]
 
 
@@ -155,24 +156,27 @@ class TrainConfig(_Section):
         return self
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """YAML -> TrainConfig; every problem reported at once with its key path."""
+def load_yaml_model(model: type[M], path: Path | None, overrides: dict[str, Any] | None, *, what: str,
+                    fix: str) -> M:  # fmt: skip
+    """YAML file + overrides -> a validated config model; every problem reported at once with its key path."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"cannot read the training config ({type(error).__name__})", where=str(path)) from None
+            raise ConfigError(f"cannot read the {what} ({type(error).__name__})", where=str(path)) from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError("the training config must be a mapping of sections", where=str(path))
+            raise ConfigError(f"the {what} must be a mapping of sections", where=str(path))
         data = loaded or {}
     data.update(overrides or {})
     try:
-        return TrainConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as error:
         problems = describe_validation_error(error)
-        raise ConfigError(
-            f"invalid training config: {problems}",
-            where=str(path) if path else "config",
-            fix="see README 'Training configuration' for every key and its default",
-        ) from None
+        raise ConfigError(f"invalid {what}: {problems}", where=str(path) if path else "config", fix=fix) from None
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """train.yaml (or plan.yaml) -> TrainConfig."""
+    return load_yaml_model(TrainConfig, path, overrides, what="training config",
+                           fix="see README 'Training configuration' for every key and its default")  # fmt: skip
