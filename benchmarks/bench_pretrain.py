@@ -122,14 +122,15 @@ def supervised_source(dataset: Path, out: Path, seed: int) -> dict:
                 "model": {"backbone": "resnet18", "weights": "none"},
                 "arms": [],
                 "seed": seed,
-                "cv": {"n_folds": 2},
-                "final_model": "refit",
+                "cv": {"n_folds": 2},  # a transfer source, not a benchmarked model: two folds, their best lends
+                "final_model": "ensemble",
             }
         )
         train(dataset, config, out)
-    from bench_medmnist_quality import artifact_summary
+    from medtl.artifacts import open_verified
+    from medtl.artifacts.contents import ArtifactContents
 
-    return {"oof_auc": artifact_summary(out)["oof_auc_by_arm"]}
+    return {"oof_auc": {arm.arm: arm.oof_auc for arm in ArtifactContents(open_verified(out)).transfer.arms}}
 
 
 def fine_tune(dataset: Path, weights: object, arms: list[str], seed: int, out: Path, report: Path) -> dict:
@@ -154,7 +155,7 @@ def fine_tune(dataset: Path, weights: object, arms: list[str], seed: int, out: P
     return {
         "train_seconds": round(seconds, 1),
         "oof_auc": {arm.arm: arm.oof_auc for arm in transfer.arms},
-        "arm_seconds": {arm.arm: [f.get("seconds") for f in arm.folds] for arm in transfer.arms},
+        "arm_seconds": {arm.arm: [f.seconds for f in arm.folds] for arm in transfer.arms},
         "test_auroc": test["estimates"]["auroc"],
         "test_patients": test["n_patients"],
     }
