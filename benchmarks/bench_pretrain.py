@@ -28,6 +28,7 @@ import os
 import platform
 import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -302,7 +303,7 @@ def main() -> None:
     parser.add_argument("--pretrain-minutes", type=float, default=15.0, help="time budget of the pretraining")
     parser.add_argument("--pretrain-batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=28)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/medtl-bench-pretrain"))
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "medtl-bench-pretrain")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--throughput",
@@ -319,7 +320,7 @@ def main() -> None:
     report: dict = {
         "benchmark": "pretrain",
         "target": args.target,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: (v.name if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "fine_tune_recipe": FINE_TUNE,
         "machine": {
             "cpus": os.cpu_count(),
