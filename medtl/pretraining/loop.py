@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from medtl.contracts.pretraining import PretrainEpoch
 from medtl.progress import Progress
-from medtl.training.loop import lr_scale
+from medtl.training.loop import autocast_for, lr_scale
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "pretrain_checkpoint.pt"
@@ -38,13 +38,6 @@ class LoopState:
     elapsed: float = 0.0
     curve: list[PretrainEpoch] = field(default_factory=list)
     stopped_by: str = "epochs"
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    return torch.autocast(device_type="cpu", enabled=False)
 
 
 def _save(workdir: Path, method: nn.Module, optimizer: torch.optim.Optimizer, state: LoopState) -> None:
@@ -106,7 +99,7 @@ def run_loop(method: nn.Module, data: Any, config: Any, *, device: torch.device,
                 scale = lr_scale(state.steps, total_steps, warmup, "cosine")
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * scale
-                with _autocast(device, use_amp):
+                with autocast_for(device, use_amp):
                     loss = method(batch.to(device, non_blocking=True))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"pretraining loss became {loss.item()} at epoch {epoch}")

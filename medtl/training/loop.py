@@ -132,13 +132,13 @@ def predict(model: nn.Module, data: TensorSet, *, device: torch.device, batch_si
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     outputs = []
     for inputs, _, _ in loader:
-        with _autocast(device):
+        with autocast_for(device):
             logits = model(inputs.to(device, non_blocking=True))
         outputs.append(probabilities(logits, data.task.kind).cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0))
 
 
-def _autocast(device: torch.device, enabled: bool = True):
+def autocast_for(device: torch.device, enabled: bool = True):
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast(device_type="cuda", dtype=dtype)
@@ -207,7 +207,7 @@ def fit(
             apply_plan(optimizer, plan, lr_scale(global_step, total_steps, warmup, config.schedule.kind))
             inputs = augmenter(inputs.to(device, non_blocking=True))
             targets = targets.to(device, non_blocking=True)
-            with _autocast(device, amp):
+            with autocast_for(device, amp):
                 loss = criterion(model(inputs).float(), targets)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
