@@ -188,3 +188,25 @@ def test_cli_pretrain_and_weights_list(site, tmp_path):
     )  # fmt: skip
     row = next(line for line in listing.stdout.splitlines() if "cli-pre" in line)
     assert "invalid" in row and "verified" not in row
+
+
+def test_a_persisted_splits_locked_test_is_excluded_too(site, tmp_path):
+    """An export whose manifest no longer marks the test split, but whose persisted split still names it."""
+    from medtl.training.config import TaskConfig
+    from medtl.training.data import load_task
+    from medtl.training.splits import resolve_splits
+
+    task = load_task(site["a"], TaskConfig())
+    splits, _ = resolve_splits(task.scans, dataset=site["a"], n_folds=2, tune_fraction=0.2, seed=3,
+                               manifest_hash=task.manifest_hash)  # fmt: skip
+    assert len(splits.locked_test) == SIZES["test"]
+    copy = tmp_path / "copy"
+    shutil.copytree(site["a"], copy)
+    frame = manifest(copy)
+    frame["split"] = None
+    write_table(ManifestRow, frame, copy / "manifest.parquet")
+    out = tmp_path / "pre"
+    pretrain([copy], small(epochs=1), out)
+    record = json.loads((out / "metrics" / "pretraining.json").read_text())
+    assert set(record["exclusion"]["patients"]) == set(splits.locked_test)
+    assert not set(splits.locked_test) & set(record["patients_used"])
