@@ -20,6 +20,7 @@ from medtl.artifacts.layout import (
     OOD_SUMMARY,
     OOF_PREDICTIONS,
     PREPROCESSING,
+    PRETRAINING,
     SPLITS,
     TRANSFER_METRICS,
 )
@@ -29,6 +30,7 @@ from medtl.contracts.artifact import ArtifactMetadata, TaskSpec
 from medtl.contracts.base import validate_frame
 from medtl.contracts.handoff import LabelEfficiencyRow, OodReferenceSummary, OofRow, TransferRecord
 from medtl.contracts.ingest import Fingerprint
+from medtl.contracts.pretraining import PretrainingRecord
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
 
@@ -38,6 +40,12 @@ _HEADER = ("contract", "contract_version")
 def _document(data: Any) -> Any:
     """A JSON document without its contract header (artifacts sealed before the header was written have none)."""
     return {k: v for k, v in data.items() if k not in _HEADER} if isinstance(data, dict) else data
+
+
+def pretraining_record(verified: VerifiedArtifact) -> PretrainingRecord:
+    """A pretrained artifact's record (metrics/pretraining.json), through its contract; the one reader of that file
+    (ArtifactContents is for models and refuses a pretrained backbone)."""
+    return validate_document(PretrainingRecord, _document(verified.read_json(PRETRAINING)), where=PRETRAINING)
 
 
 class ArtifactContents:

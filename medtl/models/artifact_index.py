@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from medtl.artifacts.layout import PRETRAINING
 from medtl.errors import ConfigError, MedTLError, WeightsError
 from medtl.models.pins import medtl_home
 
@@ -86,6 +85,7 @@ def is_artifact_folder(path: Path) -> bool:
 def register_artifact(folder: Path) -> IndexedArtifact:
     """Verify a pretrained artifact and add it to the index (`medtl weights register ARTIFACT_FOLDER`)."""
     from medtl.artifacts import open_verified
+    from medtl.artifacts.contents import pretraining_record
 
     verified = open_verified(Path(folder))
     if verified.kind != "pretrained":
@@ -94,7 +94,7 @@ def register_artifact(folder: Path) -> IndexedArtifact:
             where=Path(folder).name,
             fix="a trained model is used as a weight source by naming it: weights: {source: artifact, path: ...}",
         )
-    record = verified.read_json(PRETRAINING)
+    record = pretraining_record(verified)
     model = verified.metadata["model"]
     return remember(
         Path(folder),
@@ -103,8 +103,8 @@ def register_artifact(folder: Path) -> IndexedArtifact:
             "model_id": str(verified.metadata["model_id"]),
             "backbone": str(model["backbone"]),
             "spatial_dims": int(model.get("spatial_dims", 2)),
-            "method": str(record["method"]),
-            "scans": int(record["scans"]),
+            "method": record.method,
+            "scans": record.scans,
         },
     )
 

@@ -75,6 +75,8 @@ def build_pool(datasets: list[Path], scan_filter: ScanFilter, spec: Preprocessin
         raise ConfigError("pretraining needs at least one ingested dataset", fix="name one or more DATASET folders")
     spec = spec or dataset_spec(datasets[0])
     kind = "volume" if spec.spatial_dims == 3 else "image2d"
+    if not applies_to(spec, kind):
+        raise ConfigError(f"the preprocessing spec does not apply to {kind} scans", where="preprocessing")
     key = spec_hash(spec)
     manifests = {Path(d): read_manifest(d) for d in datasets}
     excluded_test: set[str] = set()
@@ -92,8 +94,6 @@ def build_pool(datasets: list[Path], scan_filter: ScanFilter, spec: Preprocessin
     for dataset, manifest in manifests.items():
         selected, counts = _select(manifest, kind, scan_filter, excluded)
         excluded_scans += counts.get(EXCLUDED_PATIENT, 0)
-        if not applies_to(spec, kind):
-            raise ConfigError(f"the preprocessing spec does not apply to {kind} scans", where=dataset.name)
         tensors = ensure_preprocessed(dataset, selected, spec, key)
         paths += [dataset / name for name in tensors]
         modalities |= set(selected["modality"])

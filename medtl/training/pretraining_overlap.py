@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medtl.artifacts.layout import PRETRAINING
-from medtl.contracts import validate_document
-from medtl.contracts.pretraining import PretrainingRecord
 from medtl.errors import LeakageError
 from medtl.models.config import ModelConfig
 
@@ -21,12 +18,12 @@ def check_pretraining_overlap(model: ModelConfig, locked_test: list[str]) -> Non
     if model.weights.source != "artifact" or not locked_test:
         return
     from medtl.artifacts import open_verified
+    from medtl.artifacts.contents import pretraining_record
 
     verified = open_verified(Path(model.weights.path).expanduser())
     if verified.kind != "pretrained":
         return
-    document = {k: v for k, v in verified.read_json(PRETRAINING).items() if not k.startswith("contract")}
-    record = validate_document(PretrainingRecord, document, where=PRETRAINING)
+    record = pretraining_record(verified)
     shared = set(record.patients_used) & set(locked_test)
     if shared:
         raise LeakageError(
