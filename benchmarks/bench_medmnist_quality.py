@@ -8,6 +8,7 @@ artifact. Published results (MedMNIST v2, Yang et al. 2023; all trained from scr
     python benchmarks/bench_medmnist_quality.py breastmnist --budget 30
     python benchmarks/bench_medmnist_quality.py breastmnist --pretrain pneumoniamnist   # transfer between domains
     python benchmarks/bench_medmnist_quality.py retinamnist --source retinamnist.npz    # graded (ordinal) set
+    python benchmarks/bench_medmnist_quality.py breastmnist --plan plan.yaml   # a plan made elsewhere (CPU/GPU parity)
 
 Baselines in the same run: the published results, and, whenever the main arm starts from pretrained weights, the
 same architecture trained from scratch (the `scratch` arm) on the same splits.
@@ -98,11 +99,13 @@ def plan_and_train(dataset: Path, artifact: Path, args: argparse.Namespace, weig
     if (artifact / "manifest.json").exists():  # sealed by an earlier run of this script (--keep-artifacts)
         return artifact_summary(artifact)
     plan_file = artifact.with_name(artifact.name + ".plan.yaml")
-    config = make_plan(
-        dataset,
-        PlanOptions(budget_minutes=args.budget, seed=args.seed, weights_artifact=weights_artifact, search=args.search),
-    )
-    write_plan(config, plan_file)
+    if getattr(args, "plan", None) is not None:  # the same plan on another machine: no planning here
+        shutil.copyfile(args.plan, plan_file)
+    else:
+        options = PlanOptions(
+            budget_minutes=args.budget, seed=args.seed, weights_artifact=weights_artifact, search=args.search
+        )
+        write_plan(make_plan(dataset, options), plan_file)
     train(dataset, read_plan(plan_file), artifact)  # what the user runs: the plan as written to disk
     return artifact_summary(artifact)
 
@@ -161,6 +164,9 @@ def main() -> None:
         default=None,
         help="an earlier artifact to transfer from; its signer must be trusted (e.g. the --workdir that made it)",
     )
+    parser.add_argument(
+        "--plan", type=Path, default=None, help="train this plan.yaml instead of planning (e.g. one made on a CPU)"
+    )
     parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=None, help="the empirical stage")
     parser.add_argument("--size", type=int, default=28, help="the ingest's preprocessing (the plan may upsample)")
     parser.add_argument("--seed", type=int, default=0)
@@ -188,7 +194,7 @@ def main() -> None:
     report: dict = {
         "benchmark": "medmnist_quality",
         "dataset": args.dataset,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: (v.name if isinstance(v, Path) else v) for k, v in vars(args).items()},  # names only
         "machine": {
             "cpus": os.cpu_count(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
@@ -205,7 +211,7 @@ def main() -> None:
         source_dataset = prepare(args.pretrain, workdir, args.size, args.limit)
         weights_artifact = workdir / f"{args.pretrain}-source-artifact"
         shutil.rmtree(weights_artifact, ignore_errors=True)
-        source_args = argparse.Namespace(**{**vars(args), "budget": args.pretrain_budget or args.budget})
+        source_args = argparse.Namespace(**{**vars(args), "budget": args.pretrain_budget or args.budget, "plan": None})
         report["pretrain"] = {"dataset": args.pretrain, **plan_and_train(source_dataset, weights_artifact,
                                                                           source_args, None)}  # fmt: skip
     dataset = prepare(args.dataset, workdir, args.size, args.limit, args.source)

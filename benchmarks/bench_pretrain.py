@@ -47,6 +47,16 @@ FINE_TUNE = {  # the one recipe of every fine-tuned arm: the weights are the onl
 }
 
 
+def recipe(dataset: Path) -> dict:
+    """FINE_TUNE with the task filters the planner would use on this dataset (a dataset of shape masks keeps its
+    scans, which the default QC exclusions would remove)."""
+    from medtl.planning.facts import task_filters
+    from medtl.training.data import dataset_spec
+
+    kind = "volume" if dataset_spec(dataset).spatial_dims == 3 else "image2d"
+    return {**FINE_TUNE, "task": task_filters(dataset, kind)[0].model_dump()}
+
+
 def signing_key(workdir: Path) -> None:
     if os.environ.get("MEDTL_SIGNING_KEY"):
         return
@@ -83,7 +93,7 @@ def shares(dataset: Path, fractions: list[float], seed: int) -> dict[float, list
     from medtl.training.data import load_task
     from medtl.training.fractions import nested_subsets
 
-    task = load_task(dataset, TaskConfig())
+    task = load_task(dataset, TaskConfig.model_validate(recipe(dataset)["task"]))
     development = sorted(set(task.scans.loc[task.scans["split"] != "test", "patient_id"]))
     return nested_subsets(task, development, fractions, seed)
 
@@ -119,7 +129,7 @@ def supervised_source(dataset: Path, out: Path, seed: int) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         config = TrainConfig.model_validate(
             {
-                **FINE_TUNE,
+                **recipe(dataset),
                 "model": {"backbone": "resnet18", "weights": "none"},
                 "arms": [],
                 "seed": seed,
@@ -142,7 +152,7 @@ def fine_tune(dataset: Path, weights: object, arms: list[str], seed: int, out: P
     from medtl.training.train import train
 
     config = TrainConfig.model_validate(
-        {**FINE_TUNE, "model": {"backbone": "resnet18", "weights": weights}, "arms": arms, "seed": seed}
+        {**recipe(dataset), "model": {"backbone": "resnet18", "weights": weights}, "arms": arms, "seed": seed}
     )
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(out.with_name(out.name + ".work"), ignore_errors=True)
@@ -168,14 +178,14 @@ def features_test(dataset: Path, ssl: Path, seed: int) -> dict:
     from medtl.evaluation.metrics import auroc_ci
     from medtl.models.factory import create_model
     from medtl.models.heads import headless
-    from medtl.training.config import TaskConfig, TrainConfig
+    from medtl.training.config import TrainConfig
     from medtl.training.cv import positive_index
     from medtl.training.data import TensorSet, load_task, rows_of
     from medtl.training.features_arm import extract, fit_logistic
     from medtl.training.splits import resolve_splits
 
-    config = TrainConfig.model_validate({**FINE_TUNE, "seed": seed})
-    task = load_task(dataset, TaskConfig())
+    config = TrainConfig.model_validate({**recipe(dataset), "seed": seed})
+    task = load_task(dataset, config.task)
     splits, _ = resolve_splits(
         task.scans, dataset=dataset, n_folds=config.cv.n_folds, tune_fraction=config.cv.tune_fraction, seed=seed,
         manifest_hash=task.manifest_hash, kind=task.kind,
@@ -330,6 +340,7 @@ def main() -> None:
         },
     }
     target = prepare(args.target, args.workdir, args.size, None)
+    report["fine_tune_recipe"] = recipe(target)
     sources = [target if name == args.target else prepare(name, args.workdir, args.size, None) for name in args.sources]
     ssl = args.workdir / f"ssl-{args.method}-{'-'.join(args.sources)}"
     report["pretraining"] = pretrain_ssl(sources, ssl, args)

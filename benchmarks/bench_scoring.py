@@ -41,7 +41,7 @@ def main() -> None:
     from medtl.ingest.cache import ScanCache
     from medtl.ingest.pipeline import ingest_sources
     from medtl.ingest.preprocess import spec_hash
-    from medtl.scoring.model import load_model
+    from medtl.models.loaded import load_model
     from medtl.scoring.score import prepare, score, score_chunk
     from medtl.training.config import TrainConfig
     from medtl.training.train import train

@@ -3,20 +3,48 @@
 # Expects: python3 with torch/torchvision; medtl's other needs importable (PYTHONPATH); MEDTL_SHARED_DATA with
 # medmnist/*.npz; OUT: a folder for the results. Each step has its own time limit so one slow step cannot eat the
 # rest, and each writes its JSON as soon as it finishes.
+#
+#   bash benchmarks/run_gpu_checks.sh                    # every step
+#   PLAN=plan.yaml bash benchmarks/run_gpu_checks.sh ingest parity pretrain
+#
+# Steps: augmentation (batched GPU augmentation vs CPU loader workers), tests (the gpu-marked tests), quality (the
+# planned path on PneumoniaMNIST, then BreastMNIST transferred from it), ingest (1 process against every core, the
+# bare pydicom stack beside it), parity (a plan.yaml made on a CPU, trained here unchanged: PLAN names it), pretrain
+# (self-supervised pretraining on unlabelled PneumoniaMNIST + BreastMNIST, then the label-share arms, seed 0).
 set -u
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+steps=${*:-augmentation tests quality ingest parity pretrain}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
-timeout 140 python3 benchmarks/bench_gpu_augmentation.py --all --out "$OUT/gpu_augmentation.json" > "$OUT/bench_aug.log" 2>&1
-timeout 80 python3 -m pytest -q -p no:cacheprovider -m gpu tests/training tests/models > "$OUT/gpu_tests.log" 2>&1
 WORK=$(mktemp -d)
-# The same planned path as on the CPU (plan -> train --config plan.yaml -> evaluate --test), with GPU-sized budgets.
-timeout 330 python3 benchmarks/bench_medmnist_quality.py pneumoniamnist --budget 4 --keep-artifacts \
-  --workdir "$WORK" --out "$OUT/quality_pneumoniamnist_plan_gpu.json" > "$OUT/quality_pneumonia.log" 2>&1
-if [ -d "$WORK/pneumoniamnist-artifact" ]; then
-  timeout 250 python3 benchmarks/bench_medmnist_quality.py breastmnist --budget 3 \
-    --pretrain-artifact "$WORK/pneumoniamnist-artifact" --workdir "$WORK" \
-    --out "$OUT/quality_breastmnist_from_pneumoniamnist_plan_gpu.json" > "$OUT/quality_breast.log" 2>&1
-fi
+for step in $steps; do
+  case $step in
+    augmentation)
+      timeout 140 python3 benchmarks/bench_gpu_augmentation.py --all --out "$OUT/gpu_augmentation.json" \
+        > "$OUT/bench_aug.log" 2>&1 ;;
+    tests)
+      timeout 80 python3 -m pytest -q -p no:cacheprovider -m gpu tests/training tests/models > "$OUT/gpu_tests.log" 2>&1 ;;
+    quality)  # the same planned path as on the CPU (plan -> train --config plan.yaml -> evaluate --test)
+      timeout 330 python3 benchmarks/bench_medmnist_quality.py pneumoniamnist --budget 4 --keep-artifacts \
+        --workdir "$WORK" --out "$OUT/quality_pneumoniamnist_plan_gpu.json" > "$OUT/quality_pneumonia.log" 2>&1
+      if [ -d "$WORK/pneumoniamnist-artifact" ]; then
+        timeout 250 python3 benchmarks/bench_medmnist_quality.py breastmnist --budget 3 \
+          --pretrain-artifact "$WORK/pneumoniamnist-artifact" --workdir "$WORK" \
+          --out "$OUT/quality_breastmnist_from_pneumoniamnist_plan_gpu.json" > "$OUT/quality_breast.log" 2>&1
+      fi ;;
+    ingest)  # 96 series so that every core has several to read
+      timeout 100 python3 benchmarks/bench_ingest.py --series 96 --repeats 3 --workdir "$WORK/ingest" \
+        --out "$OUT/ingest_gpu_machine.json" > "$OUT/ingest.log" 2>&1 ;;
+    parity)
+      timeout 150 python3 benchmarks/bench_medmnist_quality.py breastmnist --plan "${PLAN:?PLAN=plan.yaml}" \
+        --workdir "$WORK/parity" --out "$OUT/parity_breastmnist_gpu.json" > "$OUT/parity.log" 2>&1 ;;
+    pretrain)  # the label-share runs append to runs-*.jsonl as they finish: kept even if the limit stops the rest
+      timeout 270 python3 benchmarks/bench_pretrain.py breastmnist --sources pneumoniamnist breastmnist --seeds 0 \
+        --pretrain-epochs 400 --pretrain-minutes 2.5 --pretrain-batch 256 --workdir "$WORK/pretrain" \
+        --out "$OUT/pretrain_breastmnist_gpu.json" > "$OUT/pretrain.log" 2>&1
+      cp "$WORK/pretrain/runs-breastmnist.jsonl" "$OUT/pretrain_runs.jsonl" 2>/dev/null ;;
+    *) echo "unknown step: $step" >&2 ;;
+  esac
+done
 tail -n 3 "$OUT"/*.log

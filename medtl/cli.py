@@ -137,11 +137,14 @@ def import_medmnist(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Convert only the first N images of each split (quick trials).")
     ] = None,
+    modality: Annotated[
+        str | None, typer.Option(help="2D sets: write this DICOM Modality (US, DX, OT) instead of the set's own.")
+    ] = None,
 ) -> None:
     """Convert a MedMNIST .npz into DICOM (2D) or NIfTI (3D) files and labels.csv with the official split."""
     from medtl.datasets.medmnist import import_medmnist as run_import
 
-    summary = run_import(name, source=source, out=out, limit=limit)
+    summary = run_import(name, source=source, out=out, limit=limit, modality=modality)
     console.print(summary.describe())
 
 
@@ -199,8 +202,14 @@ def ingest(
     task_json: Annotated[
         Path | None, typer.Option(help="A task.json to use as the declaration (e.g. one import-medmnist wrote).")
     ] = None,
+    full: Annotated[bool, typer.Option("--full", help="Read every file again, not only new and changed ones.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Also hash every file whose size and time are unchanged.")
+    ] = False,
 ) -> None:
-    """Discover, check, decode, preprocess and cache scans; every input file ends ingested, skipped or quarantined."""
+    """Discover, check, decode, preprocess and cache scans; every input file ends ingested, skipped or quarantined.
+
+    A re-run into the same DATASET reads only new and changed files (ingest_state.json records what was read)."""
     from medtl.identity import pseudonymizer_from_env
     from medtl.ingest.declaration import check_with_labels_file, declare_task
     from medtl.ingest.preprocess import load_spec
@@ -229,7 +238,9 @@ def ingest(
     else:
         from medtl.ingest.pipeline import ingest_sources
 
-        result = ingest_sources([Path(source) for source in sources], task=declared, **options)
+        result = ingest_sources(
+            [Path(source) for source in sources], task=declared, incremental=not full, verify=verify, **options
+        )
     console.print(result.describe())
 
 
@@ -372,6 +383,10 @@ def evaluate(
     ] = False,
     pdf: Annotated[bool, typer.Option(help="Also write report.pdf (needs WeasyPrint).")] = True,
     allow_untrusted: trust_cli.AllowUntrusted = False,
+    replicate: Annotated[
+        list[Path] | None,
+        typer.Option(help="An artifact of the same recipe trained with another seed (repeatable): the seed spread."),
+    ] = None,
 ) -> None:
     """Metrics with confidence intervals, calibration, operating point, subgroups, transfer; report.html/pdf.
 
@@ -381,7 +396,7 @@ def evaluate(
 
     result = run_evaluation(
         artifact, out=out, test=test, dataset=dataset, rule=rule, temperature_scaling=temperature_scaling, pdf=pdf,
-        trust=resolve_trust(allow_untrusted=allow_untrusted),
+        trust=resolve_trust(allow_untrusted=allow_untrusted), replicates=replicate or [],
     )  # fmt: skip
     console.print(result.describe())
 
@@ -463,6 +478,9 @@ def score(
     ] = True,
     max_staging_gb: pacs.StagingGb = 2.0,
     allow_untrusted: trust_cli.AllowUntrusted = False,
+    registry: Annotated[
+        Path | None, typer.Option(help="Service registry: refuse unless ARTIFACT is the one in service now.")
+    ] = None,
 ) -> None:
     """Batch-score new scans with the artifact's own preprocessing, with QC and out-of-distribution flags.
 
@@ -473,7 +491,7 @@ def score(
 
     pseudonymizer = pseudonymizer_from_env(allow_development_key=dev_pseudonym_key)
     options = dict(out=out, pseudonymizer=pseudonymizer, allow_unapproved=allow_unapproved, policy=policy, tta=tta,
-                   progress=True, trust=resolve_trust(allow_untrusted=allow_untrusted))  # fmt: skip
+                   progress=True, trust=resolve_trust(allow_untrusted=allow_untrusted), registry=registry)  # fmt: skip
     if any(pacs.is_remote(source) for source in sources):
         from medtl.scoring.from_pacs import score_from_pacs
         from medtl.sources.pull import GIB
@@ -506,7 +524,11 @@ def demo(
     verified = result["verified"]
     console.rule("done")
     console.print(f"sign-off:        {result['sign_off']} (demo reviewer: synthetic data only)")
-    console.print("scored:          " + ", ".join(f"{k} {v}" for k, v in result["scored"].items()))
+    scored = {k: v for k, v in result["scored"].items() if k != "monitoring"}
+    console.print(f"in service:      {result['promotion']} (registry {result['registry']}; signed by the reviewer)")
+    console.print("scored:          " + ", ".join(f"{k} {v}" for k, v in scored.items()))
+    watched = result["scored"].get("monitoring", {})
+    console.print(f"monitoring:      {watched.get('status')} ({result['monitoring'] / 'monitor.html'})")
     console.print(f"report:          {result['report'] / 'report.html'}")
     console.print(f"target artifact: {result['target']} (verified: {len(verified.checks)} checks passed; "
                   f"{len(verified.events)} audit events)")  # fmt: skip
@@ -528,12 +550,22 @@ def _exit_with_code(command: Callable[..., int]) -> Callable[..., None]:
 def _mount_lazy_commands() -> None:
     """Commands whose modules keep heavy imports (torch) inside their functions, so `--help` stays fast."""
     from medtl.artifacts.cli import verify_command
+    from medtl.cards.cli import card_command
+    from medtl.datasets.synth.cli import synth_archive_command
+    from medtl.evaluation.compare_cli import compare_command
     from medtl.models.cli import weights_app
+    from medtl.monitoring.cli import monitor_command
+    from medtl.scoring.service_cli import service_app
 
     app.command("verify")(_exit_with_code(verify_command))
+    app.command("monitor")(monitor_command)
+    app.command("card")(card_command)
+    app.command("synth-archive")(synth_archive_command)
     app.add_typer(trust_cli.keys_app, name="keys")
     app.add_typer(weights_app, name="weights")
     app.add_typer(pacs.pacs_app, name="pacs")
+    app.command("compare")(compare_command)
+    app.add_typer(service_app, name="service")
 
 
 _mount_lazy_commands()

@@ -31,7 +31,8 @@ DEMO_SPEC = PreprocessingSpec(
     intensity={"kind": "window", "center": 40.0, "width": 400.0},
 )
 DEMO_DIFFICULTY = 0.1
-DEMO_FOLDERS = ("source", "target", "incoming", "scores", "settings")  # what a re-run replaces, under --out
+# what a re-run replaces, under --out
+DEMO_FOLDERS = ("source", "target", "incoming", "scores", "settings", "registry", "monitoring")
 DEMO_OWNER = "medtl demo"
 INTENDED_USE = "Demonstration on synthetic data only; not for any clinical or research decision."
 
@@ -115,7 +116,8 @@ def prepare_demo(out: Path, *, patients: int, seed: int, epochs: int) -> DemoPla
         clear_for(out / folder, owner=DEMO_OWNER, what=f"the demo's {folder} folder", dry_run=True)
     for folder in DEMO_FOLDERS:
         clear_for(out / folder, owner=DEMO_OWNER, what=f"the demo's {folder} folder")
-    for folder in ("source", "target", "scores", "settings"):  # incoming is a cohort: its builder needs it empty
+    # incoming and registry are marked once written: the cohort builder and the first promotion need them empty
+    for folder in ("source", "target", "scores", "settings", "monitoring"):
         mark(out / folder, owner=DEMO_OWNER)
     made = None
     if not os.environ.get("MEDTL_SIGNING_KEY"):

@@ -170,3 +170,10 @@ class SourceAuthError(SourceError):
     """The PACS refused the credentials or this application entity."""
 
     exit_code = 10
+
+
+class DriftAlertError(MedTLError):
+    """Monitoring found the latest night of scheduled scoring drifted from the training reference or from the
+    trailing window: the outputs are written; the exit code lets a scheduler notify someone."""
+
+    exit_code = 11

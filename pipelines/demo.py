@@ -1,6 +1,7 @@
 """`medtl demo` as one Prefect flow: the end-to-end flow for a source model (only when no MedicalNet / ImageNet
 weights are present locally), the end-to-end flow that transfers to the target cohort and evaluates, a demo
-reviewer's sign-off, then the scoring flow on a fresh batch.
+reviewer's sign-off and promotion of the model into a service registry, then the scoring flow on a fresh batch,
+scoring only with the model in service and monitoring its scores.
 
 It runs offline. Without a Prefect server configured it starts a temporary local one (8-14 s); with PREFECT_API_URL
 set, the runs appear in that server's UI like any scheduled run.
@@ -14,8 +15,10 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.artifacts import verify
-from medtl.demo import DemoPlan, demo_trust, pdf_available, prepare_demo
+from medtl.artifacts.service import promote
+from medtl.demo import DEMO_OWNER, DemoPlan, demo_trust, pdf_available, prepare_demo
 from medtl.evaluation.approve import approve
+from medtl.outputs import mark
 from pipelines.end_to_end import EndToEndParameters, end_to_end_flow
 from pipelines.score import ScoreParameters, score_flow
 
@@ -45,6 +48,14 @@ def sign_off(artifact: Path, report: Path, reviewer_key: Path) -> str:
     return f"{event.kind} by {event.actor}, threshold {'none' if threshold is None else f'{threshold:.3f}'}"
 
 
+@task(name="demo-promotion")
+def put_in_service(registry: Path, artifact: Path, reviewer_key: Path) -> str:
+    """The same reviewer puts the approved model into service: a signed event in the site's registry."""
+    event = promote(registry, artifact, reason="demonstration: first model in service", reviewer_key=reviewer_key)
+    mark(registry, owner=DEMO_OWNER)  # a re-run of the demo may replace it
+    return f"{event.kind} {event.payload['model_id']} {event.payload['model_version']}"
+
+
 @flow(name="medtl-demo", validate_parameters=True)
 def demo_flow(params: DemoParameters) -> dict[str, object]:
     logger = get_run_logger()
@@ -66,14 +77,17 @@ def demo_flow(params: DemoParameters) -> dict[str, object]:
         workdir=params.out / "target", config=plan.target_config, n_boot=1000, pdf=pdf_available(), **common,
     ))  # fmt: skip
     decision = sign_off(target["artifact"], target["report"], reviewer_key)
+    registry = params.out / "registry"
+    promotion = put_in_service(registry, target["artifact"], reviewer_key)
     scores = params.out / "scores"
     scored = score_flow(ScoreParameters(
         artifact=target["artifact"], sources=[plan.incoming / "dicom"], out=scores, sr=True,
-        allow_development_key=True,
+        allow_development_key=True, registry=registry, monitor_out=params.out / "monitoring",
     ))  # fmt: skip
     return {
         "source": source, "transfer": plan.transfer.description, "target": target["artifact"],
         "dataset": target["dataset"],
         "report": target["report"], "scores": scores, "sign_off": decision, "scored": scored,
+        "registry": registry, "promotion": promotion, "monitoring": params.out / "monitoring",
         "training": target.get("training", {}), "verified": verify(target["artifact"]),
     }  # fmt: skip

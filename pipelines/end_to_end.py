@@ -1,5 +1,6 @@
 """The end-to-end flow: ingest -> train (one task per fold; the artifact is packaged and sealed) -> evaluate ->
-optionally pause for the clinician's sign-off. Scoring is its own flow (`pipelines.score`), run on a schedule.
+when a model is in service, compare with it on the locked test -> optionally pause for the clinician's sign-off
+(only for a challenger the comparison proposes). Scoring is its own flow (`pipelines.score`), run on a schedule.
 
 Each stage is one of the stage flows, run as a subflow, so the UI shows the same tasks and artifacts as when a stage
 runs alone. A re-run skips every stage whose inputs' content is unchanged and whose outputs are still there
@@ -14,13 +15,18 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medtl.artifacts import open_verified, resolve_trust
+from medtl.artifacts.service import REGISTRY_FILE, open_registry
+from medtl.contracts import read_json
+from medtl.contracts.comparison import Comparison
 from medtl.contracts.task import TaskDeclaration
+from medtl.errors import ConfigError
 from medtl.identity import pseudonymizer_from_env
 from pipelines import stages
 from pipelines.approval import request_approval
+from pipelines.compare import CompareParameters, compare_flow
 from pipelines.evaluate import EvaluateParameters, OperatingRule, evaluate_flow, summary_markdown
 from pipelines.ingest import IngestParameters, ingest_flow
 from pipelines.train import TrainParameters, train_flow
@@ -60,6 +66,21 @@ class EndToEndParameters(BaseModel):
     )
     workers: int = Field(0, ge=0, le=256)
     allow_development_key: bool = False
+    registry: Path | None = Field(
+        None, description="the site's service registry: when a model is in service, the new one is compared with it"
+    )
+    champion: Path | None = Field(
+        None, description="the folder of the artifact in service (checked against the registry by its manifest hash)"
+    )
+    test: Path | None = Field(None, description="locked test dataset for the comparison; neither model trained on it")
+    margin: float = Field(0.02, ge=0, le=0.2, description="non-inferiority margin on the AUROC, declared up front")
+    decision_margin: float | None = Field(None, ge=0, le=0.2, description="margin on sensitivity/specificity")
+
+    @model_validator(mode="after")
+    def _comparison_inputs(self) -> EndToEndParameters:
+        if self.registry is not None and (self.champion is None or self.test is None):
+            raise ValueError("with a registry, give champion (the artifact in service) and test (the locked test set)")
+        return self
 
 
 @flow(name="medtl-end-to-end", validate_parameters=True)
@@ -126,9 +147,62 @@ def end_to_end_flow(params: EndToEndParameters) -> dict:
         if params.report_url:
             create_link_artifact(key="evaluation-report", link=params.report_url,
                                  link_text="evaluation report (to review and sign)")  # fmt: skip
-        if params.approval == "pause":
-            summary["review"] = _review(artifact, report, params)
+        comparison = _compare_with_champion(artifact, work, params, logger) if params.registry is not None else None
+        summary["comparison"] = comparison
+        review = sign_off(artifact, report, params, comparison, logger)
+        if review is not None:
+            summary["review"] = review
     logger.info("end-to-end finished; skipped (inputs unchanged): %s", ", ".join(summary["skipped"]) or "none")
+    return summary
+
+
+def sign_off(
+    artifact: Path, report: Path, params: EndToEndParameters, comparison: dict | None, logger
+) -> dict[str, object] | None:
+    """Ask the reviewer only for a challenger the comparison proposes (or for the first model, with no comparison):
+    a model not shown non-inferior to the one in service ends the run with the verdict, and nobody is asked."""
+    if comparison is not None and not comparison["proposed"]:
+        logger.warning(
+            "the new model was not shown non-inferior to the one in service (%s, margin %g): no sign-off is "
+            "requested and the model in service stays",
+            comparison["verdict"], comparison["margin"],
+        )  # fmt: skip
+        return {"decision": "not requested: " + comparison["verdict"], "approved": False}
+    return _review(artifact, report, params) if params.approval == "pause" else None
+
+
+def _compare_with_champion(artifact: Path, work: Path, params: EndToEndParameters, logger) -> dict | None:
+    """The comparison with the model in service (None when nothing is in service yet: the first model is signed
+    off on its evaluation alone); re-runs reuse it while both artifacts, the test data and the margins are the same."""
+    assert params.registry is not None and params.champion is not None and params.test is not None  # validator
+    trust = resolve_trust(allow_untrusted=params.allow_untrusted)
+    current = (
+        open_registry(params.registry, trust=trust).in_service if (params.registry / REGISTRY_FILE).exists() else None
+    )
+    if current is None:
+        return None
+    champion = open_verified(params.champion, trust=trust)
+    if champion.manifest_hash != current.artifact_manifest_hash:
+        raise ConfigError(
+            f"the champion folder {params.champion.name} is not the artifact in service ({current.artifact_name})",
+            where=params.champion.name,
+            fix="point `champion` at the folder of the artifact the registry has in service (`medtl service status`)",
+        )
+    out = work / "comparison"
+    compare_params = CompareParameters(
+        champion=params.champion, challenger=artifact, test=params.test, out=out, margin=params.margin,
+        decision_margin=params.decision_margin, n_boot=params.n_boot, allow_untrusted=params.allow_untrusted,
+    )  # fmt: skip
+    key = stages.content_key(values=[
+        champion.manifest_hash, stages.sealed_digest(artifact, "manifest.json"),
+        stages.sealed_digest(params.test, "fingerprint.json"), params.margin, params.decision_margin, "compare-v1",
+    ])  # fmt: skip
+    if stages.is_done(work, "compare", key, [out / "comparison.json"]):
+        found = read_json(Comparison, out / "comparison.json")
+        return {"verdict": found.verdict, "proposed": found.proposed, "margin": found.margin, "reused": True}
+    _set_aside(out, logger, "comparison")
+    summary = compare_flow(compare_params)
+    stages.mark_done(work, "compare", key)
     return summary
 
 

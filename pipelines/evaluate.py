@@ -46,6 +46,9 @@ class EvaluateParameters(BaseModel):
     allow_untrusted: bool = Field(
         False, description="development only: no trust anchor (MEDTL_TRUSTED_KEYS) needed; outputs say UNTRUSTED"
     )
+    replicates: list[Path] = Field(
+        default_factory=list, description="artifacts of the same recipe trained with other seeds: the seed spread"
+    )
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_io_only)
@@ -61,6 +64,7 @@ def run_evaluation(params: EvaluateParameters) -> dict:
         pdf=params.pdf,
         n_boot=params.n_boot,
         trust=resolve_trust(allow_untrusted=params.allow_untrusted),
+        replicates=params.replicates,
     )
     headline = {}
     for evaluation in result.metrics.evaluations:

@@ -23,6 +23,7 @@ from medtl.sources.location import parse_location
 from medtl.sources.pull import GIB
 from medtl.sources.query import PacsQuery
 from pipelines.common import retry_on_io_only
+from pipelines.monitor import monitor_after_scoring
 
 
 class PacsScoreParameters(BaseModel):
@@ -43,6 +44,10 @@ class PacsScoreParameters(BaseModel):
     allow_development_key: bool = False
     allow_untrusted: bool = Field(
         False, description="development only: no trust anchor (MEDTL_TRUSTED_KEYS) needed; outputs say UNTRUSTED"
+    )
+    registry: Path | None = Field(None, description="service registry: score only if the artifact is in service")
+    monitor_out: Path | None = Field(
+        None, description="monitor the scores folder after scoring (`medtl monitor`): the run fails on a drift alert"
     )
 
     @field_validator("source")
@@ -72,6 +77,7 @@ def pull_score_send(params: PacsScoreParameters) -> PacsScoreResult:
         max_staging_bytes=int(params.max_staging_gb * GIB),
         max_attempts=params.max_attempts,
         trust=resolve_trust(allow_untrusted=params.allow_untrusted),
+        registry=params.registry,
     )
 
 
@@ -97,4 +103,8 @@ def pacs_score_flow(params: PacsScoreParameters) -> dict:
         + ("" if result.approved else "\n\n**UNAPPROVED artifact: decisions are provisional.**")
         + ("" if result.trusted else "\n\n**UNTRUSTED artifact (no trust anchor): development only.**"),
     )
+    if params.monitor_out is not None:  # after the scoring summary: an alert fails the run, the scores stay
+        summary["monitoring"] = monitor_after_scoring(
+            params.artifact, params.out, params.monitor_out, allow_untrusted=params.allow_untrusted
+        )
     return summary

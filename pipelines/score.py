@@ -30,6 +30,7 @@ from medtl.scoring.score import (
     stage_inputs,
 )
 from pipelines.common import retry_on_io_only
+from pipelines.monitor import monitor_after_scoring
 
 
 class ScoreParameters(BaseModel):
@@ -50,12 +51,16 @@ class ScoreParameters(BaseModel):
     allow_untrusted: bool = Field(
         False, description="development only: no trust anchor (MEDTL_TRUSTED_KEYS) needed; outputs say UNTRUSTED"
     )
+    registry: Path | None = Field(None, description="service registry: score only if the artifact is in service")
+    monitor_out: Path | None = Field(
+        None, description="monitor the scores folder after scoring (`medtl monitor`): the run fails on a drift alert"
+    )
 
 
 @task(name="verify-artifact")
 def verify_artifact(params: ScoreParameters) -> Scorer:
     trust = resolve_trust(allow_untrusted=params.allow_untrusted)
-    return prepare(params.artifact, allow_unapproved=params.allow_unapproved, trust=trust)
+    return prepare(params.artifact, allow_unapproved=params.allow_unapproved, trust=trust, registry=params.registry)
 
 
 @task(name="ingest-new-scans", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_io_only)
@@ -107,4 +112,8 @@ def score_flow(params: ScoreParameters) -> dict:
         + ("" if result.approved else "\n\n**UNAPPROVED artifact: decisions are provisional.**")
         + ("" if result.trusted else "\n\n**UNTRUSTED artifact (no trust anchor): development only.**"),
     )
+    if params.monitor_out is not None:  # after the scoring summary: an alert fails the run, the scores stay
+        summary["monitoring"] = monitor_after_scoring(
+            params.artifact, params.out, params.monitor_out, allow_untrusted=params.allow_untrusted
+        )
     return summary

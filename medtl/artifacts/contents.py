@@ -16,6 +16,7 @@ import pandas as pd
 from medtl.artifacts.layout import (
     FINGERPRINT,
     LABEL_EFFICIENCY,
+    LINEAGE,
     OOD_FEATURES,
     OOD_SUMMARY,
     OOF_PREDICTIONS,
@@ -30,6 +31,7 @@ from medtl.contracts.artifact import ArtifactMetadata, TaskSpec
 from medtl.contracts.base import validate_frame
 from medtl.contracts.handoff import LabelEfficiencyRow, OodReferenceSummary, OofRow, TransferRecord
 from medtl.contracts.ingest import Fingerprint
+from medtl.contracts.lineage import Lineage
 from medtl.contracts.pretraining import PretrainingRecord
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
@@ -76,6 +78,18 @@ class ArtifactContents:
         if LABEL_EFFICIENCY not in self.verified.files:
             return None
         return validate_frame(LabelEfficiencyRow, self.verified.read_table(LABEL_EFFICIENCY), where=LABEL_EFFICIENCY)
+
+    @property
+    def has_lineage(self) -> bool:
+        """False for artifacts sealed before training recorded what the starting weights learnt from."""
+        return LINEAGE in self.verified.files
+
+    @cached_property
+    def lineage(self) -> Lineage:
+        """The patients the model learnt from through its starting weights (none recorded: an empty lineage)."""
+        if not self.has_lineage:
+            return Lineage()
+        return validate_document(Lineage, _document(self.verified.read_json(LINEAGE)), where=LINEAGE)
 
     @cached_property
     def transfer(self) -> TransferRecord:

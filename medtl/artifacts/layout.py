@@ -28,6 +28,7 @@ OOF_PREDICTIONS = "predictions/oof.parquet"
 POOLED_METRICS = "metrics/pooled.json"
 TRANSFER_METRICS = "metrics/transfer.json"
 RUN_METRICS = "metrics/run.json"
+LINEAGE = "lineage.json"  # models: the patients the starting weights learnt from
 PRETRAINING = "metrics/pretraining.json"  # pretrained artifacts: method, data, exclusion, loss curve
 LABEL_EFFICIENCY = "metrics/label_efficiency.parquet"
 OOD_FEATURES = "ood/features.safetensors"

@@ -10,6 +10,7 @@ from medtl.contracts.base import (
     write_json,
     write_table,
 )
+from medtl.contracts.comparison import Comparison
 from medtl.contracts.evaluation import Metrics, ScoreRow, ScoreRowV1
 from medtl.contracts.handoff import (
     EvaluatedPayload,
@@ -20,11 +21,16 @@ from medtl.contracts.handoff import (
     TransferRecord,
 )
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
+from medtl.contracts.ingest_state import IngestState
 from medtl.contracts.labels import LabelRow
+from medtl.contracts.lineage import Lineage
+from medtl.contracts.model_card import ModelCard
+from medtl.contracts.monitoring import MonitorStatus, ScanInputRow
 from medtl.contracts.planning import PlanRecord
 from medtl.contracts.preprocessing import PreprocessingSpec
 from medtl.contracts.pretraining import PretrainingRecord
 from medtl.contracts.pull import PullRecord, PullReport
+from medtl.contracts.service import ServiceChange, ServiceRegistryRecord
 from medtl.contracts.task import TaskDeclaration
 from medtl.contracts.training import Splits
 
@@ -34,12 +40,14 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     ManifestRow,
     Fingerprint,
     IngestReport,
+    IngestState,
     PullReport,
     PreprocessingSpec,
     TaskDeclaration,
     PlanRecord,
     Splits,
     PretrainingRecord,
+    Lineage,
     OofRow,
     LabelEfficiencyRow,
     TransferRecord,
@@ -51,9 +59,15 @@ ALL_CONTRACTS: tuple[type[ContractModel], ...] = (
     ScoredPayload,
     SignedDecision,
     Metrics,
+    ModelCard,
     ScoreRow,
     ScoreRowV1,
     PullRecord,
+    Comparison,
+    ServiceRegistryRecord,
+    ServiceChange,
+    ScanInputRow,
+    MonitorStatus,
 )
 
 __all__ = [
@@ -61,18 +75,26 @@ __all__ = [
     "ArtifactManifest",
     "ArtifactMetadata",
     "AuditEvent",
+    "Comparison",
     "ContractModel",
     "Fingerprint",
     "IngestReport",
+    "IngestState",
     "LabelRow",
+    "Lineage",
     "ManifestRow",
     "Metrics",
+    "ModelCard",
+    "MonitorStatus",
     "PlanRecord",
     "PreprocessingSpec",
     "PullRecord",
     "PullReport",
+    "ScanInputRow",
     "ScoreRow",
     "ScoreRowV1",
+    "ServiceChange",
+    "ServiceRegistryRecord",
     "SignedDecision",
     "Splits",
     "TaskDeclaration",

@@ -187,7 +187,11 @@ class ArtifactManifest(ContractModel):
         return self
 
 
-EventKind = Literal["created", "evaluated", "approved", "rejected", "scored", "verified"]
+# compared: a pipeline-signed record of a champion/challenger comparison; promoted / rolled_back: service registry
+# events (medtl/artifacts/service.py), which use this same log format in a registry folder.
+EventKind = Literal[
+    "created", "evaluated", "approved", "rejected", "scored", "verified", "compared", "promoted", "rolled_back"
+]
 
 
 class AuditEvent(ContractModel):

@@ -23,6 +23,8 @@ from medtl.errors import ContractProblem, DataContractError
 
 M = TypeVar("M", bound="ContractModel")
 _MAX_VALUE_CHARS = 80
+# No JSON document medtl writes comes near this (the largest, an archive's ingest_state.json, holds ~200 bytes a file)
+MAX_DOCUMENT_BYTES = 1024**3
 
 
 class Strict(BaseModel):
@@ -114,6 +116,14 @@ def write_json(document: ContractModel, path: str | Path) -> None:
 def read_json(model: type[M], path: str | Path) -> M:
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_DOCUMENT_BYTES:  # parsing allocates several times the file's size
+            raise DataContractError(
+                model.schema_filename(),
+                [ContractProblem("file", f"{size:,} bytes: larger than any document medtl writes")],
+                where=path.name,
+                fix=f"this is not a {path.name} medtl wrote; pass the one the stage that writes it made",
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataContractError(

@@ -82,6 +82,34 @@ class EndpointResult(Strict):
     subgroups: list[SubgroupResult] = Field(default_factory=list)
 
 
+class DecisionCurve(Strict):
+    """Decision-curve analysis of one yes/no decision: net benefit against the threshold probability.
+
+    Net benefit at threshold t = TP/n - FP/n * t/(1-t), counting scans with probability >= t as positive; treat-all
+    is prevalence - (1 - prevalence) * t/(1-t) and treat-none is 0 at every t (not stored)."""
+
+    endpoint: str | None = Field(None, description="the endpoint id (cut ge_<grade>, finding); None: a binary task")
+    display: str = Field(description="what the decision is about, e.g. the positive class or 'grade >= 2'")
+    n: int = Field(ge=0, description="scans the curve rests on (the denominator of net benefit)")
+    n_positive: int = Field(ge=0)
+    prevalence: float = Field(ge=0, le=1)
+    thresholds: list[float] = Field(description="threshold probabilities t, ascending")
+    net_benefit: list[float] = Field(description="the model's net benefit at each threshold")
+    treat_all: list[float] = Field(description="net benefit of treating every patient at each threshold")
+    useful_thresholds: list[list[float]] = Field(
+        default_factory=list,
+        description="[first, last] runs of thresholds where the model beats both treat-all and treat-none",
+    )
+    operating_threshold: float | None = Field(None, description="the frozen operating threshold, when there is one")
+    operating_net_benefit: float | None = Field(None, description="the model's net benefit at that threshold")
+
+    @model_validator(mode="after")
+    def _parallel(self) -> DecisionCurve:
+        if not len(self.thresholds) == len(self.net_benefit) == len(self.treat_all):
+            raise ValueError("thresholds, net_benefit and treat_all must have the same length")
+        return self
+
+
 class Evaluation(Strict):
     """Results on one set of predictions: the out-of-fold ones, or the locked test set scored once.
 
@@ -102,6 +130,11 @@ class Evaluation(Strict):
     calibration: Calibration | None = None
     subgroups: list[SubgroupResult] = Field(default_factory=list)
     endpoints: list[EndpointResult] = Field(default_factory=list)
+    decision_curves: list[DecisionCurve] = Field(
+        default_factory=list,
+        description="decision-curve analysis per decision: the binary task's positive class, the ordinal decision "
+        "cut, each multi-label finding (none for multiclass, which decides by its most probable class)",
+    )
 
 
 class TransferArm(Strict):
@@ -160,6 +193,37 @@ class LabelEfficiency(Strict):
     )
 
 
+class SeedRun(Strict):
+    """One training run of the seed replicate set: the artifact and its threshold-free out-of-fold measures."""
+
+    seed: int
+    model_version: str
+    artifact_manifest_hash: str = Field(pattern=SHA256)
+    estimates: list[Estimate] = Field(description="auroc (task summary); binary also auprc and brier")
+
+
+class SpreadSummary(Strict):
+    name: str = Field(description="the estimate, e.g. auroc")
+    n_runs: int = Field(ge=2)
+    median: float
+    minimum: float
+    maximum: float
+    sd: float = Field(ge=0, description="sample standard deviation over runs (ddof 1)")
+
+
+class SeedSpread(Strict):
+    """How much the out-of-fold results move when only the training seed changes: artifacts trained on the same data
+    manifest, preprocessing, task, pretrained weights, code and config except `seed` (checked before use)."""
+
+    evaluated_on: Literal["oof"] = "oof"
+    split_shared: bool = Field(
+        description="true: every run used the same patient folds (the spread is initialisation, order and "
+        "augmentation); false: the seed also drew the folds (the spread includes the fold assignment)"
+    )
+    runs: list[SeedRun] = Field(min_length=2, description="the evaluated artifact first, then the replicates")
+    summary: list[SpreadSummary] = Field(default_factory=list)
+
+
 class Metrics(ContractModel):
     contract_name: ClassVar[str] = "metrics"
     contract_title: ClassVar[str] = "metrics.json: evaluation results with confidence intervals"
@@ -171,6 +235,9 @@ class Metrics(ContractModel):
     transfer: list[TransferArm] = Field(default_factory=list)
     label_efficiency: LabelEfficiency | None = Field(
         None, description="AUROC against the number of labelled patients per arm (train config label_fractions)"
+    )
+    seed_spread: SeedSpread | None = Field(
+        None, description="results per training seed when replicate artifacts were given (`--replicate`)"
     )
 
 

@@ -22,6 +22,11 @@ from medtl.contracts.ingest import PSEUDONYM, SHA256
 _SCORE_COLUMN = re.compile(r"^[py]_[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
 
 
+# Non-identifying facts an out-of-fold row carries so that the report can break results down by them (training
+# writes them, evaluation groups by them).
+SUBGROUP_ATTRIBUTES = ("site", "manufacturer", "sex", "age_band", "modality")
+
+
 class OofRow(ContractModel):
     """predictions/oof.parquet: one held-out scan of one arm's fold, predicted by the model that never saw it.
 
@@ -148,17 +153,53 @@ class TransferRecord(ContractModel):
         return next((entry for entry in self.arms if entry.arm == name), None)
 
 
+class KnnStage(Strict):
+    module: str = Field(description="the network module whose pooled output the stage's features are")
+    scale: float = Field(gt=0, description="the stage's median held-out k-NN distance; distances are divided by it")
+
+
+class KnnSummary(Strict):
+    """The multi-layer nearest-neighbour rule (medtl/training/feature_ood.py); its banks are the `knn.<stage>`
+    tensors of ood/features.safetensors."""
+
+    threshold: float = Field(ge=0, description="scores above this flag a scan as a feature outlier")
+    false_flag_rate: float = Field(gt=0, lt=1, description="the stated share of in-distribution scans flagged")
+    k: int = Field(ge=1, description="the k-th nearest training scan gives the distance")
+    n: int = Field(ge=1, description="training scans the rule used: those the bank was drawn from and the calibration")
+    bank: int = Field(ge=1, description="training scans kept in each stage's bank")
+    stages: dict[str, KnnStage] = Field(min_length=1)
+    calibration: str = Field(description="which scans the threshold's quantile was taken over")
+    calibration_n: int = Field(ge=1)
+
+
 class OodReferenceSummary(ContractModel):
     """ood/features.json: how the feature reference in ood/features.safetensors decides 'unlike training'."""
 
     contract_name: ClassVar[str] = "ood_reference"
     contract_title: ClassVar[str] = "artifact/ood/features.json: the scoring-time feature outlier rule"
 
-    threshold: float = Field(ge=0, description="distances above this flag a scan as a feature outlier")
+    threshold: float = Field(ge=0, description="Mahalanobis distances above this flag a scan (flag: mahalanobis)")
     n: int = Field(ge=1, description="training scans the reference was fitted on")
     components: int = Field(ge=1)
     quantile: float = Field(gt=0, lt=1)
     metric: str
+    flag: Literal["mahalanobis", "knn_multilayer"] = Field(
+        "mahalanobis",
+        description="the rule that sets `feature_outlier` at scoring; artifacts sealed before knn_multilayer have "
+        "only the Mahalanobis reference",
+    )
+    knn: KnnSummary | None = Field(None, description="the multi-layer nearest-neighbour rule, when flag names it")
+
+    @property
+    def false_flag_rate(self) -> float:
+        """The share of in-distribution scans the rule in force is calibrated to flag (what monitoring expects)."""
+        return self.knn.false_flag_rate if self.flag == "knn_multilayer" and self.knn else 1.0 - self.quantile
+
+    @model_validator(mode="after")
+    def _rule_present(self) -> OodReferenceSummary:
+        if self.flag == "knn_multilayer" and self.knn is None:
+            raise ValueError("flag knn_multilayer needs its `knn` section")
+        return self
 
 
 class EvaluatedPayload(ContractModel):

@@ -135,6 +135,39 @@ class LabelsSummary(Strict):
     ignored_columns: list[str] = Field(default_factory=list)
 
 
+class IngestChanges(Strict):
+    """What a run read compared with the dataset's last ingest (ingest_state.json)."""
+
+    mode: Literal["full", "incremental"]
+    full_reason: str | None = Field(None, description="why every file was read: no earlier state, settings, asked")
+    files_new: int = Field(ge=0)
+    files_changed: int = Field(ge=0, description="same path, other size, time or content: re-hashed, re-ingested")
+    files_unchanged: int = Field(ge=0, description="same size and time: not read unless their group is")
+    files_vanished: list[str] = Field(
+        default_factory=list, description="file ids of the last ingest that are gone; their scans left the manifest"
+    )
+    files_read: int = Field(ge=0, description="files whose header or content this run read")
+    groups_reassembled: int = Field(ge=0, description="series (or NIfTI files) assembled again because a file changed")
+
+
+class IngestTimings(Strict):
+    """Where a run's time went: the wall time of each pass in the ingest process (consecutive, so they add up to
+    `wall_seconds`), and the seconds each step took inside the worker processes, summed over them (with several
+    workers these run side by side, so their sum may exceed the wall time of the pass they belong to)."""
+
+    workers: int = Field(ge=1, description="worker processes (1: everything ran in the ingest process)")
+    wall_seconds: float = Field(ge=0, description="from the start of ingest to the report being assembled")
+    passes: dict[str, float] = Field(
+        description="wall seconds per pass, in run order: start_workers, discovery, headers, grouping, decode, "
+        "collect, preprocess, stop_workers, write_outputs"
+    )
+    worker_steps: dict[str, float] = Field(
+        default_factory=dict,
+        description="seconds per step inside the workers, summed over them: read, hash, decode, rescale, assemble, "
+        "checks, compact, pixel_hash, cache_write, preprocess_load, preprocess, preprocess_write",
+    )
+
+
 class IngestReport(ContractModel):
     """Every input file accounted for: ingested, skipped (with reason) or quarantined (with reason)."""
 
@@ -149,3 +182,5 @@ class IngestReport(ContractModel):
     n_scans: int = Field(ge=0)
     files: list[FileRecord]
     labels: LabelsSummary | None = None
+    changes: IngestChanges | None = Field(None, description="what this run read compared with the last ingest")
+    timings: IngestTimings | None = Field(None, description="seconds per pass and per worker step of this run")

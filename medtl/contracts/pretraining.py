@@ -21,6 +21,9 @@ class DatasetUse(Strict):
     scans: int = Field(ge=0, description="scans pretrained on")
     patients: int = Field(ge=0)
     left_out: dict[str, int] = Field(default_factory=dict, description="scans left out, by reason")
+    kept_flags: dict[str, str] = Field(
+        default_factory=dict, description="default QC exclusions not applied to this dataset, with why"
+    )
 
 
 class PatientExclusion(Strict):

@@ -33,7 +33,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -518,14 +518,48 @@ def _dicom_2d(spec: MedMNISTSet, name: str, split: str, index: int, patient_id: 
     return ds
 
 
+_SOP_BY_MODALITY = {"US": _US, "DX": _DX, "OT": _SC}
+
+
+def with_modality(spec: MedMNISTSet, modality: str | None) -> MedMNISTSet:
+    """The set written under another DICOM Modality (and the matching storage class).
+
+    Why: an out-of-distribution test needs another dataset in the same format and with the same modality tag as the
+    training data, so that metadata checks cannot tell them apart and only the image content can."""
+    if modality is None or modality == spec.modality:
+        return spec
+    if spec.dims != 2:
+        raise ConfigError(
+            f"--modality applies to 2D sets only; {spec.base} is written as NIfTI, which has no modality tag",
+            where=spec.base,
+            fix="leave --modality out for 3D sets",
+        )
+    if modality not in _SOP_BY_MODALITY:
+        raise ConfigError(
+            f"unknown modality {modality!r} for a MedMNIST import",
+            where=spec.base,
+            fix=f"use one of {', '.join(sorted(_SOP_BY_MODALITY))}",
+        )
+    return replace(spec, modality=modality, sop_class_uid=_SOP_BY_MODALITY[modality])
+
+
 def import_medmnist(
-    name: str, *, source: str, out: Path, limit: int | None = None, progress: bool | None = None
+    name: str,
+    *,
+    source: str,
+    out: Path,
+    limit: int | None = None,
+    progress: bool | None = None,
+    modality: str | None = None,
 ) -> ImportSummary:
-    """Convert a MedMNIST .npz (local path or http(s) URL) into files medtl ingests; see the module docstring."""
+    """Convert a MedMNIST .npz (local path or http(s) URL) into files medtl ingests; see the module docstring.
+
+    MODALITY writes 2D images under another DICOM Modality than the set's own (out-of-distribution tests)."""
     name = name.strip().lower()
     spec = MEDMNIST_SETS.get(name)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be 1 or more (got {limit})", fix="leave --limit out to convert everything")
+    spec = with_modality(spec, modality)
     out = Path(out)
     check_empty_dir(out, what=f"MedMNIST {name}")
     with _local_source(str(source)) as path:

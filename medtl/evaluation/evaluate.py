@@ -11,6 +11,7 @@ report folder must be new (or empty), and it appears whole or not at all (writte
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -34,12 +35,14 @@ from medtl.artifacts import (
 )
 from medtl.artifacts.contents import ArtifactContents
 from medtl.artifacts.trust import TrustSettings
+from medtl.cards.files import report_card_files, write_card_files
 from medtl.contracts import write_json
 from medtl.contracts.evaluation import Estimate, Evaluation, Metrics, OperatingPoint, TransferArm
 from medtl.contracts.handoff import ArmTransfer, EvaluatedPayload
 from medtl.contracts.task import Endpoint, TaskKind, decision_endpoint, endpoints
-from medtl.errors import ConfigError, LeakageError
+from medtl.errors import ConfigError
 from medtl.evaluation.calibration import calibration, fit_temperature
+from medtl.evaluation.clinical_utility import decision_curves, probability_histograms
 from medtl.evaluation.endpoints import choose_points, endpoint_scores, task_arrays
 from medtl.evaluation.failures import failure_candidates
 from medtl.evaluation.failures import failure_cases as find_failure_cases
@@ -48,11 +51,22 @@ from medtl.evaluation.label_efficiency import label_efficiency, pooled_auroc
 from medtl.evaluation.metrics import auprc_ci, auroc_ci, roc_points, threshold_metrics
 from medtl.evaluation.operating_point import choose_threshold, choose_threshold_by_fold
 from medtl.evaluation.recipe import recipe_section
+from medtl.evaluation.replicates import check_replicates, seed_spread
 from medtl.evaluation.subgroups import subgroup_results
 from medtl.evaluation.task_evaluation import task_evaluation
+from medtl.evaluation.unseen import check_unseen
+from medtl.models.loaded import LoadedModel, load_model
 from medtl.outputs import staged_folder
-from medtl.reporting.model import Cohort, Curve, EvaluationCurves, FailureCase, Provenance, ReportInput, TransferCurve
-from medtl.scoring.model import LoadedModel, load_model
+from medtl.reporting.model import (
+    Cohort,
+    Curve,
+    EvaluationCurves,
+    FailureCase,
+    ProbabilityHistogram,
+    Provenance,
+    ReportInput,
+    TransferCurve,
+)
 from medtl.training.config import TaskConfig
 from medtl.training.cv import POOLING_GAP
 from medtl.training.data import TensorSet, load_task
@@ -97,8 +111,11 @@ def evaluate(
     pdf: bool = True,
     n_boot: int = 2000,
     trust: TrustSettings | None = None,
+    replicates: Sequence[Path] = (),
 ) -> EvaluationResult:
     """`dataset` (the training dataset) lets the report show out-of-fold failure cases when no test set is given.
+    `replicates`: artifacts of the same recipe trained with other seeds, for the seed-to-seed spread
+    (evaluation/replicates.py); each is verified like the artifact, and refused unless only its seed differs.
 
     The `evaluated` event is signed with the pipeline's key ($MEDTL_SIGNING_KEY): a reviewer can approve only a
     report whose evaluation a pipeline key signed. Both are checked before any work starts.
@@ -118,6 +135,8 @@ def evaluate(
         )
     classes, positive = list(task["classes"]), task["positive_class"]
     contents = ArtifactContents(verified)
+    others = [ArtifactContents(open_verified(path, trust=trust)) for path in replicates]
+    check_replicates(contents, others)  # before the work, like every other refusal
     oof = contents.oof
     transfer = contents.transfer.arms  # per arm: folds, curves, the pooling gap
     main = oof[oof["arm"] == "main"].reset_index(drop=True)
@@ -140,23 +159,31 @@ def evaluate(
 
     def measure(name: str, frame: pd.DataFrame) -> Evaluation:
         if binary:
-            return _evaluation(name, frame, point, temperature, n_boot)
-        chosen = decision.id if decision is not None else None
-        return task_evaluation(name, frame, kind, classes, points=points, decision=chosen, n_boot=n_boot)
+            result = _evaluation(name, frame, point, temperature, n_boot)
+        else:
+            chosen = decision.id if decision is not None else None
+            result = task_evaluation(name, frame, kind, classes, points=points, decision=chosen, n_boot=n_boot)
+        utility = decision_curves(frame, kind, classes, positive=positive, decision=decision, points=points)
+        return result.model_copy(update={"decision_curves": utility})
 
     evaluations = [measure("oof", main)]
 
     def curves_of(name: str, frame: pd.DataFrame) -> list[EvaluationCurves]:
         return [_curves(name, frame)] if binary else _endpoint_curves(name, frame, kind, classes, decision)
 
-    curves = curves_of("oof", main)
+    def distributions_of(name: str, frame: pd.DataFrame) -> list[ProbabilityHistogram]:
+        return probability_histograms(name, frame, kind, classes, positive=positive, decision=decision)
+
+    curves, distributions = curves_of("oof", main), distributions_of("oof", main)
     model = load_model(verified)  # once: it predicts the test set and explains the failure cases
     task_config = _pinned_task(TaskConfig.model_validate(verified.read_yaml("config.yaml")["task"]), kind, classes)
     test_frame, test_tensors, test_hash = None, None, None
     if test is not None:
-        test_frame, test_tensors, test_hash = _score_test(model, task_config, test, oof)
+        check_unseen({"model": contents}, Path(test))
+        test_frame, test_tensors, test_hash = _score_test(model, task_config, test)
         evaluations.append(measure("test", test_frame))
         curves += curves_of("test", test_frame)
+        distributions += distributions_of("test", test_frame)
     metrics = Metrics(
         artifact_manifest_hash=verified.manifest_hash,
         model_id=metadata["model_id"],
@@ -164,6 +191,7 @@ def evaluate(
         evaluations=evaluations,
         transfer=_transfer(transfer, oof, kind, classes, positive, n_boot),
         label_efficiency=label_efficiency(contents.label_efficiency, transfer, kind, classes, positive, n_boot=n_boot),
+        seed_spread=seed_spread(contents, others, n_boot=n_boot) if others else None,
     )
     select = partial(
         failure_candidates, kind=kind, classes=classes, count=failure_cases,
@@ -172,9 +200,13 @@ def evaluate(
     cases = find_failure_cases(
         model, task_config, select, test_frame=test_frame, test_tensors=test_tensors, oof=main, dataset=dataset
     )
-    report = _report_input(contents, metrics, curves, cases, test_frame)
+    report = _report_input(contents, metrics, curves, cases, test_frame).model_copy(
+        update={"distributions": distributions}
+    )
     out = Path(out)
-    files = _write_new_report(metrics, report, out, pdf=pdf)
+    files = _write_new_report(
+        metrics, report, out, pdf=pdf, card=partial(report_card_files, contents, metrics, recorded=key is not None)
+    )
     verified.append_event(
         "evaluated",
         actor="medtl evaluate",
@@ -226,15 +258,26 @@ def check_new_report(out: Path) -> None:
         )
 
 
-def _write_new_report(metrics: Metrics, report: ReportInput, out: Path, *, pdf: bool) -> dict[str, str]:
-    """Write metrics.json and the report beside OUT, then rename the folder to OUT: never half a report, and never
-    over one that appeared meanwhile. Returns {file name: sha256}."""
+def _write_new_report(
+    metrics: Metrics,
+    report: ReportInput,
+    out: Path,
+    *,
+    pdf: bool,
+    card: Callable[[str], dict[str, bytes]] | None = None,
+) -> dict[str, str]:
+    """Write metrics.json, the report and (given `card`, called with metrics.json's sha256) the model card files
+    beside OUT, then rename the folder to OUT: never half a report, and never over one that appeared meanwhile.
+    Returns {file name: sha256}."""
     from medtl.hashing import sha256_file
     from medtl.reporting.render import write_report
 
     with staged_folder(out, what="the report folder") as staged:
         write_json(metrics, staged / "metrics.json")
-        files = {"metrics.json": sha256_file(staged / "metrics.json"), **write_report(report, staged, pdf=pdf)}
+        digest = sha256_file(staged / "metrics.json")
+        files = {"metrics.json": digest, **write_report(report, staged, pdf=pdf)}
+        if card is not None:
+            files.update(write_card_files(card(digest), staged))
     return files
 
 
@@ -298,12 +341,10 @@ def _curve(name: str, targets: np.ndarray, scores: np.ndarray, endpoint: str | N
     )
 
 
-def _score_test(
-    model: LoadedModel, task_config: TaskConfig, dataset: Path, oof: pd.DataFrame
-) -> tuple[pd.DataFrame, torch.Tensor, str]:
-    """Predict the locked test scans once with the sealed model (split 'test' when the dataset has splits); the
-    frame has the columns of training's prediction frames (p_<class>, target; y_<finding> for multi-label; for a
-    binary task probability and y)."""
+def _score_test(model: LoadedModel, task_config: TaskConfig, dataset: Path) -> tuple[pd.DataFrame, torch.Tensor, str]:
+    """Predict the locked test scans once with the sealed model (split 'test' when the dataset has splits; the caller
+    has checked them with unseen.check_unseen); the frame has the columns of training's prediction frames (p_<class>,
+    target; y_<finding> for multi-label; for a binary task probability and y)."""
     task = load_task(dataset, task_config, model.spec)
     scans = task.scans
     rows = (
@@ -311,13 +352,6 @@ def _score_test(
         if (scans["split"] == "test").any()
         else np.arange(len(scans))
     )
-    overlap = set(scans["patient_id"].iloc[rows]) & set(oof["patient_id"])
-    if overlap:
-        raise LeakageError(
-            f"{len(overlap)} test patient(s) were part of the model's training cross-validation",
-            where=f"patients {sorted(overlap)[:5]}",
-            fix="a test set must hold patients the model never saw; use the locked test split or another site",
-        )
     data = TensorSet(task, rows)
     tensors = torch.stack([data[i][0] for i in range(len(data))]) if len(data) else torch.empty(0)
     probabilities = np.concatenate([model.predict(tensors[i : i + 64]) for i in range(0, len(tensors), 64)])

@@ -23,8 +23,8 @@ from medtl.contracts.evaluation import OperatingPoint
 from medtl.contracts.task import Endpoint, TaskKind, endpoints
 from medtl.evaluation.endpoints import endpoint_scores, task_arrays
 from medtl.evaluation.saliency import saliency_map, thumbnail_png
+from medtl.models.loaded import LoadedModel
 from medtl.reporting.model import FailureCase
-from medtl.scoring.model import LoadedModel
 from medtl.training.config import TaskConfig
 from medtl.training.data import TensorSet, load_task
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import pandas as pd
 
 from medtl.contracts.evaluation import Estimate, SubgroupResult
+from medtl.contracts.handoff import SUBGROUP_ATTRIBUTES
 from medtl.evaluation.metrics import auroc_ci, threshold_metrics
 
 # Manifest columns (copied into the out-of-fold predictions at training) that describe groups of patients.
-ATTRIBUTES = ("site", "manufacturer", "sex", "age_band", "modality")
+ATTRIBUTES = SUBGROUP_ATTRIBUTES
 MIN_PATIENTS = 20
 MIN_EVENTS = 5
 

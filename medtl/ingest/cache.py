@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medtl.contracts.base import atomic_write_bytes
+from medtl.timing import timed
 
 CACHE_DIR = "cache"
 
@@ -63,8 +67,95 @@ class ScanCache:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    @contextmanager
+    def writing(self, array: np.ndarray) -> Iterator[PendingWrite]:
+        """Write `array` on a background thread while the block runs (typically: hashing it for its name), then
+        give it the name the block chose (`pending.relpath`). numpy's file write and hashlib both release the
+        GIL, so the two overlap even in one process. A failure of either leaves no file behind and is raised."""
+        folder = self.root / "arrays"
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
+        pending = PendingWrite(handle, array)
+        pending.thread.start()
+        try:
+            try:
+                yield pending
+            finally:
+                with timed("cache_write"):  # the part of the write the block did not hide
+                    pending.thread.join()
+            if pending.error is not None:
+                raise pending.error
+            if pending.relpath is None:
+                raise RuntimeError("a cache write was never named")
+            target = self.dataset_root / pending.relpath
+            if target.is_file():  # the same content is there already
+                Path(tmp).unlink(missing_ok=True)
+                return
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
     def load_array(self, relpath: str, *, mmap: bool = False) -> np.ndarray:
         return np.load(self.dataset_root / relpath, allow_pickle=False, mmap_mode="r" if mmap else None)
 
     def has(self, relpath: str) -> bool:
         return (self.dataset_root / relpath).is_file()
+
+
+class PendingWrite:
+    """An array being written to a temporary file; `relpath` is set by whoever learns its name meanwhile."""
+
+    def __init__(self, handle: int, array: np.ndarray) -> None:
+        self.relpath: str | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._write, args=(handle, array), daemon=True)
+
+    def _write(self, handle: int, array: np.ndarray) -> None:
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.save(out, array, allow_pickle=False)
+        except BaseException as error:  # handed to the waiting thread, which raises it
+            self.error = error
+
+
+class WriteBehind:
+    """Writes of finished arrays on one background thread while the next one is computed; at most one waits, so
+    memory stays bounded. Leaving the block waits for the last write and raises the first failure, so a failed
+    write still fails the work it belongs to."""
+
+    def __init__(self, cache: ScanCache) -> None:
+        self.cache = cache
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            self._join()
+        except BaseException:
+            if exc_type is None:  # the block's own failure, if any, is the one to report
+                raise
+
+    def save(self, relpath: str, array: np.ndarray) -> None:
+        self._join()
+        self._thread = threading.Thread(target=self._save, args=(relpath, array), daemon=True)
+        self._thread.start()
+
+    def _save(self, relpath: str, array: np.ndarray) -> None:
+        try:
+            self.cache.save_array(relpath, array)
+        except BaseException as error:
+            self._error = error
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            with timed("preprocess_write"):  # the part of the write the next computation did not hide
+                self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error

@@ -13,11 +13,10 @@ from pathlib import Path
 
 from medtl.errors import IngestError, LimitExceededError, ReadError
 from medtl.io.dicom.budget import header_pixel_bytes
+from medtl.io.dicom.fastheader import HEAD_BYTES, fast_header
 from medtl.io.dicom.headers import DicomHeader, read_header
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.io.nifti import NIFTI_SUFFIXES, is_nifti_bytes
-
-_SNIFF_BYTES = 1024
 
 
 @dataclass
@@ -39,41 +38,69 @@ def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, Path, str, Path
     Symbolic links are never followed out of a source: a link whose target lies outside its source folder (or
     nowhere) is still yielded, so that classify_file records it as skipped; a link to a file inside the same
     source is followed, and that file is read once however many links point at it. Linked folders are not
-    walked (os.walk without followlinks); one that points outside is recorded like a linked file.
+    walked; one that points outside is recorded like a linked file. A plain file's real path is its folder's
+    real path plus its name (one resolve per folder, not per file: a re-run lists large archives often).
     """
     seen: set[Path] = set()
+    real_dirs: dict[Path, Path] = {}
     for index, source in enumerate(sources):
         root = Path(source)
         if not root.exists():
             raise IngestError(f"input does not exist: source #{index + 1}", fix="check the SRC arguments")
         if root.is_file():  # a file named on the command line is used as given, link or not
-            candidates: Iterator[Path] = iter([root])
+            candidates: Iterator[tuple[Path, bool]] = iter([(root, root.is_symlink())])
             base = root.parent
         else:
             candidates = _files_under(root)
             base = root
-        for path in candidates:
-            if path.is_symlink() and path is not root and link_fate(path, base) is not None:
+        for path, is_link in candidates:
+            if is_link and path is not root and link_fate(path, base) is not None:
                 yield index, path, path.relative_to(base).as_posix(), base
                 continue
-            real = path.resolve()
+            if is_link:
+                real = path.resolve()
+            else:
+                parent = real_dirs.get(path.parent)
+                if parent is None:
+                    parent = real_dirs[path.parent] = path.parent.resolve()
+                real = parent / path.name
             if real in seen:
                 continue
             seen.add(real)
             yield index, path, path.relative_to(base).as_posix(), base
 
 
-def _files_under(root: Path) -> Iterator[Path]:
-    for directory, subdirs, files in os.walk(root, followlinks=False):
-        subdirs.sort()
-        for name in subdirs:
-            path = Path(directory) / name
-            if path.is_symlink() and link_fate(path, root) is not None:
-                yield path
-        for name in sorted(files):
-            path = Path(directory) / name
-            if path.is_symlink() or path.is_file():
-                yield path
+def _files_under(root: Path) -> Iterator[tuple[Path, bool]]:
+    """(path, is a symbolic link) for every file under `root`, folders and names in sorted order, top down.
+
+    os.scandir's entries know their type without a system call per file on common file systems."""
+    yield from _walk(root, root)
+
+
+def _walk(directory: Path, root: Path) -> Iterator[tuple[Path, bool]]:
+    try:
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except OSError:  # an unreadable folder is skipped, as os.walk does
+        return
+    folders, others = [], []
+    for entry in entries:
+        try:
+            is_folder = entry.is_dir()  # follows links, as os.walk does when it sorts names
+        except OSError:
+            is_folder = False
+        (folders if is_folder else others).append(entry)
+    for entry in folders:
+        if entry.is_symlink() and link_fate(Path(entry.path), root) is not None:
+            yield Path(entry.path), True
+    for entry in others:
+        if entry.is_symlink():
+            yield Path(entry.path), True
+        elif entry.is_file():
+            yield Path(entry.path), False
+    for entry in folders:
+        if not entry.is_symlink():
+            yield from _walk(Path(entry.path), root)
 
 
 def link_fate(path: Path, root: Path) -> tuple[str, str] | None:
@@ -108,7 +135,7 @@ def _classify(index: int, path: Path, relative: str, root: Path | None, limits: 
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:
-            head = handle.read(_SNIFF_BYTES)
+            head = handle.read(HEAD_BYTES)  # enough to sniff, and the whole header of most DICOM files
     except OSError as error:
         return InputFile(path, index, relative, 0, "other", None, "quarantined", "unreadable_file", str(error.strerror))
     dicom_preamble = len(head) >= 132 and head[128:132] == b"DICM"
@@ -118,7 +145,7 @@ def _classify(index: int, path: Path, relative: str, root: Path | None, limits: 
         except LimitExceededError as error:
             return InputFile(path, index, relative, size, "other", None, "quarantined", error.reason_code, error.what)
     if dicom_preamble:
-        return _dicom(index, path, relative, size, force=False, limits=limits)
+        return _dicom(index, path, relative, size, force=False, limits=limits, head=head)
     if is_nifti_bytes(head):
         return InputFile(path, index, relative, size, "nifti")
     if _looks_like_raw_dicom(head):
@@ -130,9 +157,12 @@ def _classify(index: int, path: Path, relative: str, root: Path | None, limits: 
     return InputFile(path, index, relative, size, "other", None, "skipped", "not_an_image", "neither DICOM nor NIfTI")
 
 
-def _dicom(index: int, path: Path, relative: str, size: int, *, force: bool, limits: IngestLimits) -> InputFile:
+def _dicom(
+    index: int, path: Path, relative: str, size: int, *, force: bool, limits: IngestLimits, head: bytes = b""
+) -> InputFile:
     try:
-        header = read_header(path, force=force, limits=limits)
+        header = fast_header(path, size, head) if head else None  # None: pydicom reads it, as before
+        header = header or read_header(path, force=force, limits=limits)
         header_pixel_bytes(header, limits)
     except LimitExceededError as error:  # too large whatever it is: never "not an image"
         return InputFile(path, index, relative, size, "other", None, "quarantined", error.reason_code, error.what)

@@ -38,6 +38,13 @@ def process_pool(n_workers: int) -> Iterator[Executor | None]:
         yield pool
 
 
+def start_workers(executor: Executor | None, n_workers: int) -> None:
+    """Fork the workers now, while this process is small: forked later, after a re-run has loaded the last run's
+    records, every worker pays for copying the pages its garbage collector touches."""
+    if executor is not None:
+        list(executor.map(int, range(n_workers)))
+
+
 def map_ordered(executor: Executor | None, func: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
     if executor is None:
         for item in items:
@@ -116,7 +123,12 @@ def _isolated(item: WorkItem) -> WorkResult:
         try:
             return single.submit(run_item, item).result()
         except BrokenProcessPool:
-            result = WorkResult(item.item_id)
-            fail_item(item, result, WORKER_CRASHED, "decoding this scan crashed its worker process (a decoder failed "
-                      "inside native code); the files are quarantined, the rest of the run goes on")  # fmt: skip
-            return result
+            return crashed(item)
+
+
+def crashed(item: WorkItem) -> WorkResult:
+    """The result of an item whose worker process died even when it ran alone: its files are quarantined."""
+    result = WorkResult(item.item_id)
+    fail_item(item, result, WORKER_CRASHED, "decoding this scan crashed its worker process (a decoder failed inside "
+              "native code); the files are quarantined, the rest of the run goes on")  # fmt: skip
+    return result

@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from medtl.contracts import LabelRow, validate_rows
 from medtl.contracts.ingest import LabelsSummary
+from medtl.contracts.ingest_state import ScanState
 from medtl.contracts.labels import KNOWN_COLUMNS
 from medtl.errors import ContractProblem, DataContractError, LabelsError
+from medtl.identity import Pseudonymizer
 
 _FIRST_DATA_ROW = 2  # row 1 of the CSV is the header; rows are reported as a spreadsheet shows them
 
@@ -94,6 +97,26 @@ def read_labels(path: Path) -> LabelTable:
     return table
 
 
+def keyed_labels(table: LabelTable, pseudonymizer: Pseudonymizer) -> LabelTable:
+    """The table with its patient, study and series cells replaced by keyed hashes.
+
+    Scans are joined by the keyed hashes of their identifiers (ingest_state.json keeps them), so a re-run can join
+    an edited labels file to scans it did not read again; equal values hash equally, so the join is the same.
+    Study cells hash in the study namespace, as both StudyInstanceUIDs and accession numbers do.
+    """
+    rows = [
+        row.model_copy(
+            update={
+                "patient_id": pseudonymizer.patient(row.patient_id),
+                "study_id": pseudonymizer.study(row.study_id) if row.study_id is not None else None,
+                "series_id": pseudonymizer.series(row.series_id) if row.series_id is not None else None,
+            }
+        )
+        for row in table.rows
+    ]
+    return LabelTable(rows, table.ignored_columns, table.duplicate_rows)
+
+
 class LabelIndex:
     """Finds the rows that apply to a scan; the most specific level (series > study > patient) wins."""
 
@@ -152,3 +175,20 @@ def labels_summary(
         unlabelled_scans=sorted(row["scan_id"] for row in rows if row.get("label") is None),
         ignored_columns=table.ignored_columns,
     )
+
+
+def join_labels(rows: list[dict[str, Any]], scans: list[ScanState], index: LabelIndex | None) -> list[int]:
+    """Join every scan, fresh or carried over, to the labels by its keyed ids; returns the conflicting rows."""
+    if index is None:
+        return []
+    conflicts: list[int] = []
+    keys = {scan.scan_id: scan for scan in scans}
+    for row in rows:
+        scan = keys[row["scan_id"]]
+        match = index.match(ScanKeys(scan.patient_key, scan.study_key, scan.accession_key, scan.series_key))
+        if match is not None and match.conflict:
+            conflicts.extend(match.rows)
+        row["site"] = match.site if match else None
+        row["label"] = match.label if match else None
+        row["split"] = match.split if match else None
+    return sorted(set(conflicts))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,21 +22,39 @@ import pandas as pd
 
 from medtl.contracts import ManifestRow, PreprocessingSpec, write_json, write_table
 from medtl.contracts.ingest import FileRecord, Fingerprint, GroupStats, IngestReport
+from medtl.contracts.ingest_state import ScanState
 from medtl.contracts.task import TaskDeclaration, findings_of
 from medtl.errors import ConfigError, IngestError
 from medtl.identity import Pseudonymizer
+from medtl.ingest.batches import ItemRunner
+from medtl.ingest.cache import ScanCache
 from medtl.ingest.declaration import complete_declaration, suggestion
 from medtl.ingest.discover import InputFile, classify_file, walk_sources
-from medtl.ingest.execution import Decoding, map_ordered, process_pool
+from medtl.ingest.execution import Decoding, map_ordered, process_pool, start_workers
 from medtl.ingest.fingerprint import build_fingerprint, group_stats
-from medtl.ingest.labels import LabelIndex, ScanKeys, labels_summary, read_labels
+from medtl.ingest.incremental import (
+    STATE,
+    Listed,
+    build_state,
+    carry_over,
+    detect_changes,
+    list_files,
+    load_previous,
+    now_ns,
+    save_samples,
+    settings_hash,
+    state_entries,
+    unit_of,
+)
+from medtl.ingest.labels import LabelIndex, join_labels, keyed_labels, labels_summary, read_labels
 from medtl.ingest.preprocess import default_spec, spec_hash
 from medtl.ingest.privacy import PrivateRecords
-from medtl.ingest.report import build_report, qc_summary_markdown
+from medtl.ingest.report import build_report, ingest_timings, qc_summary_markdown
 from medtl.ingest.worker import WorkItem, WorkResult, preprocess_records, worker_count
 from medtl.io.dicom.grouping import ScanPlan, group_headers
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.progress import Progress
+from medtl.timing import Laps, collecting, merge
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,6 +89,13 @@ class IngestResult:
         )
         if self.task is not None:
             text += f", {self.out / TASK_DECLARATION} ({self.task.kind}: {', '.join(self.task.classes or [])})"
+        changes = self.report.changes
+        if changes is not None and changes.mode == "incremental":
+            text += (
+                f"\nread {changes.files_read} file(s): {changes.files_new} new, {changes.files_changed} changed, "
+                f"{len(changes.files_vanished)} gone, {changes.files_unchanged} unchanged; "
+                f"{changes.groups_reassembled} series re-assembled (--full reads everything)"
+            )
         return text + "".join(f"\nnote: {note}" for note in self.notes)
 
 
@@ -99,12 +124,22 @@ def ingest_sources(
     progress: bool = False,
     limits: IngestLimits | None = None,
     task: TaskDeclaration | None = None,
+    incremental: bool = True,
+    verify: bool = False,
+    runner: ItemRunner | None = None,
 ) -> IngestResult:
     """Ingest every file under `sources` into the dataset folder `out`; one bad file or series never stops the run.
 
     `limits` (default: IngestLimits()) bounds what a file may declare or decompress to; over a limit, the file or
     series is quarantined with the limit's name in the reason. `task` (the declared task type and class order) is
     checked against the labels file first and written as task.json, with its classes listed.
+
+    A re-run into the same folder over the same sources reads only new and changed files and re-assembles only
+    their series (medtl/ingest/incremental.py); `incremental=False` reads everything, `verify=True` also hashes
+    every unchanged-looking file. Either way the manifest equals a full re-ingest's.
+
+    `runner` decodes the series somewhere else (e.g. as tasks on a Dask cluster, medtl/ingest/batches.py) instead of
+    the local worker processes; headers and preprocessing stay here. The manifest is the same either way.
     """
     limits = limits or DEFAULT_LIMITS
     if not sources:
@@ -116,24 +151,35 @@ def ingest_sources(
         if label_table is None:
             raise ConfigError("a task declaration needs --labels", fix="pass the labels file, or leave out the task")
         task = complete_declaration(task, [row.label for row in label_table.rows], where=Path(str(labels)).name)
+    laps = Laps()
+    steps: dict[str, float] = {}  # seconds per step inside the workers, summed over them
     private = PrivateRecords(out, pseudonymizer)
     n_workers = worker_count(workers)
+    started = now_ns()
+    settings = settings_hash(sources, pseudonymizer, limits)
     with process_pool(n_workers) as executor, Progress(progress) as bar:
-        paths = list(walk_sources(sources))
-        files = list(
-            bar.track(
-                map_ordered(executor, _classify_chunk, [(chunk, limits) for chunk in _chunks(paths, _HEADER_CHUNK)]),
-                "reading headers",
-                len(paths),
-                flat=True,
-            )
-        )
+        start_workers(executor, n_workers)
+        laps.lap("start_workers")
+        previous, full_reason = load_previous(out, settings) if incremental else (None, "a full re-read was asked for")
+        (out / STATE).unlink(missing_ok=True)  # written last: an interrupted run leaves no state, the next reads all
+        listed = list_files(list(walk_sources(sources)), pseudonymizer)
+        changes = detect_changes(listed, previous, verify=verify)
+        laps.lap("discovery")
+        files = _read_headers(executor, bar, changes.fresh, limits)
+        if previous is not None:
+            files += _read_headers(executor, bar, changes.regroup(previous, files, _unit(pseudonymizer)), limits)
+        laps.lap("headers")
         grouping = group_headers([f.header for f in files if f.header is not None])
         items, identities = _work_items(files, grouping.plans, out, limits)
+        laps.lap("grouping")
         for identity in identities.values():
             private.add_identifiers(identity.patient, identity.accession)
-        decoding = Decoding(executor, items, n_workers)
-        results = list(bar.track(decoding, "decoding scans", len(items)))
+        ordered = _largest_first(items, files)
+        decoding = Decoding(executor, ordered, n_workers)  # does nothing until iterated
+        results = list(bar.track(decoding if runner is None else runner(ordered), "decoding scans", len(items)))
+        for result in results:
+            merge(steps, result.timings)
+        laps.lap("decode")
         records: dict[Path, FileRecord] = {}
         for file in files:
             private.register(file)
@@ -143,15 +189,25 @@ def ingest_sources(
         for fate in grouping.fates:
             file = by_path[fate.header.path]
             records[file.path] = private.record(file, fate.status, fate.reason_code, fate.reason)
-        label_index = LabelIndex(label_table) if label_table is not None else None
-        rows, samples, conflicts = _collect(results, items, identities, by_path, records, private, label_index)
+        rows, samples, scans = _collect(results, items, identities, by_path, records, private)
         _ensure_all_accounted(files, records)
+        if previous is not None:
+            kept_rows, kept_scans = carry_over(previous, changes, records, private, samples, out)
+            rows, scans = kept_rows + rows, kept_scans + scans
+        label_index = LabelIndex(keyed_labels(label_table, pseudonymizer)) if label_table is not None else None
+        conflicts = join_labels(rows, scans, label_index)
         groups = group_stats(rows, samples)
         chosen_spec = spec or _default_spec(groups)
         key = spec_hash(chosen_spec) if chosen_spec else None
+        laps.lap("collect")
         if chosen_spec is not None:
             with process_pool(n_workers) if decoding.pool_broken else nullcontext(executor) as pool:
-                list(bar.track(_preprocess(pool, out, rows, chosen_spec, n_workers), "preprocessing", len(rows)))
+                work = _preprocess(pool, out, rows, chosen_spec, n_workers, steps)
+                list(bar.track(work, "preprocessing", len(rows)))
+        laps.lap("preprocess")
+    laps.lap("stop_workers")
+    mode = "incremental" if previous is not None else "full"
+    summary_of_changes = changes.summary(mode=mode, full_reason=full_reason, files_read=len(files))
     frame = pd.DataFrame(rows, columns=list(ManifestRow.model_fields))
     write_table(ManifestRow, frame, out / MANIFEST)
     fingerprint = build_fingerprint(rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key)
@@ -159,9 +215,10 @@ def ingest_sources(
     if chosen_spec is not None:
         write_json(chosen_spec, out / PREPROCESSING)
     summary = labels_summary(label_index, label_table, rows, conflicts) if label_table is not None else None
+    laps.lap("write_outputs")
     report = build_report(
         list(records.values()), n_sources=len(sources), n_scans=len(rows), key_id=pseudonymizer.key_id, labels=summary
-    )
+    ).model_copy(update={"changes": summary_of_changes, "timings": ingest_timings(laps, steps, n_workers)})
     write_json(report, out / REPORT)
     notes = _task_notes(task, frame)
     if task is not None:
@@ -169,6 +226,9 @@ def ingest_sources(
     spec_text = chosen_spec.model_dump_json(indent=2) if chosen_spec else "{}"
     (out / QC_SUMMARY).write_text(qc_summary_markdown(report, rows, fingerprint, spec_text), encoding="utf-8")
     private.write(sources, label_table)
+    save_samples(out, samples)
+    entries = state_entries(listed, changes, previous, by_path, records, pseudonymizer)
+    write_json(build_state(settings, started, entries, scans), out / STATE)
     return IngestResult(out, report, fingerprint, chosen_spec, task, notes)
 
 
@@ -188,6 +248,14 @@ def _task_notes(task: TaskDeclaration | None, frame: pd.DataFrame) -> tuple[str,
 
 
 # -- discovery ---------------------------------------------------------------------------------------------------
+
+
+def _read_headers(
+    executor: Executor | None, bar: Progress, listed: list[Listed], limits: IngestLimits
+) -> list[InputFile]:
+    paths = [item.walked for item in listed]
+    chunks = [(chunk, limits) for chunk in _chunks(paths, _HEADER_CHUNK)]
+    return list(bar.track(map_ordered(executor, _classify_chunk, chunks), "reading headers", len(paths), flat=True))
 
 
 def _classify_chunk(args: tuple[list[tuple[int, Path, str, Path]], IngestLimits]) -> list[InputFile]:
@@ -266,33 +334,42 @@ def _collect(
     by_path: dict[Path, InputFile],
     records: dict[Path, FileRecord],
     private: PrivateRecords,
-    label_index: LabelIndex | None,
-) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[int]]:
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[ScanState]]:
+    """Manifest rows (labels joined later, over all rows), voxel samples, and each scan's group and join keys."""
     rows: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}
-    conflicts: list[int] = []
+    scans: list[ScanState] = []
     pseudo = private.pseudonymizer
     for result in sorted(results, key=lambda r: r.item_id):
         identity = identities[result.item_id]
+        item = items[result.item_id]
+        first = item.plan.headers[0].path if item.plan else item.nifti_path
+        unit = unit_of(by_path[first], pseudo)  # type: ignore[index]
         series_id = pseudo.series(identity.series)
         scan_ids = []
         for scan, sample in zip(result.scans, result.samples, strict=True):
             scan_id = pseudo.pseudonym("scan", f"{identity.scan_prefix}|{scan['volume_index']}")
             scan_ids.append(scan_id)
-            keys = ScanKeys(identity.patient, identity.study, identity.accession, identity.series)
-            match = label_index.match(keys) if label_index is not None else None
-            if match is not None and match.conflict:
-                conflicts.extend(match.rows)
+            scans.append(
+                ScanState(
+                    scan_id=scan_id,
+                    unit=unit,
+                    patient_key=pseudo.patient(identity.patient),
+                    study_key=pseudo.study(identity.study) if identity.study else None,
+                    accession_key=pseudo.study(identity.accession) if identity.accession else None,
+                    series_key=pseudo.series(identity.series),
+                )
+            )
             row = {
                 **scan,
                 "scan_id": scan_id,
                 "patient_id": pseudo.patient(identity.patient),
                 "study_id": pseudo.study(identity.study_key) if identity.study_key else None,
                 "series_id": series_id,
-                "source_format": "nifti" if items[result.item_id].nifti_path else "dicom",
-                "site": match.site if match else None,
-                "label": match.label if match else None,
-                "split": match.split if match else None,
+                "source_format": "nifti" if item.nifti_path else "dicom",
+                "site": None,
+                "label": None,
+                "split": None,
             }
             rows.append(row)
             samples[scan_id] = sample
@@ -307,7 +384,24 @@ def _collect(
                 records[file.path] = private.record(
                     file, "ingested", None, None, sha256=file_result.sha256, series_id=series_id, scan_ids=scan_ids
                 )
-    return rows, samples, sorted(set(conflicts))
+    return rows, samples, scans
+
+
+def _largest_first(items: list[WorkItem], files: list[InputFile]) -> list[WorkItem]:
+    """Biggest series first (by bytes): with the largest last, one worker finishes it alone while the others idle.
+    Results are put back in item order afterwards, so the order of work never shows in the outputs."""
+    sizes = {file.path: file.size for file in files}
+
+    def size(item: WorkItem) -> int:
+        if item.plan is not None:
+            return sum(sizes.get(header.path, header.size) for header in item.plan.headers)
+        return sizes.get(item.nifti_path, 0) if item.nifti_path is not None else 0
+
+    return sorted(items, key=size, reverse=True)
+
+
+def _unit(pseudonymizer: Pseudonymizer) -> Callable[[InputFile], str]:
+    return lambda file: unit_of(file, pseudonymizer)
 
 
 def _ensure_all_accounted(files: list[InputFile], records: dict[Path, FileRecord]) -> None:
@@ -332,15 +426,29 @@ def _default_spec(groups: list[GroupStats]) -> PreprocessingSpec | None:
 
 
 def _preprocess(
-    executor: Executor | None, out: Path, rows: list[dict[str, Any]], spec: PreprocessingSpec, n_workers: int
+    executor: Executor | None,
+    out: Path,
+    rows: list[dict[str, Any]],
+    spec: PreprocessingSpec,
+    n_workers: int,
+    steps: dict[str, float],
 ) -> Iterator[str | None]:
     key = spec_hash(spec)
-    chunk = max(1, min(16, len(rows) // max(1, 4 * n_workers)))
-    batches = list(_chunks(rows, chunk))
-    for paths in map_ordered(executor, _preprocess_batch, [(out, batch, spec, key) for batch in batches]):
+    cache = ScanCache(out)
+    # Tensors already cached (a re-run's unchanged scans) cost a stat here, not a round trip to a worker.
+    missing = [row for row in rows if not cache.has(cache.preprocessed_relpath(row["pixel_hash"], key))]
+    yield from [None] * (len(rows) - len(missing))
+    chunk = max(1, min(16, len(missing) // max(1, 4 * n_workers)))
+    batches = list(_chunks(missing, chunk))
+    for paths, batch_steps in map_ordered(executor, _preprocess_batch, [(out, b, spec, key) for b in batches]):
+        merge(steps, batch_steps)
         yield from paths
 
 
-def _preprocess_batch(args: tuple[Path, list[dict[str, Any]], PreprocessingSpec, str]) -> list[str | None]:
+def _preprocess_batch(
+    args: tuple[Path, list[dict[str, Any]], PreprocessingSpec, str],
+) -> tuple[list[str | None], dict[str, float]]:
     out, batch, spec, key = args
-    return preprocess_records(out, batch, spec, key)
+    with collecting() as steps:
+        paths = preprocess_records(out, batch, spec, key)
+    return paths, steps

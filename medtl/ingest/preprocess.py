@@ -71,10 +71,19 @@ def preprocess_array(array: np.ndarray, affine: np.ndarray, spec: PreprocessingS
             f"the preprocessing spec is {spec.spatial_dims}D but the scan is {array.ndim}D",
             fix="use a spec whose spatial_dims matches the scans (2 for projection images, 3 for volumes)",
         )
-    scaled = _scale_intensity(np.asarray(array, dtype=np.float32), spec)
+    factors = None
     if spec.target_spacing is not None:
         spacing = [float(np.linalg.norm(affine[:3, axis])) for axis in range(array.ndim)]
         factors = [current / target for current, target in zip(spacing, spec.target_spacing, strict=True)]
+    if spec.spatial_dims == 3 and spec.intensity.kind in ("window", "range") and not _resamples(factors):
+        # A pointwise intensity map and no resampling: crop first, so that only the voxels kept are converted and
+        # scaled (the same values as scaling first: each voxel is mapped on its own, padding stays 0).
+        source, dest = _crop_slices(array.shape, spec.target_shape)
+        out = np.zeros(tuple(spec.target_shape), dtype=np.float32)
+        out[dest] = _scale_intensity(np.asarray(array[source], dtype=np.float32), spec)
+        return _finish(out, spec)
+    scaled = _scale_intensity(np.asarray(array, dtype=np.float32), spec)
+    if factors is not None:
         scaled = _zoom(scaled, factors)
     if spec.spatial_dims == 3:
         out = _centre_pad_crop(scaled, spec.target_shape)
@@ -82,6 +91,10 @@ def preprocess_array(array: np.ndarray, affine: np.ndarray, spec: PreprocessingS
         out = _zoom(
             scaled, [t / s for t, s in zip(spec.target_shape, scaled.shape, strict=True)], exact=spec.target_shape
         )
+    return _finish(out, spec)
+
+
+def _finish(out: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     out = np.clip(out, 0.0, 1.0, out=out)[np.newaxis]
     if spec.channels > 1:
         out = np.repeat(out, spec.channels, axis=0)
@@ -105,10 +118,10 @@ def _scale_intensity(array: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
 
 def _zoom(array: np.ndarray, factors: Sequence[float], exact: Sequence[int] | None = None) -> np.ndarray:
     """Linear resampling by `factors`; shrinking is low-pass filtered first so that it does not alias."""
-    from scipy import ndimage
-
-    if all(abs(f - 1.0) < 1e-6 for f in factors) and (exact is None or tuple(exact) == array.shape):
+    if not _resamples(factors) and (exact is None or tuple(exact) == array.shape):
         return array
+    from scipy import ndimage  # here, not at the top: importing it costs each worker 0.2 s, often for nothing
+
     sigma = [max(0.0, (1.0 / f - 1.0) / 2.0) if f < 1.0 else 0.0 for f in factors]
     if any(sigma):
         array = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest")
@@ -123,11 +136,22 @@ def _zoom(array: np.ndarray, factors: Sequence[float], exact: Sequence[int] | No
     return zoomed.astype(np.float32, copy=False)
 
 
+def _resamples(factors: Sequence[float] | None) -> bool:
+    return factors is not None and not all(abs(f - 1.0) < 1e-6 for f in factors)
+
+
 def _centre_pad_crop(array: np.ndarray, target: Sequence[int]) -> np.ndarray:
     """Keep the physical scale: pad with 0 (the bottom of the intensity range) or crop, centred on each axis."""
     out = np.zeros(tuple(target), dtype=np.float32)
+    source, dest = _crop_slices(array.shape, target)
+    out[dest] = array[source]
+    return out
+
+
+def _crop_slices(shape: Sequence[int], target: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """(source, destination) slices of a centred crop or pad from `shape` to `target`."""
     source, dest = [], []
-    for size, want in zip(array.shape, target, strict=True):
+    for size, want in zip(shape, target, strict=True):
         if size >= want:
             start = (size - want) // 2
             source.append(slice(start, start + want))
@@ -136,5 +160,4 @@ def _centre_pad_crop(array: np.ndarray, target: Sequence[int]) -> np.ndarray:
             start = (want - size) // 2
             source.append(slice(0, size))
             dest.append(slice(start, start + size))
-    out[tuple(dest)] = array[tuple(source)]
-    return out
+    return tuple(source), tuple(dest)

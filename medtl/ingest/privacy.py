@@ -61,6 +61,22 @@ class PrivateRecords:
             if value:
                 self._terms[kind].add(value)
 
+    def keep(self, file_id: str, source_index: int, relative: str, status: str) -> None:
+        """A file an incremental run did not read: indexed under its last fate (its header terms are carried)."""
+        self._index[file_id] = (source_index, relative)
+        self._terms["paths"].add(relative)
+        self._status[file_id] = status
+
+    def carry_terms(self) -> None:
+        """Keep the identifiers the last run found: files not read again still hold them (a superset is safe)."""
+        try:
+            payload = json.loads((self.out / PRIVATE_DIR / "phi_terms.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return
+        for kind, values in payload.items() if isinstance(payload, dict) else ():
+            if kind in self._terms and isinstance(values, list):
+                self._terms[kind].update(str(value) for value in values)
+
     def add_identifiers(self, patient_id: str, accession_number: str | None) -> None:
         """Identifiers that did not come from a DICOM header (NIfTI folder names, sidecars)."""
         self._terms["patient_ids"].add(patient_id)

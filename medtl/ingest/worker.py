@@ -16,7 +16,7 @@ import numpy as np
 from medtl.contracts import PreprocessingSpec
 from medtl.errors import ReadError
 from medtl.hashing import sha256_array, sha256_bytes, sha256_file, sha256_json
-from medtl.ingest.cache import ScanCache
+from medtl.ingest.cache import ScanCache, WriteBehind
 from medtl.ingest.preprocess import applies_to, preprocess_array
 from medtl.ingest.qc import check_scan, intensity_stats
 from medtl.io.dicom.grouping import ScanPlan
@@ -26,6 +26,7 @@ from medtl.io.nifti import read_nifti
 from medtl.io.quiet import FLAG as QUIET_FLAG
 from medtl.io.quiet import Muted, muted_library_messages
 from medtl.io.scan import Scan
+from medtl.timing import collecting, timed
 
 # Bump when decoding changes what arrays come out, so old cache entries are not reused.
 DECODER_VERSION = "1"
@@ -60,6 +61,7 @@ class WorkResult:
     error: str | None = None  # the whole item failed (all its files quarantined with this reason)
     error_code: str | None = None
     from_cache: bool = False
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step in the worker (medtl/timing.py)
 
 
 def run_item(item: WorkItem) -> WorkResult:
@@ -69,7 +71,7 @@ def run_item(item: WorkItem) -> WorkResult:
     with a reason code, and library messages (which quote header values) are muted while it runs.
     """
     result = WorkResult(item.item_id)
-    with muted_library_messages() as muted:
+    with collecting() as result.timings, muted_library_messages() as muted:
         try:
             _run_item(item, result, muted)
         except MemoryError:
@@ -108,7 +110,7 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
         result.files.extend(FileResult(path, digest) for path, digest in hashes.items())
         for record in cached:
             result.scans.append(record)
-            result.samples.append(_sample(cache.load_array(record["cache_path"], mmap=True)))
+            result.samples.append(scan_sample(cache.load_array(record["cache_path"], mmap=True)))
         return
     try:
         scans, outcomes = _decode(item, prefetched)
@@ -130,7 +132,7 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
             result.files = [FileResult(f.path, f.sha256, f.error or error.what, f.code) for f in result.files]
             return
         result.scans.append(record)
-        result.samples.append(_sample(scan.array))
+        result.samples.append(scan_sample(scan.array))
     cache.remember(source_key, result.scans)
 
 
@@ -141,11 +143,14 @@ def _prefetch(paths: list[Path], result: WorkResult) -> dict[Path, tuple[bytes |
     for path in paths:
         try:
             if kept + path.stat().st_size <= PREFETCH_BUDGET_BYTES:
-                data = path.read_bytes()
+                with timed("read"):
+                    data = path.read_bytes()
                 kept += len(data)
-                prefetched[path] = (data, sha256_bytes(data))
+                with timed("hash"):
+                    prefetched[path] = (data, sha256_bytes(data))
             else:
-                prefetched[path] = (None, sha256_file(path))
+                with timed("hash"):
+                    prefetched[path] = (None, sha256_file(path))
         except OSError as error:
             result.files.append(FileResult(path, None, f"cannot read file ({error.strerror})"))
     return prefetched
@@ -165,15 +170,19 @@ def _decode(item: WorkItem, prefetched: dict[Path, tuple[bytes | None, str]]) ->
 
 
 def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> dict[str, Any]:
-    array = np.asarray(scan.array, dtype=np.float32)
-    stats = intensity_stats(array)
-    check_scan(scan, stats)
-    stored = compact_lossless(
-        array, integral=bool(scan.meta.get("integral")), low=stats["intensity_min"], high=stats["intensity_max"]
-    )
-    pixel_hash = sha256_array(stored)
-    relpath = cache.array_relpath(pixel_hash)
-    cache.save_array(relpath, stored)
+    # Integer volumes (medtl/io/dicom/integral.py) stay integers: they hold the exact values the float path gives.
+    array = scan.array if scan.array.dtype.kind in "iu" else np.asarray(scan.array, dtype=np.float32)
+    with timed("checks"):
+        stats = intensity_stats(array)
+        check_scan(scan, stats)
+    with timed("compact"):
+        stored = compact_lossless(
+            array, integral=bool(scan.meta.get("integral")), low=stats["intensity_min"], high=stats["intensity_max"]
+        )
+    with cache.writing(stored) as pending:  # written while it is hashed for its name
+        with timed("pixel_hash"):
+            pixel_hash = sha256_array(stored)
+        relpath = pending.relpath = cache.array_relpath(pixel_hash)
     meta = scan.meta
     return {
         "volume_index": scan.volume_index,
@@ -212,11 +221,11 @@ def compact_lossless(array: np.ndarray, *, integral: bool, low: float, high: flo
         for dtype in (np.int16, np.uint16):
             info = np.iinfo(dtype)
             if info.min <= low and high <= info.max:
-                return array.astype(dtype, order="K")
+                return array.astype(dtype, order="K", copy=False)
     return array
 
 
-def _sample(array: np.ndarray) -> np.ndarray:
+def scan_sample(array: np.ndarray) -> np.ndarray:
     """A fixed, deterministic subsample of voxels for dataset-level intensity statistics."""
     flat = array.ravel(order="K")
     step = max(1, flat.size // SAMPLE_VOXELS)
@@ -224,14 +233,27 @@ def _sample(array: np.ndarray) -> np.ndarray:
 
 
 def preprocess_cached(
-    cache: ScanCache, pixel_hash: str, cache_path: str, affine: list[float], spec: PreprocessingSpec, spec_key: str
+    cache: ScanCache,
+    pixel_hash: str,
+    cache_path: str,
+    affine: list[float],
+    spec: PreprocessingSpec,
+    spec_key: str,
+    writes: WriteBehind | None = None,
 ) -> str:
-    """Preprocessed tensor for one scan under one spec; computed once, then served from the cache."""
+    """Preprocessed tensor for one scan under one spec; computed once, then served from the cache. With `writes`,
+    the tensor is written while the caller goes on (the caller waits for it by leaving the WriteBehind block)."""
     relpath = cache.preprocessed_relpath(pixel_hash, spec_key)
     if not cache.has(relpath):
-        array = cache.load_array(cache_path)
-        tensor = preprocess_array(array, np.asarray(affine, dtype=float).reshape(4, 4), spec)
-        cache.save_array(relpath, tensor)
+        with timed("preprocess_load"):
+            array = cache.load_array(cache_path, mmap=True)  # a crop reads only the pages it keeps
+        with timed("preprocess"):
+            tensor = preprocess_array(array, np.asarray(affine, dtype=float).reshape(4, 4), spec)
+        if writes is not None:
+            writes.save(relpath, tensor)
+        else:
+            with timed("preprocess_write"):
+                cache.save_array(relpath, tensor)
     return relpath
 
 
@@ -241,13 +263,16 @@ def preprocess_records(
     """Worker entry point for a batch of scans; scans of the other dimensionality get None."""
     cache = ScanCache(dataset_root)
     out: list[str | None] = []
-    for record in records:
-        if not applies_to(spec, record["image_kind"]):
-            out.append(None)
-            continue
-        out.append(
-            preprocess_cached(cache, record["pixel_hash"], record["cache_path"], record["affine"], spec, spec_key)
-        )
+    with WriteBehind(cache) as writes:  # each tensor is written while the next one is computed
+        for record in records:
+            if not applies_to(spec, record["image_kind"]):
+                out.append(None)
+                continue
+            out.append(
+                preprocess_cached(
+                    cache, record["pixel_hash"], record["cache_path"], record["affine"], spec, spec_key, writes
+                )
+            )
     return out
 
 

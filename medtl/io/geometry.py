@@ -105,8 +105,10 @@ def lps_affine(
     return affine
 
 
-def canonical_buffer(affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, str]:
-    """An empty float32 volume in canonical (RAS+) order, and a view of it in the source's index order.
+def canonical_buffer(
+    affine: np.ndarray, shape: tuple[int, int, int], dtype: np.dtype | type = np.float32
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """An empty volume (float32 unless told) in canonical (RAS+) order, and a view of it in the source's order.
 
     Writing the source's slices through the view fills the canonical volume directly, so a reader never holds the
     volume twice (once as read, once reoriented). The volume is laid out in Fortran order, like NIfTI on disk:
@@ -116,7 +118,7 @@ def canonical_buffer(affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[n
     canonical_shape = [0, 0, 0]
     for source_axis in range(3):
         canonical_shape[int(transform[source_axis, 0])] = int(shape[source_axis])
-    volume = np.empty(canonical_shape, dtype=np.float32, order="F")
+    volume = np.empty(canonical_shape, dtype=dtype, order="F")
     identity = nio.axcodes2ornt(("R", "A", "S"))
     view = nio.apply_orientation(volume, nio.ornt_transform(identity, transform))
     return volume, view, "RAS"

@@ -19,7 +19,9 @@ ImageKind = Literal["volume", "image2d"]
 class Scan:
     """A decoded scan, ready for QC, caching and preprocessing. `meta` holds non-identifying header facts only."""
 
-    array: np.ndarray  # float32, physical units (HU for CT) where the modality has them
+    # float32, physical units (HU for CT) where the modality has them; int16 / uint16 holding the same values when
+    # a DICOM series is whole numbers that fit (medtl/io/dicom/integral.py)
+    array: np.ndarray
     affine: np.ndarray  # 4x4 voxel index -> RAS mm (2D: row/column -> image plane mm)
     image_kind: ImageKind
     orientation: str  # axis codes of the array, e.g. "RAS"; 2D: PatientOrientation letters or "image"

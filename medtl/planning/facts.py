@@ -1,8 +1,7 @@
 """What the rules are given: the task's development scans (never the locked test), their classes and shape.
 
-One QC flag is a property of a whole dataset rather than of outliers: `possible_label_map` marks images with few
-distinct values. When it is on most labelled scans, the dataset *is* masks or other few-valued images (shape
-analysis), and excluding the flagged scans would leave nothing to learn from; the plan keeps them and says so.
+A QC flag on most labelled scans describes the dataset rather than outliers (`training.dataset_flags`): the plan
+keeps those scans and says so.
 """
 
 from __future__ import annotations
@@ -16,9 +15,7 @@ from medtl.contracts import PreprocessingSpec
 from medtl.contracts.planning import PlanFacts
 from medtl.training.config import TaskConfig
 from medtl.training.data import TaskData, load_task, read_manifest
-
-DATASET_WIDE_FLAGS = ("possible_label_map",)
-DATASET_WIDE_SHARE = 0.5  # a flag on more than half of the labelled scans describes the dataset, not outliers
+from medtl.training.dataset_flags import keep_dataset_wide, kept_reason
 
 
 @dataclass
@@ -29,26 +26,24 @@ class Gathered:
     reasons: dict[str, str]
 
 
-def _task_filters(dataset: Path, kind: str) -> tuple[TaskConfig, dict[str, str]]:
+def task_filters(dataset: Path, kind: str) -> tuple[TaskConfig, dict[str, str]]:
+    """Training's default QC exclusions for this dataset's `kind` scans, less a flag that describes the dataset."""
     manifest = read_manifest(dataset)
     labelled = manifest[(manifest["image_kind"] == kind) & manifest["label"].notna()]
-    flags = list(TaskConfig().exclude_flags)
-    reasons = {"task.exclude_flags": f"default QC exclusions {flags}: flagged scans are outliers"}
-    for flag in DATASET_WIDE_FLAGS:
-        share = float(labelled["qc_flags"].apply(lambda f, flag=flag: flag in set(f)).mean()) if len(labelled) else 0
-        if share > DATASET_WIDE_SHARE and flag in flags:
-            flags.remove(flag)
-            reasons["task.exclude_flags"] = (
-                f"{flag} is on {share:.0%} of the labelled scans: it describes this dataset (e.g. shape masks), "
-                f"not outliers, so those scans are kept; still excluded: {flags}"
-            )
+    defaults = list(TaskConfig().exclude_flags)
+    flags, kept = keep_dataset_wide(defaults, labelled["qc_flags"])
+    reasons = {"task.exclude_flags": f"default QC exclusions {defaults}: flagged scans are outliers"}
+    for flag, share in kept.items():
+        reasons["task.exclude_flags"] = (
+            f"{kept_reason(flag, share, 'labelled scans')}, so those scans are kept; still excluded: {flags}"
+        )
     return TaskConfig(exclude_flags=flags), reasons
 
 
 def gather(dataset: Path, spec: PreprocessingSpec) -> Gathered:
     """Load the task as training will (same filters, same label order) and summarise its development side."""
     kind = "volume" if spec.spatial_dims == 3 else "image2d"
-    task_config, reasons = _task_filters(dataset, kind)
+    task_config, reasons = task_filters(dataset, kind)
     task = load_task(dataset, task_config, spec)
     development = task.scans["split"].to_numpy() != "test"
     facts = PlanFacts(

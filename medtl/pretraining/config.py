@@ -47,7 +47,9 @@ class ScanFilter(_Section):
     modalities: list[str] | None = Field(None, description="e.g. [CT]; default: every modality of the spec's kind")
     exclude_flags: list[str] = Field(
         default_factory=lambda: ["constant_image", "possible_label_map"],
-        description="scans with any of these QC flags are left out (and counted in the record)",
+        description="scans with any of these QC flags are left out (and counted in the record); left unset, a "
+        "default flag carried by most of a dataset's scans (e.g. possible_label_map on a dataset of shape masks) "
+        "describes that dataset and does not exclude its scans (the record says so)",
     )
 
 

@@ -29,6 +29,7 @@ from medtl.ingest.pipeline import FINGERPRINT
 from medtl.ingest.preprocess import applies_to, spec_hash
 from medtl.pretraining.config import ScanFilter
 from medtl.training.data import PRELOAD_LIMIT_BYTES, dataset_spec, ensure_preprocessed, read_manifest
+from medtl.training.dataset_flags import keep_dataset_wide, kept_reason
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,12 @@ def build_pool(datasets: list[Path], scan_filter: ScanFilter, spec: Preprocessin
     patients: set[str] = set()
     uses: list[DatasetUse] = []
     excluded_scans = 0
+    left_out: dict[str, int] = {}
     for dataset, manifest in manifests.items():
-        selected, counts = _select(manifest, kind, scan_filter, excluded)
+        exclude_flags, kept = _flags_for(manifest, kind, scan_filter)
+        selected, counts = _select(manifest, kind, scan_filter.modalities, exclude_flags, excluded)
+        for reason, count in counts.items():
+            left_out[reason] = left_out.get(reason, 0) + count
         excluded_scans += counts.get(EXCLUDED_PATIENT, 0)
         tensors = ensure_preprocessed(dataset, selected, spec, key)
         paths += [dataset / name for name in tensors]
@@ -107,12 +112,16 @@ def build_pool(datasets: list[Path], scan_filter: ScanFilter, spec: Preprocessin
                 scans=len(selected),
                 patients=int(selected["patient_id"].nunique()),
                 left_out=counts,
+                kept_flags=kept,
             )
         )
     if not paths:
+        removed = "; ".join(f"{reason}: {count}" for reason, count in left_out.items()) or "the datasets are empty"
         raise ConfigError(
-            "no scan is left to pretrain on after the filters and the locked-test exclusion",
-            fix="check the datasets' image kind against the preprocessing spec, and scans.modalities / exclude_flags",
+            f"no scan is left to pretrain on after the filters and the locked-test exclusion (scans left out: "
+            f"{removed})",
+            fix="check the datasets' image kind against the preprocessing spec (preprocessing), and the settings "
+            "scans.modalities and scans.exclude_flags",
         )
     exclusion = PatientExclusion(
         rule="every locked-test patient of any pretraining dataset, and every patient of exclude_patients_of, is "
@@ -129,15 +138,25 @@ def build_pool(datasets: list[Path], scan_filter: ScanFilter, spec: Preprocessin
 EXCLUDED_PATIENT = "excluded patient (locked test or named dataset)"
 
 
-def _select(manifest: pd.DataFrame, kind: str, scan_filter: ScanFilter,
+def _flags_for(manifest: pd.DataFrame, kind: str, scan_filter: ScanFilter) -> tuple[list[str], dict[str, str]]:
+    """The QC flags that exclude scans of this dataset, and the default exclusions kept with why: a flag on most of
+    the dataset's scans describes it (`training.dataset_flags`). A configured list is used as written."""
+    if "exclude_flags" in scan_filter.model_fields_set:
+        return list(scan_filter.exclude_flags), {}
+    qc_flags = manifest.loc[manifest["image_kind"] == kind, "qc_flags"]
+    flags, kept = keep_dataset_wide(list(scan_filter.exclude_flags), qc_flags)
+    return flags, {flag: kept_reason(flag, share) for flag, share in kept.items()}
+
+
+def _select(manifest: pd.DataFrame, kind: str, modalities: list[str] | None, exclude_flags: list[str],
             excluded: set[str]) -> tuple[pd.DataFrame, dict[str, int]]:  # fmt: skip
     """The scans pretrained on, and how many each rule left out."""
     counts: dict[str, int] = {}
     selected = manifest
     rules = [
         (lambda frame: frame["image_kind"] != kind, f"not {kind}"),
-        (lambda frame: ~frame["modality"].isin(scan_filter.modalities or list(frame["modality"])), "other modality"),
-        (lambda frame: frame["qc_flags"].apply(lambda flags: bool(set(flags) & set(scan_filter.exclude_flags))),
+        (lambda frame: ~frame["modality"].isin(modalities or list(frame["modality"])), "other modality"),
+        (lambda frame: frame["qc_flags"].apply(lambda flags: bool(set(flags) & set(exclude_flags))),
          "excluded QC flag"),
         (lambda frame: frame["patient_id"].isin(excluded), EXCLUDED_PATIENT),
     ]  # fmt: skip

@@ -17,7 +17,7 @@ import jinja2
 
 from medtl.contracts.evaluation import Calibration, EndpointResult, Evaluation, SubgroupResult
 from medtl.errors import ContractProblem, DataContractError
-from medtl.reporting import efficiency, plots, pngmeta, tasks
+from medtl.reporting import efficiency, plots, pngmeta, tasks, utility
 from medtl.reporting.checklists import ITEMS, SECTIONS
 from medtl.reporting.model import ReportInput
 from medtl.reporting.summary import (
@@ -128,6 +128,11 @@ def _context(report: ReportInput) -> dict[str, Any]:
         "endpoint_heading": _endpoint_heading(ordered),
         "roc_image": data_uri(plots.roc_png(report.curves, ordered)) if report.curves else None,
         "pr_image": data_uri(plots.pr_png(report.curves, ordered)) if any(c.pr for c in report.curves) else None,
+        "decision_curves": utility.decision_section(ordered, data_uri),
+        "decision_reading": utility.DECISION_CURVE_READING,
+        "distributions": utility.distribution_section(report.distributions, data_uri),
+        "distribution_reading": utility.DISTRIBUTION_READING,
+        "seed_spread": utility.seed_section(m.seed_spread),
         "transfer": transfer_rows(m, folds),
         "transfer_image": data_uri(plots.transfer_png(report.transfer_curves)) if report.transfer_curves else None,
         "efficiency": _efficiency(report),

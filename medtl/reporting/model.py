@@ -34,6 +34,21 @@ class EvaluationCurves(_Part):
     pr: Curve | None = None
 
 
+class HistogramGroup(_Part):
+    label: str = Field(description="the true class (or 'finding present' / 'finding absent')")
+    counts: list[int] = Field(description="scans per probability bin")
+
+
+class ProbabilityHistogram(_Part):
+    """How the predicted probability of one decision is distributed among the scans of each true class."""
+
+    evaluated_on: Literal["oof", "test"]
+    endpoint: str | None = Field(None, description="the endpoint id; None: the binary task's positive class")
+    display: str = Field(description="the probability shown, e.g. 'P(malignant)' or 'grade >= 2'")
+    edges: list[float] = Field(description="bin edges from 0 to 1; the last bin includes 1")
+    groups: list[HistogramGroup]
+
+
 class TransferCurve(_Part):
     """Tuning AUROC per epoch of one arm on one fold, with the cumulative seconds (the learning-speed picture)."""
 
@@ -119,6 +134,7 @@ class ReportInput(_Part):
     cohort: Cohort
     metrics: Metrics
     curves: list[EvaluationCurves]
+    distributions: list[ProbabilityHistogram] = Field(default_factory=list)
     transfer_curves: list[TransferCurve] = Field(default_factory=list)
     recipe: Recipe | None = None
     failure_cases: list[FailureCase] = Field(default_factory=list)

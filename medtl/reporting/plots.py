@@ -60,6 +60,11 @@ def _png(draw: Callable[[Figure], None], size: tuple[float, float]) -> bytes:
     return buffer.getvalue()
 
 
+def figure_png(draw: Callable[[Figure], None], size: tuple[float, float]) -> bytes:
+    """The same fixed style and metadata-free PNG for figures drawn outside the report (monitoring's time series)."""
+    return _png(draw, size)
+
+
 def _evaluation_label(evaluated_on: str) -> str:
     return EVALUATION_LABELS.get(evaluated_on, evaluated_on)
 

@@ -98,10 +98,11 @@ def score_from_pacs(
     today: date | None = None,
     progress: bool = False,
     trust: TrustSettings | None = None,
+    registry: Path | None = None,
 ) -> PacsScoreResult:
     check_policy(policy)
     out = Path(out)
-    scorer = prepare(artifact, allow_unapproved=allow_unapproved, trust=trust)
+    scorer = prepare(artifact, allow_unapproved=allow_unapproved, trust=trust, registry=registry)
     for folder in (PULL_STAGING, STAGING):  # before anything is pulled: a folder of someone else's files is refused
         clear_for(out / folder, owner=STAGING_OWNER, what=f"PACS scoring's {folder} folder", dry_run=True)
     remote = open_remote(source, retry)
@@ -176,8 +177,8 @@ def _score_folder(
     scorer: Scorer, remote: RemoteSource, folder: Path, batch_folder: Path, *, out: Path, send_back: bool, **options
 ) -> tuple[ScoreResult, dict[str, str]]:
     """Score what FOLDER holds, store its SRs, and name (by series key) the series that got no SR. Its ingest folder
-    goes with it; what stays: scores.parquet, the SRs, and the ingest report (every pulled file: ingested, skipped
-    or quarantined, with its reason) in OUT/ingest-reports."""
+    goes with it; what stays: scores.parquet, scan_inputs.parquet, the SRs, and the ingest report (every pulled
+    file: ingested, skipped or quarantined, with its reason) in OUT/ingest-reports."""
     clear_for(out / STAGING, owner=STAGING_OWNER, what="the scoring staging folder")  # a killed run's is cleared
     mark(out / STAGING, owner=STAGING_OWNER)
     try:

@@ -2,8 +2,8 @@
 
 Compared with the training fingerprint (stored in the artifact): modality, kind of image, spacing, shape and
 intensity statistics; and, per scan, the distance of the model's own features from the training distribution
-(medtl.scoring.features). Ingest's QC flags travel along, prefixed `qc:`, except those that only describe how a
-scan was assembled.
+(medtl.training.feature_reference, medtl.training.feature_ood). Ingest's QC flags travel along, prefixed `qc:`,
+except those that only describe how a scan was assembled.
 """
 
 from __future__ import annotations

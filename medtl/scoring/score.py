@@ -23,7 +23,7 @@ from safetensors.torch import load as safetensors_load
 from medtl.artifacts import TrustSettings, VerifiedArtifact, open_verified
 from medtl.artifacts.contents import ArtifactContents
 from medtl.contracts import read_table, write_table
-from medtl.contracts.artifact import AuditEvent
+from medtl.contracts.artifact import AuditEvent, TaskSpec
 from medtl.contracts.base import table_contract
 from medtl.contracts.evaluation import ScoreRow
 from medtl.contracts.handoff import ScoredPayload, evaluated_payload
@@ -35,11 +35,13 @@ from medtl.ingest.cache import ScanCache
 from medtl.ingest.pipeline import MANIFEST, ingest_sources
 from medtl.ingest.preprocess import spec_hash
 from medtl.models.factory import rebuild_model
+from medtl.models.loaded import LoadedModel, load_model
 from medtl.progress import Progress
-from medtl.scoring.features import FeatureReference, head_module
-from medtl.scoring.model import LoadedModel, load_model
+from medtl.scoring.inputs import record_inputs
 from medtl.scoring.ood import input_flags
 from medtl.scoring.policy import Policy
+from medtl.training.feature_ood import KnnReference, collected, tapped
+from medtl.training.feature_reference import FeatureReference, feature_rule, head_module
 
 log = logging.getLogger(__name__)
 SCORES = "scores.parquet"
@@ -60,6 +62,7 @@ class Scorer:
     fingerprint: Fingerprint
     reference: FeatureReference
     head: torch.nn.Module
+    knn: KnnReference | None = None  # the multi-layer rule that sets feature_outlier; None: artifacts sealed before it
 
     @property
     def threshold(self) -> float | None:
@@ -79,9 +82,16 @@ class Scorer:
         return list(self.artifact.metadata["input"]["modalities"])
 
 
-def prepare(artifact: Path, *, allow_unapproved: bool = False, trust: TrustSettings | None = None) -> Scorer:
-    """Verify the artifact (integrity, trust and approval, as decisions.judge decides) before touching any scan."""
+def prepare(
+    artifact: Path, *, allow_unapproved: bool = False, trust: TrustSettings | None = None, registry: Path | None = None
+) -> Scorer:
+    """Verify the artifact (integrity, trust and approval, as decisions.judge decides) before touching any scan;
+    with a service `registry`, also that it is the artifact in service now."""
     verified = open_verified(artifact, trust=trust)
+    if registry is not None:
+        from medtl.artifacts.service import require_in_service
+
+        require_in_service(verified, registry)
     status = verified.status
     if not status.approved and not allow_unapproved:
         state = "was rejected" if status.state == "rejected" else "has no valid clinician approval"
@@ -93,29 +103,37 @@ def prepare(artifact: Path, *, allow_unapproved: bool = False, trust: TrustSetti
             "MEDTL_APPROVER_KEYS; for tests and research, pass --allow-unapproved (the outputs are then marked "
             "unapproved)",
         )
-    evaluation = status.evaluation if status.approved else status.latest_evaluation
     model = load_model(verified)
-    policy = decision_policy(verified, model, status.thresholds, evaluation)
+    policy = artifact_policy(verified)
     contents = ArtifactContents(verified)
-    reference = FeatureReference.from_parts(safetensors_load(contents.ood_tensors()), contents.ood_summary.model_dump())
+    tensors, summary = safetensors_load(contents.ood_tensors()), contents.ood_summary
+    reference = FeatureReference.from_parts(tensors, summary.model_dump())
     fingerprint = contents.fingerprint
-    head = head_module(model.networks[0], rebuild_model(verified.metadata["model"]).head_params)
-    return Scorer(verified, model, policy, status.approved, fingerprint, reference, head)
+    built = rebuild_model(verified.metadata["model"])
+    head = head_module(model.networks[0], built.head_params)
+    knn = feature_rule(verified.folder.name, built, tensors, summary)
+    return Scorer(verified, model, policy, status.approved, fingerprint, reference, head, knn)
+
+
+def artifact_policy(verified: VerifiedArtifact) -> Policy:
+    """The policy scoring decides with, from the artifact alone (no weights loaded): monitoring applies the same one
+    to the out-of-fold predictions, so that a night's positive rate and its reference are measured alike."""
+    status = verified.status
+    evaluation = status.evaluation if status.approved else status.latest_evaluation
+    return decision_policy(ArtifactContents(verified).task, status.thresholds, evaluation)
 
 
 def decision_policy(
-    verified: VerifiedArtifact,
-    model: LoadedModel,
+    task: TaskSpec,
     thresholds: Callable[[str | None], dict[str, float]],
     evaluation: AuditEvent | None,
 ) -> Policy:
     """The artifact's task with the thresholds the approval status gives (the approved ones, else provisional)."""
-    task = verified.metadata["task"]
-    policy = Policy(model.task_kind, list(model.classes), model.positive_class, task.get("decision_cut"))
+    policy = Policy(task.kind, list(task.classes), task.positive_class, task.decision_cut)
     temperature = evaluated_payload(evaluation).temperature if evaluation is not None else None
-    if temperature is not None and model.task_kind != "binary":
+    if temperature is not None and task.kind != "binary":
         log.warning("the evaluation's temperature applies to binary probabilities only; %s scores are reported "
-                    "unscaled", model.task_kind)  # fmt: skip
+                    "unscaled", task.kind)  # fmt: skip
         temperature = None
     decision = policy.decision
     return replace(policy, thresholds=thresholds(decision.id if decision else None), temperature=temperature)
@@ -179,7 +197,9 @@ def stage_inputs(
     )  # fmt: skip
     if ingested.fingerprint.pseudonym_key_id != scorer.fingerprint.pseudonym_key_id:
         log.warning("the pseudonym key differs from training's: these ids do not link to the training data's")
-    return read_table(ManifestRow, out / STAGING / MANIFEST)
+    manifest = read_table(ManifestRow, out / STAGING / MANIFEST)
+    record_inputs(manifest, out)  # for monitoring: the staging folder may not outlive this run
+    return manifest
 
 
 def scored_keys(out: Path) -> set[tuple[str, str]]:
@@ -336,10 +356,11 @@ def score(
     workers: int = 0,
     progress: bool = False,
     trust: TrustSettings | None = None,
+    registry: Path | None = None,
 ) -> ScoreResult:
     """prepare -> score_inputs (stage, score chunk by chunk, settle) -> one `scored` audit event."""
     check_policy(policy)
-    scorer = prepare(artifact, allow_unapproved=allow_unapproved, trust=trust)
+    scorer = prepare(artifact, allow_unapproved=allow_unapproved, trust=trust, registry=registry)
     result = score_inputs(
         scorer, sources, out=Path(out), pseudonymizer=pseudonymizer, policy=policy, tta=tta, sr=sr,
         batch_size=batch_size, chunk_size=chunk_size, workers=workers, progress=progress,
@@ -407,19 +428,26 @@ def score_chunk(
         ).float()
         captured, handle = _capture_inputs(scorer.head)  # the first network's penultimate features
         try:
-            predicted = scorer.model.predict(batch)
+            with tapped(scorer.model.networks[0], scorer.knn.modules if scorer.knn else {}) as stages:
+                predicted = scorer.model.predict(batch)
         finally:
             handle.remove()
-        features = captured[0].flatten(1).float().cpu().numpy()
+        outliers = feature_outliers(scorer, captured[0].flatten(1).float().cpu().numpy(), collected(stages))
         if tta:  # left-right flip: axis 0 of a RAS volume (dim 2), the column axis of a 2D image (last dim)
             flip_dim = 2 if batch.ndim == 5 else batch.ndim - 1
             predicted = (predicted + scorer.model.predict(torch.flip(batch, [flip_dim]))) / 2
         for position, index in enumerate(indices):
             probabilities[index] = predicted[position]
-        for index, distance in zip(indices, scorer.reference.distances(features), strict=True):
-            if distance > scorer.reference.threshold:
+            if outliers[position]:
                 flags[index].append("feature_outlier")
     return [_row(scorer, records[i], probabilities.get(i), flags[i], policy, now) for i in range(len(records))]
+
+
+def feature_outliers(scorer: Scorer, penultimate: np.ndarray, stages: dict[str, np.ndarray]) -> np.ndarray:
+    """Which scans of a batch lie beyond the artifact's feature rule (the nearest-neighbour one when it has it)."""
+    if scorer.knn is not None:
+        return scorer.knn.scores(stages) > scorer.knn.threshold
+    return scorer.reference.distances(penultimate) > scorer.reference.threshold
 
 
 def _capture_inputs(module: torch.nn.Module) -> tuple[list[torch.Tensor], Any]:

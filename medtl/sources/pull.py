@@ -111,11 +111,19 @@ class Puller:
         clear_for(self.staging, owner=STAGING_OWNER, what="PACS staging")
         mark(self.staging, owner=STAGING_OWNER)
         batch = self._new_batch(0)
+        pending = iter(plan.new)
         try:
-            for series in plan.new:
-                if self._retrieve_into(batch, series) and batch.bytes >= self.max_staging_bytes:
-                    yield batch
-                    batch = self._new_batch(batch.number + 1)
+            while True:
+                full = False
+                with self.source.retrieving():  # one connection per stretch, closed while the caller works
+                    for series in pending:
+                        if self._retrieve_into(batch, series) and batch.bytes >= self.max_staging_bytes:
+                            full = True
+                            break
+                if not full:
+                    break
+                yield batch
+                batch = self._new_batch(batch.number + 1)
             if batch.series:
                 yield batch
         finally:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -80,6 +81,13 @@ class RemoteSource(ABC):
     @abstractmethod
     def _store(self, datasets: Sequence[Dataset]) -> None:
         """Send result objects (DICOM SR, encapsulated PDF) to the PACS."""
+
+    @contextmanager
+    def retrieving(self) -> Iterator[None]:
+        """A stretch of retrievals that may share one connection (DIMSE: one association for many series, as
+        negotiating one costs about as much as receiving a small series); closed when the stretch ends, so that
+        nothing stays open while a caller works on what was received."""
+        yield
 
     def ping(self) -> None:
         self._with_retries(self._ping, "reach the PACS")

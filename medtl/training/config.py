@@ -134,6 +134,13 @@ class TrainConfig(_Section):
         description="write the resume checkpoint (model, optimiser, best weights) at most this often; 0: every "
         "epoch. A resumed fold replays the epochs since, exactly, so this trades redone work for disk writes",
     )
+    ood_false_flag_rate: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="share of in-distribution scans the `feature_outlier` flag may mark; its threshold is that "
+        "quantile of held-out training scans (recorded in ood/features.json)",
+    )
     allow_unsigned: bool = Field(False, description="seal the artifact without a signature (development only)")
     plan: PlanRecord | None = Field(None, description="how `medtl plan` chose this config (kept in the artifact)")
 

@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from medtl.contracts.handoff import SUBGROUP_ATTRIBUTES
 from medtl.contracts.task import output_units
 from medtl.contracts.training import Splits
-from medtl.evaluation.subgroups import ATTRIBUTES as SUBGROUP_ATTRIBUTES
 from medtl.models.config import ModelConfig, parse_weights
 from medtl.models.factory import create_model_from_config
 from medtl.models.records import BuiltModel

@@ -25,6 +25,7 @@ from medtl.artifacts import (
 from medtl.artifacts.layout import FINGERPRINT as ARTIFACT_FINGERPRINT
 from medtl.artifacts.layout import (
     LABEL_EFFICIENCY,
+    LINEAGE,
     OOD_FEATURES,
     OOD_SUMMARY,
     OOF_PREDICTIONS,
@@ -36,16 +37,18 @@ from medtl.artifacts.layout import (
 from medtl.contracts.artifact import ArtifactMetadata
 from medtl.contracts.base import contract_document
 from medtl.contracts.handoff import LabelEfficiencyRow, OodReferenceSummary, OofRow, TransferRecord
+from medtl.contracts.lineage import Lineage
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
 from medtl.hashing import sha256_json
 from medtl.ingest.pipeline import FINGERPRINT
 from medtl.ingest.privacy import PRIVATE_DIR
 from medtl.models.records import BuiltModel
-from medtl.scoring.features import FeatureReference, fit_reference, head_module, penultimate_features
 from medtl.training.config import TrainConfig
 from medtl.training.cv import MAIN_ARM, ArmResult
 from medtl.training.data import TaskData, TensorSet, rows_of
+from medtl.training.feature_ood import KnnReference, artifact_knn_reference, network_features, stage_modules
+from medtl.training.feature_reference import FeatureReference, fit_reference, head_module
 
 
 def phi_terms_for(dataset: Path) -> PhiTerms:
@@ -89,20 +92,52 @@ def resolved_config(config: TrainConfig, results: list[ArmResult], task: TaskDat
 
 
 def training_feature_reference(
-    network: torch.nn.Module, built: BuiltModel, task: TaskData, splits: Splits, device: torch.device, batch_size: int
-) -> FeatureReference:
-    """Penultimate features of every cross-validated training scan, summarised for the out-of-distribution check."""
+    network: torch.nn.Module,
+    built: BuiltModel,
+    task: TaskData,
+    splits: Splits,
+    device: torch.device,
+    batch_size: int,
+    *,
+    feature_fold: int | None,
+    rate: float,
+    seed: int = 0,
+) -> tuple[FeatureReference, KnnReference | None]:
+    """Features of every cross-validated training scan, summarised for the out-of-distribution check: the
+    penultimate Mahalanobis reference (kept for comparison and for readers of older artifacts) and the multi-layer
+    nearest-neighbour rule that sets the flag (medtl/training/feature_ood.py says why).
+
+    FEATURE_FOLD: the fold whose network scoring reads features from (a fold ensemble); its held-out patients
+    calibrate the threshold. None for a refit model: the threshold is then cross-fitted."""
     patients = sorted({p for fold in splits.folds for p in (*fold.train, *fold.tune, *fold.heldout)})
-    data = TensorSet(task, rows_of(task, patients))
+    rows = rows_of(task, patients)
+    data = TensorSet(task, rows)
     head = head_module(network, built.head_params)
+    modules = stage_modules(network, built.stages, built.stage_names)
     network = network.to(device).eval()
-    features = [
-        penultimate_features(
-            network, head, torch.stack([data[i][0] for i in range(s, min(s + batch_size, len(data)))]).to(device)
-        )
+    batches = (
+        torch.stack([data[i][0] for i in range(s, min(s + batch_size, len(data)))]).to(device)
         for s in range(0, len(data), batch_size)
-    ]
-    return fit_reference(np.concatenate(features))
+    )
+    features = network_features(network, head, modules, batches)
+    mahalanobis = fit_reference(features["penultimate"])
+    if not modules:
+        return mahalanobis, None
+    fold = next((f for f in splits.folds if f.index == feature_fold), None)
+    if fold is not None and fold.heldout:
+        heldout = np.isin(rows, rows_of(task, list(fold.heldout)))
+        bank, calibration = np.flatnonzero(~heldout), np.flatnonzero(heldout)
+    else:
+        bank, calibration = np.arange(len(rows)), None
+    return mahalanobis, artifact_knn_reference(
+        features, modules, bank_rows=bank, calibration_rows=calibration, rate=rate, seed=seed
+    )
+
+
+def ood_summary(mahalanobis: FeatureReference, knn: KnnReference | None) -> OodReferenceSummary:
+    if knn is None:
+        return OodReferenceSummary(**mahalanobis.summary())
+    return OodReferenceSummary(**mahalanobis.summary(), flag="knn_multilayer", knn=knn.summary())
 
 
 def write_artifact(
@@ -122,6 +157,7 @@ def write_artifact(
     run: dict[str, Any],
     flow_run_id: str | None = None,
     label_efficiency: pd.DataFrame | None = None,
+    lineage: Lineage | None = None,
 ) -> str:
     """Write every file, then seal (PHI gate, manifest, signature, `created` event); returns the manifest hash."""
     main = next(r for r in results if r.arm.name == MAIN_ARM)
@@ -135,6 +171,7 @@ def write_artifact(
     builder.add_json(PREPROCESSING, contract_document(task.spec))
     builder.add_json("label_map.json", {name: index for index, name in enumerate(task.classes)})
     builder.add_json(SPLITS, contract_document(splits))
+    builder.add_json(LINEAGE, contract_document(lineage or Lineage()))
     builder.add_table(OOF_PREDICTIONS, oof, contract=OofRow)
     if label_efficiency is not None:  # the curve's runs: predictions only, their weights are not kept
         builder.add_table(LABEL_EFFICIENCY, label_efficiency, contract=LabelEfficiencyRow)
@@ -151,9 +188,13 @@ def write_artifact(
     scoring_network = final_built.model
     if final_state is None:  # an ensemble scores with every fold model; features come from the first, fold 0
         scoring_network.load_state_dict(main.states[min(main.states)])
-    reference = training_feature_reference(scoring_network, final_built, task, splits, device, config.batch_size)
-    builder.add_bytes(OOD_FEATURES, safetensors_save(reference.tensors()))
-    builder.add_json(OOD_SUMMARY, contract_document(OodReferenceSummary(**reference.summary())))
+    mahalanobis, knn = training_feature_reference(
+        scoring_network, final_built, task, splits, device, config.batch_size,
+        feature_fold=min(main.states) if final_state is None else None, rate=config.ood_false_flag_rate,
+        seed=config.seed,
+    )  # fmt: skip
+    builder.add_bytes(OOD_FEATURES, safetensors_save({**mahalanobis.tensors(), **(knn.tensors() if knn else {})}))
+    builder.add_json(OOD_SUMMARY, contract_document(ood_summary(mahalanobis, knn)))
     environment = environment_text()
     provenance = collect_provenance(
         manifest_hash=task.manifest_hash,

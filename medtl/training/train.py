@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medtl.contracts.lineage import Lineage
 from medtl.contracts.training import Splits
 from medtl.errors import ConfigError
 from medtl.hashing import sha256_json
@@ -32,8 +33,8 @@ from medtl.training.cv import (
 )
 from medtl.training.data import TaskData, load_task
 from medtl.training.fractions import run_label_efficiency
+from medtl.training.lineage import check_lineage, lineage_of
 from medtl.training.package import run_record, signing_key_for, write_artifact
-from medtl.training.pretraining_overlap import check_pretraining_overlap
 from medtl.training.splits import resolve_splits
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class TrainingPlan:
     device: torch.device
     workdir: Path
     started: datetime
+    lineage: Lineage
 
     @property
     def units(self) -> list[tuple[str, int]]:
@@ -121,11 +123,12 @@ def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingP
         splits_file=config.cv.splits_file,
         kind=task.kind,
     )
-    check_pretraining_overlap(config.model, splits.locked_test)
+    lineage = lineage_of(config.model)  # what the starting weights learnt from: never a locked-test patient
+    check_lineage(lineage, splits.locked_test, who="the model to be trained")
     workdir = out.with_name(out.name + ".work")
     claim_workdir(workdir, sha256_json({"manifest": task.manifest_hash, "splits": splits.model_dump(mode="json"),
                                          "config": config.model_dump(mode="json")}))  # fmt: skip
-    return TrainingPlan(Path(dataset), config, out, task, splits, device, workdir, started)
+    return TrainingPlan(Path(dataset), config, out, task, splits, device, workdir, started, lineage)
 
 
 def claim_workdir(workdir: Path, identity: str) -> None:
@@ -193,6 +196,7 @@ def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progr
             device=plan.device,
             run=run,
             flow_run_id=flow_run_id,
+            lineage=plan.lineage,
         )
     shutil.rmtree(plan.workdir, ignore_errors=True)
     return TrainResult(plan.out, manifest_hash, indicators, run)

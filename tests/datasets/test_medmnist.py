@@ -72,6 +72,22 @@ def test_2d_greyscale_import_round_trips_pixels_and_labels(tmp_path, name, sop_c
     assert "no patient ids" in summary.describe()
 
 
+def test_modality_option_writes_another_tag_for_out_of_distribution_pairs(tmp_path):
+    """A chest X-ray set written as ultrasound: same format and tag as a breast-ultrasound model's inputs."""
+    arrays = _fake_npz(tmp_path / "p.npz", (28, 28))
+    summary = import_medmnist("pneumoniamnist", source=str(tmp_path / "p.npz"), out=tmp_path / "out", modality="US")
+    ds = pydicom.dcmread(tmp_path / "out" / "pneumoniamnist-test-00002" / "pneumoniamnist-test-00002.dcm")
+    assert ds.Modality == "US" and ds.SOPClassUID == UltrasoundImageStorage
+    assert "PresentationIntentType" not in ds  # the X-ray-only attributes go with the X-ray tag
+    np.testing.assert_array_equal(ds.pixel_array, arrays["test_images"][2])
+    assert summary.spec.modality == "US" and MEDMNIST_SETS.get("pneumoniamnist").modality == "DX"  # registry intact
+    with pytest.raises(ConfigError, match="unknown modality"):
+        import_medmnist("pneumoniamnist", source=str(tmp_path / "p.npz"), out=tmp_path / "bad", modality="XX")
+    _fake_npz(tmp_path / "a.npz", (28, 28, 28))
+    with pytest.raises(ConfigError, match="2D sets only"):
+        import_medmnist("adrenalmnist3d", source=str(tmp_path / "a.npz"), out=tmp_path / "a3d", modality="US")
+
+
 def test_rgb_set_is_written_as_rgb_secondary_capture(tmp_path):
     arrays = _fake_npz(tmp_path / "b.npz", (28, 28, 3), n_classes=8)
     import_medmnist("bloodmnist", source=str(tmp_path / "b.npz"), out=tmp_path / "out", limit=2)

@@ -14,6 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from pipelines.end_to_end import EndToEndParameters
+from pipelines.ingest import IngestParameters
 from pipelines.pacs import PacsScoreParameters
 from pipelines.score import ScoreParameters
 from pipelines.server import local_prefect_server
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POOLS = {"medtl-cpu": ("process", "process"), "medtl-gpu-docker": ("docker", "docker-gpu"),
          "medtl-gpu-k8s": ("kubernetes", "kubernetes-gpu")}  # fmt: skip
 PARAMETERS = {"medtl-score": ScoreParameters, "medtl-end-to-end": EndToEndParameters, "medtl-train": TrainParameters,
-              "medtl-score-pacs": PacsScoreParameters}  # fmt: skip
+              "medtl-score-pacs": PacsScoreParameters, "medtl-ingest": IngestParameters}  # fmt: skip
 
 
 def _prefect(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from medtl.contracts import ALL_CONTRACTS, LabelRow, PreprocessingSpec, read_json, validate_rows, write_json
+from medtl.contracts import base as contract_base
 from medtl.contracts.base import read_table, write_table
 from medtl.contracts.ingest import ManifestRow
 from medtl.contracts.schemas import render
@@ -71,6 +72,15 @@ def test_a_file_of_another_contract_or_version_is_refused(tmp_path):
         read_json(PreprocessingSpec, path)
     path.write_text(json.dumps({"contract": "preprocessing", "contract_version": 2, "spatial_dims": 2}))
     with pytest.raises(DataContractError, match="compatibility rules"):
+        read_json(PreprocessingSpec, path)
+
+
+def test_an_oversized_document_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "preprocessing.json"
+    path.write_text(json.dumps({"contract": "preprocessing", "contract_version": 1}) + " " * 2048)
+    monkeypatch.setattr(contract_base, "MAX_DOCUMENT_BYTES", 1024)
+    monkeypatch.setattr(Path, "read_text", lambda *a, **k: pytest.fail("read before its size was checked"))
+    with pytest.raises(DataContractError, match="larger than"):
         read_json(PreprocessingSpec, path)
 
 

@@ -10,6 +10,9 @@ import pytest
 
 from medtl.artifacts import open_verified
 from medtl.artifacts.contents import ArtifactContents
+from medtl.artifacts.service import open_registry
+from medtl.contracts import read_json
+from medtl.contracts.monitoring import MonitorStatus
 from pipelines.demo import DemoParameters, demo_flow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,3 +42,8 @@ def test_demo_flow_runs_every_stage_and_transfers_from_its_source_model(tmp_path
     assert len(scores) == result["scored"]["scored"] > 0
     assert scores.approved.all() and scores.scan_id.is_unique
     assert len(list((result["scores"] / "sr").glob("SR_*.dcm"))) == len(scores)
+    # scored only because the reviewer put it in service; its first night monitored, same distribution: no alert
+    assert open_registry(result["registry"]).in_service.artifact_manifest_hash == target.manifest_hash
+    status = read_json(MonitorStatus, result["monitoring"] / "monitor_status.json")
+    assert result["scored"]["monitoring"]["status"] == status.status == "ok" and len(status.nights) == 1
+    assert status.nights[0].summary.n_scans == len(scores)

@@ -20,6 +20,11 @@ from support.trained import write_tiny_config
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _tree(folder):
+    """Every file under FOLDER (the report folder holds configs/metadata.json) by its relative path, with its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture
 def inputs(tmp_path, trained):  # `trained` sets the signing key for the session
     make_cohort(tmp_path / "cohort", patients=12, seed=43)
@@ -53,7 +58,7 @@ def test_stages_run_once_and_a_rerun_skips_what_did_not_change(inputs):
     third = end_to_end_flow(params)
     assert third["skipped"] == ["ingest", "train"] and (third["report"] / "report.html").exists()
     assert (inputs["workdir"] / "report.superseded-1" / "metrics.json").exists()  # the incomplete one, set aside
-    evaluated = {p.name: p.read_bytes() for p in third["report"].iterdir()}
+    evaluated = _tree(third["report"])
 
     labels = inputs["labels"]
     rows = list(csv.DictReader(labels.open()))
@@ -68,7 +73,7 @@ def test_stages_run_once_and_a_rerun_skips_what_did_not_change(inputs):
     assert (superseded / "manifest.json").read_bytes() == manifest  # the old artifact is kept, not overwritten
     assert (fourth["artifact"] / "manifest.json").read_bytes() != manifest
     kept = inputs["workdir"] / "report.superseded-2"  # a report is never overwritten: it may be the approved one
-    assert {p.name: p.read_bytes() for p in kept.iterdir()} == evaluated
+    assert _tree(kept) == evaluated
 
 
 @pytest.mark.parametrize(

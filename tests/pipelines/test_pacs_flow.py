@@ -25,6 +25,8 @@ def test_nightly_flow_scores_what_is_new_and_sends_srs_back(orthanc, trained, tm
     )
     assert first["new_series"] == ct_series == len(rows) == first["sent_back"] and first["failed"] == 0
     assert len(orthanc.series_of_modality("SR")) == ct_series
+    inputs = pd.read_parquet(tmp_path / "scores" / "scan_inputs.parquet")  # for monitoring: staging is gone by now
+    assert set(inputs.input_hash) == set(rows.input_hash) and not (tmp_path / "scores" / "ingest").exists()
     second = pacs_score_flow(params)
     assert (second["new_series"], second["already_done"], second["sent_back"]) == (0, ct_series, 0)
 

@@ -146,8 +146,28 @@ def test_training_refuses_a_test_set_the_backbone_was_pretrained_on(site, tmp_pa
     pretrained = tmp_path / "pre"
     pretrain([unsplit], small(epochs=1), pretrained)
     config = tiny_config(model={"backbone": "resnet18", "weights": {"source": "artifact", "path": str(pretrained)}})
-    with pytest.raises(LeakageError, match=f"{SIZES['test']} patient"):
+    with pytest.raises(LeakageError, match=rf"^{SIZES['test']} test patient\(s\) were pretrained on by pre,"):
         train(site["a"], config, tmp_path / "model")
+
+
+def test_evaluate_refuses_a_separately_ingested_test_set_the_backbone_was_pretrained_on(site, simclr, tmp_path):
+    """`b` (no split: all of it is a test set) was in the pretraining pool; `a`'s locked test split was left out."""
+    from medtl.cards.card import build_model_card
+    from medtl.evaluation.evaluate import evaluate
+    from medtl.evaluation.unseen import check_unseen
+
+    config = tiny_config(model={"backbone": "resnet18", "weights": {"source": "artifact", "path": str(simclr)}})
+    model = train(site["a"], config, tmp_path / "model").artifact
+    with pytest.raises(
+        LeakageError, match=r"^40 test patient\(s\) were pretrained on by pre-simclr, which the model started"
+    ) as raised:
+        evaluate(model, out=tmp_path / "report", test=site["b"], n_boot=20, pdf=False)
+    assert "P-" not in str(raised.value) and not (tmp_path / "report").exists()  # refused before any work
+    contents = ArtifactContents(open_verified(model))
+    check_unseen({"model": contents}, site["a"])  # its own locked test split is clean
+    pool = json.loads((simclr / "metrics" / "pretraining.json").read_text())["patients_used"]
+    (source,) = build_model_card(contents).lineage.learnt_from  # the card counts, and names no patient
+    assert (source.kind, source.artifact_name, source.patients) == ("pretrained", "pre-simclr", len(pool))
 
 
 def test_plan_picks_the_sites_pretrained_backbone_when_no_public_file_is_there(simclr):

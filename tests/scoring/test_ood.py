@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from medtl.contracts.ingest import AxisStats, Fingerprint, GroupStats, IntensityStats
-from medtl.scoring.features import FeatureReference, fit_reference
 from medtl.scoring.ood import input_flags
+from medtl.training.feature_reference import FeatureReference, fit_reference
 
 
 def test_feature_reference_flags_shifted_scans_and_few_in_distribution_ones():

@@ -65,7 +65,7 @@ def test_scoring_uses_the_training_preprocessing_and_the_approved_threshold(setu
     assert ((scored.probability >= 0.5) == (scored.decision == "1")).all()
     # the same scans through the training path give the same probabilities: same ingest, same spec, same weights
     artifact = open_verified(root / "artifact")
-    from medtl.scoring.model import load_model
+    from medtl.models.loaded import load_model
 
     model = load_model(artifact, device=torch.device("cpu"))
     task = load_task(

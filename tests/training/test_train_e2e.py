@@ -104,7 +104,7 @@ def test_source_artifact_is_sealed_and_its_folds_never_saw_their_heldout_patient
     import numpy as np
     import torch
 
-    from medtl.scoring.model import load_model
+    from medtl.models.loaded import load_model
     from medtl.training.config import TaskConfig
     from medtl.training.data import TensorSet, load_task, rows_of
 

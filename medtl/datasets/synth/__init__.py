@@ -13,7 +13,8 @@ Layout written by `make_cohort(OUT, ...)`:
 Modules: geometry (conventions, slice stacks), phantom (the body and finding), plan (every random choice),
 tasks (graded and multi-finding cohorts: grades, finding kinds, the task declaration to ingest with), dicom_series
 (DICOM datasets), writer (files and layouts), problems (planted problem files), truth (cohort.json), cohort
-(`make_cohort`).
+(`make_cohort`). Apart from cohorts: archive (`make_archive`, `medtl synth-archive`: thousands of small CT and MR
+series in several transfer syntaxes with an expected outcome per file, for measuring ingest at scale) and cli.
 """
 
 from medtl.datasets.synth.cohort import CohortSummary, make_cohort

@@ -22,6 +22,7 @@ from medtl.io.dicom.deflate import inflated_source, mark_deflated
 from medtl.io.dicom.headers import DicomHeader
 from medtl.io.dicom.native import decode_native, read_and_hash
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
+from medtl.timing import timed
 
 # Compressed syntaxes are decoded by the first available plugin in this order; the one that ran is recorded.
 PLUGIN_PREFERENCE = ("pylibjpeg", "pyjpegls", "pydicom", "pillow", "gdcm")
@@ -67,13 +68,15 @@ def decode_object(
     digest = sha256
     if header is not None:
         header_pixel_bytes(header, limits)
-        stored = decode_native(header, data)
+        with timed("decode"):
+            stored = decode_native(header, data)
         if stored is not None:
             return _native_object(header, stored, digest)
     try:
         stream = io.BytesIO(data)
         inflated = inflated_source(stream, budget=limits.decompression_budget)
-        ds = pydicom.dcmread(inflated if inflated is not None else stream)
+        with timed("decode"):
+            ds = pydicom.dcmread(inflated if inflated is not None else stream)
         if inflated is not None:
             mark_deflated(ds)
     except ReadError:
@@ -89,19 +92,31 @@ def decode_object(
 
 
 def _native_object(header: DicomHeader, stored: np.ndarray, digest: str) -> DecodedObject:
-    flags: list[str] = []
+    obj = native_description(header, digest)
     slope = header.rescale_slope if header.rescale_slope is not None else 1.0
     intercept = header.rescale_intercept if header.rescale_intercept is not None else 0.0
-    if header.rescale_slope is None and header.rescale_intercept is None and header.modality in ("CT", "PT"):
-        flags.append("no_rescale_tags")
     low, high = _range_for(header.bits_stored or header.bits_allocated or 16, header.pixel_representation == 1)
     monochrome1 = (header.photometric or "").upper() == "MONOCHROME1"
-    frame = _linear(stored, slope, intercept, low, high, monochrome1)
-    if monochrome1:
+    with timed("rescale"):
+        frame = _linear(stored, slope, intercept, low, high, monochrome1)
+    obj.frames = frame[np.newaxis]
+    return obj
+
+
+def native_description(header: DicomHeader, digest: str) -> DecodedObject:
+    """What the fast path records about one object (decoder, syntax, flags), with no frames yet: the integer
+    path (integral.py) fills a whole volume instead of per-object frames."""
+    flags: list[str] = []
+    if header.rescale_slope is None and header.rescale_intercept is None and header.modality in ("CT", "PT"):
+        flags.append("no_rescale_tags")
+    if (header.photometric or "").upper() == "MONOCHROME1":
         flags.append("monochrome1_inverted")
+    slope = header.rescale_slope if header.rescale_slope is not None else 1.0
+    intercept = header.rescale_intercept if header.rescale_intercept is not None else 0.0
     syntax = syntax_name(UID(header.transfer_syntax_uid or ""))
     integral = float(slope).is_integer() and float(intercept).is_integer()
-    return DecodedObject(frame[np.newaxis], "medtl-native", syntax, digest, None, flags, integral=integral)
+    empty = np.empty((0, header.rows or 0, header.columns or 0), dtype=np.float32)
+    return DecodedObject(empty, "medtl-native", syntax, digest, None, flags, integral=integral)
 
 
 def _linear(
@@ -121,7 +136,7 @@ def _linear(
         out += intercept
     if monochrome1:
         out = ((low + high) * slope + 2 * intercept) - out
-    return out.astype(np.float32)
+    return out.astype(np.float32, copy=False)
 
 
 def _decode_dataset(ds: Dataset, digest: str, limits: IngestLimits) -> DecodedObject:
@@ -131,7 +146,8 @@ def _decode_dataset(ds: Dataset, digest: str, limits: IngestLimits) -> DecodedOb
     if syntax is None:
         raise ReadError("no Transfer Syntax UID in the file meta information")
     check_dataset(ds, limits, syntax)
-    pixels, plugin = _decode(ds, syntax)
+    with timed("decode"):
+        pixels, plugin = _decode(ds, syntax)
     flags: list[str] = []
     if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
         pixels = apply_color_lut(pixels, ds)  # indices mean nothing without their palette
@@ -142,7 +158,8 @@ def _decode_dataset(ds: Dataset, digest: str, limits: IngestLimits) -> DecodedOb
         frames = (pixels[..., :3].astype(np.float32) @ _LUMA).astype(np.float32)
         flags.append("rgb_to_grey")
         return DecodedObject(frames, plugin, syntax_name(syntax), digest, ds, flags)
-    frames = _to_physical(pixels, ds, flags)
+    with timed("rescale"):
+        frames = _to_physical(pixels, ds, flags)
     integral = bool(np.all(np.equal(np.mod(frames, 1), 0)))
     return DecodedObject(frames, plugin, syntax_name(syntax), digest, ds, flags, integral=integral)
 

@@ -171,14 +171,49 @@ def _fixed(values: tuple[float, ...] | None, count: int):
     return values if values is not None and len(values) == count else None
 
 
+class RawValues(_Values):
+    """The same conversions over raw little-endian values collected without pydicom (fastheader.py)."""
+
+    def __init__(self, elements: dict[int, bytes]) -> None:
+        self.elements = elements
+        self.little = True
+
+    def _raw(self, keyword: str):
+        tag = _TAGS.get(keyword)
+        if tag is None:
+            tag = _TAGS[keyword] = Tag(keyword)
+        return self.elements.get(tag)
+
+
 def header_from_dataset(ds: Dataset, path: Path, size: int, pixel_data_offset: int | None = None) -> DicomHeader:
-    values = _Values(ds)
     meta = getattr(ds, "file_meta", None)
-    transfer_syntax = _Values(meta).text("TransferSyntaxUID") if meta is not None else None
+    name = ds.get("PatientName") if "PatientName" in ds else None
+    return build_header(
+        _Values(ds),
+        _Values(meta) if meta is not None else None,
+        path=path,
+        size=size,
+        patient_name=str(name).strip() if name is not None else "",
+        has_modality_lut="ModalityLUTSequence" in ds,
+        pixel_data_offset=pixel_data_offset,
+    )
+
+
+def build_header(
+    values: _Values,
+    meta: _Values | None,
+    *,
+    path: Path,
+    size: int,
+    patient_name: str,
+    has_modality_lut: bool,
+    pixel_data_offset: int | None,
+) -> DicomHeader:
+    """The record from the dataset's values and its file meta's; one place, whoever parsed the bytes."""
+    transfer_syntax = meta.text("TransferSyntaxUID") if meta is not None else None
     sop_class = values.text("SOPClassUID")
     if sop_class is None and meta is not None:
-        sop_class = _Values(meta).text("MediaStorageSOPClassUID")
-    name = ds.get("PatientName") if "PatientName" in ds else None
+        sop_class = meta.text("MediaStorageSOPClassUID")
     return DicomHeader(
         path=path,
         size=size,
@@ -189,7 +224,7 @@ def header_from_dataset(ds: Dataset, path: Path, size: int, pixel_data_offset: i
         study_uid=values.text("StudyInstanceUID"),
         series_uid=values.text("SeriesInstanceUID"),
         accession_number=values.text("AccessionNumber") or "",
-        patient_name=str(name).strip() if name is not None else "",
+        patient_name=patient_name,
         birth_date=values.text("PatientBirthDate") or "",
         modality=(values.text("Modality") or "OT").upper(),
         manufacturer=values.text("Manufacturer"),
@@ -221,7 +256,7 @@ def header_from_dataset(ds: Dataset, path: Path, size: int, pixel_data_offset: i
         pixel_representation=values.unsigned_short("PixelRepresentation"),
         rescale_slope=values.number("RescaleSlope"),
         rescale_intercept=values.number("RescaleIntercept"),
-        has_modality_lut="ModalityLUTSequence" in ds,
+        has_modality_lut=has_modality_lut,
         pixel_data_offset=pixel_data_offset,
     )
 

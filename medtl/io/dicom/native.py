@@ -22,10 +22,10 @@ _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"}
 
 def decode_native(header: DicomHeader, data: bytes) -> np.ndarray | None:
     """Stored values (rows, columns) from the raw file bytes, or None when the fast path does not apply."""
-    if not _eligible(header):
+    if not eligible(header):
         return None
     offset = header.pixel_data_offset
-    assert offset is not None  # guaranteed by _eligible
+    assert offset is not None  # guaranteed by eligible
     if data[offset : offset + 4] != b"\xe0\x7f\x10\x00":
         return None
     if header.transfer_syntax_uid == EXPLICIT_LE:
@@ -55,7 +55,8 @@ def decode_native(header: DicomHeader, data: bytes) -> np.ndarray | None:
     return stored
 
 
-def _eligible(header: DicomHeader) -> bool:
+def eligible(header: DicomHeader) -> bool:
+    """Whether the fast path may read this header's pixels (it still checks the bytes themselves)."""
     return (
         header.transfer_syntax_uid in (IMPLICIT_LE, EXPLICIT_LE)
         and header.pixel_data_offset is not None

@@ -13,9 +13,11 @@ from pydicom.uid import UID
 
 from medtl.errors import ReadError
 from medtl.io.dicom.budget import header_pixel_bytes
-from medtl.io.dicom.decode import DecodedObject, decode_object
+from medtl.io.dicom.decode import DecodedObject, decode_object, native_description
 from medtl.io.dicom.grouping import ScanPlan
 from medtl.io.dicom.headers import DicomHeader
+from medtl.io.dicom.integral import integer_dtype, physical_integers
+from medtl.io.dicom.native import decode_native
 from medtl.io.geometry import (
     LPS_TO_RAS,
     affine_to_canonical,
@@ -26,6 +28,7 @@ from medtl.io.geometry import (
 )
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.io.scan import Scan
+from medtl.timing import timed
 
 
 @dataclass
@@ -109,23 +112,8 @@ def _read_stack(plan: ScanPlan, expected: Prefetched, limits: IngestLimits) -> P
     ordered = [headers[i] for i in geometry.order]
     affine = _stack_affine(ordered, geometry.step)
     shape = (ordered[0].columns or 0, ordered[0].rows or 0, len(ordered))
-    volume, writable, codes = canonical_buffer(affine, shape)
-    outcomes: list[FileOutcome] = []
-    kept: list[int] = []
-    objects: list[DecodedObject] = []
-    for k, header in enumerate(ordered):
-        obj, outcome = _decode_one(header, expected, limits)
-        outcomes.append(outcome)
-        if obj is None:
-            continue
-        frame = obj.frames[0]
-        if frame.shape != (shape[1], shape[0]):
-            outcome.error = f"slice size {frame.shape} differs from the series ({shape[1]}, {shape[0]})"
-            continue
-        writable[:, :, k] = frame.T
-        kept.append(k)
-        obj.frames = frame[:0]  # keep the decoded metadata, drop the pixels
-        objects.append(obj)
+    filled = _fill_integers(ordered, expected, limits, affine, shape) or _fill(ordered, expected, limits, affine, shape)
+    volume, codes, outcomes, kept, objects = filled
     if not kept:
         return PlanResult([], outcomes)
     flags = list(geometry.flags)
@@ -144,6 +132,70 @@ def _read_stack(plan: ScanPlan, expected: Prefetched, limits: IngestLimits) -> P
     if len({h.pixel_spacing for h in used}) > 1:
         scan.flag("inconsistent_pixel_spacing")
     return PlanResult([scan], outcomes)
+
+
+_Filled = tuple[np.ndarray, str, list[FileOutcome], list[int], list[DecodedObject]]
+
+
+def _fill(
+    ordered: list[DicomHeader], expected: Prefetched, limits: IngestLimits, affine: np.ndarray, shape: tuple[int, ...]
+) -> _Filled:
+    """Float path: each slice decoded (any transfer syntax) and rescaled on its own, written into a float32 volume."""
+    volume, writable, codes = canonical_buffer(affine, shape)  # type: ignore[arg-type]
+    outcomes: list[FileOutcome] = []
+    kept: list[int] = []
+    objects: list[DecodedObject] = []
+    for k, header in enumerate(ordered):
+        obj, outcome = _decode_one(header, expected, limits)
+        outcomes.append(outcome)
+        if obj is None:
+            continue
+        frame = obj.frames[0]
+        if frame.shape != (shape[1], shape[0]):
+            outcome.error = f"slice size {frame.shape} differs from the series ({shape[1]}, {shape[0]})"
+            continue
+        with timed("assemble"):
+            writable[:, :, k] = frame.T
+        kept.append(k)
+        obj.frames = frame[:0]  # keep the decoded metadata, drop the pixels
+        objects.append(obj)
+    return volume, codes, outcomes, kept, objects
+
+
+def _fill_integers(
+    ordered: list[DicomHeader], expected: Prefetched, limits: IngestLimits, affine: np.ndarray, shape: tuple[int, ...]
+) -> _Filled | None:
+    """Integer path (integral.py): stored values straight into an integer volume, rescaled once as a whole.
+
+    Any surprise (a slice the fast path cannot read, a size that differs, values beyond 16 bits) answers None
+    before anything is consumed, and the float path reads the series from the same bytes and reports each file.
+    """
+    dtype = integer_dtype(ordered, expected)
+    if dtype is None:
+        return None
+    volume, writable, codes = canonical_buffer(affine, shape, dtype)  # type: ignore[arg-type]
+    for k, header in enumerate(ordered):
+        data, _ = expected[header.path]
+        try:
+            header_pixel_bytes(header, limits)
+        except ReadError:
+            return None
+        with timed("decode"):
+            stored = decode_native(header, data)  # type: ignore[arg-type]
+        if stored is None or stored.shape != (shape[1], shape[0]):
+            return None
+        with timed("assemble"):
+            writable[:, :, k] = stored.T
+    with timed("rescale"):
+        physical = physical_integers(volume, ordered[0])
+    if physical is None:
+        return None
+    outcomes, objects = [], []
+    for header in ordered:
+        _, digest = expected.pop(header.path)
+        outcomes.append(FileOutcome(header, digest))
+        objects.append(native_description(header, digest))
+    return physical, codes, outcomes, list(range(len(ordered))), objects
 
 
 def _stack_affine(ordered: list[DicomHeader], step: np.ndarray) -> np.ndarray:

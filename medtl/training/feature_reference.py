@@ -1,5 +1,8 @@
 """Penultimate-layer features and a Mahalanobis reference: is a new scan like the ones the model was trained on?
 
+(Artifacts sealed since the multi-layer nearest-neighbour rule, medtl/training/feature_ood.py, flag with that rule;
+this reference is still stored beside it and flags for artifacts sealed before it. `feature_rule` loads the new one.)
+
 At training, the features of every training scan (from the network that scoring will use first) are reduced to a
 few principal components, where a shrunk covariance (Ledoit-Wolf) is stable even with few scans; the threshold is
 the distance that 99% of training scans stay under when they are left out of the fit (cross-fitted), because
@@ -16,6 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from medtl.contracts.handoff import OodReferenceSummary
+from medtl.errors import ContractProblem, DataContractError
+from medtl.models.records import BuiltModel
+from medtl.training.feature_ood import PREFIX, KnnReference, stage_modules
+
 REFERENCE_QUANTILE = 0.99
 
 
@@ -26,18 +34,6 @@ def head_module(network: nn.Module, head_params: Iterable[str]) -> nn.Module:
     # the deepest common module of the head's parameters (a Linear, or a small Sequential ending in one)
     candidates = sorted(names, key=len)
     return modules[candidates[0]]
-
-
-@torch.no_grad()
-def penultimate_features(network: nn.Module, head: nn.Module, batch: torch.Tensor) -> np.ndarray:
-    captured: list[torch.Tensor] = []
-    handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))
-    try:
-        network.eval()
-        network(batch)
-    finally:
-        handle.remove()
-    return captured[0].flatten(1).float().cpu().numpy()
 
 
 @dataclass
@@ -105,3 +101,37 @@ def fit_reference(features: np.ndarray, *, max_components: int = 16, folds: int 
     distances = np.concatenate(held_out) if held_out else reference.distances(features)
     reference.threshold = float(np.quantile(distances, REFERENCE_QUANTILE))
     return reference
+
+
+def feature_rule(
+    artifact: str, built: BuiltModel, tensors: dict[str, torch.Tensor], summary: OodReferenceSummary
+) -> KnnReference | None:
+    """The nearest-neighbour rule, with its stages' modules found in the rebuilt architecture (module paths are
+    never taken from a file). None when the artifact predates it: the Mahalanobis rule then sets the flag."""
+    if summary.flag != "knn_multilayer" or summary.knn is None:
+        return None
+    modules = stage_modules(built.model, built.stages, built.stage_names)
+    missing = sorted(set(summary.knn.stages) - set(modules))
+    absent = sorted(
+        f"{PREFIX}{name}"
+        for name in summary.knn.stages
+        if f"{PREFIX}{name}" not in tensors
+        or tensors[f"{PREFIX}{name}"].ndim != 2
+        or tensors[f"{PREFIX}{name}"].shape[0] != summary.knn.bank
+    )
+    if missing or absent:
+        raise DataContractError(
+            OodReferenceSummary.schema_filename(),
+            [
+                ContractProblem(
+                    "$.knn.stages",
+                    "stage(s) not in the model, or whose bank is missing or misshapen",
+                    ", ".join(missing + absent),
+                )
+            ],
+            where=artifact,
+            fix="the artifact's feature reference does not match its model: retrain it with this medtl",
+        )
+    knn = KnnReference.from_parts(tensors, summary.knn.model_dump())
+    knn.modules = {name: modules[name] for name in knn.banks}
+    return knn

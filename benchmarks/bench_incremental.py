@@ -1,0 +1,137 @@
+"""Incremental ingest: a re-run over an archive with 1% new series against ingesting those series alone.
+
+A nightly run should cost what is new, not what the archive holds. The archive (small uncompressed CT-like series,
+bench_ingest's writer) is ingested once; each round restores that dataset folder, writes 1% new series into the
+archive and times three things in this process:
+
+- `incremental`: `ingest_sources` over the whole archive into the restored folder (reads only the new files);
+- `new_alone`: the new series alone into an empty folder (the floor: the same decode, QC, cache, preprocessing
+  under the same spec, the archive's);
+- `full_reread`: the whole archive into a restored folder with `incremental=False` (the behaviour before change
+  detection: every file's header read and content hashed again, decodes served from the cache).
+
+    python benchmarks/bench_incremental.py --series 1000 --out benchmarks/results/incremental.json
+
+Target (issue "Incremental"): incremental <= 3x new_alone. Archive files are dated an hour back, as an archive's
+files are older than the run that reads them (files dated within 2 s of the last run's start are hashed again).
+Times are medians over rounds with min and max; compare ratios, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_ingest import write_cohort
+
+from medtl.contracts import PreprocessingSpec, read_json
+from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+from medtl.ingest.pipeline import ingest_sources
+
+PSEUDO = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+
+
+def _age(root: Path, seconds: float = 3600) -> None:
+    then = time.time() - seconds
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (then, then))
+
+
+def _timed(sources: list[Path], out: Path, workers: int, **options) -> tuple[float, dict]:
+    start = time.perf_counter()
+    result = ingest_sources(sources, out=out, pseudonymizer=PSEUDO, workers=workers, **options)
+    seconds = time.perf_counter() - start
+    changes = result.report.changes
+    return seconds, {"scans": result.fingerprint.n_scans, "files_read": changes.files_read if changes else None}
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": float(np.median(values)), "min": min(values), "max": max(values), "rounds": values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/incremental.json"))
+    parser.add_argument("--series", type=int, default=1000, help="series in the archive")
+    parser.add_argument("--new-percent", type=float, default=1.0)
+    parser.add_argument("--slices", type=int, nargs=2, default=(3, 6), help="slices per series, from .. to")
+    parser.add_argument("--size", type=int, default=64, help="rows = columns of each slice")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=0, help="0 = one per CPU core")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="medtl-bench-incremental-"))
+    archive, snapshot = workdir / "archive", workdir / "snapshot"
+    shutil.rmtree(workdir / "archive", ignore_errors=True)
+    shutil.rmtree(snapshot, ignore_errors=True)
+    started = time.perf_counter()
+    write_cohort(archive, n_series=args.series, size=args.size, seed=0, slices=tuple(args.slices))
+    _age(archive)
+    n_files = sum(1 for _ in archive.rglob("*.dcm"))
+    print(f"archive: {args.series} series, {n_files} files ({time.perf_counter() - started:.0f} s to write)")
+    first_seconds, first = _timed([archive], snapshot, args.workers)
+    print(f"first full ingest: {first_seconds:.1f} s")
+    # every timed run uses the archive's spec, as scoring uses the artifact's: the new series alone do the same work
+    spec = read_json(PreprocessingSpec, snapshot / "preprocessing.json")
+    n_new = max(1, round(args.series * args.new_percent / 100))
+    times: dict[str, list[float]] = {"incremental": [], "new_alone": [], "full_reread": []}
+    details: list[dict] = []
+    for repeat in range(args.repeats):  # interleaved, so a noisy minute hits every method alike
+        incoming = archive / f"incoming-{repeat}"
+        write_cohort(incoming, n_series=n_new, size=args.size, seed=100 + repeat, slices=tuple(args.slices),
+                     first=args.series + repeat * n_new)  # fmt: skip
+        new_files = sum(1 for _ in incoming.rglob("*.dcm"))
+        runs = {}
+        for name in ("incremental", "new_alone", "full_reread"):
+            target = workdir / f"{name}-{repeat}"
+            shutil.rmtree(target, ignore_errors=True)
+            if name == "new_alone":
+                seconds, info = _timed([incoming], target, args.workers, spec=spec)
+            else:
+                shutil.copytree(snapshot, target)
+                seconds, info = _timed([archive], target, args.workers, spec=spec, incremental=name == "incremental")
+            times[name].append(seconds)
+            runs[name] = {"seconds": seconds, **info}
+            shutil.rmtree(target, ignore_errors=True)
+        details.append({"new_files": new_files, **runs})
+        print(f"round {repeat + 1}: " + ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in runs.items()))
+        shutil.rmtree(incoming)  # the next round adds its own 1% to the same archive state
+    ratio = [i / n for i, n in zip(times["incremental"], times["new_alone"], strict=True)]
+    before = [f / i for f, i in zip(times["full_reread"], times["incremental"], strict=True)]
+    report = {
+        "benchmark": "incremental",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "archive": {"series": args.series, "files": n_files, "slices": list(args.slices), "size": args.size},
+        "new": {"series": n_new, "percent": args.new_percent},
+        "workers": args.workers,
+        "first_full_ingest_seconds": first_seconds,
+        "first_full_ingest": first,
+        "seconds": {name: _spread(values) for name, values in times.items()},
+        "rounds": details,
+        "ratios": {
+            "incremental_vs_new_alone": _spread(ratio),
+            "full_reread_vs_incremental": _spread(before),
+        },
+        "target": {"incremental_vs_new_alone": "<= 3.0"},
+        "met": {"incremental_vs_new_alone": float(np.median(ratio)) <= 3.0},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({"ratios": {k: v["median"] for k, v in report["ratios"].items()}, "met": report["met"]}))
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""Change detection between ingests of the same sources: read only what is new or changed.
+
+Why per group and not per file: a scan is assembled from all files of its series (DICOM) or from a NIfTI file and
+its sidecar, so a new slice changes its series. A file that is new, changed (other size or modification time) or
+gone marks its group for re-assembly; every file of such a group is read again, and every other group's manifest
+rows and file records are taken from the last run unread. The result equals a full re-ingest; the record of what
+was read is ingest_state.json (contract: ingest_state).
+
+Why also hashes: a file rewritten within the timestamp resolution of its file system keeps size and time. A file
+whose recorded time is that close to the start of the run that recorded it is hashed again ("racy", as git does),
+and `verify=True` hashes every file, so neither relies on timestamps alone.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from stat import S_ISLNK
+from typing import Any
+
+import numpy as np
+
+from medtl import __version__
+from medtl.contracts import ManifestRow, read_json, read_table
+from medtl.contracts.base import atomic_write_bytes
+from medtl.contracts.ingest import FileRecord, IngestChanges, IngestReport
+from medtl.contracts.ingest_state import FileState, IngestState, ScanState
+from medtl.errors import MedTLError
+from medtl.hashing import sha256_file, sha256_json
+from medtl.identity import Pseudonymizer
+from medtl.ingest.cache import ScanCache
+from medtl.ingest.discover import InputFile
+from medtl.ingest.privacy import PrivateRecords
+from medtl.ingest.worker import DECODER_VERSION, scan_sample
+from medtl.io.limits import IngestLimits
+from medtl.io.nifti import NIFTI_SUFFIXES
+
+STATE = "ingest_state.json"
+SAMPLES = "cache/samples.npz"  # every scan's voxel sample, so carried-over scans need no cache read for statistics
+RACY_WINDOW_NS = 2_000_000_000  # coarsest common timestamp resolution (FAT: 2 s)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One file found under the sources, with the stat that decides whether it changed (nothing read yet)."""
+
+    index: int
+    path: Path
+    relative: str
+    root: Path
+    file_id: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def walked(self) -> tuple[int, Path, str, Path]:
+        return self.index, self.path, self.relative, self.root
+
+
+def list_files(walked: Sequence[tuple[int, Path, str, Path]], pseudonymizer: Pseudonymizer) -> list[Listed]:
+    """Stat every file. A symbolic link or a file that cannot be stat'ed gets time -1: always read again."""
+    listed = []
+    for index, path, relative, root in walked:
+        try:
+            stat = path.lstat()
+            size, mtime = (0, -1) if S_ISLNK(stat.st_mode) else (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            size, mtime = 0, -1
+        file_id = pseudonymizer.file(f"{index}/{relative}")
+        listed.append(Listed(index, path, relative, root, file_id, size, mtime))
+    return listed
+
+
+def settings_hash(sources: Sequence[Path], pseudonymizer: Pseudonymizer, limits: IngestLimits) -> str:
+    """What makes every earlier result invalid: other sources, another key, other limits, another decoder."""
+    roots = [pseudonymizer.file(f"source:{Path(source).resolve()}") for source in sources]
+    return sha256_json(
+        {
+            "sources": roots,
+            "key": pseudonymizer.key_id,
+            "limits": limits.model_dump(mode="json"),
+            "decoder": DECODER_VERSION,
+            "medtl": __version__,
+        }
+    )
+
+
+def unit_of(file: InputFile, pseudonymizer: Pseudonymizer) -> str:
+    """The group a file is assembled with; the same for the old and the new version of an unchanged file."""
+    header = file.header
+    if header is not None:
+        return pseudonymizer.series(header.series_uid or f"no-series:{header.sop_instance_uid}")
+    stem = _nifti_stem(file.relative)
+    if stem is not None:  # a NIfTI file and its JSON sidecar (whose fate depends on the NIfTI being there)
+        return pseudonymizer.file(f"nifti:{file.source_index}/{stem}")
+    return pseudonymizer.file(f"{file.source_index}/{file.relative}")
+
+
+def _nifti_stem(relative: str) -> str | None:
+    for suffix in (*NIFTI_SUFFIXES, ".json"):
+        if relative.endswith(suffix):
+            return relative[: -len(suffix)]
+    return None
+
+
+@dataclass
+class Previous:
+    """The last run's state, report and manifest; loaded only when its settings equal this run's."""
+
+    state: IngestState
+    files: dict[str, FileState]
+    records: dict[str, FileRecord]
+    rows: dict[str, dict[str, Any]]
+    scans: list[ScanState]
+
+
+def load_previous(out: Path, settings: str) -> tuple[Previous | None, str | None]:
+    """(the last run, None), or (None, why every file is read this time)."""
+    if not (out / STATE).is_file():
+        return None, "no earlier ingest state in this folder"
+    try:
+        state = read_json(IngestState, out / STATE)
+        if state.settings_hash != settings:
+            return None, "the sources, pseudonym key, limits or medtl version differ from the last ingest"
+        report = read_json(IngestReport, out / "ingest_report.json")
+        frame = read_table(ManifestRow, out / "manifest.parquet")
+    except MedTLError:
+        return None, "the last ingest's state, report or manifest is missing or unreadable"
+    rows = {row["scan_id"]: row for row in manifest_rows(frame)}
+    if any(scan.scan_id not in rows for scan in state.scans):
+        return None, "the last ingest's manifest does not match its state"
+    files = {entry.file_id: entry for entry in state.files}
+    records = {record.file_id: record for record in report.files}
+    return Previous(state, files, records, rows, state.scans), None
+
+
+def manifest_rows(frame: Any) -> list[dict[str, Any]]:
+    """Manifest rows as ingest builds them (plain lists, ints, floats and None), so reused and fresh rows hash
+    alike; read_table has checked every row against the contract already."""
+    return [_plain(record) for record in frame.to_dict(orient="records")]
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in record.items():
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        elif isinstance(value, float) and value != value:  # NaN in an optional text column
+            value = None
+        out[key] = value
+    return out
+
+
+@dataclass
+class ChangeSet:
+    """The files of this run sorted by what must be read; `regroup` adds the rest of each touched group."""
+
+    fresh: list[Listed] = field(default_factory=list)  # new or changed: classify, hash, ingest
+    unchanged: list[Listed] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    n_new: int = 0
+    n_changed: int = 0
+    n_hashed: int = 0  # unchanged-looking files hashed to be sure (racy or verify)
+    n_rechecked: int = 0  # unchanged-looking files without a recorded hash, classified again (racy or verify)
+    affected: set[str] = field(default_factory=set)
+    kept: list[Listed] = field(default_factory=list)  # unchanged, in an untouched group: not read at all
+
+    def regroup(
+        self, previous: Previous, classified: Sequence[InputFile], unit: Callable[[InputFile], str]
+    ) -> list[Listed]:
+        """Mark the groups of new, changed and vanished files; return their unchanged members to read again."""
+        self.affected = {unit(file) for file in classified}
+        self.affected |= {previous.files[item.file_id].unit for item in self.fresh if item.file_id in previous.files}
+        self.affected |= {previous.files[file_id].unit for file_id in self.vanished}
+        again = [item for item in self.unchanged if previous.files[item.file_id].unit in self.affected]
+        self.kept = [item for item in self.unchanged if previous.files[item.file_id].unit not in self.affected]
+        return again
+
+    def summary(self, *, mode: str, full_reason: str | None, files_read: int) -> IngestChanges:
+        return IngestChanges(
+            mode=mode,  # type: ignore[arg-type]
+            full_reason=full_reason,
+            files_new=self.n_new,
+            files_changed=self.n_changed,
+            files_unchanged=len(self.unchanged) + self.n_rechecked,
+            files_vanished=sorted(self.vanished),
+            files_read=files_read + self.n_hashed,
+            groups_reassembled=len(self.affected),
+        )
+
+
+def detect_changes(listed: Sequence[Listed], previous: Previous | None, *, verify: bool = False) -> ChangeSet:
+    """Compare each file's stat with the last run's; without a last run, every file is new."""
+    changes = ChangeSet()
+    if previous is None:
+        changes.fresh = list(listed)
+        changes.n_new = len(listed)
+        return changes
+    racy_from = previous.state.started_ns - RACY_WINDOW_NS
+    seen = set()
+    for item in listed:
+        seen.add(item.file_id)
+        before = previous.files.get(item.file_id)
+        if before is None or item.file_id not in previous.records:
+            changes.fresh.append(item)
+            changes.n_new += 1
+            continue
+        same = item.mtime_ns >= 0 and (before.size_bytes, before.mtime_ns) == (item.size, item.mtime_ns)
+        if same and (verify or before.mtime_ns >= racy_from):
+            if before.sha256 is None:  # never read whole (e.g. not an image): sniffed again, nothing to compare
+                changes.fresh.append(item)
+                changes.n_rechecked += 1
+                continue
+            changes.n_hashed += 1
+            same = _hash(item.path) == before.sha256
+        if same:
+            changes.unchanged.append(item)
+        else:
+            changes.fresh.append(item)
+            changes.n_changed += 1
+    changes.vanished = [file_id for file_id in previous.files if file_id not in seen]
+    return changes
+
+
+def _hash(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def build_state(
+    settings: str,
+    started_ns: int,
+    files: Sequence[tuple[Listed, str, str | None]],
+    scans: Sequence[ScanState],
+) -> IngestState:
+    """files: (listed file, its group, its content hash or None)."""
+    entries = [
+        FileState(file_id=item.file_id, size_bytes=item.size, mtime_ns=item.mtime_ns, sha256=digest, unit=unit)
+        for item, unit, digest in files
+    ]
+    return IngestState(
+        medtl_version=__version__,
+        settings_hash=settings,
+        started_ns=started_ns,
+        files=sorted(entries, key=lambda entry: entry.file_id),
+        scans=sorted(scans, key=lambda scan: scan.scan_id),
+    )
+
+
+def save_samples(out: Path, samples: dict[str, np.ndarray]) -> None:
+    ids = sorted(samples)
+    sizes = [len(samples[scan_id]) for scan_id in ids]
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]) if ids else np.zeros(1, dtype=np.int64)
+    values = np.concatenate([samples[scan_id] for scan_id in ids]) if ids else np.zeros(0, dtype=np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.array(ids, dtype=str), offsets=offsets, values=values.astype(np.float32))
+    atomic_write_bytes(out / SAMPLES, buffer.getvalue())
+
+
+def load_samples(out: Path) -> dict[str, np.ndarray]:
+    """The last run's samples by scan id; empty when the file is missing or does not hold together."""
+    try:
+        with np.load(out / SAMPLES, allow_pickle=False) as data:
+            ids, offsets, values = data["ids"], data["offsets"], data["values"]
+    except (OSError, KeyError, ValueError):
+        return {}
+    if len(offsets) != len(ids) + 1 or offsets[-1] != len(values) or np.any(np.diff(offsets) < 0):
+        return {}
+    return {str(scan_id): values[offsets[i] : offsets[i + 1]] for i, scan_id in enumerate(ids)}
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def carry_over(
+    previous: Previous,
+    changes: ChangeSet,
+    records: dict[Path, FileRecord],
+    private: PrivateRecords,
+    samples: dict[str, np.ndarray],
+    out: Path,
+) -> tuple[list[dict[str, Any]], list[ScanState]]:
+    """The last run's rows, records and voxel samples for every group this run did not touch (no input read)."""
+    for item in changes.kept:
+        record = previous.records[item.file_id]
+        records[item.path] = record
+        private.keep(item.file_id, item.index, item.relative, record.status)
+    private.carry_terms()
+    cache = ScanCache(out)
+    kept_scans = [scan for scan in previous.scans if scan.unit not in changes.affected]
+    rows = [dict(previous.rows[scan.scan_id]) for scan in kept_scans]
+    stored = load_samples(out)
+    for row in rows:
+        sample = stored.get(row["scan_id"])
+        samples[row["scan_id"]] = (
+            sample if sample is not None else scan_sample(cache.load_array(row["cache_path"], mmap=True))
+        )
+    return rows, kept_scans
+
+
+def state_entries(
+    listed: Sequence[Listed],
+    changes: ChangeSet,
+    previous: Previous | None,
+    by_path: dict[Path, InputFile],
+    records: dict[Path, FileRecord],
+    pseudonymizer: Pseudonymizer,
+) -> list[tuple[Listed, str, str | None]]:
+    """(file, group, content hash) for the state: as last time for files not read, as found for the others."""
+    kept = {item.file_id for item in changes.kept}
+    entries = []
+    for item in listed:
+        if previous is not None and item.file_id in kept:
+            before = previous.files[item.file_id]
+            entries.append((item, before.unit, before.sha256))
+        else:
+            file, digest = by_path[item.path], records[item.path].sha256
+            if digest is None and file.header is not None:  # a DICOM file left out of its series (a localizer,
+                digest = _hash(item.path)  # a copy): hashed now, or every racy check would re-read its series
+            entries.append((item, unit_of(file, pseudonymizer), digest))
+    return entries

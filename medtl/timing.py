@@ -1,0 +1,68 @@
+"""Seconds per named step, so that a report can say which step of a run cost what.
+
+Why a module-level collector rather than a timer passed through every call: the steps worth timing (file reads,
+hashing, decoding, rescaling, cache writes) sit several layers down, in io/ and ingest/, under functions whose
+signatures other stages use. `timed("step")` adds to whichever collector is active in this process and costs two
+perf_counter calls; with none active it costs nothing but the check. Worker processes start their own collector
+per unit of work and send the totals back with the result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+_active: list[dict[str, float]] = []
+
+
+@contextmanager
+def collecting() -> Iterator[dict[str, float]]:
+    """Collect the `timed` steps run inside the block into the yielded dict (nested blocks collect separately)."""
+    totals: dict[str, float] = {}
+    _active.append(totals)
+    try:
+        yield totals
+    finally:
+        _active.remove(totals)
+
+
+@contextmanager
+def timed(step: str) -> Iterator[None]:
+    if not _active:
+        yield
+        return
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        add(step, time.perf_counter() - started)
+
+
+def add(step: str, seconds: float) -> None:
+    """Book `seconds` to `step` in the innermost active collector (none active: dropped)."""
+    if _active:
+        totals = _active[-1]
+        totals[step] = totals.get(step, 0.0) + seconds
+
+
+def merge(into: dict[str, float], other: Mapping[str, float]) -> None:
+    for step, seconds in other.items():
+        into[step] = into.get(step, 0.0) + seconds
+
+
+class Laps:
+    """Wall time of consecutive passes: each lap runs from the end of the one before, so the laps add up to the
+    time since the start and a reader can see where a run's minutes went without overlap or gaps."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter()
+        self.passes: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.passes[name] = self.passes.get(name, 0.0) + (now - self._last)
+        self._last = now
+
+    def total(self) -> float:
+        return self._last - self.started

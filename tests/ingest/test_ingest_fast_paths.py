@@ -1,0 +1,211 @@
+"""The shortcuts that make ingest fast give exactly what the general code gives, and the report says what cost what.
+
+Integer volumes (io/dicom/integral.py) against the float path, the header walk (fastheader.py) against pydicom,
+crop-before-scale preprocessing against scale-then-crop, the quick deflate check against pydicom's, background
+cache writes, the file hash against sha256 of the file, and the per-pass / per-step timings of the ingest report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from medtl.contracts import PreprocessingSpec, read_json
+from medtl.contracts.ingest import IngestReport
+from medtl.contracts.preprocessing import PercentileIntensity, WindowIntensity
+from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+from medtl.ingest.cache import ScanCache, WriteBehind
+from medtl.ingest.discover import classify_file
+from medtl.ingest.pipeline import ingest_sources
+from medtl.ingest.preprocess import _centre_pad_crop, _scale_intensity, preprocess_array
+from medtl.io.dicom.deflate import not_deflated
+from medtl.io.dicom.fastheader import HEAD_BYTES, fast_header
+from medtl.io.dicom.grouping import group_headers
+from medtl.io.dicom.headers import read_header
+from medtl.io.dicom.integral import physical_integers
+from medtl.io.dicom.reader import read_plan
+from support.dicom_factory import ct_series
+from support.hostile_files import deflate_bomb_dicom
+
+
+def _plans(folder: Path):
+    files = [classify_file(0, p, p.name) for p in sorted(folder.iterdir())]
+    return group_headers([f.header for f in files if f.header is not None]).plans
+
+
+def _both_paths(folder: Path):
+    """The same plan read with the bytes in memory (integer path where it applies) and without (float path)."""
+    (plan,) = _plans(folder)
+    prefetched = {h.path: (h.path.read_bytes(), hashlib.sha256(h.path.read_bytes()).hexdigest()) for h in plan.headers}
+    fast = read_plan(plan, prefetched)
+    general = read_plan(plan)
+    return fast, general, prefetched
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept", "high", "dtype"),
+    [
+        (1.0, -1024.0, 3000, np.int16),  # usual CT: uint16 stored, HU fit int16
+        (2.0, -1024.0, 3000, np.int16),  # whole-number slope
+        (1.0, 0.0, 60000, np.uint16),  # beyond int16 but within uint16
+        (1.0, -1024.0, 65535, np.float32),  # fits neither: the float path
+        (0.5, 0.0, 3000, np.float32),  # fractional slope: the float path
+    ],
+)
+def test_integer_volumes_hold_the_float_paths_values(tmp_path, slope, intercept, high, dtype):
+    stored = np.random.default_rng(3).integers(0, high + 1, size=(6, 5, 7)).astype(np.uint16)
+    stored[0, 0, 0] = high
+    ct_series(tmp_path, stored, slice_step=(0, 0, -2.5), origin=(-30, -20, 20), RescaleSlope=slope,
+              RescaleIntercept=intercept)  # fmt: skip
+    fast, general, prefetched = _both_paths(tmp_path)
+    (a,), (b,) = fast.scans, general.scans
+    assert a.array.dtype == dtype
+    assert b.array.dtype == np.float32
+    np.testing.assert_array_equal(a.array.astype(np.float64), b.array.astype(np.float64))
+    assert a.array.flags.f_contiguous
+    np.testing.assert_array_equal(a.affine, b.affine)
+    assert (a.qc_flags, a.meta) == (b.qc_flags, b.meta)
+    assert [(o.header.path, o.sha256, o.error) for o in fast.files] == [
+        (o.header.path, o.sha256, o.error) for o in general.files
+    ]
+    assert not prefetched  # the bytes were released once used
+
+
+def test_whole_volume_rescale_matches_the_per_slice_float_rescale():
+    rng = np.random.default_rng(5)
+    for stored, slope, intercept in [
+        (rng.integers(-2000, 3000, size=(4, 3, 2)).astype(np.int16), 1.0, -1024.0),  # in place, signed
+        (rng.integers(0, 255, size=(4, 3, 2)).astype(np.uint8), 3.0, 7.0),
+        (np.zeros((2, 2, 2), np.int16), None, None),  # no rescale tags
+    ]:
+        expected = stored.astype(np.float64) * (slope or 1.0) + (intercept or 0.0)
+        header = SimpleNamespace(rescale_slope=slope, rescale_intercept=intercept)
+        out = physical_integers(stored.copy(), header)  # type: ignore[arg-type]
+        assert out is not None and out.dtype in (np.int16, np.uint16)
+        np.testing.assert_array_equal(out.astype(np.float64), expected)
+    too_wide = np.array([-32768, 32767], np.int16)
+    assert physical_integers(too_wide, SimpleNamespace(rescale_slope=1.0, rescale_intercept=-1024.0)) is None
+
+
+@pytest.mark.parametrize("intensity", [WindowIntensity(center=40.0, width=400.0), PercentileIntensity()])
+def test_crop_before_scale_gives_the_values_of_scale_then_crop(intensity):
+    array = np.asfortranarray(np.random.default_rng(2).integers(-1024, 2000, size=(20, 9, 6)).astype(np.int16))
+    spec = PreprocessingSpec(spatial_dims=3, target_spacing=[1.0, 1.0, 2.0], target_shape=[16, 12, 6],
+                             intensity=intensity)  # fmt: skip
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    got = preprocess_array(array, affine, spec)
+    reference = _centre_pad_crop(_scale_intensity(array.astype(np.float32), spec), spec.target_shape)
+    np.testing.assert_array_equal(got[0], np.clip(reference, 0.0, 1.0))
+    assert got.shape == (1, 16, 12, 6) and got.dtype == np.float32
+
+
+def test_the_quick_deflate_check_only_ever_skips_work(tmp_path):
+    (plain,) = ct_series(tmp_path / "plain", np.zeros((1, 4, 4), np.uint16))
+    deflated = deflate_bomb_dicom(tmp_path / "deflated.dcm", inflated_bytes=64)
+    head = plain.read_bytes()[:2048]
+    assert not_deflated(head)
+    assert not not_deflated(deflated.read_bytes()[:2048])
+    assert not not_deflated(head[:140])  # the meta group does not fit: ask pydicom
+    assert not not_deflated(head[128:])  # no preamble
+
+
+def test_file_hashes_come_from_the_bytes_decoded_and_timings_add_up(tmp_path):
+    rng = np.random.default_rng(0)
+    sources = [tmp_path / "src" / name for name in ("a", "b")]
+    for k, folder in enumerate(sources):
+        ct_series(folder, rng.integers(0, 3000, size=(4 + k, 6, 5)).astype(np.uint16), patient_id=f"P{k}")
+    started = time.perf_counter()
+    result = ingest_sources(
+        sources, out=tmp_path / "out", pseudonymizer=Pseudonymizer(DEVELOPMENT_KEY, key_id="development"), workers=1
+    )
+    elapsed = time.perf_counter() - started
+    report = read_json(IngestReport, tmp_path / "out" / "ingest_report.json")
+    assert report.counts["ingested"] == 9
+    on_disk = {hashlib.sha256(p.read_bytes()).hexdigest() for folder in sources for p in folder.iterdir()}
+    assert {record.sha256 for record in report.files} == on_disk
+    timings = report.timings
+    assert timings is not None and timings == result.report.timings
+    assert list(timings.passes) == ["start_workers", "discovery", "headers", "grouping", "decode", "collect",
+                                    "preprocess", "stop_workers", "write_outputs"]  # fmt: skip
+    assert all(seconds >= 0 for seconds in [*timings.passes.values(), *timings.worker_steps.values()])
+    assert sum(timings.passes.values()) <= timings.wall_seconds + 0.001 * len(timings.passes)
+    assert timings.wall_seconds <= elapsed
+    assert {
+        "read",
+        "hash",
+        "decode",
+        "rescale",
+        "assemble",
+        "checks",
+        "pixel_hash",
+        "cache_write",
+        "preprocess",
+    } <= set(timings.worker_steps)
+    # with one worker the steps ran inside the decode and preprocess passes
+    inside = timings.passes["decode"] + timings.passes["preprocess"]
+    assert sum(timings.worker_steps.values()) <= inside + 0.001 * len(timings.worker_steps)
+
+
+def _pydicom_test_files() -> list[Path]:
+    """The DICOM files shipped inside pydicom (get_testdata_files would also try the network)."""
+    import pydicom.data
+
+    return sorted((Path(pydicom.data.__file__).parent / "test_files").rglob("*.dcm"))
+
+
+def test_the_fast_header_is_pydicoms_header_or_none():
+    files = _pydicom_test_files()
+    fast = 0
+    for path in files:
+        header = fast_header(path, path.stat().st_size, path.read_bytes()[:HEAD_BYTES])
+        if header is None:
+            continue
+        fast += 1
+        assert header == read_header(path), path.name  # every field, the warnings count included
+    assert fast >= len(files) // 2  # plain files are the usual case
+
+
+def test_damaged_copies_get_pydicoms_header_or_go_to_pydicom(tmp_path):
+    rng = np.random.default_rng(11)
+    sources = [p for p in _pydicom_test_files() if p.stat().st_size < 200_000][:25]
+    checked = 0
+    for index in range(400):
+        data = bytearray(sources[index % len(sources)].read_bytes())
+        if index % 2:
+            data = data[: int(rng.integers(132, min(len(data), 3000)))]
+        else:
+            for _ in range(3):
+                data[int(rng.integers(128, min(len(data), 3000)))] = int(rng.integers(256))
+        path = tmp_path / f"{index}.dcm"
+        path.write_bytes(bytes(data))
+        header = fast_header(path, len(data), bytes(data[:HEAD_BYTES]))
+        if header is None:
+            continue
+        checked += 1
+        assert header == read_header(path)  # never accepts what pydicom refuses, never reads another value
+    assert checked > 50
+
+
+def test_preprocessed_writes_finish_before_the_batch_returns_and_failures_surface(tmp_path, monkeypatch):
+    cache = ScanCache(tmp_path)
+    arrays = [np.full((4, 4), k, np.float32) for k in range(3)]
+    with WriteBehind(cache) as writes:
+        for k, array in enumerate(arrays):
+            writes.save(f"cache/t/{k}.npy", array)
+    for k, array in enumerate(arrays):
+        np.testing.assert_array_equal(cache.load_array(f"cache/t/{k}.npy"), array)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(OSError), WriteBehind(cache) as writes:
+        writes.save("cache/t/x.npy", arrays[0])
+    with pytest.raises(OSError), cache.writing(arrays[0]) as pending:
+        pending.relpath = "cache/t/y.npy"
+    assert not list((tmp_path / "cache").rglob("*.tmp")) and not cache.has("cache/t/y.npy")
