@@ -358,7 +358,8 @@ def main() -> None:
         done = {(r["arm"], r["fraction"], r["seed"]) for r in map(json.loads, results_file.open())}
     for seed in args.seeds:
         subsets = shares(target, args.fractions, seed)
-        for fraction, patients in subsets.items():
+        for fraction in args.fractions:  # in the order given: the most telling shares first on a short run
+            patients = subsets[fraction]
             view = labelled_share(target, set(patients), args.workdir / "shares" / f"seed{seed}-f{fraction:g}")
             for arm, weights in arms.items():
                 if (arm, fraction, seed) in done:
