@@ -37,14 +37,15 @@ for step in $steps; do
       timeout 100 python3 benchmarks/bench_ingest.py --series 64 --repeats 3 --workdir "$WORK/ingest" \
         --out "$OUT/ingest_gpu_machine.json" > "$OUT/ingest.log" 2>&1 ;;
     parity)
-      timeout 140 python3 benchmarks/bench_medmnist_quality.py breastmnist --plan "${PLAN:?PLAN=plan.yaml}" \
+      timeout 240 python3 benchmarks/bench_medmnist_quality.py breastmnist --plan "${PLAN:?PLAN=plan.yaml}" \
         --workdir "$WORK/parity" --out "$OUT/parity_breastmnist_gpu.json" > "$OUT/parity.log" 2>&1 ;;
     pretrain)  # the label-share runs append to runs-*.jsonl as they finish: kept even if the limit stops the rest
-      timeout 300 python3 benchmarks/bench_pretrain.py breastmnist --sources pneumoniamnist breastmnist --seeds 0 \
-        --fractions 1.0 0.1 0.25 0.5 --pretrain-epochs 400 --pretrain-minutes 2 --pretrain-batch 256 \
+      timeout 320 python3 benchmarks/bench_pretrain.py breastmnist --sources pneumoniamnist breastmnist --seeds 0 \
+        --fractions 1.0 0.1 0.25 0.5 --pretrain-epochs 400 --pretrain-minutes 1.5 --pretrain-batch 256 \
         --workdir "$WORK/pretrain" \
         --out "$OUT/pretrain_breastmnist_gpu.json" > "$OUT/pretrain.log" 2>&1
-      cp "$WORK/pretrain/runs-breastmnist.jsonl" "$OUT/pretrain_runs.jsonl" 2>/dev/null ;;
+      cp "$WORK/pretrain/runs-breastmnist.jsonl" "$OUT/pretrain_runs.jsonl" 2>/dev/null
+      cp "$WORK"/pretrain/ssl-*/metrics/pretraining.json "$OUT/pretraining.json" 2>/dev/null ;;
     *) echo "unknown step: $step" >&2 ;;
   esac
 done

@@ -46,6 +46,7 @@ def saliency_map(
     maps, method = [], "Grad-CAM (MONAI)"
     for network in networks:
         network.eval()
+        batch = batch.to(next(network.parameters()).device)  # the model may sit on a GPU, the image on the CPU
         layer = last_conv_name(network, spec)
         try:
             if layer is None:
