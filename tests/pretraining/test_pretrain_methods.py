@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from medtl.errors import ConfigError
 from medtl.models.factory import create_model
+from medtl.pretraining import loop as pretrain_loop
 from medtl.pretraining.config import PretrainConfig
 from medtl.pretraining.loop import CHECKPOINT, run_loop
 from medtl.pretraining.methods import make_method, mask_patch_sizes, random_mask
@@ -150,3 +153,20 @@ def test_time_budget_fits_the_schedule_after_the_first_epoch(tmp_path):
     state = run(method_for("simclr", data), data, tmp_path, epochs=40, time_budget_minutes=1e-4)
     assert state.stopped_by == "time_budget"
     assert state.epochs_done == state.epochs_scheduled == 1
+
+
+def test_a_slow_first_epoch_does_not_shorten_the_schedule_for_good(tmp_path, monkeypatch):
+    """Epoch 1 takes 10 s (warm-up costs), later ones 1 s, the budget is 20 s: 2 epochs fit by the first epoch's
+    clock, 11 by the second's."""
+    readings, now = [], 0.0
+    for seconds in [10.0] + [1.0] * 50:  # the loop reads the clock at each epoch's start and end
+        readings += [now, now + seconds]
+        now += seconds
+    clock = iter(readings)
+
+    fake_time = SimpleNamespace(perf_counter=lambda: next(clock), monotonic=time.monotonic)
+    monkeypatch.setattr(pretrain_loop, "time", fake_time)
+    data = images(16)
+    state = run(method_for("simclr", data), data, tmp_path, epochs=40, time_budget_minutes=20 / 60)
+    assert state.epochs_done == state.epochs_scheduled == 11
+    assert state.stopped_by == "time_budget"
