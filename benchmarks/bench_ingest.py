@@ -255,6 +255,8 @@ def main() -> None:
             shutil.rmtree(dataset, ignore_errors=True)
         rounds.append(runs)
         load.append([round(value, 2) for value in os.getloadavg()])
+        seconds = {name: round(run["seconds"], 3) for name, run in runs.items()}
+        print(json.dumps({"round": repeat, "seconds": seconds}), flush=True)  # a run stopped early still says this
     results = {name: summarise([r[name] for r in rounds], total_slices, megabytes) for name in methods}
     memory_largest = measure("medtl", data, [largest], workers=1, dataset=workdir / "mem-largest")
     memory_all = measure("medtl", data, folders, workers=1, dataset=workdir / "mem-all")

@@ -33,8 +33,8 @@ for step in $steps; do
           --pretrain-artifact "$WORK/pneumoniamnist-artifact" --workdir "$WORK" \
           --out "$OUT/quality_breastmnist_from_pneumoniamnist_plan_gpu.json" > "$OUT/quality_breast.log" 2>&1
       fi ;;
-    ingest)  # 64 series so that every core has several to read
-      timeout 100 python3 benchmarks/bench_ingest.py --series 64 --repeats 3 --workdir "$WORK/ingest" \
+    ingest)  # 48 series so that every core has several to read; each round is printed as it ends
+      timeout 200 python3 benchmarks/bench_ingest.py --series 48 --repeats 3 --workdir "$WORK/ingest" \
         --out "$OUT/ingest_gpu_machine.json" > "$OUT/ingest.log" 2>&1 ;;
     parity)
       timeout 240 python3 benchmarks/bench_medmnist_quality.py breastmnist --plan "${PLAN:?PLAN=plan.yaml}" \
