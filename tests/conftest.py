@@ -26,3 +26,20 @@ def shared_data() -> Path:
     if root is None:
         pytest.skip("shared data folder not present (set MEDTL_SHARED_DATA to its location)")
     return root
+
+
+KEY_VARIABLES = ("MEDTL_SIGNING_KEY", "MEDTL_TRUSTED_KEYS", "MEDTL_APPROVER_KEYS", "MEDTL_REVIEWER_KEY")
+
+
+@pytest.fixture(autouse=True)
+def key_variables_stay_in_their_test():
+    """The demo points this process's key variables at its own folder, as the command should; they are put back after
+    every test, or a later test would sign with a key file removed with an earlier test's folder. (monkeypatch.delenv
+    of an unset variable records nothing, so it cannot undo a variable the code under test sets.)"""
+    before = {name: os.environ.get(name) for name in KEY_VARIABLES}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
