@@ -99,7 +99,7 @@ def plan_and_train(dataset: Path, artifact: Path, args: argparse.Namespace, weig
     if (artifact / "manifest.json").exists():  # sealed by an earlier run of this script (--keep-artifacts)
         return artifact_summary(artifact)
     plan_file = artifact.with_name(artifact.name + ".plan.yaml")
-    if getattr(args, "plan", None) is not None:  # the same plan on another machine: no planning here
+    if args.plan is not None:  # the same plan on another machine: no planning here
         shutil.copyfile(args.plan, plan_file)
     else:
         options = PlanOptions(

@@ -51,7 +51,7 @@ def _fit_to_budget(state: LoopState, configured: int, budget: float, seconds: fl
     if state.epochs_done <= 2:
         remaining = max(0.0, budget - state.elapsed)
         fitting = min(configured, state.epochs_done + math.floor(remaining / max(seconds, 1e-9)))
-        fitting = max(fitting, state.epochs_done, 1)
+        fitting = max(fitting, state.epochs_done)
         if fitting != state.epochs_scheduled:
             log.info("time budget: the schedule is %d epochs (was %d)", fitting, state.epochs_scheduled)
             state.epochs_scheduled = fitting
