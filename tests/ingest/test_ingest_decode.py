@@ -121,3 +121,86 @@ def test_native_fast_path_equals_pydicom(name, fast):
     assert fast_object.flags == full.flags
     assert fast_object.sha256 == full.sha256
     np.testing.assert_array_equal(fast_object.frames, full.frames)
+
+
+@pytest.mark.parametrize(
+    ("name", "fast"),
+    [
+        ("MR_small_RLE.dcm", True),
+        ("MR_small_jp2klossless.dcm", True),  # encapsulated data written as OW
+        ("MR_small_jpeg_ls_lossless.dcm", True),
+        ("JPEG2000.dcm", True),
+        ("693_J2KR.dcm", True),
+        ("RG1_J2KR.dcm", True),  # MONOCHROME1, 15 of 16 bits stored
+        ("MR2_J2KR.dcm", True),  # 12 of 16 bits stored
+        ("J2K_pixelrep_mismatch.dcm", True),  # the codestream's signedness differs from the header's
+        ("JPEG-LL.dcm", True),
+        ("JPGLosslessP14SV1_1s_1f_8b.dcm", True),  # 8 bits
+        ("emri_small_RLE.dcm", False),  # multi-frame
+        ("SC_rgb_rle.dcm", False),  # colour
+        ("US1_J2KR.dcm", False),  # YBR colour
+    ],
+)
+def test_compressed_fast_path_equals_pydicom(name, fast):
+    from pathlib import Path
+
+    from medtl.io.dicom.headers import read_header
+
+    path = Path(_path(name))
+    quick = decode_object(path, read_header(path))
+    full = decode_object(path, read_header(path), fast=False)
+    assert (quick.dataset is None) is fast  # the fast path builds no pydicom dataset
+    assert full.dataset is not None
+    assert (quick.decoder, quick.transfer_syntax, quick.flags, quick.integral) == (
+        full.decoder,
+        full.transfer_syntax,
+        full.flags,
+        full.integral,
+    )
+    assert quick.sha256 == full.sha256 and quick.frames.dtype == full.frames.dtype == np.float32
+    np.testing.assert_array_equal(quick.frames, full.frames)
+
+
+def test_a_frame_declaring_more_than_its_header_never_reaches_a_codec_on_the_fast_path(tmp_path, monkeypatch):
+    from medtl.errors import LimitExceededError
+    from medtl.io.dicom import decode
+    from medtl.io.dicom.headers import read_header
+    from support.hostile_files import jpeg_size_lie_dicom
+
+    path = jpeg_size_lie_dicom(tmp_path / "jpeg.dcm", height=4096, width=4096)
+    header = read_header(path)
+
+    def no_codec(*args, **kwargs):
+        raise AssertionError("a codec ran on a frame over its header's size")
+
+    monkeypatch.setattr(decode, "_decode", no_codec)
+    with pytest.raises(LimitExceededError) as caught:  # the fast path steps aside; the full path refuses it
+        decode_object(path, header)
+    assert caught.value.reason_code == "decompression_limit"
+
+
+def test_a_single_frame_enhanced_object_is_read_with_its_functional_groups(tmp_path):
+    """A one-frame Enhanced CT has plain pixels the fast path could read, but its geometry and rescale are in
+    the functional groups, which only the full parse holds."""
+    from medtl.io.dicom.grouping import group_headers
+    from medtl.io.dicom.headers import read_header
+    from medtl.io.dicom.reader import read_plan
+
+    ds = pydicom.dcmread(_path("eCT_Supplemental.dcm"))
+    frame = ds.pixel_array[0]
+    ds.PerFrameFunctionalGroupsSequence = ds.PerFrameFunctionalGroupsSequence[:1]
+    ds.NumberOfFrames = 1
+    ds.PixelData = frame.tobytes()
+    path = tmp_path / "one_frame.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    transform = ds.PerFrameFunctionalGroupsSequence[0].get("PixelValueTransformationSequence") or (
+        ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
+    )
+    slope, intercept = float(transform[0].RescaleSlope), float(transform[0].RescaleIntercept)
+    header = read_header(path)
+    (plan,) = group_headers([header]).plans
+    assert plan.handling == "enhanced"
+    result = read_plan(plan)
+    (scan,) = result.scans
+    assert scan.array.shape[2] == 1
+    np.testing.assert_allclose(np.sort(scan.array.ravel()), np.sort(frame.ravel() * slope + intercept), atol=1e-3)

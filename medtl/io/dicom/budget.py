@@ -52,7 +52,7 @@ def check_dataset(ds: Dataset, limits: IngestLimits, syntax: UID) -> None:
         for index, frame in enumerate(chunks):
             if index >= frames:
                 break
-            _check_codestream(frame, per_frame, limits)
+            check_codestream(frame, per_frame, limits)
     except (LimitExceededError, ReadError):
         raise
     except Exception as error:  # pydicom could not even split the fragments: the file is damaged
@@ -78,7 +78,7 @@ def _int(value) -> int | None:
     return None if value is None else int(value)
 
 
-def _check_codestream(frame: bytes, per_frame: int, limits: IngestLimits) -> None:
+def check_codestream(frame: bytes, per_frame: int, limits: IngestLimits) -> None:
     size = codestream_size(frame)
     if size is None:
         raise ReadError("a compressed frame has no readable size marker (SOF or SIZ)")

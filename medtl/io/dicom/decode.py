@@ -19,6 +19,8 @@ from pydicom.uid import UID, RLELossless
 from medtl.errors import ReadError
 from medtl.io.dicom.budget import check_dataset, header_pixel_bytes
 from medtl.io.dicom.deflate import inflated_source, mark_deflated
+from medtl.io.dicom.encapsulated import encapsulated_pixels, stored_array
+from medtl.io.dicom.encapsulated import options as encapsulated_options
 from medtl.io.dicom.headers import DicomHeader
 from medtl.io.dicom.native import decode_native, read_and_hash
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
@@ -51,11 +53,13 @@ def decode_object(
     data: bytes | None = None,
     sha256: str | None = None,
     limits: IngestLimits = DEFAULT_LIMITS,
+    fast: bool = True,
 ) -> DecodedObject:
     """Decode a file's frames from its bytes (read and hashed here unless the caller already holds both).
 
-    With the header from the first pass, plain uncompressed greyscale pixels take the fast path in native.py;
-    everything else is parsed and decoded by pydicom. The hash proves which bytes were decoded. Declared sizes are
+    With the header from the first pass (and `fast`), plain uncompressed greyscale pixels take the fast path in
+    native.py and compressed single-frame greyscale ones that in encapsulated.py; everything else is parsed and
+    decoded by pydicom, as is every object when the caller needs its whole dataset (`fast=False`). The hash proves which bytes were decoded. Declared sizes are
     checked against `limits` before any pixel buffer exists (budget.py); any failure raises ReadError, except
     MemoryError, which the caller records as such.
     """
@@ -66,12 +70,15 @@ def decode_object(
         except OSError as error:
             raise ReadError(f"cannot read file ({type(error).__name__})") from None
     digest = sha256
-    if header is not None:
+    if header is not None and fast:
         header_pixel_bytes(header, limits)
         with timed("decode"):
             stored = decode_native(header, data)
         if stored is not None:
             return _native_object(header, stored, digest)
+        compressed = _compressed_object(header, data, digest, limits)
+        if compressed is not None:
+            return compressed
     try:
         stream = io.BytesIO(data)
         inflated = inflated_source(stream, budget=limits.decompression_budget)
@@ -100,6 +107,28 @@ def _native_object(header: DicomHeader, stored: np.ndarray, digest: str) -> Deco
     with timed("rescale"):
         frame = _linear(stored, slope, intercept, low, high, monochrome1)
     obj.frames = frame[np.newaxis]
+    return obj
+
+
+def _compressed_object(header: DicomHeader, data: bytes, digest: str, limits: IngestLimits) -> DecodedObject | None:
+    """The object decoded by encapsulated.py's fast path, with the values and record of the full path; None when
+    that path does not apply or no plugin decoded it (the full path then tries again and says why)."""
+    found = encapsulated_pixels(header, data, limits)
+    if found is None:
+        return None
+    value, syntax = found
+    try:
+        with timed("decode"):
+            pixels, plugin = _decode(value, syntax, **encapsulated_options(header))
+    except ReadError:
+        return None
+    stored = stored_array(header, pixels)
+    if stored is None:
+        return None
+    obj = _native_object(header, stored, digest)
+    obj.decoder = plugin
+    if not obj.integral:  # as the full path decides it: from the values
+        obj.integral = bool(np.all(np.equal(np.mod(obj.frames, 1), 0)))
     return obj
 
 
@@ -164,7 +193,9 @@ def _decode_dataset(ds: Dataset, digest: str, limits: IngestLimits) -> DecodedOb
     return DecodedObject(frames, plugin, syntax_name(syntax), digest, ds, flags, integral=integral)
 
 
-def _decode(ds: Dataset, syntax: UID) -> tuple[np.ndarray, str]:
+def _decode(src: Dataset | bytes, syntax: UID, **description: int | str) -> tuple[np.ndarray, str]:
+    """Pixels by the first plugin that decodes them; `src` is a dataset, or encapsulated pixel data with its
+    pixel `description` (encapsulated.py)."""
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
@@ -184,7 +215,7 @@ def _decode(ds: Dataset, syntax: UID) -> tuple[np.ndarray, str]:
     failures = []
     for plugin in candidates:
         try:
-            array, _ = decoder.as_array(ds, decoding_plugin=plugin, as_rgb=True)
+            array, _ = decoder.as_array(src, decoding_plugin=plugin, as_rgb=True, **description)
             return array, plugin or "pydicom-native"
         except MemoryError:
             raise

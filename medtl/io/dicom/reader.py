@@ -77,11 +77,11 @@ def read_plan(
 
 
 def _decode_one(
-    header: DicomHeader, expected: Prefetched, limits: IngestLimits
+    header: DicomHeader, expected: Prefetched, limits: IngestLimits, *, fast: bool = True
 ) -> tuple[DecodedObject | None, FileOutcome]:
     data, digest = expected.pop(header.path, (None, None))
     try:
-        obj = decode_object(header.path, header, data=data, sha256=digest, limits=limits)
+        obj = decode_object(header.path, header, data=data, sha256=digest, limits=limits, fast=fast)
     except ReadError as error:
         return None, FileOutcome(header, digest, error.what, error.reason_code)
     if digest is not None and digest != obj.sha256:
@@ -92,9 +92,12 @@ def _decode_one(
 def _decode_all(
     plan: ScanPlan, expected: Prefetched, limits: IngestLimits
 ) -> tuple[list[tuple[DicomHeader, DecodedObject]], list[FileOutcome]]:
+    # An Enhanced object's geometry and rescale live in its functional groups: it needs the whole dataset, which
+    # the fast paths do not build, even when it holds a single frame.
+    fast = plan.handling != "enhanced"
     decoded, outcomes = [], []
     for header in plan.headers:
-        obj, outcome = _decode_one(header, expected, limits)
+        obj, outcome = _decode_one(header, expected, limits, fast=fast)
         outcomes.append(outcome)
         if obj is not None:
             decoded.append((header, obj))
