@@ -59,9 +59,9 @@ def decode_object(
 
     With the header from the first pass (and `fast`), plain uncompressed greyscale pixels take the fast path in
     native.py and compressed single-frame greyscale ones that in encapsulated.py; everything else is parsed and
-    decoded by pydicom, as is every object when the caller needs its whole dataset (`fast=False`). The hash proves which bytes were decoded. Declared sizes are
-    checked against `limits` before any pixel buffer exists (budget.py); any failure raises ReadError, except
-    MemoryError, which the caller records as such.
+    decoded by pydicom, as is every object when the caller needs its whole dataset (`fast=False`). The hash
+    proves which bytes were decoded. Declared sizes are checked against `limits` before any pixel buffer exists
+    (budget.py); any failure raises ReadError, except MemoryError, which the caller records as such.
     """
     if data is None or sha256 is None:
         try:
