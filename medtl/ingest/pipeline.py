@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from medtl.contracts import ManifestRow, PreprocessingSpec, write_json, write_table
+from medtl.contracts import ManifestRow, PreprocessingSpec, read_json, write_json, write_table
 from medtl.contracts.ingest import FileRecord, Fingerprint, GroupStats, IngestReport
 from medtl.contracts.ingest_state import ScanState
 from medtl.contracts.task import TaskDeclaration, findings_of
@@ -171,6 +171,7 @@ def ingest_sources(
         laps.lap("headers")
         grouping = group_headers([f.header for f in files if f.header is not None])
         items, identities = _work_items(files, grouping.plans, out, limits)
+        _expect_spec(items, spec or (_last_spec(out) if previous is not None else None))
         laps.lap("grouping")
         for identity in identities.values():
             private.add_identifiers(identity.patient, identity.accession)
@@ -423,6 +424,26 @@ def _default_spec(groups: list[GroupStats]) -> PreprocessingSpec | None:
         median_spacing=[axis.median for axis in dominant.spacing],
         median_shape=[round(axis.median) for axis in dominant.shape],
     )
+
+
+def _last_spec(out: Path) -> PreprocessingSpec | None:
+    """The spec the last run into `out` chose, or None: a re-run over mostly the same scans chooses it again."""
+    try:
+        return read_json(PreprocessingSpec, out / PREPROCESSING)
+    except Exception:  # none, or not readable: the new scans wait for the preprocessing pass
+        return None
+
+
+def _expect_spec(items: list[WorkItem], spec: PreprocessingSpec | None) -> None:
+    """Let the workers preprocess each scan under `spec` while its decoded array is in memory: given, or the
+    last run's. The preprocessing pass then finds those tensors made, and reads back only the scans whose
+    tensors are missing (all of them when the spec finally chosen differs); on an archive larger than memory,
+    that read-back would come from disk.
+    """
+    if spec is not None:
+        key = spec_hash(spec)
+        for item in items:
+            item.spec, item.spec_key = spec, key
 
 
 def _preprocess(

@@ -6,6 +6,7 @@ so memory stays bounded by the largest series, not the cohort.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ class WorkItem:
     plan: ScanPlan | None = None  # DICOM
     nifti_path: Path | None = None  # NIfTI
     limits: IngestLimits = DEFAULT_LIMITS
+    # The spec ingest expects to choose (pipeline.py): each scan is preprocessed while its array is in memory.
+    spec: PreprocessingSpec | None = None
+    spec_key: str | None = None
 
 
 @dataclass
@@ -111,6 +115,8 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
         for record in cached:
             result.scans.append(record)
             result.samples.append(scan_sample(cache.load_array(record["cache_path"], mmap=True)))
+        for record in cached:
+            preprocess_early(item, cache, record, None)
         return
     try:
         scans, outcomes = _decode(item, prefetched)
@@ -126,14 +132,26 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
         if warned:
             scan.flag(QUIET_FLAG)
         try:
-            record = _store(scan, cache, source_hash, n_files=len(good))
+            record, array = _store(scan, cache, source_hash, n_files=len(good))
         except ReadError as error:
             result.error, result.error_code = error.what, "scan_rejected"
             result.files = [FileResult(f.path, f.sha256, f.error or error.what, f.code) for f in result.files]
             return
         result.scans.append(record)
         result.samples.append(scan_sample(scan.array))
+        preprocess_early(item, cache, record, array)
     cache.remember(source_key, result.scans)
+
+
+def preprocess_early(item: WorkItem, cache: ScanCache, record: dict[str, Any], array: np.ndarray | None) -> None:
+    """The scan's tensor under the spec ingest expects (`item.spec`), from the array still in memory (None: read
+    from the cache). A failure here changes nothing: the preprocessing pass makes what is missing and reports it."""
+    if item.spec is None or item.spec_key is None or not applies_to(item.spec, record["image_kind"]):
+        return
+    with contextlib.suppress(Exception):  # the preprocessing pass redoes this scan and reports its error
+        preprocess_cached(
+            cache, record["pixel_hash"], record["cache_path"], record["affine"], item.spec, item.spec_key, array=array
+        )
 
 
 def _prefetch(paths: list[Path], result: WorkResult) -> dict[Path, tuple[bytes | None, str]]:
@@ -169,7 +187,8 @@ def _decode(item: WorkItem, prefetched: dict[Path, tuple[bytes | None, str]]) ->
     return scans, [FileResult(item.nifti_path, digest)]
 
 
-def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> dict[str, Any]:
+def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> tuple[dict[str, Any], np.ndarray]:
+    """The manifest record of a decoded scan, and the array as cached (written under its pixel hash)."""
     # Integer volumes (medtl/io/dicom/integral.py) stay integers: they hold the exact values the float path gives.
     array = scan.array if scan.array.dtype.kind in "iu" else np.asarray(scan.array, dtype=np.float32)
     with timed("checks"):
@@ -184,7 +203,7 @@ def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> d
             pixel_hash = sha256_array(stored)
         relpath = pending.relpath = cache.array_relpath(pixel_hash)
     meta = scan.meta
-    return {
+    record = {
         "volume_index": scan.volume_index,
         "volumes_in_series": scan.volumes_in_series,
         "image_kind": scan.image_kind,
@@ -208,6 +227,7 @@ def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> d
         "qc_flags": list(scan.qc_flags),
         **stats,
     }
+    return record, stored
 
 
 def compact_lossless(array: np.ndarray, *, integral: bool, low: float, high: float) -> np.ndarray:
@@ -240,13 +260,16 @@ def preprocess_cached(
     spec: PreprocessingSpec,
     spec_key: str,
     writes: WriteBehind | None = None,
+    array: np.ndarray | None = None,
 ) -> str:
     """Preprocessed tensor for one scan under one spec; computed once, then served from the cache. With `writes`,
-    the tensor is written while the caller goes on (the caller waits for it by leaving the WriteBehind block)."""
+    the tensor is written while the caller goes on (the caller waits for it by leaving the WriteBehind block);
+    `array` is the cached array itself, when the caller still holds it."""
     relpath = cache.preprocessed_relpath(pixel_hash, spec_key)
     if not cache.has(relpath):
-        with timed("preprocess_load"):
-            array = cache.load_array(cache_path, mmap=True)  # a crop reads only the pages it keeps
+        if array is None:
+            with timed("preprocess_load"):
+                array = cache.load_array(cache_path, mmap=True)  # a crop reads only the pages it keeps
         with timed("preprocess"):
             tensor = preprocess_array(array, np.asarray(affine, dtype=float).reshape(4, 4), spec)
         if writes is not None:

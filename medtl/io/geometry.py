@@ -105,6 +105,29 @@ def lps_affine(
     return affine
 
 
+_NEAR_AXIS = 0.9  # a direction this close to one axis (within about 25 degrees) maps onto it, however rounded
+
+
+def orientation(affine: np.ndarray) -> np.ndarray:
+    """nibabel's `io_orientation`: which RAS axis each array axis maps onto, and in which direction.
+
+    Why not always nibabel's: it takes an SVD per call, which made the orientation cost more than the rest of a
+    small series' geometry. Every column of a scanner's affine is close to one axis except for oblique
+    acquisitions, and there the largest component of each column decides alone, as it does in nibabel; anything
+    further from an axis is left to nibabel.
+    """
+    linear = np.asarray(affine, dtype=float)[:3, :3]
+    norms = np.linalg.norm(linear, axis=0)
+    if not np.all(norms > 0):
+        return nio.io_orientation(affine)
+    unit = np.abs(linear / norms)
+    axes = unit.argmax(axis=0)
+    if len(set(axes.tolist())) != 3 or not np.all(unit[axes, range(3)] > _NEAR_AXIS):
+        return nio.io_orientation(affine)
+    signs = np.sign(linear[axes, range(3)])
+    return np.stack([axes.astype(float), signs], axis=1)
+
+
 def canonical_buffer(
     affine: np.ndarray, shape: tuple[int, int, int], dtype: np.dtype | type = np.float32
 ) -> tuple[np.ndarray, np.ndarray, str]:
@@ -114,7 +137,7 @@ def canonical_buffer(
     volume twice (once as read, once reoriented). The volume is laid out in Fortran order, like NIfTI on disk:
     an axial slice (fixed z) is then one contiguous block, which makes slice-by-slice filling fast.
     """
-    transform = nio.io_orientation(affine)  # how each source axis maps onto R, A, S
+    transform = orientation(affine)  # how each source axis maps onto R, A, S
     canonical_shape = [0, 0, 0]
     for source_axis in range(3):
         canonical_shape[int(transform[source_axis, 0])] = int(shape[source_axis])
@@ -126,13 +149,13 @@ def canonical_buffer(
 
 def affine_to_canonical(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The affine of the canonical array made from a source array of `shape` with `affine`."""
-    transform = nio.io_orientation(affine)
+    transform = orientation(affine)
     return affine @ nio.inv_ornt_aff(transform, shape)
 
 
 def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """Reorder/flip axes so the array is closest to RAS+, updating the affine; returns axis codes."""
-    transform = nio.io_orientation(affine)  # how each array axis maps onto R, A, S
+    transform = orientation(affine)  # how each array axis maps onto R, A, S
     if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
         return np.asfortranarray(array), affine, "RAS"
     reoriented = nio.apply_orientation(array, transform)

@@ -209,3 +209,97 @@ def test_preprocessed_writes_finish_before_the_batch_returns_and_failures_surfac
     with pytest.raises(OSError), cache.writing(arrays[0]) as pending:
         pending.relpath = "cache/t/y.npy"
     assert not list((tmp_path / "cache").rglob("*.tmp")) and not cache.has("cache/t/y.npy")
+
+
+def _oriented_cohort(root: Path) -> list[Path]:
+    """Axial, sagittal, coronal and oblique series (slices stepping along each one's normal) and a radiograph."""
+    from medtl.io.geometry import slice_normal
+    from support.dicom_factory import dx_image
+
+    rng = np.random.default_rng(3)
+    c, s = np.cos(0.3), np.sin(0.3)
+    layouts = {
+        "axial": ((1, 0, 0, 0, 1, 0), (0.8, 0.7), 2.5),
+        "sagittal": ((0, 1, 0, 0, 0, -1), (0.9, 0.6), 3.0),
+        "coronal": ((1, 0, 0, 0, 0, -1), (0.5, 0.5), 1.2),
+        "oblique": ((c, s, 0, 0, 0, -1), (0.7, 0.7), 2.0),
+    }
+    for k, (name, (orientation, spacing, step)) in enumerate(layouts.items()):
+        normal = slice_normal(orientation)
+        stored = rng.integers(0, 2000, size=(5 + k, 6 + k, 7)).astype(np.uint16)
+        ct_series(root / name, stored, orientation=orientation, spacing=spacing, slice_step=tuple(step * normal),
+                  patient_id=f"P{k}")  # fmt: skip
+    dx_image(root / "dx" / "chest.dcm", rng.integers(0, 4096, (16, 12)).astype(np.uint16), patient_id="P9")
+    return [root / name for name in (*layouts, "dx")]
+
+
+def _tensors(out: Path, spec: PreprocessingSpec) -> dict[str, np.ndarray]:
+    from medtl.contracts import read_table
+    from medtl.contracts.ingest import ManifestRow
+    from medtl.ingest.preprocess import spec_hash
+
+    cache = ScanCache(out)
+    manifest = read_table(ManifestRow, out / "manifest.parquet")
+    return {
+        row.scan_id: np.load(out / cache.preprocessed_relpath(row.pixel_hash, spec_hash(spec)))
+        for row in manifest.itertuples()
+        if row.image_kind == "volume"
+    }
+
+
+SPEC_3D = PreprocessingSpec(spatial_dims=3, target_spacing=[1.0, 1.0, 2.0], target_shape=[8, 8, 8])
+
+
+def test_scans_are_preprocessed_while_decoded_with_the_values_of_the_preprocessing_pass(tmp_path):
+    from medtl.contracts import read_table
+    from medtl.contracts.ingest import ManifestRow
+
+    sources = _oriented_cohort(tmp_path / "src")
+    key = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+    result = ingest_sources(sources, out=tmp_path / "out", pseudonymizer=key, workers=1, spec=SPEC_3D)
+    steps = result.report.timings.worker_steps
+    assert "preprocess" in steps and "preprocess_load" not in steps  # made from the arrays in memory
+    manifest = read_table(ManifestRow, tmp_path / "out" / "manifest.parquet")
+    tensors = _tensors(tmp_path / "out", SPEC_3D)
+    assert len(tensors) == 4
+    for row in manifest[manifest.image_kind == "volume"].itertuples():
+        array = np.load(tmp_path / "out" / row.cache_path)
+        expected = preprocess_array(array, np.asarray(row.affine, dtype=float).reshape(4, 4), SPEC_3D)
+        np.testing.assert_array_equal(tensors[row.scan_id], expected)
+
+
+def test_a_rerun_preprocesses_its_new_scans_under_the_last_runs_spec_while_decoding(tmp_path):
+    rng = np.random.default_rng(5)
+    key = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+    volumes = rng.integers(0, 2000, size=(4, 6, 8, 8)).astype(np.uint16)
+    for k in range(3):
+        ct_series(tmp_path / "src" / f"s{k}", volumes[k], patient_id=f"P{k}")
+    first = ingest_sources([tmp_path / "src"], out=tmp_path / "out", pseudonymizer=key, workers=1)
+    ct_series(tmp_path / "src" / "s3", volumes[3], patient_id="P3")  # the same geometry: the same default spec
+    second = ingest_sources([tmp_path / "src"], out=tmp_path / "out", pseudonymizer=key, workers=1)
+    assert second.spec == first.spec and second.report.changes.files_new == 6
+    assert "preprocess_load" not in second.report.timings.worker_steps  # the new scan's tensor: made in memory
+    assert len(_tensors(tmp_path / "out", second.spec)) == 4
+
+
+def test_a_wrong_expected_spec_costs_time_only(tmp_path, monkeypatch):
+    from medtl.contracts import read_table
+    from medtl.contracts.ingest import ManifestRow
+    from medtl.ingest import pipeline
+
+    sources = _oriented_cohort(tmp_path / "src")
+    key = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+    right = ingest_sources(sources, out=tmp_path / "right", pseudonymizer=key, workers=1)
+    wrong = right.spec.model_copy(update={"target_shape": [4, 4, 4]})
+    expect = pipeline._expect_spec
+    monkeypatch.setattr(pipeline, "_expect_spec", lambda items, spec: expect(items, wrong))
+    guessed = ingest_sources(sources, out=tmp_path / "guessed", pseudonymizer=key, workers=1)
+    assert guessed.spec == right.spec
+    assert "preprocess_load" in guessed.report.timings.worker_steps  # the pass made the chosen spec's tensors
+    first = read_table(ManifestRow, tmp_path / "right" / "manifest.parquet").sort_values("scan_id")
+    second = read_table(ManifestRow, tmp_path / "guessed" / "manifest.parquet").sort_values("scan_id")
+    assert first.reset_index(drop=True).equals(second.reset_index(drop=True))
+    expected, found = _tensors(tmp_path / "right", right.spec), _tensors(tmp_path / "guessed", guessed.spec)
+    assert expected.keys() == found.keys()
+    for scan_id, tensor in expected.items():
+        np.testing.assert_array_equal(found[scan_id], tensor)

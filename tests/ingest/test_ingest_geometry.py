@@ -79,3 +79,24 @@ def test_canonical_orientation_flips_lps_axial_to_ras_and_keeps_world_positions(
         world = affine @ [*index, 1]
         new_index = np.round(np.linalg.inv(new_affine) @ world).astype(int)[:3]
         assert canonical[tuple(new_index)] == array[index]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rotvec=st.lists(st.floats(-3.2, 3.2), min_size=3, max_size=3),
+    scale=st.floats(0.0, 1.0),
+    permutation=st.permutations([0, 1, 2]),
+    flips=st.lists(st.sampled_from([-1.0, 1.0]), min_size=3, max_size=3),
+    zooms=st.lists(st.floats(0.2, 8.0), min_size=3, max_size=3),
+)
+def test_orientation_is_nibabels_for_any_rotation(rotvec, scale, permutation, flips, zooms):
+    """Axis-aligned, slightly oblique and strongly oblique affines (rotations of any size about any axis)."""
+    import nibabel.orientations as nio
+    from scipy.spatial.transform import Rotation
+
+    from medtl.io.geometry import orientation
+
+    rotation = Rotation.from_rotvec(np.asarray(rotvec) * scale**3).as_matrix()
+    affine = np.eye(4)
+    affine[:3, :3] = (np.eye(3)[list(permutation)] * np.asarray(flips)) @ rotation * np.asarray(zooms)
+    np.testing.assert_array_equal(orientation(affine), nio.io_orientation(affine))

@@ -6,7 +6,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel.orientations as nio
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -24,6 +23,7 @@ from medtl.io.geometry import (
     analyse_stack,
     canonical_buffer,
     lps_affine,
+    orientation,
     projected_positions,
 )
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
@@ -211,7 +211,7 @@ def _drop_slices(
     volume: np.ndarray, affine: np.ndarray, ordered: list[DicomHeader], kept: list[int]
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Remove the slots of slices that failed; positions of the rest decide the new geometry (gaps show)."""
-    transform = nio.io_orientation(affine)
+    transform = orientation(affine)
     axis, direction = int(transform[2, 0]), int(transform[2, 1])
     n = len(ordered)
     slots = [k if direction > 0 else n - 1 - k for k in kept]
