@@ -1,19 +1,23 @@
-"""Ingest at scale: the ingest flow with its series decoded on a local Dask cluster against local worker processes,
-on a synthetic archive (`medtl synth-archive`), with the same manifest asserted for every arm.
+"""Ingest at scale, on a synthetic archive (`medtl synth-archive`: CT and MR, five transfer syntaxes, bad files):
+medtl against a bare pydicom read of the same files, and the ingest flow on a local Dask cluster against local
+worker processes, with the same manifest asserted for every medtl arm.
 
-Arms, interleaved per round so that drift in machine load hits all alike, each a full ingest into a new folder:
-  local_1, local_N   ingest_sources with 1 and N worker processes (the library, no Prefect)
-  dask_1, dask_N     the ingest flow on a running Dask LocalCluster of 1 and N worker processes (one thread each),
-                     started once before the rounds, as a site's cluster is already up (its start-up is recorded
-                     apart; a first warm-up round, where the workers import medtl, is not counted); the flow's own
-                     process reads headers and preprocesses with the same N processes
-Every arm's manifest (sorted by scan id) must equal local_1's, and every file's outcome must be the archive's
-expected.csv. Reported: medians over rounds with min and max; parallel efficiency t1 / (N x tN) for both; Dask
-throughput over local. Prefect server start-up is not counted (a site's server is already running).
+Two phases, each of interleaved rounds (drift in machine load hits all arms of a phase alike), each run a full
+ingest into a new folder:
+  phase 1, nothing else running:
+    pydicom_1, pydicom_N   the bare read: `dcmread` + `pixel_array` + `numpy.stack`, series by series, in 1 and N
+                           forked processes (largest series first, as medtl orders them); unreadable files skipped
+    local_1, local_N       ingest_sources with 1 and N worker processes (the library, no Prefect)
+  phase 2, with a Prefect server and Dask clusters up (as at a site; their start-up is recorded apart):
+    dask_1, dask_N         the ingest flow on a running Dask LocalCluster of 1 and N worker processes (one thread
+                           each); the flow's own process reads headers and preprocesses with N processes
+    local_N                again, under the same background load as the Dask arms
+A warm-up round per phase is not counted (first imports, the file cache). Every arm's manifest (sorted by scan
+id) must equal the first's, and every file's outcome the archive's expected.csv. Reported: medians over rounds with
+min and max; medtl over the bare read with the same number of processes; parallel efficiency t1 / (N x tN) for
+medtl and for the bare read; Dask throughput over local.
 
     python benchmarks/bench_ingest_scale.py --series 400 --workers 2 --out benchmarks/results/ingest_scale.json
-
-Server start-up is not counted either.
 """
 
 from __future__ import annotations
@@ -47,6 +51,59 @@ def _fates(dataset: Path) -> dict[str, tuple[str, str]]:
     return {names[record.file_id]: (record.status, record.reason_code or "") for record in report.files}
 
 
+def _bare_series(folder: Path) -> int:
+    """The bare read of one series folder: every file through pydicom, stacked; files pydicom refuses skipped."""
+    import pydicom
+
+    arrays = []
+    for path in sorted(folder.iterdir()):
+        try:
+            arrays.append(pydicom.dcmread(path).pixel_array)
+        except Exception:  # the archive's bad files: a bare loop can only skip them
+            continue
+    if len({array.shape for array in arrays}) == 1:
+        return int(np.stack(arrays).shape[0])
+    return len(arrays)
+
+
+def _bare(folders: list[Path], workers: int) -> int:
+    import pydicom  # noqa: F401  (imported before forking, as medtl is)
+
+    if workers <= 1:
+        return sum(_bare_series(folder) for folder in folders)
+    from multiprocessing import get_context
+
+    with get_context("fork").Pool(workers) as pool:
+        return sum(pool.imap_unordered(_bare_series, folders))
+
+
+def _series_folders(source: Path) -> list[Path]:
+    """Folders holding files, largest first (by bytes), as medtl orders its series."""
+    sizes: dict[Path, int] = {}
+    for path in source.rglob("*"):
+        if path.is_file():
+            sizes[path.parent] = sizes.get(path.parent, 0) + path.stat().st_size
+    return sorted(sizes, key=lambda folder: sizes[folder], reverse=True)
+
+
+def _rounds(arms: dict, args: argparse.Namespace, work: Path, check) -> dict[str, list[float]]:
+    """Warm-up rounds, then counted ones; every arm once per round, in order, each into a new folder."""
+    seconds: dict[str, list[float]] = {name: [] for name in arms}
+    for round_number in range(args.warmup + args.rounds):
+        for name, run in arms.items():
+            out = work / f"{name}-{round_number}"
+            start = time.perf_counter()
+            run(out)
+            elapsed = time.perf_counter() - start
+            if round_number >= args.warmup:
+                seconds[name].append(elapsed)
+            check(name, out)
+            shutil.rmtree(out, ignore_errors=True)
+        print(json.dumps({"round": round_number, "seconds": {k: round(v[-1], 3) for k, v in seconds.items() if v}}),
+              flush=True)  # fmt: skip
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=400)
@@ -54,20 +111,15 @@ def main() -> None:
     parser.add_argument("--slices", type=int, nargs=2, default=[8, 24])
     parser.add_argument("--workers", type=int, default=2, help="N: worker processes of the parallel arms")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1, help="rounds run first and not counted")
+    parser.add_argument("--warmup", type=int, default=1, help="rounds run first in each phase and not counted")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-dask", action="store_true", help="phase 1 only (no Prefect server, no Dask)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ingest_scale.json"))
     args = parser.parse_args()
-
-    from distributed import LocalCluster
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from medtl.datasets.synth.archive import SOURCE, ArchiveOptions, iter_expected, make_archive
     from medtl.identity import pseudonymizer_from_env
     from medtl.ingest.pipeline import ingest_sources
-    from pipelines.ingest import IngestParameters, ingest_flow
-    from pipelines.runners import on_dask
-    from pipelines.server import local_prefect_server
 
     work = Path(tempfile.mkdtemp(prefix="medtl-bench-ingest-scale-"))
     n = args.workers
@@ -79,48 +131,43 @@ def main() -> None:
     size_mb = sum(path.stat().st_size for path in source.rglob("*") if path.is_file()) / 1e6
     expected = {row["relative_path"]: (row["status"], row["reason_code"]) for row in iter_expected(work / "archive")}
     pseudonymizer = pseudonymizer_from_env(allow_development_key=True)
+    folders = _series_folders(source)
+    reference: list[pd.DataFrame] = []
+
+    def check(name: str, out: Path) -> None:
+        if name.startswith("pydicom"):
+            return
+        manifest = pd.read_parquet(out / "manifest.parquet").sort_values("scan_id", ignore_index=True)
+        if not reference:
+            reference.append(manifest)
+            assert _fates(out) == expected, "ingest did not meet expected.csv"
+        pd.testing.assert_frame_equal(manifest, reference[0])  # the same manifest, row for row
 
     def local(workers: int):
         return lambda out: ingest_sources([source], out=out, pseudonymizer=pseudonymizer, workers=workers)
 
-    def dask(workers: int, address: str):
-        flow = on_dask(ingest_flow, address=address)
-        return lambda out: flow(IngestParameters(sources=[source], out=out, workers=workers,
-                                                 allow_development_key=True))  # fmt: skip
+    def bare(workers: int):
+        return lambda out: _bare(folders, workers)
 
-    seconds: dict[str, list[float]] = {}
-    reference = None
+    phase1 = {"pydicom_1": bare(1), f"pydicom_{n}": bare(n), "local_1": local(1), f"local_{n}": local(n)}
+    seconds = _rounds(phase1, args, work, check)
     start_up: dict[str, float] = {}
-    with contextlib.ExitStack() as stack:
-        url = stack.enter_context(local_prefect_server(work / "prefect-home"))
-        os.environ["PREFECT_API_URL"] = url  # Dask worker processes read it from the environment
-        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
-        arms = {"local_1": local(1), f"local_{n}": local(n)}
-        for workers in sorted({1, n}):
-            start = time.perf_counter()
-            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=None))  # fmt: skip
-            start_up[f"dask_{workers}_cluster_s"] = round(time.perf_counter() - start, 2)
-            arms[f"dask_{workers}"] = dask(workers, cluster.scheduler_address)
-        seconds = {name: [] for name in arms}
-        for round_number in range(args.warmup + args.rounds):
-            for name, run in arms.items():
-                out = work / f"{name}-{round_number}"
-                start = time.perf_counter()
-                run(out)
-                if round_number >= args.warmup:  # warm-up: the workers' first imports, the file cache
-                    seconds[name].append(time.perf_counter() - start)
-                manifest = pd.read_parquet(out / "manifest.parquet").sort_values("scan_id", ignore_index=True)
-                if reference is None:
-                    reference = manifest
-                    assert _fates(out) == expected, "ingest did not meet expected.csv"
-                pd.testing.assert_frame_equal(manifest, reference)  # the same manifest, row for row
-                shutil.rmtree(out)
-    median = {name: float(np.median(values)) for name, values in seconds.items()}
+    if not args.no_dask:
+        seconds.update(_dask_phase(args, work, source, local(n), check, start_up))
     per_round = {name: np.array(values) for name, values in seconds.items()}
+    median = {name: float(np.median(values)) for name, values in seconds.items()}
+    ratios = {
+        "medtl_vs_pydicom_same_processes_time": _spread(list(per_round[f"local_{n}"] / per_round[f"pydicom_{n}"])),
+        "medtl_1_vs_pydicom_1_time": _spread(list(per_round["local_1"] / per_round["pydicom_1"])),
+        "parallel_efficiency_local": _spread(list(per_round["local_1"] / (n * per_round[f"local_{n}"]))),
+        "parallel_efficiency_pydicom": _spread(list(per_round["pydicom_1"] / (n * per_round[f"pydicom_{n}"]))),
+    }
+    if not args.no_dask:
+        ratios["parallel_efficiency_dask"] = _spread(list(per_round["dask_1"] / (n * per_round[f"dask_{n}"])))
+        ratios["dask_throughput_vs_local"] = _spread(list(per_round[f"local_{n}_beside_dask"] / per_round[f"dask_{n}"]))
     archive = {"series": args.series, "files": summary.files, "megabytes": round(size_mb, 1), "matrix": args.matrix,
                "slices": args.slices, "counts": summary.counts, "transfer_syntaxes": summary.syntaxes,
-               "scans": len(reference)}  # fmt: skip
+               "scans": len(reference[0])}  # fmt: skip
     report = {
         "benchmark": "ingest_scale",
         "archive": archive,
@@ -130,22 +177,49 @@ def main() -> None:
         "start_up": start_up,
         "seconds": {name: _spread(values) for name, values in seconds.items()},
         "files_per_s_median": {name: round(summary.files / value, 1) for name, value in median.items()},
-        "ratios": {
-            "parallel_efficiency_local": _spread(list(per_round["local_1"] / (n * per_round[f"local_{n}"]))),
-            "parallel_efficiency_dask": _spread(list(per_round["dask_1"] / (n * per_round[f"dask_{n}"]))),
-            "dask_throughput_vs_local": _spread(list(per_round[f"local_{n}"] / per_round[f"dask_{n}"])),
-        },
+        "ratios": ratios,
+        "targets": {"medtl_vs_pydicom_same_processes_time": "<= 1.2", "parallel_efficiency_local": ">= 0.8"},
         "same_manifest_all_arms": True,
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
-        "note": "medians over interleaved rounds (min-max); ratios per round; Dask clusters started once before the "
-        "rounds (start_up) and one warm-up round not counted (the workers' first imports); shared machine: compare "
-        "ratios only",
+        "note": "medians over interleaved rounds (min-max); ratios per round; phase 1 (bare read and local ingest) "
+        "with nothing else running, phase 2 (Dask arms and local_N again) with a Prefect server and the Dask "
+        "clusters up, started once before its rounds (start_up); one warm-up round per phase not counted; shared "
+        "machine: compare ratios only",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("archive", "synth_seconds", "files_per_s_median", "ratios")}, indent=2))
+    print(json.dumps({k: report[k] for k in ("archive", "files_per_s_median", "ratios")}, indent=2))
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _dask_phase(args, work: Path, source: Path, local_n, check, start_up: dict) -> dict[str, list[float]]:
+    from distributed import LocalCluster
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipelines.ingest import IngestParameters, ingest_flow
+    from pipelines.runners import on_dask
+    from pipelines.server import local_prefect_server
+
+    n = args.workers
+
+    def dask(workers: int, address: str):
+        flow = on_dask(ingest_flow, address=address)
+        return lambda out: flow(IngestParameters(sources=[source], out=out, workers=workers,
+                                                 allow_development_key=True))  # fmt: skip
+
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(local_prefect_server(work / "prefect-home"))
+        os.environ["PREFECT_API_URL"] = url  # Dask worker processes read it from the environment
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+        arms = {f"local_{n}_beside_dask": local_n}
+        for workers in sorted({1, n}):
+            start = time.perf_counter()
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None))  # fmt: skip
+            start_up[f"dask_{workers}_cluster_s"] = round(time.perf_counter() - start, 2)
+            arms[f"dask_{workers}"] = dask(workers, cluster.scheduler_address)
+        return _rounds(arms, args, work, check)
 
 
 if __name__ == "__main__":
