@@ -104,6 +104,30 @@ def test_crop_before_scale_gives_the_values_of_scale_then_crop(intensity):
     assert got.shape == (1, 16, 12, 6) and got.dtype == np.float32
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_resampling_only_the_kept_centre_gives_the_whole_zooms_values(seed):
+    """Shrinking (with its low-pass filter) and enlarging, odd and even sizes, C and Fortran order."""
+    from scipy import ndimage
+
+    from medtl.ingest.preprocess import _zoom
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(6, 60, size=3))
+    array = rng.random(shape, dtype=np.float32)
+    array = np.asfortranarray(array) if seed % 2 else array
+    factors = [float(f) for f in rng.uniform(0.4, 2.5, size=3)]
+    keep = [int(n) for n in rng.integers(4, 64, size=3)]
+    out = tuple(max(1, round(n * f)) for n, f in zip(shape, factors, strict=True))
+    sigma = [max(0.0, (1.0 / f - 1.0) / 2.0) if f < 1.0 else 0.0 for f in factors]
+    smoothed = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest") if any(sigma) else array
+    whole = ndimage.zoom(smoothed, [o / n for o, n in zip(out, shape, strict=True)], order=1, mode="nearest",
+                         grid_mode=True)  # fmt: skip
+    part = _zoom(array, factors, keep=keep)
+    assert part.shape == tuple(min(o, k) for o, k in zip(out, keep, strict=True))
+    expected, got = _centre_pad_crop(whole, keep), _centre_pad_crop(part, keep)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
 def test_the_quick_deflate_check_only_ever_skips_work(tmp_path):
     (plain,) = ct_series(tmp_path / "plain", np.zeros((1, 4, 4), np.uint16))
     deflated = deflate_bomb_dicom(tmp_path / "deflated.dcm", inflated_bytes=64)
