@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import to_json
 
 from medtl.errors import ContractProblem, DataContractError
 
@@ -109,8 +110,11 @@ def contract_document(document: ContractModel) -> dict[str, Any]:
 
 
 def write_json(document: ContractModel, path: str | Path) -> None:
+    """Indented UTF-8 JSON, written by pydantic's serializer: the standard library's indented encoder is pure
+    Python, and an ingest report or state lists every file of an archive. NaN and infinities stay as the standard
+    library writes them (and reads them back)."""
     payload = contract_document(document)
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, to_json(payload, indent=2, inf_nan_mode="constants") + b"\n")
 
 
 def read_json(model: type[M], path: str | Path) -> M:
