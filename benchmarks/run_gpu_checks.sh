@@ -8,8 +8,8 @@
 #   PLAN=plan.yaml bash benchmarks/run_gpu_checks.sh ingest parity pretrain
 #
 # Steps: augmentation (batched GPU augmentation vs CPU loader workers), tests (the gpu-marked tests), quality (the
-# planned path on PneumoniaMNIST, then BreastMNIST transferred from it), ingest (1 process against every core, the
-# bare pydicom stack beside it), parity (a plan.yaml made on a CPU, trained here unchanged: PLAN names it), pretrain
+# planned path on PneumoniaMNIST, then BreastMNIST transferred from it), ingest (1 process against every core on
+# a synthetic archive, the bare pydicom read beside it), parity (a plan.yaml made on a CPU, trained here unchanged: PLAN names it), pretrain
 # (self-supervised pretraining on unlabelled PneumoniaMNIST + BreastMNIST, then the label-share arms, seed 0).
 set -u
 OUT=${OUT:-benchmarks/results}
@@ -33,9 +33,9 @@ for step in $steps; do
           --pretrain-artifact "$WORK/pneumoniamnist-artifact" --workdir "$WORK" \
           --out "$OUT/quality_breastmnist_from_pneumoniamnist_plan_gpu.json" > "$OUT/quality_breast.log" 2>&1
       fi ;;
-    ingest)  # 48 series so that every core has several to read; each round is printed as it ends
-      timeout 200 python3 benchmarks/bench_ingest.py --series 48 --repeats 3 --workdir "$WORK/ingest" \
-        --out "$OUT/ingest_gpu_machine.json" > "$OUT/ingest.log" 2>&1 ;;
+    ingest)  # 1 -> every core on a synthetic archive (five syntaxes), the bare pydicom read beside it; no Dask
+      timeout 200 python3 benchmarks/bench_ingest_scale.py --series 600 --workers "$(nproc)" --rounds 3 --no-dask \
+        --out "$OUT/ingest_scale_cores.json" > "$OUT/ingest.log" 2>&1 ;;
     parity)
       timeout 240 python3 benchmarks/bench_medmnist_quality.py breastmnist --plan "${PLAN:?PLAN=plan.yaml}" \
         --workdir "$WORK/parity" --out "$OUT/parity_breastmnist_gpu.json" > "$OUT/parity.log" 2>&1 ;;
