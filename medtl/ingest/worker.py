@@ -115,7 +115,6 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
         for record in cached:
             result.scans.append(record)
             result.samples.append(scan_sample(cache.load_array(record["cache_path"], mmap=True)))
-        for record in cached:
             preprocess_early(item, cache, record, None)
         return
     try:
