@@ -161,13 +161,17 @@ def test_compressed_fast_path_equals_pydicom(name, fast):
     np.testing.assert_array_equal(quick.frames, full.frames)
 
 
-def test_a_frame_declaring_more_than_its_header_never_reaches_a_codec_on_the_fast_path(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("height", "width"), [(4096, 4096), (80, 64), (64, 65)])
+def test_a_frame_declaring_more_than_its_header_never_reaches_a_codec_on_the_fast_path(
+    tmp_path, monkeypatch, height, width
+):
+    """The header says 64 x 64 at 8 bits: a frame declaring even one column more is refused before decoding."""
     from medtl.errors import LimitExceededError
     from medtl.io.dicom import decode
     from medtl.io.dicom.headers import read_header
     from support.hostile_files import jpeg_size_lie_dicom
 
-    path = jpeg_size_lie_dicom(tmp_path / "jpeg.dcm", height=4096, width=4096)
+    path = jpeg_size_lie_dicom(tmp_path / "jpeg.dcm", height=height, width=width)
     header = read_header(path)
 
     def no_codec(*args, **kwargs):

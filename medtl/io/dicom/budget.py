@@ -46,7 +46,7 @@ def check_dataset(ds: Dataset, limits: IngestLimits, syntax: UID) -> None:
     _check(limits, rows, columns, frames, samples, bits)
     if not syntax.is_encapsulated or syntax == RLELossless or "PixelData" not in ds:
         return  # native pixels are bounded by the file; RLE is decoded into the header's buffer (see decode.py)
-    per_frame = (rows or 0) * (columns or 0) * max(1, samples) * _bytes_per_sample(bits)
+    per_frame = frame_bytes(rows, columns, samples, bits)
     try:
         chunks = generate_frames(ds.PixelData, number_of_frames=frames)
         for index, frame in enumerate(chunks):
@@ -64,6 +64,11 @@ def _check(
 ) -> int:
     shape = (rows or 0, columns or 0, max(1, frames or 1), max(1, samples or 1))
     return limits.check_image(shape=shape, bytes_per_sample=_bytes_per_sample(bits), what="the DICOM object")
+
+
+def frame_bytes(rows: int | None, columns: int | None, samples: int | None, bits: int | None) -> int:
+    """Bytes of one decoded frame as the header describes it: what a compressed frame may declare at most."""
+    return (rows or 0) * (columns or 0) * max(1, samples or 1) * _bytes_per_sample(bits)
 
 
 def _bytes_per_sample(bits: int | None) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID, RLELossless
 
-from medtl.io.dicom.budget import check_codestream
+from medtl.io.dicom.budget import check_codestream, frame_bytes
 from medtl.io.dicom.headers import DicomHeader
 from medtl.io.limits import IngestLimits
 
@@ -45,7 +45,7 @@ def encapsulated_pixels(header: DicomHeader, data: bytes, limits: IngestLimits) 
         return None
     value = data[offset + 12 :]  # a copy of the compressed bytes only: pydicom's fragment reader wants bytes
     if syntax != RLELossless:  # RLE is decoded into the header's buffer; JPEG codecs trust their own markers
-        per_frame = (header.rows or 0) * (header.columns or 0) * ((header.bits_allocated or 16) + 7) // 8
+        per_frame = frame_bytes(header.rows, header.columns, 1, header.bits_allocated)
         try:
             frame = next(generate_frames(value, number_of_frames=1))
             check_codestream(frame, per_frame, limits)
