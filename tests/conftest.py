@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from support.environment import environment_restored
+
 REPO = Path(__file__).resolve().parents[1]
 # The user's own weight pins and pretrained-artifact index must not change what the tests plan or load.
 os.environ["MEDTL_HOME"] = tempfile.mkdtemp(prefix="medtl-home-")
@@ -36,10 +38,5 @@ def key_variables_stay_in_their_test():
     """The demo points this process's key variables at its own folder, as the command should; they are put back after
     every test, or a later test would sign with a key file removed with an earlier test's folder. (monkeypatch.delenv
     of an unset variable records nothing, so it cannot undo a variable the code under test sets.)"""
-    before = {name: os.environ.get(name) for name in KEY_VARIABLES}
-    yield
-    for name, value in before.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with environment_restored(KEY_VARIABLES):
+        yield

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from medtl.training.train import train
+from support.environment import environment_restored
 from support.orthanc import orthanc, pacs_credentials  # noqa: F401 - fixtures for the PACS flow test
 from support.trained import ingested_cohort, signing_key, tiny_config
 
@@ -15,18 +16,13 @@ from support.trained import ingested_cohort, signing_key, tiny_config
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
-    previous = {key: os.environ.get(key) for key in ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")}
-    os.environ["PREFECT_HOME"] = str(home)
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    from prefect.testing.utilities import prefect_test_harness
+    with environment_restored(("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")):
+        os.environ["PREFECT_HOME"] = str(home)
+        os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-    for key, value in previous.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
 
 
 @pytest.fixture(scope="session")
