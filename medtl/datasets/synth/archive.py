@@ -46,6 +46,7 @@ from pydicom.uid import (
 )
 
 from medtl.datasets.synth.dicom_series import ds_number
+from medtl.datasets.synth.phantom import HU_MAX, HU_MIN
 from medtl.datasets.writing import derived_uid, dicom_bytes, new_dicom, staged_output, write_csv
 from medtl.errors import ConfigError
 
@@ -246,7 +247,8 @@ def _image(ident: _Ident, modality: str, k: int, values: np.ndarray, *, spacing:
     if modality == "CT":  # stored = HU + 1024, unsigned, as many scanners write it
         ds.PixelRepresentation = 0
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
-        stored = (values + 1024).astype("<u2")
+        # clipped to what the encoding holds: noise below -1024 HU would wrap around to 64,511 HU
+        stored = (np.clip(values, HU_MIN, HU_MAX) + 1024).astype("<u2")
     else:
         ds.PixelRepresentation = 0
         ds.ScanningSequence, ds.SequenceVariant, ds.MRAcquisitionType = "SE", "NONE", "2D"
