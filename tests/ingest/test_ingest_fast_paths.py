@@ -22,6 +22,7 @@ from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
 from medtl.ingest.cache import ScanCache, WriteBehind
 from medtl.ingest.discover import classify_file
 from medtl.ingest.pipeline import ingest_sources
+from medtl.ingest.qc import intensity_stats
 from medtl.ingest.preprocess import _centre_pad_crop, _scale_intensity, preprocess_array
 from medtl.io.dicom.deflate import not_deflated
 from medtl.io.dicom.fastheader import HEAD_BYTES, fast_header
@@ -76,6 +77,7 @@ def test_integer_volumes_hold_the_float_paths_values(tmp_path, slope, intercept,
     assert not prefetched  # the bytes were released once used
 
 
+
 def test_whole_volume_rescale_matches_the_per_slice_float_rescale():
     rng = np.random.default_rng(5)
     for stored, slope, intercept in [
@@ -126,6 +128,27 @@ def test_resampling_only_the_kept_centre_gives_the_whole_zooms_values(seed):
     assert part.shape == tuple(min(o, k) for o, k in zip(out, keep, strict=True))
     expected, got = _centre_pad_crop(whole, keep), _centre_pad_crop(part, keep)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_whole_number_statistics_from_a_histogram_equal_numpys(seed):
+    """Signed and unsigned, narrow and wide ranges, one value to a strided sample; percentiles bit for bit."""
+    rng = np.random.default_rng(seed)
+    dtype = [np.int16, np.uint16, np.uint8, np.int32][seed % 4]
+    info = np.iinfo(dtype)
+    low = int(rng.integers(max(info.min, -3000), min(info.max, 3000)))
+    high = min(info.max, low + int(rng.integers(0, 70_000 if seed % 5 else 20)))
+    shapes = {0: (1, 1, 1), 1: (40, 128, 128)}  # one value; a stack summarised from every other voxel
+    shape = shapes.get(seed) or tuple(int(n) for n in rng.integers(1, 90, size=3))
+    array = rng.integers(low, high + 1, size=shape).astype(dtype)
+    stats = intensity_stats(array)
+    assert stats["intensity_min"] == array.min() and stats["intensity_max"] == array.max()
+    as_float = array.ravel()[:: max(1, array.size // 250_000)].astype(np.float64)
+    assert stats["intensity_mean"] == as_float.mean()
+    assert stats["intensity_std"] == pytest.approx(as_float.std(), rel=1e-12, abs=1e-12)
+    assert [stats["intensity_p01"], stats["intensity_p99"]] == list(np.percentile(as_float, [1, 99]))
+    as_floats = intensity_stats(array.astype(np.float32))  # the general path, for values that are not whole
+    assert as_floats["intensity_p99"] == stats["intensity_p99"]
 
 
 def test_the_quick_deflate_check_only_ever_skips_work(tmp_path):
