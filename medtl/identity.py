@@ -19,6 +19,7 @@ DEV_KEY_ENV = "MEDTL_ALLOW_DEV_PSEUDONYM_KEY"
 # Public on purpose: it protects nothing, and outputs made with it say so (key_id "development").
 DEVELOPMENT_KEY = b"medtl-development-key--synthetic-and-public-data-only"
 _PREFIX = {"patient": "P", "study": "S", "series": "R", "scan": "X", "file": "F"}
+_KNOWN_MAX = 1 << 18  # pseudonyms remembered (about 60 MB at most); past that, start again
 _log = logging.getLogger(__name__)
 
 
@@ -33,6 +34,8 @@ class Pseudonymizer:
                 "`python -c 'import secrets; print(secrets.token_hex(32))'`",
             )
         self._key = key
+        # An archive asks for the same series' and files' pseudonyms several times each: computed once.
+        self._known: dict[tuple[str, str], str] = {}
         # The key id lets later stages check they use the same key as training without revealing it.
         self.key_id = key_id or hashlib.sha256(b"medtl-key-id|" + key).hexdigest()[:12]
 
@@ -41,10 +44,19 @@ class Pseudonymizer:
         return self.key_id == "development"
 
     def pseudonym(self, kind: str, value: str) -> str:
+        known = self._known.get((kind, value))
+        if known is not None:
+            return known
         if kind not in _PREFIX:
             raise ValueError(f"unknown identifier kind {kind!r}")
         mac = hmac.new(self._key, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
-        return f"{_PREFIX[kind]}-{mac[:16]}"
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()
+        self._known[kind, value] = pseudonym = f"{_PREFIX[kind]}-{mac[:16]}"
+        return pseudonym
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_known": {}}  # sent to workers without what this process has looked up
 
     def patient(self, patient_id: str) -> str:
         return self.pseudonym("patient", patient_id)
