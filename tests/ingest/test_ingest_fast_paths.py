@@ -13,7 +13,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pydicom
 import pytest
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from medtl.contracts import PreprocessingSpec, read_json
 from medtl.contracts.ingest import IngestReport
@@ -77,6 +79,21 @@ def test_integer_volumes_hold_the_float_paths_values(tmp_path, slope, intercept,
     assert not prefetched  # the bytes were released once used
 
 
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless])
+def test_compressed_slices_join_the_integer_path_with_the_full_paths_values(tmp_path, syntax):
+    stored = np.random.default_rng(4).integers(0, 4000, size=(5, 40, 36)).astype(np.uint16)
+    for path in ct_series(tmp_path, stored, RescaleSlope=1.0, RescaleIntercept=-1024.0):
+        ds = pydicom.dcmread(path)
+        ds.compress(syntax)
+        ds.save_as(path, enforce_file_format=True)
+    fast, general, prefetched = _both_paths(tmp_path)
+    (a,), (b,) = fast.scans, general.scans
+    assert (a.array.dtype, b.array.dtype) == (np.int16, np.float32)
+    np.testing.assert_array_equal(a.array.astype(np.float64), b.array.astype(np.float64))
+    assert a.meta["decoder"] == b.meta["decoder"] == "pylibjpeg"
+    assert (a.qc_flags, a.meta) == (b.qc_flags, b.meta)
+    assert not prefetched
 
 def test_whole_volume_rescale_matches_the_per_slice_float_rescale():
     rng = np.random.default_rng(5)

@@ -32,6 +32,7 @@ PLUGIN_PREFERENCE = ("pylibjpeg", "pyjpegls", "pydicom", "pillow", "gdcm")
 # by segment, up to 64 times the input): used only when no plugin that decodes into the header's buffer is there.
 _UNBOUNDED = {(RLELossless, "pydicom")}
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+NATIVE_DECODER = "medtl-native"  # uncompressed pixels read by native.py, recorded as the decoder
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -72,13 +73,9 @@ def decode_object(
     digest = sha256
     if header is not None and fast:
         header_pixel_bytes(header, limits)
-        with timed("decode"):
-            stored = decode_native(header, data)
-        if stored is not None:
-            return _native_object(header, stored, digest)
-        compressed = _compressed_object(header, data, digest, limits)
-        if compressed is not None:
-            return compressed
+        found = fast_stored(header, data, limits)
+        if found is not None:
+            return _native_object(header, *found, digest)
     try:
         stream = io.BytesIO(data)
         inflated = inflated_source(stream, budget=limits.decompression_budget)
@@ -98,21 +95,14 @@ def decode_object(
         raise ReadError(f"pixel data could not be decoded ({type(error).__name__})") from None
 
 
-def _native_object(header: DicomHeader, stored: np.ndarray, digest: str) -> DecodedObject:
-    obj = native_description(header, digest)
-    slope = header.rescale_slope if header.rescale_slope is not None else 1.0
-    intercept = header.rescale_intercept if header.rescale_intercept is not None else 0.0
-    low, high = _range_for(header.bits_stored or header.bits_allocated or 16, header.pixel_representation == 1)
-    monochrome1 = (header.photometric or "").upper() == "MONOCHROME1"
-    with timed("rescale"):
-        frame = _linear(stored, slope, intercept, low, high, monochrome1)
-    obj.frames = frame[np.newaxis]
-    return obj
-
-
-def _compressed_object(header: DicomHeader, data: bytes, digest: str, limits: IngestLimits) -> DecodedObject | None:
-    """The object decoded by encapsulated.py's fast path, with the values and record of the full path; None when
-    that path does not apply or no plugin decoded it (the full path then tries again and says why)."""
+def fast_stored(header: DicomHeader, data: bytes, limits: IngestLimits) -> tuple[np.ndarray, str] | None:
+    """A single-frame greyscale object's stored values (rows, columns) by a fast path, with the decoder's name:
+    uncompressed pixels viewed in place (native.py), or a compressed frame handed to its plugin straight from the
+    file's bytes (encapsulated.py). None when neither applies, or a plugin failed: the full path then decides."""
+    with timed("decode"):
+        stored = decode_native(header, data)
+    if stored is not None:
+        return stored, NATIVE_DECODER
     found = encapsulated_pixels(header, data, limits)
     if found is None:
         return None
@@ -123,17 +113,25 @@ def _compressed_object(header: DicomHeader, data: bytes, digest: str, limits: In
     except ReadError:
         return None
     stored = stored_array(header, pixels)
-    if stored is None:
-        return None
-    obj = _native_object(header, stored, digest)
-    obj.decoder = plugin
-    if not obj.integral:  # as the full path decides it: from the values
-        obj.integral = bool(np.all(np.equal(np.mod(obj.frames, 1), 0)))
+    return (stored, plugin) if stored is not None else None
+
+
+def _native_object(header: DicomHeader, stored: np.ndarray, decoder: str, digest: str) -> DecodedObject:
+    obj = native_description(header, digest, decoder)
+    slope = header.rescale_slope if header.rescale_slope is not None else 1.0
+    intercept = header.rescale_intercept if header.rescale_intercept is not None else 0.0
+    low, high = _range_for(header.bits_stored or header.bits_allocated or 16, header.pixel_representation == 1)
+    monochrome1 = (header.photometric or "").upper() == "MONOCHROME1"
+    with timed("rescale"):
+        frame = _linear(stored, slope, intercept, low, high, monochrome1)
+    obj.frames = frame[np.newaxis]
+    if not obj.integral and decoder != NATIVE_DECODER:  # decided from the values, as the full path these
+        obj.integral = bool(np.all(np.equal(np.mod(obj.frames, 1), 0)))  # compressed objects took before does
     return obj
 
 
-def native_description(header: DicomHeader, digest: str) -> DecodedObject:
-    """What the fast path records about one object (decoder, syntax, flags), with no frames yet: the integer
+def native_description(header: DicomHeader, digest: str, decoder: str) -> DecodedObject:
+    """What a fast path records about one object (decoder, syntax, flags), with no frames yet: the integer
     path (integral.py) fills a whole volume instead of per-object frames."""
     flags: list[str] = []
     if header.rescale_slope is None and header.rescale_intercept is None and header.modality in ("CT", "PT"):
@@ -145,7 +143,7 @@ def native_description(header: DicomHeader, digest: str) -> DecodedObject:
     syntax = syntax_name(UID(header.transfer_syntax_uid or ""))
     integral = float(slope).is_integer() and float(intercept).is_integer()
     empty = np.empty((0, header.rows or 0, header.columns or 0), dtype=np.float32)
-    return DecodedObject(empty, "medtl-native", syntax, digest, None, flags, integral=integral)
+    return DecodedObject(empty, decoder, syntax, digest, None, flags, integral=integral)
 
 
 def _linear(

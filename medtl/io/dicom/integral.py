@@ -6,7 +6,8 @@ slice to float32 only to convert the volume back costs four passes over twice th
 min/max scan and the compaction. Here the stored integers go straight into an integer volume, the rescale is one
 vectorised operation on the whole volume, and the values are exactly those the float path gives: a series this
 path cannot represent exactly (another slope per slice, a fractional rescale, a range beyond 16 bits, MONOCHROME1)
-takes the float path, and so does one whose bytes were not kept in memory.
+takes the float path, and so does one whose bytes were not kept in memory. Compressed slices come too: the codec's
+stored values go into the integer volume as uncompressed ones do (decode.fast_stored).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from medtl.io.dicom.encapsulated import eligible as encapsulated_eligible
 from medtl.io.dicom.headers import DicomHeader
-from medtl.io.dicom.native import eligible
+from medtl.io.dicom.native import eligible as native_eligible
 
 _FITS = (np.int16, np.uint16)
 
@@ -30,7 +32,9 @@ def integer_dtype(headers: Sequence[DicomHeader], data: Mapping[Path, tuple[byte
     if not (float(slope).is_integer() and float(intercept).is_integer()):
         return None
     for header in headers:
-        if not eligible(header) or (header.photometric or "").upper() != "MONOCHROME2":
+        if not (native_eligible(header) or encapsulated_eligible(header)):
+            return None
+        if (header.photometric or "").upper() != "MONOCHROME2":
             return None
         if header.bits_allocated not in (8, 16) or (header.rescale_slope, header.rescale_intercept) != transform:
             return None

@@ -12,11 +12,10 @@ from pydicom.uid import UID
 
 from medtl.errors import ReadError
 from medtl.io.dicom.budget import header_pixel_bytes
-from medtl.io.dicom.decode import DecodedObject, decode_object, native_description
+from medtl.io.dicom.decode import DecodedObject, decode_object, fast_stored, native_description
 from medtl.io.dicom.grouping import ScanPlan
 from medtl.io.dicom.headers import DicomHeader
 from medtl.io.dicom.integral import integer_dtype, physical_integers
-from medtl.io.dicom.native import decode_native
 from medtl.io.geometry import (
     LPS_TO_RAS,
     affine_to_canonical,
@@ -177,27 +176,28 @@ def _fill_integers(
     if dtype is None:
         return None
     volume, writable, codes = canonical_buffer(affine, shape, dtype)  # type: ignore[arg-type]
+    decoders = []
     for k, header in enumerate(ordered):
         data, _ = expected[header.path]
         try:
             header_pixel_bytes(header, limits)
         except ReadError:
             return None
-        with timed("decode"):
-            stored = decode_native(header, data)  # type: ignore[arg-type]
-        if stored is None or stored.shape != (shape[1], shape[0]):
+        found = fast_stored(header, data, limits)  # type: ignore[arg-type]
+        if found is None or found[0].shape != (shape[1], shape[0]) or found[0].dtype != dtype:
             return None
         with timed("assemble"):
-            writable[:, :, k] = stored.T
+            writable[:, :, k] = found[0].T
+        decoders.append(found[1])
     with timed("rescale"):
         physical = physical_integers(volume, ordered[0])
     if physical is None:
         return None
     outcomes, objects = [], []
-    for header in ordered:
+    for header, decoder in zip(ordered, decoders, strict=True):
         _, digest = expected.pop(header.path)
         outcomes.append(FileOutcome(header, digest))
-        objects.append(native_description(header, digest))
+        objects.append(native_description(header, digest, decoder))
     return physical, codes, outcomes, list(range(len(ordered))), objects
 
 
