@@ -29,9 +29,10 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
 
-    def track(self, iterable: Iterable[Any], label: str, total: int, *, flat: bool = False) -> Iterator[Any]:
-        """Yield the items (flattened one level when `flat`), advancing the bar by one per item."""
-        log.info("%s: %d", label, total)
+    def track(self, iterable: Iterable[Any], label: str, total: int | None, *, flat: bool = False) -> Iterator[Any]:
+        """Yield the items (flattened one level when `flat`), advancing the bar by one per item; a total of None:
+        not known in advance (the bar counts without an end)."""
+        log.info("%s: %s", label, "..." if total is None else total)
         task = self._bar.add_task(label, total=total) if self._bar is not None else None
         for value in iterable:
             for element in value if flat else [value]:

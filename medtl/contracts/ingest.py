@@ -158,7 +158,7 @@ class IngestTimings(Strict):
     workers: int = Field(ge=1, description="worker processes (1: everything ran in the ingest process)")
     wall_seconds: float = Field(ge=0, description="from the start of ingest to the report being assembled")
     passes: dict[str, float] = Field(
-        description="wall seconds per pass, in run order: start_workers, discovery, headers, grouping, decode, "
+        description="wall seconds per pass, in run order: start_workers, discovery_and_headers, grouping, decode, "
         "collect, preprocess, stop_workers, write_outputs"
     )
     worker_steps: dict[str, float] = Field(

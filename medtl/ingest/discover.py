@@ -41,12 +41,13 @@ def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, Path, str, Path
     walked; one that points outside is recorded like a linked file. A plain file's real path is its folder's
     real path plus its name (one resolve per folder, not per file: a re-run lists large archives often).
     """
+    for index, source in enumerate(sources):  # all of them before the first file: nothing is read in vain
+        if not Path(source).exists():
+            raise IngestError(f"input does not exist: source #{index + 1}", fix="check the SRC arguments")
     seen: set[Path] = set()
     real_dirs: dict[Path, Path] = {}
     for index, source in enumerate(sources):
         root = Path(source)
-        if not root.exists():
-            raise IngestError(f"input does not exist: source #{index + 1}", fix="check the SRC arguments")
         if root.is_file():  # a file named on the command line is used as given, link or not
             candidates: Iterator[tuple[Path, bool]] = iter([(root, root.is_symlink())])
             base = root.parent

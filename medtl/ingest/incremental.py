@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISLNK
 from typing import Any
@@ -60,9 +60,9 @@ class Listed:
         return self.index, self.path, self.relative, self.root
 
 
-def list_files(walked: Sequence[tuple[int, Path, str, Path]], pseudonymizer: Pseudonymizer) -> list[Listed]:
-    """Stat every file. A symbolic link or a file that cannot be stat'ed gets time -1: always read again."""
-    listed = []
+def iter_listed(walked: Iterable[tuple[int, Path, str, Path]], pseudonymizer: Pseudonymizer) -> Iterator[Listed]:
+    """Stat every file as it is walked. A symbolic link or a file that cannot be stat'ed gets time -1: always read
+    again."""
     for index, path, relative, root in walked:
         try:
             stat = path.lstat()
@@ -70,8 +70,7 @@ def list_files(walked: Sequence[tuple[int, Path, str, Path]], pseudonymizer: Pse
         except OSError:
             size, mtime = 0, -1
         file_id = pseudonymizer.file(f"{index}/{relative}")
-        listed.append(Listed(index, path, relative, root, file_id, size, mtime))
-    return listed
+        yield Listed(index, path, relative, root, file_id, size, mtime)
 
 
 def settings_hash(sources: Sequence[Path], pseudonymizer: Pseudonymizer, limits: IngestLimits) -> str:
@@ -154,19 +153,57 @@ def _plain(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@dataclass
 class ChangeSet:
-    """The files of this run sorted by what must be read; `regroup` adds the rest of each touched group."""
+    """The files of this run sorted by what must be read, as they are listed; `regroup` adds the rest of each
+    touched group once all are listed.
 
-    fresh: list[Listed] = field(default_factory=list)  # new or changed: classify, hash, ingest
-    unchanged: list[Listed] = field(default_factory=list)
-    vanished: list[str] = field(default_factory=list)
-    n_new: int = 0
-    n_changed: int = 0
-    n_hashed: int = 0  # unchanged-looking files hashed to be sure (racy or verify)
-    n_rechecked: int = 0  # unchanged-looking files without a recorded hash, classified again (racy or verify)
-    affected: set[str] = field(default_factory=set)
-    kept: list[Listed] = field(default_factory=list)  # unchanged, in an untouched group: not read at all
+    Why sorted one file at a time: `fresh_of` hands each file to be read on as soon as it is listed, so the header
+    pass starts while the sources are still being walked (on a first ingest, every file is fresh).
+    """
+
+    def __init__(self, previous: Previous | None, *, verify: bool = False) -> None:
+        self.previous, self.verify = previous, verify
+        self.racy_from = previous.state.started_ns - RACY_WINDOW_NS if previous is not None else 0
+        self.listed: list[Listed] = []  # every file found, in walk order
+        self.fresh: list[Listed] = []  # new or changed: classify, hash, ingest
+        self.unchanged: list[Listed] = []
+        self.vanished: list[str] = []
+        self.n_new = self.n_changed = 0
+        self.n_hashed = 0  # unchanged-looking files hashed to be sure (racy or verify)
+        self.n_rechecked = 0  # unchanged-looking files without a recorded hash, classified again (racy or verify)
+        self.affected: set[str] = set()
+        self.kept: list[Listed] = []  # unchanged, in an untouched group: not read at all
+
+    def fresh_of(self, listing: Iterable[Listed]) -> Iterator[Listed]:
+        """Every listed file that must be read, as it comes; once the listing ends, the vanished ones are known."""
+        for item in listing:
+            self.listed.append(item)
+            if self._is_fresh(item):
+                self.fresh.append(item)
+                yield item
+            else:
+                self.unchanged.append(item)
+        if self.previous is not None:
+            seen = {item.file_id for item in self.listed}
+            self.vanished = [file_id for file_id in self.previous.files if file_id not in seen]
+
+    def _is_fresh(self, item: Listed) -> bool:
+        """Compare the file's stat with the last run's; without a last run, every file is new."""
+        previous = self.previous
+        before = previous.files.get(item.file_id) if previous is not None else None
+        if previous is None or before is None or item.file_id not in previous.records:
+            self.n_new += 1
+            return True
+        same = item.mtime_ns >= 0 and (before.size_bytes, before.mtime_ns) == (item.size, item.mtime_ns)
+        if same and (self.verify or before.mtime_ns >= self.racy_from):
+            if before.sha256 is None:  # never read whole (e.g. not an image): sniffed again, nothing to compare
+                self.n_rechecked += 1
+                return True
+            self.n_hashed += 1
+            same = _hash(item.path) == before.sha256
+        if not same:
+            self.n_changed += 1
+        return not same
 
     def regroup(
         self, previous: Previous, classified: Sequence[InputFile], unit: Callable[[InputFile], str]
@@ -190,39 +227,6 @@ class ChangeSet:
             files_read=files_read + self.n_hashed,
             groups_reassembled=len(self.affected),
         )
-
-
-def detect_changes(listed: Sequence[Listed], previous: Previous | None, *, verify: bool = False) -> ChangeSet:
-    """Compare each file's stat with the last run's; without a last run, every file is new."""
-    changes = ChangeSet()
-    if previous is None:
-        changes.fresh = list(listed)
-        changes.n_new = len(listed)
-        return changes
-    racy_from = previous.state.started_ns - RACY_WINDOW_NS
-    seen = set()
-    for item in listed:
-        seen.add(item.file_id)
-        before = previous.files.get(item.file_id)
-        if before is None or item.file_id not in previous.records:
-            changes.fresh.append(item)
-            changes.n_new += 1
-            continue
-        same = item.mtime_ns >= 0 and (before.size_bytes, before.mtime_ns) == (item.size, item.mtime_ns)
-        if same and (verify or before.mtime_ns >= racy_from):
-            if before.sha256 is None:  # never read whole (e.g. not an image): sniffed again, nothing to compare
-                changes.fresh.append(item)
-                changes.n_rechecked += 1
-                continue
-            changes.n_hashed += 1
-            same = _hash(item.path) == before.sha256
-        if same:
-            changes.unchanged.append(item)
-        else:
-            changes.fresh.append(item)
-            changes.n_changed += 1
-    changes.vanished = [file_id for file_id in previous.files if file_id not in seen]
-    return changes
 
 
 def _hash(path: Path) -> str | None:

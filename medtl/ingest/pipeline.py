@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,11 +35,11 @@ from medtl.ingest.execution import Decoding, map_ordered, process_pool, start_wo
 from medtl.ingest.fingerprint import build_fingerprint, group_stats
 from medtl.ingest.incremental import (
     STATE,
+    ChangeSet,
     Listed,
     build_state,
     carry_over,
-    detect_changes,
-    list_files,
+    iter_listed,
     load_previous,
     now_ns,
     save_samples,
@@ -162,13 +163,14 @@ def ingest_sources(
         laps.lap("start_workers")
         previous, full_reason = load_previous(out, settings) if incremental else (None, "a full re-read was asked for")
         (out / STATE).unlink(missing_ok=True)  # written last: an interrupted run leaves no state, the next reads all
-        listed = list_files(list(walk_sources(sources)), pseudonymizer)
-        changes = detect_changes(listed, previous, verify=verify)
-        laps.lap("discovery")
-        files = _read_headers(executor, bar, changes.fresh, limits)
+        changes = ChangeSet(previous, verify=verify)
+        # the workers read headers while the sources are still being walked and listed here
+        files = _read_headers(
+            executor, bar, changes.fresh_of(iter_listed(walk_sources(sources), pseudonymizer)), limits
+        )
         if previous is not None:
             files += _read_headers(executor, bar, changes.regroup(previous, files, _unit(pseudonymizer)), limits)
-        laps.lap("headers")
+        laps.lap("discovery_and_headers")
         grouping = group_headers([f.header for f in files if f.header is not None])
         items, identities = _work_items(files, grouping.plans, out, limits)
         _expect_spec(items, spec or (_last_spec(out) if previous is not None else None))
@@ -228,7 +230,7 @@ def ingest_sources(
     (out / QC_SUMMARY).write_text(qc_summary_markdown(report, rows, fingerprint, spec_text), encoding="utf-8")
     private.write(sources, label_table)
     save_samples(out, samples)
-    entries = state_entries(listed, changes, previous, by_path, records, pseudonymizer)
+    entries = state_entries(changes.listed, changes, previous, by_path, records, pseudonymizer)
     write_json(build_state(settings, started, entries, scans), out / STATE)
     return IngestResult(out, report, fingerprint, chosen_spec, task, notes)
 
@@ -252,11 +254,10 @@ def _task_notes(task: TaskDeclaration | None, frame: pd.DataFrame) -> tuple[str,
 
 
 def _read_headers(
-    executor: Executor | None, bar: Progress, listed: list[Listed], limits: IngestLimits
+    executor: Executor | None, bar: Progress, listed: Iterable[Listed], limits: IngestLimits
 ) -> list[InputFile]:
-    paths = [item.walked for item in listed]
-    chunks = [(chunk, limits) for chunk in _chunks(paths, _HEADER_CHUNK)]
-    return list(bar.track(map_ordered(executor, _classify_chunk, chunks), "reading headers", len(paths), flat=True))
+    chunks = ((chunk, limits) for chunk in _chunks((item.walked for item in listed), _HEADER_CHUNK))
+    return list(bar.track(map_ordered(executor, _classify_chunk, chunks), "reading headers", None, flat=True))
 
 
 def _classify_chunk(args: tuple[list[tuple[int, Path, str, Path]], IngestLimits]) -> list[InputFile]:
@@ -264,9 +265,10 @@ def _classify_chunk(args: tuple[list[tuple[int, Path, str, Path]], IngestLimits]
     return [classify_file(index, path, relative, root, limits=limits) for index, path, relative, root in chunk]
 
 
-def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 # -- work items and identity ---------------------------------------------------------------------------------------

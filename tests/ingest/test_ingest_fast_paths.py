@@ -24,8 +24,8 @@ from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
 from medtl.ingest.cache import ScanCache, WriteBehind
 from medtl.ingest.discover import classify_file
 from medtl.ingest.pipeline import ingest_sources
-from medtl.ingest.qc import intensity_stats
 from medtl.ingest.preprocess import _centre_pad_crop, _scale_intensity, preprocess_array
+from medtl.ingest.qc import intensity_stats
 from medtl.io.dicom.deflate import not_deflated
 from medtl.io.dicom.fastheader import HEAD_BYTES, fast_header
 from medtl.io.dicom.grouping import group_headers
@@ -79,7 +79,6 @@ def test_integer_volumes_hold_the_float_paths_values(tmp_path, slope, intercept,
     assert not prefetched  # the bytes were released once used
 
 
-
 @pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless])
 def test_compressed_slices_join_the_integer_path_with_the_full_paths_values(tmp_path, syntax):
     stored = np.random.default_rng(4).integers(0, 4000, size=(5, 40, 36)).astype(np.uint16)
@@ -94,6 +93,7 @@ def test_compressed_slices_join_the_integer_path_with_the_full_paths_values(tmp_
     assert a.meta["decoder"] == b.meta["decoder"] == "pylibjpeg"
     assert (a.qc_flags, a.meta) == (b.qc_flags, b.meta)
     assert not prefetched
+
 
 def test_whole_volume_rescale_matches_the_per_slice_float_rescale():
     rng = np.random.default_rng(5)
@@ -194,7 +194,7 @@ def test_file_hashes_come_from_the_bytes_decoded_and_timings_add_up(tmp_path):
     assert {record.sha256 for record in report.files} == on_disk
     timings = report.timings
     assert timings is not None and timings == result.report.timings
-    assert list(timings.passes) == ["start_workers", "discovery", "headers", "grouping", "decode", "collect",
+    assert list(timings.passes) == ["start_workers", "discovery_and_headers", "grouping", "decode", "collect",
                                     "preprocess", "stop_workers", "write_outputs"]  # fmt: skip
     assert all(seconds >= 0 for seconds in [*timings.passes.values(), *timings.worker_steps.values()])
     assert sum(timings.passes.values()) <= timings.wall_seconds + 0.001 * len(timings.passes)
