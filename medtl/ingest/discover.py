@@ -44,41 +44,40 @@ def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, Path, str, Path
     for index, source in enumerate(sources):  # all of them before the first file: nothing is read in vain
         if not Path(source).exists():
             raise IngestError(f"input does not exist: source #{index + 1}", fix="check the SRC arguments")
-    seen: set[Path] = set()
-    real_dirs: dict[Path, Path] = {}
+    seen: set[str] = set()
+    real_dirs: dict[str, str] = {}
     for index, source in enumerate(sources):
         root = Path(source)
         if root.is_file():  # a file named on the command line is used as given, link or not
-            candidates: Iterator[tuple[Path, bool]] = iter([(root, root.is_symlink())])
             base = root.parent
+            candidates: Iterator[tuple[str, str, bool]] = iter([(str(root), str(base), root.is_symlink())])
         else:
-            candidates = _files_under(root)
             base = root
-        for path, is_link in candidates:
-            if is_link and path is not root and link_fate(path, base) is not None:
-                yield index, path, path.relative_to(base).as_posix(), base
+            candidates = _walk(str(root), root)
+        prefix = os.path.join(str(base), "")  # every path found starts with it
+        for path, folder, is_link in candidates:
+            relative = path[len(prefix) :].replace(os.sep, "/")
+            if is_link and path != str(root) and link_fate(Path(path), base) is not None:
+                yield index, Path(path), relative, base
                 continue
             if is_link:
-                real = path.resolve()
+                real = os.path.realpath(path)
             else:
-                parent = real_dirs.get(path.parent)
+                parent = real_dirs.get(folder)
                 if parent is None:
-                    parent = real_dirs[path.parent] = path.parent.resolve()
-                real = parent / path.name
+                    parent = real_dirs[folder] = os.path.realpath(folder)
+                real = os.path.join(parent, path[len(folder) + 1 :])
             if real in seen:
                 continue
             seen.add(real)
-            yield index, path, path.relative_to(base).as_posix(), base
+            yield index, Path(path), relative, base
 
 
-def _files_under(root: Path) -> Iterator[tuple[Path, bool]]:
-    """(path, is a symbolic link) for every file under `root`, folders and names in sorted order, top down.
+def _walk(directory: str, root: Path) -> Iterator[tuple[str, str, bool]]:
+    """(path, its folder, is a symbolic link) for every file under `directory`, folders and names in sorted order,
+    top down. Plain strings until a file is yielded: on an archive, Path objects per file cost more than the walk.
 
     os.scandir's entries know their type without a system call per file on common file systems."""
-    yield from _walk(root, root)
-
-
-def _walk(directory: Path, root: Path) -> Iterator[tuple[Path, bool]]:
     try:
         with os.scandir(directory) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
@@ -93,15 +92,15 @@ def _walk(directory: Path, root: Path) -> Iterator[tuple[Path, bool]]:
         (folders if is_folder else others).append(entry)
     for entry in folders:
         if entry.is_symlink() and link_fate(Path(entry.path), root) is not None:
-            yield Path(entry.path), True
+            yield entry.path, directory, True
     for entry in others:
         if entry.is_symlink():
-            yield Path(entry.path), True
+            yield entry.path, directory, True
         elif entry.is_file():
-            yield Path(entry.path), False
+            yield entry.path, directory, False
     for entry in folders:
         if not entry.is_symlink():
-            yield from _walk(Path(entry.path), root)
+            yield from _walk(entry.path, root)
 
 
 def link_fate(path: Path, root: Path) -> tuple[str, str] | None:
