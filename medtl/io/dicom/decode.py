@@ -23,6 +23,7 @@ from medtl.io.dicom.encapsulated import encapsulated_pixels, stored_array
 from medtl.io.dicom.encapsulated import options as encapsulated_options
 from medtl.io.dicom.headers import DicomHeader
 from medtl.io.dicom.native import decode_native, read_and_hash
+from medtl.io.dicom.sop import uid_of
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.timing import timed
 
@@ -140,7 +141,7 @@ def native_description(header: DicomHeader, digest: str, decoder: str) -> Decode
         flags.append("monochrome1_inverted")
     slope = header.rescale_slope if header.rescale_slope is not None else 1.0
     intercept = header.rescale_intercept if header.rescale_intercept is not None else 0.0
-    syntax = syntax_name(UID(header.transfer_syntax_uid or ""))
+    syntax = syntax_name(uid_of(header.transfer_syntax_uid or ""))
     integral = float(slope).is_integer() and float(intercept).is_integer()
     empty = np.empty((0, header.rows or 0, header.columns or 0), dtype=np.float32)
     return DecodedObject(empty, decoder, syntax, digest, None, flags, integral=integral)

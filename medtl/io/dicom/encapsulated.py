@@ -22,6 +22,7 @@ from pydicom.uid import UID, RLELossless
 
 from medtl.io.dicom.budget import check_codestream, frame_bytes
 from medtl.io.dicom.headers import DicomHeader
+from medtl.io.dicom.sop import uid_of
 from medtl.io.limits import IngestLimits
 
 _PIXEL_DATA = b"\xe0\x7f\x10\x00"
@@ -35,7 +36,7 @@ def encapsulated_pixels(header: DicomHeader, data: bytes, limits: IngestLimits) 
     header says (the full path then reads the file and reports what is wrong)."""
     if not eligible(header) or header.size != len(data):
         return None
-    syntax = UID(header.transfer_syntax_uid or "")
+    syntax = uid_of(header.transfer_syntax_uid or "")
     offset = header.pixel_data_offset
     assert offset is not None  # guaranteed by eligible
     if data[offset : offset + 4] != _PIXEL_DATA or data[offset + 4 : offset + 8] not in _VRS:
@@ -77,7 +78,7 @@ def options(header: DicomHeader) -> dict[str, int | str]:
 
 def eligible(header: DicomHeader) -> bool:
     """Whether this path may read the object (it still checks the bytes themselves)."""
-    syntax = UID(header.transfer_syntax_uid or "")
+    syntax = uid_of(header.transfer_syntax_uid or "")
     return (
         syntax.is_transfer_syntax
         and syntax.is_encapsulated

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 from medtl.errors import ReadError
 from medtl.io.dicom.budget import header_pixel_bytes
@@ -16,6 +15,7 @@ from medtl.io.dicom.decode import DecodedObject, decode_object, fast_stored, nat
 from medtl.io.dicom.grouping import ScanPlan
 from medtl.io.dicom.headers import DicomHeader
 from medtl.io.dicom.integral import integer_dtype, physical_integers
+from medtl.io.dicom.sop import uid_of
 from medtl.io.geometry import (
     LPS_TO_RAS,
     affine_to_canonical,
@@ -357,7 +357,7 @@ def _describe(scan: Scan, plan: ScanPlan, header: DicomHeader, objects: list[Dec
     scan.meta.update(
         integral=all(obj.integral for obj in objects),
         modality=header.modality or plan.modality,
-        sop_class=UID(header.sop_class_uid).name if header.sop_class_uid else None,
+        sop_class=uid_of(header.sop_class_uid).name if header.sop_class_uid else None,
         transfer_syntax=objects[0].transfer_syntax,
         decoder="+".join(sorted({obj.decoder for obj in objects})),
         manufacturer=header.manufacturer,

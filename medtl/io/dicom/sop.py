@@ -7,8 +7,10 @@ read it, instead of being stacked into a volume by accident.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
+from pydicom._uid_dict import UID_dictionary
 from pydicom.uid import UID
 
 _STORAGE = "1.2.840.10008.5.1.4.1.1."
@@ -91,9 +93,22 @@ def classify_sop(sop_class_uid: str | None, *, number_of_frames: int = 1) -> Sop
     return SopDecision("skip", None, "unsupported_sop_class", f"{name} is not on medtl's image allow-list")
 
 
+def uid_of(value: str) -> UID:
+    """pydicom's UID for a header's string. The standard's own UIDs (every transfer syntax and SOP class) come from
+    a table made once: an archive names the same few in every file, and making a UID object checks its string.
+    Any other string is made anew each time, so that pydicom's remarks on it are counted for every file."""
+    known = _standard_uids().get(value)
+    return known if known is not None else UID(value)
+
+
+@cache
+def _standard_uids() -> dict[str, UID]:
+    return {value: UID(value) for value in UID_dictionary}
+
+
 def sop_class_name(sop_class_uid: str) -> str:
     """The standard's name for a SOP class; a UID the standard does not know is header content, never repeated."""
-    name = UID(sop_class_uid).name
+    name = uid_of(sop_class_uid).name
     return name if name != sop_class_uid else "an unrecognised SOP class"
 
 
