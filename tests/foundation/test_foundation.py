@@ -43,6 +43,24 @@ def test_pseudonyms_are_keyed_stable_and_namespaced():
         Pseudonymizer(b"short")
 
 
+def test_remembered_pseudonyms_are_the_keyed_hashes_and_stay_in_their_process(monkeypatch):
+    import hashlib
+    import hmac
+    import pickle
+
+    from medtl import identity
+
+    monkeypatch.setattr(identity, "_KNOWN_MAX", 3)  # forgets and starts again past three
+    site = Pseudonymizer(b"k" * 32)
+    values = [f"case-{n % 5}" for n in range(20)]
+    expected = {v: "F-" + hmac.new(b"k" * 32, f"file\x00{v}".encode(), hashlib.sha256).hexdigest()[:16] for v in values}
+    assert [site.file(v) for v in values] == [expected[v] for v in values]
+    assert site.series(values[0]) != site.file(values[0])  # the kind is part of what is remembered
+    assert 0 < len(site._known) <= 3
+    copy = pickle.loads(pickle.dumps(site))
+    assert copy._known == {} and copy.file(values[1]) == expected[values[1]]
+
+
 def test_missing_key_is_an_error_unless_the_development_key_is_chosen(monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     monkeypatch.delenv(DEV_KEY_ENV, raising=False)

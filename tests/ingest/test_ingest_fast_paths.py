@@ -95,6 +95,18 @@ def test_compressed_slices_join_the_integer_path_with_the_full_paths_values(tmp_
     assert not prefetched
 
 
+def test_the_standards_uids_come_from_a_table_and_others_are_made_each_time():
+    from pydicom.uid import UID
+
+    from medtl.io.dicom.sop import uid_of
+
+    standard = "1.2.840.10008.1.2.4.80"  # JPEG-LS lossless
+    assert uid_of(standard) is uid_of(standard) and uid_of(standard) == UID(standard)
+    assert uid_of(standard).name == "JPEG-LS Lossless Image Compression" and uid_of(standard).is_compressed
+    private = "1.2.826.0.1.3680043.2.1125.99"
+    assert uid_of(private) == private and uid_of(private) is not uid_of(private)
+
+
 def test_whole_volume_rescale_matches_the_per_slice_float_rescale():
     rng = np.random.default_rng(5)
     for stored, slope, intercept in [
