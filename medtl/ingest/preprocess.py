@@ -121,39 +121,55 @@ def _zoom(
 ) -> np.ndarray:
     """Linear resampling by `factors`; shrinking is low-pass filtered first so that it does not alias.
 
-    `keep`: the shape the caller will centre-crop the result to (3D). Only that centre region is computed: on the
-    same sample positions as a whole zoom, so that the values are the whole zoom's cropped (to float rounding).
-    A scan much larger than the target (a whole CT at its own spacing, cropped to 128 voxels a side) then costs
-    the voxels kept, not all the voxels resampled.
+    The values of scipy's `ndimage.zoom(order=1, mode="nearest", grid_mode=True)` (to float32 rounding, 1e-6):
+    output voxel i samples the input at (i + 0.5) * step - 0.5, clamped to the edge. Linear interpolation is
+    separable, so it runs one axis at a time as two gathers and a weighted sum; that is 4x faster than ndimage's
+    general spline code on a 64 x 64 x 16 stack, and resampling was most of the preprocessing pass.
+
+    `keep`: the shape the caller will centre-crop the result to (3D). Only that centre region is computed, on the
+    same sample positions as a whole zoom, so a scan much larger than the target costs the voxels kept.
     """
     if not _resamples(factors) and (exact is None or tuple(exact) == array.shape):
         return array
-    from scipy import ndimage  # here, not at the top: importing it costs each worker 0.2 s, often for nothing
-
     sigma = [max(0.0, (1.0 / f - 1.0) / 2.0) if f < 1.0 else 0.0 for f in factors]
     if any(sigma):
+        from scipy import ndimage  # here, not at the top: importing it costs each worker 0.2 s, often for nothing
+
         array = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest")
     output_shape = (
         tuple(exact)
         if exact is not None
         else tuple(max(1, round(n * f)) for n, f in zip(array.shape, factors, strict=True))
     )
-    steps = [n / o for n, o in zip(array.shape, output_shape, strict=True)]  # input voxels per output voxel
-    if keep is not None and any(o > k for o, k in zip(output_shape, keep, strict=True)):
-        # output voxel i (of the whole zoom, grid mode) samples the input at (i + 0.5) * step - 0.5
-        starts = [(o - k) // 2 if o > k else 0 for o, k in zip(output_shape, keep, strict=True)]
-        zoomed = ndimage.affine_transform(
-            array,
-            steps,
-            offset=[(start + 0.5) * step - 0.5 for start, step in zip(starts, steps, strict=True)],
-            output_shape=tuple(min(o, k) for o, k in zip(output_shape, keep, strict=True)),
-            order=1,
-            mode="nearest",
-        )
-    else:
-        zoom = [o / n for o, n in zip(output_shape, array.shape, strict=True)]
-        zoomed = ndimage.zoom(array, zoom, order=1, mode="nearest", grid_mode=True)
-    return zoomed.astype(np.float32, copy=False)
+    windows = []  # per axis: (first output index kept, how many)
+    for axis, size in enumerate(output_shape):
+        kept = min(size, keep[axis]) if keep is not None else size
+        windows.append(((size - kept) // 2, kept))
+    out = np.asarray(array, dtype=np.float32)
+    # the axis that shrinks the array most goes first, so the copies made along the others are small
+    order = sorted(range(out.ndim), key=lambda axis: windows[axis][1] / out.shape[axis])
+    for axis in order:
+        start, kept = windows[axis]
+        out = _resample_axis(out, axis, output_shape[axis], start, kept)
+    return out
+
+
+def _resample_axis(array: np.ndarray, axis: int, size: int, start: int, kept: int) -> np.ndarray:
+    """Outputs start..start+kept of a linear resampling of `array` to `size` samples along `axis`."""
+    length = array.shape[axis]
+    if size == length and kept == length:
+        return array  # every sample falls on an input voxel
+    positions = (np.arange(start, start + kept, dtype=np.float64) + 0.5) * (length / size) - 0.5
+    positions = np.clip(positions, 0.0, length - 1)
+    below = positions.astype(np.intp)  # floor: the positions are not negative
+    above = np.minimum(below + 1, length - 1)
+    weight = (positions - below).astype(np.float32).reshape([kept if a == axis else 1 for a in range(array.ndim)])
+    low = np.take(array, below, axis=axis)
+    difference = np.take(array, above, axis=axis)
+    difference -= low
+    difference *= weight
+    low += difference
+    return low
 
 
 def _resamples(factors: Sequence[float] | None) -> bool:
