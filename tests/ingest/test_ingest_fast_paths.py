@@ -159,6 +159,29 @@ def test_resampling_only_the_kept_centre_gives_the_whole_zooms_values(seed):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(16))
+def test_separable_resampling_gives_ndimage_zooms_values(seed):
+    """2D resizing to an exact size and 3D zooms by factors, one axis of length 1 among them."""
+    from scipy import ndimage
+
+    from medtl.ingest.preprocess import _zoom
+
+    rng = np.random.default_rng(100 + seed)
+    ndim = 2 + seed % 2
+    shape = tuple(int(n) for n in rng.integers(1 if seed == 3 else 2, 70, size=ndim))
+    array = rng.random(shape, dtype=np.float32)
+    exact = tuple(int(n) for n in rng.integers(1, 90, size=ndim)) if ndim == 2 else None
+    factors = [o / n for o, n in zip(exact, shape, strict=True)] if exact else list(rng.uniform(0.3, 3.0, ndim))
+    out = exact or tuple(max(1, round(n * f)) for n, f in zip(shape, factors, strict=True))
+    sigma = [max(0.0, (1.0 / f - 1.0) / 2.0) if f < 1.0 else 0.0 for f in factors]
+    smoothed = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest") if any(sigma) else array
+    expected = ndimage.zoom(smoothed, [o / n for o, n in zip(out, shape, strict=True)], order=1, mode="nearest",
+                            grid_mode=True)  # fmt: skip
+    got = _zoom(array, factors, exact=exact)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_whole_number_statistics_from_a_histogram_equal_numpys(seed):
     """Signed and unsigned, narrow and wide ranges, one value to a strided sample; percentiles bit for bit."""
