@@ -99,6 +99,7 @@ def _rounds(arms: dict, args: argparse.Namespace, work: Path, check) -> dict[str
                 seconds[name].append(elapsed)
             check(name, out)
             shutil.rmtree(out, ignore_errors=True)
+            os.sync()  # this arm's writes and deletions reach the disk now, not during the next arm's timing
         print(json.dumps({"round": round_number, "seconds": {k: round(v[-1], 3) for k, v in seconds.items() if v}}),
               flush=True)  # fmt: skip
     return seconds
