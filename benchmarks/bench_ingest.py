@@ -253,6 +253,7 @@ def main() -> None:
             tree = args.compare_with.resolve() if name.startswith("before_") else None
             runs[name] = measure(method, data, folders, workers=workers, dataset=dataset, tree=tree)
             shutil.rmtree(dataset, ignore_errors=True)
+            os.sync()  # this run's cache writes and deletions reach the disk now, not during the next run
         rounds.append(runs)
         load.append([round(value, 2) for value in os.getloadavg()])
         seconds = {name: round(run["seconds"], 3) for name, run in runs.items()}
