@@ -31,7 +31,7 @@ from medtl.ingest.batches import ItemRunner
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.declaration import complete_declaration, suggestion
 from medtl.ingest.discover import InputFile, classify_file, walk_sources
-from medtl.ingest.execution import Decoding, map_ordered, process_pool, start_workers
+from medtl.ingest.execution import Decoding, long_lived_objects, map_ordered, process_pool, start_workers
 from medtl.ingest.fingerprint import build_fingerprint, group_stats
 from medtl.ingest.incremental import (
     STATE,
@@ -158,7 +158,7 @@ def ingest_sources(
     n_workers = worker_count(workers)
     started = now_ns()
     settings = settings_hash(sources, pseudonymizer, limits)
-    with process_pool(n_workers) as executor, Progress(progress) as bar:
+    with long_lived_objects() as settle, process_pool(n_workers) as executor, Progress(progress) as bar:
         start_workers(executor, n_workers)
         laps.lap("start_workers")
         previous, full_reason = load_previous(out, settings) if incremental else (None, "a full re-read was asked for")
@@ -174,6 +174,7 @@ def ingest_sources(
         grouping = group_headers([f.header for f in files if f.header is not None])
         items, identities = _work_items(files, grouping.plans, out, limits)
         _expect_spec(items, spec or (_last_spec(out) if previous is not None else None))
+        settle()
         laps.lap("grouping")
         for identity in identities.values():
             private.add_identifiers(identity.patient, identity.accession)

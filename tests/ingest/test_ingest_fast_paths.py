@@ -203,6 +203,28 @@ def test_whole_number_statistics_from_a_histogram_equal_numpys(seed):
     assert as_floats["intensity_p99"] == stats["intensity_p99"]
 
 
+def test_a_runs_long_lived_objects_are_frozen_until_it_ends_and_others_freezes_are_kept():
+    import gc
+
+    from medtl.ingest.execution import long_lived_objects
+
+    assert gc.get_freeze_count() == 0
+    with long_lived_objects() as settle:
+        frozen = gc.get_freeze_count()
+        held = [[index] for index in range(1000)]  # tracked objects made during the run
+        settle()
+        assert frozen > 0 and gc.get_freeze_count() >= frozen + len(held)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # a process that froze its own objects before the run
+    try:
+        before = gc.get_freeze_count()
+        with long_lived_objects() as settle:
+            settle()
+        assert gc.get_freeze_count() == before
+    finally:
+        gc.unfreeze()
+
+
 def test_the_quick_deflate_check_only_ever_skips_work(tmp_path):
     (plain,) = ct_series(tmp_path / "plain", np.zeros((1, 4, 4), np.uint16))
     deflated = deflate_bomb_dicom(tmp_path / "deflated.dcm", inflated_bytes=64)
