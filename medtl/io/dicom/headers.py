@@ -97,7 +97,7 @@ class _Values:
     def _raw(self, keyword: str):
         tag = _TAGS.get(keyword)
         if tag is None:
-            tag = _TAGS[keyword] = Tag(keyword)
+            tag = _TAGS[keyword] = int(Tag(keyword))  # a plain int: a Tag key compares in Python code
         element = self.ds.get_item(tag)  # None when absent; no membership test (it re-parses the tag)
         return None if element is None else element.value
 
@@ -181,7 +181,7 @@ class RawValues(_Values):
     def _raw(self, keyword: str):
         tag = _TAGS.get(keyword)
         if tag is None:
-            tag = _TAGS[keyword] = Tag(keyword)
+            tag = _TAGS[keyword] = int(Tag(keyword))  # a plain int: a Tag key compares in Python code
         return self.elements.get(tag)
 
 
