@@ -76,7 +76,7 @@ def decode_object(
         header_pixel_bytes(header, limits)
         found = fast_stored(header, data, limits)
         if found is not None:
-            return _native_object(header, *found, digest)
+            return _fast_object(header, *found, digest)
     try:
         stream = io.BytesIO(data)
         inflated = inflated_source(stream, budget=limits.decompression_budget)
@@ -117,8 +117,8 @@ def fast_stored(header: DicomHeader, data: bytes, limits: IngestLimits) -> tuple
     return (stored, plugin) if stored is not None else None
 
 
-def _native_object(header: DicomHeader, stored: np.ndarray, decoder: str, digest: str) -> DecodedObject:
-    obj = native_description(header, digest, decoder)
+def _fast_object(header: DicomHeader, stored: np.ndarray, decoder: str, digest: str) -> DecodedObject:
+    obj = fast_description(header, digest, decoder)
     slope = header.rescale_slope if header.rescale_slope is not None else 1.0
     intercept = header.rescale_intercept if header.rescale_intercept is not None else 0.0
     low, high = _range_for(header.bits_stored or header.bits_allocated or 16, header.pixel_representation == 1)
@@ -131,7 +131,7 @@ def _native_object(header: DicomHeader, stored: np.ndarray, decoder: str, digest
     return obj
 
 
-def native_description(header: DicomHeader, digest: str, decoder: str) -> DecodedObject:
+def fast_description(header: DicomHeader, digest: str, decoder: str) -> DecodedObject:
     """What a fast path records about one object (decoder, syntax, flags), with no frames yet: the integer
     path (integral.py) fills a whole volume instead of per-object frames."""
     flags: list[str] = []

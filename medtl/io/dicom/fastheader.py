@@ -41,7 +41,7 @@ _SYNTAXES = {
 }
 
 
-_EXPLICIT = struct.Struct("<HH2sH")
+_EXPLICIT = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length
 _IMPLICIT = struct.Struct("<HHI")
 _LONG_LENGTH = struct.Struct("<I").unpack_from
 
@@ -92,7 +92,7 @@ def _walk(buf: bytes, offset: int, *, explicit: bool, meta: bool) -> tuple[dict[
     length): it runs about 45 times per file, over every file of an archive."""
     elements: dict[int, bytes] = {}
     size = len(buf)
-    head = _explicit_head if explicit else _implicit_head
+    head = _EXPLICIT.unpack_from if explicit else _implicit_head  # (group, element, VR or None, length)
     while offset + 8 <= size:
         group, element, vr, length = head(buf, offset)
         tag = group << 16 | element
@@ -123,11 +123,6 @@ def _walk(buf: bytes, offset: int, *, explicit: bool, meta: bool) -> tuple[dict[
     if offset != size:
         raise _Unexpected  # a few stray bytes, or an element header cut by the end of `buf`
     return elements, offset, None
-
-
-def _explicit_head(buf: bytes, offset: int) -> tuple[int, int, bytes, int]:
-    """(group, element, VR, 16-bit length) of an explicit-VR element."""
-    return _EXPLICIT.unpack_from(buf, offset)  # type: ignore[return-value]
 
 
 def _implicit_head(buf: bytes, offset: int) -> tuple[int, int, None, int]:

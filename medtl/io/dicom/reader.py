@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 
 from medtl.errors import ReadError
 from medtl.io.dicom.budget import header_pixel_bytes
-from medtl.io.dicom.decode import DecodedObject, decode_object, fast_stored, native_description
+from medtl.io.dicom.decode import DecodedObject, decode_object, fast_description, fast_stored
 from medtl.io.dicom.grouping import ScanPlan
 from medtl.io.dicom.headers import DicomHeader
 from medtl.io.dicom.integral import integer_dtype, physical_integers
@@ -197,7 +197,7 @@ def _fill_integers(
     for header, decoder in zip(ordered, decoders, strict=True):
         _, digest = expected.pop(header.path)
         outcomes.append(FileOutcome(header, digest))
-        objects.append(native_description(header, digest, decoder))
+        objects.append(fast_description(header, digest, decoder))
     return physical, codes, outcomes, list(range(len(ordered))), objects
 
 
