@@ -75,6 +75,16 @@ def map_ordered(executor: Executor | None, func: Callable[[T], R], items: Iterab
     yield from bounded(executor, func, items, 2 * getattr(executor, "_max_workers", 2), ordered=True)
 
 
+def submitted(executor: Executor | None, func: Callable[[T], R], items: list[T]) -> Iterator[R]:
+    """Every item submitted now, the results yielded in order later: the workers go on while this process does
+    other work before it asks for them. For small items whose results are small (no bound on memory needed);
+    with no executor, each runs here when its result is asked for."""
+    if executor is None:
+        return map(func, items)
+    futures = [executor.submit(func, item) for item in items]
+    return (future.result() for future in futures)
+
+
 def bounded(
     executor: Executor | None, func: Callable[[T], R], items: Iterable[T], limit: int, *, ordered: bool = False
 ) -> Iterator[R]:

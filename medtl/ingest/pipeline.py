@@ -31,7 +31,14 @@ from medtl.ingest.batches import ItemRunner
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.declaration import complete_declaration, suggestion
 from medtl.ingest.discover import InputFile, classify_file, walk_sources
-from medtl.ingest.execution import Decoding, long_lived_objects, map_ordered, process_pool, start_workers
+from medtl.ingest.execution import (
+    Decoding,
+    long_lived_objects,
+    map_ordered,
+    process_pool,
+    start_workers,
+    submitted,
+)
 from medtl.ingest.fingerprint import build_fingerprint, group_stats
 from medtl.ingest.incremental import (
     STATE,
@@ -158,81 +165,87 @@ def ingest_sources(
     n_workers = worker_count(workers)
     started = now_ns()
     settings = settings_hash(sources, pseudonymizer, limits)
-    with long_lived_objects() as settle, process_pool(n_workers) as executor, Progress(progress) as bar:
-        start_workers(executor, n_workers)
-        laps.lap("start_workers")
-        previous, full_reason = load_previous(out, settings) if incremental else (None, "a full re-read was asked for")
-        (out / STATE).unlink(missing_ok=True)  # written last: an interrupted run leaves no state, the next reads all
-        changes = ChangeSet(previous, verify=verify)
-        # the workers read headers while the sources are still being walked and listed here
-        files = _read_headers(
-            executor, bar, changes.fresh_of(iter_listed(walk_sources(sources), pseudonymizer)), limits
-        )
-        if previous is not None:
-            files += _read_headers(executor, bar, changes.regroup(previous, files, _unit(pseudonymizer)), limits)
-        laps.lap("discovery_and_headers")
-        grouping = group_headers([f.header for f in files if f.header is not None])
-        items, identities = _work_items(files, grouping.plans, out, limits)
-        _expect_spec(items, spec or (_last_spec(out) if previous is not None else None))
-        settle()
-        laps.lap("grouping")
-        for identity in identities.values():
-            private.add_identifiers(identity.patient, identity.accession)
-        ordered = _largest_first(items, files)
-        decoding = Decoding(executor, ordered, n_workers)  # does nothing until iterated
-        results = list(bar.track(decoding if runner is None else runner(ordered), "decoding scans", len(items)))
-        for result in results:
-            merge(steps, result.timings)
-        laps.lap("decode")
-        records: dict[Path, FileRecord] = {}
-        for file in files:
-            private.register(file)
-            if file.status is not None:
-                records[file.path] = private.record(file, file.status, file.reason_code, file.reason)
-        by_path = {f.path: f for f in files}
-        for fate in grouping.fates:
-            file = by_path[fate.header.path]
-            records[file.path] = private.record(file, fate.status, fate.reason_code, fate.reason)
-        rows, samples, scans = _collect(results, items, identities, by_path, records, private)
-        _ensure_all_accounted(files, records)
-        if previous is not None:
-            kept_rows, kept_scans = carry_over(previous, changes, records, private, samples, out)
-            rows, scans = kept_rows + rows, kept_scans + scans
-        label_index = LabelIndex(keyed_labels(label_table, pseudonymizer)) if label_table is not None else None
-        conflicts = join_labels(rows, scans, label_index)
-        groups = group_stats(rows, samples)
-        chosen_spec = spec or _default_spec(groups)
-        key = spec_hash(chosen_spec) if chosen_spec else None
-        laps.lap("collect")
-        if chosen_spec is not None:
+    with long_lived_objects() as settle:  # until the outputs are written: see execution.long_lived_objects
+        with process_pool(n_workers) as executor, Progress(progress) as bar:
+            start_workers(executor, n_workers)
+            laps.lap("start_workers")
+            previous, full_reason = (
+                load_previous(out, settings) if incremental else (None, "a full re-read was asked for")
+            )
+            # written last: an interrupted run leaves no state, and the next run reads everything
+            (out / STATE).unlink(missing_ok=True)
+            changes = ChangeSet(previous, verify=verify)
+            # the workers read headers while the sources are still being walked and listed here
+            files = _read_headers(
+                executor, bar, changes.fresh_of(iter_listed(walk_sources(sources), pseudonymizer)), limits
+            )
+            if previous is not None:
+                files += _read_headers(executor, bar, changes.regroup(previous, files, _unit(pseudonymizer)), limits)
+            laps.lap("discovery_and_headers")
+            grouping = group_headers([f.header for f in files if f.header is not None])
+            items, identities = _work_items(files, grouping.plans, out, limits)
+            _expect_spec(items, spec or (_last_spec(out) if previous is not None else None))
+            settle()
+            laps.lap("grouping")
+            for identity in identities.values():
+                private.add_identifiers(identity.patient, identity.accession)
+            ordered = _largest_first(items, files)
+            decoding = Decoding(executor, ordered, n_workers)  # does nothing until iterated
+            results = list(bar.track(decoding if runner is None else runner(ordered), "decoding scans", len(items)))
+            for result in results:
+                merge(steps, result.timings)
+            laps.lap("decode")
+            by_path = {f.path: f for f in files}
+            rows, samples, scans, outcomes = _collect(results, items, identities, by_path, pseudonymizer)
+            records: dict[Path, FileRecord] = {}
+            if previous is not None:
+                kept_rows, kept_scans = carry_over(previous, changes, records, private, samples, out)
+                rows, scans = kept_rows + rows, kept_scans + scans
+            label_index = LabelIndex(keyed_labels(label_table, pseudonymizer)) if label_table is not None else None
+            conflicts = join_labels(rows, scans, label_index)
+            groups = group_stats(rows, samples)
+            chosen_spec = spec or _default_spec(groups)
+            key = spec_hash(chosen_spec) if chosen_spec else None
+            laps.lap("collect")
             with process_pool(n_workers) if decoding.pool_broken else nullcontext(executor) as pool:
-                work = _preprocess(pool, out, rows, chosen_spec, n_workers, steps)
-                list(bar.track(work, "preprocessing", len(rows)))
-        laps.lap("preprocess")
-    laps.lap("stop_workers")
-    mode = "incremental" if previous is not None else "full"
-    summary_of_changes = changes.summary(mode=mode, full_reason=full_reason, files_read=len(files))
-    frame = pd.DataFrame(rows, columns=list(ManifestRow.model_fields))
-    write_table(ManifestRow, frame, out / MANIFEST)
-    fingerprint = build_fingerprint(rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key)
-    write_json(fingerprint, out / FINGERPRINT)
-    if chosen_spec is not None:
-        write_json(chosen_spec, out / PREPROCESSING)
-    summary = labels_summary(label_index, label_table, rows, conflicts) if label_table is not None else None
-    laps.lap("write_outputs")
-    report = build_report(
-        list(records.values()), n_sources=len(sources), n_scans=len(rows), key_id=pseudonymizer.key_id, labels=summary
-    ).model_copy(update={"changes": summary_of_changes, "timings": ingest_timings(laps, steps, n_workers)})
-    write_json(report, out / REPORT)
-    notes = _task_notes(task, frame)
-    if task is not None:
-        write_json(task, out / TASK_DECLARATION)
-    spec_text = chosen_spec.model_dump_json(indent=2) if chosen_spec else "{}"
-    (out / QC_SUMMARY).write_text(qc_summary_markdown(report, rows, fingerprint, spec_text), encoding="utf-8")
-    private.write(sources, label_table)
-    save_samples(out, samples)
-    entries = state_entries(changes.listed, changes, previous, by_path, records, pseudonymizer)
-    write_json(build_state(settings, started, entries, scans), out / STATE)
+                tensors = _preprocess(pool, out, rows, chosen_spec, n_workers, steps) if chosen_spec else iter(())
+                # The workers make the tensors while this process accounts for every file and assembles the outputs;
+                # nothing is written until the tensors are made, so a failed run leaves no manifest behind.
+                _file_records(files, grouping.fates, results, outcomes, by_path, records, private)
+                _ensure_all_accounted(files, records)
+                frame = pd.DataFrame(rows, columns=list(ManifestRow.model_fields))
+                fingerprint = build_fingerprint(
+                    rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key
+                )
+                entries = state_entries(changes.listed, changes, previous, by_path, records, pseudonymizer)
+                state = build_state(settings, started, entries, scans)
+                list(bar.track(tensors, "preprocessing", len(rows)))
+            laps.lap("preprocess")
+        laps.lap("stop_workers")
+        mode = "incremental" if previous is not None else "full"
+        summary_of_changes = changes.summary(mode=mode, full_reason=full_reason, files_read=len(files))
+        write_table(ManifestRow, frame, out / MANIFEST)
+        write_json(fingerprint, out / FINGERPRINT)
+        if chosen_spec is not None:
+            write_json(chosen_spec, out / PREPROCESSING)
+        summary = labels_summary(label_index, label_table, rows, conflicts) if label_table is not None else None
+        laps.lap("write_outputs")
+        report = build_report(
+            list(records.values()),
+            n_sources=len(sources),
+            n_scans=len(rows),
+            key_id=pseudonymizer.key_id,
+            labels=summary,
+        ).model_copy(update={"changes": summary_of_changes, "timings": ingest_timings(laps, steps, n_workers)})
+        write_json(report, out / REPORT)
+        notes = _task_notes(task, frame)
+        if task is not None:
+            write_json(task, out / TASK_DECLARATION)
+        spec_text = chosen_spec.model_dump_json(indent=2) if chosen_spec else "{}"
+        (out / QC_SUMMARY).write_text(qc_summary_markdown(report, rows, fingerprint, spec_text), encoding="utf-8")
+        private.write(sources, label_table)
+        save_samples(out, samples)
+        write_json(state, out / STATE)
     return IngestResult(out, report, fingerprint, chosen_spec, task, notes)
 
 
@@ -336,14 +349,14 @@ def _collect(
     items: list[WorkItem],
     identities: dict[int, _Identity],
     by_path: dict[Path, InputFile],
-    records: dict[Path, FileRecord],
-    private: PrivateRecords,
-) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[ScanState]]:
-    """Manifest rows (labels joined later, over all rows), voxel samples, and each scan's group and join keys."""
+    pseudo: Pseudonymizer,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[ScanState], dict[int, tuple[str, list[str]]]]:
+    """Manifest rows (labels joined later, over all rows), voxel samples, each scan's group and join keys, and
+    per item its series pseudonym and scan ids (for its files' records)."""
     rows: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}
     scans: list[ScanState] = []
-    pseudo = private.pseudonymizer
+    outcomes: dict[int, tuple[str, list[str]]] = {}
     for result in sorted(results, key=lambda r: r.item_id):
         identity = identities[result.item_id]
         item = items[result.item_id]
@@ -377,6 +390,29 @@ def _collect(
             }
             rows.append(row)
             samples[scan_id] = sample
+        outcomes[result.item_id] = (series_id, scan_ids)
+    return rows, samples, scans, outcomes
+
+
+def _file_records(
+    files: list[InputFile],
+    fates: Sequence[Any],
+    results: list[WorkResult],
+    outcomes: dict[int, tuple[str, list[str]]],
+    by_path: dict[Path, InputFile],
+    records: dict[Path, FileRecord],
+    private: PrivateRecords,
+) -> None:
+    """Every read file's record: its fate from discovery, from grouping, or from decoding its series."""
+    for file in files:
+        private.register(file)
+        if file.status is not None:
+            records[file.path] = private.record(file, file.status, file.reason_code, file.reason)
+    for fate in fates:
+        file = by_path[fate.header.path]
+        records[file.path] = private.record(file, fate.status, fate.reason_code, fate.reason)
+    for result in results:
+        series_id, scan_ids = outcomes[result.item_id]
         for file_result in result.files:
             file = by_path[file_result.path]
             if file_result.error is not None or not scan_ids:
@@ -388,7 +424,6 @@ def _collect(
                 records[file.path] = private.record(
                     file, "ingested", None, None, sha256=file_result.sha256, series_id=series_id, scan_ids=scan_ids
                 )
-    return rows, samples, scans
 
 
 def _largest_first(items: list[WorkItem], files: list[InputFile]) -> list[WorkItem]:
@@ -457,16 +492,21 @@ def _preprocess(
     n_workers: int,
     steps: dict[str, float],
 ) -> Iterator[str | None]:
+    """Submits every scan whose tensor is missing now; iterating waits for them (and makes them, without workers)."""
     key = spec_hash(spec)
     cache = ScanCache(out)
     # Tensors already cached (a re-run's unchanged scans) cost a stat here, not a round trip to a worker.
     missing = [row for row in rows if not cache.has(cache.preprocessed_relpath(row["pixel_hash"], key))]
-    yield from [None] * (len(rows) - len(missing))
     chunk = max(1, min(16, len(missing) // max(1, 4 * n_workers)))
-    batches = list(_chunks(missing, chunk))
-    for paths, batch_steps in map_ordered(executor, _preprocess_batch, [(out, b, spec, key) for b in batches]):
-        merge(steps, batch_steps)
-        yield from paths
+    work = submitted(executor, _preprocess_batch, [(out, batch, spec, key) for batch in _chunks(missing, chunk)])
+
+    def made() -> Iterator[str | None]:
+        yield from [None] * (len(rows) - len(missing))
+        for paths, batch_steps in work:
+            merge(steps, batch_steps)
+            yield from paths
+
+    return made()
 
 
 def _preprocess_batch(
