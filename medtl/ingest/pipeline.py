@@ -207,7 +207,8 @@ def ingest_sources(
             chosen_spec = spec or _default_spec(groups)
             key = spec_hash(chosen_spec) if chosen_spec else None
             laps.lap("collect")
-            with process_pool(n_workers) if decoding.pool_broken else nullcontext(executor) as pool:
+            fresh = decoding.pool_broken and chosen_spec is not None  # a crashed decoder broke the pool
+            with process_pool(n_workers) if fresh else nullcontext(executor) as pool:
                 tensors = _preprocess(pool, out, rows, chosen_spec, n_workers, steps) if chosen_spec else iter(())
                 # The workers make the tensors while this process accounts for every file and assembles the outputs;
                 # nothing is written until the tensors are made, so a failed run leaves no manifest behind.

@@ -424,3 +424,45 @@ def test_a_wrong_expected_spec_costs_time_only(tmp_path, monkeypatch):
     assert expected.keys() == found.keys()
     for scan_id, tensor in expected.items():
         np.testing.assert_array_equal(found[scan_id], tensor)
+
+
+def test_submitted_work_runs_before_its_results_are_asked_for_and_comes_back_in_order():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medtl.ingest.execution import submitted
+
+    ran: list[int] = []
+
+    def square(value: int) -> int:
+        ran.append(value)
+        return value * value
+
+    executor = ThreadPoolExecutor(max_workers=3)
+    results = submitted(executor, square, [3, 1, 2, 5])
+    executor.shutdown(wait=True)  # every item ran although no result was asked for yet
+    assert sorted(ran) == [1, 2, 3, 5]
+    assert list(results) == [9, 1, 4, 25]
+    ran.clear()
+    inline = submitted(None, square, [4, 2])  # without workers: each runs when its result is asked for
+    assert ran == []
+    assert next(inline) == 16 and ran == [4]
+
+
+def test_a_run_whose_preprocessing_fails_writes_no_outputs(tmp_path, monkeypatch):
+    import medtl.ingest.pipeline as pipeline
+
+    rng = np.random.default_rng(1)
+    sources = [tmp_path / "src" / name for name in ("a", "b", "c")]
+    for k, folder in enumerate(sources):
+        ct_series(folder, rng.integers(0, 3000, size=(4, 6, 5)).astype(np.uint16), patient_id=f"P{k}")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "preprocess_records", full_disk)  # the workers are forked with it
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left"):
+        ingest_sources(sources, out=out, pseudonymizer=Pseudonymizer(DEVELOPMENT_KEY, key_id="development"), workers=2)
+    written = {"manifest.parquet", "fingerprint.json", "ingest_report.json", "ingest_state.json", "preprocessing.json"}
+    assert written.isdisjoint(path.name for path in out.iterdir())
+    assert list((out / "cache").rglob("*.npy"))  # the decoded scans stay cached for the next run
