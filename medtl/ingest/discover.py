@@ -14,7 +14,7 @@ from pathlib import Path
 from medtl.errors import IngestError, LimitExceededError, ReadError
 from medtl.io.dicom.budget import header_pixel_bytes
 from medtl.io.dicom.fastheader import HEAD_BYTES, fast_header
-from medtl.io.dicom.headers import DicomHeader, read_header
+from medtl.io.dicom.headers import DicomHeader, header_at, read_header, values_of
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.io.nifti import NIFTI_SUFFIXES, is_nifti_bytes
 
@@ -30,6 +30,22 @@ class InputFile:
     status: str | None = None  # set when discovery already decided the file's fate
     reason_code: str | None = None
     reason: str | None = None
+
+
+def portable(file: InputFile) -> tuple:
+    """What a worker sends back about a file it classified: everything but the path, which the ingest process
+    holds already (see headers.header_at for why)."""
+    header = None if file.header is None else values_of(file.header)
+    return file.size, file.kind, header, file.status, file.reason_code, file.reason
+
+
+def restored(path: Path, source_index: int, relative: str, sent: tuple) -> InputFile:
+    """The InputFile `portable` described, at `path` (the ingest process's own object, so dict lookups by it hit)."""
+    size, kind, header, status, reason_code, reason = sent
+    return InputFile(
+        path, source_index, relative, size, kind, None if header is None else header_at(path, header), status,
+        reason_code, reason,
+    )  # fmt: skip
 
 
 def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, Path, str, Path]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import nullcontext
@@ -30,7 +31,7 @@ from medtl.identity import Pseudonymizer
 from medtl.ingest.batches import ItemRunner
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.declaration import complete_declaration, suggestion
-from medtl.ingest.discover import InputFile, classify_file, walk_sources
+from medtl.ingest.discover import InputFile, classify_file, portable, restored, walk_sources
 from medtl.ingest.execution import (
     Decoding,
     long_lived_objects,
@@ -271,13 +272,24 @@ def _task_notes(task: TaskDeclaration | None, frame: pd.DataFrame) -> tuple[str,
 def _read_headers(
     executor: Executor | None, bar: Progress, listed: Iterable[Listed], limits: IngestLimits
 ) -> list[InputFile]:
-    chunks = ((chunk, limits) for chunk in _chunks((item.walked for item in listed), _HEADER_CHUNK))
-    return list(bar.track(map_ordered(executor, _classify_chunk, chunks), "reading headers", None, flat=True))
+    sent: deque[list[Listed]] = deque()  # the chunks in flight, in order: each result is paired with its chunk
+
+    def jobs() -> Iterator[tuple[list[tuple[int, Path, str, Path]], IngestLimits]]:
+        for chunk in _chunks(listed, _HEADER_CHUNK):
+            sent.append(chunk)
+            yield [item.walked for item in chunk], limits
+
+    def files() -> Iterator[InputFile]:
+        for described in map_ordered(executor, _classify_chunk, jobs()):
+            for item, portable_file in zip(sent.popleft(), described, strict=True):
+                yield restored(item.path, item.index, item.relative, portable_file)
+
+    return list(bar.track(files(), "reading headers", None))
 
 
-def _classify_chunk(args: tuple[list[tuple[int, Path, str, Path]], IngestLimits]) -> list[InputFile]:
+def _classify_chunk(args: tuple[list[tuple[int, Path, str, Path]], IngestLimits]) -> list[tuple]:
     chunk, limits = args
-    return [classify_file(index, path, relative, root, limits=limits) for index, path, relative, root in chunk]
+    return [portable(classify_file(*walked, limits=limits)) for walked in chunk]
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:

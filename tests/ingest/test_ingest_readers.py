@@ -133,3 +133,26 @@ def test_unreadable_bytes_with_a_nifti_name_are_refused(tmp_path):
     with pytest.raises(ReadError):
         read_nifti(path)
     assert classify_file(0, path, path.name).status == "quarantined"
+
+
+def test_a_classified_file_crosses_processes_without_its_path_and_comes_back_equal(tmp_path):
+    import pickle
+
+    from medtl.ingest.discover import portable, restored
+    from medtl.io.dicom.headers import DicomHeader
+
+    ct_series(tmp_path / "ct", np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5))
+    dx_image(tmp_path / "dx.dcm", np.arange(12, dtype=np.uint16).reshape(3, 4), monochrome1=True)
+    nib.save(nib.Nifti1Image(np.zeros((3, 4, 5), np.int16), np.eye(4)), tmp_path / "scan.nii.gz")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.nii").write_bytes(b"\x00" * 10)
+    paths = sorted(path for path in tmp_path.rglob("*") if path.is_file())
+    originals = [classify_file(1, path, path.relative_to(tmp_path).as_posix(), tmp_path) for path in paths]
+    assert {file.kind for file in originals} == {"dicom", "nifti", "other"}
+    assert {file.status for file in originals} == {None, "skipped", "quarantined"}
+    for path, file in zip(paths, originals, strict=True):
+        sent = pickle.loads(pickle.dumps(portable(file)))
+        assert not any(isinstance(value, Path) for value in (*sent, *(sent[2] or ())))  # no path travels
+        back = restored(path, file.source_index, file.relative, sent)
+        assert back == file
+        assert back.header is None or (back.header.path is path and isinstance(back.header, DicomHeader))
