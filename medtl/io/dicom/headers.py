@@ -101,7 +101,7 @@ def header_at(path: Path, values: tuple) -> DicomHeader:
     """The header `values_of` gave, at `path`.
 
     Why: headers cross from the worker processes to the ingest process, which holds each file's path already. A
-    pickled dataclass holding a `Path` takes 30-40 us to unpickle (most of it rebuilding the `Path` from its
+    pickled dataclass holding a `Path` takes 27-44 us to unpickle (most of it rebuilding the `Path` from its
     parts); a tuple of plain values takes 5 us, and this 2 us.
     """
     header = object.__new__(DicomHeader)
