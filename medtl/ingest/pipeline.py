@@ -60,7 +60,7 @@ from medtl.ingest.preprocess import default_spec, spec_hash
 from medtl.ingest.privacy import PrivateRecords
 from medtl.ingest.report import build_report, ingest_timings, qc_summary_markdown
 from medtl.ingest.worker import WorkItem, WorkResult, preprocess_records, worker_count
-from medtl.io.dicom.grouping import ScanPlan, group_headers
+from medtl.io.dicom.grouping import FileFate, ScanPlan, group_headers
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.progress import Progress
 from medtl.timing import Laps, collecting, merge
@@ -409,7 +409,7 @@ def _collect(
 
 def _file_records(
     files: list[InputFile],
-    fates: Sequence[Any],
+    fates: Sequence[FileFate],
     results: list[WorkResult],
     outcomes: dict[int, tuple[str, list[str]]],
     by_path: dict[Path, InputFile],
