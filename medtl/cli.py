@@ -462,7 +462,13 @@ def score(
     policy: Annotated[
         str, typer.Option(help="flag: score out-of-distribution scans and mark them; abstain: withhold decisions.")
     ] = "flag",
-    tta: Annotated[bool, typer.Option(help="Average with a left-right flipped copy (test-time augmentation).")] = False,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            help="Average with a left-right flipped copy (test-time augmentation); a model trained with "
+            "test_time_flips already does, calibrated on it."
+        ),
+    ] = False,
     sr: Annotated[bool, typer.Option("--sr", help="Also write a DICOM SR per scored DICOM series (for PACS).")] = False,
     workers: Annotated[int, typer.Option(min=0, help="Ingest worker processes; 0 = one per CPU core.")] = 0,
     dev_pseudonym_key: DevKeyOption = False,

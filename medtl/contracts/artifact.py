@@ -6,7 +6,7 @@ the machine-checkable part of it (data_contracts/artifact_*.schema.json, audit_e
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -137,6 +137,12 @@ class ArtifactMetadata(ContractModel):
         description="the architecture (backbone, input channels, classes, adaptation) as medtl.models records it; "
         "enough to rebuild the network before loading its weights, and to reuse it as a pretrained source"
     )
+    prediction_flip_axes: list[Annotated[int, Field(ge=0, le=2)]] = Field(
+        default_factory=list,
+        max_length=3,
+        description="spatial axes (0 = first) whose mirror images are averaged with the input, in every combination, "
+        "whenever the model predicts (out-of-fold, test, scoring); empty: the input alone",
+    )
     preprocessing_hash: str = Field(pattern=SHA256)
     config_hash: str = Field(pattern=SHA256)
     provenance: Provenance
@@ -147,6 +153,9 @@ class ArtifactMetadata(ContractModel):
             raise ValueError("a model artifact names its task")
         if self.kind == "pretrained" and self.task is not None:
             raise ValueError("a pretrained backbone has no task (it is trained without labels)")
+        axes, dims = self.prediction_flip_axes, len(self.input.spatial_shape)
+        if len(set(axes)) != len(axes) or any(axis >= dims for axis in axes):
+            raise ValueError(f"prediction_flip_axes {axes} must be distinct axes of the {dims}D input")
         return self
 
 

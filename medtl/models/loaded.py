@@ -19,6 +19,7 @@ from medtl.contracts import PreprocessingSpec
 from medtl.contracts.task import TaskKind
 from medtl.models.factory import rebuild_model
 from medtl.models.heads import probabilities
+from medtl.models.mirrored import mirrored_mean
 
 
 @dataclass
@@ -30,6 +31,7 @@ class LoadedModel:
     spec: PreprocessingSpec
     device: torch.device
     task_kind: TaskKind = "binary"
+    flip_axes: tuple[int, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -38,11 +40,12 @@ class LoadedModel:
     @torch.no_grad()
     def predict(self, batch: torch.Tensor) -> np.ndarray:
         """Class (or finding) probabilities (N, K) for preprocessed inputs (N, C, *spatial), averaged over the
-        ensemble."""
+        ensemble and over the mirror views the artifact records."""
         inputs = batch.to(self.device, non_blocking=True)
         total = None
         for network in self.networks:
-            predicted = probabilities(network(inputs), self.task_kind)
+            predicted = mirrored_mean(lambda x, net=network: probabilities(net(x), self.task_kind), inputs,
+                                      self.flip_axes)  # fmt: skip
             total = predicted if total is None else total + predicted
         return (total / len(self.networks)).cpu().numpy()
 
@@ -67,5 +70,12 @@ def load_model(
         networks.append(network.to(device).eval())
     task = contents.task
     return LoadedModel(
-        verified, networks, list(task.classes), task.positive_class, contents.preprocessing, device, task_kind=task.kind
+        verified,
+        networks,
+        list(task.classes),
+        task.positive_class,
+        contents.preprocessing,
+        device,
+        task_kind=task.kind,
+        flip_axes=tuple(verified.metadata_model().prediction_flip_axes),
     )

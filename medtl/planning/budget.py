@@ -1,7 +1,8 @@
 """What a recipe costs on this machine, and the cuts that make it fit a time budget, in the order they hurt least.
 
 The estimate is an upper bound: every fold and arm runs its whole schedule (early stopping only shortens it), plus
-one prediction of the tuning patients per epoch and of the held-out patients once. Label-efficiency runs (train config
+one prediction of the tuning patients per epoch and of the held-out patients once (each over every mirror view when
+predictions average over flips). Label-efficiency runs (train config
 label_fractions) add every arm on every fold once per share below 1; a schedule in steps keeps its step count on a
 share of the patients, so such a run costs its whole schedule (and, having more epochs, more tuning predictions), not
 the share of it. Cuts, in order: the label-efficiency runs and then the from-scratch comparison arm (both answer a
@@ -32,6 +33,7 @@ class Shape:
     n_folds: int
     arms: list[str]
     label_fractions: list[float] = field(default_factory=list)  # shares of the labels; 1.0 is the full run itself
+    prediction_views: int = 1  # forward passes per predicted image (2 with test-time left-right flips)
 
 
 def fold_seconds(facts: PlanFacts, shape: Shape, probe: Probe, share: float = 1.0) -> float:
@@ -42,7 +44,7 @@ def fold_seconds(facts: PlanFacts, shape: Shape, probe: Probe, share: float = 1.
     n_heldout = development / shape.n_folds
     epochs = math.ceil(shape.steps / max(1, n_train // shape.batch_size))
     predicted = epochs * n_tune + n_heldout
-    return shape.steps * probe.seconds_per_step + predicted * probe.seconds_per_image_predict
+    return shape.steps * probe.seconds_per_step + predicted * shape.prediction_views * probe.seconds_per_image_predict
 
 
 def train_seconds(facts: PlanFacts, shape: Shape, probe: Probe) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,7 @@ def _shape_of(recipe: Recipe) -> Shape:
         n_folds=v["cv.n_folds"],
         arms=list(v["arms"]),
         label_fractions=list(v.get("label_fractions") or []),
+        prediction_views=2 if v.get("test_time_flips") else 1,  # the rules keep the default left-right flip only
     )
 
 
@@ -148,7 +149,9 @@ def _search(
     """Run the empirical stage when it fits its share of the budget: (table, winning trial, or a note why not)."""
     trials = _trials(gathered, recipe, side, native, options.max_candidates)
     cost = sum(  # each candidate trains the inner folds of a two-fold split
-        train_seconds(gathered.facts, Shape(t.config.steps or 1, t.config.batch_size, INNER_FOLDS, []),
+        train_seconds(gathered.facts, replace(_shape_of(recipe), steps=t.config.steps or 1,
+                                              batch_size=t.config.batch_size, n_folds=INNER_FOLDS, arms=[],
+                                              label_fractions=[]),
                       probes[max(t.task.spec.target_shape)])
         for t in trials
     )  # fmt: skip

@@ -227,6 +227,12 @@ def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps:
         recipe.set("class_balance", "none", f"classes are balanced enough (minority {facts.minority_share:.0%})")
     recipe.set("augmentation", *augmentation(n_train))
     recipe.set(
+        "test_time_flips",
+        True,
+        "the network trains on left-right mirrored copies, so every prediction averages the image and its mirror: "
+        "less variance for a second forward pass, the same in tuning, out-of-fold, test and scoring predictions",
+    )
+    recipe.set(
         "final_model",
         "ensemble",
         "the fold models averaged: no extra training, and steadier than any one of them on a small cohort",

@@ -432,8 +432,11 @@ def score_chunk(
                 predicted = scorer.model.predict(batch)
         finally:
             handle.remove()
-        outliers = feature_outliers(scorer, captured[0].flatten(1).float().cpu().numpy(), collected(stages))
-        if tta:  # left-right flip: axis 0 of a RAS volume (dim 2), the column axis of a 2D image (last dim)
+        # The first forward pass is the first network on the unflipped input (mirror views come after it): the
+        # feature references were fitted on unflipped training scans.
+        first_pass = collected({name: parts[:1] for name, parts in stages.items()})
+        outliers = feature_outliers(scorer, captured[0].flatten(1).float().cpu().numpy(), first_pass)
+        if tta and not scorer.model.flip_axes:  # left-right: axis 0 of a RAS volume (dim 2), a 2D image's last dim
             flip_dim = 2 if batch.ndim == 5 else batch.ndim - 1
             predicted = (predicted + scorer.model.predict(torch.flip(batch, [flip_dim]))) / 2
         for position, index in enumerate(indices):

@@ -20,7 +20,7 @@ from medtl.contracts.task import TaskKind, check_declaration
 from medtl.errors import ConfigError, describe_validation_error
 from medtl.models.config import ModelConfig
 from medtl.models.strategies import StrategyConfig
-from medtl.training.augment import AugmentConfig
+from medtl.training.augment import AugmentConfig, resolve_flip_axes
 
 M = TypeVar("M", bound=BaseModel)
 Arm = Literal["linear_probe", "scratch", "features"]
@@ -119,6 +119,11 @@ class TrainConfig(_Section):
     early_stopping: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
     class_balance: Literal["weighted_loss", "sampler", "none"] = "weighted_loss"
     augmentation: AugmentConfig = Field(default_factory=AugmentConfig)
+    test_time_flips: bool = Field(
+        False,
+        description="average every prediction (tuning, out-of-fold, test, scoring) over the input and its mirror "
+        "images along the augmentation's flip axes; recorded in the artifact",
+    )
     cv: CVConfig = Field(default_factory=CVConfig)
     final_model: Literal["ensemble", "refit"] = Field(
         "ensemble", description="ensemble: average of the fold models; refit: one model on all training patients"
@@ -160,7 +165,17 @@ class TrainConfig(_Section):
     def _consistent(self) -> TrainConfig:
         if self.steps is None and self.early_stopping.min_epochs > self.epochs:
             raise ValueError("early_stopping.min_epochs cannot exceed epochs")
+        flips = self.augmentation
+        if self.test_time_flips and not (flips.enabled and flips.p_flip > 0 and flips.flip_axes != []):
+            raise ValueError(
+                "test_time_flips averages over the flips the network trained on, and this augmentation flips "
+                "nothing: enable augmentation with p_flip > 0, or set test_time_flips: false"
+            )
         return self
+
+    def prediction_flip_axes(self, spatial_dims: int) -> tuple[int, ...]:
+        """The spatial axes whose mirror images every prediction averages over (none unless test_time_flips)."""
+        return resolve_flip_axes(self.augmentation, spatial_dims) if self.test_time_flips else ()
 
 
 def load_yaml_model(model: type[M], path: Path | None, overrides: dict[str, Any] | None, *, what: str,

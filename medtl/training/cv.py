@@ -157,7 +157,10 @@ def run_fold(
         (folder / "checkpoint.pt").unlink(missing_ok=True)
     built.model.load_state_dict(state)
     heldout = TensorSet(task, rows_of(task, fold.heldout))
-    probabilities = predict(built.model.to(device), heldout, device=device, batch_size=config.batch_size)
+    probabilities = predict(
+        built.model.to(device), heldout, device=device, batch_size=config.batch_size,
+        flip_axes=config.prediction_flip_axes(task.spatial_dims),
+    )  # fmt: skip
     return outcome, prediction_frame(task, heldout.rows, probabilities, fold=fold_index, arm=arm.name), state, built
 
 

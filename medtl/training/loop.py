@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from medtl.contracts.task import TaskKind
 from medtl.errors import ConfigError
 from medtl.models.heads import probabilities
+from medtl.models.mirrored import mirrored_mean
 from medtl.models.records import BuiltModel
 from medtl.models.strategies import EpochPlan, apply_plan, param_groups, set_bn_modes
 from medtl.training.augment import BatchAugmenter
@@ -126,15 +127,21 @@ def make_loader(data: TensorSet, config: TrainConfig, *, shuffle: bool, balance:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TensorSet, *, device: torch.device, batch_size: int) -> np.ndarray:
-    """Class (or finding) probabilities (N, K) in the dataset's row order."""
+def predict(
+    model: nn.Module, data: TensorSet, *, device: torch.device, batch_size: int, flip_axes: Sequence[int] = ()
+) -> np.ndarray:
+    """Class (or finding) probabilities (N, K) in the dataset's row order, averaged over the mirror views of
+    `flip_axes` (the artifact's prediction_flip_axes)."""
     model.eval()
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     outputs = []
-    for inputs, _, _ in loader:
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
         with autocast_for(device):
-            logits = model(inputs.to(device, non_blocking=True))
-        outputs.append(probabilities(logits, data.task.kind).cpu())
+            return probabilities(model(inputs), data.task.kind)
+
+    for inputs, _, _ in loader:
+        outputs.append(mirrored_mean(forward, inputs.to(device, non_blocking=True), flip_axes).cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0))
 
 
@@ -170,6 +177,7 @@ def fit(
     )
     optimizer = torch.optim.AdamW(param_groups(built, plans[0]))
     augmenter = BatchAugmenter(config.augmentation, spatial_dims=train.task.spatial_dims).to(device)
+    flip_axes = config.prediction_flip_axes(train.task.spatial_dims)
     for data in (train, tune):
         if data is not None:
             data.keep_on(device)
@@ -219,7 +227,7 @@ def fit(
             losses.append(float(loss.detach()))
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
         if tune is not None and len(tune):
-            predicted = predict(model, tune, device=device, batch_size=config.batch_size)
+            predicted = predict(model, tune, device=device, batch_size=config.batch_size, flip_axes=flip_axes)
             record["tune_auc"] = auc(tune.targets.numpy(), predicted, positive, kind)
             record["tune_loss"] = tuning_loss(kind, torch.as_tensor(predicted), tune.targets)
         elapsed += time.perf_counter() - started

@@ -234,6 +234,7 @@ def write_artifact(
             "device": device.type,
         },
         model=dict(final_built.spec),
+        prediction_flip_axes=list(config.prediction_flip_axes(task.spatial_dims)),
         preprocessing_hash=task.spec_hash,
         config_hash=sha256_json(config_data),
         provenance=provenance,

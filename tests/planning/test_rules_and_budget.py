@@ -15,6 +15,7 @@ from medtl.planning.rules import (
     training_images_per_fold,
 )
 from medtl.planning.weights import WeightsPick
+from medtl.training.config import TrainConfig
 
 SCRATCH = WeightsPick("resnet18", "none", "no weights here")
 IMAGENET = WeightsPick("resnet18", {"source": "torchvision", "name": "IMAGENET1K_V1"}, "present")
@@ -108,3 +109,14 @@ def test_label_efficiency_runs_are_counted_and_cut_first():
     assert train_seconds(f, curve, probe) >= 3 * train_seconds(f, plain, probe)
     shape, cuts = fit_to_budget(f, curve, probe, train_seconds(f, plain, probe) + 1)
     assert shape == Shape(1000, 16, 5, ["scratch"], []) and [c.split(":")[0] for c in cuts] == ["label_fractions"]
+
+
+def test_predictions_average_over_the_trained_flip_and_the_budget_counts_both_passes():
+    recipe = base_recipe(facts({"a": 200, "b": 200}), SCRATCH, seed=0)
+    assert recipe.values["test_time_flips"] is True and "mirror" in recipe.reasons["test_time_flips"]
+    config = TrainConfig.model_validate(recipe.config())
+    assert config.prediction_flip_axes(2) == (1,) and config.prediction_flip_axes(3) == (0,)  # left-right in each
+    f = facts({"a": 200, "b": 200})
+    predict_only = Probe(input_shape=[28, 28], batch_size=16, seconds_per_step=1e-12, seconds_per_image_predict=0.01)
+    once, mirrored = Shape(100, 16, 5, []), Shape(100, 16, 5, [], prediction_views=2)
+    assert train_seconds(f, mirrored, predict_only) == pytest.approx(2 * train_seconds(f, once, predict_only))

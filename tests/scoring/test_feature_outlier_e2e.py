@@ -1,5 +1,7 @@
 """Training stores the multi-layer feature rule, scoring reloads it and flags a scan unlike any training scan while
-passing most training-like ones (a small artifact, trained for two epochs)."""
+passing most training-like ones (a small artifact, trained for two epochs). The artifact averages its predictions over
+left-right mirror images, so scoring runs several forward passes per batch while the feature rule reads only the
+first (the unflipped input its reference was fitted on)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import torch
 from pydicom.uid import generate_uid
 
 from medtl.artifacts import open_verified
 from medtl.artifacts.contents import ArtifactContents
+from medtl.models.heads import probabilities
+from medtl.models.loaded import load_model
 from medtl.scoring.score import prepare, score
 from medtl.training.train import train
 from support.trained import DEV_PSEUDONYMIZER as PSEUDO
@@ -27,7 +32,11 @@ def trained(tmp_path_factory):
     with signing_key(root / "key.pem"):
         dataset = ingested_cohort(root, "dev", patients=16, seed=41, difficulty=0.0)
         config = tiny_config(
-            epochs=2, early_stopping={"patience": 2, "min_epochs": 1}, final_model="ensemble", ood_false_flag_rate=0.05
+            epochs=2,
+            early_stopping={"patience": 2, "min_epochs": 1},
+            final_model="ensemble",
+            ood_false_flag_rate=0.05,
+            test_time_flips=True,
         )
         train(dataset, config, root / "artifact")
         yield root
@@ -74,3 +83,19 @@ def test_scoring_flags_a_scan_unlike_training_and_few_training_like_ones(trained
     own = pd.read_parquet(root / "dev-scores" / "scores.parquet").dropna(subset=["probability"])
     share = np.mean(["feature_outlier" in flags for flags in own["flags"]])
     assert len(own) >= 12 and share <= 0.25  # training scans themselves: mostly inside
+
+
+def test_the_artifact_predicts_the_mean_of_each_scan_and_its_left_right_mirror(trained):
+    model = load_model(trained / "artifact")
+    assert model.flip_axes == (0,) and len(model.networks) == 2  # RAS axis 0 of the volume; two fold models
+    inputs = torch.rand((3, 1, *model.spec.target_shape), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        views = [
+            probabilities(network(view), "binary")
+            for network in model.networks
+            for view in (inputs, torch.flip(inputs, [2]))
+        ]
+    expected = torch.stack(views).mean(0).numpy()
+    np.testing.assert_allclose(model.predict(inputs), expected, atol=1e-6)
+    unflipped = torch.stack(views[::2]).mean(0).numpy()
+    assert np.abs(expected - unflipped).max() > 1e-5  # the mirror changes the answer, so it was averaged in

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from medtl.models.factory import create_model
+from medtl.models.mirrored import mirror_views
 from medtl.models.strategies import StrategyConfig, resolve_schedule
 from medtl.training import loop
 from medtl.training.config import TrainConfig
@@ -150,3 +151,25 @@ def test_a_schedule_in_steps_takes_exactly_that_many_optimiser_steps(tiny_task, 
     warmup = loop.steps_per_epoch(len(train), batch)  # one warm-up epoch; the cosine spans the steps, not epochs
     assert taken == [lr_scale(step, steps, warmup, "cosine") for step in range(steps)]
     assert not train.keep_on(torch.device("cpu")) and not train.resident  # the CPU path keeps host tensors
+
+
+def test_mirrored_predictions_are_the_mean_over_each_flip_combination(tiny_task):
+    """A network that is not symmetric gives another answer for the mirror image; the prediction is their mean."""
+    config = _config()
+    built, _, _, tune = _setup(tiny_task, config)
+    plain = loop.predict(built.model, tune, device=torch.device("cpu"), batch_size=8)
+    mirrored = loop.predict(built.model, tune, device=torch.device("cpu"), batch_size=8, flip_axes=(1,))
+    inputs = torch.stack([tune[i][0] for i in range(len(tune))])
+    with torch.no_grad():
+        flipped = torch.softmax(built.model(torch.flip(inputs, [3])).float(), dim=1).numpy()
+    np.testing.assert_allclose(mirrored, (plain + flipped) / 2, atol=1e-5)
+    assert np.abs(mirrored - plain).max() > 1e-4  # the flip was applied, not skipped
+    assert mirror_views([2, 0, 2]) == [(), (0,), (2,), (0, 2)]
+
+
+def test_test_time_flips_need_an_augmentation_that_flips():
+    for augmentation in ({"enabled": False}, {"p_flip": 0.0}, {"flip_axes": []}):
+        with pytest.raises(ValueError, match="test_time_flips"):
+            _config(test_time_flips=True, augmentation=augmentation)
+    assert _config(test_time_flips=True, augmentation={"flip_axes": [0, 1]}).prediction_flip_axes(2) == (0, 1)
+    assert _config().prediction_flip_axes(2) == ()
