@@ -160,3 +160,13 @@ def test_committed_schemas_match_the_models() -> None:
     for model in (ArtifactMetadata, ArtifactManifest, AuditEvent):
         committed = REPO / "data_contracts" / model.schema_filename()
         assert committed.read_text(encoding="utf-8") == render(model), f"regenerate {committed.name}"
+
+
+@pytest.mark.parametrize("axes", [[0, 0], [3], [2]])
+def test_mirror_axes_must_be_distinct_axes_of_the_input(pristine: Built, axes: list[int]) -> None:
+    """A hand-edited metadata file cannot make prediction flip an axis twice or one the (2D) input lacks."""
+    document = {**open_verified(pristine.folder).metadata_model().model_dump(), "prediction_flip_axes": axes}
+    assert len(document["input"]["spatial_shape"]) == 2
+    with pytest.raises(ValueError, match=r"prediction_flip_axes|less than or equal"):
+        ArtifactMetadata.model_validate(document)
+    assert ArtifactMetadata.model_validate({**document, "prediction_flip_axes": [1, 0]}).prediction_flip_axes == [1, 0]
