@@ -2,11 +2,11 @@
 
 The estimate is an upper bound: every fold and arm runs its whole schedule (early stopping only shortens it), plus
 one prediction of the tuning patients per epoch and of the held-out patients once (each over every mirror view when
-predictions average over flips). Label-efficiency runs (train config
-label_fractions) add every arm on every fold once per share below 1; a schedule in steps keeps its step count on a
-share of the patients, so such a run costs its whole schedule (and, having more epochs, more tuning predictions), not
-the share of it. Cuts, in order: the label-efficiency runs and then the from-scratch comparison arm (both answer a
-question, neither makes the model), then steps down to a floor, then folds 5 -> 3.
+predictions average over flips). Label-efficiency runs (train config label_fractions) add every arm on every fold once
+per share below 1; a schedule in steps keeps its step count on a share of the patients, so such a run costs its whole
+schedule (and, having more epochs, more tuning predictions), not the share of it. Cuts, in order: the
+label-efficiency runs and then the from-scratch comparison arm (both answer a question, neither makes the model),
+then steps down to a floor, then folds 5 -> 3.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from torch import nn
 from medtl.contracts.planning import Probe
 from medtl.models.factory import create_model_from_config
 from medtl.training.augment import AugmentConfig, BatchAugmenter
+from medtl.training.loop import adamw
 
 WARMUP_STEPS, MEASURED_STEPS = 2, 5
 
@@ -45,7 +46,7 @@ def probe(
         spatial_dims=len(shape),
     )
     net = built.model.to(device)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    optimiser = adamw(net.parameters(), lr=1e-4)  # the training loop's own optimiser
     generator = torch.Generator().manual_seed(0)
     inputs = torch.rand((batch_size, channels, *shape), generator=generator).to(device)
     targets = torch.randint(0, n_classes, (batch_size,), generator=generator).to(device)

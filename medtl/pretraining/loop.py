@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from medtl.contracts.pretraining import PretrainEpoch
 from medtl.progress import Progress
-from medtl.training.loop import autocast_for, lr_scale
+from medtl.training.loop import adamw, autocast_for, lr_scale
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "pretrain_checkpoint.pt"
@@ -97,9 +97,8 @@ def run_loop(method: nn.Module, data: Any, config: Any, *, device: torch.device,
              progress: bool = False) -> LoopState:  # fmt: skip
     """Optimise `method` (its forward returns the loss of a batch) on `data`; `config` is the PretrainConfig."""
     method.to(device).train()
-    optimizer = torch.optim.AdamW(
-        [p for p in method.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-    )
+    trained = [p for p in method.parameters() if p.requires_grad]
+    optimizer = adamw(trained, lr=config.lr, weight_decay=config.weight_decay)
     state = LoopState(epochs_scheduled=config.epochs)
     _resume(workdir, method, optimizer, state)
     batch_size = min(config.batch_size, len(data))

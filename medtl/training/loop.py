@@ -103,6 +103,13 @@ def schedule_length(config: TrainConfig, n_train: int) -> tuple[int, int]:
     return math.ceil(config.steps / per_epoch), config.steps
 
 
+def adamw(params: Any, **options: Any) -> torch.optim.AdamW:
+    """AdamW with its fused kernel: one pass over every parameter instead of a Python loop of small tensor ops. On 2
+    CPU cores and a ResNet-18 the loop took 0.048 s of a 0.18 s training step (28 px, batch 16) and the fused
+    kernel 0.008 s; CUDA has the same kernel. The update rule is AdamW's either way."""
+    return torch.optim.AdamW(params, fused=True, **options)
+
+
 def make_loader(data: TensorSet, config: TrainConfig, *, shuffle: bool, balance: bool, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     sampler = None
@@ -175,7 +182,7 @@ def fit(
     criterion = make_loss(
         kind, train.targets, len(train.task.classes), weighted=config.class_balance == "weighted_loss", device=device
     )
-    optimizer = torch.optim.AdamW(param_groups(built, plans[0]))
+    optimizer = adamw(param_groups(built, plans[0]))
     augmenter = BatchAugmenter(config.augmentation, spatial_dims=train.task.spatial_dims).to(device)
     flip_axes = config.prediction_flip_axes(train.task.spatial_dims)
     for data in (train, tune):
