@@ -40,6 +40,7 @@ from medtl.progress import Progress
 from medtl.scoring.inputs import record_inputs
 from medtl.scoring.ood import input_flags
 from medtl.scoring.policy import Policy
+from medtl.training.augment import AugmentConfig, resolve_flip_axes
 from medtl.training.feature_ood import KnnReference, collected, tapped
 from medtl.training.feature_reference import FeatureReference, feature_rule, head_module
 
@@ -417,6 +418,9 @@ def score_chunk(
         input_flags(r, scorer.fingerprint, modalities=scorer.modalities, image_kind=scorer.image_kind) for r in records
     ]
     scorable = [i for i, f in enumerate(flags) if "kind_mismatch" not in f]
+    model = scorer.model
+    if tta and not model.flip_axes:  # the left-right flip training augments with, for a model that does not average
+        model = replace(model, flip_axes=resolve_flip_axes(AugmentConfig(), model.spec.spatial_dims))
     probabilities: dict[int, np.ndarray] = {}
     for start in range(0, len(scorable), batch_size):
         indices = scorable[start : start + batch_size]
@@ -428,17 +432,14 @@ def score_chunk(
         ).float()
         captured, handle = _capture_inputs(scorer.head)  # the first network's penultimate features
         try:
-            with tapped(scorer.model.networks[0], scorer.knn.modules if scorer.knn else {}) as stages:
-                predicted = scorer.model.predict(batch)
+            with tapped(model.networks[0], scorer.knn.modules if scorer.knn else {}) as stages:
+                predicted = model.predict(batch)
         finally:
             handle.remove()
         # The first forward pass is the first network on the unflipped input (mirror views come after it): the
         # feature references were fitted on unflipped training scans.
         first_pass = collected({name: parts[:1] for name, parts in stages.items()})
         outliers = feature_outliers(scorer, captured[0].flatten(1).float().cpu().numpy(), first_pass)
-        if tta and not scorer.model.flip_axes:  # left-right: axis 0 of a RAS volume (dim 2), a 2D image's last dim
-            flip_dim = 2 if batch.ndim == 5 else batch.ndim - 1
-            predicted = (predicted + scorer.model.predict(torch.flip(batch, [flip_dim]))) / 2
         for position, index in enumerate(indices):
             probabilities[index] = predicted[position]
             if outliers[position]:
