@@ -11,6 +11,9 @@ adds 1% new patients and times, in this process:
   change detection: every inbox file read and hashed again; the scored rows are still skipped).
 
     python benchmarks/bench_incremental_scoring.py --patients 100 --out benchmarks/results/incremental_scoring.json
+    python benchmarks/bench_incremental_scoring.py --sr --out benchmarks/results/incremental_scoring_sr.json
+
+With `--sr` every arm also writes the DICOM SRs; a re-run builds only those of new or changed scans.
 
 Target (issue "Incremental"): incremental <= 3x new_alone. Medians over rounds with min and max.
 """
@@ -42,9 +45,9 @@ from medtl.training.train import train  # noqa: E402
 from support.trained import DEV_PSEUDONYMIZER, ingested_cohort, signing_key, tiny_config  # noqa: E402
 
 
-def _timed(artifact: Path, sources: list[Path], out: Path) -> tuple[float, int]:
+def _timed(artifact: Path, sources: list[Path], out: Path, *, sr: bool) -> tuple[float, int]:
     start = time.perf_counter()
-    result = score(artifact, sources, out=out, pseudonymizer=DEV_PSEUDONYMIZER, allow_unapproved=True)
+    result = score(artifact, sources, out=out, pseudonymizer=DEV_PSEUDONYMIZER, allow_unapproved=True, sr=sr)
     return time.perf_counter() - start, result.scored
 
 
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=100, help="patients in the inbox")
     parser.add_argument("--new-percent", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sr", action="store_true", help="also write a DICOM SR per scored series (each arm)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="medtl-bench-incremental-scoring-"))
     try:
@@ -65,7 +69,7 @@ def main() -> None:
             shutil.copytree(work / "night" / "dicom", inbox / "base")
             _age(inbox)
             n_files = sum(1 for path in inbox.rglob("*") if path.is_file())
-            first_seconds, first_scored = _timed(work / "artifact", [inbox], snapshot)
+            first_seconds, first_scored = _timed(work / "artifact", [inbox], snapshot, sr=args.sr)
             print(f"inbox: {args.patients} patients, {n_files} files; first run {first_seconds:.1f} s")
             n_new = max(1, round(args.patients * args.new_percent / 100))
             times: dict[str, list[float]] = {"incremental": [], "new_alone": [], "full_reread": []}
@@ -80,12 +84,12 @@ def main() -> None:
                     target = work / f"{name}-{repeat}"
                     shutil.rmtree(target, ignore_errors=True)
                     if name == "new_alone":
-                        seconds, scored = _timed(work / "artifact", [incoming], target)
+                        seconds, scored = _timed(work / "artifact", [incoming], target, sr=args.sr)
                     else:
                         shutil.copytree(snapshot, target)
                         if name == "full_reread":
                             (target / STAGING / "ingest_state.json").unlink()
-                        seconds, scored = _timed(work / "artifact", [inbox], target)
+                        seconds, scored = _timed(work / "artifact", [inbox], target, sr=args.sr)
                     times[name].append(seconds)
                     runs[name] = {"seconds": seconds, "scored": scored}
                     shutil.rmtree(target, ignore_errors=True)
@@ -101,6 +105,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "inbox": {"patients": args.patients, "files": n_files, "scans_first_run": first_scored},
         "new": {"patients": n_new, "percent": args.new_percent},
+        "sr": args.sr,
         "first_run_seconds": first_seconds,
         "seconds": {name: _spread(values) for name, values in times.items()},
         "rounds": rounds,

@@ -148,7 +148,7 @@ class ScoreResult:
     abstained: int
     flagged: int
     approved: bool
-    reports: list[Path] = field(default_factory=list)  # the DICOM SRs written for these inputs
+    reports: list[Path] = field(default_factory=list)  # the DICOM SRs of these inputs, built now or kept (same content)
     trusted: bool = False
     sr_omitted: dict[str, tuple[str, ...]] = field(default_factory=dict)  # series id -> attributes left out of its SR
     sr_failed: dict[str, str] = field(default_factory=dict)  # series id -> why it has no SR
@@ -311,7 +311,7 @@ def settle(
         abstained=int(new["abstained"].sum()) if len(new) else 0,
         flagged=int((new["flags"].apply(len) > 0).sum()) if len(new) else 0,
         approved=scorer.approved,
-        reports=reports.written,
+        reports=reports.written + reports.kept,  # every SR of these inputs: PACS sends them all back
         sr_omitted=reports.omitted,
         sr_failed=reports.failed,
         trusted=scorer.artifact.trusted,

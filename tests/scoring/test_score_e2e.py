@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 import torch
 
@@ -80,6 +81,40 @@ def test_scoring_uses_the_training_preprocessing_and_the_approved_threshold(setu
     terms = json.loads((root / "dev-data" / "private" / "phi_terms.json").read_text())
     text = (out / "scores.parquet").read_bytes().decode("latin-1")
     assert not [t for t in terms["patient_ids"] + terms["patient_names"] if t in text]
+
+
+def test_a_rerun_keeps_the_srs_whose_content_is_unchanged_and_builds_the_missing_ones(setup):
+    root = setup
+    out = root / "sr-rerun"
+
+    def run():
+        return score(root / "artifact", [root / "dev" / "dicom"], out=out, pseudonymizer=PSEUDO, workers=1, sr=True,
+                     allow_unapproved=True)  # fmt: skip
+
+    def inodes():  # a rebuilt SR is a new file renamed into place: a new inode
+        return {path.name: path.stat().st_ino for path in (out / "sr").glob("SR_*.dcm")}
+
+    first = run()
+    built = inodes()
+    assert len(built) == len(first.reports) == len(pd.read_parquet(out / "scores.parquet")) > 0
+    second = run()
+    assert sorted(path.name for path in second.reports) == sorted(built)  # all reported (PACS sends them all back)
+    assert inodes() == built  # none rebuilt
+    removed = sorted(built)[0]
+    uid = pydicom.dcmread(out / "sr" / removed).SOPInstanceUID
+    (out / "sr" / removed).unlink()
+    third = run()
+    assert inodes().keys() == built.keys() and len(third.reports) == len(built)
+    assert {name for name, inode in inodes().items() if inode != built[name]} == {removed}
+    assert pydicom.dcmread(out / "sr" / removed).SOPInstanceUID == uid  # the same deterministic UID
+    # an index that is not what medtl wrote (here: entries pointing out of the folder) keeps nothing
+    index = json.loads((out / "sr_index.json").read_text())
+    (out / "sr_index.json").write_text(
+        json.dumps({key: {**entry, "file": f"../{entry['file']}"} for key, entry in index.items()})
+    )
+    before = inodes()
+    run()
+    assert all(inode != before[name] for name, inode in inodes().items())
 
 
 def test_rerun_adds_nothing_and_abstain_policy_withholds_flagged_decisions(setup):
