@@ -18,6 +18,7 @@ from medtl.models.backbones import BackboneSpec, get_backbone, partition_stages
 from medtl.models.config import ModelConfig, parse_weights
 from medtl.models.loading import LoadReport, transfer_state
 from medtl.models.records import BuiltModel
+from medtl.models.single_position import use_single_position_shortcut
 from medtl.models.sources import SOURCES, ResolvedWeights
 
 SPEC_KEYS = (
@@ -152,6 +153,7 @@ def create_model(
     if mode == "2.5d":
         model = SliceStack(model, slices, slice_step)
         prefix = "net."
+    use_single_position_shortcut(model)  # small inputs: a last stage of one position costs a matrix product
     loaded = {prefix + key for key in report.loaded}
     names = [n for n, _ in model.named_parameters()]
     stage_names, stages = partition_stages(spec, names, prefix)
