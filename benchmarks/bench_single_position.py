@@ -14,7 +14,6 @@ should change).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -29,7 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medtl.models.factory import create_model
-from medtl.models.single_position import _FASTER
+from medtl.models.single_position import without_single_position_shortcut
 from medtl.training.loop import adamw
 
 CASES = {  # name: (spatial dims, side, batch) as the planner sets them for such data
@@ -37,15 +36,6 @@ CASES = {  # name: (spatial dims, side, batch) as the planner sets them for such
     "3d_28cube_batch8": (3, 28, 8),
     "2d_64px_batch32": (2, 64, 32),
 }
-
-
-def _stock(model: nn.Module) -> nn.Module:
-    plain = copy.deepcopy(model)
-    back = {faster: base for base, faster in _FASTER.items()}
-    for module in plain.modules():
-        if type(module) in back:
-            module.__class__ = back[type(module)]
-    return plain
 
 
 def _spread(values: list[float]) -> dict:
@@ -78,7 +68,10 @@ def main() -> None:
     for name, (dims, side, batch) in CASES.items():
         torch.manual_seed(0)
         built = create_model("resnet18", weights="none", in_channels=1, num_classes=2, spatial_dims=dims)
-        arms = {"shortcut": built.model.train(), "stock_convolution": _stock(built.model).train()}
+        arms = {
+            "shortcut": built.model.train(),
+            "stock_convolution": without_single_position_shortcut(built.model).train(),
+        }
         x = torch.randn(batch, 1, *(side,) * dims)
         y = torch.arange(batch) % 2
         with torch.no_grad():

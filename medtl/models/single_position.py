@@ -16,6 +16,8 @@ convolution as before.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,3 +84,14 @@ def use_single_position_shortcut(model: nn.Module) -> nn.Module:
         if faster is not None:
             module.__class__ = faster
     return model
+
+
+def without_single_position_shortcut(model: nn.Module) -> nn.Module:
+    """A copy of `model` with PyTorch's stock convolutions: the baseline the shortcut is measured and tested against."""
+    plain = copy.deepcopy(model)
+    stock = {faster: base for base, faster in _FASTER.items()}
+    for module in plain.modules():
+        base = stock.get(type(module))
+        if base is not None:
+            module.__class__ = base
+    return plain

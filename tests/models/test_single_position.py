@@ -11,7 +11,12 @@ from torch import nn
 
 from medtl.models.adapt import DepthPaddedConv3d
 from medtl.models.factory import create_model
-from medtl.models.single_position import _FASTER, single_position, use_single_position_shortcut
+from medtl.models.single_position import (
+    _FASTER,
+    single_position,
+    use_single_position_shortcut,
+    without_single_position_shortcut,
+)
 
 # (dims, in size, kernel, stride, padding, dilation): each gives a single output position
 ONE_POSITION = [
@@ -86,15 +91,6 @@ def test_a_depth_padded_convolution_keeps_its_replicated_depth():
     assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, expected_grads, strict=True))
 
 
-def _without_shortcut(model: nn.Module) -> nn.Module:
-    plain = copy.deepcopy(model)
-    back = {faster: base for base, faster in _FASTER.items()}
-    for module in plain.modules():
-        if type(module) in back:
-            module.__class__ = back[type(module)]
-    return plain
-
-
 @pytest.mark.parametrize(
     "spatial_dims, adapt_3d, shape",
     [(2, "inflate", (3, 1, 28, 28)), (3, "inflate", (2, 1, 28, 28, 28)), (2, "inflate", (2, 1, 64, 64))],
@@ -107,7 +103,7 @@ def test_every_built_model_has_the_shortcut_and_gives_the_same_outputs_and_gradi
     model = built.model.double().train()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Conv3d)]
     assert convs and all(type(m) in _FASTER.values() for m in convs)
-    plain = _without_shortcut(model)
+    plain = without_single_position_shortcut(model)
     assert not any(type(m) in _FASTER.values() for m in plain.modules())
     assert model.state_dict().keys() == plain.state_dict().keys()
     x = torch.randn(*shape, dtype=torch.float64)
