@@ -33,6 +33,7 @@ from medtl.ingest.privacy import PRIVATE_DIR
 
 log = logging.getLogger(__name__)
 SR_INDEX = "sr_index.json"  # beside the SR folder, so that folder holds only the SRs to send
+MAX_INDEX_BYTES = 512 * 1024**2  # ~3 million SRs; a larger file is not what medtl wrote: every SR is built again
 
 
 @dataclass
@@ -141,6 +142,9 @@ def _content_key(arguments: dict, source_sha256: str | None) -> str | None:
 def _read_index(path: Path) -> dict[str, dict]:
     """The SRs earlier runs wrote, by content digest; anything unreadable or malformed counts as none (rebuilt)."""
     try:
+        if path.stat().st_size > MAX_INDEX_BYTES:
+            log.warning("%s is larger than %d MB: ignored, every SR is built again", SR_INDEX, MAX_INDEX_BYTES >> 20)
+            return {}
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
