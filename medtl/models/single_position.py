@@ -12,6 +12,11 @@ and the matching taps: `F.linear` computes it, and autograd gives the same gradi
 ever see padding, as the convolution's do). Only the order of the floating-point additions differs. Everything
 else (other output sizes, grouped or depthwise convolutions, non-zero padding modes, ACS convolutions) runs the
 convolution as before.
+
+Only where a backward pass follows (gradients enabled, and the weights or the input need them): the slow part was
+the convolution's backward; its forward costs a few milliseconds. Predictions (evaluation, scoring, the features
+that scoring's outlier rule compares with its reference) keep the stock convolution, so they stay the values they
+were before this shortcut existed.
 """
 
 from __future__ import annotations
@@ -51,10 +56,12 @@ def single_position(
 
 
 class _SinglePosition:
-    """Mixed into a convolution class: `_conv_forward` (what `forward` calls) takes the shortcut when it applies."""
+    """Mixed into a convolution class: `_conv_forward` (what `forward` calls) takes the shortcut when it applies and
+    a backward pass follows."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        out = single_position(self, input, weight, bias)  # type: ignore[arg-type]
+        training = torch.is_grad_enabled() and (weight.requires_grad or input.requires_grad)
+        out = single_position(self, input, weight, bias) if training else None  # type: ignore[arg-type]
         return out if out is not None else super()._conv_forward(input, weight, bias)  # type: ignore[misc]
 
 

@@ -79,6 +79,18 @@ def test_everything_else_runs_the_convolution(settings, size):
     assert torch.equal(fast(x), conv(x))
 
 
+def test_predictions_keep_the_stock_convolution():
+    torch.manual_seed(4)
+    plain = nn.Conv2d(64, 32, 3, padding=1)
+    fast = use_single_position_shortcut(copy.deepcopy(plain))
+    batch = torch.randn(7, 64, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(fast(batch), plain(batch))  # the stock convolution, bit for bit
+    frozen = copy.deepcopy(fast).requires_grad_(False)
+    assert torch.equal(frozen(batch), plain(batch).detach())  # frozen weights and input: no backward, no shortcut
+    assert not torch.equal(fast(batch), plain(batch))  # with a backward to come: the linear layer (other rounding)
+
+
 def test_a_depth_padded_convolution_keeps_its_replicated_depth():
     torch.manual_seed(3)
     plain = DepthPaddedConv3d(3, 4, 3, padding=(0, 1, 1), depth_pad=1).double()
