@@ -26,6 +26,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_ingest_scale import _spread
 
 from medtl.models.factory import create_model
 from medtl.models.single_position import without_single_position_shortcut
@@ -36,11 +39,6 @@ CASES = {  # name: (spatial dims, side, batch) as the planner sets them for such
     "3d_28cube_batch8": (3, 28, 8),
     "2d_64px_batch32": (2, 64, 32),
 }
-
-
-def _spread(values: list[float]) -> dict:
-    return {"median": round(float(np.median(values)), 4), "min": round(min(values), 4),
-            "max": round(max(values), 4), "rounds": [round(v, 4) for v in values]}  # fmt: skip
 
 
 def _seconds_per_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int) -> float:
