@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +23,10 @@ import yaml
 from pydantic import ValidationError
 
 from medtl.contracts import Fingerprint, PreprocessingSpec, read_json
-from medtl.contracts.planning import Candidate, Estimate, Hardware, PlanRecord, Probe
+from medtl.contracts.planning import Candidate, Estimate, Hardware, PlanFacts, PlanRecord, Probe
 from medtl.errors import ConfigError, describe_validation_error
 from medtl.ingest.pipeline import FINGERPRINT
-from medtl.planning.budget import Shape, fit_to_budget, train_seconds
+from medtl.planning.budget import FEWEST_FOLDS, Shape, fit_to_budget, train_seconds
 from medtl.planning.facts import Gathered, gather
 from medtl.planning.hardware import detect
 from medtl.planning.probe import probe
@@ -41,6 +42,16 @@ PLAN_SHARE = 0.9  # of the budget, for planning and training; the rest covers se
 SEARCH_SHARE = 0.25  # of the budget, at most, for the empirical stage
 SEARCH_STEP_SHARE = 1 / 4  # candidates train a quarter of the schedule: enough to rank, not to finish
 LR_VARIANT = 1 / 3
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One search candidate before it is built: the change as written in the plan, the config update, its input side."""
+
+    name: str
+    changes: dict[str, str]
+    update: dict[str, Any]
+    side: int
 
 
 @dataclass(frozen=True)
@@ -77,60 +88,100 @@ def _cells(side: int) -> int:
     return math.ceil(side / 32)
 
 
-def _choose_side(
-    gathered: Gathered, recipe: Recipe, probes: dict[int, Probe], budget_s: float | None
-) -> tuple[int, str]:
-    facts = gathered.facts
+def choose_side(
+    facts: PlanFacts, recipe: Recipe, probes: dict[int, Probe], available_s: float | None,
+    search_seconds: Callable[[int], float],
+) -> tuple[int, str, int | None]:  # fmt: skip
+    """The input side, why, and a smaller fold count when that is what makes an upsampled side affordable.
+
+    `available_s`: seconds for the search and the training; `search_seconds(side)`: what the empirical stage would
+    take from them with that side (0 where it would be skipped). The largest side whose full schedule fits wins.
+    When none but the native one does, the first upsampled side may still be bought with the budget's fold cut
+    (5 -> 3 folds, full schedule): a last stage of 2x2 cells instead of 1x1 changes what the network can represent,
+    two more fold models only average more of the same."""
     sides = sorted(probes)
     native = max(facts.native_shape)
     if len(sides) == 1:
-        return native, f"the ingest's preprocessing ({facts.native_shape})"
-    if budget_s is None:
+        return native, f"the ingest's preprocessing ({facts.native_shape})", None
+    if available_s is None:
         side = next(s for s in sides if s >= MIN_SIDE_2D)
-        return side, (
-            f"{native} px images upsampled to {side}: the network's last stage then sees {_cells(side)}x{_cells(side)} "
-            "cells instead of 1x1 (no budget given, so the smallest such size)"
+        why = (
+            f"{native} px images upsampled to {side}: the network's last stage then sees {_cells(side)}x"
+            f"{_cells(side)} cells instead of 1x1 (no budget given, so the smallest such size)"
         )
+        return side, why, None
     shape = _shape_of(recipe)
-    affordable = [s for s in sides if train_seconds(facts, shape, probes[s]) <= budget_s]
+
+    def cost(side: int, n_folds: int) -> float:
+        return train_seconds(facts, replace(shape, n_folds=n_folds), probes[side]) + search_seconds(side)
+
+    costs = ", ".join(f"{s} px ~{cost(s, shape.n_folds) / 60:.0f} min" for s in sides)
+    affordable = [s for s in sides if cost(s, shape.n_folds) <= available_s]
     side = max(affordable) if affordable else native
-    costs = ", ".join(f"{s} px ~{train_seconds(facts, shape, probes[s]) / 60:.0f} min" for s in sides)
-    if side == native:
-        return side, f"the native {native} px: no larger input fits the budget with the full schedule ({costs})"
-    return side, (
-        f"{native} px images upsampled to {side}, the largest input whose full schedule (with its comparison arms) "
-        f"fits the budget ({costs}); "
-        f"the last stage sees {_cells(side)}x{_cells(side)} cells"
-    )
+    if side != native:
+        why = (
+            f"{native} px images upsampled to {side}, the largest input whose full schedule (with its comparison "
+            f"arms and the empirical stage) fits the budget ({costs}); the last stage sees {_cells(side)}x"
+            f"{_cells(side)} cells"
+        )
+        return side, why, None
+    upsampled = next(s for s in sides if s > native)
+    if shape.n_folds > FEWEST_FOLDS and cost(upsampled, FEWEST_FOLDS) <= available_s:
+        why = (
+            f"{native} px images upsampled to {upsampled} with {FEWEST_FOLDS} folds instead of {shape.n_folds}: "
+            f"with {shape.n_folds} folds no larger input fits ({costs}; {upsampled} px with {FEWEST_FOLDS} folds "
+            f"~{cost(upsampled, FEWEST_FOLDS) / 60:.0f} min), and a last stage of {_cells(upsampled)}x"
+            f"{_cells(upsampled)} cells instead of 1x1 is worth more than two more fold models"
+        )
+        return upsampled, why, FEWEST_FOLDS
+    return native, f"the native {native} px: no larger input fits the budget with the full schedule ({costs})", None
+
+
+def _variants(recipe: Recipe, side: int, native: PreprocessingSpec, limit: int) -> list[Variant]:
+    """The rules' recipe first, then single-change variants: the native input size, a third of the lr."""
+    strategy = recipe.config()["strategy"]
+    low_lr = float(f"{strategy['lr'] * LR_VARIANT:.2g}")
+    native_side = max(native.target_shape)
+    variants = [Variant("rules", {}, {}, side)]
+    if side != native_side:
+        native_shape = str([native_side] * native.spatial_dims)
+        variants.append(Variant("native size", {"preprocessing.target_shape": native_shape}, {}, native_side))
+    lr_change = {"strategy": {**strategy, "lr": low_lr}}
+    variants.append(Variant(f"lr x{LR_VARIANT:.2g}", {"strategy.lr": f"{low_lr:g}"}, lr_change, side))
+    return variants[:limit]
+
+
+def _search_seconds(facts: PlanFacts, recipe: Recipe, side: int, native: PreprocessingSpec, probes: dict[int, Probe],
+                    limit: int) -> float:  # fmt: skip
+    """The empirical stage's estimated cost with `side`: each candidate trains the inner folds of a two-fold split
+    for a share of the schedule."""
+    inner = replace(_shape_of(recipe), steps=_search_steps(recipe), n_folds=INNER_FOLDS, arms=[], label_fractions=[])
+    return sum(train_seconds(facts, inner, probes[v.side]) for v in _variants(recipe, side, native, limit))
+
+
+def _search_steps(recipe: Recipe) -> int:
+    return max(1, int(recipe.values["steps"] * SEARCH_STEP_SHARE))
 
 
 def _trials(gathered: Gathered, recipe: Recipe, side: int, native: PreprocessingSpec, limit: int) -> list[Trial]:
-    """The rules' recipe first, then single-change variants: the native input size, a third of the lr."""
     base = recipe.config()
-    strategy = base["strategy"]
-    low_lr = float(f"{strategy['lr'] * LR_VARIANT:.2g}")
-    native_side = max(native.target_shape)
-    variants: list[tuple[str, dict[str, str], dict[str, Any], int]] = [("rules", {}, {}, side)]
-    if side != native_side:
-        native_shape = str([native_side] * native.spatial_dims)
-        variants.append(("native size", {"preprocessing.target_shape": native_shape}, {}, native_side))
-    lr_change = {"strategy": {**strategy, "lr": low_lr}}
-    variants.append((f"lr x{LR_VARIANT:.2g}", {"strategy.lr": f"{low_lr:g}"}, lr_change, side))
     short = {
-        "steps": max(1, int(recipe.values["steps"] * SEARCH_STEP_SHARE)),
+        "steps": _search_steps(recipe),
         "arms": [],
         "label_fractions": None,
         "early_stopping": {**base["early_stopping"], "min_epochs": 1},
     }
     tasks: dict[int, TaskData] = {}
     trials = []
-    for name, changes, update, trial_side in variants[:limit]:
-        spec = _spec_for(native, trial_side)
-        if trial_side not in tasks:
+    for variant in _variants(recipe, side, native, limit):
+        spec = _spec_for(native, variant.side)
+        if variant.side not in tasks:
             same = spec is native
-            tasks[trial_side] = gathered.task if same else load_task(gathered.task.dataset, gathered.task_config, spec)
-        values = {**base, **update, **short, "preprocessing": spec.model_dump(mode="json")}
-        trials.append(Trial(name, changes, _validate(values, where="a search candidate"), tasks[trial_side]))
+            task = gathered.task if same else load_task(gathered.task.dataset, gathered.task_config, spec)
+            tasks[variant.side] = task
+        values = {**base, **variant.update, **short, "preprocessing": spec.model_dump(mode="json")}
+        config = _validate(values, where="a search candidate")
+        trials.append(Trial(variant.name, variant.changes, config, tasks[variant.side]))
     return trials
 
 
@@ -147,23 +198,18 @@ def _search(
     options: PlanOptions, budget_s: float | None, device: torch.device,
 ) -> tuple[list[Candidate], Trial | None, str | None]:  # fmt: skip
     """Run the empirical stage when it fits its share of the budget: (table, winning trial, or a note why not)."""
-    trials = _trials(gathered, recipe, side, native, options.max_candidates)
-    cost = sum(  # each candidate trains the inner folds of a two-fold split
-        train_seconds(gathered.facts, replace(_shape_of(recipe), steps=t.config.steps or 1,
-                                              batch_size=t.config.batch_size, n_folds=INNER_FOLDS, arms=[],
-                                              label_fractions=[]),
-                      probes[max(t.task.spec.target_shape)])
-        for t in trials
-    )  # fmt: skip
+    cost = _search_seconds(gathered.facts, recipe, side, native, probes, options.max_candidates)
+    n_candidates = len(_variants(recipe, side, native, options.max_candidates))
     if budget_s is not None and cost > SEARCH_SHARE * budget_s:
         return (
             [],
             None,
             (
-                f"the empirical stage was skipped: ~{cost / 60:.0f} min for {len(trials)} candidates is more than "
+                f"the empirical stage was skipped: ~{cost / 60:.0f} min for {n_candidates} candidates is more than "
                 f"{SEARCH_SHARE:.0%} of the budget"
             ),
         )
+    trials = _trials(gathered, recipe, side, native, options.max_candidates)
     deadline = time.monotonic() + SEARCH_SHARE * budget_s if budget_s is not None else None
     candidates = compare(trials, device=device, deadline=deadline)
     winner = next(c for c in candidates if c.chosen)
@@ -205,9 +251,18 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
         for side in sides
     }
     search = options.search if options.search is not None else budget_s is not None
-    # the training's share: what the search may use is set aside before the input size is chosen
-    training_s = budget_s * (PLAN_SHARE - (SEARCH_SHARE if search else 0.0)) if budget_s else None
-    side, why_side = _choose_side(gathered, recipe, probes, training_s)
+
+    def search_seconds(side: int) -> float:  # what the empirical stage takes from the budget with this side
+        if not search or budget_s is None:
+            return 0.0
+        cost = _search_seconds(facts, recipe, side, native, probes, options.max_candidates)
+        return cost if cost <= SEARCH_SHARE * budget_s else 0.0  # over its share it is skipped
+
+    available_s = budget_s * PLAN_SHARE - (time.monotonic() - started) if budget_s else None
+    side, why_side, fewer_folds = choose_side(facts, recipe, probes, available_s, search_seconds)
+    if fewer_folds is not None:
+        recipe.set("cv.n_folds", fewer_folds, recipe.reasons["cv.n_folds"] + f"; {fewer_folds} to afford the input "
+                   f"size (see preprocessing)")  # fmt: skip
     notes: list[str] = []
     candidates: list[Candidate] = []
     if search:

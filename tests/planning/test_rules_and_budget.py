@@ -6,6 +6,7 @@ import pytest
 
 from medtl.contracts.planning import PlanFacts, Probe
 from medtl.planning.budget import Shape, fit_to_budget, train_seconds
+from medtl.planning.plan import choose_side
 from medtl.planning.rules import (
     BATCH_RANGE,
     MIN_STEPS_PER_EPOCH,
@@ -120,3 +121,32 @@ def test_predictions_average_over_the_trained_flip_and_the_budget_counts_both_pa
     predict_only = Probe(input_shape=[28, 28], batch_size=16, seconds_per_step=1e-12, seconds_per_image_predict=0.01)
     once, mirrored = Shape(100, 16, 5, []), Shape(100, 16, 5, [], prediction_views=2)
     assert train_seconds(f, mirrored, predict_only) == pytest.approx(2 * train_seconds(f, once, predict_only))
+
+
+def test_a_small_image_is_upsampled_with_fewer_folds_when_only_that_fits_the_budget():
+    """Largest side whose full schedule fits; else the first upsampled side with three folds; else the native one.
+    The empirical stage's cost for a side counts against the same seconds."""
+    f = facts({"a": 150, "b": 450})
+    recipe = base_recipe(f, SCRATCH, seed=0)
+    assert recipe.values["cv.n_folds"] == 5
+    seconds = {28: 0.01, 64: 0.05, 112: 0.2}
+    probes = {s: Probe(input_shape=[s, s], batch_size=16, seconds_per_step=t, seconds_per_image_predict=t / 50)
+              for s, t in seconds.items()}  # fmt: skip
+    shape = Shape(recipe.values["steps"], recipe.values["batch_size"], 5, [], prediction_views=2)
+    five = {s: train_seconds(f, shape, probes[s]) for s in seconds}
+    three = {s: train_seconds(f, Shape(shape.steps, shape.batch_size, 3, [], prediction_views=2), probes[s])
+             for s in seconds}  # fmt: skip
+    assert three[64] < five[64] and five[28] < three[64]
+
+    def no_search(side: int) -> float:
+        return 0.0
+
+    assert choose_side(f, recipe, probes, five[64] * 1.01, no_search)[::2] == (64, None)
+    assert choose_side(f, recipe, probes, five[112] * 1.01, no_search)[::2] == (112, None)
+    side, why, folds = choose_side(f, recipe, probes, three[64] * 1.01, no_search)
+    assert (side, folds) == (64, 3) and "3 folds instead of 5" in why and "2x2 cells" in why
+    assert choose_side(f, recipe, probes, three[64] * 0.99, no_search)[::2] == (28, None)
+    # the same seconds with an empirical stage that would take a tenth of them: the native side
+    assert choose_side(f, recipe, probes, three[64] * 1.01, lambda side: three[64] * 0.1)[::2] == (28, None)
+    # no budget: the smallest side whose last stage has 2x2 cells, all folds
+    assert choose_side(f, recipe, probes, None, no_search)[::2] == (64, None)
