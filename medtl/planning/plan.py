@@ -126,15 +126,18 @@ def choose_side(
         )
         return side, why, None
     upsampled = next(s for s in sides if s > native)
-    if shape.n_folds > FEWEST_FOLDS and cost(upsampled, FEWEST_FOLDS) <= available_s:
+    if shape.n_folds <= FEWEST_FOLDS:
+        return native, f"the native {native} px: no larger input fits the budget with the full schedule ({costs})", None
+    fewer = f"{upsampled} px with {FEWEST_FOLDS} folds ~{cost(upsampled, FEWEST_FOLDS) / 60:.0f} min"
+    if cost(upsampled, FEWEST_FOLDS) <= available_s:
         why = (
             f"{native} px images upsampled to {upsampled} with {FEWEST_FOLDS} folds instead of {shape.n_folds}: "
-            f"with {shape.n_folds} folds no larger input fits ({costs}; {upsampled} px with {FEWEST_FOLDS} folds "
-            f"~{cost(upsampled, FEWEST_FOLDS) / 60:.0f} min), and a last stage of {_cells(upsampled)}x"
-            f"{_cells(upsampled)} cells instead of 1x1 is worth more than two more fold models"
+            f"with {shape.n_folds} folds no larger input fits ({costs}; {fewer}), and a last stage of "
+            f"{_cells(upsampled)}x{_cells(upsampled)} cells instead of 1x1 is worth more than two more fold models"
         )
         return upsampled, why, FEWEST_FOLDS
-    return native, f"the native {native} px: no larger input fits the budget with the full schedule ({costs})", None
+    why = f"the native {native} px: no larger input fits the budget with the full schedule ({costs}; {fewer})"
+    return native, why, None
 
 
 def _variants(recipe: Recipe, side: int, native: PreprocessingSpec, limit: int) -> list[Variant]:
