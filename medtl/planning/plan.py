@@ -162,6 +162,11 @@ def _search_seconds(facts: PlanFacts, recipe: Recipe, side: int, native: Preproc
     return sum(train_seconds(facts, inner, probes[v.side]) for v in _variants(recipe, side, native, limit))
 
 
+def _search_fits(cost_s: float, budget_s: float | None) -> bool:
+    """The empirical stage runs only when its estimate fits its share of the budget (any cost without a budget)."""
+    return budget_s is None or cost_s <= SEARCH_SHARE * budget_s
+
+
 def _search_steps(recipe: Recipe) -> int:
     return max(1, int(recipe.values["steps"] * SEARCH_STEP_SHARE))
 
@@ -203,7 +208,7 @@ def _search(
     """Run the empirical stage when it fits its share of the budget: (table, winning trial, or a note why not)."""
     cost = _search_seconds(gathered.facts, recipe, side, native, probes, options.max_candidates)
     n_candidates = len(_variants(recipe, side, native, options.max_candidates))
-    if budget_s is not None and cost > SEARCH_SHARE * budget_s:
+    if not _search_fits(cost, budget_s):
         return (
             [],
             None,
@@ -259,7 +264,7 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
         if not search or budget_s is None:
             return 0.0
         cost = _search_seconds(facts, recipe, side, native, probes, options.max_candidates)
-        return cost if cost <= SEARCH_SHARE * budget_s else 0.0  # over its share it is skipped
+        return cost if _search_fits(cost, budget_s) else 0.0  # over its share it is skipped
 
     available_s = budget_s * PLAN_SHARE - (time.monotonic() - started) if budget_s else None
     side, why_side, fewer_folds = choose_side(facts, recipe, probes, available_s, search_seconds)
