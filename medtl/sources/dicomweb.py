@@ -32,6 +32,10 @@ class DicomWebSource(RemoteSource):
         elif credentials.username is not None:
             session.auth = (credentials.username, credentials.password.get_secret_value())
         self.client = DICOMwebClient(location.url, session=session, timeout=timeout)
+        # dicomweb-client retries every failed request itself (five tries, waits doubling from 2 s): under medtl's
+        # own policy that multiplied the user's attempts by five and held a PACS outage for ~30 s per call before
+        # the policy even saw it. One retry loop, the one the user configures.
+        self.client.set_http_retry_params(retry=False)
 
     def _ping(self) -> None:
         self._call(lambda: self.client.search_for_studies(limit=1), "QIDO-RS")
