@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import binomtest, rankdata
 
 from medtl.contracts.task import TaskKind, decision_endpoint, endpoints
-from medtl.evaluation.metrics import Z95, Interval, _groups
+from medtl.evaluation.metrics import Z95, Interval, _groups, fast_auroc
 
 Verdict = Literal["superior", "non_inferior", "inconclusive", "inferior"]
 Statistic = Callable[[np.ndarray, np.ndarray], float | None]  # (probabilities (N, K), rows) -> value
@@ -50,18 +50,6 @@ def _midrank_components(positives: np.ndarray, negatives: np.ndarray) -> tuple[f
     v01 = 1.0 - (combined[m:] - within_y) / m
     auc = float((combined[:m].sum() - m * (m + 1) / 2) / (m * n))
     return auc, v10, v01
-
-
-def fast_auroc(targets: np.ndarray, scores: np.ndarray) -> float | None:
-    """The Mann-Whitney AUROC (ties count one half), equal to sklearn's roc_auc_score without its input checks:
-    the bootstrap evaluates it tens of thousands of times."""
-    targets = np.asarray(targets).astype(bool)
-    m = int(targets.sum())
-    n = len(targets) - m
-    if m == 0 or n == 0:
-        return None
-    ranks = rankdata(scores)
-    return float((ranks[targets].sum() - m * (m + 1) / 2) / (m * n))
 
 
 def delong_paired(targets: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> DeLong | None:
