@@ -66,3 +66,9 @@ class Laps:
 
     def total(self) -> float:
         return self._last - self.started
+
+
+def duration(seconds: float) -> str:
+    """A run's wall time or budget as a person reads it: seconds below two minutes (a 36 s budget rounded to
+    minutes reads "0 min", and "1.0 min of a 1 min budget: exceeded" hides by how much), minutes above."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

@@ -12,6 +12,7 @@ from typing import Any
 from medtl.artifacts.reader import VerifiedArtifact
 from medtl.contracts.planning import PlanRecord
 from medtl.reporting.model import Recipe, RecipeCandidate, RecipeChoice
+from medtl.timing import duration
 
 RUN_FILE = "metrics/run.json"
 MAX_VALUE_CHARS = 60
@@ -34,10 +35,10 @@ def _text(value: Any) -> str:
 
 
 def _run_line(run: dict[str, Any]) -> str:
-    line = f"Training took {run['wall_seconds'] / 60:.1f} min on {run['device']}"
+    line = f"Training took {duration(run['wall_seconds'])} on {run['device']}"
     if run.get("budget_seconds"):
         verdict = "met" if run["met_budget"] else "exceeded"
-        line += f", against a budget of {run['budget_seconds'] / 60:.0f} min ({verdict})"
+        line += f", against a budget of {duration(run['budget_seconds'])} ({verdict})"
     return line + "."
 
 

@@ -33,6 +33,7 @@ from medtl.planning.probe import probe
 from medtl.planning.rules import MIN_SIDE_2D, Recipe, base_recipe, input_sides
 from medtl.planning.search import INNER_FOLDS, Trial, compare
 from medtl.planning.weights import pick_weights
+from medtl.timing import duration
 from medtl.training.config import TrainConfig, load_config
 from medtl.training.data import TaskData, dataset_spec, load_task
 
@@ -375,10 +376,8 @@ def summary(config: TrainConfig) -> str:
     ]
     if plan is not None:
         e = plan.estimate
-        budget = f" of a {e.budget_seconds / 60:.0f} min budget" if e.budget_seconds else ""
-        lines.append(
-            f"estimated training: at most ~{math.ceil(e.train_seconds / 60)} min{budget} on {plan.hardware.name}"
-        )
+        budget = f" of a {duration(e.budget_seconds)} budget" if e.budget_seconds else ""
+        lines.append(f"estimated training: at most ~{duration(e.train_seconds)}{budget} on {plan.hardware.name}")
         for candidate in plan.candidates:
             mean = "n/a" if candidate.mean_auc is None else f"{candidate.mean_auc:.3f}"
             lines.append(

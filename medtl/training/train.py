@@ -19,6 +19,7 @@ from medtl.errors import ConfigError
 from medtl.hashing import sha256_json
 from medtl.outputs import staged_folder
 from medtl.progress import Progress
+from medtl.timing import duration
 from medtl.training.config import TrainConfig
 from medtl.training.cv import (
     MAIN_ARM,
@@ -54,9 +55,9 @@ class TrainResult:
             verdict = (
                 ""
                 if budget is None
-                else (f" of a {budget / 60:.0f} min budget: " + ("met" if self.run["met_budget"] else "EXCEEDED"))
+                else (f" of a {duration(budget)} budget: " + ("met" if self.run["met_budget"] else "EXCEEDED"))
             )
-            lines.append(f"wall time {self.run['wall_seconds'] / 60:.1f} min{verdict}")
+            lines.append(f"wall time {duration(self.run['wall_seconds'])}{verdict}")
         for entry in self.indicators:
             value = entry["oof_auc"]
             lines.append(

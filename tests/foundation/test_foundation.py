@@ -116,3 +116,9 @@ def test_a_usage_error_is_a_short_message_not_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "medtl.cli", "train", "x"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "Missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_durations_read_in_seconds_below_two_minutes_and_in_minutes_above():
+    from medtl.timing import duration
+
+    assert [duration(s) for s in (0.4, 36, 119.4, 120, 1800)] == ["0 s", "36 s", "119 s", "2.0 min", "30.0 min"]

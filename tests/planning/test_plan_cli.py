@@ -35,13 +35,14 @@ def test_plan_then_train_without_a_config(dataset_2d, tmp_path):
     assert written["steps"] == max(1, -(-20_000 // written["batch_size"]))  # the sample floor, for 35 images/fold
     assert record.reasons["batch_size"].startswith("~35 training images per fold")
 
-    budget = 1.5
+    budget = 0.6
     with signing_key(tmp_path / "signing.pem"):
         trained = runner.invoke(
             app, ["train", str(dataset_2d), "--out", str(tmp_path / "art"), "--budget", str(budget)]
         )
         assert trained.exit_code == 0, trained.output
         assert "no --config: planning the recipe" in trained.output
+        assert f"of a {budget * 60:.0f} s budget" in trained.output
         assert not saved_plan_path(tmp_path / "art").exists()  # kept for a resume only until the seal
         artifact = open_verified(tmp_path / "art")
         config = artifact.read_yaml("config.yaml")
@@ -69,7 +70,7 @@ def test_plan_then_train_without_a_config(dataset_2d, tmp_path):
             make_plan(dataset_2d, PlanOptions(search=False, weights_artifact=tmp_path / "tampered"))
     html = (tmp_path / "report" / "report.html").read_text()
     section = re.sub(r"<[^>]+>", " ", html[html.index('id="recipe"') :])
-    assert "budget cut" in section and f"against a budget of {budget * 60 / 60:.0f} min" in section
+    assert "budget cut" in section and f"against a budget of {budget * 60:.0f} s" in section
 
 
 def _medtl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
