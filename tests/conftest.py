@@ -11,6 +11,12 @@ import pytest
 from support.environment import environment_restored
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests run in parallel processes (pytest-xdist, `-n auto`): each gets its share of the cores for its intra-op
+# threads, and so do the processes it starts (the CLI, Dask workers), or they would all contend for every core.
+# Set before anything imports torch; a value given by the caller stands.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 # The user's own weight pins and pretrained-artifact index must not change what the tests plan or load.
 os.environ["MEDTL_HOME"] = tempfile.mkdtemp(prefix="medtl-home-")
 
