@@ -91,30 +91,36 @@ def test_a_rerun_keeps_the_srs_whose_content_is_unchanged_and_builds_the_missing
         return score(root / "artifact", [root / "dev" / "dicom"], out=out, pseudonymizer=PSEUDO, workers=1, sr=True,
                      allow_unapproved=True)  # fmt: skip
 
-    def inodes():  # a rebuilt SR is a new file renamed into place: a new inode
-        return {path.name: path.stat().st_ino for path in (out / "sr").glob("SR_*.dcm")}
+    old = 1_000_000_000 * 10**9  # ns: 2001; a file rebuilt after this mark is newer (inode numbers get reused)
+
+    def mark_every_sr() -> set[str]:
+        for path in (out / "sr").glob("SR_*.dcm"):
+            os.utime(path, ns=(old, old))
+        return {path.name for path in (out / "sr").glob("SR_*.dcm")}
+
+    def rebuilt() -> set[str]:
+        return {path.name for path in (out / "sr").glob("SR_*.dcm") if path.stat().st_mtime_ns != old}
 
     first = run()
-    built = inodes()
+    built = mark_every_sr()
     assert len(built) == len(first.reports) == len(pd.read_parquet(out / "scores.parquet")) > 0
     second = run()
     assert sorted(path.name for path in second.reports) == sorted(built)  # all reported (PACS sends them all back)
-    assert inodes() == built  # none rebuilt
+    assert rebuilt() == set()
     removed = sorted(built)[0]
     uid = pydicom.dcmread(out / "sr" / removed).SOPInstanceUID
     (out / "sr" / removed).unlink()
     third = run()
-    assert inodes().keys() == built.keys() and len(third.reports) == len(built)
-    assert {name for name, inode in inodes().items() if inode != built[name]} == {removed}
+    assert rebuilt() == {removed} and len(third.reports) == len(built)
     assert pydicom.dcmread(out / "sr" / removed).SOPInstanceUID == uid  # the same deterministic UID
     # an index that is not what medtl wrote (here: entries pointing out of the folder) keeps nothing
     index = json.loads((out / "sr_index.json").read_text())
     (out / "sr_index.json").write_text(
         json.dumps({key: {**entry, "file": f"../{entry['file']}"} for key, entry in index.items()})
     )
-    before = inodes()
+    assert mark_every_sr() == built
     run()
-    assert all(inode != before[name] for name, inode in inodes().items())
+    assert rebuilt() == built
 
 
 def test_rerun_adds_nothing_and_abstain_policy_withholds_flagged_decisions(setup):
