@@ -70,8 +70,9 @@ def fast_average_precision(targets: np.ndarray, scores: np.ndarray) -> float | N
     targets = np.asarray(targets).astype(bool)
     if not targets.any():
         return None
-    order = np.argsort(-np.asarray(scores, dtype=float), kind="mergesort")
-    ordered = np.asarray(scores, dtype=float)[order]
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(-scores, kind="mergesort")
+    ordered = scores[order]
     last_of_each_score = np.r_[np.flatnonzero(np.diff(ordered)), len(ordered) - 1]
     true_positives = np.cumsum(targets[order])[last_of_each_score]
     precision = true_positives / (last_of_each_score + 1)
@@ -100,8 +101,7 @@ def bootstrap(
         return Interval(None, None, None, 0, "undefined")
     unique, members = _groups(groups, n)
     rng = np.random.default_rng(seed)
-    one_row_each = len(unique) == n
-    single = np.concatenate(members) if one_row_each else None  # then a drawn group is its one row: no concatenation
+    single = np.concatenate(members) if len(unique) == n else None  # one row per group: index the draw directly
     estimates = []
     for _ in range(n_boot):
         drawn = rng.integers(0, len(unique), size=len(unique))
