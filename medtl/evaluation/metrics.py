@@ -64,6 +64,20 @@ def fast_auroc(targets: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[targets].sum() - m * (m + 1) / 2) / (m * n))
 
 
+def macro_auroc(targets: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Macro one-vs-rest AUROC over the columns of `probabilities`, as roc_auc_score(multi_class="ovr",
+    average="macro") computes it; None when a class is absent (or alone)."""
+    values = [fast_auroc(targets == k, probabilities[:, k]) for k in range(probabilities.shape[1])]
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def mean_finding_auroc(truth: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Mean of the findings' AUROCs that are defined (a finding with no positive, or no negative, is left out)."""
+    values = [fast_auroc(truth[:, k], probabilities[:, k]) for k in range(truth.shape[1])]
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
 def fast_average_precision(targets: np.ndarray, scores: np.ndarray) -> float | None:
     """Average precision as sklearn's average_precision_score defines it (precision at each distinct score, weighted
     by the recall it adds; tied scores form one threshold), without its input checks. None without a positive."""
@@ -137,9 +151,7 @@ def macro_auroc_ci(frame, classes: list[str], *, n_boot: int = 2000, seed: int =
     probabilities = frame[[f"p_{c}" for c in classes]].to_numpy()
 
     def statistic(rows: np.ndarray) -> float | None:
-        y = targets[rows]  # macro one-vs-rest, as roc_auc_score(multi_class="ovr", average="macro") computes it
-        values = [fast_auroc(y == k, probabilities[rows, k]) for k in range(len(classes))]
-        return None if any(v is None for v in values) else float(np.mean(values))
+        return macro_auroc(targets[rows], probabilities[rows])
 
     return bootstrap(statistic, len(targets), frame["patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
 
@@ -152,9 +164,7 @@ def mean_finding_auroc_ci(
     truth, probabilities = np.asarray(truth).astype(int), np.asarray(probabilities, dtype=float)
 
     def statistic(rows: np.ndarray) -> float | None:
-        values = [fast_auroc(truth[rows, k], probabilities[rows, k]) for k in range(truth.shape[1])]
-        defined = [v for v in values if v is not None]
-        return float(np.mean(defined)) if defined else None
+        return mean_finding_auroc(truth[rows], probabilities[rows])
 
     result = bootstrap(statistic, len(truth), groups, n_boot=n_boot, seed=seed)
     return result if result.value is not None else Interval(None, None, None, 0, "undefined: no finding has both")

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import binomtest, rankdata
 
 from medtl.contracts.task import TaskKind, decision_endpoint, endpoints
-from medtl.evaluation.metrics import Z95, Interval, _groups, fast_auroc
+from medtl.evaluation.metrics import Z95, Interval, _groups, fast_auroc, macro_auroc, mean_finding_auroc
 
 Verdict = Literal["superior", "non_inferior", "inconclusive", "inferior"]
 Statistic = Callable[[np.ndarray, np.ndarray], float | None]  # (probabilities (N, K), rows) -> value
@@ -90,17 +90,12 @@ def summary_auroc_statistic(
     if kind == "multiclass":
 
         def macro(probabilities: np.ndarray, rows: np.ndarray) -> float | None:
-            y = truth[rows]  # macro one-vs-rest, as roc_auc_score(multi_class="ovr", average="macro") computes it
-            values = [fast_auroc(y == k, probabilities[rows, k]) for k in range(len(classes))]
-            return None if any(v is None for v in values) else float(np.mean(values))
+            return macro_auroc(truth[rows], probabilities[rows])
 
         return macro
 
     def findings(probabilities: np.ndarray, rows: np.ndarray) -> float | None:
-        y = truth[rows]
-        values = [fast_auroc(y[:, k], probabilities[rows, k]) for k in range(y.shape[1])]
-        defined = [v for v in values if v is not None]
-        return float(np.mean(defined)) if defined else None
+        return mean_finding_auroc(truth[rows], probabilities[rows])
 
     return findings
 
