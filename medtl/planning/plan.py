@@ -30,7 +30,7 @@ from medtl.planning.budget import FEWEST_FOLDS, Shape, fit_to_budget, train_seco
 from medtl.planning.facts import Gathered, gather
 from medtl.planning.hardware import detect
 from medtl.planning.probe import probe
-from medtl.planning.rules import MIN_SIDE_2D, Recipe, base_recipe, input_sides, transfer_side
+from medtl.planning.rules import MIN_SIDE_2D, Recipe, base_recipe, input_sides
 from medtl.planning.search import INNER_FOLDS, Trial, compare
 from medtl.planning.weights import pick_weights
 from medtl.timing import duration
@@ -91,30 +91,17 @@ def _cells(side: int) -> int:
 
 def choose_side(
     facts: PlanFacts, recipe: Recipe, probes: dict[int, Probe], available_s: float | None,
-    search_seconds: Callable[[int], float], source_side: int | None = None,
+    search_seconds: Callable[[int], float],
 ) -> tuple[int, str, int | None]:  # fmt: skip
     """The input side, why, and a smaller fold count when that is what makes an upsampled side affordable.
 
     `available_s`: seconds for the search and the training; `search_seconds(side)`: what the empirical stage would
-    take from them with that side (0 where it would be skipped). A transferred network's own input side
-    (`source_side`, rules.transfer_side) wins when its full schedule fits. Otherwise the largest side whose full
-    schedule fits wins. When none but the native one does, the first upsampled side may still be bought with the
-    budget's fold cut (5 -> 3 folds, full schedule): a last stage of 2x2 cells instead of 1x1 changes what the
-    network can represent, two more fold models only average more of the same."""
+    take from them with that side (0 where it would be skipped). The largest side whose full schedule fits wins.
+    When none but the native one does, the first upsampled side may still be bought with the budget's fold cut
+    (5 -> 3 folds, full schedule): a last stage of 2x2 cells instead of 1x1 changes what the network can represent,
+    two more fold models only average more of the same."""
     sides = sorted(probes)
     native = max(facts.native_shape)
-    shape = _shape_of(recipe)
-
-    def cost(side: int, n_folds: int) -> float:
-        return train_seconds(facts, replace(shape, n_folds=n_folds), probes[side]) + search_seconds(side)
-
-    if source_side in probes and (available_s is None or cost(source_side, shape.n_folds) <= available_s):
-        scale = "their own size" if source_side == native else f"{native} px images upsampled to {source_side}"
-        why = (
-            f"the transferred network learned {source_side} px inputs, so it is fine-tuned at that scale ({scale}): "
-            "its filters are tuned to the size structures had in its own training images"
-        )
-        return source_side, why, None
     if len(sides) == 1:
         return native, f"the ingest's preprocessing ({facts.native_shape})", None
     if available_s is None:
@@ -124,6 +111,11 @@ def choose_side(
             f"{_cells(side)} cells instead of 1x1 (no budget given, so the smallest such size)"
         )
         return side, why, None
+    shape = _shape_of(recipe)
+
+    def cost(side: int, n_folds: int) -> float:
+        return train_seconds(facts, replace(shape, n_folds=n_folds), probes[side]) + search_seconds(side)
+
     costs = ", ".join(f"{s} px ~{cost(s, shape.n_folds) / 60:.0f} min" for s in sides)
     affordable = [s for s in sides if cost(s, shape.n_folds) <= available_s]
     side = max(affordable) if affordable else native
@@ -253,8 +245,7 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
         recipe.set("label_fractions", shares, "asked for: every arm is also trained on these shares of each fold's "
                    "training patients (the label-efficiency curve); counted in the estimate")  # fmt: skip
     budget_s = options.budget_minutes * 60 if options.budget_minutes else None
-    source_side = transfer_side(facts, pick)
-    sides = input_sides(facts, source_side)
+    sides = input_sides(facts)
     probe_kwargs = {
         "augmentation": recipe.values["augmentation"],
         "channels": facts.channels,
@@ -277,7 +268,7 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
         return cost if _search_fits(cost, budget_s) else 0.0  # over its share it is skipped
 
     available_s = budget_s * PLAN_SHARE - (time.monotonic() - started) if budget_s else None
-    side, why_side, fewer_folds = choose_side(facts, recipe, probes, available_s, search_seconds, source_side)
+    side, why_side, fewer_folds = choose_side(facts, recipe, probes, available_s, search_seconds)
     if fewer_folds is not None:
         recipe.set("cv.n_folds", fewer_folds, recipe.reasons["cv.n_folds"] + f"; {fewer_folds} to afford the input "
                    f"size (see preprocessing)")  # fmt: skip

@@ -115,30 +115,13 @@ def input_layout(facts: PlanFacts) -> tuple[str, str]:
     return "3d", f"volumes of {facts.native_shape}: a 3D network sees the whole shape"
 
 
-def input_sides(facts: PlanFacts, source_side: int | None = None) -> list[int]:
+def input_sides(facts: PlanFacts) -> list[int]:
     """Candidate square input sides for 2D, smallest first: the native side and, for small images, upsampled ones
-    that give the network's last stage at least 2x2 (then 4x4) cells, plus the side a transferred network learned
-    on (`source_side`, see transfer_side). 3D inputs keep their side (cost is cubic)."""
+    that give the network's last stage at least 2x2 (then 4x4) cells. 3D inputs keep their side (cost is cubic)."""
     side = max(facts.native_shape)
-    if facts.spatial_dims == 3:
+    if facts.spatial_dims == 3 or side >= MIN_SIDE_2D:
         return [side]
-    sides = {side} if side >= MIN_SIDE_2D else {side, MIN_SIDE_2D, min(4 * side, 2 * MIN_SIDE_2D)}
-    return sorted(sides | ({source_side} if source_side else set()))
-
-
-def transfer_side(facts: PlanFacts, weights: WeightsPick) -> int | None:
-    """The input side to keep for a network transferred from a medtl artifact: the square side it was trained on.
-
-    Why: its filters learned structures at the scale its own inputs had; upsampling the target past that scale
-    shows them every structure larger than anything they learned (measured: a 28 px source fine-tuned on 64 px
-    inputs lost to training from scratch on the same folds). Only for 2D sources at least as large as the native
-    images: the target is upsampled to the source's scale, never shrunk below its own detail. ImageNet weights are
-    not covered: their 224 px scale is a cost the budget rules already weigh."""
-    shape = weights.input_shape
-    if weights.source != "artifact" or facts.spatial_dims != 2 or not shape or len(shape) != 2:
-        return None
-    side = max(shape)
-    return side if min(shape) == side and side >= max(facts.native_shape) else None
+    return sorted({side, MIN_SIDE_2D, min(4 * side, 2 * MIN_SIDE_2D)})
 
 
 def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps: int | None = None) -> Recipe:

@@ -29,7 +29,6 @@ class WeightsPick:
     backbone: str
     weights: Any  # a weights choice for ModelConfig ("none" or a mapping)
     reason: str
-    input_shape: tuple[int, ...] | None = None  # what a medtl artifact's network was trained on (its preprocessing)
 
     @property
     def source(self) -> str:
@@ -50,11 +49,6 @@ def _looked_at(entry: ExpectedWeights | None, source: str, backbone: str) -> tup
     status = check(entry, verify=True)
     usable = status.state == "verified"
     return WeightsCheck(source=source, label=entry.label, state=status.state, usable=usable), usable
-
-
-def _trained_input(verified: Any) -> tuple[int, ...]:
-    """The input size the artifact's network learned on, from its sealed metadata."""
-    return tuple(int(side) for side in verified.metadata["input"]["spatial_shape"])
 
 
 def _preferences(spatial_dims: int) -> list[tuple[str, str, dict[str, str], str]]:
@@ -81,8 +75,7 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
             f"the named medtl artifact ({backbone}, {what}; {weights_file}) verified through its seal and the "
             "site's trust anchors"
         )
-        weights = {"source": "artifact", "path": str(artifact)}
-        return WeightsPick(backbone, weights, reason, _trained_input(verified)), checks
+        return WeightsPick(backbone, {"source": "artifact", "path": str(artifact)}, reason), checks
     for source, backbone, weights, reason in _preferences(spatial_dims):
         found, usable = _looked_at(_entry(source, backbone), source, backbone)
         checks.append(found)
@@ -94,8 +87,7 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
             f"no public pretrained file is usable here; the site's own pretrained backbone {entry.model_id} "
             f"({entry.backbone}, {entry.method} on {entry.scans} unlabelled scans) is verified through its seal"
         )
-        weights = {"source": "artifact", "path": entry.path}
-        return WeightsPick(entry.backbone, weights, reason, _trained_input(open_verified(Path(entry.path)))), checks
+        return WeightsPick(entry.backbone, {"source": "artifact", "path": entry.path}, reason), checks
     missing = ", ".join(f"{c.source} ({c.state})" for c in checks)
     return (
         WeightsPick(

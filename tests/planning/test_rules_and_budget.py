@@ -14,7 +14,6 @@ from medtl.planning.rules import (
     input_layout,
     input_sides,
     training_images_per_fold,
-    transfer_side,
 )
 from medtl.planning.weights import WeightsPick
 from medtl.training.config import TrainConfig
@@ -152,39 +151,3 @@ def test_a_small_image_is_upsampled_with_fewer_folds_when_only_that_fits_the_bud
     assert choose_side(f, recipe, probes, three[64] * 1.01, lambda side: three[64] * 0.1)[::2] == (28, None)
     # no budget: the smallest side whose last stage has 2x2 cells, all folds
     assert choose_side(f, recipe, probes, None, no_search)[::2] == (64, None)
-
-
-def test_a_transferred_network_is_fine_tuned_at_the_scale_it_learned():
-    """A medtl artifact's own 2D input side is offered and preferred when its schedule fits; never a shrink, never
-    for ImageNet or volumes; without the time for it, the ordinary choice."""
-    small = facts({"a": 150, "b": 450})
-    source_28 = WeightsPick("resnet18", {"source": "artifact", "path": "src"}, "named", input_shape=(28, 28))
-    source_96 = WeightsPick("resnet18", {"source": "artifact", "path": "src"}, "named", input_shape=(96, 96))
-    assert transfer_side(small, source_28) == 28 and transfer_side(small, source_96) == 96
-    assert transfer_side(small, IMAGENET) is None and transfer_side(small, SCRATCH) is None
-    assert transfer_side(facts({"a": 5, "b": 5}, shape=(128, 128)), source_96) is None  # would shrink the detail
-    assert transfer_side(facts({"a": 5, "b": 5}, shape=(28, 28, 28)), source_28) is None
-    assert input_sides(small, 96) == [28, 64, 96, 112] and input_sides(small, 28) == [28, 64, 112]
-
-    recipe = base_recipe(small, source_28, seed=0)
-    seconds = {28: 0.01, 64: 0.05, 96: 0.1, 112: 0.2}
-    probes = {s: Probe(input_shape=[s, s], batch_size=16, seconds_per_step=t, seconds_per_image_predict=t / 50)
-              for s, t in seconds.items()}  # fmt: skip
-    shape = Shape(recipe.values["steps"], recipe.values["batch_size"], 5, list(recipe.values["arms"]),
-                  prediction_views=2)  # fmt: skip
-    cost = {s: train_seconds(small, shape, probes[s]) for s in seconds}
-
-    def no_search(side: int) -> float:
-        return 0.0
-
-    plenty = cost[112] * 1.01  # every side fits: without a source the largest wins
-    assert choose_side(small, recipe, probes, plenty, no_search)[0] == 112
-    side, why, folds = choose_side(small, recipe, probes, plenty, no_search, source_side=28)
-    assert (side, folds) == (28, None) and "learned 28 px" in why and "their own size" in why
-    side, why, _ = choose_side(small, recipe, probes, plenty, no_search, source_side=96)
-    assert side == 96 and "upsampled to 96" in why
-    side, why, _ = choose_side(small, recipe, probes, None, no_search, source_side=96)  # no budget: the source's
-    assert side == 96
-    # the source's side does not fit: the ordinary rule (the largest side that does), no mention of the source
-    side, why, _ = choose_side(small, recipe, probes, cost[96] * 0.99, no_search, source_side=96)
-    assert side == 64 and "learned" not in why
