@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm, rankdata
+from scipy.stats import norm
 from sklearn.metrics import roc_curve
 
 from medtl.contracts.evaluation import Estimate
+from medtl.ranking import fast_auroc, fast_average_precision, macro_auroc, mean_finding_auroc
 
 Z95 = float(norm.ppf(0.975))
 
@@ -50,48 +51,6 @@ def wilson(successes: int, total: int) -> tuple[float | None, float | None, floa
     centre = (p + Z95**2 / (2 * total)) / denominator
     half = Z95 * np.sqrt(p * (1 - p) / total + Z95**2 / (4 * total**2)) / denominator
     return p, float(max(0.0, centre - half)), float(min(1.0, centre + half))
-
-
-def fast_auroc(targets: np.ndarray, scores: np.ndarray) -> float | None:
-    """The Mann-Whitney AUROC (ties count one half), equal to sklearn's roc_auc_score without its input checks
-    (which cost ~50x the arithmetic): every interval evaluates it thousands of times. None with one class."""
-    targets = np.asarray(targets).astype(bool)
-    m = int(targets.sum())
-    n = len(targets) - m
-    if m == 0 or n == 0:
-        return None
-    ranks = rankdata(scores)
-    return float((ranks[targets].sum() - m * (m + 1) / 2) / (m * n))
-
-
-def macro_auroc(targets: np.ndarray, probabilities: np.ndarray) -> float | None:
-    """Macro one-vs-rest AUROC over the columns of `probabilities`, as roc_auc_score(multi_class="ovr",
-    average="macro") computes it; None when a class is absent (or alone)."""
-    values = [fast_auroc(targets == k, probabilities[:, k]) for k in range(probabilities.shape[1])]
-    return None if any(v is None for v in values) else float(np.mean(values))
-
-
-def mean_finding_auroc(truth: np.ndarray, probabilities: np.ndarray) -> float | None:
-    """Mean of the findings' AUROCs that are defined (a finding with no positive, or no negative, is left out)."""
-    values = [fast_auroc(truth[:, k], probabilities[:, k]) for k in range(truth.shape[1])]
-    defined = [v for v in values if v is not None]
-    return float(np.mean(defined)) if defined else None
-
-
-def fast_average_precision(targets: np.ndarray, scores: np.ndarray) -> float | None:
-    """Average precision as sklearn's average_precision_score defines it (precision at each distinct score, weighted
-    by the recall it adds; tied scores form one threshold), without its input checks. None without a positive."""
-    targets = np.asarray(targets).astype(bool)
-    if not targets.any():
-        return None
-    scores = np.asarray(scores, dtype=float)
-    order = np.argsort(-scores, kind="mergesort")
-    ordered = scores[order]
-    last_of_each_score = np.r_[np.flatnonzero(np.diff(ordered)), len(ordered) - 1]
-    true_positives = np.cumsum(targets[order])[last_of_each_score]
-    precision = true_positives / (last_of_each_score + 1)
-    recall = true_positives / true_positives[-1]
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
 def _groups(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, list[np.ndarray]]:

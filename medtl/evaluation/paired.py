@@ -21,7 +21,8 @@ import numpy as np
 from scipy.stats import binomtest, rankdata
 
 from medtl.contracts.task import TaskKind, decision_endpoint, endpoints
-from medtl.evaluation.metrics import Z95, Interval, _groups, fast_auroc, macro_auroc, mean_finding_auroc
+from medtl.evaluation.metrics import Z95, Interval, _groups
+from medtl.ranking import fast_auroc, macro_auroc, mean_finding_auroc
 
 Verdict = Literal["superior", "non_inferior", "inconclusive", "inferior"]
 Statistic = Callable[[np.ndarray, np.ndarray], float | None]  # (probabilities (N, K), rows) -> value

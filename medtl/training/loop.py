@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
@@ -27,6 +26,7 @@ from medtl.models.heads import probabilities
 from medtl.models.mirrored import mirrored_mean
 from medtl.models.records import BuiltModel
 from medtl.models.strategies import EpochPlan, apply_plan, param_groups, set_bn_modes
+from medtl.ranking import fast_auroc, macro_auroc, mean_finding_auroc
 from medtl.training.augment import BatchAugmenter
 from medtl.training.config import TrainConfig
 from medtl.training.data import TensorSet
@@ -51,26 +51,18 @@ def auc(
 ) -> float | None:
     """The tuning and summary AUROC of any task type. Binary: AUROC of the positive class; multiclass and ordinal:
     macro one-vs-rest; multi-label: the mean of the per-finding AUROCs (findings with one value left out). None when
-    it is undefined (one class only)."""
+    it is undefined (one class only). The same functions as evaluation's (medtl.ranking)."""
     if kind == "multilabel" or (targets.ndim == 2 and kind is None):
-        values = [
-            float(roc_auc_score(targets[:, k], probabilities[:, k]))
-            for k in range(targets.shape[1])
-            if len(np.unique(targets[:, k])) == 2
-        ]
-        return float(np.mean(values)) if values else None
+        return mean_finding_auroc(targets, probabilities)
     if len(np.unique(targets)) < 2:
         return None
     if probabilities.shape[1] == 2:
         index = 1 if positive is None else positive
-        return float(roc_auc_score(targets == index, probabilities[:, index]))
+        return fast_auroc(targets == index, probabilities[:, index])
     present = np.unique(targets)
     if len(present) < probabilities.shape[1]:  # a small tuning set may miss a class: macro over those present
-        values = [float(roc_auc_score(targets == k, probabilities[:, k])) for k in present]
-        return float(np.mean(values))
-    return float(
-        roc_auc_score(targets, probabilities, multi_class="ovr", average="macro", labels=range(probabilities.shape[1]))
-    )
+        return float(np.mean([fast_auroc(targets == k, probabilities[:, k]) for k in present]))
+    return macro_auroc(targets, probabilities)
 
 
 def lr_scale(step: int, total: int, warmup: int, kind: str) -> float:

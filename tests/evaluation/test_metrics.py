@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from medtl.evaluation.metrics import auprc_ci, auroc_ci, fast_auroc, fast_average_precision, macro_auroc_ci
+from medtl.evaluation.metrics import auprc_ci, auroc_ci, macro_auroc_ci
+from medtl.ranking import fast_auroc, fast_average_precision
 
 
 def test_value_is_sklearns_auroc_and_the_interval_contains_it():

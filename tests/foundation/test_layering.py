@@ -10,7 +10,7 @@ import medtl
 
 RANK = {
     # foundations every stage may use: first what they themselves need
-    **dict.fromkeys(("errors", "hashing", "timing"), 0),
+    **dict.fromkeys(("errors", "hashing", "timing", "ranking"), 0),
     **dict.fromkeys(("progress", "registry", "identity", "outputs", "contracts"), 1),
     "io": 2, "artifacts": 2, "reporting": 2,
     "sources": 3, "datasets": 3, "cards": 3,

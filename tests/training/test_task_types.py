@@ -153,3 +153,30 @@ def test_task_json_declares_the_kind_and_order(tmp_path):
 
     declared = read_json(TaskDeclaration, tmp_path / "t.json")
     assert declared.kind == "ordinal" and declared.classes == ["low", "mid", "high"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_tuning_auroc_is_scikit_learns_for_every_task_type(seed):
+    """Training picks epochs with the rank AUROC evaluation uses (medtl.ranking); it must be sklearn's value, tied
+    scores included, a class missing from a small tuning set included."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    n = 40
+    binary = np.round(rng.random((n, 2)), 1)  # rounded: many ties
+    labels = rng.integers(0, 2, n)
+    assert auc(labels, binary, 1, "binary") == pytest.approx(roc_auc_score(labels, binary[:, 1]), abs=1e-12)
+    assert auc(labels, binary, 0, "binary") == pytest.approx(roc_auc_score(labels == 0, binary[:, 0]), abs=1e-12)
+    three = np.round(rng.dirichlet(np.ones(3), n), 1)
+    classes = rng.integers(0, 3, n)
+    expected = roc_auc_score(classes, three / three.sum(1, keepdims=True), multi_class="ovr", average="macro")
+    assert auc(classes, three / three.sum(1, keepdims=True), None, "multiclass") == pytest.approx(expected, abs=1e-12)
+    two_present = np.where(classes == 2, 0, classes)  # class 2 absent: macro over the two present
+    expected = np.mean([roc_auc_score(two_present == k, three[:, k]) for k in (0, 1)])
+    assert auc(two_present, three, None, "multiclass") == pytest.approx(expected, abs=1e-12)
+    findings = rng.integers(0, 2, (n, 3)).astype(float)
+    findings[:, 2] = 1.0  # no negative: left out
+    scores = np.round(rng.random((n, 3)), 1)
+    expected = np.mean([roc_auc_score(findings[:, k], scores[:, k]) for k in (0, 1)])
+    assert auc(findings, scores, None, "multilabel") == pytest.approx(expected, abs=1e-12)
+    assert auc(np.zeros(n, dtype=int), binary, 1, "binary") is None

@@ -1,0 +1,53 @@
+"""AUROC and average precision from ranks, without scikit-learn's per-call input checks.
+
+Why here, below every stage: training picks its best epoch by the tuning AUROC and evaluation resamples patients
+thousands of times for each interval; both must compute the same numbers, and sklearn's checks cost ~50x the
+arithmetic on small arrays. Equal to sklearn's roc_auc_score / average_precision_score (tests compare them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def fast_auroc(targets: np.ndarray, scores: np.ndarray) -> float | None:
+    """The Mann-Whitney AUROC (ties count one half), equal to sklearn's roc_auc_score without its input checks
+    (which cost ~50x the arithmetic): every interval evaluates it thousands of times. None with one class."""
+    targets = np.asarray(targets).astype(bool)
+    m = int(targets.sum())
+    n = len(targets) - m
+    if m == 0 or n == 0:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[targets].sum() - m * (m + 1) / 2) / (m * n))
+
+
+def macro_auroc(targets: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Macro one-vs-rest AUROC over the columns of `probabilities`, as roc_auc_score(multi_class="ovr",
+    average="macro") computes it; None when a class is absent (or alone)."""
+    values = [fast_auroc(targets == k, probabilities[:, k]) for k in range(probabilities.shape[1])]
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def mean_finding_auroc(truth: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Mean of the findings' AUROCs that are defined (a finding with no positive, or no negative, is left out)."""
+    values = [fast_auroc(truth[:, k], probabilities[:, k]) for k in range(truth.shape[1])]
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def fast_average_precision(targets: np.ndarray, scores: np.ndarray) -> float | None:
+    """Average precision as sklearn's average_precision_score defines it (precision at each distinct score, weighted
+    by the recall it adds; tied scores form one threshold), without its input checks. None without a positive."""
+    targets = np.asarray(targets).astype(bool)
+    if not targets.any():
+        return None
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(-scores, kind="mergesort")
+    ordered = scores[order]
+    last_of_each_score = np.r_[np.flatnonzero(np.diff(ordered)), len(ordered) - 1]
+    true_positives = np.cumsum(targets[order])[last_of_each_score]
+    precision = true_positives / (last_of_each_score + 1)
+    recall = true_positives / true_positives[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
