@@ -1,10 +1,11 @@
 """What a recipe costs on this machine, and the cuts that make it fit a time budget, in the order they hurt least.
 
 The estimate is an upper bound: every fold and arm runs its whole schedule (early stopping only shortens it), plus
-one prediction of the tuning patients per epoch and of the held-out patients once (each over every mirror view when
-predictions average over flips). Label-efficiency runs (train config label_fractions) add every arm on every fold once
-per share below 1; a schedule in steps keeps its step count on a share of the patients, so such a run costs its whole
-schedule (and, having more epochs, more tuning predictions), not the share of it. Cuts, in order: the
+the predictions of the tuning patients (after every epoch, or every few on tiny sets: training.loop.tuning_interval)
+and of the held-out patients once (each over every mirror view when predictions average over flips).
+Label-efficiency runs (train config label_fractions) add every arm on every fold once per share below 1; a schedule
+in steps keeps its step count on a share of the patients, so such a run costs its whole schedule (and, having more
+epochs, at least as many tuning predictions), not the share of it. Cuts, in order: the
 label-efficiency runs and then the from-scratch comparison arm (both answer a question, neither makes the model),
 then steps down to a floor, then folds 5 -> 3.
 """
@@ -16,12 +17,15 @@ from dataclasses import dataclass, field, replace
 
 from medtl.contracts.planning import PlanFacts, Probe
 from medtl.planning.rules import TUNE_FRACTION, training_images_per_fold
+from medtl.training.config import TrainConfig
+from medtl.training.loop import tuning_interval
 
 # a probe skips the body's backward pass; the features arm is one forward pass per scan and a few regressions
 ARM_COST = {"main": 1.0, "scratch": 1.0, "linear_probe": 0.5, "features": 0.05}
 MIN_STEP_SHARE = 0.25  # never cut the schedule below a quarter of the rules' steps ...
 MIN_EPOCHS = 10  # ... nor below ten passes over the data
 FEWEST_FOLDS = 3
+MIN_STEPS_BETWEEN_TUNING = TrainConfig.model_fields["min_steps_between_tuning"].default  # the plans keep it
 
 
 @dataclass
@@ -42,8 +46,10 @@ def fold_seconds(facts: PlanFacts, shape: Shape, probe: Probe, share: float = 1.
     n_train = max(1, int(training_images_per_fold(facts, shape.n_folds) * share))
     n_tune = development * (1 - 1 / shape.n_folds) * TUNE_FRACTION
     n_heldout = development / shape.n_folds
-    epochs = math.ceil(shape.steps / max(1, n_train // shape.batch_size))
-    predicted = epochs * n_tune + n_heldout
+    per_epoch = max(1, n_train // shape.batch_size)
+    epochs = math.ceil(shape.steps / per_epoch)
+    predictions = math.ceil(epochs / tuning_interval(per_epoch, MIN_STEPS_BETWEEN_TUNING))
+    predicted = predictions * n_tune + n_heldout
     return shape.steps * probe.seconds_per_step + predicted * shape.prediction_views * probe.seconds_per_image_predict
 
 

@@ -139,6 +139,13 @@ class TrainConfig(_Section):
         description="write the resume checkpoint (model, optimiser, best weights) at most this often; 0: every "
         "epoch. A resumed fold replays the epochs since, exactly, so this trades redone work for disk writes",
     )
+    min_steps_between_tuning: int = Field(
+        16,
+        ge=1,
+        description="optimiser steps, at least, between two predictions of the tuning patients (whole epochs; "
+        "always after the last). 1: after every epoch. On tiny sets an epoch is a few steps and predicting after "
+        "each one took ~30% of the run; patience and min_epochs count epochs either way",
+    )
     ood_false_flag_rate: float = Field(
         0.01,
         gt=0,

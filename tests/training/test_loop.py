@@ -24,6 +24,7 @@ def _config(**overrides) -> TrainConfig:
         "arms": [],
         "early_stopping": {"patience": 10, "min_epochs": 1},
         "augmentation": {"enabled": False},
+        "min_steps_between_tuning": 1,  # these tests follow the curve epoch by epoch (2 steps each)
     }
     base.update(overrides)
     return TrainConfig.model_validate(base)
@@ -173,3 +174,24 @@ def test_test_time_flips_need_an_augmentation_that_flips():
             _config(test_time_flips=True, augmentation=augmentation)
     assert _config(test_time_flips=True, augmentation={"flip_axes": [0, 1]}).prediction_flip_axes(2) == (0, 1)
     assert _config().prediction_flip_axes(2) == ()
+
+
+def test_tiny_sets_predict_the_tuning_patients_every_few_epochs_and_count_patience_in_epochs(tiny_task, monkeypatch):
+    """2 steps an epoch and at least 5 steps between predictions: a record every 3rd epoch and after the last; the
+    best weights are still those of a predicted epoch, and patience still counts epochs."""
+    config = _config(epochs=10, min_steps_between_tuning=5)
+    built, plans, train, tune = _setup(tiny_task, config)
+    assert loop.tuning_interval(2, 5) == 3 and loop.tuning_interval(16, 16) == 1
+    predictions = []
+    real_predict = loop.predict
+    monkeypatch.setattr(loop, "predict", lambda *a, **k: predictions.append(1) or real_predict(*a, **k))
+    result = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=0)
+    assert [r["epoch"] for r in result.curve] == [3, 6, 9, 10] and len(predictions) == 4
+    assert result.best_epoch in (3, 6, 9, 10) and not result.stopped_early
+
+    config = _config(epochs=30, min_steps_between_tuning=5, early_stopping={"patience": 4, "min_epochs": 1})
+    built, plans, train, tune = _setup(tiny_task, config)
+    _scripted_tune_auc(monkeypatch, [0.9, 0.5, 0.5, 0.5])
+    result = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=0)
+    # best at epoch 3; at epoch 6 three epochs passed without improvement (< 4), at epoch 9 six: it stops there
+    assert [r["epoch"] for r in result.curve] == [3, 6, 9] and result.stopped_early and result.best_epoch == 3
