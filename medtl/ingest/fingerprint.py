@@ -40,8 +40,11 @@ def group_stats(rows: Sequence[dict[str, Any]], samples: dict[str, np.ndarray]) 
         spacing = np.array([row["spacing"] for row in members], dtype=float)
         shape = np.array([row["shape"] for row in members], dtype=float)
         pooled = [samples[row["scan_id"]] for row in members if row["scan_id"] in samples]
-        values = np.concatenate(pooled).astype(np.float64) if pooled else np.zeros(1)
-        p01, p50, p99 = np.percentile(values, [1, 50, 99])
+        values = np.concatenate(pooled, dtype=np.float64) if pooled else np.zeros(1)  # one copy, not two
+        mean, std = float(values.mean()), float(values.std())
+        # order statistics do not depend on the order, so the sort may reorder `values` (taken after the mean and
+        # std, which do): no third copy of an archive's pooled samples
+        p01, p50, p99 = np.percentile(values, [1, 50, 99], overwrite_input=True)
         out.append(
             GroupStats(
                 image_kind=kind,
@@ -50,7 +53,7 @@ def group_stats(rows: Sequence[dict[str, Any]], samples: dict[str, np.ndarray]) 
                 spacing=_axis_stats(spacing),
                 shape=_axis_stats(shape),
                 intensity=IntensityStats(
-                    p01=float(p01), p50=float(p50), p99=float(p99), mean=float(values.mean()), std=float(values.std())
+                    p01=float(p01), p50=float(p50), p99=float(p99), mean=mean, std=std
                 ),
             )
         )
