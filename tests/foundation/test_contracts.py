@@ -126,3 +126,28 @@ def test_tables_carry_their_contract_and_are_validated_on_read(tmp_path):
     with pytest.raises(DataContractError, match="row 0, column patient_id"):
         write_table(ManifestRow, frame, tmp_path / "bad.parquet")
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_rows_reach_pydantic_as_the_same_plain_values_by_either_conversion():
+    """Arrow's conversion (fast) and the per-cell one (for columns Arrow cannot type) give pydantic the same values:
+    NaN and NA as None, arrays as lists, numpy scalars as Python numbers. A mixed column still names its cell."""
+    import numpy as np
+
+    frame = pd.DataFrame(
+        {
+            "name": ["a", None, "c"],
+            "value": [1.5, np.nan, 3.0],
+            "count": pd.array([1, None, 3], dtype="Int64"),
+            "flags": [np.array(["x", "y"]), np.array([], dtype=str), None],
+            "shape": [np.array([4, 4, 3]), np.array([2, 2]), np.array([1])],
+            "ok": [True, False, True],
+        }
+    )
+    fast, by_cell = contract_base._records(frame), contract_base._records_by_cell(frame)
+    assert fast == by_cell
+    assert fast[1] == {"name": None, "value": None, "count": None, "flags": [], "shape": [2, 2], "ok": False}
+    assert all(type(row["shape"][0]) is int and type(row["ok"]) is bool for row in fast)
+
+    mixed = pd.DataFrame({"patient_id": ["A", "B"], "label": ["1", ["0"]]})  # Arrow cannot type the label column
+    with pytest.raises(DataContractError, match="row 1, column label"):
+        contract_base.validate_frame(LabelRow, mixed)
