@@ -52,9 +52,7 @@ def group_stats(rows: Sequence[dict[str, Any]], samples: dict[str, np.ndarray]) 
                 n_scans=len(members),
                 spacing=_axis_stats(spacing),
                 shape=_axis_stats(shape),
-                intensity=IntensityStats(
-                    p01=float(p01), p50=float(p50), p99=float(p99), mean=mean, std=std
-                ),
+                intensity=IntensityStats(p01=float(p01), p50=float(p50), p99=float(p99), mean=mean, std=std),
             )
         )
     return out
