@@ -208,6 +208,7 @@ def fit(
     if state:
         torch.set_rng_state(state["rng"])
     last_checkpoint = time.monotonic()
+    tuned = tune is not None and len(tune) > 0
     every = tuning_interval(per_epoch, config.min_steps_between_tuning)
     losses: list[float] = []  # since the last record
     for epoch in range(start_epoch, epochs):
@@ -235,7 +236,6 @@ def fit(
             scaler.step(optimizer)
             scaler.update()
             losses.append(float(loss.detach()))
-        tuned = tune is not None and len(tune) > 0
         if tuned and (epoch + 1) % every and epoch + 1 < epochs:  # no tuning prediction after this epoch
             elapsed += time.perf_counter() - started
             stale += 1  # epochs since the best, as patience counts them
