@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from medtl import __version__
-from medtl.contracts.ingest import AxisStats, Fingerprint, GroupStats, IntensityStats
+from medtl.contracts.ingest import AxisStats, Fingerprint, GroupStats
 from medtl.hashing import sha256_json
+from medtl.ingest.intensity import IntensitySummary, pooled_stats
 
 
 def manifest_hash(rows: Sequence[dict[str, Any]]) -> str:
@@ -27,8 +28,8 @@ def _axis_stats(values: np.ndarray) -> list[AxisStats]:
     ]
 
 
-def group_stats(rows: Sequence[dict[str, Any]], samples: dict[str, np.ndarray]) -> list[GroupStats]:
-    """Per (image kind, modality): spacing, shape and pooled intensity statistics."""
+def group_stats(rows: Sequence[dict[str, Any]], intensities: dict[str, IntensitySummary]) -> list[GroupStats]:
+    """Per (image kind, modality): spacing, shape and pooled intensity statistics (from each scan's summary)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["image_kind"], row["modality"])].append(row)
@@ -39,12 +40,7 @@ def group_stats(rows: Sequence[dict[str, Any]], samples: dict[str, np.ndarray]) 
             continue
         spacing = np.array([row["spacing"] for row in members], dtype=float)
         shape = np.array([row["shape"] for row in members], dtype=float)
-        pooled = [samples[row["scan_id"]] for row in members if row["scan_id"] in samples]
-        values = np.concatenate(pooled, dtype=np.float64) if pooled else np.zeros(1)  # one copy, not two
-        mean, std = float(values.mean()), float(values.std())
-        # order statistics do not depend on the order, so the sort may reorder `values` (taken after the mean and
-        # std, which do): no third copy of an archive's pooled samples
-        p01, p50, p99 = np.percentile(values, [1, 50, 99], overwrite_input=True)
+        ids = sorted(row["scan_id"] for row in members)  # the order of ingest must not show in the statistics
         out.append(
             GroupStats(
                 image_kind=kind,
@@ -52,7 +48,7 @@ def group_stats(rows: Sequence[dict[str, Any]], samples: dict[str, np.ndarray]) 
                 n_scans=len(members),
                 spacing=_axis_stats(spacing),
                 shape=_axis_stats(shape),
-                intensity=IntensityStats(p01=float(p01), p50=float(p50), p99=float(p99), mean=mean, std=std),
+                intensity=pooled_stats(intensities[scan_id] for scan_id in ids if scan_id in intensities),
             )
         )
     return out

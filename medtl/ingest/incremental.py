@@ -13,7 +13,6 @@ and `verify=True` hashes every file, so neither relies on timestamps alone.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,11 +20,8 @@ from pathlib import Path
 from stat import S_ISLNK
 from typing import Any
 
-import numpy as np
-
 from medtl import __version__
 from medtl.contracts import ManifestRow, read_json, read_table
-from medtl.contracts.base import atomic_write_bytes
 from medtl.contracts.ingest import FileRecord, IngestChanges, IngestReport
 from medtl.contracts.ingest_state import FileState, IngestState, ScanState
 from medtl.errors import MedTLError
@@ -33,13 +29,15 @@ from medtl.hashing import sha256_file, sha256_json
 from medtl.identity import Pseudonymizer
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.discover import InputFile
+from medtl.ingest.intensity import IntensitySummary, load_summaries, save_summaries, summarize
 from medtl.ingest.privacy import PrivateRecords
-from medtl.ingest.worker import DECODER_VERSION, scan_sample
+from medtl.ingest.worker import DECODER_VERSION
 from medtl.io.limits import IngestLimits
 from medtl.io.nifti import NIFTI_SUFFIXES
 
 STATE = "ingest_state.json"
-SAMPLES = "cache/samples.npz"  # every scan's voxel sample, so carried-over scans need no cache read for statistics
+INTENSITIES = "cache/intensities.npz"  # every scan's intensity summary: carried-over scans need no cache read
+LEGACY_SAMPLES = "cache/samples.npz"
 RACY_WINDOW_NS = 2_000_000_000  # coarsest common timestamp resolution (FAT: 2 s)
 
 
@@ -256,26 +254,9 @@ def build_state(
     )
 
 
-def save_samples(out: Path, samples: dict[str, np.ndarray]) -> None:
-    ids = sorted(samples)
-    sizes = [len(samples[scan_id]) for scan_id in ids]
-    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]) if ids else np.zeros(1, dtype=np.int64)
-    values = np.concatenate([samples[scan_id] for scan_id in ids]) if ids else np.zeros(0, dtype=np.float32)
-    buffer = io.BytesIO()
-    np.savez(buffer, ids=np.array(ids, dtype=str), offsets=offsets, values=values.astype(np.float32))
-    atomic_write_bytes(out / SAMPLES, buffer.getvalue())
-
-
-def load_samples(out: Path) -> dict[str, np.ndarray]:
-    """The last run's samples by scan id; empty when the file is missing or does not hold together."""
-    try:
-        with np.load(out / SAMPLES, allow_pickle=False) as data:
-            ids, offsets, values = data["ids"], data["offsets"], data["values"]
-    except (OSError, KeyError, ValueError):
-        return {}
-    if len(offsets) != len(ids) + 1 or offsets[-1] != len(values) or np.any(np.diff(offsets) < 0):
-        return {}
-    return {str(scan_id): values[offsets[i] : offsets[i + 1]] for i, scan_id in enumerate(ids)}
+def save_intensities(out: Path, intensities: dict[str, IntensitySummary]) -> None:
+    save_summaries(out / INTENSITIES, intensities)
+    (out / LEGACY_SAMPLES).unlink(missing_ok=True)  # what versions before the summaries kept: raw voxel samples
 
 
 def now_ns() -> int:
@@ -287,10 +268,10 @@ def carry_over(
     changes: ChangeSet,
     records: dict[Path, FileRecord],
     private: PrivateRecords,
-    samples: dict[str, np.ndarray],
+    intensities: dict[str, IntensitySummary],
     out: Path,
 ) -> tuple[list[dict[str, Any]], list[ScanState]]:
-    """The last run's rows, records and voxel samples for every group this run did not touch (no input read)."""
+    """The last run's rows, records and intensity summaries for every group this run did not touch (no input read)."""
     for item in changes.kept:
         record = previous.records[item.file_id]
         records[item.path] = record
@@ -299,11 +280,11 @@ def carry_over(
     cache = ScanCache(out)
     kept_scans = [scan for scan in previous.scans if scan.unit not in changes.affected]
     rows = [dict(previous.rows[scan.scan_id]) for scan in kept_scans]
-    stored = load_samples(out)
+    stored = load_summaries(out / INTENSITIES, [row["scan_id"] for row in rows])
     for row in rows:
-        sample = stored.get(row["scan_id"])
-        samples[row["scan_id"]] = (
-            sample if sample is not None else scan_sample(cache.load_array(row["cache_path"], mmap=True))
+        summary = stored.get(row["scan_id"])
+        intensities[row["scan_id"]] = (
+            summary if summary is not None else summarize(cache.load_array(row["cache_path"], mmap=True))
         )
     return rows, kept_scans
 

@@ -19,7 +19,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import pandas as pd
 
 from medtl.contracts import ManifestRow, PreprocessingSpec, read_json, write_json, write_table
@@ -50,11 +49,12 @@ from medtl.ingest.incremental import (
     iter_listed,
     load_previous,
     now_ns,
-    save_samples,
+    save_intensities,
     settings_hash,
     state_entries,
     unit_of,
 )
+from medtl.ingest.intensity import IntensitySummary
 from medtl.ingest.labels import LabelIndex, join_labels, keyed_labels, labels_summary, read_labels
 from medtl.ingest.preprocess import default_spec, spec_hash
 from medtl.ingest.privacy import PrivateRecords
@@ -197,14 +197,14 @@ def ingest_sources(
                 merge(steps, result.timings)
             laps.lap("decode")
             by_path = {f.path: f for f in files}
-            rows, samples, scans, outcomes = _collect(results, items, identities, by_path, pseudonymizer)
+            rows, intensities, scans, outcomes = _collect(results, items, identities, by_path, pseudonymizer)
             records: dict[Path, FileRecord] = {}
             if previous is not None:
-                kept_rows, kept_scans = carry_over(previous, changes, records, private, samples, out)
+                kept_rows, kept_scans = carry_over(previous, changes, records, private, intensities, out)
                 rows, scans = kept_rows + rows, kept_scans + scans
             label_index = LabelIndex(keyed_labels(label_table, pseudonymizer)) if label_table is not None else None
             conflicts = join_labels(rows, scans, label_index)
-            groups = group_stats(rows, samples)
+            groups = group_stats(rows, intensities)
             chosen_spec = spec or _default_spec(groups)
             key = spec_hash(chosen_spec) if chosen_spec else None
             laps.lap("collect")
@@ -246,7 +246,7 @@ def ingest_sources(
         spec_text = chosen_spec.model_dump_json(indent=2) if chosen_spec else "{}"
         (out / QC_SUMMARY).write_text(qc_summary_markdown(report, rows, fingerprint, spec_text), encoding="utf-8")
         private.write(sources, label_table)
-        save_samples(out, samples)
+        save_intensities(out, intensities)
         write_json(state, out / STATE)
     return IngestResult(out, report, fingerprint, chosen_spec, task, notes)
 
@@ -363,11 +363,11 @@ def _collect(
     identities: dict[int, _Identity],
     by_path: dict[Path, InputFile],
     pseudo: Pseudonymizer,
-) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[ScanState], dict[int, tuple[str, list[str]]]]:
-    """Manifest rows (labels joined later, over all rows), voxel samples, each scan's group and join keys, and
+) -> tuple[list[dict[str, Any]], dict[str, IntensitySummary], list[ScanState], dict[int, tuple[str, list[str]]]]:
+    """Manifest rows (labels joined later, over all rows), intensity summaries, each scan's group and join keys, and
     per item its series pseudonym and scan ids (for its files' records)."""
     rows: list[dict[str, Any]] = []
-    samples: dict[str, np.ndarray] = {}
+    intensities: dict[str, IntensitySummary] = {}
     scans: list[ScanState] = []
     outcomes: dict[int, tuple[str, list[str]]] = {}
     for result in sorted(results, key=lambda r: r.item_id):
@@ -377,7 +377,7 @@ def _collect(
         unit = unit_of(by_path[first], pseudo)  # type: ignore[index]
         series_id = pseudo.series(identity.series)
         scan_ids = []
-        for scan, sample in zip(result.scans, result.samples, strict=True):
+        for scan, intensity in zip(result.scans, result.intensities, strict=True):
             scan_id = pseudo.pseudonym("scan", f"{identity.scan_prefix}|{scan['volume_index']}")
             scan_ids.append(scan_id)
             scans.append(
@@ -402,9 +402,9 @@ def _collect(
                 "split": None,
             }
             rows.append(row)
-            samples[scan_id] = sample
+            intensities[scan_id] = intensity
         outcomes[result.item_id] = (series_id, scan_ids)
-    return rows, samples, scans, outcomes
+    return rows, intensities, scans, outcomes
 
 
 def _file_records(

@@ -18,6 +18,7 @@ from medtl.contracts import PreprocessingSpec
 from medtl.errors import ReadError
 from medtl.hashing import sha256_array, sha256_bytes, sha256_file, sha256_json
 from medtl.ingest.cache import ScanCache, WriteBehind
+from medtl.ingest.intensity import IntensitySummary, summarize
 from medtl.ingest.preprocess import applies_to, preprocess_array
 from medtl.ingest.qc import check_scan, intensity_stats
 from medtl.io.dicom.grouping import ScanPlan
@@ -31,7 +32,6 @@ from medtl.timing import collecting, timed
 
 # Bump when decoding changes what arrays come out, so old cache entries are not reused.
 DECODER_VERSION = "1"
-SAMPLE_VOXELS = 4096
 # Bytes of one series kept in memory between hashing and decoding (so each file is read once); beyond it, re-read.
 PREFETCH_BUDGET_BYTES = 256 * 1024 * 1024
 
@@ -61,7 +61,7 @@ class WorkResult:
     item_id: int
     scans: list[dict[str, Any]] = field(default_factory=list)
     files: list[FileResult] = field(default_factory=list)
-    samples: list[np.ndarray] = field(default_factory=list)
+    intensities: list[IntensitySummary] = field(default_factory=list)  # one per scan, for dataset statistics
     error: str | None = None  # the whole item failed (all its files quarantined with this reason)
     error_code: str | None = None
     from_cache: bool = False
@@ -90,7 +90,7 @@ def run_item(item: WorkItem) -> WorkResult:
 def fail_item(item: WorkItem, result: WorkResult, code: str, reason: str) -> None:
     hashes = {f.path: f.sha256 for f in result.files}
     paths = [h.path for h in item.plan.headers] if item.plan else [item.nifti_path]
-    result.scans, result.samples = [], []
+    result.scans, result.intensities = [], []
     result.error, result.error_code = reason, code
     result.files = [FileResult(path, hashes.get(path), reason, code) for path in paths if path is not None]
 
@@ -114,7 +114,7 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
         result.files.extend(FileResult(path, digest) for path, digest in hashes.items())
         for record in cached:
             result.scans.append(record)
-            result.samples.append(scan_sample(cache.load_array(record["cache_path"], mmap=True)))
+            result.intensities.append(summarize(cache.load_array(record["cache_path"], mmap=True)))
             preprocess_early(item, cache, record, None)
         return
     try:
@@ -137,7 +137,7 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
             result.files = [FileResult(f.path, f.sha256, f.error or error.what, f.code) for f in result.files]
             return
         result.scans.append(record)
-        result.samples.append(scan_sample(scan.array))
+        result.intensities.append(summarize(scan.array))
         preprocess_early(item, cache, record, array)
     cache.remember(source_key, result.scans)
 
@@ -242,13 +242,6 @@ def compact_lossless(array: np.ndarray, *, integral: bool, low: float, high: flo
             if info.min <= low and high <= info.max:
                 return array.astype(dtype, order="K", copy=False)
     return array
-
-
-def scan_sample(array: np.ndarray) -> np.ndarray:
-    """A fixed, deterministic subsample of voxels for dataset-level intensity statistics."""
-    flat = array.ravel(order="K")
-    step = max(1, flat.size // SAMPLE_VOXELS)
-    return np.array(flat[::step][:SAMPLE_VOXELS], dtype=np.float32)  # a copy: a view would keep the volume alive
 
 
 def preprocess_cached(

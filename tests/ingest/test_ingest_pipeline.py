@@ -173,11 +173,12 @@ def test_parallel_workers_give_the_same_manifest(cohort, tmp_path):
 
 
 def test_worker_results_hold_no_reference_to_decoded_volumes():
-    # a sample that is a view keeps its whole volume alive: memory would grow with every series ingested
-    from medtl.ingest.worker import compact_lossless, scan_sample
+    # a summary holding a view keeps its whole volume alive: memory would grow with every series ingested
+    from medtl.ingest.intensity import summarize
+    from medtl.ingest.worker import compact_lossless
 
     volume = np.arange(64 * 64 * 8, dtype=np.float32).reshape(64, 64, 8)
-    assert not np.shares_memory(scan_sample(volume), volume)
+    assert not np.shares_memory(summarize(volume).sketch, volume)
     assert compact_lossless(volume, integral=True, low=0, high=volume.max()).dtype == np.int16
     assert compact_lossless(volume * 2, integral=True, low=0, high=volume.max() * 2).dtype == np.uint16
     assert compact_lossless(volume - 40000, integral=True, low=-40000, high=volume.max() - 40000).dtype == np.float32
