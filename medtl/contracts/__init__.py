@@ -4,6 +4,7 @@ from medtl.contracts.artifact import ArtifactManifest, ArtifactMetadata, AuditEv
 from medtl.contracts.base import (
     ContractModel,
     read_json,
+    read_rows,
     read_table,
     validate_document,
     validate_rows,
@@ -99,6 +100,7 @@ __all__ = [
     "Splits",
     "TaskDeclaration",
     "read_json",
+    "read_rows",
     "read_table",
     "validate_document",
     "validate_rows",

@@ -21,7 +21,7 @@ from stat import S_ISLNK
 from typing import Any
 
 from medtl import __version__
-from medtl.contracts import ManifestRow, read_json, read_table
+from medtl.contracts import ManifestRow, read_json, read_rows
 from medtl.contracts.ingest import FileRecord, IngestChanges, IngestReport
 from medtl.contracts.ingest_state import FileState, IngestState, ScanState
 from medtl.errors import MedTLError
@@ -123,32 +123,15 @@ def load_previous(out: Path, settings: str) -> tuple[Previous | None, str | None
         if state.settings_hash != settings:
             return None, "the sources, pseudonym key, limits or medtl version differ from the last ingest"
         report = read_json(IngestReport, out / "ingest_report.json")
-        frame = read_table(ManifestRow, out / "manifest.parquet")
+        manifest = read_rows(ManifestRow, out / "manifest.parquet")
     except MedTLError:
         return None, "the last ingest's state, report or manifest is missing or unreadable"
-    rows = {row["scan_id"]: row for row in manifest_rows(frame)}
+    rows = {row["scan_id"]: row for row in manifest}
     if any(scan.scan_id not in rows for scan in state.scans):
         return None, "the last ingest's manifest does not match its state"
     files = {entry.file_id: entry for entry in state.files}
     records = {record.file_id: record for record in report.files}
     return Previous(state, files, records, rows, state.scans), None
-
-
-def manifest_rows(frame: Any) -> list[dict[str, Any]]:
-    """Manifest rows as ingest builds them (plain lists, ints, floats and None), so reused and fresh rows hash
-    alike; read_table has checked every row against the contract already."""
-    return [_plain(record) for record in frame.to_dict(orient="records")]
-
-
-def _plain(record: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in record.items():
-        if hasattr(value, "tolist"):
-            value = value.tolist()
-        elif isinstance(value, float) and value != value:  # NaN in an optional text column
-            value = None
-        out[key] = value
-    return out
 
 
 class ChangeSet:
@@ -234,22 +217,12 @@ def _hash(path: Path) -> str | None:
         return None
 
 
-def build_state(
-    settings: str,
-    started_ns: int,
-    files: Sequence[tuple[Listed, str, str | None]],
-    scans: Sequence[ScanState],
-) -> IngestState:
-    """files: (listed file, its group, its content hash or None)."""
-    entries = [
-        FileState(file_id=item.file_id, size_bytes=item.size, mtime_ns=item.mtime_ns, sha256=digest, unit=unit)
-        for item, unit, digest in files
-    ]
+def build_state(settings: str, started_ns: int, files: Sequence[FileState], scans: Sequence[ScanState]) -> IngestState:
     return IngestState(
         medtl_version=__version__,
         settings_hash=settings,
         started_ns=started_ns,
-        files=sorted(entries, key=lambda entry: entry.file_id),
+        files=sorted(files, key=lambda entry: entry.file_id),
         scans=sorted(scans, key=lambda scan: scan.scan_id),
     )
 
@@ -296,17 +269,25 @@ def state_entries(
     by_path: dict[Path, InputFile],
     records: dict[Path, FileRecord],
     pseudonymizer: Pseudonymizer,
-) -> list[tuple[Listed, str, str | None]]:
-    """(file, group, content hash) for the state: as last time for files not read, as found for the others."""
+) -> list[FileState]:
+    """Every listed file's state: the last run's entry for a file not read (its stat is unchanged, so the entry
+    is too), as found for the others."""
     kept = {item.file_id for item in changes.kept}
     entries = []
     for item in listed:
         if previous is not None and item.file_id in kept:
-            before = previous.files[item.file_id]
-            entries.append((item, before.unit, before.sha256))
-        else:
-            file, digest = by_path[item.path], records[item.path].sha256
-            if digest is None and file.header is not None:  # a DICOM file left out of its series (a localizer,
-                digest = _hash(item.path)  # a copy): hashed now, or every racy check would re-read its series
-            entries.append((item, unit_of(file, pseudonymizer), digest))
+            entries.append(previous.files[item.file_id])
+            continue
+        file, digest = by_path[item.path], records[item.path].sha256
+        if digest is None and file.header is not None:  # a DICOM file left out of its series (a localizer, a copy):
+            digest = _hash(item.path)  # hashed now, or every racy check would re-read its series
+        entries.append(
+            FileState(
+                file_id=item.file_id,
+                size_bytes=item.size,
+                mtime_ns=item.mtime_ns,
+                sha256=digest,
+                unit=unit_of(file, pseudonymizer),
+            )
+        )
     return entries

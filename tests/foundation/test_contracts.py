@@ -11,7 +11,7 @@ import pytest
 
 from medtl.contracts import ALL_CONTRACTS, LabelRow, PreprocessingSpec, read_json, validate_rows, write_json
 from medtl.contracts import base as contract_base
-from medtl.contracts.base import read_table, write_table
+from medtl.contracts.base import read_rows, read_table, write_table
 from medtl.contracts.ingest import ManifestRow
 from medtl.contracts.schemas import render
 from medtl.errors import DataContractError
@@ -122,10 +122,24 @@ def test_tables_carry_their_contract_and_are_validated_on_read(tmp_path):
     write_table(ManifestRow, frame, path)
     back = read_table(ManifestRow, path)
     assert list(back.qc_flags.iloc[0]) == ["slice_gap"]
+    (plain,) = read_rows(ManifestRow, path)  # the same row without pandas: plain Python values
+    assert plain["qc_flags"] == ["slice_gap"] and plain["shape"] == [4, 4, 3] and type(plain["n_files"]) is int
+    assert plain == {**{name: None for name in ManifestRow.model_fields}, **row}
     frame.loc[0, "patient_id"] = "PAT001"  # a real identifier instead of a pseudonym
     with pytest.raises(DataContractError, match="row 0, column patient_id"):
         write_table(ManifestRow, frame, tmp_path / "bad.parquet")
     assert not (tmp_path / "bad.parquet").exists()
+
+
+@pytest.mark.parametrize("content", [b"PAR1garbagePAR1", b"", b"not parquet at all, a text file"])
+def test_an_unreadable_table_is_a_contract_error_that_does_not_quote_its_path(tmp_path, content):
+    path = tmp_path / "PATIENT_NAME" / "manifest.parquet"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    for read in (read_table, read_rows):
+        with pytest.raises(DataContractError, match="not a readable Parquet file") as caught:
+            read(ManifestRow, path)
+        assert "PATIENT_NAME" not in str(caught.value)
 
 
 def test_rows_reach_pydantic_as_the_same_plain_values_by_either_conversion():

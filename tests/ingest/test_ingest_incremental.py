@@ -211,3 +211,26 @@ def test_verify_hashes_every_file_and_reassembles_nothing_when_nothing_changed(t
     total = sum(first.counts.values())
     assert again.changes.files_read == total and again.changes.groups_reassembled == 0
     assert again.files == first.files
+
+
+@pytest.mark.parametrize("damaged", ["manifest.parquet", "ingest_state.json", "ingest_report.json"])
+def test_a_damaged_dataset_folder_means_a_full_reread_not_a_failed_run(cohort, monkeypatch, damaged):
+    _ingest(cohort, "data")
+    (cohort / "data" / damaged).write_bytes(b"PAR1 truncated by a full disk")
+    reads = Reads(monkeypatch)
+    report = _ingest(cohort, "data")
+    assert report.changes.mode == "full" and "unreadable" in report.changes.full_reason
+    assert len(reads.headers) == 10
+    _assert_equals_full_reingest(cohort)
+
+
+def test_missing_or_damaged_intensity_summaries_are_rebuilt_from_the_cache(cohort, monkeypatch):
+    from medtl.ingest.incremental import INTENSITIES
+
+    _ingest(cohort, "data")
+    ct_series(cohort / "src" / "P5" / "c", np.full((3, 8, 8), 7, dtype=np.uint16), patient_id="P5")
+    (cohort / "data" / INTENSITIES).write_bytes(b"PK\x03\x04 not a zip archive")
+    reads = Reads(monkeypatch)
+    report = _ingest(cohort, "data")
+    assert report.changes.mode == "incremental" and len(reads.headers) == 3  # only the new series was read
+    _assert_equals_full_reingest(cohort)  # the fingerprint's pooled statistics included
