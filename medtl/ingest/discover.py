@@ -48,8 +48,9 @@ def restored(path: Path, source_index: int, relative: str, sent: tuple) -> Input
     )  # fmt: skip
 
 
-def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, Path, str, Path]]:
-    """Yield (source index, path, relative path, source root) for every file, each real file once.
+def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, str, str, Path]]:
+    """Yield (source index, path, relative path, source root) for every file, each real file once. The path is a
+    string: a re-run lists every file of an archive and reads few, and a Path per file costs more than its stat.
 
     Symbolic links are never followed out of a source: a link whose target lies outside its source folder (or
     nowhere) is still yielded, so that classify_file records it as skipped; a link to a file inside the same
@@ -74,7 +75,7 @@ def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, Path, str, Path
         for path, folder, is_link in candidates:
             relative = path[len(prefix) :].replace(os.sep, "/")
             if is_link and path != str(root) and link_fate(Path(path), base) is not None:
-                yield index, Path(path), relative, base
+                yield index, path, relative, base
                 continue
             if is_link:
                 real = os.path.realpath(path)
@@ -86,7 +87,7 @@ def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, Path, str, Path
             if real in seen:
                 continue
             seen.add(real)
-            yield index, Path(path), relative, base
+            yield index, path, relative, base
 
 
 def _walk(directory: str, root: Path) -> Iterator[tuple[str, str, bool]]:

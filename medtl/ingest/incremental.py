@@ -13,6 +13,7 @@ and `verify=True` hashes every file, so neither relies on timestamps alone.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ class Listed:
     """One file found under the sources, with the stat that decides whether it changed (nothing read yet)."""
 
     index: int
-    path: Path
+    location: str  # the path as a string: most listed files are never read, and a Path each costs more than a stat
     relative: str
     root: Path
     file_id: str
@@ -54,16 +55,20 @@ class Listed:
     mtime_ns: int
 
     @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+    @property
     def walked(self) -> tuple[int, Path, str, Path]:
         return self.index, self.path, self.relative, self.root
 
 
-def iter_listed(walked: Iterable[tuple[int, Path, str, Path]], pseudonymizer: Pseudonymizer) -> Iterator[Listed]:
+def iter_listed(walked: Iterable[tuple[int, str, str, Path]], pseudonymizer: Pseudonymizer) -> Iterator[Listed]:
     """Stat every file as it is walked. A symbolic link or a file that cannot be stat'ed gets time -1: always read
     again."""
     for index, path, relative, root in walked:
         try:
-            stat = path.lstat()
+            stat = os.lstat(path)
             size, mtime = (0, -1) if S_ISLNK(stat.st_mode) else (stat.st_size, stat.st_mtime_ns)
         except OSError:
             size, mtime = 0, -1
@@ -236,18 +241,27 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+@dataclass
+class Carried:
+    """What an incremental run takes from the last one for the groups it did not touch."""
+
+    rows: list[dict[str, Any]]
+    scans: list[ScanState]
+    records: list[FileRecord]
+
+
 def carry_over(
     previous: Previous,
     changes: ChangeSet,
-    records: dict[Path, FileRecord],
     private: PrivateRecords,
     intensities: dict[str, IntensitySummary],
     out: Path,
-) -> tuple[list[dict[str, Any]], list[ScanState]]:
+) -> Carried:
     """The last run's rows, records and intensity summaries for every group this run did not touch (no input read)."""
+    records = []
     for item in changes.kept:
         record = previous.records[item.file_id]
-        records[item.path] = record
+        records.append(record)
         private.keep(item.file_id, item.index, item.relative, record.status)
     private.carry_terms()
     cache = ScanCache(out)
@@ -259,7 +273,7 @@ def carry_over(
         intensities[row["scan_id"]] = (
             summary if summary is not None else summarize(cache.load_array(row["cache_path"], mmap=True))
         )
-    return rows, kept_scans
+    return Carried(rows, kept_scans, records)
 
 
 def state_entries(

@@ -198,10 +198,11 @@ def ingest_sources(
             laps.lap("decode")
             by_path = {f.path: f for f in files}
             rows, intensities, scans, outcomes = _collect(results, items, identities, by_path, pseudonymizer)
-            records: dict[Path, FileRecord] = {}
+            records: dict[Path, FileRecord] = {}  # of the files read this time
+            kept_records: list[FileRecord] = []
             if previous is not None:
-                kept_rows, kept_scans = carry_over(previous, changes, records, private, intensities, out)
-                rows, scans = kept_rows + rows, kept_scans + scans
+                carried = carry_over(previous, changes, private, intensities, out)
+                rows, scans, kept_records = carried.rows + rows, carried.scans + scans, carried.records
             label_index = LabelIndex(keyed_labels(label_table, pseudonymizer)) if label_table is not None else None
             conflicts = join_labels(rows, scans, label_index)
             groups = group_stats(rows, intensities)
@@ -233,7 +234,7 @@ def ingest_sources(
         summary = labels_summary(label_index, label_table, rows, conflicts) if label_table is not None else None
         laps.lap("write_outputs")
         report = build_report(
-            list(records.values()),
+            kept_records + list(records.values()),
             n_sources=len(sources),
             n_scans=len(rows),
             key_id=pseudonymizer.key_id,
