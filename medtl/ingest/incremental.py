@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from stat import S_ISLNK
 from typing import Any
@@ -54,7 +55,7 @@ class Listed:
     size: int
     mtime_ns: int
 
-    @property
+    @cached_property  # made once, for the files that are read
     def path(self) -> Path:
         return Path(self.location)
 
