@@ -75,11 +75,58 @@ def test_a_file_of_another_contract_or_version_is_refused(tmp_path):
         read_json(PreprocessingSpec, path)
 
 
+def test_a_document_read_in_one_pass_equals_the_one_written_and_is_of_the_contract_type(tmp_path, monkeypatch):
+    from medtl.contracts.ingest import AxisStats, Fingerprint, GroupStats, IntensityStats
+
+    axis = AxisStats(p05=1.0, median=2.0, p95=3.0)
+    group = GroupStats(
+        image_kind="volume", modality="CT", n_scans=2, spacing=[axis] * 3, shape=[axis] * 3,
+        intensity=IntensityStats(p01=float("-inf"), p50=0.0, p99=float("nan"), mean=1.0, std=2.0),
+    )  # fmt: skip
+    written = Fingerprint(
+        medtl_version="0", pseudonym_key_id="k", manifest_hash="a" * 64, n_scans=2, n_patients=1, n_studies=1,
+        modalities={"CT": 2}, labels={}, patients_per_label={}, groups=[group], preprocessing_hash=None,
+    )  # fmt: skip
+    write_json(written, tmp_path / "fingerprint.json")
+    monkeypatch.setattr(contract_base, "_read_json_in_steps", lambda *a: pytest.fail("a valid file took the slow path"))
+    back = read_json(Fingerprint, tmp_path / "fingerprint.json")
+    assert type(back) is Fingerprint and back.model_fields_set == written.model_fields_set
+    assert (
+        back.groups[0].intensity.p01 == float("-inf") and back.groups[0].intensity.p99 != back.groups[0].intensity.p99
+    )
+    assert back.model_dump_json() == written.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe not utf-8", "not UTF-8"),
+        (b"[1, 2, 3]", "not a JSON object"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
+        (b'{"contract": "preprocessing", "contract_version": 1, "spatial_dims": 2,', "not valid JSON"),
+        (b'{"contract": "preprocessing", "contract_version": 1, "spatial_dims": "two"}', "spatial_dims"),
+    ],
+)
+def test_a_hostile_document_is_a_contract_error_naming_what_is_wrong(tmp_path, content, message):
+    path = tmp_path / "preprocessing.json"
+    path.write_bytes(content)
+    with pytest.raises(DataContractError, match=message):
+        read_json(PreprocessingSpec, path)
+
+
+def test_a_folder_in_place_of_a_document_is_a_contract_error_that_does_not_quote_its_path(tmp_path):
+    path = tmp_path / "PATIENT_NAME" / "preprocessing.json"
+    path.mkdir(parents=True)
+    with pytest.raises(DataContractError, match="cannot be read") as caught:
+        read_json(PreprocessingSpec, path)
+    assert "PATIENT_NAME" not in str(caught.value)
+
+
 def test_an_oversized_document_is_refused_before_it_is_read(tmp_path, monkeypatch):
     path = tmp_path / "preprocessing.json"
     path.write_text(json.dumps({"contract": "preprocessing", "contract_version": 1}) + " " * 2048)
     monkeypatch.setattr(contract_base, "MAX_DOCUMENT_BYTES", 1024)
-    monkeypatch.setattr(Path, "read_text", lambda *a, **k: pytest.fail("read before its size was checked"))
+    monkeypatch.setattr(Path, "read_bytes", lambda *a, **k: pytest.fail("read before its size was checked"))
     with pytest.raises(DataContractError, match="larger than"):
         read_json(PreprocessingSpec, path)
 
