@@ -131,12 +131,7 @@ def read_json(model: type[M], path: str | Path) -> M:
             )
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataContractError(
-            model.schema_filename(),
-            [ContractProblem("file", "the file does not exist")],
-            where=path.name,
-            fix=f"run the stage that writes {path.name} first",
-        ) from None
+        raise _missing(model, path) from None
     except OSError as error:  # a folder in its place, no permission: the message would quote the path
         raise DataContractError(
             model.schema_filename(),
@@ -153,6 +148,15 @@ def read_json(model: type[M], path: str | Path) -> M:
 
 
 _HEADER_KEYS = ("contract", "contract_version")
+
+
+def _missing(model: type[ContractModel], path: Path) -> DataContractError:
+    return DataContractError(
+        model.schema_filename(),
+        [ContractProblem("file", "the file does not exist")],
+        where=path.name,
+        fix=f"run the stage that writes {path.name} first",
+    )
 
 
 @functools.cache
@@ -243,12 +247,7 @@ def read_rows(model: type[ContractModel], path: str | Path) -> list[dict[str, An
 
 def _read_contract_table(model: type[ContractModel], path: Path) -> pa.Table:
     if not path.exists():
-        raise DataContractError(
-            model.schema_filename(),
-            [ContractProblem("file", "the file does not exist")],
-            where=path.name,
-            fix=f"run the stage that writes {path.name} first",
-        )
+        raise _missing(model, path)
     try:
         with pq.ParquetFile(path) as parquet:  # not pq.read_table: its dataset machinery costs ~0.1 s to import
             table = parquet.read()
