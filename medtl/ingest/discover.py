@@ -56,45 +56,42 @@ def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, str, str, Path]
     nowhere) is still yielded, so that classify_file records it as skipped; a link to a file inside the same
     source is followed, and that file is read once however many links point at it. Linked folders are not
     walked; one that points outside is recorded like a linked file. A plain file's real path is its folder's
-    real path plus its name (one resolve per folder, not per file: a re-run lists large archives often).
+    real path plus its name (one resolve per source, not per file: a re-run lists large archives often).
     """
     for index, source in enumerate(sources):  # all of them before the first file: nothing is read in vain
         if not Path(source).exists():
             raise IngestError(f"input does not exist: source #{index + 1}", fix="check the SRC arguments")
     seen: set[str] = set()
-    real_dirs: dict[str, str] = {}
     for index, source in enumerate(sources):
         root = Path(source)
         if root.is_file():  # a file named on the command line is used as given, link or not
             base = root.parent
-            candidates: Iterator[tuple[str, str, bool]] = iter([(str(root), str(base), root.is_symlink())])
+            real = os.path.join(os.path.realpath(base), root.name)
+            candidates: Iterator[tuple[str, str, bool]] = iter([(str(root), real, root.is_symlink())])
         else:
             base = root
-            candidates = _walk(str(root), root)
+            candidates = _walk(str(root), root, os.path.realpath(root))
         prefix = os.path.join(str(base), "")  # every path found starts with it
-        for path, folder, is_link in candidates:
+        for path, real, is_link in candidates:
             relative = path[len(prefix) :].replace(os.sep, "/")
             if is_link and path != str(root) and link_fate(Path(path), base) is not None:
                 yield index, path, relative, base
                 continue
             if is_link:
                 real = os.path.realpath(path)
-            else:
-                parent = real_dirs.get(folder)
-                if parent is None:
-                    parent = real_dirs[folder] = os.path.realpath(folder)
-                real = os.path.join(parent, path[len(folder) + 1 :])
             if real in seen:
                 continue
             seen.add(real)
             yield index, path, relative, base
 
 
-def _walk(directory: str, root: Path) -> Iterator[tuple[str, str, bool]]:
-    """(path, its folder, is a symbolic link) for every file under `directory`, folders and names in sorted order,
+def _walk(directory: str, root: Path, real_directory: str) -> Iterator[tuple[str, str, bool]]:
+    """(path, real path, is a symbolic link) for every file under `directory`, folders and names in sorted order,
     top down. Plain strings until a file is yielded: on an archive, Path objects per file cost more than the walk.
 
-    os.scandir's entries know their type without a system call per file on common file systems."""
+    os.scandir's entries know their type without a system call per file on common file systems. A folder that is
+    walked is never a link, so its real path is its parent's plus its name: one resolve per source, not per folder.
+    """
     try:
         with os.scandir(directory) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
@@ -109,15 +106,15 @@ def _walk(directory: str, root: Path) -> Iterator[tuple[str, str, bool]]:
         (folders if is_folder else others).append(entry)
     for entry in folders:
         if entry.is_symlink() and link_fate(Path(entry.path), root) is not None:
-            yield entry.path, directory, True
+            yield entry.path, "", True
     for entry in others:
         if entry.is_symlink():
-            yield entry.path, directory, True
+            yield entry.path, "", True
         elif entry.is_file():
-            yield entry.path, directory, False
+            yield entry.path, os.path.join(real_directory, entry.name), False
     for entry in folders:
         if not entry.is_symlink():
-            yield from _walk(entry.path, root)
+            yield from _walk(entry.path, root, os.path.join(real_directory, entry.name))
 
 
 def link_fate(path: Path, root: Path) -> tuple[str, str] | None:

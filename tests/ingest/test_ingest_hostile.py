@@ -207,6 +207,20 @@ def test_symlinks_out_of_a_source_are_skipped_and_links_inside_are_read_once(tmp
     assert "OUT01" not in json.dumps(json.loads((tmp_path / "out" / "private" / "phi_terms.json").read_text()))
 
 
+def test_a_source_reached_through_a_linked_folder_still_reads_a_linked_file_once(tmp_path):
+    # real paths of plain files come from the source's resolved path plus the walked names: the link's target and
+    # the file itself must still meet as one file when the source path itself goes through a link
+    src = tmp_path / "real" / "src"
+    good_series(src / "series", patient_id="IN01", slices=3)
+    (src / "links").mkdir()
+    os.symlink(src / "series" / "001.dcm", src / "links" / "inside.dcm")
+    os.symlink(tmp_path / "real", tmp_path / "alias")
+    _ingest(tmp_path / "alias" / "src", tmp_path / "out")
+    report, fates = _fates(tmp_path / "out")
+    assert report.counts == {"ingested": 3, "skipped": 0, "quarantined": 0}
+    assert sorted(fates["ingested"]) == ["links/inside.dcm", "series/000.dcm", "series/002.dcm"]
+
+
 def test_nifti_study_folders_of_different_patients_are_different_studies(tmp_path):
     src = tmp_path / "src"
     volume = np.arange(512, dtype=np.int16).reshape(8, 8, 8)
