@@ -5,8 +5,8 @@ incremental re-run of a large archive must not re-read (or keep, load and re-sor
 a few new scans. Each scan keeps its sample's count, mean and sum of squared deviations (pooled mean and standard
 deviation are exact from these, by the parallel variance formula) and its sample's values at SKETCH_POINTS evenly
 spaced mid ranks. Pooled percentiles are read off the weighted mixture of those quantile sketches: a percentile is
-off by at most about 1 / SKETCH_POINTS in rank, and the result does not depend on the order of the scans, so an
-incremental run and a full re-ingest agree to the bit.
+off by at most about 1 / SKETCH_POINTS in rank. The caller pools the scans in scan-id order (floating-point sums
+depend on order), so an incremental run and a full re-ingest agree to the bit.
 """
 
 from __future__ import annotations
