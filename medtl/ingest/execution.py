@@ -28,7 +28,7 @@ def process_pool(n_workers: int) -> Iterator[Executor | None]:
     """Worker processes, or none when one worker is asked.
 
     Forked where the platform can (Linux): workers start at once with medtl already imported, and a user's script
-    is not re-imported in every worker as it is with "spawn". The workers only run numpy / pydicom / scipy code, no
+    is not re-imported in every worker as it is with "spawn". The workers only run numpy / pydicom code, no
     torch and no threads of their own, which is what makes forking safe here.
     """
     if n_workers <= 1:

@@ -180,6 +180,26 @@ def test_a_zoom_over_the_kept_inputs_only_equals_the_whole_arrays_bit_for_bit(se
     assert _zoom_plan((100, 100, 100), [0.5] * 3, keep=[10] * 3).spans == ((38, 62),) * 3
 
 
+@pytest.mark.parametrize("seed", range(24))
+def test_the_low_pass_filter_gives_ndimage_gaussian_filter1ds_values(seed):
+    """Any axis, C and Fortran order, an axis shorter than the kernel (edges extended many times over), sigmas from
+    a hair to wide; the scale of the values matters not (scans are scaled to [0, 1] first, but not here)."""
+    from scipy import ndimage
+
+    from medtl.ingest.preprocess import _gaussian_along
+
+    rng = np.random.default_rng(900 + seed)
+    shape = tuple(int(n) for n in rng.integers(1, 50, size=2 + seed % 2))
+    array = rng.random(shape, dtype=np.float32) * np.float32(rng.choice([1.0, 3000.0]))
+    array = np.asfortranarray(array) if seed % 3 == 0 else array
+    axis = int(rng.integers(0, array.ndim))
+    sigma = float(rng.choice([0.05, 0.5, 0.75, 2.0, 9.0]))
+    expected = ndimage.gaussian_filter1d(array, sigma, axis=axis, mode="nearest")
+    got = _gaussian_along(array, axis, sigma)
+    assert got.dtype == np.float32 and got.shape == array.shape
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-6 * float(np.abs(array).max()))
+
+
 @pytest.mark.parametrize("seed", range(16))
 def test_separable_resampling_gives_ndimage_zooms_values(seed):
     """2D resizing to an exact size and 3D zooms by factors, one axis of length 1 among them."""
