@@ -7,6 +7,7 @@ the target spacing, then resize (2D) or centre pad/crop (3D, which keeps the phy
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,41 +197,65 @@ def _gaussian_radius(sigma: float) -> int:
     return int(4.0 * sigma + 0.5) if sigma > 1e-15 else 0
 
 
-def _gaussian_along(array: np.ndarray, axis: int, sigma: float) -> np.ndarray:
-    """Gaussian low-pass along one axis, edges extended: scipy's `ndimage.gaussian_filter1d(..., mode="nearest")`
-    to float32 rounding (tests compare them), as a sum over the kernel's taps.
+_EXACT_KERNEL_SUM = 1 << 20  # taps summed one by one up to this radius; beyond it, the sum's closed form
 
-    Why not scipy: importing scipy.ndimage cost every ingest and scoring worker 0.2 s of CPU, 8% of a worker's
-    time on a 400-series archive, for a kernel of a few taps (a shrink by f uses sigma (1/f - 1)/2). Each output
-    is summed from its own neighbours in a fixed order, so a region cut from a larger array (see _ZoomPlan) gets
-    the very bits the whole array would; a matrix product (BLAS) would not promise that.
+
+def _kernel(sigma: float, length: int) -> tuple[np.ndarray, float]:
+    """The low-pass weights of offsets -e..e, e = min(radius, length), and the weight per side of the offsets
+    beyond: scipy's gaussian_filter1d kernel (4-sigma radius, normalised over it), folded onto the axis's edges.
+
+    Why folded: an offset of `length` or more lands past the edge from every position, where the extended edge
+    is all there is. A header that declares a spacing a million times finer than the target asks for a kernel of
+    millions of taps; folded, it costs at most the axis's length, and memory and time stay bounded.
     """
     radius = _gaussian_radius(sigma)
-    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    explicit = min(radius, length)
+    offsets = np.arange(-explicit, explicit + 1, dtype=np.float64)
     weights = np.exp(-0.5 / (sigma * sigma) * offsets**2)
-    weights /= weights.sum()
-    length = array.shape[axis]
-    width = [(radius, radius) if a == axis else (0, 0) for a in range(array.ndim)]
-    padded = np.pad(np.asarray(array, dtype=np.float32), width, mode="edge")
+    if radius <= _EXACT_KERNEL_SUM:
+        beyond = np.arange(explicit + 1, radius + 1, dtype=np.float64)
+        tail = float(np.exp(-0.5 / (sigma * sigma) * beyond**2).sum())
+    else:  # the sampled Gaussian's sum by its integral: exact far below float32 for so wide a kernel
+        scale = sigma * math.sqrt(2.0)
+        tail = (
+            sigma * math.sqrt(math.pi / 2.0) * (math.erf((radius + 0.5) / scale) - math.erf((explicit + 0.5) / scale))
+        )
+    total = float(weights.sum()) + 2.0 * tail
+    return weights / total, tail / total
 
-    def shifted(by: int) -> np.ndarray:
-        window = slice(radius + by, radius + by + length)
-        return padded[tuple(window if a == axis else slice(None) for a in range(array.ndim))]
 
-    total = shifted(0) * np.float32(weights[radius])
-    for step in range(1, radius + 1):  # the kernel is symmetric: one product per pair of taps
-        pair = shifted(-step) + shifted(step)
-        pair *= np.float32(weights[radius + step])
+def _filtered_at(array: np.ndarray, axis: int, at: np.ndarray, sigma: float, first: int, length: int) -> np.ndarray:
+    """The low-passed values at input indices `at` along `axis`, edges extended: what scipy's
+    `ndimage.gaussian_filter1d(..., mode="nearest")` gives there, to float32 rounding (tests compare them).
+    `array` holds inputs first..first+n of an axis of `length`, every input the kernel reaches from `at`.
+
+    Only the values the resampling reads are filtered (two per kept output): a large shrink reads few of them.
+    Each is summed from its own neighbours in a fixed order, so a region cut from a larger array (see _ZoomPlan)
+    gets the very bits the whole array would. Why not scipy: importing scipy.ndimage cost every ingest and
+    scoring worker 0.2 s of CPU, 8% of a worker's time on a 400-series archive.
+    """
+    if sigma <= 1e-15:
+        return np.take(array, at - first, axis=axis)
+    weights, tail = _kernel(sigma, length)
+    explicit = (weights.size - 1) // 2
+
+    def tap(offset: int) -> np.ndarray:
+        return np.take(array, np.clip(at + offset, 0, length - 1) - first, axis=axis)
+
+    total = tap(0) * np.float32(weights[explicit])
+    for step in range(1, explicit + 1):  # the kernel is symmetric: one product per pair of taps
+        pair = tap(-step) + tap(step)
+        pair *= np.float32(weights[explicit + step])
         total += pair
+    if tail > 0.0:
+        edges = np.take(array, [-first], axis=axis) + np.take(array, [length - 1 - first], axis=axis)
+        total += edges * np.float32(tail)
     return total
 
 
 def _zoom_planned(region: np.ndarray, plan: _ZoomPlan) -> np.ndarray:
     """Resample `region` (the input cut to plan.spans) to the kept outputs."""
     out = np.asarray(region, dtype=np.float32)
-    for axis, sigma in enumerate(plan.sigma):
-        if sigma > 1e-15:
-            out = _gaussian_along(out, axis, sigma)
     # the axis that shrinks the array most goes first, so the copies made along the others are small
     order = sorted(range(out.ndim), key=lambda axis: plan.windows[axis][1] / plan.lengths[axis])
     for axis in order:
@@ -250,13 +275,18 @@ def _samples(length: int, size: int, start: int, kept: int) -> tuple[np.ndarray,
 def _resample_axis(array: np.ndarray, axis: int, plan: _ZoomPlan) -> np.ndarray:
     """The kept outputs of a linear resampling along `axis`; `array` holds the plan's input span along it."""
     length, size, (start, kept) = plan.lengths[axis], plan.sizes[axis], plan.windows[axis]
-    if size == length and kept == length:
-        return array  # every sample falls on an input voxel
+    sigma, first = plan.sigma[axis], plan.spans[axis][0]
+    if size == length and kept == length:  # every sample falls on an input voxel
+        return array if sigma <= 1e-15 else _filtered_at(array, axis, np.arange(length), sigma, first, length)
     positions, below, above = _samples(length, size, start, kept)
     weight = (positions - below).astype(np.float32).reshape([kept if a == axis else 1 for a in range(array.ndim)])
-    offset = plan.spans[axis][0]
-    low = np.take(array, below - offset, axis=axis)
-    difference = np.take(array, above - offset, axis=axis)
+    if sigma <= 1e-15:
+        low, difference = np.take(array, below - first, axis=axis), np.take(array, above - first, axis=axis)
+    else:
+        read = np.unique(np.concatenate([below, above]))  # the inputs the kept outputs read, low-passed once each
+        values = _filtered_at(array, axis, read, sigma, first, length)
+        low = np.take(values, np.searchsorted(read, below), axis=axis)
+        difference = np.take(values, np.searchsorted(read, above), axis=axis)
     difference -= low
     difference *= weight
     low += difference

@@ -14,6 +14,9 @@ from medtl.io.scan import Scan
 CT_PLAUSIBLE_HU = (-1100.0, 4000.0)
 MIN_IN_PLANE = 8
 MAX_ANISOTROPY = 6.0
+# Voxel sizes no scanner records (whole-slide microscopy, the finest, is ~2.5e-4 mm): a volume outside them cannot be
+# resampled to a dataset's spacing, and a value below 1e-5 mm rounds to zero in the manifest's affine.
+PLAUSIBLE_SPACING_MM = (1e-5, 1e5)
 _MAX_STAT_VOXELS = 250_000  # percentiles of a strided sample: stable to a fraction of a percent, 10x cheaper
 _HISTOGRAM_BINS = 1 << 16  # whole numbers are counted while their range is within this (or the sample's size)
 
@@ -84,6 +87,15 @@ def check_scan(scan: Scan, stats: dict[str, float]) -> None:
     sizes = sorted(scan.array.shape)
     if min(sizes[1:] if scan.array.ndim == 3 else sizes) < MIN_IN_PLANE:
         scan.flag("small_matrix")
-    spacing = [value for value in scan.spacing if value > 0]
-    if len(spacing) == scan.array.ndim and max(spacing) / min(spacing) > MAX_ANISOTROPY:
+    low, high = PLAUSIBLE_SPACING_MM
+    if not all(low <= value <= high for value in scan.spacing):  # NaN fails too
+        if scan.image_kind == "volume":  # preprocessing resamples a volume by its spacing: quarantined
+            raise ReadError(
+                f"a voxel spacing outside {low:g}..{high:g} mm: the volume cannot be resampled to the dataset's "
+                "spacing (check PixelSpacing and the slice positions)"
+            )
+        scan.flag("implausible_spacing")  # a 2D image is resized by its pixel grid: kept, flagged
+        return  # nor is it anisotropic: its spacing says nothing
+    spacing = scan.spacing
+    if max(spacing) / min(spacing) > MAX_ANISOTROPY:
         scan.flag("anisotropic")

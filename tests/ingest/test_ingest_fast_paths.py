@@ -182,22 +182,44 @@ def test_a_zoom_over_the_kept_inputs_only_equals_the_whole_arrays_bit_for_bit(se
 
 @pytest.mark.parametrize("seed", range(24))
 def test_the_low_pass_filter_gives_ndimage_gaussian_filter1ds_values(seed):
-    """Any axis, C and Fortran order, an axis shorter than the kernel (edges extended many times over), sigmas from
-    a hair to wide; the scale of the values matters not (scans are scaled to [0, 1] first, but not here)."""
+    """Any axis, C and Fortran order, an axis shorter than the kernel (edges extended many times over: the taps
+    beyond the axis are folded onto its edges), sigmas from a hair to wide; values of any scale."""
     from scipy import ndimage
 
-    from medtl.ingest.preprocess import _gaussian_along
+    from medtl.ingest.preprocess import _filtered_at
 
     rng = np.random.default_rng(900 + seed)
     shape = tuple(int(n) for n in rng.integers(1, 50, size=2 + seed % 2))
     array = rng.random(shape, dtype=np.float32) * np.float32(rng.choice([1.0, 3000.0]))
     array = np.asfortranarray(array) if seed % 3 == 0 else array
     axis = int(rng.integers(0, array.ndim))
-    sigma = float(rng.choice([0.05, 0.5, 0.75, 2.0, 9.0]))
+    sigma = float(rng.choice([0.05, 0.5, 0.75, 2.0, 9.0, 60.0]))
+    length = array.shape[axis]
     expected = ndimage.gaussian_filter1d(array, sigma, axis=axis, mode="nearest")
-    got = _gaussian_along(array, axis, sigma)
+    got = _filtered_at(array, axis, np.arange(length), sigma, 0, length)
     assert got.dtype == np.float32 and got.shape == array.shape
     np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-6 * float(np.abs(array).max()))
+
+
+def test_a_kernel_wider_than_any_scanner_asks_costs_the_axis_not_the_kernel(monkeypatch):
+    """A header declaring a spacing a billion times finer than the target gives sigma ~ 1e9: a kernel of 4e9 taps.
+    Folded onto the edges it is as cheap as a short one, and its values are the limit the filter tends to (the mean
+    of the two edge values). The closed-form kernel sum agrees with the tap-by-tap one where both apply."""
+    import time
+
+    import medtl.ingest.preprocess as preprocess
+
+    array = np.random.default_rng(7).random((64, 48, 16), dtype=np.float32)
+    started = time.perf_counter()
+    got = preprocess._filtered_at(array, 1, np.array([0, 20, 47]), 1e9, 0, 48)
+    assert time.perf_counter() - started < 1.0
+    limit = (array[:, :1, :] + array[:, -1:, :]) / 2
+    np.testing.assert_allclose(got, np.repeat(limit, 3, axis=1), atol=1e-6)
+    summed = preprocess._kernel(3000.0, 40)
+    monkeypatch.setattr(preprocess, "_EXACT_KERNEL_SUM", 100)
+    closed = preprocess._kernel(3000.0, 40)
+    np.testing.assert_allclose(closed[0], summed[0], rtol=1e-9)
+    assert closed[1] == pytest.approx(summed[1], rel=1e-9)
 
 
 @pytest.mark.parametrize("seed", range(16))

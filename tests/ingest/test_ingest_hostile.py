@@ -283,3 +283,52 @@ def test_no_planted_identifier_reaches_logs_stderr_warnings_or_messages(tmp_path
     for kind, value in PLANTED.items():
         assert value not in seen, kind
     shutil.rmtree(tmp_path / "out")
+
+
+def test_a_series_declaring_an_impossible_spacing_is_quarantined_and_a_tiny_one_resampled(tmp_path):
+    """Beside series of 0.7 mm: one declaring 1e-5 mm pixels (finer than any scanner, but a number) asks for a shrink
+    by 70,000 in plane, whose anti-aliasing kernel spans 280,000 taps; it is preprocessed like the others. One
+    declaring 1e-9 mm (0 in the manifest's 6-decimal affine) stopped the whole run with a ZeroDivisionError in the
+    preprocessing pass; it is now quarantined at decode, with the reason, and the run goes on."""
+    import time
+
+    from medtl.ingest.cache import ScanCache
+    from medtl.ingest.preprocess import spec_hash
+
+    rng = np.random.default_rng(3)
+    pixel_spacings = {"normal0": 0.7, "normal1": 0.7, "normal2": 0.7, "fine": 1e-5, "impossible": 1e-9}
+    for index, (name, spacing) in enumerate(pixel_spacings.items()):
+        ct_series(tmp_path / "src" / name, rng.integers(0, 2000, (6, 24, 24)).astype(np.uint16),
+                  spacing=(spacing, spacing), patient_id=f"P{index}")  # fmt: skip
+    started = time.perf_counter()
+    result = ingest_sources([tmp_path / "src"], out=tmp_path / "out", pseudonymizer=PSEUDO, workers=1)
+    assert time.perf_counter() - started < 60
+    assert result.spec is not None and result.spec.target_spacing[:2] == [0.7, 0.7]
+    quarantined = [record for record in result.report.files if record.status == "quarantined"]
+    assert len(quarantined) == 6 and {r.reason_code for r in quarantined} == {"scan_rejected"}
+    assert all("voxel spacing outside" in (r.reason or "") for r in quarantined)
+    frame = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert len(frame) == 4 and sorted(round(row[0], 5) for row in frame["spacing"]) == [1e-05, 0.7, 0.7, 0.7]
+    cache, key = ScanCache(tmp_path / "out"), spec_hash(result.spec)
+    tensors = [cache.load_array(cache.preprocessed_relpath(row.pixel_hash, key)) for row in frame.itertuples()]
+    assert all(tensor.shape == (1, *result.spec.target_shape) for tensor in tensors)
+    assert all(np.isfinite(tensor).all() and tensor.max() > 0 for tensor in tensors)
+
+
+@pytest.mark.parametrize("spacing", [1e-9, 0.0, float("nan"), float("inf"), 1e6])
+def test_a_spacing_no_scanner_records_quarantines_a_volume_and_flags_a_2d_image(spacing):
+    from medtl.errors import ReadError
+    from medtl.ingest.qc import check_scan, intensity_stats
+    from medtl.io.scan import Scan
+
+    volume = np.arange(8 * 8 * 4, dtype=np.float32).reshape(8, 8, 4)
+    image = volume[..., 0]
+    bad_axis = np.diag([0.7, spacing, 2.5, 1.0])
+    with pytest.raises(ReadError, match="voxel spacing outside"):
+        check_scan(Scan(volume, bad_axis, "volume", "RAS"), intensity_stats(volume))
+    flat = Scan(image, bad_axis, "image2d", "image")
+    check_scan(flat, intensity_stats(image))
+    assert flat.qc_flags == ["implausible_spacing"]
+    fine = Scan(volume, np.diag([1e-5, 0.7, 1e5, 1.0]), "volume", "RAS")  # the bounds themselves are plausible
+    check_scan(fine, intensity_stats(volume))
+    assert "implausible_spacing" not in fine.qc_flags
