@@ -8,6 +8,7 @@ changed file or a changed spec therefore always misses, and an unchanged one is 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import threading
@@ -22,6 +23,7 @@ from medtl.contracts.base import atomic_write_bytes
 from medtl.timing import timed
 
 CACHE_DIR = "cache"
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 class ScanCache:
@@ -98,10 +100,27 @@ class ScanCache:
             raise
 
     def load_array(self, relpath: str, *, mmap: bool = False) -> np.ndarray:
-        return np.load(self.dataset_root / relpath, allow_pickle=False, mmap_mode="r" if mmap else None)
+        """The cached array; ValueError for a file that is not a whole .npy (checked before numpy allocates the
+        size its header declares)."""
+        path = self.dataset_root / relpath
+        _whole_npy_header(path)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
 
     def has(self, relpath: str) -> bool:
         return (self.dataset_root / relpath).is_file()
+
+    def holds_tensor(self, relpath: str, shape: tuple[int, ...]) -> bool:
+        """Whether `relpath` is a whole float32 .npy of exactly `shape`: its header read, nothing allocated.
+
+        Why more than `has`: a dataset folder is written by someone else as far as a training run knows, and a
+        truncated tensor, one of another shape, or a header declaring 10^12 values fails only when it is loaded,
+        after the work before it. Checked up front, such a tensor is made again from the scan's cached array.
+        """
+        try:
+            found, fortran_order, dtype = _whole_npy_header(self.dataset_root / relpath)
+        except (OSError, ValueError):  # absent, unreadable, not a .npy, a malformed header, not whole
+            return False
+        return dtype == np.float32 and not fortran_order and tuple(found) == tuple(shape)
 
 
 class PendingWrite:
@@ -159,3 +178,18 @@ class WriteBehind:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+def _whole_npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, Fortran order, dtype) from a .npy header, once the file is known to hold exactly the bytes the
+    header declares; ValueError otherwise."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = _NPY_HEADER_READERS.get(version)
+        if read_header is None:
+            raise ValueError("a .npy version this cache does not write")
+        shape, fortran_order, dtype = read_header(handle)
+        held = os.fstat(handle.fileno()).st_size - handle.tell()
+    if dtype.hasobject or held != dtype.itemsize * math.prod(shape):
+        raise ValueError("the file does not hold the array its header declares")
+    return shape, fortran_order, dtype

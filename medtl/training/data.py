@@ -25,8 +25,8 @@ from medtl.contracts.task import (
     findings_of,
     infer_kind,
 )
-from medtl.errors import ConfigError
-from medtl.hashing import sha256_file
+from medtl.errors import ConfigError, ContractProblem, DataContractError
+from medtl.hashing import sha256_array, sha256_file
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.pipeline import FINGERPRINT, MANIFEST, PREPROCESSING, TASK_DECLARATION
 from medtl.ingest.preprocess import applies_to, spec_hash
@@ -235,12 +235,35 @@ def _what_removed(excluded: dict[str, int], flag_counts: dict[str, int], kind: s
 
 
 def ensure_preprocessed(dataset: Path, scans: pd.DataFrame, spec: PreprocessingSpec, key: str) -> list[str]:
-    """The cached tensor of every scan under this spec; missing ones are computed now (and stay cached)."""
+    """The cached tensor of every scan under this spec, each checked whole and of the spec's shape (its header);
+    missing or damaged ones are made now from the scan's cached array, once that array's content hash is
+    confirmed, and stay cached. A scan whose array is damaged too stops the run here, before any training."""
     cache = ScanCache(dataset)
-    return [
-        preprocess_cached(cache, row.pixel_hash, row.cache_path, list(row.affine), spec, key)
-        for row in scans.itertuples()
-    ]
+    shape = (spec.channels, *spec.target_shape)
+    paths = []
+    for row in scans.itertuples():
+        relpath = cache.preprocessed_relpath(row.pixel_hash, key)
+        if not cache.holds_tensor(relpath, shape):
+            (dataset / relpath).unlink(missing_ok=True)
+            _confirm_array(cache, row.scan_id, row.pixel_hash, row.cache_path)
+        paths.append(preprocess_cached(cache, row.pixel_hash, row.cache_path, list(row.affine), spec, key))
+    return paths
+
+
+def _confirm_array(cache: ScanCache, scan_id: str, pixel_hash: str, cache_path: str) -> None:
+    """The cached array a tensor is about to be made from is the one ingest hashed: same content, same address."""
+    try:
+        intact = (
+            cache.array_relpath(pixel_hash) == cache_path and sha256_array(cache.load_array(cache_path)) == pixel_hash
+        )
+    except (OSError, ValueError):  # absent, not a .npy, a header that declares more than the file holds
+        intact = False
+    if not intact:
+        raise DataContractError(
+            "manifest.parquet",
+            [ContractProblem(f"scan {scan_id}", "its cached array is missing or damaged, and so is its tensor")],
+            fix="delete the dataset's cache/ folder and run medtl ingest again with --full over the same sources",
+        )
 
 
 class TensorSet(Dataset):
