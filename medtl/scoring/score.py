@@ -34,6 +34,7 @@ from medtl.identity import Pseudonymizer
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.pipeline import MANIFEST, ingest_sources
 from medtl.ingest.preprocess import spec_hash
+from medtl.ingest.tensors import checked_tensor
 from medtl.models.factory import rebuild_model
 from medtl.models.loaded import LoadedModel, load_model
 from medtl.progress import Progress
@@ -50,6 +51,7 @@ PARTS = "parts"  # one Parquet file per scored chunk until they are merged into 
 STAGING = "ingest"  # the new scans, ingested with the artifact's spec
 OOD_FLAGS = ("kind_mismatch", "modality_unseen", "spacing_out_of_range", "shape_out_of_range",
              "intensity_out_of_range", "feature_outlier")  # fmt: skip
+DAMAGED_INPUT = "input_damaged"  # the scan's cached tensor and array no longer hold what ingest made: not scored
 
 
 @dataclass
@@ -417,7 +419,17 @@ def score_chunk(
     flags = [
         input_flags(r, scorer.fingerprint, modalities=scorer.modalities, image_kind=scorer.image_kind) for r in records
     ]
-    scorable = [i for i, f in enumerate(flags) if "kind_mismatch" not in f]
+    tensors: dict[int, str] = {}
+    for i, record in enumerate(records):
+        if "kind_mismatch" in flags[i]:
+            continue
+        relpath = checked_tensor(cache, record["pixel_hash"], record["cache_path"], list(record["affine"]),
+                                 scorer.model.spec, key)  # fmt: skip
+        if relpath is None:  # its cached array is damaged too: no input to score, the row says so
+            flags[i].append(DAMAGED_INPUT)
+        else:
+            tensors[i] = relpath
+    scorable = sorted(tensors)
     model = scorer.model
     if tta and not model.flip_axes:  # the left-right flip training augments with, for a model that does not average
         model = replace(model, flip_axes=resolve_flip_axes(AugmentConfig(), model.spec.spatial_dims))
@@ -425,10 +437,7 @@ def score_chunk(
     for start in range(0, len(scorable), batch_size):
         indices = scorable[start : start + batch_size]
         batch = torch.stack(
-            [
-                torch.from_numpy(np.load(staging / cache.preprocessed_relpath(records[i]["pixel_hash"], key)))
-                for i in indices
-            ]
+            [torch.from_numpy(np.load(staging / tensors[i], allow_pickle=False)) for i in indices]
         ).float()
         captured, handle = _capture_inputs(scorer.head)  # the first network's penultimate features
         try:

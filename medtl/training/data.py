@@ -26,11 +26,11 @@ from medtl.contracts.task import (
     infer_kind,
 )
 from medtl.errors import ConfigError, ContractProblem, DataContractError
-from medtl.hashing import sha256_array, sha256_file
+from medtl.hashing import sha256_file
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.pipeline import FINGERPRINT, MANIFEST, PREPROCESSING, TASK_DECLARATION
 from medtl.ingest.preprocess import applies_to, spec_hash
-from medtl.ingest.worker import preprocess_cached
+from medtl.ingest.tensors import checked_tensor
 from medtl.training.config import TaskConfig
 
 PRELOAD_LIMIT_BYTES = 2 * 1024**3  # below this, every tensor of the task is kept in memory
@@ -235,35 +235,24 @@ def _what_removed(excluded: dict[str, int], flag_counts: dict[str, int], kind: s
 
 
 def ensure_preprocessed(dataset: Path, scans: pd.DataFrame, spec: PreprocessingSpec, key: str) -> list[str]:
-    """The cached tensor of every scan under this spec, each checked whole and of the spec's shape (its header);
-    missing or damaged ones are made now from the scan's cached array, once that array's content hash is
-    confirmed, and stay cached. A scan whose array is damaged too stops the run here, before any training."""
+    """The cached tensor of every scan under this spec, each checked whole and of the spec's shape; missing or
+    damaged ones are made now (medtl/ingest/tensors.py). Scans whose cached array is damaged too stop the run
+    here, before any training, all of them named."""
     cache = ScanCache(dataset)
-    shape = (spec.channels, *spec.target_shape)
-    paths = []
-    for row in scans.itertuples():
-        relpath = cache.preprocessed_relpath(row.pixel_hash, key)
-        if not cache.holds_tensor(relpath, shape):
-            (dataset / relpath).unlink(missing_ok=True)
-            _confirm_array(cache, row.scan_id, row.pixel_hash, row.cache_path)
-        paths.append(preprocess_cached(cache, row.pixel_hash, row.cache_path, list(row.affine), spec, key))
-    return paths
-
-
-def _confirm_array(cache: ScanCache, scan_id: str, pixel_hash: str, cache_path: str) -> None:
-    """The cached array a tensor is about to be made from is the one ingest hashed: same content, same address."""
-    try:
-        intact = (
-            cache.array_relpath(pixel_hash) == cache_path and sha256_array(cache.load_array(cache_path)) == pixel_hash
-        )
-    except (OSError, ValueError):  # absent, not a .npy, a header that declares more than the file holds
-        intact = False
-    if not intact:
+    paths = [
+        checked_tensor(cache, row.pixel_hash, row.cache_path, list(row.affine), spec, key) for row in scans.itertuples()
+    ]
+    damaged = [scan_id for scan_id, path in zip(scans["scan_id"], paths, strict=True) if path is None]
+    if damaged:
         raise DataContractError(
             "manifest.parquet",
-            [ContractProblem(f"scan {scan_id}", "its cached array is missing or damaged, and so is its tensor")],
+            [
+                ContractProblem(f"scan {scan_id}", "its cached array is missing or damaged, and so is its tensor")
+                for scan_id in damaged
+            ],
             fix="delete the dataset's cache/ folder and run medtl ingest again with --full over the same sources",
         )
+    return [path for path in paths if path is not None]
 
 
 class TensorSet(Dataset):
