@@ -23,7 +23,7 @@ import pandas as pd
 
 from medtl.contracts import ManifestRow, PreprocessingSpec, read_json, write_json, write_table
 from medtl.contracts.ingest import FileRecord, Fingerprint, GroupStats, IngestReport
-from medtl.contracts.ingest_state import ScanState
+from medtl.contracts.ingest_state import IngestState, ScanState
 from medtl.contracts.task import TaskDeclaration, findings_of
 from medtl.errors import ConfigError, IngestError
 from medtl.identity import Pseudonymizer
@@ -210,19 +210,31 @@ def ingest_sources(
             key = spec_hash(chosen_spec) if chosen_spec else None
             laps.lap("collect")
             fresh = decoding.pool_broken and chosen_spec is not None  # a crashed decoder broke the pool
+            failed: dict[str, str] = {}  # scans whose preprocessing raised: their series are quarantined
             with process_pool(n_workers) if fresh else nullcontext(executor) as pool:
-                tensors = _preprocess(pool, out, rows, chosen_spec, n_workers, steps) if chosen_spec else iter(())
+                tensors = (
+                    _preprocess(pool, out, rows, chosen_spec, n_workers, steps, failed) if chosen_spec else iter(())
+                )
+
+                def assembled() -> tuple[pd.DataFrame, Fingerprint, IngestState]:
+                    frame = pd.DataFrame(rows, columns=list(ManifestRow.model_fields))
+                    fingerprint = build_fingerprint(
+                        rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key
+                    )
+                    return frame, fingerprint, build_state(settings, started, entries, scans)
+
                 # The workers make the tensors while this process accounts for every file and assembles the outputs;
                 # nothing is written until the tensors are made, so a failed run leaves no manifest behind.
                 _file_records(files, grouping.fates, results, outcomes, by_path, records, private)
                 _ensure_all_accounted(files, records)
-                frame = pd.DataFrame(rows, columns=list(ManifestRow.model_fields))
-                fingerprint = build_fingerprint(
-                    rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key
-                )
                 entries = state_entries(changes.listed, changes, previous, by_path, records, pseudonymizer)
-                state = build_state(settings, started, entries, scans)
+                frame, fingerprint, state = assembled()
                 list(bar.track(tensors, "preprocessing", len(rows)))
+                if failed:  # rare: assembled again without them
+                    rows, scans, kept_records = _without_failed(failed, rows, scans, intensities, records,
+                                                                kept_records, private)  # fmt: skip
+                    groups = group_stats(rows, intensities)
+                    frame, fingerprint, state = assembled()
             laps.lap("preprocess")
         laps.lap("stop_workers")
         mode = "incremental" if previous is not None else "full"
@@ -457,6 +469,41 @@ def _unit(pseudonymizer: Pseudonymizer) -> Callable[[InputFile], str]:
     return lambda file: unit_of(file, pseudonymizer)
 
 
+def _without_failed(
+    failed: dict[str, str],
+    rows: list[dict[str, Any]],
+    scans: list[ScanState],
+    intensities: dict[str, IntensitySummary],
+    records: dict[Path, FileRecord],
+    kept_records: list[FileRecord],
+    private: PrivateRecords,
+) -> tuple[list[dict[str, Any]], list[ScanState], list[FileRecord]]:
+    """Leave out the scans whose preprocessing raised. A file none of whose scans is left is quarantined with the
+    reason (`preprocess_failed`); a file that still has scans keeps them."""
+    for scan_id in failed:
+        intensities.pop(scan_id, None)
+
+    def amended(record: FileRecord) -> FileRecord:
+        lost = [scan_id for scan_id in record.scan_ids if scan_id in failed]
+        if not lost:
+            return record
+        left = [scan_id for scan_id in record.scan_ids if scan_id not in failed]
+        if left:
+            return record.model_copy(update={"scan_ids": left})
+        private.restatus(record.file_id, "quarantined")
+        update = {"status": "quarantined", "reason_code": "preprocess_failed", "reason": failed[lost[0]],
+                  "series_id": None, "scan_ids": []}  # fmt: skip
+        return record.model_copy(update=update)
+
+    for path, record in records.items():
+        records[path] = amended(record)
+    return (
+        [row for row in rows if row["scan_id"] not in failed],
+        [scan for scan in scans if scan.scan_id not in failed],
+        [amended(record) for record in kept_records],
+    )
+
+
 def _ensure_all_accounted(files: list[InputFile], records: dict[Path, FileRecord]) -> None:
     missing = [f for f in files if f.path not in records]
     if missing:
@@ -505,8 +552,10 @@ def _preprocess(
     spec: PreprocessingSpec,
     n_workers: int,
     steps: dict[str, float],
+    failed: dict[str, str],
 ) -> Iterator[str | None]:
-    """Submits every scan whose tensor is missing now; iterating waits for them (and makes them, without workers)."""
+    """Submits every scan whose tensor is missing now; iterating waits for them (and makes them, without workers)
+    and fills `failed` with the scans whose preprocessing raised (scan id: reason)."""
     key = spec_hash(spec)
     cache = ScanCache(out)
     # Tensors already cached (a re-run's unchanged scans) cost a stat here, not a round trip to a worker.
@@ -516,8 +565,9 @@ def _preprocess(
 
     def made() -> Iterator[str | None]:
         yield from [None] * (len(rows) - len(missing))
-        for paths, batch_steps in work:
+        for paths, batch_failed, batch_steps in work:
             merge(steps, batch_steps)
+            failed.update(batch_failed)
             yield from paths
 
     return made()
@@ -525,8 +575,8 @@ def _preprocess(
 
 def _preprocess_batch(
     args: tuple[Path, list[dict[str, Any]], PreprocessingSpec, str],
-) -> tuple[list[str | None], dict[str, float]]:
+) -> tuple[list[str | None], dict[str, str], dict[str, float]]:
     out, batch, spec, key = args
     with collecting() as steps:
-        paths = preprocess_records(out, batch, spec, key)
-    return paths, steps
+        paths, failed = preprocess_records(out, batch, spec, key)
+    return paths, failed, steps

@@ -67,6 +67,10 @@ class PrivateRecords:
         self._terms["paths"].add(relative)
         self._status[file_id] = status
 
+    def restatus(self, file_id: str, status: str) -> None:
+        """A recorded file's fate changed after it was recorded (its scan failed preprocessing)."""
+        self._status[file_id] = status
+
     def carry_terms(self) -> None:
         """Keep the identifiers the last run found: files not read again still hold them (a superset is safe)."""
         try:

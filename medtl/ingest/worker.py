@@ -274,21 +274,33 @@ def preprocess_cached(
 
 def preprocess_records(
     dataset_root: Path, records: list[dict[str, Any]], spec: PreprocessingSpec, spec_key: str
-) -> list[str | None]:
-    """Worker entry point for a batch of scans; scans of the other dimensionality get None."""
+) -> tuple[list[str | None], dict[str, str]]:
+    """Worker entry point for a batch of scans: each tensor's cache path (None for scans of the other
+    dimensionality), and the scans whose preprocessing raised, by scan id, with the reason.
+
+    Why per scan: what one scan's data makes numpy or the resampling raise (or run out of memory) must cost that
+    scan only; ingest quarantines its series. An OSError (a full disk, an unwritable cache) is the machine's, not
+    the scan's, and still stops the run before any output is written.
+    """
     cache = ScanCache(dataset_root)
     out: list[str | None] = []
+    failed: dict[str, str] = {}
     with WriteBehind(cache) as writes:  # each tensor is written while the next one is computed
         for record in records:
-            if not applies_to(spec, record["image_kind"]):
-                out.append(None)
-                continue
-            out.append(
-                preprocess_cached(
-                    cache, record["pixel_hash"], record["cache_path"], record["affine"], spec, spec_key, writes
-                )
-            )
-    return out
+            path = None
+            if applies_to(spec, record["image_kind"]):
+                try:
+                    path = preprocess_cached(
+                        cache, record["pixel_hash"], record["cache_path"], record["affine"], spec, spec_key, writes
+                    )
+                except OSError:
+                    raise
+                except MemoryError:
+                    failed[record["scan_id"]] = "preprocessing this scan ran out of memory"
+                except Exception as error:  # this scan's data, in a way nothing above anticipated
+                    failed[record["scan_id"]] = f"preprocessing this scan raised {type(error).__name__}"
+            out.append(path)
+    return out, failed
 
 
 def worker_count(requested: int) -> int:

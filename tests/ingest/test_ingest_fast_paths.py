@@ -8,6 +8,7 @@ cache writes, the file hash against sha256 of the file, and the per-pass / per-s
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -529,3 +530,49 @@ def test_a_run_whose_preprocessing_fails_writes_no_outputs(tmp_path, monkeypatch
     written = {"manifest.parquet", "fingerprint.json", "ingest_report.json", "ingest_state.json", "preprocessing.json"}
     assert written.isdisjoint(path.name for path in out.iterdir())
     assert list((out / "cache").rglob("*.npy"))  # the decoded scans stay cached for the next run
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_scan_whose_preprocessing_raises_is_quarantined_and_the_run_goes_on(tmp_path, monkeypatch, workers):
+    """What one scan's data makes the preprocessing raise costs that scan's series only (unlike a full disk, above):
+    its files are quarantined with the reason, the manifest, fingerprint and state hold the others, and a re-run
+    carries the quarantine over without reading anything."""
+    import pandas as pd
+
+    import medtl.ingest.worker as worker
+    from medtl.contracts import IngestState
+    from medtl.contracts.ingest import Fingerprint
+
+    rng = np.random.default_rng(2)
+    sources = tmp_path / "src"
+    for k, rows in enumerate((6, 6, 9)):  # the 9-row series is the one that fails
+        ct_series(sources / f"s{k}", rng.integers(0, 3000, size=(4, rows, 8)).astype(np.uint16), patient_id=f"P{k}")
+    for path in sources.rglob("*.dcm"):  # older than the run: not inside its racy window (see ingest_state)
+        os.utime(path, (path.stat().st_mtime - 3600,) * 2)
+    real = worker.preprocess_array
+
+    def fails_on_nine_rows(array, affine, spec):
+        if 9 in array.shape:
+            raise ValueError("a value this scan's data made up")
+        return real(array, affine, spec)
+
+    monkeypatch.setattr(worker, "preprocess_array", fails_on_nine_rows)  # the workers are forked with it
+    out, pseudo = tmp_path / "out", Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+    result = ingest_sources([sources], out=out, pseudonymizer=pseudo, workers=workers)
+    quarantined = [record for record in result.report.files if record.status == "quarantined"]
+    assert len(quarantined) == 4 and {record.reason_code for record in quarantined} == {"preprocess_failed"}
+    assert {record.reason for record in quarantined} == {"preprocessing this scan raised ValueError"}
+    assert all(record.scan_ids == [] for record in quarantined)
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert len(manifest) == 2 and result.fingerprint.n_scans == 2
+    assert read_json(Fingerprint, out / "fingerprint.json").n_scans == 2
+    assert sorted(scan.scan_id for scan in read_json(IngestState, out / "ingest_state.json").scans) == sorted(
+        manifest["scan_id"])  # fmt: skip
+    again = ingest_sources([sources], out=out, pseudonymizer=pseudo, workers=workers)
+    assert again.report.changes.mode == "incremental" and again.report.changes.files_read == 0
+    assert again.report.counts == result.report.counts
+
+    def by_scan(frame):
+        return frame.sort_values("scan_id").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(by_scan(pd.read_parquet(out / "manifest.parquet")), by_scan(manifest))
