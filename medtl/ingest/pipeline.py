@@ -210,7 +210,7 @@ def ingest_sources(
             key = spec_hash(chosen_spec) if chosen_spec else None
             laps.lap("collect")
             fresh = decoding.pool_broken and chosen_spec is not None  # a crashed decoder broke the pool
-            failed: dict[str, str] = {}  # scans whose preprocessing raised: their series are quarantined
+            failed: dict[str, str] = {}  # scans whose preprocessing raised: left out, their files quarantined
             with process_pool(n_workers) if fresh else nullcontext(executor) as pool:
                 tensors = (
                     _preprocess(pool, out, rows, chosen_spec, n_workers, steps, failed) if chosen_spec else iter(())

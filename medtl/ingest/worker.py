@@ -279,8 +279,8 @@ def preprocess_records(
     dimensionality), and the scans whose preprocessing raised, by scan id, with the reason.
 
     Why per scan: what one scan's data makes numpy or the resampling raise (or run out of memory) must cost that
-    scan only; ingest quarantines its series. An OSError (a full disk, an unwritable cache) is the machine's, not
-    the scan's, and still stops the run before any output is written.
+    scan only; ingest leaves it out and quarantines its files. An OSError (a full disk, an unwritable cache) is the
+    machine's, not the scan's, and still stops the run before any output is written.
     """
     cache = ScanCache(dataset_root)
     out: list[str | None] = []
