@@ -9,6 +9,7 @@ from medtl.contracts.base import (
     validate_document,
     validate_rows,
     write_json,
+    write_rows,
     write_table,
 )
 from medtl.contracts.comparison import Comparison
@@ -105,5 +106,6 @@ __all__ = [
     "validate_document",
     "validate_rows",
     "write_json",
+    "write_rows",
     "write_table",
 ]

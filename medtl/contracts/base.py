@@ -220,12 +220,23 @@ _TABLE_KEY = b"medtl_contract"
 def write_table(model: type[ContractModel], frame: pd.DataFrame, path: str | Path) -> None:
     """Validate every row, then write Parquet that records its contract in the file's metadata."""
     validate_frame(model, frame, where=Path(path).name)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    _write_contract_table(model, pa.Table.from_pandas(frame, preserve_index=False), path)
+
+
+def _write_contract_table(model: type[ContractModel], table: pa.Table, path: str | Path) -> None:
     header = json.dumps({"contract": model.contract_name, "contract_version": model.contract_version}).encode()
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _TABLE_KEY: header})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def write_rows(model: type[ContractModel], rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """`write_table` for a stage that holds plain rows: each validated, then written column by column in the
+    contract's field order, without a pandas round trip (a re-run writes an archive's whole manifest)."""
+    validate_rows(model, rows, where=Path(path).name)
+    columns = {name: [row.get(name) for row in rows] for name in model.model_fields}
+    _write_contract_table(model, pa.Table.from_pydict(columns), path)
 
 
 def read_table(model: type[ContractModel], path: str | Path) -> pd.DataFrame:

@@ -19,9 +19,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pandas as pd
-
-from medtl.contracts import ManifestRow, PreprocessingSpec, read_json, write_json, write_table
+from medtl.contracts import ManifestRow, PreprocessingSpec, read_json, write_json, write_rows
 from medtl.contracts.ingest import FileRecord, Fingerprint, GroupStats, IngestReport
 from medtl.contracts.ingest_state import IngestState, ScanState
 from medtl.contracts.task import TaskDeclaration, findings_of
@@ -216,30 +214,29 @@ def ingest_sources(
                     _preprocess(pool, out, rows, chosen_spec, n_workers, steps, failed) if chosen_spec else iter(())
                 )
 
-                def assembled() -> tuple[pd.DataFrame, Fingerprint, IngestState]:
-                    frame = pd.DataFrame(rows, columns=list(ManifestRow.model_fields))
+                def assembled() -> tuple[Fingerprint, IngestState]:
                     fingerprint = build_fingerprint(
                         rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key
                     )
-                    return frame, fingerprint, build_state(settings, started, entries, scans)
+                    return fingerprint, build_state(settings, started, entries, scans)
 
                 # The workers make the tensors while this process accounts for every file and assembles the outputs;
                 # nothing is written until the tensors are made, so a failed run leaves no manifest behind.
                 _file_records(files, grouping.fates, results, outcomes, by_path, records, private)
                 _ensure_all_accounted(files, records)
                 entries = state_entries(changes.listed, changes, previous, by_path, records, pseudonymizer)
-                frame, fingerprint, state = assembled()
+                fingerprint, state = assembled()
                 list(bar.track(tensors, "preprocessing", len(rows)))
                 if failed:  # rare: assembled again without them
                     rows, scans, kept_records = _without_failed(failed, rows, scans, intensities, records,
                                                                 kept_records, private)  # fmt: skip
                     groups = group_stats(rows, intensities)
-                    frame, fingerprint, state = assembled()
+                    fingerprint, state = assembled()
             laps.lap("preprocess")
         laps.lap("stop_workers")
         mode = "incremental" if previous is not None else "full"
         summary_of_changes = changes.summary(mode=mode, full_reason=full_reason, files_read=len(files))
-        write_table(ManifestRow, frame, out / MANIFEST)
+        write_rows(ManifestRow, rows, out / MANIFEST)
         write_json(fingerprint, out / FINGERPRINT)
         if chosen_spec is not None:
             write_json(chosen_spec, out / PREPROCESSING)
@@ -253,7 +250,7 @@ def ingest_sources(
             labels=summary,
         ).model_copy(update={"changes": summary_of_changes, "timings": ingest_timings(laps, steps, n_workers)})
         write_json(report, out / REPORT)
-        notes = _task_notes(task, frame)
+        notes = _task_notes(task, rows)
         if task is not None:
             write_json(task, out / TASK_DECLARATION)
         spec_text = chosen_spec.model_dump_json(indent=2) if chosen_spec else "{}"
@@ -264,10 +261,10 @@ def ingest_sources(
     return IngestResult(out, report, fingerprint, chosen_spec, task, notes)
 
 
-def _task_notes(task: TaskDeclaration | None, frame: pd.DataFrame) -> tuple[str, ...]:
+def _task_notes(task: TaskDeclaration | None, rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
     """What a reader should know about the task after the join: a declared class that no ingested scan carries
     (its rows matched no scan), or labels that look like grades but were not declared."""
-    labels = set(frame["label"].dropna())
+    labels = {row["label"] for row in rows if row["label"] is not None}
     if task is None:
         hint = suggestion(labels)
         return (hint,) if hint else ()

@@ -11,7 +11,7 @@ import pytest
 
 from medtl.contracts import ALL_CONTRACTS, LabelRow, PreprocessingSpec, read_json, validate_rows, write_json
 from medtl.contracts import base as contract_base
-from medtl.contracts.base import read_rows, read_table, write_table
+from medtl.contracts.base import read_rows, read_table, write_rows, write_table
 from medtl.contracts.ingest import ManifestRow
 from medtl.contracts.schemas import render
 from medtl.errors import DataContractError
@@ -172,9 +172,15 @@ def test_tables_carry_their_contract_and_are_validated_on_read(tmp_path):
     (plain,) = read_rows(ManifestRow, path)  # the same row without pandas: plain Python values
     assert plain["qc_flags"] == ["slice_gap"] and plain["shape"] == [4, 4, 3] and type(plain["n_files"]) is int
     assert plain == {**{name: None for name in ManifestRow.model_fields}, **row}
+    rows_path = tmp_path / "rows.parquet"  # plain rows, written without pandas: the same table read back
+    write_rows(ManifestRow, [dict(row), {**plain, "scan_id": "X-00000000000000ff"}], rows_path)
+    assert read_rows(ManifestRow, rows_path) == [plain, {**plain, "scan_id": "X-00000000000000ff"}]
+    assert read_table(ManifestRow, rows_path).iloc[:1].equals(back)
     frame.loc[0, "patient_id"] = "PAT001"  # a real identifier instead of a pseudonym
     with pytest.raises(DataContractError, match="row 0, column patient_id"):
         write_table(ManifestRow, frame, tmp_path / "bad.parquet")
+    with pytest.raises(DataContractError, match="row 1, column patient_id"):
+        write_rows(ManifestRow, [plain, {**plain, "patient_id": "PAT001"}], tmp_path / "bad.parquet")
     assert not (tmp_path / "bad.parquet").exists()
 
 
