@@ -88,7 +88,8 @@ def check_scan(scan: Scan, stats: dict[str, float]) -> None:
     if min(sizes[1:] if scan.array.ndim == 3 else sizes) < MIN_IN_PLANE:
         scan.flag("small_matrix")
     low, high = PLAUSIBLE_SPACING_MM
-    if not all(low <= value <= high for value in scan.spacing):  # NaN fails too
+    spacing = scan.spacing
+    if not all(low <= value <= high for value in spacing):  # NaN fails too
         if scan.image_kind == "volume":  # preprocessing resamples a volume by its spacing: quarantined
             raise ReadError(
                 f"a voxel spacing outside {low:g}..{high:g} mm: the volume cannot be resampled to the dataset's "
@@ -96,6 +97,5 @@ def check_scan(scan: Scan, stats: dict[str, float]) -> None:
             )
         scan.flag("implausible_spacing")  # a 2D image is resized by its pixel grid: kept, flagged
         return  # nor is it anisotropic: its spacing says nothing
-    spacing = scan.spacing
     if max(spacing) / min(spacing) > MAX_ANISOTROPY:
         scan.flag("anisotropic")
