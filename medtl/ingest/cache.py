@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -184,12 +184,21 @@ def _whole_npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, Fortran order, dtype) from a .npy header, once the file is known to hold exactly the bytes the
     header declares; ValueError otherwise."""
     with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = _NPY_HEADER_READERS.get(version)
-        if read_header is None:
-            raise ValueError("a .npy version this cache does not write")
-        shape, fortran_order, dtype = read_header(handle)
+        shape, fortran_order, dtype, declared = read_npy_header(handle)
         held = os.fstat(handle.fileno()).st_size - handle.tell()
-    if dtype.hasobject or held != dtype.itemsize * math.prod(shape):
+    if held != declared:
         raise ValueError("the file does not hold the array its header declares")
     return shape, fortran_order, dtype
+
+
+def read_npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, Fortran order, dtype, bytes of data declared) from the .npy header at `handle`, read without
+    allocating the array: callers compare the bytes declared with the bytes there before numpy trusts them.
+    ValueError for a version medtl does not write or an object dtype (which would unpickle)."""
+    read_header = _NPY_HEADER_READERS.get(np.lib.format.read_magic(handle))
+    if read_header is None:
+        raise ValueError("a .npy version this cache does not write")
+    shape, fortran_order, dtype = read_header(handle)
+    if dtype.hasobject:
+        raise ValueError("an object array")
+    return shape, fortran_order, dtype, dtype.itemsize * math.prod(shape)

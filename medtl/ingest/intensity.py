@@ -21,6 +21,7 @@ import numpy as np
 
 from medtl.contracts.base import atomic_write_bytes
 from medtl.contracts.ingest import IntensityStats
+from medtl.ingest.cache import read_npy_header
 
 SAMPLE_VOXELS = 4096  # a fixed, strided subsample of each scan's voxels
 SKETCH_POINTS = 128
@@ -89,10 +90,7 @@ def _fits_its_file(path: Path) -> bool:
             if member.compress_type != zipfile.ZIP_STORED:
                 return False
             with archive.open(member) as handle:
-                major, _ = np.lib.format.read_magic(handle)
-                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read_header(handle)
-                if dtype.hasobject or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > member.file_size:
+                if read_npy_header(handle)[3] > member.file_size:
                     return False
     return True
 
