@@ -48,6 +48,13 @@ def restored(path: Path, source_index: int, relative: str, sent: tuple) -> Input
     )  # fmt: skip
 
 
+def check_sources(sources: Sequence[Path]) -> None:
+    """All of them before the first file is walked: nothing is read in vain."""
+    for index, source in enumerate(sources):
+        if not Path(source).exists():
+            raise IngestError(f"input does not exist: source #{index + 1}", fix="check the SRC arguments")
+
+
 def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, str, str, Path]]:
     """Yield (source index, path, relative path, source root) for every file, each real file once. The path is a
     string: a re-run lists every file of an archive and reads few, and a Path per file costs more than its stat.
@@ -58,9 +65,7 @@ def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, str, str, Path]
     walked; one that points outside is recorded like a linked file. A plain file's real path is its folder's
     real path plus its name (one resolve per source, not per file: a re-run lists large archives often).
     """
-    for index, source in enumerate(sources):  # all of them before the first file: nothing is read in vain
-        if not Path(source).exists():
-            raise IngestError(f"input does not exist: source #{index + 1}", fix="check the SRC arguments")
+    check_sources(sources)
     seen: set[str] = set()
     for index, source in enumerate(sources):
         root = Path(source)

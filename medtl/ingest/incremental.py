@@ -17,10 +17,9 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from stat import S_ISLNK
-from typing import Any
+from typing import Any, NamedTuple
 
 from medtl import __version__
 from medtl.contracts import ManifestRow, read_json, read_rows
@@ -30,7 +29,7 @@ from medtl.errors import MedTLError
 from medtl.hashing import sha256_file, sha256_json
 from medtl.identity import Pseudonymizer
 from medtl.ingest.cache import ScanCache
-from medtl.ingest.discover import InputFile
+from medtl.ingest.discover import InputFile, walk_sources
 from medtl.ingest.intensity import IntensitySummary, load_summaries, save_summaries, summarize
 from medtl.ingest.privacy import PrivateRecords
 from medtl.ingest.worker import DECODER_VERSION
@@ -43,9 +42,11 @@ LEGACY_SAMPLES = "cache/samples.npz"
 RACY_WINDOW_NS = 2_000_000_000  # coarsest common timestamp resolution (FAT: 2 s)
 
 
-@dataclass(frozen=True)
-class Listed:
-    """One file found under the sources, with the stat that decides whether it changed (nothing read yet)."""
+class Listed(NamedTuple):
+    """One file found under the sources, with the stat that decides whether it changed (nothing read yet).
+
+    A tuple, not a dataclass: a re-run lists every file of an archive (in a worker process, whose list is sent
+    back) and reads few of them."""
 
     index: int
     location: str  # the path as a string: most listed files are never read, and a Path each costs more than a stat
@@ -55,7 +56,7 @@ class Listed:
     size: int
     mtime_ns: int
 
-    @cached_property  # made once, for the files that are read
+    @property  # made for the files that are read
     def path(self) -> Path:
         return Path(self.location)
 
@@ -75,6 +76,12 @@ def iter_listed(walked: Iterable[tuple[int, str, str, Path]], pseudonymizer: Pse
             size, mtime = 0, -1
         file_id = pseudonymizer.file(f"{index}/{relative}")
         yield Listed(index, path, relative, root, file_id, size, mtime)
+
+
+def list_sources(sources: Sequence[Path], pseudonymizer: Pseudonymizer) -> list[Listed]:
+    """Every file under the sources, stat'ed and keyed: what a worker process does on a re-run while this process
+    loads the last run's records (each about a sixth of a re-run over an archive with little new)."""
+    return list(iter_listed(walk_sources(sources), pseudonymizer))
 
 
 def settings_hash(sources: Sequence[Path], pseudonymizer: Pseudonymizer, limits: IngestLimits) -> str:
@@ -131,13 +138,14 @@ def load_previous(out: Path, settings: str) -> tuple[Previous | None, str | None
         report = read_json(IngestReport, out / "ingest_report.json")
         manifest = read_rows(ManifestRow, out / "manifest.parquet")
     except MedTLError:
-        return None, "the last ingest's state, report or manifest is missing or unreadable"
+        return None, "the last ingest's state, report or manifest is missing, unreadable or from an older medtl"
     rows = {row["scan_id"]: row for row in manifest}
-    if any(scan.scan_id not in rows for scan in state.scans):
+    scans = state.scan_states()
+    if any(scan.scan_id not in rows for scan in scans):
         return None, "the last ingest's manifest does not match its state"
-    files = {entry.file_id: entry for entry in state.files}
+    files = {entry.file_id: entry for entry in state.file_states()}
     records = {record.file_id: record for record in report.files}
-    return Previous(state, files, records, rows, state.scans), None
+    return Previous(state, files, records, rows, scans), None
 
 
 class ChangeSet:
@@ -224,12 +232,8 @@ def _hash(path: Path) -> str | None:
 
 
 def build_state(settings: str, started_ns: int, files: Sequence[FileState], scans: Sequence[ScanState]) -> IngestState:
-    return IngestState(
-        medtl_version=__version__,
-        settings_hash=settings,
-        started_ns=started_ns,
-        files=sorted(files, key=lambda entry: entry.file_id),
-        scans=sorted(scans, key=lambda scan: scan.scan_id),
+    return IngestState.of(
+        medtl_version=__version__, settings_hash=settings, started_ns=started_ns, files=files, scans=scans
     )
 
 

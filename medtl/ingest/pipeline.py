@@ -12,7 +12,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
@@ -28,7 +28,7 @@ from medtl.identity import Pseudonymizer
 from medtl.ingest.batches import ItemRunner
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.declaration import complete_declaration, suggestion
-from medtl.ingest.discover import InputFile, classify_file, portable, restored, walk_sources
+from medtl.ingest.discover import InputFile, check_sources, classify_file, portable, restored, walk_sources
 from medtl.ingest.execution import (
     Decoding,
     long_lived_objects,
@@ -45,6 +45,7 @@ from medtl.ingest.incremental import (
     build_state,
     carry_over,
     iter_listed,
+    list_sources,
     load_previous,
     now_ns,
     save_intensities,
@@ -168,16 +169,18 @@ def ingest_sources(
         with process_pool(n_workers) as executor, Progress(progress) as bar:
             start_workers(executor, n_workers)
             laps.lap("start_workers")
+            listing = (
+                _listed_ahead(executor, sources, pseudonymizer) if incremental and (out / STATE).is_file() else None
+            )
             previous, full_reason = (
                 load_previous(out, settings) if incremental else (None, "a full re-read was asked for")
             )
             # written last: an interrupted run leaves no state, and the next run reads everything
             (out / STATE).unlink(missing_ok=True)
             changes = ChangeSet(previous, verify=verify)
-            # the workers read headers while the sources are still being walked and listed here
-            files = _read_headers(
-                executor, bar, changes.fresh_of(iter_listed(walk_sources(sources), pseudonymizer)), limits
-            )
+            # on a first run the workers read headers while the sources are still being walked and listed here
+            listed = listing.result() if listing is not None else iter_listed(walk_sources(sources), pseudonymizer)
+            files = _read_headers(executor, bar, changes.fresh_of(listed), limits)
             if previous is not None:
                 files += _read_headers(executor, bar, changes.regroup(previous, files, _unit(pseudonymizer)), limits)
             laps.lap("discovery_and_headers")
@@ -277,6 +280,17 @@ def _task_notes(task: TaskDeclaration | None, rows: Sequence[dict[str, Any]]) ->
 
 
 # -- discovery ---------------------------------------------------------------------------------------------------
+
+
+def _listed_ahead(
+    executor: Executor | None, sources: Sequence[Path], pseudonymizer: Pseudonymizer
+) -> Future[list[Listed]] | None:
+    """On a re-run, one worker walks and stats the sources while this process loads the last run's records; most
+    files will not be read, so nothing is gained by handing them on one by one as they are found."""
+    if executor is None:
+        return None
+    check_sources(sources)  # here: the worker's error would have to cross the process boundary
+    return executor.submit(list_sources, sources, pseudonymizer)
 
 
 def _read_headers(

@@ -566,8 +566,7 @@ def test_a_scan_whose_preprocessing_raises_is_quarantined_and_the_run_goes_on(tm
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert len(manifest) == 2 and result.fingerprint.n_scans == 2
     assert read_json(Fingerprint, out / "fingerprint.json").n_scans == 2
-    assert sorted(scan.scan_id for scan in read_json(IngestState, out / "ingest_state.json").scans) == sorted(
-        manifest["scan_id"])  # fmt: skip
+    assert sorted(read_json(IngestState, out / "ingest_state.json").scans.scan_id) == sorted(manifest["scan_id"])
     again = ingest_sources([sources], out=out, pseudonymizer=pseudo, workers=workers)
     assert again.report.changes.mode == "incremental" and again.report.changes.files_read == 0
     assert again.report.counts == result.report.counts

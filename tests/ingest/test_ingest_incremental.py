@@ -107,8 +107,9 @@ def test_an_unchanged_rerun_reads_no_file_and_writes_the_same_dataset(cohort, mo
     pd.testing.assert_frame_equal(_manifest(cohort / "data"), before)
     assert again.files == first.files
     state = read_json(IngestState, cohort / "data" / STATE)
-    assert len(state.files) == 10 and len(state.scans) == len(before)
-    assert not [f for f in state.files if "P1" in f.model_dump_json() or ".dcm" in f.model_dump_json()]
+    assert len(state.files.file_id) == 10 and len(state.scans.scan_id) == len(before)
+    assert sorted(state.scans.scan_id) == sorted(before["scan_id"])
+    assert "P1" not in state.model_dump_json() and ".dcm" not in state.model_dump_json()
 
 
 def test_a_new_series_is_the_only_thing_read(cohort, monkeypatch):
@@ -222,6 +223,41 @@ def test_a_damaged_dataset_folder_means_a_full_reread_not_a_failed_run(cohort, m
     assert report.changes.mode == "full" and "unreadable" in report.changes.full_reason
     assert len(reads.headers) == 10
     _assert_equals_full_reingest(cohort)
+
+
+def test_a_state_from_an_older_medtl_means_one_full_reread_then_incremental_again(cohort, monkeypatch):
+    import json
+
+    _ingest(cohort, "data")
+    path = cohort / "data" / STATE
+    state = read_json(IngestState, path)
+    older = json.loads(path.read_text())  # version 1 listed one object per file and per scan
+    older["contract_version"] = 1
+    for part in ("files", "scans"):
+        columns = older[part]
+        older[part] = [dict(zip(columns, entry, strict=True)) for entry in zip(*columns.values(), strict=True)]
+    path.write_text(json.dumps(older))
+    reads = Reads(monkeypatch)
+    report = _ingest(cohort, "data")
+    assert report.changes.mode == "full" and "older medtl" in report.changes.full_reason
+    assert len(reads.headers) == 10
+    rewritten = read_json(IngestState, path)
+    assert rewritten.file_states() == state.file_states() and rewritten.scan_states() == state.scan_states()
+    assert _ingest(cohort, "data").changes.files_read == 0
+
+
+def test_state_columns_of_unequal_length_are_refused(cohort):
+    import json
+
+    from medtl.errors import DataContractError
+
+    _ingest(cohort, "data")
+    path = cohort / "data" / STATE
+    payload = json.loads(path.read_text())
+    payload["files"]["sha256"].pop()  # one file's hash lost: entry i no longer describes file i
+    path.write_text(json.dumps(payload))
+    with pytest.raises(DataContractError, match="same number of entries"):
+        read_json(IngestState, path)
 
 
 def test_missing_or_damaged_intensity_summaries_are_rebuilt_from_the_cache(cohort, monkeypatch):
