@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -85,6 +85,59 @@ def validate_rows(
     if problems:
         raise DataContractError(model.schema_filename(), problems, where=where)
     return rows
+
+
+def check_columns(
+    model: type[ContractModel], columns: dict[str, list[Any]], *, where: str | None = None, first_row_number: int = 0
+) -> None:
+    """Check a table given as columns (name: one value per row) against its row contract; every failing cell is
+    reported as (row, column, value, rule), as by validate_rows.
+
+    Why columns: one list per field is checked in one pass of pydantic's core, without a model per row: about five
+    times faster on an archive's manifest, which a re-run reads and writes whole. A row contract with validators of
+    its own, or one that allows extra columns, is checked row by row (the checks would not carry over)."""
+    checker = _column_checker(model)
+    n_rows = max((len(values) for values in columns.values()), default=0)
+    if checker is None:
+        rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        validate_rows(model, rows, where=where, first_row_number=first_row_number)
+        return
+    filled = dict(columns)
+    for name, info in model.model_fields.items():
+        if name not in filled and not info.is_required():  # a column the table leaves out: its default, as per row
+            filled[name] = [info.get_default(call_default_factory=True) for _ in range(n_rows)]
+    try:
+        checker.model_validate(filled)
+    except ValidationError as error:
+        raise DataContractError(model.schema_filename(), _cell_problems(error, first_row_number), where=where) from None
+
+
+@functools.cache
+def _column_checker(model: type[ContractModel]) -> type[BaseModel] | None:
+    """A model with one list per field of `model`, each item under that field's type and constraints."""
+    decorators = model.__pydantic_decorators__
+    if decorators.model_validators or decorators.field_validators or model.model_config.get("extra") != "forbid":
+        return None
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        item = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[name] = (list[item], ...)  # type: ignore[valid-type]
+    return create_model(f"{model.__name__}Columns", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def _cell_problems(error: ValidationError, first_row_number: int) -> list[ContractProblem]:
+    problems = []
+    for item in error.errors():
+        column, *rest = item["loc"]
+        if rest and isinstance(rest[0], int):  # (column, row, part of the cell ...)
+            inner = "".join(f".{part}" for part in rest[1:])
+            location = f"row {rest[0] + first_row_number}, column {column}{inner}"
+        else:  # the column as a whole: missing, or not a column of this contract
+            location = f"column {column}"
+        whole_column = item["type"] in ("missing", "extra_forbidden")  # no cell to quote
+        value = None if whole_column else _safe_value(item.get("input"))
+        problems.append(ContractProblem(location, item["msg"], value))
+    return problems
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -234,8 +287,10 @@ def _write_contract_table(model: type[ContractModel], table: pa.Table, path: str
 def write_rows(model: type[ContractModel], rows: Sequence[dict[str, Any]], path: str | Path) -> None:
     """`write_table` for a stage that holds plain rows: each validated, then written column by column in the
     contract's field order, without a pandas round trip (a re-run writes an archive's whole manifest)."""
-    validate_rows(model, rows, where=Path(path).name)
     columns = {name: [row.get(name) for row in rows] for name in model.model_fields}
+    unknown = set().union(*rows).difference(columns)
+    given = {**columns, **{name: [row.get(name) for row in rows] for name in sorted(unknown)}}
+    check_columns(model, given, where=Path(path).name)
     _write_contract_table(model, pa.Table.from_pydict(columns), path)
 
 
@@ -251,9 +306,9 @@ def read_rows(model: type[ContractModel], path: str | Path) -> list[dict[str, An
     row contract: for a stage that works on rows, without a round trip through pandas (which also turns an
     optional integer column into floats)."""
     path = Path(path)
-    records = _read_contract_table(model, path).to_pylist()
-    validate_rows(model, records, where=path.name)
-    return records
+    columns = _read_contract_table(model, path).to_pydict()
+    check_columns(model, columns, where=path.name)
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def _read_contract_table(model: type[ContractModel], path: Path) -> pa.Table:

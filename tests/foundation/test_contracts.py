@@ -184,6 +184,70 @@ def test_tables_carry_their_contract_and_are_validated_on_read(tmp_path):
     assert not (tmp_path / "bad.parquet").exists()
 
 
+def _manifest_rows(n: int) -> list[dict]:
+    row = {
+        **{name: None for name in ManifestRow.model_fields},
+        "patient_id": "P-0123456789abcdef",
+        "series_id": "R-0123456789abcdef",
+        "volume_index": 0,
+        "volumes_in_series": 1,
+        "source_format": "dicom",
+        "modality": "CT",
+        "image_kind": "volume",
+        "n_files": 3,
+        "shape": [4, 4, 3],
+        "spacing": [1.0, 1.0, 2.0],
+        "affine": [1.0, 0, 0, 0, 0, 1.0, 0, 0, 0, 0, 2.0, 0, 0, 0, 0, 1.0],
+        "orientation": "RAS",
+        "pixel_hash": "a" * 64,
+        "source_hash": "b" * 64,
+        "cache_path": "cache/arrays/aa/x.npy",
+        **{f"intensity_{name}": 0.5 for name in ("min", "max", "mean", "std", "p01", "p99")},
+        "qc_flags": [],
+    }
+    return [{**row, "scan_id": f"X-{index:016x}"} for index in range(n)]
+
+
+def test_a_table_checked_column_by_column_finds_the_cells_a_row_by_row_check_finds():
+    """The column check (fast, used by read_rows and write_rows) and validate_rows report the same cells with the
+    same rules, nested positions and optional columns included."""
+    rows = _manifest_rows(5)
+    cells = [
+        (1, "patient_id", "PAT001"), (2, "shape", [4]), (2, "volume_index", -1), (0, "source_format", "png"),
+        (3, "qc_flags", None), (1, "study_id", "S-1"), (3, "spacing", [1.0, "x", 2.0]), (4, "label", 7),
+    ]  # fmt: skip
+    for index, column, value in cells:
+        rows[index][column] = value
+    with pytest.raises(DataContractError) as by_row:
+        validate_rows(ManifestRow, rows, first_row_number=2)
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    with pytest.raises(DataContractError) as by_column:
+        contract_base.check_columns(ManifestRow, columns, first_row_number=2)
+
+    def found(caught):
+        return sorted((p.location, p.rule, p.value) for p in caught.value.problems)
+
+    assert found(by_column) == found(by_row)
+    assert len(found(by_row)) == len(cells)
+    assert ("row 5, column spacing.1", "Input should be a valid number, unable to parse string as a number", "'x'") in (
+        found(by_column)
+    )
+    contract_base.check_columns(ManifestRow, {name: [row[name] for row in _manifest_rows(3)] for name in rows[0]})
+
+
+def test_written_rows_with_a_key_the_contract_lacks_or_without_a_required_one_are_refused(tmp_path):
+    rows = _manifest_rows(3)
+    rows[1]["patient_name"] = "DOE^JANE"
+    with pytest.raises(DataContractError, match="column patient_name") as caught:
+        write_rows(ManifestRow, rows, tmp_path / "extra.parquet")
+    assert caught.value.problems[0].value is None and "DOE" not in str(caught.value)  # a whole column: not quoted
+    without = [{key: value for key, value in row.items() if key != "pixel_hash"} for row in _manifest_rows(2)]
+    columns = {name: [row[name] for row in without] for name in without[0]}
+    with pytest.raises(DataContractError, match="column pixel_hash"):
+        contract_base.check_columns(ManifestRow, columns)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("content", [b"PAR1garbagePAR1", b"", b"not parquet at all, a text file"])
 def test_an_unreadable_table_is_a_contract_error_that_does_not_quote_its_path(tmp_path, content):
     path = tmp_path / "PATIENT_NAME" / "manifest.parquet"
