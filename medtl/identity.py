@@ -34,6 +34,7 @@ class Pseudonymizer:
                 "`python -c 'import secrets; print(secrets.token_hex(32))'`",
             )
         self._key = key
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)  # keyed once; each pseudonym continues a copy
         # An archive asks for the same series' and files' pseudonyms several times each: computed once.
         self._known: dict[tuple[str, str], str] = {}
         # The key id lets later stages check they use the same key as training without revealing it.
@@ -49,14 +50,20 @@ class Pseudonymizer:
             return known
         if kind not in _PREFIX:
             raise ValueError(f"unknown identifier kind {kind!r}")
-        mac = hmac.new(self._key, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
+        keyed = self._mac.copy()
+        keyed.update(f"{kind}\x00{value}".encode())
+        mac = keyed.hexdigest()
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()
         self._known[kind, value] = pseudonym = f"{_PREFIX[kind]}-{mac[:16]}"
         return pseudonym
 
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_known": {}}  # sent to workers without what this process has looked up
+        # sent to workers without what this process has looked up, and without the keyed state (not picklable)
+        return {name: value for name, value in self.__dict__.items() if name not in ("_known", "_mac")}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state, _known={}, _mac=hmac.new(state["_key"], digestmod=hashlib.sha256))  # type: ignore[arg-type]
 
     def patient(self, patient_id: str) -> str:
         return self.pseudonym("patient", patient_id)

@@ -107,7 +107,7 @@ class ScanCache:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
 
     def has(self, relpath: str) -> bool:
-        return (self.dataset_root / relpath).is_file()
+        return os.path.isfile(os.path.join(self.dataset_root, relpath))  # no Path: asked for every scan of a re-run
 
     def holds_tensor(self, relpath: str, shape: tuple[int, ...]) -> bool:
         """Whether `relpath` is a whole float32 .npy of exactly `shape`: its header read, nothing allocated.

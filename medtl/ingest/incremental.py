@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from medtl import __version__
 from medtl.contracts import ManifestRow, read_json, read_rows
 from medtl.contracts.ingest import FileRecord, IngestChanges, IngestReport
-from medtl.contracts.ingest_state import FileState, IngestState, ScanState
+from medtl.contracts.ingest_state import FileState, IngestState, ScanState, as_tuples
 from medtl.errors import MedTLError
 from medtl.hashing import sha256_file, sha256_json
 from medtl.identity import Pseudonymizer
@@ -75,13 +75,18 @@ def iter_listed(walked: Iterable[tuple[int, str, str, Path]], pseudonymizer: Pse
         except OSError:
             size, mtime = 0, -1
         file_id = pseudonymizer.file(f"{index}/{relative}")
-        yield Listed(index, path, relative, root, file_id, size, mtime)
+        yield tuple.__new__(Listed, (index, path, relative, root, file_id, size, mtime))  # no Python call per file
 
 
-def list_sources(sources: Sequence[Path], pseudonymizer: Pseudonymizer) -> list[Listed]:
+def list_sources(sources: Sequence[Path], pseudonymizer: Pseudonymizer) -> list[tuple]:
     """Every file under the sources, stat'ed and keyed: what a worker process does on a re-run while this process
-    loads the last run's records (each about a sixth of a re-run over an archive with little new)."""
-    return list(iter_listed(walk_sources(sources), pseudonymizer))
+    loads the last run's records (each about a sixth of a re-run over an archive with little new). Plain tuples
+    (`listed` makes them Listed again): a named tuple unpickles through a Python call per file."""
+    return [tuple(item) for item in iter_listed(walk_sources(sources), pseudonymizer)]
+
+
+def listed(entries: Iterable[tuple]) -> list[Listed]:
+    return as_tuples(Listed, entries)
 
 
 def settings_hash(sources: Sequence[Path], pseudonymizer: Pseudonymizer, limits: IngestLimits) -> str:

@@ -46,6 +46,7 @@ from medtl.ingest.incremental import (
     carry_over,
     iter_listed,
     list_sources,
+    listed,
     load_previous,
     now_ns,
     save_intensities,
@@ -179,8 +180,10 @@ def ingest_sources(
             (out / STATE).unlink(missing_ok=True)
             changes = ChangeSet(previous, verify=verify)
             # on a first run the workers read headers while the sources are still being walked and listed here
-            listed = listing.result() if listing is not None else iter_listed(walk_sources(sources), pseudonymizer)
-            files = _read_headers(executor, bar, changes.fresh_of(listed), limits)
+            found = (
+                listed(listing.result()) if listing is not None else iter_listed(walk_sources(sources), pseudonymizer)
+            )
+            files = _read_headers(executor, bar, changes.fresh_of(found), limits)
             if previous is not None:
                 files += _read_headers(executor, bar, changes.regroup(previous, files, _unit(pseudonymizer)), limits)
             laps.lap("discovery_and_headers")
@@ -284,7 +287,7 @@ def _task_notes(task: TaskDeclaration | None, rows: Sequence[dict[str, Any]]) ->
 
 def _listed_ahead(
     executor: Executor | None, sources: Sequence[Path], pseudonymizer: Pseudonymizer
-) -> Future[list[Listed]] | None:
+) -> Future[list[tuple]] | None:
     """On a re-run, one worker walks and stats the sources while this process loads the last run's records; most
     files will not be read, so nothing is gained by handing them on one by one as they are found."""
     if executor is None:

@@ -13,6 +13,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic_core import to_json
+
 from medtl.contracts.base import atomic_write_bytes
 from medtl.contracts.ingest import FileRecord
 from medtl.identity import Pseudonymizer
@@ -127,4 +129,6 @@ class PrivateRecords:
         if labels is not None:
             terms["patient_ids"].update(row.patient_id for row in labels.rows)
         payload = {kind: sorted(values) for kind, values in terms.items()}
-        atomic_write_bytes(folder / "phi_terms.json", json.dumps(payload, indent=1).encode("utf-8"))
+        # pydantic's serializer: the standard library's indented encoder is pure Python, and the paths of an
+        # archive's files are most of the terms
+        atomic_write_bytes(folder / "phi_terms.json", to_json(payload, indent=1))
