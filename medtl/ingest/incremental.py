@@ -268,11 +268,11 @@ def carry_over(
     out: Path,
 ) -> Carried:
     """The last run's rows, records and intensity summaries for every group this run did not touch (no input read)."""
-    records = []
-    for item in changes.kept:
-        record = previous.records[item.file_id]
-        records.append(record)
-        private.keep(item.file_id, item.index, item.relative, record.status)
+    records = [previous.records[item.file_id] for item in changes.kept]
+    private.keep(
+        (item.file_id, item.index, item.relative, record.status)
+        for item, record in zip(changes.kept, records, strict=True)
+    )
     private.carry_terms()
     cache = ScanCache(out)
     kept_scans = [scan for scan in previous.scans if scan.unit not in changes.affected]

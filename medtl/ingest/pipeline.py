@@ -292,7 +292,7 @@ def _listed_ahead(
     files will not be read, so nothing is gained by handing them on one by one as they are found."""
     if executor is None:
         return None
-    check_sources(sources)  # here: the worker's error would have to cross the process boundary
+    check_sources(sources)  # a missing source stops the run here, before the last run's records are loaded
     return executor.submit(list_sources, sources, pseudonymizer)
 
 

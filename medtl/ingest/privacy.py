@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from pathlib import Path
 
 from pydantic_core import to_json
@@ -63,11 +64,13 @@ class PrivateRecords:
             if value:
                 self._terms[kind].add(value)
 
-    def keep(self, file_id: str, source_index: int, relative: str, status: str) -> None:
-        """A file an incremental run did not read: indexed under its last fate (its header terms are carried)."""
-        self._index[file_id] = (source_index, relative)
-        self._terms["paths"].add(relative)
-        self._status[file_id] = status
+    def keep(self, kept: Iterable[tuple[str, int, str, str]]) -> None:
+        """Files an incremental run did not read, as (file id, source index, relative path, last status): indexed
+        under their last fate (their header terms are carried). All at once: a re-run keeps most of an archive."""
+        kept = list(kept)
+        self._index.update((file_id, (index, relative)) for file_id, index, relative, _ in kept)
+        self._terms["paths"].update(relative for _, _, relative, _ in kept)
+        self._status.update((file_id, status) for file_id, _, _, status in kept)
 
     def restatus(self, file_id: str, status: str) -> None:
         """A recorded file's fate changed after it was recorded (its scan failed preprocessing)."""
@@ -121,8 +124,9 @@ class PrivateRecords:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["file_id", "source_index", "relative_path", "status"])
-        for file_id, (index, relative) in sorted(self._index.items(), key=lambda item: item[1]):
-            writer.writerow([file_id, index, relative, self._status.get(file_id, "")])
+        status = self._status
+        listed = sorted(self._index.items(), key=itemgetter(1))
+        writer.writerows((file_id, index, relative, status.get(file_id, "")) for file_id, (index, relative) in listed)
         atomic_write_bytes(folder / "source_index.csv", buffer.getvalue().encode("utf-8"))
         terms = {kind: set(values) for kind, values in self._terms.items()}
         terms["paths"].update(str(Path(source).resolve()) for source in sources)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from medtl import __version__
@@ -24,7 +25,7 @@ def build_report(
         counts={status: counts.get(status, 0) for status in ("ingested", "skipped", "quarantined")},
         reasons=dict(sorted(reasons.items())),
         n_scans=n_scans,
-        files=sorted(files, key=lambda r: (r.source_index, r.file_id)),
+        files=sorted(files, key=attrgetter("source_index", "file_id")),
         labels=labels,
     )
 
