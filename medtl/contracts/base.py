@@ -98,6 +98,8 @@ def check_columns(
     its own, or one that allows extra columns, is checked row by row (the checks would not carry over)."""
     checker = _column_checker(model)
     n_rows = max((len(values) for values in columns.values()), default=0)
+    if n_rows == 0:  # no cell to check (as row by row): an empty table may leave its columns out
+        return
     if checker is None:
         rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
         validate_rows(model, rows, where=where, first_row_number=first_row_number)
@@ -330,8 +332,9 @@ def _read_contract_table(model: type[ContractModel], path: Path) -> pa.Table:
 
 
 def validate_frame(model: type[ContractModel], frame: pd.DataFrame, *, where: str | None = None) -> pd.DataFrame:
-    """Every row of a table checked against its row contract; the frame is returned unchanged."""
-    validate_rows(model, _records(frame), where=where)
+    """Every row of a table checked against its row contract (column by column where it allows, see
+    check_columns); the frame is returned unchanged."""
+    check_columns(model, _columns(frame), where=where)
     return frame
 
 
@@ -342,17 +345,18 @@ def table_contract(path: str | Path) -> tuple[str | None, int | None]:
     return header.get("contract"), header.get("contract_version")
 
 
-def _records(frame: pd.DataFrame) -> Sequence[dict[str, Any]]:
-    """Rows as plain Python values (numpy arrays to lists, NaN/NA to None) so pydantic judges content, not dtype.
+def _columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """Columns of plain Python values (numpy arrays to lists, NaN/NA to None) so pydantic judges content, not dtype.
 
     Through Arrow, whose conversion does this in C++: 3.5x faster than the per-cell loop below on a 2,000-row
     manifest, with the same values (a re-run reads and writes the whole manifest). A column Arrow cannot type
     (mixed Python objects, as a hostile or broken file may hold) takes the loop, so pydantic still says which cell
     is wrong."""
     try:
-        return pa.Table.from_pandas(frame, preserve_index=False).to_pylist()
+        return pa.Table.from_pandas(frame, preserve_index=False).to_pydict()
     except (pa.ArrowException, TypeError, ValueError):
-        return _records_by_cell(frame)
+        rows = _records_by_cell(frame)
+        return {str(name): [row[name] for row in rows] for name in frame.columns}
 
 
 def _records_by_cell(frame: pd.DataFrame) -> Sequence[dict[str, Any]]:

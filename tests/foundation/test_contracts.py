@@ -233,6 +233,7 @@ def test_a_table_checked_column_by_column_finds_the_cells_a_row_by_row_check_fin
         found(by_column)
     )
     contract_base.check_columns(ManifestRow, {name: [row[name] for row in _manifest_rows(3)] for name in rows[0]})
+    contract_base.check_columns(ManifestRow, {})  # no rows, no cells to check: as validate_rows([])
 
 
 def test_written_rows_with_a_key_the_contract_lacks_or_without_a_required_one_are_refused(tmp_path):
@@ -274,7 +275,8 @@ def test_rows_reach_pydantic_as_the_same_plain_values_by_either_conversion():
             "ok": [True, False, True],
         }
     )
-    fast, by_cell = contract_base._records(frame), contract_base._records_by_cell(frame)
+    columns, by_cell = contract_base._columns(frame), contract_base._records_by_cell(frame)
+    fast = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     assert fast == by_cell
     assert fast[1] == {"name": None, "value": None, "count": None, "flags": [], "shape": [2, 2], "ok": False}
     assert all(type(row["shape"][0]) is int and type(row["ok"]) is bool for row in fast)
