@@ -138,55 +138,10 @@ def test_semantic_rules_are_part_of_the_contract():
         validate_document(PreprocessingSpec, {"spatial_dims": 3, "target_shape": [64, 64]})
 
 
-def test_tables_carry_their_contract_and_are_validated_on_read(tmp_path):
-    row = {
-        "scan_id": "X-0123456789abcdef",
-        "patient_id": "P-0123456789abcdef",
-        "series_id": "R-0123456789abcdef",
-        "volume_index": 0,
-        "volumes_in_series": 1,
-        "source_format": "dicom",
-        "modality": "CT",
-        "image_kind": "volume",
-        "n_files": 3,
-        "shape": [4, 4, 3],
-        "spacing": [1.0, 1.0, 2.0],
-        "affine": [1.0, 0, 0, 0, 0, 1.0, 0, 0, 0, 0, 2.0, 0, 0, 0, 0, 1.0],
-        "orientation": "RAS",
-        "pixel_hash": "a" * 64,
-        "source_hash": "b" * 64,
-        "cache_path": "cache/arrays/aa/x.npy",
-        "intensity_min": -1.0,
-        "intensity_max": 1.0,
-        "intensity_mean": 0.0,
-        "intensity_std": 0.5,
-        "intensity_p01": -0.9,
-        "intensity_p99": 0.9,
-        "qc_flags": ["slice_gap"],
-    }
-    frame = pd.DataFrame([{**{name: None for name in ManifestRow.model_fields}, **row}])
-    path = tmp_path / "manifest.parquet"
-    write_table(ManifestRow, frame, path)
-    back = read_table(ManifestRow, path)
-    assert list(back.qc_flags.iloc[0]) == ["slice_gap"]
-    (plain,) = read_rows(ManifestRow, path)  # the same row without pandas: plain Python values
-    assert plain["qc_flags"] == ["slice_gap"] and plain["shape"] == [4, 4, 3] and type(plain["n_files"]) is int
-    assert plain == {**{name: None for name in ManifestRow.model_fields}, **row}
-    rows_path = tmp_path / "rows.parquet"  # plain rows, written without pandas: the same table read back
-    write_rows(ManifestRow, [dict(row), {**plain, "scan_id": "X-00000000000000ff"}], rows_path)
-    assert read_rows(ManifestRow, rows_path) == [plain, {**plain, "scan_id": "X-00000000000000ff"}]
-    assert read_table(ManifestRow, rows_path).iloc[:1].equals(back)
-    frame.loc[0, "patient_id"] = "PAT001"  # a real identifier instead of a pseudonym
-    with pytest.raises(DataContractError, match="row 0, column patient_id"):
-        write_table(ManifestRow, frame, tmp_path / "bad.parquet")
-    with pytest.raises(DataContractError, match="row 1, column patient_id"):
-        write_rows(ManifestRow, [plain, {**plain, "patient_id": "PAT001"}], tmp_path / "bad.parquet")
-    assert not (tmp_path / "bad.parquet").exists()
-
-
-def _manifest_rows(n: int) -> list[dict]:
-    row = {
-        **{name: None for name in ManifestRow.model_fields},
+def _manifest_row(number: int) -> dict:
+    """A valid manifest row holding the required fields only."""
+    return {
+        "scan_id": f"X-{number:016x}",
         "patient_id": "P-0123456789abcdef",
         "series_id": "R-0123456789abcdef",
         "volume_index": 0,
@@ -205,7 +160,33 @@ def _manifest_rows(n: int) -> list[dict]:
         **{f"intensity_{name}": 0.5 for name in ("min", "max", "mean", "std", "p01", "p99")},
         "qc_flags": [],
     }
-    return [{**row, "scan_id": f"X-{index:016x}"} for index in range(n)]
+
+
+def _manifest_rows(n: int) -> list[dict]:
+    """Valid rows with every field present (the optional ones None)."""
+    return [{**{name: None for name in ManifestRow.model_fields}, **_manifest_row(number)} for number in range(n)]
+
+
+def test_tables_carry_their_contract_and_are_validated_on_read(tmp_path):
+    row = {**_manifest_row(0x0123456789ABCDEF), "qc_flags": ["slice_gap"]}
+    frame = pd.DataFrame([{**{name: None for name in ManifestRow.model_fields}, **row}])
+    path = tmp_path / "manifest.parquet"
+    write_table(ManifestRow, frame, path)
+    back = read_table(ManifestRow, path)
+    assert list(back.qc_flags.iloc[0]) == ["slice_gap"]
+    (plain,) = read_rows(ManifestRow, path)  # the same row without pandas: plain Python values
+    assert plain["qc_flags"] == ["slice_gap"] and plain["shape"] == [4, 4, 3] and type(plain["n_files"]) is int
+    assert plain == {**{name: None for name in ManifestRow.model_fields}, **row}
+    rows_path = tmp_path / "rows.parquet"  # plain rows, written without pandas: the same table read back
+    write_rows(ManifestRow, [dict(row), {**plain, "scan_id": "X-00000000000000ff"}], rows_path)
+    assert read_rows(ManifestRow, rows_path) == [plain, {**plain, "scan_id": "X-00000000000000ff"}]
+    assert read_table(ManifestRow, rows_path).iloc[:1].equals(back)
+    frame.loc[0, "patient_id"] = "PAT001"  # a real identifier instead of a pseudonym
+    with pytest.raises(DataContractError, match="row 0, column patient_id"):
+        write_table(ManifestRow, frame, tmp_path / "bad.parquet")
+    with pytest.raises(DataContractError, match="row 1, column patient_id"):
+        write_rows(ManifestRow, [plain, {**plain, "patient_id": "PAT001"}], tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists()
 
 
 def test_a_table_checked_column_by_column_finds_the_cells_a_row_by_row_check_finds():
