@@ -101,8 +101,7 @@ def check_columns(
     if n_rows == 0:  # no cell to check (as row by row): an empty table may leave its columns out
         return
     if checker is None:
-        rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-        validate_rows(model, rows, where=where, first_row_number=first_row_number)
+        validate_rows(model, rows_of(columns), where=where, first_row_number=first_row_number)
         return
     filled = dict(columns)
     for name, info in model.model_fields.items():
@@ -112,6 +111,11 @@ def check_columns(
         checker.model_validate(filled)
     except ValidationError as error:
         raise DataContractError(model.schema_filename(), _cell_problems(error, first_row_number), where=where) from None
+
+
+def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The rows of a table given as columns of equal length."""
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 @functools.cache
@@ -310,7 +314,7 @@ def read_rows(model: type[ContractModel], path: str | Path) -> list[dict[str, An
     path = Path(path)
     columns = _read_contract_table(model, path).to_pydict()
     check_columns(model, columns, where=path.name)
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    return rows_of(columns)
 
 
 def _read_contract_table(model: type[ContractModel], path: Path) -> pa.Table:
