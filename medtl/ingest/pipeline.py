@@ -297,12 +297,12 @@ def _listed_ahead(
 
 
 def _read_headers(
-    executor: Executor | None, bar: Progress, listed: Iterable[Listed], limits: IngestLimits
+    executor: Executor | None, bar: Progress, to_read: Iterable[Listed], limits: IngestLimits
 ) -> list[InputFile]:
     sent: deque[list[Listed]] = deque()  # the chunks in flight, in order: each result is paired with its chunk
 
     def jobs() -> Iterator[tuple[list[tuple[int, Path, str, Path]], IngestLimits]]:
-        for chunk in _chunks(listed, _HEADER_CHUNK):
+        for chunk in _chunks(to_read, _HEADER_CHUNK):
             sent.append(chunk)
             yield [item.walked for item in chunk], limits
 
