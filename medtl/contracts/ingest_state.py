@@ -118,13 +118,10 @@ class IngestState(ContractModel):
         )
 
     def file_states(self) -> list[FileState]:
-        c = self.files
-        return as_tuples(FileState, zip(c.file_id, c.size_bytes, c.mtime_ns, c.sha256, c.unit, strict=True))
+        return _entries(FileState, self.files)
 
     def scan_states(self) -> list[ScanState]:
-        c = self.scans
-        entries = zip(c.scan_id, c.unit, c.patient_key, c.study_key, c.accession_key, c.series_key, strict=True)
-        return as_tuples(ScanState, entries)
+        return _entries(ScanState, self.scans)
 
 
 def as_tuples(kind: type[T], entries: Iterable[tuple]) -> list[T]:
@@ -135,3 +132,8 @@ def as_tuples(kind: type[T], entries: Iterable[tuple]) -> list[T]:
 
 def _columns(fields: Sequence[str], entries: Sequence[tuple]) -> dict[str, list]:
     return {name: [entry[i] for entry in entries] for i, name in enumerate(fields)}
+
+
+def _entries(kind: type[T], columns: _Columns) -> list[T]:
+    """The inverse of _columns: one named tuple per entry, its fields taken from the columns of the same names."""
+    return as_tuples(kind, zip(*(getattr(columns, name) for name in kind._fields), strict=True))  # type: ignore[attr-defined]
