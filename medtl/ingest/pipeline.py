@@ -263,6 +263,10 @@ def ingest_sources(
         (out / QC_SUMMARY).write_text(qc_summary_markdown(report, rows, fingerprint, spec_text), encoding="utf-8")
         private.write(sources, label_table)
         save_intensities(out, intensities)
+        ScanCache(out).remember(
+            (result.source_key, result.scans) for result in results if result.source_key and result.scans
+            and not result.from_cache
+        )  # fmt: skip
         write_json(state, out / STATE)
     return IngestResult(out, report, fingerprint, chosen_spec, task, notes)
 

@@ -14,7 +14,7 @@ from medtl.contracts import PreprocessingSpec, read_json, read_table
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
 from medtl.ingest import worker as worker_module
-from medtl.ingest.cache import ScanCache
+from medtl.ingest.cache import DECODED_INDEX, ScanCache
 from medtl.ingest.pipeline import ingest_sources
 from medtl.ingest.preprocess import spec_hash
 from support.dicom_factory import ct_series, dx_image
@@ -126,6 +126,68 @@ def test_rerun_serves_the_cache_and_detects_changes(cohort, tmp_path, monkeypatc
     volumes = first.image_kind == "volume"
     assert set(third.pixel_hash[third.image_kind == "volume"]) == set(first.pixel_hash[volumes])
     assert set(third.pixel_hash[third.image_kind == "image2d"]).isdisjoint(first.pixel_hash[~volumes])
+
+
+def _no_decoding(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a series whose files were decoded before was decoded again")
+
+    monkeypatch.setattr(worker_module, "read_plan", refuse)
+    monkeypatch.setattr(worker_module, "read_nifti", refuse)
+
+
+def _index_lines(out: Path) -> list[str]:
+    return (out / "cache" / DECODED_INDEX).read_text().splitlines()
+
+
+def test_a_full_reread_is_served_by_the_decoded_index_and_adds_nothing_to_it(cohort, tmp_path, monkeypatch):
+    out = tmp_path / "dataset"
+    _ingest(cohort, out)
+    first = read_table(ManifestRow, out / "manifest.parquet").sort_values("scan_id", ignore_index=True)
+    lines = _index_lines(out)
+    # one line per decode: the CT, each volume of the two-time-point series, the radiograph
+    assert len(lines) == 4 and sum(len(json.loads(line.split("\t")[1])) for line in lines) == len(first)
+    assert not list((out / "cache").rglob("*.tmp")) and not (out / "cache" / "decoded").exists()
+    _no_decoding(monkeypatch)
+    _ingest(cohort, out, incremental=False)
+    again = read_table(ManifestRow, out / "manifest.parquet").sort_values("scan_id", ignore_index=True)
+    pd.testing.assert_frame_equal(first, again)
+    assert _index_lines(out) == lines
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "cut",  # a run interrupted while appending
+        "escape",  # a record naming an array outside the cache
+        "wrong_type",  # a record that is not a manifest row's decoded part
+        "no_array",  # the array the record names is gone
+    ],
+)
+def test_a_damaged_decoded_index_means_decoding_again_not_an_error(cohort, tmp_path, damage):
+    out = tmp_path / "dataset"
+    _ingest(cohort, out)
+    first = read_table(ManifestRow, out / "manifest.parquet").sort_values("scan_id", ignore_index=True)
+    index = out / "cache" / DECODED_INDEX
+    lines = index.read_text().splitlines()
+    key, records = lines[0].split("\t")[0], json.loads(lines[0].split("\t")[1])
+    if damage == "cut":
+        lines[0] = lines[0][: len(lines[0]) // 2]
+    elif damage == "no_array":
+        (out / records[0]["cache_path"]).unlink()
+    elif damage == "escape":  # the same array, outside the dataset folder
+        shutil.copy(out / records[0]["cache_path"], tmp_path / "outside.npy")
+        records[0]["cache_path"] = "../outside.npy"
+    else:
+        records[0]["shape"] = "64x64"
+    if damage in ("escape", "wrong_type"):
+        lines[0] = f"{key}\t{json.dumps(records)}"
+    index.write_text("\n".join(lines) + "\n")
+    _ingest(cohort, out, incremental=False)
+    again = read_table(ManifestRow, out / "manifest.parquet").sort_values("scan_id", ignore_index=True)
+    pd.testing.assert_frame_equal(first, again)
+    assert len(_index_lines(out)) == len(lines) + 1  # the series decoded again is indexed again
+    assert ScanCache(out).lookup(key) is not None
 
 
 def test_preprocessed_cache_is_keyed_by_spec(cohort, tmp_path):
