@@ -17,6 +17,7 @@ from medtl.io.dicom.fastheader import HEAD_BYTES, fast_header
 from medtl.io.dicom.headers import DicomHeader, header_at, read_header, values_of
 from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.io.nifti import NIFTI_SUFFIXES, is_nifti_bytes
+from medtl.io.rawfile import IsLink, file_size, open_file, read_head
 
 
 @dataclass
@@ -147,14 +148,19 @@ def classify_file(
 
 
 def _classify(index: int, path: Path, relative: str, root: Path | None, limits: IngestLimits) -> InputFile:
-    if root is not None and path.is_symlink():
-        fate = link_fate(path, root)
-        if fate is not None:
-            return InputFile(path, index, relative, 0, "other", None, "skipped", *fate)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(HEAD_BYTES)  # enough to sniff, and the whole header of most DICOM files
+        try:  # a file found under a source is opened only if it is no link, or a link that stays inside the source
+            fd = open_file(path, follow_links=root is None)
+        except IsLink:
+            fate = link_fate(path, root) if root is not None else None
+            if fate is not None:
+                return InputFile(path, index, relative, 0, "other", None, "skipped", *fate)
+            fd = open_file(path)
+        try:
+            size = file_size(fd)
+            head = read_head(fd, HEAD_BYTES, size)  # enough to sniff, and the whole header of most DICOM files
+        finally:
+            os.close(fd)
     except OSError as error:
         return InputFile(path, index, relative, 0, "other", None, "quarantined", "unreadable_file", str(error.strerror))
     dicom_preamble = len(head) >= 132 and head[128:132] == b"DICM"

@@ -27,6 +27,7 @@ from medtl.io.limits import DEFAULT_LIMITS, IngestLimits
 from medtl.io.nifti import read_nifti
 from medtl.io.quiet import FLAG as QUIET_FLAG
 from medtl.io.quiet import Muted, muted_library_messages
+from medtl.io.rawfile import file_size, open_file, read_rest
 from medtl.io.scan import Scan
 from medtl.timing import collecting, timed
 
@@ -161,14 +162,18 @@ def _prefetch(paths: list[Path], result: WorkResult) -> dict[Path, tuple[bytes |
     kept = 0
     for path in paths:
         try:
-            if kept + path.stat().st_size <= PREFETCH_BUDGET_BYTES:
-                with timed("read"):
-                    data = path.read_bytes()
-                kept += len(data)
-                with timed("hash"):
+            with timed("read"):
+                fd = open_file(path)
+                try:
+                    size = file_size(fd)
+                    data = read_rest(fd, size) if kept + size <= PREFETCH_BUDGET_BYTES else None
+                finally:
+                    os.close(fd)
+            with timed("hash"):
+                if data is not None:
+                    kept += len(data)
                     prefetched[path] = (data, sha256_bytes(data))
-            else:
-                with timed("hash"):
+                else:
                     prefetched[path] = (None, sha256_file(path))
         except OSError as error:
             result.files.append(FileResult(path, None, f"cannot read file ({error.strerror})"))
