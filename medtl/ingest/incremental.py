@@ -61,8 +61,10 @@ class Listed(NamedTuple):
         return Path(self.location)
 
     @property
-    def walked(self) -> tuple[int, Path, str, Path]:
-        return self.index, self.path, self.relative, self.root
+    def walked(self) -> tuple[int, str, str, Path]:
+        """What a header reader is sent: the path as text (a worker makes its own Path; this process makes one only
+        for a file that is read, in `_read_headers`)."""
+        return self.index, self.location, self.relative, self.root
 
 
 def iter_listed(walked: Iterable[tuple[int, str, str, Path]], pseudonymizer: Pseudonymizer) -> Iterator[Listed]:
@@ -290,21 +292,22 @@ def state_entries(
     listed: Sequence[Listed],
     changes: ChangeSet,
     previous: Previous | None,
-    by_path: dict[Path, InputFile],
+    read: dict[str, InputFile],
     records: dict[Path, FileRecord],
     pseudonymizer: Pseudonymizer,
 ) -> list[FileState]:
     """Every listed file's state: the last run's entry for a file not read (its stat is unchanged, so the entry
-    is too), as found for the others."""
+    is too), as found for the others (`read`: by listed location)."""
     kept = {item.file_id for item in changes.kept}
     entries = []
     for item in listed:
         if previous is not None and item.file_id in kept:
             entries.append(previous.files[item.file_id])
             continue
-        file, digest = by_path[item.path], records[item.path].sha256
+        file = read[item.location]
+        digest = records[file.path].sha256
         if digest is None and file.header is not None:  # a DICOM file left out of its series (a localizer, a copy):
-            digest = _hash(item.path)  # hashed now, or every racy check would re-read its series
+            digest = _hash(file.path)  # hashed now, or every racy check would re-read its series
         entries.append(
             FileState(
                 file_id=item.file_id,

@@ -183,9 +183,11 @@ def ingest_sources(
             found = (
                 listed(listing.result()) if listing is not None else iter_listed(walk_sources(sources), pseudonymizer)
             )
-            files = _read_headers(executor, bar, changes.fresh_of(found), limits)
+            read: dict[str, InputFile] = {}  # by listed location
+            files = _read_headers(executor, bar, changes.fresh_of(found), limits, read)
             if previous is not None:
-                files += _read_headers(executor, bar, changes.regroup(previous, files, _unit(pseudonymizer)), limits)
+                again = changes.regroup(previous, files, _unit(pseudonymizer))
+                files += _read_headers(executor, bar, again, limits, read)
             laps.lap("discovery_and_headers")
             grouping = group_headers([f.header for f in files if f.header is not None])
             items, identities = _work_items(files, grouping.plans, out, limits)
@@ -230,7 +232,7 @@ def ingest_sources(
                 # nothing is written until the tensors are made, so a failed run leaves no manifest behind.
                 _file_records(files, grouping.fates, results, outcomes, by_path, records, private)
                 _ensure_all_accounted(files, records)
-                entries = state_entries(changes.listed, changes, previous, by_path, records, pseudonymizer)
+                entries = state_entries(changes.listed, changes, previous, read, records, pseudonymizer)
                 fingerprint, state = assembled()
                 list(bar.track(tensors, "preprocessing", len(rows)))
                 if failed:  # rare: assembled again without them
@@ -301,11 +303,17 @@ def _listed_ahead(
 
 
 def _read_headers(
-    executor: Executor | None, bar: Progress, to_read: Iterable[Listed], limits: IngestLimits
+    executor: Executor | None,
+    bar: Progress,
+    to_read: Iterable[Listed],
+    limits: IngestLimits,
+    read: dict[str, InputFile],
 ) -> list[InputFile]:
+    """Every file of `to_read` classified (headers read by the workers), each also entered in `read` by its listed
+    location."""
     sent: deque[list[Listed]] = deque()  # the chunks in flight, in order: each result is paired with its chunk
 
-    def jobs() -> Iterator[tuple[list[tuple[int, Path, str, Path]], IngestLimits]]:
+    def jobs() -> Iterator[tuple[list[tuple[int, str, str, Path]], IngestLimits]]:
         for chunk in _chunks(to_read, _HEADER_CHUNK):
             sent.append(chunk)
             yield [item.walked for item in chunk], limits
@@ -313,14 +321,18 @@ def _read_headers(
     def files() -> Iterator[InputFile]:
         for described in map_ordered(executor, _classify_chunk, jobs()):
             for item, portable_file in zip(sent.popleft(), described, strict=True):
-                yield restored(item.path, item.index, item.relative, portable_file)
+                file = read[item.location] = restored(item.path, item.index, item.relative, portable_file)
+                yield file
 
     return list(bar.track(files(), "reading headers", None))
 
 
-def _classify_chunk(args: tuple[list[tuple[int, Path, str, Path]], IngestLimits]) -> list[tuple]:
+def _classify_chunk(args: tuple[list[tuple[int, str, str, Path]], IngestLimits]) -> list[tuple]:
     chunk, limits = args
-    return [portable(classify_file(*walked, limits=limits)) for walked in chunk]
+    return [
+        portable(classify_file(index, Path(location), relative, root, limits=limits))
+        for index, location, relative, root in chunk
+    ]
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -56,6 +56,15 @@ class FileResult:
     error: str | None = None
     code: str | None = None  # reason code when error is set; None means decode_failed
 
+    def __reduce__(self) -> tuple:
+        """Pickled as plain values: a result per input file crosses back to the ingest process, and a pickled
+        dataclass holding a `Path` (rebuilt from its parts) takes several times as long to load."""
+        return _file_result, (str(self.path), self.sha256, self.error, self.code)
+
+
+def _file_result(path: str, sha256: str | None, error: str | None, code: str | None) -> FileResult:
+    return FileResult(Path(path), sha256, error, code)
+
 
 @dataclass
 class WorkResult:
