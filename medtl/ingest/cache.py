@@ -7,7 +7,9 @@ changed file or a changed spec therefore always misses, and an unchanged one is 
 Why few files: creating a file costs far more than writing its bytes on common virtual machines' disks (measured
 0.1-2 ms of system time per create and rename, against 0.1 ms to write 250 KB), so each scan gets its array and its
 tensor and nothing else; what was decoded from which files is one index for the whole dataset folder
-(`decoded.tsv`), appended to by the ingest process once per run.
+(`decoded.tsv`), appended to by the ingest process once per run. A decoded array is still written while it is
+hashed for its name (into cache/arrays, then renamed into its folder): on large scans the write then costs no more
+than the hash, which outweighs the cheaper rename a hash-first write would allow (measured both ways).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -88,11 +91,45 @@ class ScanCache:
         target = os.path.join(self.dataset_root, relpath)
         if os.path.isfile(target):
             return
-        handle, tmp = _temporary_beside(target)
+        handle, tmp = _temporary_in(os.path.dirname(target))  # beside the target: a rename within one folder
         try:
             with os.fdopen(handle, "wb") as out:
                 np.save(out, array, allow_pickle=False)  # keeps the memory layout; no copy
             os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @contextmanager
+    def writing(self, array: np.ndarray) -> Iterator[PendingWrite]:
+        """Write `array` on a background thread while the block runs (typically: hashing it for its name), then
+        give it the name the block chose (`pending.relpath`). numpy's file write and hashlib both release the
+        GIL, so the two overlap even in one process: on a large scan, the write costs nothing more than its hash.
+        A failure of either leaves no file behind and is raised."""
+        handle, tmp = _temporary_in(str(self.root / "arrays"))
+        pending = PendingWrite(handle, array)
+        pending.thread.start()
+        try:
+            try:
+                yield pending
+            finally:
+                with timed("cache_write"):  # the part of the write the block did not hide
+                    pending.thread.join()
+            if pending.error is not None:
+                raise pending.error
+            if pending.relpath is None:
+                raise RuntimeError("a cache write was never named")
+            target = os.path.join(self.dataset_root, pending.relpath)
+            if os.path.isfile(target):  # the same content is there already
+                os.unlink(tmp)
+                return
+            folder = os.path.dirname(target)
+            _known_folder(folder)
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:  # the folder was removed since this process made it
+                os.makedirs(folder, exist_ok=True)
+                os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -121,13 +158,29 @@ class ScanCache:
         return dtype == np.float32 and not fortran_order and tuple(found) == tuple(shape)
 
 
+class PendingWrite:
+    """An array being written to a temporary file; `relpath` is set by whoever learns its name meanwhile."""
+
+    def __init__(self, handle: int, array: np.ndarray) -> None:
+        self.relpath: str | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._write, args=(handle, array), daemon=True)
+
+    def _write(self, handle: int, array: np.ndarray) -> None:
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.save(out, array, allow_pickle=False)
+        except BaseException as error:  # handed to the waiting thread, which raises it
+            self.error = error
+
+
 class WriteBehind:
     """Writes of finished arrays on one background thread while the next one is computed; at most one waits, so
     memory stays bounded. Leaving the block waits for the last write and raises the first failure, so a failed
     write still fails the work it belongs to."""
 
-    def __init__(self, cache: ScanCache, step: str = "preprocess_write") -> None:
-        self.cache, self.step = cache, step  # step: the timing name of the waits (medtl/timing.py)
+    def __init__(self, cache: ScanCache) -> None:
+        self.cache = cache
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -154,7 +207,7 @@ class WriteBehind:
 
     def _join(self) -> None:
         if self._thread is not None:
-            with timed(self.step):  # the part of the write the next computation did not hide
+            with timed("preprocess_write"):  # the part of the write the next computation did not hide
                 self._thread.join()
             self._thread = None
         if self._error is not None:
@@ -162,14 +215,17 @@ class WriteBehind:
             raise error
 
 
-def _temporary_beside(target: str) -> tuple[int, str]:
-    """A new temporary file in `target`'s folder (renamed within one folder, the cheaper rename), the folder made
-    unless this process made or found it before: a failed mkdir costs a system call and an exception per file,
-    and an archive's scans share a few hundred cache folders. A folder removed since is made again."""
-    folder = os.path.dirname(target)
+def _known_folder(folder: str) -> None:
+    """Make `folder` unless this process made or found it before: a failed mkdir costs a system call and an
+    exception per file, and an archive's scans share a few hundred cache folders."""
     if folder not in _known_folders:
         os.makedirs(folder, exist_ok=True)
         _known_folders.add(folder)
+
+
+def _temporary_in(folder: str) -> tuple[int, str]:
+    """A new temporary file in `folder`, made (again, if it was removed since) when needed."""
+    _known_folder(folder)
     try:
         return tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
     except FileNotFoundError:

@@ -139,19 +139,18 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
     warned = muted.count > 0 or any(h.value_warnings for h in (item.plan.headers if item.plan else []))
     good = sorted(hashes[f.path] for f in outcomes if f.error is None)
     source_hash = sha256_json(good)
-    with WriteBehind(cache, step="cache_write") as writes:  # each array written while the next step runs
-        for scan in scans:
-            if warned:
-                scan.flag(QUIET_FLAG)
-            try:
-                record, array = _store(scan, cache, writes, source_hash, n_files=len(good))
-            except ReadError as error:
-                result.error, result.error_code = error.what, "scan_rejected"
-                result.files = [FileResult(f.path, f.sha256, f.error or error.what, f.code) for f in result.files]
-                return
-            result.scans.append(record)
-            result.intensities.append(summarize(scan.array))
-            preprocess_early(item, cache, record, array)
+    for scan in scans:
+        if warned:
+            scan.flag(QUIET_FLAG)
+        try:
+            record, array = _store(scan, cache, source_hash, n_files=len(good))
+        except ReadError as error:
+            result.error, result.error_code = error.what, "scan_rejected"
+            result.files = [FileResult(f.path, f.sha256, f.error or error.what, f.code) for f in result.files]
+            return
+        result.scans.append(record)
+        result.intensities.append(summarize(scan.array))
+        preprocess_early(item, cache, record, array)
 
 
 def preprocess_early(item: WorkItem, cache: ScanCache, record: dict[str, Any], array: np.ndarray | None) -> None:
@@ -202,11 +201,8 @@ def _decode(item: WorkItem, prefetched: dict[Path, tuple[bytes | None, str]]) ->
     return scans, [FileResult(item.nifti_path, digest)]
 
 
-def _store(
-    scan: Scan, cache: ScanCache, writes: WriteBehind, source_hash: str, *, n_files: int
-) -> tuple[dict[str, Any], np.ndarray]:
-    """The manifest record of a decoded scan, and the array as cached (named by its pixel hash, written by
-    `writes` while the caller goes on)."""
+def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> tuple[dict[str, Any], np.ndarray]:
+    """The manifest record of a decoded scan, and the array as cached (written under its pixel hash)."""
     # Integer volumes (medtl/io/dicom/integral.py) stay integers: they hold the exact values the float path gives.
     array = scan.array if scan.array.dtype.kind in "iu" else np.asarray(scan.array, dtype=np.float32)
     with timed("checks"):
@@ -216,10 +212,10 @@ def _store(
         stored = compact_lossless(
             array, integral=bool(scan.meta.get("integral")), low=stats["intensity_min"], high=stats["intensity_max"]
         )
-    with timed("pixel_hash"):
-        pixel_hash = sha256_array(stored)
-    relpath = cache.array_relpath(pixel_hash)
-    writes.save(relpath, stored)
+    with cache.writing(stored) as pending:  # written while it is hashed for its name
+        with timed("pixel_hash"):
+            pixel_hash = sha256_array(stored)
+        relpath = pending.relpath = cache.array_relpath(pixel_hash)
     meta = scan.meta
     record = {
         "volume_index": scan.volume_index,

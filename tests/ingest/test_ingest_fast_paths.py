@@ -391,7 +391,10 @@ def test_preprocessed_writes_finish_before_the_batch_returns_and_failures_surfac
     monkeypatch.setattr(np, "save", full_disk)
     with pytest.raises(OSError), WriteBehind(cache) as writes:
         writes.save("cache/t/x.npy", arrays[0])
-    assert not list((tmp_path / "cache").rglob("*.tmp")) and not cache.has("cache/t/x.npy")
+    with pytest.raises(OSError), cache.writing(arrays[0]) as pending:
+        pending.relpath = "cache/t/y.npy"
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    assert not cache.has("cache/t/x.npy") and not cache.has("cache/t/y.npy")
 
 
 def _oriented_cohort(root: Path) -> list[Path]:

@@ -155,6 +155,18 @@ def test_a_full_reread_is_served_by_the_decoded_index_and_adds_nothing_to_it(coh
     assert _index_lines(out) == lines
 
 
+def test_a_cache_removed_between_runs_of_one_process_is_made_again(cohort, tmp_path):
+    """Cache folders are remembered per process once made; removed in between, they are made again."""
+    out = tmp_path / "dataset"
+    _ingest(cohort, out)  # one worker: the cache is written by this very process
+    first = read_table(ManifestRow, out / "manifest.parquet").sort_values("scan_id", ignore_index=True)
+    shutil.rmtree(out / "cache")
+    _ingest(cohort, out, incremental=False)
+    again = read_table(ManifestRow, out / "manifest.parquet").sort_values("scan_id", ignore_index=True)
+    pd.testing.assert_frame_equal(first, again)
+    assert all(ScanCache(out).has(path) for path in again.cache_path)
+
+
 @pytest.mark.parametrize(
     "damage",
     [
