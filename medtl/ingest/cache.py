@@ -19,10 +19,10 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
@@ -31,6 +31,7 @@ from medtl.contracts import ManifestRow
 from medtl.hashing import canonical_json
 from medtl.timing import timed
 
+T = TypeVar("T")
 CACHE_DIR = "cache"
 DECODED_INDEX = "decoded.tsv"  # under cache/: one line per decode, "<source key>\t<JSON list of scan records>"
 LEGACY_DECODED = "decoded"  # what versions before the index kept: a JSON file per series, under cache/
@@ -123,13 +124,7 @@ class ScanCache:
             if os.path.isfile(target):  # the same content is there already
                 os.unlink(tmp)
                 return
-            folder = os.path.dirname(target)
-            _known_folder(folder)
-            try:
-                os.replace(tmp, target)
-            except FileNotFoundError:  # the folder was removed since this process made it
-                os.makedirs(folder, exist_ok=True)
-                os.replace(tmp, target)
+            _in_folder(os.path.dirname(target), lambda: os.replace(tmp, target))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -215,27 +210,27 @@ class WriteBehind:
             raise error
 
 
-def _known_folder(folder: str) -> None:
-    """Make `folder` unless this process made or found it before: a failed mkdir costs a system call and an
-    exception per file, and an archive's scans share a few hundred cache folders."""
+def _in_folder(folder: str, action: Callable[[], T]) -> T:
+    """`action` (which creates something in `folder`), the folder made first unless this process made or found it
+    before: a failed mkdir costs a system call and an exception per file, and an archive's scans share a few
+    hundred cache folders. A folder removed since is made again."""
     if folder not in _known_folders:
         os.makedirs(folder, exist_ok=True)
         _known_folders.add(folder)
+    try:
+        return action()
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        return action()
 
 
 def _temporary_in(folder: str) -> tuple[int, str]:
-    """A new temporary file in `folder`, made (again, if it was removed since) when needed."""
-    _known_folder(folder)
-    try:
-        return tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
-    except FileNotFoundError:
-        os.makedirs(folder, exist_ok=True)
-        return tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
+    return _in_folder(folder, lambda: tempfile.mkstemp(dir=folder, suffix=".npy.tmp"))
 
 
 def _decoded_index(path: Path) -> dict[str, str]:
     """Source key -> that line's JSON, read once per process while the file is unchanged; the JSON is parsed only
-    for a key looked up. Lines that are not a key and some JSON (cut short, edited) are left out, and so is an
+    for a key looked up. Lines that are not a key, a tab and a JSON list (cut short, edited) are left out, and so is an
     index larger than MAX_INDEX_BYTES (its size is checked before it is read)."""
     try:
         stat = os.stat(path)

@@ -104,16 +104,19 @@ def test_no_phi_in_any_output_outside_private(cohort, tmp_path):
     assert "DOE^JANE" in terms["patient_names"] and "PAT001" in terms["patient_ids"]
 
 
+def _no_decoding(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a series whose files were decoded before was decoded again")
+
+    monkeypatch.setattr(worker_module, "read_plan", refuse)
+    monkeypatch.setattr(worker_module, "read_nifti", refuse)
+
+
 def test_rerun_serves_the_cache_and_detects_changes(cohort, tmp_path, monkeypatch):
     out = tmp_path / "dataset"
     _ingest(cohort, out)
     first = read_table(ManifestRow, out / "manifest.parquet").sort_values("scan_id").reset_index(drop=True)
-
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("an unchanged series was decoded again")
-
-    monkeypatch.setattr(worker_module, "read_plan", no_decoding)
-    monkeypatch.setattr(worker_module, "read_nifti", no_decoding)
+    _no_decoding(monkeypatch)
     _ingest(cohort, out)
     second = read_table(ManifestRow, out / "manifest.parquet").sort_values("scan_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(first, second)
@@ -126,14 +129,6 @@ def test_rerun_serves_the_cache_and_detects_changes(cohort, tmp_path, monkeypatc
     volumes = first.image_kind == "volume"
     assert set(third.pixel_hash[third.image_kind == "volume"]) == set(first.pixel_hash[volumes])
     assert set(third.pixel_hash[third.image_kind == "image2d"]).isdisjoint(first.pixel_hash[~volumes])
-
-
-def _no_decoding(monkeypatch) -> None:
-    def refuse(*args, **kwargs):
-        raise AssertionError("a series whose files were decoded before was decoded again")
-
-    monkeypatch.setattr(worker_module, "read_plan", refuse)
-    monkeypatch.setattr(worker_module, "read_nifti", refuse)
 
 
 def _index_lines(out: Path) -> list[str]:
