@@ -14,12 +14,13 @@ than the hash, which outweighs the cheaper rename a hash-first write would allow
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -28,6 +29,7 @@ import numpy as np
 from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
 
 from medtl.contracts import ManifestRow
+from medtl.contracts.base import atomic_write_bytes
 from medtl.hashing import canonical_json
 from medtl.timing import timed
 
@@ -43,6 +45,7 @@ DecodedScan = create_model(
     **{name: (info.annotation, info) for name, info in ManifestRow.model_fields.items() if name not in _ADDED},
 )
 _DECODED_RECORDS = TypeAdapter(list[DecodedScan])
+COMPACT_BYTES_PER_SCAN, COMPACT_SLACK = 8192, 1000  # a decode's line is ~1 KB per scan: compact at ~8x
 MAX_INDEX_BYTES = 1 << 30  # past this (about a million series), lookups miss rather than read it whole
 _known_folders: set[str] = set()  # folders this process made or found: not asked for again
 _index_memo: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}  # index path: (size, mtime), key: JSON
@@ -76,17 +79,26 @@ class ScanCache:
         named = all(record["cache_path"] == self.array_relpath(record["pixel_hash"]) for record in records)
         return records if named and all(self.has(record["cache_path"]) for record in records) else None
 
-    def remember(self, decoded: Iterable[tuple[str, list[dict[str, Any]]]]) -> None:
+    def remember(self, decoded: Iterable[tuple[str, list[dict[str, Any]]]], in_use: Collection[str]) -> None:
         """Append what this run decoded (source key, scan records) to the index: one write per run, by the ingest
         process. A line cut short by an interrupted run is skipped when read. The per-series files of earlier
-        versions go (their series are decoded once more, then indexed here)."""
+        versions go (their series are decoded once more, then indexed here).
+
+        `in_use`: the pixel hashes of the dataset's scans now. An index grown past COMPACT_BYTES_PER_SCAN per scan
+        in use (plus COMPACT_SLACK scans) is rewritten with only the decodes of scans in use, so a folder ingested
+        night after night does not keep every decode it ever made; a decode dropped is redone if ever needed."""
         lines = [f"{key}\t{canonical_json(records).decode('utf-8')}\n" for key, records in decoded]
+        path = self.root / DECODED_INDEX
         if lines:
             self.root.mkdir(parents=True, exist_ok=True)
-            with open(self.root / DECODED_INDEX, "a", encoding="utf-8") as index:
+            with open(path, "a", encoding="utf-8") as index:
                 index.write("".join(lines))
         if (self.root / LEGACY_DECODED).is_dir():
             shutil.rmtree(self.root / LEGACY_DECODED, ignore_errors=True)
+        if path.is_file() and path.stat().st_size > COMPACT_BYTES_PER_SCAN * (len(in_use) + COMPACT_SLACK):
+            used = set(in_use)
+            kept = [f"{key}\t{text}\n" for key, text in _decoded_index(path).items() if _pixels_of(text) <= used]
+            atomic_write_bytes(path, "".join(kept).encode("utf-8"))
 
     def save_array(self, relpath: str, array: np.ndarray) -> None:
         target = os.path.join(self.dataset_root, relpath)
@@ -254,6 +266,15 @@ def _decoded_index(path: Path) -> dict[str, str]:
             table[key] = text  # a later line for the same key wins
     _index_memo[str(path)] = (signature, table)
     return table
+
+
+def _pixels_of(text: str) -> set[str]:
+    """The pixel hashes an index line's records name (none for a line that is not such a list)."""
+    try:
+        records = json.loads(text)
+        return {record["pixel_hash"] for record in records}
+    except (ValueError, TypeError, KeyError):
+        return {""}  # never in use: the line goes
 
 
 def _whole_npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:

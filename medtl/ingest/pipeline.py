@@ -266,8 +266,9 @@ def ingest_sources(
         private.write(sources, label_table)
         save_intensities(out, intensities)
         ScanCache(out).remember(
-            (result.source_key, result.scans) for result in results if result.source_key and result.scans
-            and not result.from_cache
+            ((result.source_key, result.scans) for result in results if result.source_key and result.scans
+             and not result.from_cache),
+            in_use={row["pixel_hash"] for row in rows},
         )  # fmt: skip
         write_json(state, out / STATE)
     return IngestResult(out, report, fingerprint, chosen_spec, task, notes)

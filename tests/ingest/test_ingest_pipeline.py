@@ -13,6 +13,7 @@ import pytest
 from medtl.contracts import PreprocessingSpec, read_json, read_table
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+from medtl.ingest import cache as cache_module
 from medtl.ingest import worker as worker_module
 from medtl.ingest.cache import DECODED_INDEX, ScanCache
 from medtl.ingest.pipeline import ingest_sources
@@ -148,6 +149,25 @@ def test_a_full_reread_is_served_by_the_decoded_index_and_adds_nothing_to_it(coh
     again = read_table(ManifestRow, out / "manifest.parquet").sort_values("scan_id", ignore_index=True)
     pd.testing.assert_frame_equal(first, again)
     assert _index_lines(out) == lines
+
+
+def test_the_decoded_index_keeps_only_scans_in_use_once_it_has_grown(cohort, tmp_path, monkeypatch):
+    out = tmp_path / "dataset"
+    _ingest(cohort, out)
+    lines = _index_lines(out)
+    key, records = lines[0].split("\t")[0], json.loads(lines[0].split("\t")[1])
+    rng = np.random.default_rng(0)
+    stale = []
+    for _ in range(100):  # decodes of scans the dataset no longer has (e.g. earlier nights of a scoring inbox)
+        fake = [dict(record, pixel_hash=rng.bytes(32).hex()) for record in records]
+        stale.append(f"{rng.bytes(32).hex()}\t{json.dumps(fake)}")
+    (out / "cache" / DECODED_INDEX).write_text("\n".join(lines + stale) + "\n")
+    monkeypatch.setattr(cache_module, "COMPACT_SLACK", 0)  # the bound for a dataset of a few scans, not thousands
+    _ingest(cohort, out)  # nothing new: the index is only checked against its bound
+    assert sorted(_index_lines(out)) == sorted(lines)
+    _no_decoding(monkeypatch)
+    _ingest(cohort, out, incremental=False)  # what is in use is still served from the index
+    assert ScanCache(out).lookup(key) is not None
 
 
 def test_a_cache_removed_between_runs_of_one_process_is_made_again(cohort, tmp_path):
