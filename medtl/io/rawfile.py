@@ -24,18 +24,16 @@ class IsLink(Exception):
 def open_file(path: str | Path, *, follow_links: bool = True) -> int:
     """A read-only descriptor; with follow_links=False, IsLink when `path` itself is a symbolic link (checked by
     the open itself where the platform can, so a link put in place after a check is never followed)."""
-    if not follow_links:
-        if not _NO_FOLLOW:
-            if os.path.islink(path):
-                raise IsLink
-        else:
-            try:
-                return os.open(path, os.O_RDONLY | _NO_FOLLOW)
-            except OSError as error:
-                if error.errno in _LINK_ERRORS:
-                    raise IsLink from None
-                raise
-    return os.open(path, os.O_RDONLY)
+    if follow_links or not _NO_FOLLOW:
+        if not follow_links and os.path.islink(path):  # a platform without O_NOFOLLOW: checked before the open
+            raise IsLink
+        return os.open(path, os.O_RDONLY)
+    try:
+        return os.open(path, os.O_RDONLY | _NO_FOLLOW)
+    except OSError as error:
+        if error.errno in _LINK_ERRORS:
+            raise IsLink from None
+        raise
 
 
 def file_size(fd: int) -> int:
