@@ -152,31 +152,41 @@ def evaluate_test(artifact: Path, dataset: Path, out: Path) -> dict:
     return {"n_patients": test["n_patients"], "estimates": estimates}
 
 
+def test_scores(predictors: dict, dataset: Path, reference) -> tuple:
+    """Each predictor's positive-class scores on the official test images (binary tasks), and the targets; the task
+    as `reference` (a loaded model) saw it."""
+    import numpy as np
+
+    from medtl.training.config import TaskConfig
+    from medtl.training.data import TensorSet, load_task
+
+    config = TaskConfig.model_validate(reference.artifact.read_yaml("config.yaml")["task"])
+    task = load_task(dataset, config, reference.spec)
+    data = TensorSet(task, np.flatnonzero((task.scans["split"] == "test").to_numpy()))
+    inputs = torch.stack([data[i][0] for i in range(len(data))])
+    positive = reference.classes.index(reference.positive_class)
+    targets = data.targets.numpy() == task.classes.index(reference.positive_class)
+    scores = {}
+    for name, predictor in predictors.items():
+        batches = [predictor.predict(inputs[i : i + 64]) for i in range(0, len(inputs), 64)]
+        scores[name] = np.concatenate(batches)[:, positive]
+    return targets, scores
+
+
 def flip_ablation(artifact: Path, dataset: Path) -> dict | None:
     """The same sealed models on the same test images with and without the mirror average (binary tasks): the
     paired AUROC difference (DeLong) is what the plan's test_time_flips buys; the headline number is the artifact's
     own, with the average."""
     import dataclasses
 
-    import numpy as np
-
     from medtl.evaluation.paired import delong_paired
     from medtl.models.loaded import load_model
-    from medtl.training.config import TaskConfig
-    from medtl.training.data import TensorSet, load_task
 
     model = load_model(artifact)
     if not model.flip_axes or model.task_kind != "binary":
         return None
-    task = load_task(dataset, TaskConfig.model_validate(model.artifact.read_yaml("config.yaml")["task"]), model.spec)
-    data = TensorSet(task, np.flatnonzero((task.scans["split"] == "test").to_numpy()))
-    inputs = torch.stack([data[i][0] for i in range(len(data))])
-    positive = model.classes.index(model.positive_class)
-    targets = data.targets.numpy() == task.classes.index(model.positive_class)
-    scores = {}
-    for name, predictor in (("mirrored", model), ("plain", dataclasses.replace(model, flip_axes=()))):
-        batches = [predictor.predict(inputs[i : i + 64]) for i in range(0, len(inputs), 64)]
-        scores[name] = np.concatenate(batches)[:, positive]
+    predictors = {"mirrored": model, "plain": dataclasses.replace(model, flip_axes=())}
+    targets, scores = test_scores(predictors, dataset, model)
     found = delong_paired(targets, scores["plain"], scores["mirrored"])  # difference: mirrored minus plain
     return None if found is None else {
         "flip_axes": list(model.flip_axes), "auroc_with": found.auc_b, "auroc_without": found.auc_a,

@@ -115,6 +115,14 @@ class TrainConfig(_Section):
     )
     batch_size: int = Field(32, ge=1)
     grad_clip: float | None = Field(1.0, gt=0)
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="tune, predict and save an exponential moving average of the weights, updated after every "
+        "optimiser step with this decay (ramped up over the first steps); 1 / (1 - decay) is the number of steps it "
+        "spans. None: the weights as trained",
+    )
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     early_stopping: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
     class_balance: Literal["weighted_loss", "sampler", "none"] = "weighted_loss"

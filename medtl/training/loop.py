@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from medtl.contracts.task import TaskKind
@@ -28,6 +29,7 @@ from medtl.models.records import BuiltModel
 from medtl.models.strategies import EpochPlan, apply_plan, param_groups, set_bn_modes
 from medtl.ranking import fast_auroc, macro_auroc, mean_finding_auroc
 from medtl.training.augment import BatchAugmenter
+from medtl.training.averaging import averaged_copy
 from medtl.training.config import TrainConfig
 from medtl.training.data import TensorSet
 from medtl.training.losses import class_weights, make_loss, tuning_loss
@@ -199,7 +201,9 @@ def fit(
     warmup = int(config.schedule.warmup_epochs * per_epoch)
     amp = config.amp == "auto" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
-    state = _resume(workdir, model, optimizer) if workdir is not None else None
+    averaged = averaged_copy(model, config.ema_decay) if config.ema_decay is not None else None
+    judged = averaged.module if averaged is not None else model  # what is tuned, predicted and returned
+    state = _resume(workdir, model, optimizer, averaged) if workdir is not None else None
     start_epoch = state["epoch"] if state else 0
     best = state["best"] if state else {"auc": None, "loss": math.inf, "epoch": 0, "weights": None}
     curve: list[dict[str, Any]] = state["curve"] if state else []
@@ -235,6 +239,8 @@ def fit(
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if averaged is not None:
+                averaged.update_parameters(model)
             losses.append(float(loss.detach()))
         if tuned and (epoch + 1) % every and epoch + 1 < epochs:  # no tuning prediction after this epoch
             elapsed += time.perf_counter() - started
@@ -243,7 +249,7 @@ def fit(
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
         losses = []
         if tuned:
-            predicted = predict(model, tune, device=device, batch_size=config.batch_size, flip_axes=flip_axes)
+            predicted = predict(judged, tune, device=device, batch_size=config.batch_size, flip_axes=flip_axes)
             record["tune_auc"] = auc(tune.targets.numpy(), predicted, positive, kind)
             record["tune_loss"] = tuning_loss(kind, torch.as_tensor(predicted), tune.targets)
         elapsed += time.perf_counter() - started
@@ -255,7 +261,7 @@ def fit(
                 "auc": record.get("tune_auc"),
                 "loss": record.get("tune_loss", math.inf),
                 "epoch": epoch + 1,
-                "weights": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+                "weights": {k: v.detach().to("cpu", copy=True) for k, v in judged.state_dict().items()},
             }
             stale = 0
         else:
@@ -268,12 +274,12 @@ def fit(
             and stale >= config.early_stopping.patience
         )
         if workdir is not None and (finished or time.monotonic() - last_checkpoint >= config.checkpoint_every_s):
-            _checkpoint(workdir, model, optimizer, epoch + 1, best, curve, stale)
+            _checkpoint(workdir, model, optimizer, epoch + 1, best, curve, stale, averaged)
             last_checkpoint = time.monotonic()
         if finished:
             break
     if best["weights"] is None:  # no epoch ran (resumed after the end): the checkpointed model is the result
-        best["weights"] = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+        best["weights"] = copy.deepcopy({k: v.cpu() for k, v in judged.state_dict().items()})
     return FitResult(
         state=best["weights"],
         best_epoch=best["epoch"],
@@ -305,7 +311,9 @@ def _improves(record: dict[str, Any], best: dict[str, Any], metric: str = "auc")
     return False
 
 
-def _checkpoint(workdir: Path, model: nn.Module, optimizer, epoch: int, best, curve, stale: int) -> None:
+def _checkpoint(
+    workdir: Path, model: nn.Module, optimizer, epoch: int, best, curve, stale: int, averaged: AveragedModel | None
+) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     payload = {
         "epoch": epoch,
@@ -315,17 +323,22 @@ def _checkpoint(workdir: Path, model: nn.Module, optimizer, epoch: int, best, cu
         "curve": curve,
         "stale": stale,
         "rng": torch.get_rng_state(),
+        **({"averaged": averaged.state_dict()} if averaged is not None else {}),
     }
     tmp = workdir / (CHECKPOINT + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(workdir / CHECKPOINT)
 
 
-def _resume(workdir: Path, model: nn.Module, optimizer) -> dict[str, Any] | None:
+def _resume(workdir: Path, model: nn.Module, optimizer, averaged: AveragedModel | None) -> dict[str, Any] | None:
     path = workdir / CHECKPOINT
     if not path.exists():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)  # our own file, still never unpickled code
+    if (averaged is not None) != ("averaged" in state):  # written under another recipe: start the fold again
+        return None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if averaged is not None:
+        averaged.load_state_dict(state["averaged"])
     return state

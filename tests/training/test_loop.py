@@ -195,3 +195,66 @@ def test_tiny_sets_predict_the_tuning_patients_every_few_epochs_and_count_patien
     result = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=0)
     # best at epoch 3; at epoch 6 three epochs passed without improvement (< 4), at epoch 9 six: it stops there
     assert [r["epoch"] for r in result.curve] == [3, 6, 9] and result.stopped_early and result.best_epoch == 3
+
+
+def test_the_weight_average_follows_the_ramped_moving_average_and_copies_integer_buffers():
+    from medtl.training.averaging import averaged_copy, ramped_decay
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    averaged = averaged_copy(net, decay=0.9)
+    expected = None
+    for n, value in enumerate([1.0, 3.0, -2.0, 5.0, 0.5, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 7.0]):
+        with torch.no_grad():
+            net[0].weight.fill_(value)
+            net[1].running_mean.fill_(2 * value)
+        net[1].num_batches_tracked.fill_(n + 1)
+        averaged.update_parameters(net)
+        expected = value if expected is None else ramped_decay(0.9, n) * expected + (1 - ramped_decay(0.9, n)) * value
+        assert averaged.module[0].weight.flatten().tolist() == pytest.approx([expected] * 6, rel=1e-5)
+        assert averaged.module[1].running_mean.tolist() == pytest.approx([2 * expected] * 2, rel=1e-5)
+        assert int(averaged.module[1].num_batches_tracked) == n + 1
+    assert ramped_decay(0.9, 0) == pytest.approx(1 / 10) and ramped_decay(0.9, 1000) == 0.9
+    assert expected != pytest.approx(7.0) and averaged.module[0].weight.flatten()[0] != net[0].weight.flatten()[0]
+
+
+@pytest.mark.parametrize("decay, same_as_trained", [(1e-9, True), (0.9, False)])
+def test_with_a_weight_average_the_fold_returns_the_average_not_the_last_weights(tiny_task, decay, same_as_trained):
+    config = _config(epochs=3, ema_decay=decay)
+    built, plans, train, _ = _setup(tiny_task, config)
+    result = fit(built, plans, train, None, config, device=torch.device("cpu"), positive=1, seed=0)  # a refit
+    trained = built.model.state_dict()
+    floats = [k for k, v in trained.items() if v.is_floating_point()]
+    assert all(torch.allclose(result.state[k], trained[k], atol=1e-6) for k in floats) is same_as_trained
+    assert torch.equal(result.state["bn1.num_batches_tracked"], trained["bn1.num_batches_tracked"])
+
+
+def test_a_fold_with_a_weight_average_resumes_to_exactly_the_same_result(tiny_task, tmp_path):
+    config = _config(epochs=4, augmentation={"enabled": True}, checkpoint_every_s=0, ema_decay=0.8)
+    built, plans, train, tune = _setup(tiny_task, config, seed=5)
+    reference = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=3)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_three(record):
+        if record["epoch"] == 3:
+            raise Interrupted
+
+    workdir = tmp_path / "fold"
+    built, plans, train, tune = _setup(tiny_task, config, seed=5)
+    with pytest.raises(Interrupted):
+        fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=3, workdir=workdir,
+            on_epoch=stop_at_three)  # fmt: skip
+    built, plans, train, tune = _setup(tiny_task, config, seed=99)
+    resumed = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=3, workdir=workdir)
+    assert [r["tune_auc"] for r in resumed.curve] == [r["tune_auc"] for r in reference.curve]
+    for key, value in reference.state.items():
+        assert torch.equal(value, resumed.state[key]), key
+    # a checkpoint written without the average is not resumed under a recipe with one (nor the reverse)
+    plain = _config(epochs=4, augmentation={"enabled": True}, checkpoint_every_s=0)
+    built, plans, train, tune = _setup(tiny_task, plain, seed=5)
+    fresh = fit(built, plans, train, tune, plain, device=torch.device("cpu"), positive=1, seed=3)
+    built, plans, train, tune = _setup(tiny_task, plain, seed=5)
+    again = fit(built, plans, train, tune, plain, device=torch.device("cpu"), positive=1, seed=3, workdir=workdir)
+    assert all(torch.equal(value, again.state[key]) for key, value in fresh.state.items())
+    assert not all(torch.equal(value, again.state[key]) for key, value in reference.state.items())
