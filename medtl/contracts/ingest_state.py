@@ -18,13 +18,11 @@ from collections.abc import Iterable, Sequence
 from itertools import repeat
 from typing import Annotated, ClassVar, NamedTuple, TypeVar
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field
 
-from medtl.contracts.base import ContractModel, Strict
-from medtl.contracts.ingest import PSEUDONYM, SHA256
+from medtl.contracts.base import ContractModel
+from medtl.contracts.ingest import SHA256, Columns, Pseudonym, Sha256
 
-Pseudonym = Annotated[str, StringConstraints(pattern=PSEUDONYM)]
-Sha256 = Annotated[str, StringConstraints(pattern=SHA256)]
 T = TypeVar("T", bound=tuple)
 
 
@@ -49,16 +47,7 @@ class ScanState(NamedTuple):
     series_key: str | None = None
 
 
-class _Columns(Strict):
-    @model_validator(mode="after")
-    def _equal_lengths(self) -> _Columns:
-        lengths = {name: len(getattr(self, name)) for name in type(self).model_fields}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"every column must list the same number of entries; found {lengths}")
-        return self
-
-
-class FileColumns(_Columns):
+class FileColumns(Columns):
     """Every file listed by the last ingest, entry i of each list describing the same file."""
 
     file_id: list[Pseudonym] = Field(description="keyed id of source number + relative path (as in the report)")
@@ -70,7 +59,7 @@ class FileColumns(_Columns):
     )
 
 
-class ScanColumns(_Columns):
+class ScanColumns(Columns):
     """Every scan of the last ingest, entry i of each list describing the same scan."""
 
     scan_id: list[Pseudonym]
@@ -134,6 +123,6 @@ def _columns(fields: Sequence[str], entries: Sequence[tuple]) -> dict[str, list]
     return {name: [entry[i] for entry in entries] for i, name in enumerate(fields)}
 
 
-def _entries(kind: type[T], columns: _Columns) -> list[T]:
+def _entries(kind: type[T], columns: Columns) -> list[T]:
     """The inverse of _columns: one named tuple per entry, its fields taken from the columns of the same names."""
     return as_tuples(kind, zip(*(getattr(columns, name) for name in kind._fields), strict=True))  # type: ignore[attr-defined]

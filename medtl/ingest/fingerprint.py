@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from medtl import __version__
 from medtl.contracts.ingest import AxisStats, Fingerprint, GroupStats
-from medtl.hashing import sha256_json
+from medtl.hashing import canonical_json
 from medtl.ingest.intensity import IntensitySummary, pooled_stats
 
 
-def manifest_hash(rows: Sequence[dict[str, Any]]) -> str:
-    """Hash of the manifest's content, independent of row order and of the Parquet writer's version."""
-    return sha256_json(sorted(rows, key=lambda row: row["scan_id"]))
+def manifest_hash(
+    rows: Sequence[dict[str, Any]], known: Mapping[str, tuple[dict[str, Any], bytes]] | None = None
+) -> str:
+    """Hash of the manifest's content, independent of row order and of the Parquet writer's version: the sha256 of
+    the canonical JSON of the rows sorted by scan id.
+
+    `known` (by scan id): rows carried over from the last run as they were read, with their canonical JSON
+    (`row_texts`); a row still equal to its known version (its label may have been joined again) is not serialised
+    again. Only carried rows belong in it: equal values of other types (1 and 1.0) serialise differently.
+    A re-run over an archive makes them while its sources are listed; the hash is the same bytes' hash either way.
+    """
+    known = known or {}
+    digest = hashlib.sha256(b"[")
+    for position, row in enumerate(sorted(rows, key=lambda row: row["scan_id"])):
+        if position:
+            digest.update(b",")
+        before = known.get(row["scan_id"])
+        digest.update(before[1] if before is not None and before[0] == row else canonical_json(row))
+    digest.update(b"]")
+    return digest.hexdigest()
+
+
+def row_texts(rows: Mapping[str, dict[str, Any]]) -> dict[str, tuple[dict[str, Any], bytes]]:
+    """Each row (by scan id) with its canonical JSON, for `manifest_hash`'s `known`."""
+    return {scan_id: (row, canonical_json(row)) for scan_id, row in rows.items()}
 
 
 def _axis_stats(values: np.ndarray) -> list[AxisStats]:
@@ -60,6 +83,7 @@ def build_fingerprint(
     *,
     pseudonym_key_id: str,
     preprocessing_hash: str | None,
+    known_rows: Mapping[str, tuple[dict[str, Any], bytes]] | None = None,
 ) -> Fingerprint:
     labelled = [row for row in rows if row.get("label") is not None]
     patients_per_label: dict[str, set[str]] = defaultdict(set)
@@ -68,7 +92,7 @@ def build_fingerprint(
     return Fingerprint(
         medtl_version=__version__,
         pseudonym_key_id=pseudonym_key_id,
-        manifest_hash=manifest_hash(rows),
+        manifest_hash=manifest_hash(rows, known_rows),
         n_scans=len(rows),
         n_patients=len({row["patient_id"] for row in rows}),
         n_studies=len({row["study_id"] for row in rows if row.get("study_id")}),

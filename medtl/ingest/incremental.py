@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from medtl import __version__
 from medtl.contracts import ManifestRow, read_json, read_rows
-from medtl.contracts.ingest import FileRecord, IngestChanges, IngestReport
+from medtl.contracts.ingest import FileRecord, FileRecords, IngestChanges, IngestReport
 from medtl.contracts.ingest_state import FileState, IngestState, ScanState, as_tuples
 from medtl.errors import MedTLError
 from medtl.hashing import sha256_file, sha256_json
@@ -129,7 +129,8 @@ class Previous:
 
     state: IngestState
     files: dict[str, FileState]
-    records: dict[str, FileRecord]
+    records: FileRecords
+    record_at: dict[str, int]  # file id -> position in records
     rows: dict[str, dict[str, Any]]
     scans: list[ScanState]
 
@@ -151,8 +152,7 @@ def load_previous(out: Path, settings: str) -> tuple[Previous | None, str | None
     if any(scan.scan_id not in rows for scan in scans):
         return None, "the last ingest's manifest does not match its state"
     files = {entry.file_id: entry for entry in state.file_states()}
-    records = {record.file_id: record for record in report.files}
-    return Previous(state, files, records, rows, scans), None
+    return Previous(state, files, report.files, report.files.positions(), rows, scans), None
 
 
 class ChangeSet:
@@ -193,7 +193,7 @@ class ChangeSet:
         """Compare the file's stat with the last run's; without a last run, every file is new."""
         previous = self.previous
         before = previous.files.get(item.file_id) if previous is not None else None
-        if previous is None or before is None or item.file_id not in previous.records:
+        if previous is None or before is None or item.file_id not in previous.record_at:
             self.n_new += 1
             return True
         same = item.mtime_ns >= 0 and (before.size_bytes, before.mtime_ns) == (item.size, item.mtime_ns)
@@ -259,7 +259,7 @@ class Carried:
 
     rows: list[dict[str, Any]]
     scans: list[ScanState]
-    records: list[FileRecord]
+    records: FileRecords
 
 
 def carry_over(
@@ -270,10 +270,10 @@ def carry_over(
     out: Path,
 ) -> Carried:
     """The last run's rows, records and intensity summaries for every group this run did not touch (no input read)."""
-    records = [previous.records[item.file_id] for item in changes.kept]
+    records = previous.records.take([previous.record_at[item.file_id] for item in changes.kept])
     private.keep(
-        (item.file_id, item.index, item.relative, record.status)
-        for item, record in zip(changes.kept, records, strict=True)
+        (item.file_id, item.index, item.relative, status)
+        for item, status in zip(changes.kept, records.columns.status, strict=True)
     )
     private.carry_terms()
     cache = ScanCache(out)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medtl.contracts import ManifestRow, PreprocessingSpec, read_json, write_json, write_rows
-from medtl.contracts.ingest import FileRecord, Fingerprint, GroupStats, IngestReport
+from medtl.contracts.ingest import FileRecord, FileRecords, Fingerprint, GroupStats, IngestReport
 from medtl.contracts.ingest_state import IngestState, ScanState
 from medtl.contracts.task import TaskDeclaration, findings_of
 from medtl.errors import ConfigError, IngestError
@@ -37,7 +37,7 @@ from medtl.ingest.execution import (
     start_workers,
     submitted,
 )
-from medtl.ingest.fingerprint import build_fingerprint, group_stats
+from medtl.ingest.fingerprint import build_fingerprint, group_stats, row_texts
 from medtl.ingest.incremental import (
     STATE,
     ChangeSet,
@@ -176,6 +176,8 @@ def ingest_sources(
             previous, full_reason = (
                 load_previous(out, settings) if incremental else (None, "a full re-read was asked for")
             )
+            # while a worker lists the sources: the canonical JSON of the rows that will mostly be carried over
+            known_rows = row_texts(previous.rows) if previous is not None and listing is not None else None
             # written last: an interrupted run leaves no state, and the next run reads everything
             (out / STATE).unlink(missing_ok=True)
             changes = ChangeSet(previous, verify=verify)
@@ -205,10 +207,12 @@ def ingest_sources(
             by_path = {f.path: f for f in files}
             rows, intensities, scans, outcomes = _collect(results, items, identities, by_path, pseudonymizer)
             records: dict[Path, FileRecord] = {}  # of the files read this time
-            kept_records: list[FileRecord] = []
+            kept_records = FileRecords.of(())
             if previous is not None:
                 carried = carry_over(previous, changes, private, intensities, out)
                 rows, scans, kept_records = carried.rows + rows, carried.scans + scans, carried.records
+                if known_rows is not None:  # a scan assembled again is serialised again, whatever it equals
+                    known_rows = {scan.scan_id: known_rows[scan.scan_id] for scan in carried.scans}
             label_index = LabelIndex(keyed_labels(label_table, pseudonymizer)) if label_table is not None else None
             conflicts = join_labels(rows, scans, label_index)
             groups = group_stats(rows, intensities)
@@ -224,8 +228,9 @@ def ingest_sources(
 
                 def assembled() -> tuple[Fingerprint, IngestState]:
                     fingerprint = build_fingerprint(
-                        rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key
-                    )
+                        rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key,
+                        known_rows=known_rows,
+                    )  # fmt: skip
                     return fingerprint, build_state(settings, started, entries, scans)
 
                 # The workers make the tensors while this process accounts for every file and assembles the outputs;
@@ -251,7 +256,7 @@ def ingest_sources(
         summary = labels_summary(label_index, label_table, rows, conflicts) if label_table is not None else None
         laps.lap("write_outputs")
         report = build_report(
-            kept_records + list(records.values()),
+            FileRecords.concat(kept_records, FileRecords.of(records.values())),
             n_sources=len(sources),
             n_scans=len(rows),
             key_id=pseudonymizer.key_id,
@@ -506,9 +511,9 @@ def _without_failed(
     scans: list[ScanState],
     intensities: dict[str, IntensitySummary],
     records: dict[Path, FileRecord],
-    kept_records: list[FileRecord],
+    kept_records: FileRecords,
     private: PrivateRecords,
-) -> tuple[list[dict[str, Any]], list[ScanState], list[FileRecord]]:
+) -> tuple[list[dict[str, Any]], list[ScanState], FileRecords]:
     """Leave out the scans whose preprocessing raised. A file none of whose scans is left is quarantined with the
     reason (`preprocess_failed`); a file that still has scans keeps them."""
     for scan_id in failed:
@@ -531,7 +536,7 @@ def _without_failed(
     return (
         [row for row in rows if row["scan_id"] not in failed],
         [scan for scan in scans if scan.scan_id not in failed],
-        [amended(record) for record in kept_records],
+        FileRecords.of(amended(record) for record in kept_records),
     )
 
 

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from operator import attrgetter
 from typing import Any
 
 from medtl import __version__
 from medtl.contracts import IngestReport
-from medtl.contracts.ingest import FileRecord, Fingerprint, IngestTimings, LabelsSummary
+from medtl.contracts.ingest import FileRecords, Fingerprint, IngestTimings, LabelsSummary
 from medtl.timing import Laps
 
 
 def build_report(
-    files: Sequence[FileRecord], *, n_sources: int, n_scans: int, key_id: str, labels: LabelsSummary | None
+    files: FileRecords, *, n_sources: int, n_scans: int, key_id: str, labels: LabelsSummary | None
 ) -> IngestReport:
-    counts = Counter(record.status for record in files)
-    reasons = Counter(record.reason_code for record in files if record.reason_code)
+    counts = Counter(files.columns.status)
+    reasons = Counter(code for code in files.columns.reason_code if code)
     return IngestReport(
         medtl_version=__version__,
         pseudonym_key_id=key_id,
@@ -25,7 +24,7 @@ def build_report(
         counts={status: counts.get(status, 0) for status in ("ingested", "skipped", "quarantined")},
         reasons=dict(sorted(reasons.items())),
         n_scans=n_scans,
-        files=sorted(files, key=attrgetter("source_index", "file_id")),
+        files=files.ordered(),
         labels=labels,
     )
 
@@ -57,7 +56,11 @@ def qc_summary_markdown(
         "| status | reason | files |",
         "|---|---|---|",
     ]
-    by_reason = Counter((r.status, r.reason_code or "-") for r in report.files if r.status != "ingested")
+    columns = report.files.columns
+    by_reason = Counter(
+        (status, code or "-") for status, code in zip(columns.status, columns.reason_code, strict=True)
+        if status != "ingested"
+    )  # fmt: skip
     for (status, code), count in sorted(by_reason.items()):
         lines.append(f"| {status} | {code} | {count} |")
     lines += ["", "## Scans by modality and kind", "", "| modality | kind | scans | labelled |", "|---|---|---|---|"]

@@ -265,3 +265,28 @@ def test_rows_reach_pydantic_as_the_same_plain_values_by_either_conversion():
     mixed = pd.DataFrame({"patient_id": ["A", "B"], "label": ["1", ["0"]]})  # Arrow cannot type the label column
     with pytest.raises(DataContractError, match="row 1, column label"):
         contract_base.validate_frame(LabelRow, mixed)
+
+
+def test_report_file_records_are_columns_on_disk_and_records_to_readers(tmp_path):
+    from medtl.contracts import IngestReport
+    from medtl.contracts.ingest import FileRecord, FileRecords
+
+    def record(n: int, source: int, **fields) -> FileRecord:
+        return FileRecord(**{"file_id": f"F-{n:016x}", "source_index": source, "size_bytes": n, "status": "ingested",
+                             **fields})  # fmt: skip
+
+    records = [record(3, 1), record(2, 0, sha256="a" * 64, series_id="R-" + "1" * 16, scan_ids=["X-" + "2" * 16]),
+               record(1, 1, status="skipped", reason_code="not_an_image", reason="not DICOM")]  # fmt: skip
+    files = FileRecords.of(records)
+    assert [r.file_id for r in files.ordered()] == ["F-0000000000000002", "F-0000000000000001", "F-0000000000000003"]
+    assert list(files.take([2, 0])) == [records[2], records[0]] and files[1] == records[1] and files[1:] == records[1:]
+    assert FileRecords.concat(files.take([0]), files.take([1, 2])) == files == records
+    assert files.positions() == {r.file_id: i for i, r in enumerate(records)}
+    report = IngestReport(medtl_version="0", pseudonym_key_id="k", n_sources=2, counts={}, reasons={}, n_scans=1,
+                          files=records)  # fmt: skip
+    write_json(report, tmp_path / "report.json")
+    on_disk = json.loads((tmp_path / "report.json").read_text())["files"]
+    assert on_disk["file_id"] == [r.file_id for r in records] and on_disk["scan_ids"] == [[], ["X-" + "2" * 16], []]
+    assert read_json(IngestReport, tmp_path / "report.json") == report
+    with pytest.raises(ValueError, match="file_id"):  # a list of records is validated as records are
+        IngestReport.model_validate({**report.model_dump(), "files": [{**records[0].model_dump(), "file_id": "x"}]})

@@ -225,15 +225,16 @@ def test_a_damaged_dataset_folder_means_a_full_reread_not_a_failed_run(cohort, m
     _assert_equals_full_reingest(cohort)
 
 
-def test_a_state_from_an_older_medtl_means_one_full_reread_then_incremental_again(cohort, monkeypatch):
+@pytest.mark.parametrize("document", [STATE, "ingest_report.json"])
+def test_a_record_from_an_older_medtl_means_one_full_reread_then_incremental_again(cohort, monkeypatch, document):
     import json
 
-    _ingest(cohort, "data")
-    path = cohort / "data" / STATE
-    state = read_json(IngestState, path)
-    older = json.loads(path.read_text())  # version 1 listed one object per file and per scan
+    first = _ingest(cohort, "data")
+    path = cohort / "data" / document
+    state = read_json(IngestState, cohort / "data" / STATE)
+    older = json.loads(path.read_text())  # version 1 listed one object per entry (file, scan)
     older["contract_version"] = 1
-    for part in ("files", "scans"):
+    for part in ("files", "scans") if document == STATE else ("files",):
         columns = older[part]
         older[part] = [dict(zip(columns, entry, strict=True)) for entry in zip(*columns.values(), strict=True)]
     path.write_text(json.dumps(older))
@@ -241,23 +242,26 @@ def test_a_state_from_an_older_medtl_means_one_full_reread_then_incremental_agai
     report = _ingest(cohort, "data")
     assert report.changes.mode == "full" and "older medtl" in report.changes.full_reason
     assert len(reads.headers) == 10
-    rewritten = read_json(IngestState, path)
+    rewritten = read_json(IngestState, cohort / "data" / STATE)
     assert rewritten.file_states() == state.file_states() and rewritten.scan_states() == state.scan_states()
+    assert report.files == first.files and len(report.files) == 10
     assert _ingest(cohort, "data").changes.files_read == 0
 
 
-def test_state_columns_of_unequal_length_are_refused(cohort):
+@pytest.mark.parametrize("document", [STATE, "ingest_report.json"])
+def test_columns_of_unequal_length_are_refused(cohort, document):
     import json
 
+    from medtl.contracts import IngestReport
     from medtl.errors import DataContractError
 
     _ingest(cohort, "data")
-    path = cohort / "data" / STATE
+    path = cohort / "data" / document
     payload = json.loads(path.read_text())
     payload["files"]["sha256"].pop()  # one file's hash lost: entry i no longer describes file i
     path.write_text(json.dumps(payload))
     with pytest.raises(DataContractError, match="same number of entries"):
-        read_json(IngestState, path)
+        read_json(IngestState if document == STATE else IngestReport, path)
 
 
 def test_missing_or_damaged_intensity_summaries_are_rebuilt_from_the_cache(cohort, monkeypatch):
@@ -270,3 +274,18 @@ def test_missing_or_damaged_intensity_summaries_are_rebuilt_from_the_cache(cohor
     report = _ingest(cohort, "data")
     assert report.changes.mode == "incremental" and len(reads.headers) == 3  # only the new series was read
     _assert_equals_full_reingest(cohort)  # the fingerprint's pooled statistics included
+
+
+def test_the_manifest_hash_with_rows_known_from_the_last_run_is_the_hash_of_all_rows():
+    from medtl.hashing import sha256_json
+    from medtl.ingest.fingerprint import manifest_hash, row_texts
+
+    rows = [{"scan_id": f"X-{i:016x}", "label": str(i % 2), "shape": [2, 3], "note": "ü"} for i in (3, 1, 2)]
+    expected = sha256_json(sorted(rows, key=lambda row: row["scan_id"]))
+    before = {row["scan_id"]: dict(row) for row in rows}
+    before["X-0000000000000009"] = {"scan_id": "X-0000000000000009"}  # a scan that has left since
+    known = row_texts(before)
+    assert manifest_hash(rows) == manifest_hash(rows, known) == expected
+    rows[0]["label"] = "0"  # a label edited since the last run: that row is serialised again
+    assert manifest_hash(rows, known) == sha256_json(sorted(rows, key=lambda row: row["scan_id"])) != expected
+    assert manifest_hash([], known) == sha256_json([])
