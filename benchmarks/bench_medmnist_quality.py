@@ -54,6 +54,34 @@ PUBLISHED = {  # test AUC / ACC, MedMNIST v2 (Yang et al., Scientific Data 2023)
 }
 
 
+def signing_key(workdir: Path) -> None:
+    """Artifacts are signed as in production: without MEDTL_SIGNING_KEY, a throwaway key in `workdir`."""
+    if os.environ.get("MEDTL_SIGNING_KEY"):
+        return
+    from medtl.artifacts import generate_signing_key
+
+    key = workdir / "signing.pem"
+    if not key.exists():
+        generate_signing_key(key)
+    os.environ["MEDTL_SIGNING_KEY"] = str(key)
+    os.environ.setdefault("MEDTL_TRUSTED_KEYS", f"{key}.pub")
+
+
+def run_header(benchmark: str, args: argparse.Namespace) -> dict:
+    """What a result file starts with: the benchmark, its settings (folder names only, never paths) and the machine."""
+    return {
+        "benchmark": benchmark,
+        "dataset": args.dataset,
+        "settings": {k: (v.name if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+        },
+    }
+
+
 def shared_data() -> Path:
     configured = os.environ.get("MEDTL_SHARED_DATA")
     return Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -226,26 +254,8 @@ def main() -> None:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="medtl-quality-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("MEDTL_SIGNING_KEY"):  # artifacts are signed as in production; a throwaway key here
-        from medtl.artifacts import generate_signing_key
-
-        key = workdir / "signing.pem"
-        if not key.exists():
-            generate_signing_key(key)
-        os.environ["MEDTL_SIGNING_KEY"] = str(key)
-        os.environ.setdefault("MEDTL_TRUSTED_KEYS", f"{key}.pub")
-    report: dict = {
-        "benchmark": "medmnist_quality",
-        "dataset": args.dataset,
-        "settings": {k: (v.name if isinstance(v, Path) else v) for k, v in vars(args).items()},  # names only
-        "machine": {
-            "cpus": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-        },
-        "published_test_auc_acc": PUBLISHED[args.dataset],
-    }
+    signing_key(workdir)
+    report: dict = {**run_header("medmnist_quality", args), "published_test_auc_acc": PUBLISHED[args.dataset]}
     started = time.perf_counter()
     weights_artifact = args.pretrain_artifact
     if weights_artifact is not None:

@@ -38,8 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_medmnist_quality import prepare, shared_data
-from bench_pretrain import signing_key
+from bench_medmnist_quality import prepare, shared_data, signing_key
 
 RECIPE = {  # small enough for two shared CPU cores: minutes per model
     "model": {"backbone": "resnet18", "weights": "none"},

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_medmnist_quality import evaluate_test, prepare
+from bench_medmnist_quality import evaluate_test, prepare, signing_key
 
 FINE_TUNE = {  # the one recipe of every fine-tuned arm: the weights are the only difference between arms
     "strategy": {"name": "full", "lr": 1e-3, "weight_decay": 1e-4},
@@ -55,18 +55,6 @@ def recipe(dataset: Path) -> dict:
 
     kind = "volume" if dataset_spec(dataset).spatial_dims == 3 else "image2d"
     return {**FINE_TUNE, "task": task_filters(dataset, kind)[0].model_dump()}
-
-
-def signing_key(workdir: Path) -> None:
-    if os.environ.get("MEDTL_SIGNING_KEY"):
-        return
-    from medtl.artifacts import generate_signing_key
-
-    key = workdir / "signing.pem"
-    if not key.exists():
-        generate_signing_key(key)
-    os.environ["MEDTL_SIGNING_KEY"] = str(key)
-    os.environ.setdefault("MEDTL_TRUSTED_KEYS", f"{key}.pub")
 
 
 def labelled_share(dataset: Path, keep: set[str], out: Path) -> Path:

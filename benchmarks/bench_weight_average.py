@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -24,10 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_medmnist_quality import PUBLISHED, artifact_summary, evaluate_test, prepare, test_scores
+from bench_medmnist_quality import (
+    PUBLISHED,
+    artifact_summary,
+    evaluate_test,
+    prepare,
+    run_header,
+    signing_key,
+    test_scores,
+)
 
 MIN_HORIZON = 10  # steps: a shorter average is no average
 
@@ -98,14 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="medtl-weight-average-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("MEDTL_SIGNING_KEY"):  # artifacts are signed as in production; a throwaway key here
-        from medtl.artifacts import generate_signing_key
-
-        key = workdir / "signing.pem"
-        if not key.exists():
-            generate_signing_key(key)
-        os.environ["MEDTL_SIGNING_KEY"] = str(key)
-        os.environ.setdefault("MEDTL_TRUSTED_KEYS", f"{key}.pub")
+    signing_key(workdir)
     started = time.perf_counter()
     dataset = prepare(args.dataset, workdir, args.size, None)
     runs = []
@@ -115,15 +112,7 @@ def main() -> None:
             name: arm["test"] for name, arm in runs[-1]["arms"].items()}))  # fmt: skip
     differences = [run["paired"]["difference"] for run in runs if run["paired"]]
     report = {
-        "benchmark": "weight_average",
-        "dataset": args.dataset,
-        "settings": {k: (v.name if isinstance(v, Path) else v) for k, v in vars(args).items()},  # names only
-        "machine": {
-            "cpus": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-        },
+        **run_header("weight_average", args),
         "runs": runs,
         "test_auroc": {
             name: {
