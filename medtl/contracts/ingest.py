@@ -106,7 +106,11 @@ class Fingerprint(ContractModel):
 
     medtl_version: str
     pseudonym_key_id: str = Field(description="identifies the pseudonym key (not the key); 'development' = public")
-    manifest_hash: str = Field(pattern=SHA256, description="sha256 of the manifest's canonical row content")
+    manifest_hash: str = Field(
+        pattern=SHA256,
+        description="sha256 of the manifest rows' digests (each the sha256 of the row's canonical JSON) in scan-id "
+        "order, one per line",
+    )
     n_scans: int = Field(ge=0)
     n_patients: int = Field(ge=0)
     n_studies: int = Field(ge=0)

@@ -15,31 +15,34 @@ from medtl.hashing import canonical_json
 from medtl.ingest.intensity import IntensitySummary, pooled_stats
 
 
-def manifest_hash(
-    rows: Sequence[dict[str, Any]], known: Mapping[str, tuple[dict[str, Any], bytes]] | None = None
-) -> str:
-    """Hash of the manifest's content, independent of row order and of the Parquet writer's version: the sha256 of
-    the canonical JSON of the rows sorted by scan id.
+def row_digest(row: dict[str, Any]) -> str:
+    """sha256 of one manifest row's canonical JSON."""
+    return hashlib.sha256(canonical_json(row)).hexdigest()
 
-    `known` (by scan id): rows carried over from the last run as they were read, with their canonical JSON
-    (`row_texts`); a row still equal to its known version (its label may have been joined again) is not serialised
-    again. Only carried rows belong in it: equal values of other types (1 and 1.0) serialise differently.
-    A re-run over an archive makes them while its sources are listed; the hash is the same bytes' hash either way.
+
+def row_digests(
+    rows: Sequence[dict[str, Any]], known: Mapping[str, tuple[dict[str, Any], str]] | None = None
+) -> dict[str, str]:
+    """Each row's digest by scan id.
+
+    `known` (by scan id): rows carried over from the last run as they were read, with the digest the last run
+    recorded for them (ingest_state.json); a row still equal to its known version (its label may have been joined
+    again) is not serialised again. Only carried rows belong in it: equal values of other types (1 and 1.0)
+    serialise differently. On an archive re-run with little new, serialising every row was a tenth of the run.
     """
     known = known or {}
-    digest = hashlib.sha256(b"[")
-    for position, row in enumerate(sorted(rows, key=lambda row: row["scan_id"])):
-        if position:
-            digest.update(b",")
+    digests = {}
+    for row in rows:
         before = known.get(row["scan_id"])
-        digest.update(before[1] if before is not None and before[0] == row else canonical_json(row))
-    digest.update(b"]")
-    return digest.hexdigest()
+        digests[row["scan_id"]] = before[1] if before is not None and before[0] == row else row_digest(row)
+    return digests
 
 
-def row_texts(rows: Mapping[str, dict[str, Any]]) -> dict[str, tuple[dict[str, Any], bytes]]:
-    """Each row (by scan id) with its canonical JSON, for `manifest_hash`'s `known`."""
-    return {scan_id: (row, canonical_json(row)) for scan_id, row in rows.items()}
+def manifest_hash(digests: Mapping[str, str]) -> str:
+    """Hash of the manifest's content, independent of row order and of the Parquet writer's version: the sha256 of
+    the rows' digests (`row_digest`) in scan-id order, one per line. A hash of hashes, so that a re-run that carries
+    most rows over needs only their recorded digests, not their serialisation."""
+    return hashlib.sha256("".join(f"{digests[scan_id]}\n" for scan_id in sorted(digests)).encode()).hexdigest()
 
 
 def _axis_stats(values: np.ndarray) -> list[AxisStats]:
@@ -83,8 +86,9 @@ def build_fingerprint(
     *,
     pseudonym_key_id: str,
     preprocessing_hash: str | None,
-    known_rows: Mapping[str, tuple[dict[str, Any], bytes]] | None = None,
+    digests: Mapping[str, str],
 ) -> Fingerprint:
+    """`digests`: every row's digest by scan id (`row_digests`)."""
     labelled = [row for row in rows if row.get("label") is not None]
     patients_per_label: dict[str, set[str]] = defaultdict(set)
     for row in labelled:
@@ -92,7 +96,7 @@ def build_fingerprint(
     return Fingerprint(
         medtl_version=__version__,
         pseudonym_key_id=pseudonym_key_id,
-        manifest_hash=manifest_hash(rows, known_rows),
+        manifest_hash=manifest_hash(digests),
         n_scans=len(rows),
         n_patients=len({row["patient_id"] for row in rows}),
         n_studies=len({row["study_id"] for row in rows if row.get("study_id")}),

@@ -133,6 +133,7 @@ class Previous:
     record_at: dict[str, int]  # file id -> position in records
     rows: dict[str, dict[str, Any]]
     scans: list[ScanState]
+    row_digests: dict[str, str]  # scan id -> the digest recorded for its row
 
 
 def load_previous(out: Path, settings: str) -> tuple[Previous | None, str | None]:
@@ -152,7 +153,7 @@ def load_previous(out: Path, settings: str) -> tuple[Previous | None, str | None
     if any(scan.scan_id not in rows for scan in scans):
         return None, "the last ingest's manifest does not match its state"
     files = {entry.file_id: entry for entry in state.file_states()}
-    return Previous(state, files, report.files, report.files.positions(), rows, scans), None
+    return Previous(state, files, report.files, report.files.positions(), rows, scans, state.row_digests()), None
 
 
 class ChangeSet:
@@ -238,9 +239,20 @@ def _hash(path: Path) -> str | None:
         return None
 
 
-def build_state(settings: str, started_ns: int, files: Sequence[FileState], scans: Sequence[ScanState]) -> IngestState:
+def build_state(
+    settings: str,
+    started_ns: int,
+    files: Sequence[FileState],
+    scans: Sequence[ScanState],
+    row_digests: dict[str, str],
+) -> IngestState:
     return IngestState.of(
-        medtl_version=__version__, settings_hash=settings, started_ns=started_ns, files=files, scans=scans
+        medtl_version=__version__,
+        settings_hash=settings,
+        started_ns=started_ns,
+        files=files,
+        scans=scans,
+        row_digests=row_digests,
     )
 
 
@@ -260,6 +272,7 @@ class Carried:
     rows: list[dict[str, Any]]
     scans: list[ScanState]
     records: FileRecords
+    known_rows: dict[str, tuple[dict[str, Any], str]]  # scan id -> (its row as read, its recorded digest)
 
 
 def carry_over(
@@ -278,14 +291,15 @@ def carry_over(
     private.carry_terms()
     cache = ScanCache(out)
     kept_scans = [scan for scan in previous.scans if scan.unit not in changes.affected]
-    rows = [dict(previous.rows[scan.scan_id]) for scan in kept_scans]
+    known = {scan.scan_id: (previous.rows[scan.scan_id], previous.row_digests[scan.scan_id]) for scan in kept_scans}
+    rows = [dict(row) for row, _ in known.values()]  # copies: labels are joined again
     stored = load_summaries(out / INTENSITIES, [row["scan_id"] for row in rows])
     for row in rows:
         summary = stored.get(row["scan_id"])
         intensities[row["scan_id"]] = (
             summary if summary is not None else summarize(cache.load_array(row["cache_path"], mmap=True))
         )
-    return Carried(rows, kept_scans, records)
+    return Carried(rows, kept_scans, records, known)
 
 
 def state_entries(

@@ -37,7 +37,7 @@ from medtl.ingest.execution import (
     start_workers,
     submitted,
 )
-from medtl.ingest.fingerprint import build_fingerprint, group_stats, row_texts
+from medtl.ingest.fingerprint import build_fingerprint, group_stats, row_digests
 from medtl.ingest.incremental import (
     STATE,
     ChangeSet,
@@ -176,8 +176,6 @@ def ingest_sources(
             previous, full_reason = (
                 load_previous(out, settings) if incremental else (None, "a full re-read was asked for")
             )
-            # while a worker lists the sources: the canonical JSON of the rows that will mostly be carried over
-            known_rows = row_texts(previous.rows) if previous is not None and listing is not None else None
             # written last: an interrupted run leaves no state, and the next run reads everything
             (out / STATE).unlink(missing_ok=True)
             changes = ChangeSet(previous, verify=verify)
@@ -208,11 +206,11 @@ def ingest_sources(
             rows, intensities, scans, outcomes = _collect(results, items, identities, by_path, pseudonymizer)
             records: dict[Path, FileRecord] = {}  # of the files read this time
             kept_records = FileRecords.of(())
+            known_rows = None  # rows carried over unread, with their recorded digests (none: every row is hashed)
             if previous is not None:
                 carried = carry_over(previous, changes, private, intensities, out)
                 rows, scans, kept_records = carried.rows + rows, carried.scans + scans, carried.records
-                if known_rows is not None:  # a scan assembled again is serialised again, whatever it equals
-                    known_rows = {scan.scan_id: known_rows[scan.scan_id] for scan in carried.scans}
+                known_rows = None if verify else carried.known_rows
             label_index = LabelIndex(keyed_labels(label_table, pseudonymizer)) if label_table is not None else None
             conflicts = join_labels(rows, scans, label_index)
             groups = group_stats(rows, intensities)
@@ -227,11 +225,11 @@ def ingest_sources(
                 )
 
                 def assembled() -> tuple[Fingerprint, IngestState]:
+                    digests = row_digests(rows, known_rows)
                     fingerprint = build_fingerprint(
-                        rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key,
-                        known_rows=known_rows,
-                    )  # fmt: skip
-                    return fingerprint, build_state(settings, started, entries, scans)
+                        rows, groups, pseudonym_key_id=pseudonymizer.key_id, preprocessing_hash=key, digests=digests
+                    )
+                    return fingerprint, build_state(settings, started, entries, scans, digests)
 
                 # The workers make the tensors while this process accounts for every file and assembles the outputs;
                 # nothing is written until the tensors are made, so a failed run leaves no manifest behind.

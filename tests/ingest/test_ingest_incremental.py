@@ -277,15 +277,40 @@ def test_missing_or_damaged_intensity_summaries_are_rebuilt_from_the_cache(cohor
 
 
 def test_the_manifest_hash_with_rows_known_from_the_last_run_is_the_hash_of_all_rows():
-    from medtl.hashing import sha256_json
-    from medtl.ingest.fingerprint import manifest_hash, row_texts
+    import hashlib
+
+    from medtl.hashing import canonical_json
+    from medtl.ingest.fingerprint import manifest_hash, row_digests
+
+    def by_definition(rows: list[dict]) -> str:  # the rows' digests in scan-id order, one per line
+        ordered = sorted(rows, key=lambda row: row["scan_id"])
+        lines = "".join(hashlib.sha256(canonical_json(row)).hexdigest() + "\n" for row in ordered)
+        return hashlib.sha256(lines.encode()).hexdigest()
 
     rows = [{"scan_id": f"X-{i:016x}", "label": str(i % 2), "shape": [2, 3], "note": "ü"} for i in (3, 1, 2)]
-    expected = sha256_json(sorted(rows, key=lambda row: row["scan_id"]))
-    before = {row["scan_id"]: dict(row) for row in rows}
-    before["X-0000000000000009"] = {"scan_id": "X-0000000000000009"}  # a scan that has left since
-    known = row_texts(before)
-    assert manifest_hash(rows) == manifest_hash(rows, known) == expected
-    rows[0]["label"] = "0"  # a label edited since the last run: that row is serialised again
-    assert manifest_hash(rows, known) == sha256_json(sorted(rows, key=lambda row: row["scan_id"])) != expected
-    assert manifest_hash([], known) == sha256_json([])
+    expected = by_definition(rows)
+    assert manifest_hash(row_digests(rows)) == manifest_hash(row_digests(rows[::-1])) == expected
+    # the last run's rows with their recorded digests (one deliberately wrong, to show when it is taken)
+    known = {row["scan_id"]: (dict(row), hashlib.sha256(canonical_json(row)).hexdigest()) for row in rows}
+    known[rows[1]["scan_id"]] = (dict(rows[1]), "f" * 64)
+    known["X-0000000000000009"] = ({"scan_id": "X-0000000000000009"}, "e" * 64)  # a scan that has left since
+    assert row_digests(rows, known)[rows[1]["scan_id"]] == "f" * 64  # an unchanged row is not serialised again
+    rows[1]["label"] = "0"  # a label edited since the last run: that row is serialised again
+    assert manifest_hash(row_digests(rows, known)) == by_definition(rows) != expected
+    assert manifest_hash(row_digests([], known)) == hashlib.sha256(b"").hexdigest()
+
+
+def test_a_rerun_serialises_only_the_rows_it_did_not_carry_over(cohort, monkeypatch):
+    import medtl.ingest.fingerprint as fingerprint
+
+    _ingest(cohort, "data")
+    serialised: list[str] = []
+    original = fingerprint.row_digest
+    monkeypatch.setattr(fingerprint, "row_digest", lambda row: serialised.append(row["scan_id"]) or original(row))
+    ct_series(cohort / "src" / "P5" / "c", np.full((3, 8, 8), 7, dtype=np.uint16), patient_id="P5")
+    _ingest(cohort, "data")
+    assert len(serialised) == 1  # the new series' scan; the four carried rows took their recorded digests
+    _assert_equals_full_reingest(cohort)  # the fingerprint's manifest hash included
+    serialised.clear()
+    _ingest(cohort, "data", verify=True)  # trusts nothing recorded: every row serialised again
+    assert len(serialised) == 5

@@ -75,6 +75,24 @@ def test_the_order_of_scans_does_not_change_a_bit():
     assert forward == backward
 
 
+def test_equal_sample_counts_give_the_same_bits_as_the_weighted_sort():
+    # CT-like scans, all above the sample size, with many tied values (rounded, a point mass of air): the plain sort
+    # taken for equal weights must agree with the stable weighted order to the bit, in either scan order
+    rng = np.random.default_rng(4)
+    summaries = [summarize(scan) for scan in _scans(rng)[:6]]
+    assert len({summary.count for summary in summaries}) == 1
+    values = np.concatenate([summary.sketch for summary in summaries])
+    assert len(np.unique(values)) < values.size  # ties are present
+    weights = np.full(values.size, summaries[0].count / SKETCH_POINTS)
+    order = np.argsort(values, kind="stable")
+    total = summaries[0].count * len(summaries)
+    centres = (np.cumsum(weights[order]) - weights[order] / 2) / total
+    expected = np.interp([0.01, 0.5, 0.99], centres, values[order])
+    for ordered in (summaries, summaries[::-1]):
+        stats = pooled_stats(ordered)
+        assert (stats.p01, stats.p50, stats.p99) == tuple(float(value) for value in expected)
+
+
 def test_a_single_scan_percentiles_match_its_own_sample():
     rng = np.random.default_rng(2)
     scan = rng.normal(0, 1, size=(4, 64, 64))
