@@ -10,6 +10,10 @@ archive and times three things in this process:
 - `full_reread`: the whole archive into a restored folder with `incremental=False` (the behaviour before change
   detection: every file's header read and content hashed again, decodes served from the cache).
 
+and, apart from a run, the listing a re-run starts with (walk and stat every file, the pool's workers started
+beforehand): `listing_one_piece` (one worker walks all, as before the walk was split) against `listing_in_pieces`
+(the walk cut into pieces over the workers, as a re-run does it).
+
     python benchmarks/bench_incremental.py --series 1000 --out benchmarks/results/incremental.json
 
 Target (issue "Incremental"): incremental <= 3x new_alone. Archive files are dated an hour back, as an archive's
@@ -36,7 +40,10 @@ from bench_ingest import write_cohort
 
 from medtl.contracts import PreprocessingSpec, read_json
 from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+from medtl.ingest.execution import process_pool, start_workers
+from medtl.ingest.incremental import merged_listing, submit_listing
 from medtl.ingest.pipeline import ingest_sources
+from medtl.ingest.worker import worker_count
 
 PSEUDO = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
 
@@ -54,6 +61,18 @@ def _timed(sources: list[Path], out: Path, workers: int, **options) -> tuple[flo
     seconds = time.perf_counter() - start
     changes = result.report.changes
     return seconds, {"scans": result.fingerprint.n_scans, "files_read": changes.files_read if changes else None}
+
+
+def _listing_seconds(archive: Path, workers: int, pieces: int) -> float:
+    """Walk and stat the archive in `pieces` spread over a pool of started workers, as a re-run's listing does."""
+    with process_pool(worker_count(workers)) as executor:
+        start_workers(executor, worker_count(workers))
+        start = time.perf_counter()
+        futures = submit_listing(executor, [archive], PSEUDO, pieces)
+        listed = merged_listing([archive], (future.result() for future in futures))
+        seconds = time.perf_counter() - start
+    assert len(listed) == sum(1 for path in archive.rglob("*") if path.is_file())
+    return seconds
 
 
 def _spread(values: list[float]) -> dict:
@@ -85,7 +104,9 @@ def main() -> None:
     # every timed run uses the archive's spec, as scoring uses the artifact's: the new series alone do the same work
     spec = read_json(PreprocessingSpec, snapshot / "preprocessing.json")
     n_new = max(1, round(args.series * args.new_percent / 100))
-    times: dict[str, list[float]] = {"incremental": [], "new_alone": [], "full_reread": []}
+    times: dict[str, list[float]] = {
+        "incremental": [], "new_alone": [], "full_reread": [], "listing_one_piece": [], "listing_in_pieces": [],
+    }  # fmt: skip
     details: list[dict] = []
     for repeat in range(args.repeats):  # interleaved, so a noisy minute hits every method alike
         incoming = archive / f"incoming-{repeat}"
@@ -104,11 +125,15 @@ def main() -> None:
             times[name].append(seconds)
             runs[name] = {"seconds": seconds, **info}
             shutil.rmtree(target, ignore_errors=True)
+        for name, pieces in (("listing_one_piece", 1), ("listing_in_pieces", 4 * worker_count(args.workers))):
+            times[name].append(_listing_seconds(archive, args.workers, pieces))
+            runs[name] = {"seconds": times[name][-1]}
         details.append({"new_files": new_files, **runs})
         print(f"round {repeat + 1}: " + ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in runs.items()))
         shutil.rmtree(incoming)  # the next round adds its own 1% to the same archive state
     ratio = [i / n for i, n in zip(times["incremental"], times["new_alone"], strict=True)]
     before = [f / i for f, i in zip(times["full_reread"], times["incremental"], strict=True)]
+    pieces = [o / p for o, p in zip(times["listing_one_piece"], times["listing_in_pieces"], strict=True)]
     report = {
         "benchmark": "incremental",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -122,6 +147,7 @@ def main() -> None:
         "ratios": {
             "incremental_vs_new_alone": _spread(ratio),
             "full_reread_vs_incremental": _spread(before),
+            "listing_one_piece_vs_in_pieces": _spread(pieces),
         },
         "target": {"incremental_vs_new_alone": "<= 3.0"},
         "met": {"incremental_vs_new_alone": float(np.median(ratio)) <= 3.0},

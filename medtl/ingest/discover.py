@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from medtl.errors import IngestError, LimitExceededError, ReadError
 from medtl.io.dicom.budget import header_pixel_bytes
@@ -56,6 +57,18 @@ def check_sources(sources: Sequence[Path]) -> None:
             raise IngestError(f"input does not exist: source #{index + 1}", fix="check the SRC arguments")
 
 
+class WalkPart(NamedTuple):
+    """A piece of the walk of the sources. Walked apart (each in a worker) and put back in order, the pieces list
+    the same files in the same order as one walk (`walk_parts`); only the "each real file once" rule needs them all,
+    and `walk_sources` or `incremental.merged_listing` applies it."""
+
+    index: int  # which source
+    base: str  # the folder relative paths start from
+    path: str  # the folder walked, or the file named as a source
+    real: str  # its real path
+    kind: str  # "tree": the folder and all below it; "own": only its files and linked folders; "file"
+
+
 def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, str, str, Path]]:
     """Yield (source index, path, relative path, source root) for every file, each real file once. The path is a
     string: a re-run lists every file of an archive and reads few, and a Path per file costs more than its stat.
@@ -66,29 +79,109 @@ def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, str, str, Path]
     walked; one that points outside is recorded like a linked file. A plain file's real path is its folder's
     real path plus its name (one resolve per source, not per file: a re-run lists large archives often).
     """
-    check_sources(sources)
     seen: set[str] = set()
+    for part in walk_parts(sources):
+        base = Path(part.base)
+        for path, relative, real, _ in walked_part(part):
+            if real is not None:  # None: a link recorded, never followed
+                if real in seen:
+                    continue
+                seen.add(real)
+            yield part.index, path, relative, base
+
+
+def walk_parts(sources: Sequence[Path], pieces: int = 1) -> list[WalkPart]:
+    """One part per source, or, with `pieces` > 1, folders split into their own files and their subfolders' trees
+    (breadth first, a few levels at most) until there are at least that many trees: the walk of an archive spread
+    over worker processes. Splitting costs one folder listing per split folder, here."""
+    check_sources(sources)
+    parts = []
     for index, source in enumerate(sources):
         root = Path(source)
         if root.is_file():  # a file named on the command line is used as given, link or not
-            base = root.parent
-            real = os.path.join(os.path.realpath(base), root.name)
-            candidates: Iterator[tuple[str, str, bool]] = iter([(str(root), real, root.is_symlink())])
+            base = str(root.parent)
+            parts.append(WalkPart(index, base, str(root), os.path.join(os.path.realpath(base), root.name), "file"))
         else:
-            base = root
-            candidates = _walk(str(root), root, os.path.realpath(root))
-        prefix = os.path.join(str(base), "")  # every path found starts with it
-        for path, real, is_link in candidates:
-            relative = path[len(prefix) :].replace(os.sep, "/")
-            if is_link and path != str(root) and link_fate(Path(path), base) is not None:
-                yield index, path, relative, base
-                continue
-            if is_link:
-                real = os.path.realpath(path)
-            if real in seen:
-                continue
-            seen.add(real)
-            yield index, path, relative, base
+            parts.append(WalkPart(index, str(root), str(root), os.path.realpath(root), "tree"))
+    for _ in range(_SPLIT_LEVELS):
+        if sum(part.kind == "tree" for part in parts) >= pieces:
+            break
+        split = [piece for part in parts for piece in (_split(part) if part.kind == "tree" else [part])]
+        if len(split) == len(parts):
+            break
+        parts = split
+    return parts
+
+
+_SPLIT_LEVELS = 3
+
+
+def _split(part: WalkPart) -> list[WalkPart]:
+    """A tree as its folder's own entries followed by each subfolder's tree, in the order one walk takes them."""
+    listing = _listing(part.path)
+    if listing is None:
+        return [part]
+    folders, _ = listing
+    trees = [
+        WalkPart(part.index, part.base, entry.path, os.path.join(part.real, entry.name), "tree")
+        for entry in folders
+        if not entry.is_symlink()
+    ]
+    return [part._replace(kind="own"), *trees]
+
+
+def walked_part(part: WalkPart) -> Iterator[tuple[str, str, str | None, bool]]:
+    """(path, relative path, real path, is a link) of every file of the part; the real path is None for a link
+    that is recorded and not followed (out of its source, or broken)."""
+    prefix = os.path.join(part.base, "")  # every path found starts with it
+    base = Path(part.base)
+    for path, real, is_link in _candidates(part):
+        relative = path[len(prefix) :].replace(os.sep, "/")
+        if is_link and part.kind != "file" and link_fate(Path(path), base) is not None:
+            yield path, relative, None, True
+            continue
+        yield path, relative, os.path.realpath(path) if is_link else real, is_link
+
+
+def _candidates(part: WalkPart) -> Iterator[tuple[str, str, bool]]:
+    if part.kind == "file":
+        return iter([(part.path, part.real, Path(part.path).is_symlink())])
+    if part.kind == "tree":
+        return _walk(part.path, Path(part.base), part.real)
+    listing = _listing(part.path)
+    return _own(listing, Path(part.base), part.real) if listing is not None else iter(())
+
+
+def _listing(directory: str) -> tuple[list[os.DirEntry], list[os.DirEntry]] | None:
+    """A folder's (subfolders, other entries), sorted by name; None when it cannot be listed."""
+    try:
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except OSError:  # an unreadable folder is skipped, as os.walk does
+        return None
+    folders, others = [], []
+    for entry in entries:
+        try:
+            is_folder = entry.is_dir()  # follows links, as os.walk does when it sorts names
+        except OSError:
+            is_folder = False
+        (folders if is_folder else others).append(entry)
+    return folders, others
+
+
+def _own(
+    listing: tuple[list[os.DirEntry], list[os.DirEntry]], root: Path, real_directory: str
+) -> Iterator[tuple[str, str, bool]]:
+    """A folder's linked subfolders that point out of the source, then its files (links included)."""
+    folders, others = listing
+    for entry in folders:
+        if entry.is_symlink() and link_fate(Path(entry.path), root) is not None:
+            yield entry.path, "", True
+    for entry in others:
+        if entry.is_symlink():
+            yield entry.path, "", True
+        elif entry.is_file():
+            yield entry.path, os.path.join(real_directory, entry.name), False
 
 
 def _walk(directory: str, root: Path, real_directory: str) -> Iterator[tuple[str, str, bool]]:
@@ -98,27 +191,11 @@ def _walk(directory: str, root: Path, real_directory: str) -> Iterator[tuple[str
     os.scandir's entries know their type without a system call per file on common file systems. A folder that is
     walked is never a link, so its real path is its parent's plus its name: one resolve per source, not per folder.
     """
-    try:
-        with os.scandir(directory) as scan:
-            entries = sorted(scan, key=lambda entry: entry.name)
-    except OSError:  # an unreadable folder is skipped, as os.walk does
+    listing = _listing(directory)
+    if listing is None:
         return
-    folders, others = [], []
-    for entry in entries:
-        try:
-            is_folder = entry.is_dir()  # follows links, as os.walk does when it sorts names
-        except OSError:
-            is_folder = False
-        (folders if is_folder else others).append(entry)
-    for entry in folders:
-        if entry.is_symlink() and link_fate(Path(entry.path), root) is not None:
-            yield entry.path, "", True
-    for entry in others:
-        if entry.is_symlink():
-            yield entry.path, "", True
-        elif entry.is_file():
-            yield entry.path, os.path.join(real_directory, entry.name), False
-    for entry in folders:
+    yield from _own(listing, root, real_directory)
+    for entry in listing[0]:
         if not entry.is_symlink():
             yield from _walk(entry.path, root, os.path.join(real_directory, entry.name))
 

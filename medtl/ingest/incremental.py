@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from stat import S_ISLNK
 from typing import Any, NamedTuple
@@ -29,7 +31,7 @@ from medtl.errors import MedTLError
 from medtl.hashing import sha256_file, sha256_json
 from medtl.identity import Pseudonymizer
 from medtl.ingest.cache import ScanCache
-from medtl.ingest.discover import InputFile, walk_sources
+from medtl.ingest.discover import InputFile, WalkPart, walk_parts, walked_part
 from medtl.ingest.intensity import IntensitySummary, load_summaries, save_summaries, summarize
 from medtl.ingest.privacy import PrivateRecords
 from medtl.ingest.worker import DECODER_VERSION
@@ -80,11 +82,63 @@ def iter_listed(walked: Iterable[tuple[int, str, str, Path]], pseudonymizer: Pse
         yield tuple.__new__(Listed, (index, path, relative, root, file_id, size, mtime))  # no Python call per file
 
 
-def list_sources(sources: Sequence[Path], pseudonymizer: Pseudonymizer) -> list[tuple]:
-    """Every file under the sources, stat'ed and keyed: what a worker process does on a re-run while this process
-    loads the last run's records (each about a sixth of a re-run over an archive with little new). Plain tuples
-    (`listed` makes them Listed again): a named tuple unpickles through a Python call per file."""
-    return [tuple(item) for item in iter_listed(walk_sources(sources), pseudonymizer)]
+def list_parts(parts: Sequence[WalkPart], pseudonymizer: Pseudonymizer) -> tuple[list[tuple], dict[int, str | None]]:
+    """The files of some walk parts, stat'ed and keyed: what each worker does on a re-run while this process loads
+    the last run's records. Plain tuples (`listed` makes them Listed again): a named tuple unpickles through a
+    Python call per file. Also each link's real path by position (None: recorded, not followed), for
+    `merged_listing`; a plain file's real path follows from its source's."""
+    walked, links = [], {}
+    for part in parts:
+        base = Path(part.base)
+        for path, relative, real, is_link in walked_part(part):
+            if is_link:
+                links[len(walked)] = real
+            walked.append((part.index, path, relative, base))
+    return [tuple(item) for item in iter_listed(walked, pseudonymizer)], links
+
+
+def submit_listing(
+    executor: Executor, sources: Sequence[Path], pseudonymizer: Pseudonymizer, pieces: int
+) -> list[Future[tuple[list[tuple], dict[int, str | None]]]]:
+    """The walk of the sources cut into about `pieces` jobs for the workers (`merged_listing` puts them back)."""
+    parts = walk_parts(sources, pieces=pieces)
+    size = -(-len(parts) // max(1, pieces))
+    return [executor.submit(list_parts, parts[i : i + size], pseudonymizer) for i in range(0, len(parts), size)]
+
+
+def merged_listing(sources: Sequence[Path], pieces: Iterable[tuple[list[tuple], dict[int, str | None]]]) -> list[tuple]:
+    """The listed pieces of `list_parts` in order, each real file once, as one walk lists them (walk_sources).
+
+    Files can meet twice only through a followed link or sources that overlap; otherwise the pieces are joined as
+    they are. When they can, a plain file's real path is its source's real folder plus its relative path."""
+    pieces = list(pieces)
+    if not any(links for _, links in pieces) and not _overlapping(sources):
+        return [entry for entries, _ in pieces for entry in entries]
+    real_bases: dict[int, str] = {}
+    seen: set[str] = set()
+    kept = []
+    for entries, links in pieces:
+        for position, entry in enumerate(entries):
+            index, _, relative, base = entry[:4]
+            if position in links:
+                real = links[position]
+                if real is None:
+                    kept.append(entry)
+                    continue
+            else:
+                if index not in real_bases:
+                    real_bases[index] = os.path.realpath(base)
+                real = os.path.join(real_bases[index], relative.replace("/", os.sep))
+            if real not in seen:
+                seen.add(real)
+                kept.append(entry)
+    return kept
+
+
+def _overlapping(sources: Sequence[Path]) -> bool:
+    """Whether one source is, or lies inside, another (the same files would be walked twice)."""
+    reals = sorted(os.path.join(os.path.realpath(source), "") for source in sources)
+    return any(later.startswith(earlier) for earlier, later in pairwise(reals))
 
 
 def listed(entries: Iterable[tuple]) -> list[Listed]:

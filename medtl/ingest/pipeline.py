@@ -28,7 +28,7 @@ from medtl.identity import Pseudonymizer
 from medtl.ingest.batches import ItemRunner
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.declaration import complete_declaration, suggestion
-from medtl.ingest.discover import InputFile, check_sources, classify_file, portable, restored, walk_sources
+from medtl.ingest.discover import InputFile, classify_file, portable, restored, walk_sources
 from medtl.ingest.execution import (
     Decoding,
     long_lived_objects,
@@ -45,13 +45,14 @@ from medtl.ingest.incremental import (
     build_state,
     carry_over,
     iter_listed,
-    list_sources,
     listed,
     load_previous,
+    merged_listing,
     now_ns,
     save_intensities,
     settings_hash,
     state_entries,
+    submit_listing,
     unit_of,
 )
 from medtl.ingest.intensity import IntensitySummary
@@ -171,7 +172,9 @@ def ingest_sources(
             start_workers(executor, n_workers)
             laps.lap("start_workers")
             listing = (
-                _listed_ahead(executor, sources, pseudonymizer) if incremental and (out / STATE).is_file() else None
+                _listed_ahead(executor, sources, pseudonymizer, n_workers)
+                if incremental and (out / STATE).is_file()
+                else None
             )
             previous, full_reason = (
                 load_previous(out, settings) if incremental else (None, "a full re-read was asked for")
@@ -181,7 +184,9 @@ def ingest_sources(
             changes = ChangeSet(previous, verify=verify)
             # on a first run the workers read headers while the sources are still being walked and listed here
             found = (
-                listed(listing.result()) if listing is not None else iter_listed(walk_sources(sources), pseudonymizer)
+                listed(merged_listing(sources, (piece.result() for piece in listing)))
+                if listing is not None
+                else iter_listed(walk_sources(sources), pseudonymizer)
             )
             read: dict[str, InputFile] = {}  # by listed location
             files = _read_headers(executor, bar, changes.fresh_of(found), limits, read)
@@ -296,14 +301,16 @@ def _task_notes(task: TaskDeclaration | None, rows: Sequence[dict[str, Any]]) ->
 
 
 def _listed_ahead(
-    executor: Executor | None, sources: Sequence[Path], pseudonymizer: Pseudonymizer
-) -> Future[list[tuple]] | None:
-    """On a re-run, one worker walks and stats the sources while this process loads the last run's records; most
-    files will not be read, so nothing is gained by handing them on one by one as they are found."""
+    executor: Executor | None, sources: Sequence[Path], pseudonymizer: Pseudonymizer, n_workers: int
+) -> list[Future[tuple[list[tuple], dict[int, str | None]]]] | None:
+    """On a re-run, the workers walk and stat the sources, in pieces, while this process loads the last run's
+    records; most files will not be read, so nothing is gained by handing them on one by one as they are found.
+    In pieces: listing is a re-run's floor on a large archive, and it then scales with the workers."""
     if executor is None:
         return None
-    check_sources(sources)  # a missing source stops the run here, before the last run's records are loaded
-    return executor.submit(list_sources, sources, pseudonymizer)
+    # a missing source stops the run here, before the last run's records are loaded; pieces of unequal size even
+    # out when each worker takes several
+    return submit_listing(executor, sources, pseudonymizer, pieces=4 * n_workers)
 
 
 def _read_headers(
