@@ -15,7 +15,7 @@ from medtl.models.factory import create_model
 from medtl.pretraining import loop as pretrain_loop
 from medtl.pretraining.config import PretrainConfig
 from medtl.pretraining.loop import CHECKPOINT, run_loop
-from medtl.pretraining.methods import make_method, mask_patch_sizes, random_mask
+from medtl.pretraining.methods import make_method, mask_patch_sizes, nt_xent, random_mask
 
 
 def images(n: int = 16, dims: int = 2, size: int = 28, seed: int = 0) -> torch.Tensor:
@@ -81,6 +81,26 @@ def test_each_objective_learns_on_a_few_steps(name):
         optimizer.step()
     after = fixed_draw_loss()
     assert after < 0.85 * before, (before, after)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.2, 1.0])
+def test_nt_xent_has_monai_contrastive_loss_value_and_gradients(temperature):
+    from monai.losses import ContrastiveLoss
+
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randn(16, 8, generator=generator, dtype=torch.float64)
+    second = first + 0.5 * torch.randn(16, 8, generator=generator, dtype=torch.float64)  # partners are closer
+    ours_in = [first.clone().requires_grad_(), second.clone().requires_grad_()]
+    monai_in = [first.clone().requires_grad_(), second.clone().requires_grad_()]
+    ours = nt_xent(*ours_in, temperature)
+    reference = ContrastiveLoss(temperature=temperature)(*monai_in)
+    ours.backward()
+    reference.backward()
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-6)
+    for mine, theirs in zip(ours_in, monai_in, strict=True):
+        assert torch.allclose(mine.grad, theirs.grad, rtol=1e-5, atol=1e-9)
+    # and it measures what it should: shuffled partners cost more than true ones
+    assert nt_xent(first, second[torch.randperm(16, generator=generator)], temperature) > ours
 
 
 def test_masked_loss_counts_only_hidden_voxels():
