@@ -99,7 +99,7 @@ def walk_parts(sources: Sequence[Path], pieces: int = 1) -> list[WalkPart]:
     for index, source in enumerate(sources):
         root = Path(source)
         if root.is_file():  # a file named on the command line is used as given, link or not
-            base = str(root.parent)
+            base = os.path.dirname(str(root))  # "" for a file in the working folder: its relative path is its name
             parts.append(WalkPart(index, base, str(root), os.path.join(os.path.realpath(base), root.name), "file"))
         else:
             parts.append(WalkPart(index, str(root), str(root), os.path.realpath(root), "tree"))

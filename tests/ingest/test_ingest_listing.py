@@ -88,6 +88,18 @@ def test_an_archive_is_cut_into_pieces_that_follow_the_walk_order(tree):
     assert not any(relative.startswith("linked_in") for relative in relatives)
 
 
+@pytest.mark.parametrize("named", ["x.dcm", "./x.dcm", "sub/y.dcm"])
+def test_a_file_named_by_a_relative_path_keeps_its_name_as_its_relative_path(tmp_path, monkeypatch, named):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "x.dcm").write_bytes(b"x")
+    (tmp_path / "sub" / "y.dcm").write_bytes(b"y")
+    monkeypatch.chdir(tmp_path)
+    [(index, path, relative, base)] = walk_sources([Path(named)])
+    assert (index, relative) == (0, Path(named).name)
+    assert os.path.samefile(path, tmp_path / named) and os.path.samefile(Path(base) / relative, tmp_path / named)
+    assert _in_pieces([Path(named)], 4, 1) == _one_walk([Path(named)])
+
+
 def test_a_missing_source_stops_before_anything_is_walked(tree):
     from medtl.errors import IngestError
 
