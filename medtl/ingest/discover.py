@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from medtl.errors import IngestError, LimitExceededError, ReadError
 from medtl.io.dicom.budget import header_pixel_bytes
@@ -66,7 +66,7 @@ class WalkPart(NamedTuple):
     base: str  # the folder relative paths start from
     path: str  # the folder walked, or the file named as a source
     real: str  # its real path
-    kind: str  # "tree": the folder and all below it; "own": only its files and linked folders; "file"
+    kind: Literal["tree", "own", "file"]  # the folder and all below it; only its files and linked folders; a file
 
 
 def walk_sources(sources: Sequence[Path]) -> Iterator[tuple[int, str, str, Path]]:
