@@ -242,17 +242,18 @@ def throughput(dataset: Path, args: argparse.Namespace, repeats: int = 3, steps:
         method = make_method(args.method, built, batch, config).to(device).train()
         optimizer = torch.optim.AdamW(method.parameters(), lr=1e-3)
         on_device = batch.to(device)
-        criterion = ContrastiveLoss(temperature=config.temperature)
-        loss = (lambda first, second, _: criterion(first, second)) if monai_loss else methods.nt_xent
 
         def step() -> None:
-            with mock.patch.object(methods, "nt_xent", loss):
-                value = method(on_device)
+            value = method(on_device)
             optimizer.zero_grad()
             value.backward()
             optimizer.step()
 
-        return timed(step)
+        if not monai_loss:
+            return timed(step)
+        criterion = ContrastiveLoss(temperature=config.temperature)
+        with mock.patch.object(methods, "nt_xent", lambda first, second, _: criterion(first, second)):
+            return timed(step)
 
     def supervised_rate() -> float:
         network = create_model("resnet18", weights="none", in_channels=channels, num_classes=2, spatial_dims=dims)
