@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 # The user's own weight pins and pretrained-artifact index must not change what the tests plan or load.
 os.environ["MEDTL_HOME"] = tempfile.mkdtemp(prefix="medtl-home-")
+atexit.register(shutil.rmtree, os.environ["MEDTL_HOME"], ignore_errors=True)  # one per test process: not left behind
 
 
 def shared_data_root() -> Path | None:
