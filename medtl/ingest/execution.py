@@ -9,11 +9,13 @@ the one whose process dies again is quarantined (`worker_crashed`); the rest go 
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import current_process, get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from typing import TypeVar
 
 from medtl.ingest.worker import WorkItem, WorkResult, fail_item, run_item
@@ -21,22 +23,34 @@ from medtl.ingest.worker import WorkItem, WorkResult, fail_item, run_item
 T = TypeVar("T")
 R = TypeVar("R")
 WORKER_CRASHED = "worker_crashed"
+log = logging.getLogger(__name__)
 
 
 @contextmanager
 def process_pool(n_workers: int) -> Iterator[Executor | None]:
-    """Worker processes, or none when one worker is asked.
+    """Worker processes, at least one: with one worker asked for, the files are still read in a process of its own,
+    so that a decoder crashing on a hostile file costs its series (`Decoding`), not the run.
+
+    None (the work runs in this process) only where this process may not start children: a daemonic process, such
+    as another pool's worker. Then nothing isolates a crashing decoder, and a warning says so.
 
     Forked where the platform can (Linux): workers start at once with medtl already imported, and a user's script
     is not re-imported in every worker as it is with "spawn". The workers only run numpy / pydicom code, no
     torch and no threads of their own, which is what makes forking safe here.
     """
-    if n_workers <= 1:
+    if current_process().daemon:
+        log.warning(
+            "ingest runs inside a daemonic process, which may not start worker processes: files are read here, and "
+            "a decoder that crashes on a file ends the run; run ingest from a regular process to isolate decoders"
+        )
         yield None
         return
-    method = "fork" if "fork" in get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context(method)) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, n_workers), mp_context=_start_method()) as pool:
         yield pool
+
+
+def _start_method() -> BaseContext:
+    return get_context("fork" if "fork" in get_all_start_methods() else "spawn")
 
 
 @contextmanager
@@ -150,8 +164,7 @@ class Decoding:
 
 def _isolated(item: WorkItem) -> WorkResult:
     """One item in a process of its own: if that process dies, only this item is lost (quarantined)."""
-    method = "fork" if "fork" in get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context(method)) as single:
+    with ProcessPoolExecutor(max_workers=1, mp_context=_start_method()) as single:
         try:
             return single.submit(run_item, item).result()
         except BrokenProcessPool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -24,8 +25,10 @@ from medtl.contracts import read_json
 from medtl.contracts.ingest import Fingerprint, IngestReport
 from medtl.errors import LabelsError, LimitExceededError
 from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+from medtl.ingest import execution as execution_module
 from medtl.ingest import worker as worker_module
 from medtl.ingest.discover import classify_file
+from medtl.ingest.execution import process_pool
 from medtl.ingest.labels import read_labels
 from medtl.ingest.pipeline import ingest_sources
 from medtl.io.dicom.decode import decode_object
@@ -99,8 +102,10 @@ def test_any_exception_from_one_series_quarantines_that_series_only(tmp_path, mo
     assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 1
 
 
-def test_a_decoder_that_crashes_its_worker_process_costs_that_series_only(tmp_path, monkeypatch):
-    """A C decoder can kill its process instead of raising; with worker processes, only that series is lost."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_decoder_that_crashes_its_worker_process_costs_that_series_only(tmp_path, monkeypatch, workers):
+    """A C decoder can kill its process instead of raising: only that series is lost, with one worker too (which
+    reads in a process of its own, not in the ingest process)."""
     src = tmp_path / "src"
     for name in ("a", "b", "crash", "c", "d", "e"):
         good_series(src / name, patient_id=f"P{name.upper()}01")
@@ -112,7 +117,7 @@ def test_a_decoder_that_crashes_its_worker_process_costs_that_series_only(tmp_pa
         return real(plan, *args, **kwargs)
 
     monkeypatch.setattr(worker_module, "read_plan", segfaulting)  # inherited by the forked workers
-    ingest_sources([src], out=tmp_path / "out", pseudonymizer=PSEUDO, workers=2)
+    ingest_sources([src], out=tmp_path / "out", pseudonymizer=PSEUDO, workers=workers)
     report, fates = _fates(tmp_path / "out")
     assert report.counts == {"ingested": 20, "skipped": 0, "quarantined": 4}
     assert [Path(p).parent.name for p in fates["worker_crashed"]] == ["crash"] * 4
@@ -332,3 +337,26 @@ def test_a_spacing_no_scanner_records_quarantines_a_volume_and_flags_a_2d_image(
     fine = Scan(volume, np.diag([1e-5, 0.7, 1e5, 1.0]), "volume", "RAS")  # the bounds themselves are plausible
     check_scan(fine, intensity_stats(volume))
     assert "implausible_spacing" not in fine.qc_flags
+
+
+def _pool_kind(answers) -> None:
+    with process_pool(1) as executor:
+        answers.put(None if executor is None else executor.submit(os.getpid).result() != os.getpid())
+
+
+def test_one_worker_reads_in_a_process_of_its_own_unless_this_process_may_not_start_one(caplog, monkeypatch):
+    """Isolation is what keeps a crashing decoder from ending the run; only a daemonic process (which may not start
+    children) reads files itself, and says so."""
+    with process_pool(1) as executor:
+        assert executor is not None and executor.submit(os.getpid).result() != os.getpid()
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    daemonic = context.Process(target=_pool_kind, args=(answers,), daemon=True)
+    daemonic.start()
+    assert answers.get(timeout=60) is None
+    daemonic.join(timeout=60)
+    assert daemonic.exitcode == 0
+    monkeypatch.setattr(execution_module, "current_process", lambda: daemonic)  # as seen from inside it
+    with caplog.at_level(logging.WARNING, logger="medtl.ingest.execution"), process_pool(2) as executor:
+        assert executor is None
+    assert "a decoder that crashes on a file ends the run" in caplog.text

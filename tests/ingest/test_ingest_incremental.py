@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,27 +53,44 @@ def cohort(tmp_path: Path) -> Path:
 
 
 class Reads:
-    """Counts the files whose header or content ingest reads (workers=1 runs everything in this process)."""
+    """Counts the files whose header or content ingest reads. The reading happens in worker processes (forked, so
+    they inherit the patches), which append one line per file to a log that this process reads."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.headers: list[str] = []
-        self.contents: list[str] = []
+        self._folder = tempfile.TemporaryDirectory(prefix="medtl-reads-")  # removed with this object
+        self._log = Path(self._folder.name) / "reads.tsv"
+        self._log.touch()
         classify, prefetch = pipeline.classify_file, worker._prefetch
 
         def counting_classify(index, path, relative, root=None, **kwargs):
-            self.headers.append(relative)
+            self._append([("header", relative)])
             return classify(index, path, relative, root, **kwargs)
 
         def counting_prefetch(paths, result):
-            self.contents.extend(path.name for path in paths)
+            self._append([("content", path.name) for path in paths])
             return prefetch(paths, result)
 
         monkeypatch.setattr(pipeline, "classify_file", counting_classify)
         monkeypatch.setattr(worker, "_prefetch", counting_prefetch)
 
+    def _append(self, entries: list[tuple[str, str]]) -> None:
+        with self._log.open("a", encoding="utf-8") as log:  # one short write in append mode: whole lines
+            log.write("".join(f"{kind}\t{name}\n" for kind, name in entries))
+
+    def _read(self, kind: str) -> list[str]:
+        lines = self._log.read_text(encoding="utf-8").splitlines()
+        return [name for entry_kind, name in (line.split("\t", 1) for line in lines) if entry_kind == kind]
+
+    @property
+    def headers(self) -> list[str]:
+        return self._read("header")
+
+    @property
+    def contents(self) -> list[str]:
+        return self._read("content")
+
     def reset(self) -> None:
-        self.headers.clear()
-        self.contents.clear()
+        self._log.write_text("", encoding="utf-8")
 
 
 def _ingest(root: Path, out: str, **options) -> IngestReport:
