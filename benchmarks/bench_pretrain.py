@@ -295,8 +295,11 @@ def summarise(runs: list[dict]) -> dict:
     """Per arm and share: median test AUROC over seeds with its spread, and the seeds' own CIs."""
     table: dict[str, dict[str, dict]] = {}
     for run in runs:
-        entry = table.setdefault(run["arm"], {}).setdefault(f"{run['fraction']:g}", {"auroc": [], "patients": []})
+        entry = table.setdefault(run["arm"], {}).setdefault(
+            f"{run['fraction']:g}", {"auroc": [], "seeds": [], "patients": []}
+        )
         entry["auroc"].append(run["test_auroc"]["value"])
+        entry["seeds"].append(run["seed"])
         entry["patients"].append(run["labelled_patients"])
     for arms in table.values():
         for entry in arms.values():
@@ -328,6 +331,12 @@ def main() -> None:
         help="measure the pretraining step against a bare supervised loop (best on a quiet machine)",
     )
     parser.add_argument("--throughput-only", action="store_true", help="prepare the target, measure throughput, stop")
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="train nothing: summarise the runs recorded in --workdir for these seeds and shares (e.g. when some "
+        "shares were run with fewer seeds); each cell lists its seeds",
+    )
     args = parser.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -368,7 +377,7 @@ def main() -> None:
     done = set()
     if results_file.exists():
         done = {(r["arm"], r["fraction"], r["seed"]) for r in map(json.loads, results_file.open())}
-    for seed in args.seeds:
+    for seed in [] if args.summary_only else args.seeds:
         subsets = shares(target, args.fractions, seed)
         for fraction in args.fractions:  # in the order given: the most telling shares first on a short run
             patients = subsets[fraction]
