@@ -164,11 +164,28 @@ class Decoding:
 
 def _isolated(item: WorkItem) -> WorkResult:
     """One item in a process of its own: if that process dies, only this item is lost (quarantined)."""
+    result = run_alone(run_item, item)
+    return result if result is not None else crashed(item)
+
+
+def is_broken(executor: Executor | None) -> bool:
+    """Whether a worker of this pool died (the pool then refuses new work at once)."""
+    if executor is None:
+        return False
+    try:
+        executor.submit(int, 0)
+    except BrokenProcessPool:
+        return True
+    return False
+
+
+def run_alone(func: Callable[[T], R], arg: T) -> R | None:
+    """`func(arg)` in a process of its own; None when that process died (a crash in native code)."""
     with ProcessPoolExecutor(max_workers=1, mp_context=_start_method()) as single:
         try:
-            return single.submit(run_item, item).result()
+            return single.submit(func, arg).result()
         except BrokenProcessPool:
-            return crashed(item)
+            return None
 
 
 def crashed(item: WorkItem) -> WorkResult:

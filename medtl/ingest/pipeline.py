@@ -13,6 +13,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
@@ -30,10 +31,13 @@ from medtl.ingest.cache import ScanCache
 from medtl.ingest.declaration import complete_declaration, suggestion
 from medtl.ingest.discover import InputFile, classify_file, portable, restored, walk_sources
 from medtl.ingest.execution import (
+    WORKER_CRASHED,
     Decoding,
+    is_broken,
     long_lived_objects,
     map_ordered,
     process_pool,
+    run_alone,
     start_workers,
     submitted,
 )
@@ -189,10 +193,10 @@ def ingest_sources(
                 else iter_listed(walk_sources(sources), pseudonymizer)
             )
             read: dict[str, InputFile] = {}  # by listed location
-            files = _read_headers(executor, bar, changes.fresh_of(found), limits, read)
+            files = _read_headers(executor, n_workers, bar, changes.fresh_of(found), limits, read)
             if previous is not None:
                 again = changes.regroup(previous, files, _unit(pseudonymizer))
-                files += _read_headers(executor, bar, again, limits, read)
+                files += _read_headers(executor, n_workers, bar, again, limits, read)
             laps.lap("discovery_and_headers")
             grouping = group_headers([f.header for f in files if f.header is not None])
             items, identities = _work_items(files, grouping.plans, out, limits)
@@ -222,7 +226,8 @@ def ingest_sources(
             chosen_spec = spec or _default_spec(groups)
             key = spec_hash(chosen_spec) if chosen_spec else None
             laps.lap("collect")
-            fresh = decoding.pool_broken and chosen_spec is not None  # a crashed decoder broke the pool
+            # a crashed decoder (or header reader) broke the pool
+            fresh = (decoding.pool_broken or is_broken(executor)) and chosen_spec is not None
             failed: dict[str, str] = {}  # scans whose preprocessing raised: left out, their files quarantined
             with process_pool(n_workers) if fresh else nullcontext(executor) as pool:
                 tensors = (
@@ -315,6 +320,7 @@ def _listed_ahead(
 
 def _read_headers(
     executor: Executor | None,
+    n_workers: int,
     bar: Progress,
     to_read: Iterable[Listed],
     limits: IngestLimits,
@@ -322,20 +328,50 @@ def _read_headers(
 ) -> list[InputFile]:
     """Every file of `to_read` classified (headers read by the workers), each also entered in `read` by its listed
     location."""
-    sent: deque[list[Listed]] = deque()  # the chunks in flight, in order: each result is paired with its chunk
-
-    def jobs() -> Iterator[tuple[list[tuple[int, str, str, Path]], IngestLimits]]:
-        for chunk in _chunks(to_read, _HEADER_CHUNK):
-            sent.append(chunk)
-            yield [item.walked for item in chunk], limits
 
     def files() -> Iterator[InputFile]:
-        for described in map_ordered(executor, _classify_chunk, jobs()):
-            for item, portable_file in zip(sent.popleft(), described, strict=True):
+        for chunk, described in _classified(executor, n_workers, _chunks(to_read, _HEADER_CHUNK), limits):
+            for item, portable_file in zip(chunk, described, strict=True):
                 file = read[item.location] = restored(item.path, item.index, item.relative, portable_file)
                 yield file
 
     return list(bar.track(files(), "reading headers", None))
+
+
+def _classified(
+    executor: Executor | None, n_workers: int, chunks: Iterator[list[Listed]], limits: IngestLimits
+) -> Iterator[tuple[list[Listed], list[tuple]]]:
+    """Each chunk with its files as classified, in order. A worker that dies reading headers (pure Python, but a
+    hostile file may still find a way) breaks the pool: the chunks it held are classified again each in a process
+    of its own, file by file when that dies too, and the file that kills its process alone is quarantined
+    (`worker_crashed`); the rest go on in a new pool. Later passes see the broken pool and start their own."""
+    sent: deque[list[Listed]] = deque()  # the chunks in flight, in order: each result is paired with its chunk
+
+    def jobs() -> Iterator[tuple[list[tuple[int, str, str, Path]], IngestLimits]]:
+        for chunk in chunks:
+            sent.append(chunk)
+            yield [item.walked for item in chunk], limits
+
+    try:
+        for described in map_ordered(executor, _classify_chunk, jobs()):
+            yield sent.popleft(), described
+        return
+    except BrokenProcessPool:
+        pass
+    for chunk in sent:
+        alone = run_alone(_classify_chunk, ([item.walked for item in chunk], limits))
+        yield chunk, alone if alone is not None else [_classified_alone(item, limits) for item in chunk]
+    with process_pool(n_workers) as fresh:
+        yield from _classified(fresh, n_workers, chunks, limits)
+
+
+def _classified_alone(item: Listed, limits: IngestLimits) -> tuple:
+    described = run_alone(_classify_chunk, ([item.walked], limits))
+    if described is not None:
+        return described[0]
+    reason = "reading this file's header crashed its worker process; the file is quarantined, the run goes on"
+    return portable(InputFile(item.path, item.index, item.relative, item.size, "other", None, "quarantined",
+                              WORKER_CRASHED, reason))  # fmt: skip
 
 
 def _classify_chunk(args: tuple[list[tuple[int, str, str, Path]], IngestLimits]) -> list[tuple]:

@@ -26,6 +26,7 @@ from medtl.contracts.ingest import Fingerprint, IngestReport
 from medtl.errors import LabelsError, LimitExceededError
 from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
 from medtl.ingest import execution as execution_module
+from medtl.ingest import pipeline as pipeline_module
 from medtl.ingest import worker as worker_module
 from medtl.ingest.discover import classify_file
 from medtl.ingest.execution import process_pool
@@ -125,6 +126,31 @@ def test_a_decoder_that_crashes_its_worker_process_costs_that_series_only(tmp_pa
     assert all(
         (tmp_path / "out" / p).exists() for p in pd.read_parquet(tmp_path / "out" / "manifest.parquet").cache_path
     )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_header_reader_that_crashes_its_worker_process_costs_that_file_only(tmp_path, monkeypatch, workers):
+    """The header pass is pure Python, but a worker dying there must not stop the run either: the file that kills
+    its process alone is quarantined, every other file is read, and the passes after it run in new pools."""
+    src = tmp_path / "src"
+    for name in ("a", "b", "c", "d", "e"):
+        good_series(src / name, patient_id=f"P{name.upper()}01")
+    (src / "b" / "001.dcm").rename(src / "b" / "crash.dcm")
+    real = pipeline_module.classify_file
+
+    def segfaulting(index, path, relative, *args, **kwargs):
+        if relative.endswith("crash.dcm"):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(index, path, relative, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "classify_file", segfaulting)  # inherited by the forked workers
+    ingest_sources([src], out=tmp_path / "out", pseudonymizer=PSEUDO, workers=workers)
+    report, fates = _fates(tmp_path / "out")
+    assert fates["worker_crashed"] == ["b/crash.dcm"]
+    assert report.counts["ingested"] == 19 and report.counts["quarantined"] == 1
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert len(manifest) == 5  # series b without its crashing slice: still assembled from the others
+    assert all((tmp_path / "out" / p).exists() for p in manifest.cache_path)
 
 
 def test_default_limits_admit_a_whole_body_ct_and_refuse_a_60000_square_image():
