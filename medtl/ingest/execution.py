@@ -134,11 +134,11 @@ def bounded(
 
 
 class Decoding:
-    """Iterates over the WorkResult of every item; `pool_broken` tells the caller to use a new pool afterwards."""
+    """Iterates over the WorkResult of every item; a crash leaves the given pool broken (`is_broken`), and the
+    caller uses a new one afterwards."""
 
     def __init__(self, executor: Executor | None, items: list[WorkItem], n_workers: int) -> None:
         self.executor, self.items, self.n_workers = executor, items, n_workers
-        self.pool_broken = False
 
     def __iter__(self) -> Iterator[WorkResult]:
         yield from self._run(self.executor, list(self.items))
@@ -152,7 +152,7 @@ class Decoding:
                 yield result
             return
         except BrokenProcessPool:
-            self.pool_broken = True
+            pass
         left = [item for item in items if item.item_id not in done]
         # submitted in order, at most `limit` at a time: the item that crashed is among the first `limit` not done
         for item in left[:limit]:

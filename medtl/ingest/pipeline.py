@@ -226,8 +226,7 @@ def ingest_sources(
             chosen_spec = spec or _default_spec(groups)
             key = spec_hash(chosen_spec) if chosen_spec else None
             laps.lap("collect")
-            # a crashed decoder (or header reader) broke the pool
-            fresh = (decoding.pool_broken or is_broken(executor)) and chosen_spec is not None
+            fresh = is_broken(executor) and chosen_spec is not None  # a crashed decoder or header reader broke it
             failed: dict[str, str] = {}  # scans whose preprocessing raised: left out, their files quarantined
             with process_pool(n_workers) if fresh else nullcontext(executor) as pool:
                 tensors = (
