@@ -1,19 +1,23 @@
-"""Running ingest work in worker processes: bounded submission, and decoding that survives a crashing decoder.
+"""Running ingest work in worker processes, every pass surviving a worker that dies.
 
 Why a module of its own: a hostile file can do worse than raise. A decoder written in C (JPEG, JPEG 2000, RLE) may
-crash its whole process, and a process pool with a dead worker fails every task it holds. `decode_all` turns that
-into a quarantined series: the series that were in flight are run again, each in a fresh process of its own, and
-the one whose process dies again is quarantined (`worker_crashed`); the rest go on in a new pool.
+crash its whole process, and a process pool with a dead worker fails every task it holds. Each pass turns that
+into one quarantined input: the work that was in flight runs again, each piece in a fresh process of its own, the
+piece whose process dies again is quarantined, and the rest goes on in a new pool. `Decoding` does it for series
+(results as they are done, at most two per worker in flight); `surviving` for the header pass and preprocessing
+(results in order).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from itertools import chain, islice
 from multiprocessing import current_process, get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from typing import TypeVar
@@ -24,6 +28,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 WORKER_CRASHED = "worker_crashed"
 log = logging.getLogger(__name__)
+_END = object()
 
 
 @contextmanager
@@ -81,56 +86,100 @@ def start_workers(executor: Executor | None, n_workers: int) -> None:
         list(executor.map(int, range(n_workers)))
 
 
-def map_ordered(executor: Executor | None, func: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+def surviving(
+    executor: Executor | None,
+    func: Callable[[T], R],
+    jobs: Iterable[T],
+    n_workers: int,
+    alone: Callable[[T], R],
+    *,
+    window: int | None = None,
+) -> Iterator[tuple[T, R]]:
+    """Each job with its result, in order, computed by the pool's workers, through a worker that dies.
+
+    Why: a pool that loses a worker (a crash in native code on a hostile file) fails every job it holds. Then the
+    jobs not done that the dead worker may have held (the first few: workers take jobs in order) run again, each in
+    a process of its own through `alone`, which also decides what a job that kills that process too costs; the
+    rest go on in a new pool. Jobs are submitted now, so the workers go on while the caller does other work:
+    `window` of them ahead of the result asked for (bounding memory), or every one (None; small jobs only).
+    Without an executor each job runs here when its result is asked for.
+    """
+    jobs = iter(jobs)
     if executor is None:
-        for item in items:
-            yield func(item)
+        return ((job, func(job)) for job in jobs)
+    ahead: deque[tuple[T, Future[R] | None]] = deque()  # None: the pool refused the job (it was already broken)
+    _submit(executor, func, jobs, ahead, window)
+    return _in_order(executor, func, jobs, ahead, n_workers, alone, window)
+
+
+def _submit(executor: Executor, func: Callable[[T], R], jobs: Iterator[T], ahead: deque, window: int | None) -> None:
+    while window is None or len(ahead) < window:
+        job = next(jobs, _END)
+        if job is _END:
+            return
+        try:
+            ahead.append((job, executor.submit(func, job)))
+        except BrokenProcessPool:
+            ahead.append((job, None))
+            return
+
+
+def _in_order(
+    executor: Executor,
+    func: Callable[[T], R],
+    jobs: Iterator[T],
+    ahead: deque,
+    n_workers: int,
+    alone: Callable[[T], R],
+    window: int | None,
+) -> Iterator[tuple[T, R]]:
+    while ahead:
+        job, future = ahead[0]
+        try:
+            if future is None:
+                raise BrokenProcessPool
+            result = future.result()
+        except BrokenProcessPool:
+            break
+        ahead.popleft()
+        yield job, result
+        if ahead and ahead[-1][1] is None:
+            continue  # the pool refused a job: submit nothing more
+        _submit(executor, func, jobs, ahead, window)
+    else:
         return
-    yield from bounded(executor, func, items, 2 * getattr(executor, "_max_workers", 2), ordered=True)
+    # A worker died. It held one of the first jobs not done; a few more may have been lost in transit.
+    quota = 2 * n_workers
+    while ahead:
+        job, future = ahead[0]
+        failure = future.exception() if future is not None and future.done() else BrokenProcessPool()
+        if failure is None:
+            yield ahead.popleft()[0], future.result()
+        elif not isinstance(failure, BrokenProcessPool):
+            raise failure  # the job's own error (a full disk), not the lost worker's
+        elif quota > 0:
+            quota -= 1
+            yield ahead.popleft()[0], alone(job)
+        else:
+            break
+    rest = chain([job for job, _ in ahead], jobs)
+    with process_pool(n_workers) as fresh:
+        yield from surviving(fresh, func, rest, n_workers, alone, window=window)
 
 
-def submitted(executor: Executor | None, func: Callable[[T], R], items: list[T]) -> Iterator[R]:
-    """Every item submitted now, the results yielded in order later: the workers go on while this process does
-    other work before it asks for them. For small items whose results are small (no bound on memory needed);
-    with no executor, each runs here when its result is asked for."""
+def bounded(executor: Executor | None, func: Callable[[T], R], items: Iterable[T], limit: int) -> Iterator[R]:
+    """Submit at most `limit` tasks at a time, in order, so memory stays bounded whatever the cohort size; results
+    come as they are done."""
     if executor is None:
-        return map(func, items)
-    futures = [executor.submit(func, item) for item in items]
-    return (future.result() for future in futures)
-
-
-def bounded(
-    executor: Executor | None, func: Callable[[T], R], items: Iterable[T], limit: int, *, ordered: bool = False
-) -> Iterator[R]:
-    """Submit at most `limit` tasks at a time, in order, so memory stays bounded whatever the cohort size."""
-    if executor is None:
-        for item in items:
-            yield func(item)
+        yield from map(func, items)
         return
     iterator = iter(items)
-    pending: dict[Future[R], int] = {}
-    done_results: dict[int, R] = {}
-    next_index, next_yield = 0, 0
-    for item in iterator:
-        pending[executor.submit(func, item)] = next_index
-        next_index += 1
-        if len(pending) >= limit:
-            break
+    pending = {executor.submit(func, item) for item in islice(iterator, limit)}
     while pending:
-        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
         for future in finished:
-            index = pending.pop(future)
-            if ordered:
-                done_results[index] = future.result()
-            else:
-                yield future.result()
-            for item in iterator:
-                pending[executor.submit(func, item)] = next_index
-                next_index += 1
-                break
-        while ordered and next_yield in done_results:
-            yield done_results.pop(next_yield)
-            next_yield += 1
+            yield future.result()
+            pending.update(executor.submit(func, item) for item in islice(iterator, 1))
 
 
 class Decoding:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
@@ -35,11 +33,10 @@ from medtl.ingest.execution import (
     Decoding,
     is_broken,
     long_lived_objects,
-    map_ordered,
     process_pool,
     run_alone,
     start_workers,
-    submitted,
+    surviving,
 )
 from medtl.ingest.fingerprint import build_fingerprint, group_stats, row_digests
 from medtl.ingest.incremental import (
@@ -341,31 +338,23 @@ def _classified(
     executor: Executor | None, n_workers: int, chunks: Iterator[list[Listed]], limits: IngestLimits
 ) -> Iterator[tuple[list[Listed], list[tuple]]]:
     """Each chunk with its files as classified, in order. A worker that dies reading headers (pure Python, but a
-    hostile file may still find a way) breaks the pool: the chunks it held are classified again each in a process
-    of its own, file by file when that dies too, and the file that kills its process alone is quarantined
+    hostile file may still find a way) breaks the pool: the chunks it may have held are classified again each in a
+    process of its own, file by file when that dies too, and the file that kills its process alone is quarantined
     (`worker_crashed`); the rest go on in a new pool. Later passes see the broken pool and start their own."""
-    sent: deque[list[Listed]] = deque()  # the chunks in flight, in order: each result is paired with its chunk
+    for chunk, described in surviving(
+        executor, _classify_chunk, ((chunk, limits) for chunk in chunks), n_workers, _chunk_alone, window=2 * n_workers
+    ):
+        yield chunk[0], described
 
-    def jobs() -> Iterator[tuple[list[tuple[int, str, str, Path]], IngestLimits]]:
-        for chunk in chunks:
-            sent.append(chunk)
-            yield [item.walked for item in chunk], limits
 
-    try:
-        for described in map_ordered(executor, _classify_chunk, jobs()):
-            yield sent.popleft(), described
-        return
-    except BrokenProcessPool:
-        pass
-    for chunk in sent:
-        alone = run_alone(_classify_chunk, ([item.walked for item in chunk], limits))
-        yield chunk, alone if alone is not None else [_classified_alone(item, limits) for item in chunk]
-    with process_pool(n_workers) as fresh:
-        yield from _classified(fresh, n_workers, chunks, limits)
+def _chunk_alone(job: tuple[list[Listed], IngestLimits]) -> list[tuple]:
+    chunk, limits = job
+    described = run_alone(_classify_chunk, job)
+    return described if described is not None else [_classified_alone(item, limits) for item in chunk]
 
 
 def _classified_alone(item: Listed, limits: IngestLimits) -> tuple:
-    described = run_alone(_classify_chunk, ([item.walked], limits))
+    described = run_alone(_classify_chunk, ([item], limits))
     if described is not None:
         return described[0]
     reason = "reading this file's header crashed its worker process; the file is quarantined, the run goes on"
@@ -373,11 +362,11 @@ def _classified_alone(item: Listed, limits: IngestLimits) -> tuple:
                               WORKER_CRASHED, reason))  # fmt: skip
 
 
-def _classify_chunk(args: tuple[list[tuple[int, str, str, Path]], IngestLimits]) -> list[tuple]:
-    chunk, limits = args
+def _classify_chunk(job: tuple[list[Listed], IngestLimits]) -> list[tuple]:
+    chunk, limits = job
     return [
         portable(classify_file(index, Path(location), relative, root, limits=limits))
-        for index, location, relative, root in chunk
+        for index, location, relative, root in (item.walked for item in chunk)
     ]
 
 
@@ -637,11 +626,12 @@ def _preprocess(
     # Tensors already cached (a re-run's unchanged scans) cost a stat here, not a round trip to a worker.
     missing = [row for row in rows if not cache.has(cache.preprocessed_relpath(row["pixel_hash"], key))]
     chunk = max(1, min(16, len(missing) // max(1, 4 * n_workers)))
-    work = submitted(executor, _preprocess_batch, [(out, batch, spec, key) for batch in _chunks(missing, chunk)])
+    jobs = ((out, batch, spec, key) for batch in _chunks(missing, chunk))
+    work = surviving(executor, _preprocess_batch, jobs, n_workers, _preprocessed_alone)  # all submitted now
 
     def made() -> Iterator[str | None]:
         yield from [None] * (len(rows) - len(missing))
-        for paths, batch_failed, batch_steps in work:
+        for _, (paths, batch_failed, batch_steps) in work:
             merge(steps, batch_steps)
             failed.update(batch_failed)
             yield from paths
@@ -649,10 +639,33 @@ def _preprocess(
     return made()
 
 
-def _preprocess_batch(
-    args: tuple[Path, list[dict[str, Any]], PreprocessingSpec, str],
-) -> tuple[list[str | None], dict[str, str], dict[str, float]]:
-    out, batch, spec, key = args
+_PreprocessJob = tuple[Path, list[dict[str, Any]], PreprocessingSpec, str]
+_Preprocessed = tuple[list[str | None], dict[str, str], dict[str, float]]
+
+
+def _preprocessed_alone(job: _PreprocessJob) -> _Preprocessed:
+    """A batch whose worker died, again in a process of its own, scan by scan if that dies too: the scan whose
+    process dies alone is left out like one whose preprocessing raised (its files quarantined, the run goes on)."""
+    done = run_alone(_preprocess_batch, job)
+    if done is not None:
+        return done
+    out, batch, spec, key = job
+    if len(batch) == 1:
+        reason = "preprocessing this scan crashed its worker process; its files are quarantined, the run goes on"
+        return [None], {batch[0]["scan_id"]: reason}, {}
+    paths: list[str | None] = []
+    failed: dict[str, str] = {}
+    steps: dict[str, float] = {}
+    for row in batch:
+        row_paths, row_failed, row_steps = _preprocessed_alone((out, [row], spec, key))
+        paths += row_paths
+        failed.update(row_failed)
+        merge(steps, row_steps)
+    return paths, failed, steps
+
+
+def _preprocess_batch(job: _PreprocessJob) -> _Preprocessed:
+    out, batch, spec, key = job
     with collecting() as steps:
         paths, failed = preprocess_records(out, batch, spec, key)
     return paths, failed, steps

@@ -491,10 +491,10 @@ def test_a_wrong_expected_spec_costs_time_only(tmp_path, monkeypatch):
         np.testing.assert_array_equal(found[scan_id], tensor)
 
 
-def test_submitted_work_runs_before_its_results_are_asked_for_and_comes_back_in_order():
+def test_surviving_work_is_submitted_before_its_results_are_asked_for_and_comes_back_in_order():
     from concurrent.futures import ThreadPoolExecutor
 
-    from medtl.ingest.execution import submitted
+    from medtl.ingest.execution import surviving
 
     ran: list[int] = []
 
@@ -503,14 +503,19 @@ def test_submitted_work_runs_before_its_results_are_asked_for_and_comes_back_in_
         return value * value
 
     executor = ThreadPoolExecutor(max_workers=3)
-    results = submitted(executor, square, [3, 1, 2, 5])
+    results = surviving(executor, square, [3, 1, 2, 5], 3, alone=square)
     executor.shutdown(wait=True)  # every item ran although no result was asked for yet
     assert sorted(ran) == [1, 2, 3, 5]
-    assert list(results) == [9, 1, 4, 25]
+    assert list(results) == [(3, 9), (1, 1), (2, 4), (5, 25)]
     ran.clear()
-    inline = submitted(None, square, [4, 2])  # without workers: each runs when its result is asked for
+    windowed = ThreadPoolExecutor(max_workers=1)
+    results = surviving(windowed, square, [6, 7, 8, 9], 1, alone=square, window=2)
+    windowed.shutdown(wait=True)  # only the window was submitted ahead
+    assert sorted(ran) == [6, 7]
+    ran.clear()
+    inline = surviving(None, square, [4, 2], 1, alone=square)  # without workers: each runs when asked for
     assert ran == []
-    assert next(inline) == 16 and ran == [4]
+    assert next(inline) == (4, 16) and ran == [4]
 
 
 def test_a_run_whose_preprocessing_fails_writes_no_outputs(tmp_path, monkeypatch):

@@ -153,6 +153,62 @@ def test_a_header_reader_that_crashes_its_worker_process_costs_that_file_only(tm
     assert all((tmp_path / "out" / p).exists() for p in manifest.cache_path)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_preprocessing_that_crashes_its_worker_process_costs_that_scan_only(tmp_path, monkeypatch, workers):
+    """The last pass runs numpy and scipy on decoded, size-checked arrays, but a worker dying there must not stop
+    the run either: the scan whose process dies alone is left out and its files quarantined, the rest are made."""
+    rng = np.random.default_rng(4)
+    src = tmp_path / "src"
+    for k, rows in enumerate((6, 6, 9, 6, 6, 6)):  # the 9-row series is the one whose preprocessing crashes
+        ct_series(src / f"s{k}", rng.integers(0, 3000, size=(4, rows, 8)).astype(np.uint16), patient_id=f"P{k}")
+    real = worker_module.preprocess_array
+
+    def segfaulting(array, affine, spec):
+        if 9 in array.shape:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(array, affine, spec)
+
+    monkeypatch.setattr(worker_module, "preprocess_array", segfaulting)  # inherited by the forked workers
+    out = tmp_path / "out"
+    result = ingest_sources([src], out=out, pseudonymizer=PSEUDO, workers=workers)
+    report, fates = _fates(out)
+    assert fates["preprocess_failed"] == [f"s2/{name}" for name in sorted(os.listdir(src / "s2"))]
+    assert {r.reason for r in report.files if r.reason_code == "preprocess_failed"} == {
+        "preprocessing this scan crashed its worker process; its files are quarantined, the run goes on"
+    }
+    assert report.counts == {"ingested": 20, "skipped": 0, "quarantined": 4}
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert len(manifest) == 5 == result.fingerprint.n_scans
+    assert sorted(manifest.patient_id) == sorted(PSEUDO.patient(f"P{k}") for k in (0, 1, 3, 4, 5))
+    assert all((out / p).exists() for p in manifest.cache_path)
+
+
+def _square_unless_thirteen(value: int) -> int:
+    if value == 13:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if value == 99:
+        raise ValueError("the job's own error")
+    return value * value
+
+
+@pytest.mark.parametrize("workers, window", [(1, None), (2, None), (2, 4)])
+def test_surviving_runs_every_job_once_in_order_through_a_worker_that_dies(workers, window):
+    """What the header and preprocessing passes rely on: every job comes back in order, the one that kills its
+    process alone gets what `alone` says, a job's own error still propagates, and the rest run in a new pool."""
+    jobs = list(range(30))
+
+    def alone(job: int) -> int:
+        done = execution_module.run_alone(_square_unless_thirteen, job)
+        return -1 if done is None else done
+
+    with process_pool(workers) as pool:
+        found = list(execution_module.surviving(pool, _square_unless_thirteen, jobs, workers, alone, window=window))
+        assert execution_module.is_broken(pool)
+    assert found == [(job, -1 if job == 13 else job * job) for job in jobs]
+    with process_pool(workers) as pool, pytest.raises(ValueError, match="own error"):
+        list(execution_module.surviving(pool, _square_unless_thirteen, [1, 99, 2], workers, alone, window=window))
+
+
 def test_default_limits_admit_a_whole_body_ct_and_refuse_a_60000_square_image():
     limits = IngestLimits()
     assert limits.check_image(shape=(512, 512, 1, 1), bytes_per_sample=2, what="a slice") == 512 * 512 * 2
