@@ -10,12 +10,13 @@
 # Steps: augmentation (batched GPU augmentation vs CPU loader workers), tests (the gpu-marked tests), quality (the
 # planned path on PneumoniaMNIST, then BreastMNIST transferred from it), ingest (1 process against every core on
 # a synthetic archive, the bare pydicom read beside it), parity (a plan.yaml made on a CPU, trained here unchanged: PLAN names it), pretrain
-# (self-supervised pretraining on unlabelled PneumoniaMNIST + BreastMNIST, then the label-share arms, seed 0).
+# (self-supervised pretraining on unlabelled PneumoniaMNIST + BreastMNIST, then the label-share arms, seed 0),
+# concurrent (four folds of a 28 px ResNet-18 side by side against one at a time).
 set -u
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-steps=${*:-augmentation tests quality ingest parity pretrain}
+steps=${*:-augmentation tests quality ingest parity pretrain concurrent}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 WORK=$(mktemp -d)
 for step in $steps; do
@@ -46,6 +47,10 @@ for step in $steps; do
         --out "$OUT/pretrain_breastmnist_gpu.json" > "$OUT/pretrain.log" 2>&1
       cp "$WORK/pretrain/runs-breastmnist.jsonl" "$OUT/pretrain_runs.jsonl" 2>/dev/null
       cp "$WORK"/pretrain/ssl-*/metrics/pretraining.json "$OUT/pretraining.json" 2>/dev/null ;;
+    concurrent)  # folds of a small model side by side on one GPU against one at a time (same config and seed)
+      timeout 300 python3 benchmarks/bench_concurrent_folds.py pneumoniamnist --concurrent 4 --folds 4 --steps 400 \
+        --rounds 3 --workdir "$WORK/concurrent" --out "$OUT/concurrent_folds_pneumoniamnist_gpu.json" \
+        > "$OUT/concurrent.log" 2>&1 ;;
     *) echo "unknown step: $step" >&2 ;;
   esac
 done

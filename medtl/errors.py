@@ -136,6 +136,10 @@ class WeightsError(MedTLError):
     """Pretrained weights are missing, do not match their expected hash, or do not fit the model."""
 
 
+class TrainingError(MedTLError):
+    """Training could not finish: a process training a fold died; the folds that finished are kept for a re-run."""
+
+
 class ArtifactIntegrityError(MedTLError):
     """A model artifact differs from what was sealed: a hash, the signature or the audit chain does not match."""
 

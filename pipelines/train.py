@@ -2,16 +2,20 @@
 
 A fold that fails fails its own task; the others still run, the flow reports which failed and stops before
 packaging. Completed folds are kept in the artifact's work folder, so a re-run of the flow trains only what is left.
-Folds run one at a time by default (one GPU, or all CPU cores, per fold); `pipelines.runners.on_dask(train_flow)`
-spreads them over a Dask cluster, one fold per GPU worker.
+Folds run one at a time by default (one GPU, or all CPU cores, per fold), `concurrent_folds` at a time when the config
+says so (a small model on one GPU); `pipelines.runners.on_dask(train_flow)` spreads them over a Dask cluster, one
+fold per GPU worker.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from medtl.errors import MedTLError
 from medtl.planning import PlanOptions
 from medtl.planning.plan import plan_for_run, saved_plan_path, summary
-from medtl.training.config import TrainConfig, load_config
+from medtl.training.concurrent import train_concurrently
+from medtl.training.config import MAX_CONCURRENT_FOLDS, TrainConfig, load_config
+from medtl.training.cv import finished_outcome
 from medtl.training.train import TrainingPlan, check_preconditions, finish_training, prepare_training, train_unit
 from pipelines.common import retry_on_io_only
 from pipelines.runners import needs_gpu, worker_name
@@ -51,7 +57,11 @@ def plan_training(params: TrainParameters) -> TrainingPlan:
 
 @task(name="train-fold", task_run_name="{arm}-fold{fold}")
 def train_fold(plan: TrainingPlan, arm: str, fold: int) -> dict:
-    outcome = train_unit(plan, arm, fold)
+    if plan.config.concurrent_folds > 1:  # beside other folds: in a process of its own (see concurrent_folds)
+        train_concurrently(train_unit, plan, [(arm, fold)], 1, sharing=plan.config.concurrent_folds)
+        outcome = finished_outcome(plan.workdir, arm, fold)
+    else:
+        outcome = train_unit(plan, arm, fold)
     return {"arm": arm, "fold": fold, "best_epoch": outcome.best_epoch, "tune_auc": outcome.best_tune_auc,
             "seconds": outcome.seconds, "worker": worker_name()}  # fmt: skip
 
@@ -67,13 +77,28 @@ def package(plan: TrainingPlan, flow_run_id: str | None) -> dict:
     }
 
 
-@flow(name="medtl-train", validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def _submitted(plan: TrainingPlan) -> dict[tuple[str, int], PrefectFuture]:
+    """Every fold as a task: on this machine's threads `concurrent_folds` at a time (1: one GPU, or all CPU cores,
+    per fold); on a Dask cluster all at once, its scheduler placing them one per free GPU worker."""
+    width = plan.config.concurrent_folds
+    local = isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner)
+    futures: dict[tuple[str, int], PrefectFuture] = {}
+    with needs_gpu(plan.device.type == "cuda"):
+        for arm, fold in plan.units:
+            if local:  # the thread's own future: a task's Prefect state is read from the server and may lag
+                running = [future.wrapped_future for future in futures.values() if not future.wrapped_future.done()]
+                if len(running) >= width:
+                    wait(running, return_when=FIRST_COMPLETED)
+            futures[arm, fold] = train_fold.submit(plan, arm, fold)
+    return futures
+
+
+@flow(name="medtl-train", validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENT_FOLDS))
 def train_flow(params: TrainParameters) -> dict:
     """Split by patient, train each arm's folds as separate tasks, then write and seal the artifact."""
     logger = get_run_logger()
     plan = plan_training(params)
-    with needs_gpu(plan.device.type == "cuda"):
-        futures = {(arm, fold): train_fold.submit(plan, arm, fold) for arm, fold in plan.units}
+    futures = _submitted(plan)
     for future in futures.values():
         future.wait()
     states = {unit: future.state for unit, future in futures.items()}

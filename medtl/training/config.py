@@ -77,6 +77,11 @@ class EarlyStopConfig(_Section):
     min_epochs: int = Field(8, ge=1, description="epochs always trained before stopping may happen")
 
 
+# settings that change how fast a run goes, never what it trains: not part of a run's identity (its work folder)
+SPEED_ONLY = {"concurrent_folds"}
+MAX_CONCURRENT_FOLDS = 16
+
+
 class TrainConfig(_Section):
     model_id: str = Field("medtl-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model_version: str = Field("0.1.0", pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -141,6 +146,14 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "off"] = Field("auto", description="mixed precision on CUDA (bf16 where supported)")
     num_workers: int = Field(0, ge=0, description="DataLoader workers (tensors are preprocessed already)")
+    concurrent_folds: int = Field(
+        1,
+        ge=1,
+        le=MAX_CONCURRENT_FOLDS,
+        description="speed only: how many folds (of any arm) train at once, each in a process of its own; for a "
+        "small model on a GPU, which one fold leaves mostly idle. On a CPU one at a time is faster. Not part of the "
+        "recipe: the same folds, seeds and results either way",
+    )
     checkpoint_every_s: float = Field(
         120.0,
         ge=0,

@@ -127,11 +127,11 @@ def run_fold(
         return run_features_fold(task, splits, arm, fold_index, config, device=device, workdir=workdir)
     fold = splits.folds[fold_index]
     seed = config.seed + 1000 * fold_index + 1
-    folder = workdir / arm.name / f"fold{fold_index}"
+    folder = fold_folder(workdir, arm.name, fold_index)
     built = build(task, arm, seed)
     done = folder / "result.json"
     if done.exists():
-        outcome = FoldOutcome(**json.loads(done.read_text()))
+        outcome = finished_outcome(workdir, arm.name, fold_index)
         state = load_file(folder / "best.safetensors")
     else:
         train = TensorSet(task, rows_of(task, fold.train))
@@ -162,6 +162,19 @@ def run_fold(
         flip_axes=config.prediction_flip_axes(task.spatial_dims),
     )  # fmt: skip
     return outcome, prediction_frame(task, heldout.rows, probabilities, fold=fold_index, arm=arm.name), state, built
+
+
+def fold_folder(workdir: Path, arm_name: str, fold_index: int) -> Path:
+    """Where one arm's fold keeps its checkpoint and, once finished, its result (read back, not retrained)."""
+    return workdir / arm_name / f"fold{fold_index}"
+
+
+def fold_finished(workdir: Path, arm_name: str, fold_index: int) -> bool:
+    return (fold_folder(workdir, arm_name, fold_index) / "result.json").exists()
+
+
+def finished_outcome(workdir: Path, arm_name: str, fold_index: int) -> FoldOutcome:
+    return FoldOutcome(**json.loads((fold_folder(workdir, arm_name, fold_index) / "result.json").read_text()))
 
 
 def prediction_frame(task: TaskData, rows: np.ndarray, probabilities: np.ndarray, **extra: Any) -> pd.DataFrame:

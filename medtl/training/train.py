@@ -20,12 +20,14 @@ from medtl.hashing import sha256_json
 from medtl.outputs import staged_folder
 from medtl.progress import Progress
 from medtl.timing import duration
-from medtl.training.config import TrainConfig
+from medtl.training.concurrent import train_concurrently
+from medtl.training.config import SPEED_ONLY, TrainConfig
 from medtl.training.cv import (
     MAIN_ARM,
     FoldOutcome,
     arm_specs,
     build,
+    fold_finished,
     refit,
     run_cv,
     run_fold,
@@ -128,7 +130,7 @@ def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingP
     check_lineage(lineage, splits.locked_test, who="the model to be trained")
     workdir = out.with_name(out.name + ".work")
     claim_workdir(workdir, sha256_json({"manifest": task.manifest_hash, "splits": splits.model_dump(mode="json"),
-                                         "config": config.model_dump(mode="json")}))  # fmt: skip
+                                         "config": config.model_dump(mode="json", exclude=SPEED_ONLY)}))  # fmt: skip
     return TrainingPlan(Path(dataset), config, out, task, splits, device, workdir, started, lineage)
 
 
@@ -159,10 +161,18 @@ def train_unit(plan: TrainingPlan, arm_name: str, fold_index: int) -> FoldOutcom
     return outcome
 
 
+def _units_left(plan: TrainingPlan) -> list[tuple[str, int]]:
+    """The network folds not finished yet (the features arm fits in seconds, once per run: it stays in run_cv)."""
+    networks = {arm.name for arm in arm_specs(plan.config) if arm.strategy is not None}
+    return [(arm, fold) for arm, fold in plan.units if arm in networks and not fold_finished(plan.workdir, arm, fold)]
+
+
 def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progress: bool = False) -> TrainResult:
     """Every fold not trained yet, then the final model, the artifact and its seal; the work folder goes last."""
     config, task, splits = plan.config, plan.task, plan.splits
     with Progress(progress) as bar:
+        if config.concurrent_folds > 1:  # trained side by side first; run_cv then reads them back
+            train_concurrently(train_unit, plan, _units_left(plan), config.concurrent_folds, bar.update)
         results, oof = run_cv(task, splits, config, device=plan.device, workdir=plan.workdir, progress=bar.update)
         efficiency = run_label_efficiency(
             task, splits, config, oof, device=plan.device, workdir=plan.workdir,

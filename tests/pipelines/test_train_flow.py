@@ -84,3 +84,27 @@ def test_a_crashing_fold_fails_alone_and_a_rerun_trains_only_what_is_left(datase
     assert fitted == [None]  # only fold 1 trains again (the final model is the fold ensemble); fold 0 is read back
     assert summary["artifact"].endswith("artifact2")
     assert not (dataset / "artifact2.work").exists()
+
+
+def test_concurrent_folds_train_side_by_side_as_tasks_each_in_a_process_of_its_own(dataset):
+    config = dataset / "concurrent.yaml"
+    config.write_text((dataset / "train.yaml").read_text() + "concurrent_folds: 2\n")
+    params = TrainParameters(dataset=dataset / "dataset", out=dataset / "artifact3", config=config)
+    summary = train_flow(params)
+    artifact = open_verified(dataset / "artifact3", allow_unsigned=True)
+    assert artifact.read_yaml("config.yaml")["concurrent_folds"] == 2
+    flow_run_id = artifact.metadata["provenance"]["flow_run_id"]
+
+    async def fold_runs():
+        async with get_client() as client:
+            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            return sorted((run for run in runs if run.name.startswith("main-fold")), key=lambda run: run.name)
+
+    import anyio
+
+    first, second = anyio.run(fold_runs)
+    assert first.state.is_completed() and second.state.is_completed()
+    assert second.start_time < first.end_time and first.start_time < second.end_time  # side by side
+    assert [fold["best_epoch"] for fold in summary["folds"]] == [1, 1]  # one epoch each, read back from the processes
