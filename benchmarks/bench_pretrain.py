@@ -50,6 +50,11 @@ FINE_TUNE = {  # the one recipe of every fine-tuned arm: the weights are the onl
 }
 
 
+# `--pretrained-strategy layerwise`: the pretrained arms fine-tuned as `medtl plan` fine-tunes pretrained weights
+# (smaller steps for earlier, more general layers); scratch keeps FINE_TUNE's. Recorded as arms of their own.
+LAYERWISE = {"name": "layerwise_lr_decay", "lr": 1e-3, "decay": 0.5, "weight_decay": 1e-4}
+
+
 def recipe(dataset: Path) -> dict:
     """FINE_TUNE with the task filters the planner would use on this dataset (a dataset of shape masks keeps its
     scans, which the default QC exclusions would remove)."""
@@ -135,7 +140,9 @@ def supervised_source(dataset: Path, out: Path, seed: int) -> dict:
     return {"oof_auc": {arm.arm: arm.oof_auc for arm in ArtifactContents(open_verified(out)).transfer.arms}}
 
 
-def fine_tune(dataset: Path, weights: object, arms: list[str], seed: int, out: Path, report: Path) -> dict:
+def fine_tune(
+    dataset: Path, weights: object, arms: list[str], seed: int, out: Path, report: Path, strategy: dict | None = None
+) -> dict:
     """Train (the real path) and score the locked test once; the artifact is removed after (disk)."""
     from medtl.artifacts import open_verified
     from medtl.artifacts.contents import ArtifactContents
@@ -144,6 +151,7 @@ def fine_tune(dataset: Path, weights: object, arms: list[str], seed: int, out: P
 
     config = TrainConfig.model_validate(
         {**recipe(dataset), "model": {"backbone": "resnet18", "weights": weights}, "arms": arms, "seed": seed}
+        | ({"strategy": strategy} if strategy else {})
     )
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(out.with_name(out.name + ".work"), ignore_errors=True)
@@ -321,6 +329,12 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=100)
     parser.add_argument("--pretrain-minutes", type=float, default=15.0, help="time budget of the pretraining")
     parser.add_argument("--pretrain-batch", type=int, default=128)
+    parser.add_argument(
+        "--pretrained-strategy",
+        choices=["full", "layerwise"],
+        default="full",
+        help="layerwise: the pretrained arms fine-tuned as the planner does (arms named *_layerwise)",
+    )
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "medtl-bench-pretrain")
     parser.add_argument("--out", type=Path, default=None)
@@ -373,6 +387,10 @@ def main() -> None:
         data = prepare(args.supervised_source, args.workdir, args.size, None)
         report["supervised_source"] = {"dataset": args.supervised_source, **supervised_source(data, source, 0)}
         arms["supervised_transfer"] = {"source": "artifact", "path": str(source)}
+    suffix = "_layerwise" if args.pretrained_strategy == "layerwise" else ""
+    if suffix:
+        report["pretrained_arms_strategy"] = LAYERWISE
+    arms = {f"{arm}{suffix}" if arm != "scratch" else arm: weights for arm, weights in arms.items()}
     results_file = args.workdir / f"runs-{args.target}.jsonl"
     done = set()
     if results_file.exists():
@@ -386,7 +404,9 @@ def main() -> None:
                 if (arm, fraction, seed) in done:
                     continue
                 extra = ["features"] if arm == "self_supervised" else []  # its OOF AUROC beside the others
-                result = fine_tune(view, weights, extra, seed, args.workdir / "artifact", args.workdir / "report")
+                strategy = LAYERWISE if arm.endswith("_layerwise") else None
+                result = fine_tune(view, weights, extra, seed, args.workdir / "artifact", args.workdir / "report",
+                                   strategy)  # fmt: skip
                 common = {"fraction": fraction, "seed": seed, "labelled_patients": len(patients)}
                 rows = [{"arm": arm, **common, **result}]
                 if extra:
