@@ -341,10 +341,10 @@ def _classified(
     hostile file may still find a way) breaks the pool: the chunks it may have held are classified again each in a
     process of its own, file by file when that dies too, and the file that kills its process alone is quarantined
     (`worker_crashed`); the rest go on in a new pool. Later passes see the broken pool and start their own."""
-    for chunk, described in surviving(
-        executor, _classify_chunk, ((chunk, limits) for chunk in chunks), n_workers, _chunk_alone, window=2 * n_workers
-    ):
-        yield chunk[0], described
+    jobs = ((chunk, limits) for chunk in chunks)
+    window = 2 * n_workers
+    for (chunk, _), described in surviving(executor, _classify_chunk, jobs, n_workers, _chunk_alone, window=window):
+        yield chunk, described
 
 
 def _chunk_alone(job: tuple[list[Listed], IngestLimits]) -> list[tuple]:
