@@ -7,8 +7,9 @@ folds' Python work) and its own CUDA context; started with "spawn", since CUDA d
 
 Speed only, never the recipe: every unit is trained by the function that trains it one at a time, with the same
 seed, and leaves the same files in the work folder, which the run then reads back as it reads a resumed fold. On a
-CPU it is slower (two ResNet-18 folds at once on 2 cores: 0.84x, since torch already spreads one fold over the
-cores), so it is for GPUs and left at 1 unless set.
+CPU it gains little, since torch already spreads one fold over the cores (two BreastMNIST folds at once on 2 cores:
+1.06x for 300 steps each, 0.64x for 60, where starting a process dominates), so it is for GPUs and left at 1 unless
+set.
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ def train_concurrently(
                 arm, fold = futures[future]
                 try:
                     future.result()
-                except BrokenProcessPool as error:
+                except BaseException as error:
                     for other in pending:
                         other.cancel()
+                    if not isinstance(error, BrokenProcessPool):
+                        raise
                     raise TrainingError(
                         f"the process training {arm} fold {fold + 1} died (out of memory, killed, or, when medtl is "
                         "called from a Python script, the script has no `if __name__ == '__main__':` guard: the fold "
@@ -64,10 +67,6 @@ def train_concurrently(
                         fix="run again with a smaller concurrent_folds (1: one fold at a time), or guard the script; "
                         "finished folds are kept and not trained again",
                     ) from error
-                except BaseException:
-                    for other in pending:
-                        other.cancel()
-                    raise
                 if progress is not None:
                     progress(f"{arm} fold {fold + 1} done", len(futures) - len(pending), len(futures))
 

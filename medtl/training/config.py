@@ -151,8 +151,8 @@ class TrainConfig(_Section):
         ge=1,
         le=MAX_CONCURRENT_FOLDS,
         description="speed only: how many folds (of any arm) train at once, each in a process of its own; for a "
-        "small model on a GPU, which one fold leaves mostly idle. On a CPU one at a time is faster. Not part of the "
-        "recipe: the same folds, seeds and results either way",
+        "small model on a GPU, which one fold leaves mostly idle (on a CPU it gains little). Not part of the recipe: "
+        "the same folds and seeds either way",
     )
     checkpoint_every_s: float = Field(
         120.0,
