@@ -8,6 +8,8 @@ ingest into a new folder:
     pydicom_1, pydicom_N   the bare read: `dcmread` + `pixel_array` + `numpy.stack`, series by series, in 1 and N
                            forked processes (largest series first, as medtl orders them); unreadable files skipped
     local_1, local_N       ingest_sources with 1 and N worker processes (the library, no Prefect)
+    child_1, child_N       with --compare-with OTHER_CHECKOUT: this checkout's ingest in a child process (timed
+    before_1, before_N     inside it, imports left out, with its own and its workers' CPU time) and the other's
   phase 2, with a Prefect server and Dask clusters up (as at a site; their start-up is recorded apart):
     dask_1, dask_N         the ingest flow on a running Dask LocalCluster of 1 and N worker processes (one thread
                            each); the flow's own process reads headers and preprocesses with N processes
@@ -28,6 +30,8 @@ import json
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,17 +90,53 @@ def _series_folders(source: Path) -> list[Path]:
     return sorted(sizes, key=lambda folder: sizes[folder], reverse=True)
 
 
-def _rounds(arms: dict, args: argparse.Namespace, work: Path, check) -> dict[str, list[float]]:
-    """Warm-up rounds, then counted ones; every arm once per round, in order, each into a new folder."""
+_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from medtl.identity import pseudonymizer_from_env
+from medtl.ingest.pipeline import ingest_sources
+
+def cpu(who):
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+pseudonymizer = pseudonymizer_from_env(allow_development_key=True)
+start, own, workers = time.perf_counter(), cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+ingest_sources([Path(sys.argv[1])], out=Path(sys.argv[2]), pseudonymizer=pseudonymizer, workers=int(sys.argv[3]))
+print(json.dumps({"seconds": time.perf_counter() - start, "ingest_process_cpu": cpu(resource.RUSAGE_SELF) - own,
+                  "workers_cpu": cpu(resource.RUSAGE_CHILDREN) - workers}))
+"""
+
+
+def _in_child(tree: Path, source: Path, workers: int):
+    """The ingest of the checkout at `tree`, in a process of its own: timed inside it (imports left out), with the
+    CPU time of the ingest process and of its workers."""
+
+    def run(out: Path) -> dict:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        command = [sys.executable, "-c", _CHILD, str(source), str(out), str(workers)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=tree).stdout
+        return json.loads(output.strip().splitlines()[-1])
+
+    return run
+
+
+def _rounds(
+    arms: dict, args: argparse.Namespace, work: Path, check, cpu: dict[str, list[dict]] | None = None
+) -> dict[str, list[float]]:
+    """Warm-up rounds, then counted ones; every arm once per round, in order, each into a new folder. An arm that
+    times itself (a child process: `_in_child`) returns its seconds and CPU times, kept in `cpu`."""
     seconds: dict[str, list[float]] = {name: [] for name in arms}
     for round_number in range(args.warmup + args.rounds):
         for name, run in arms.items():
             out = work / f"{name}-{round_number}"
             start = time.perf_counter()
-            run(out)
-            elapsed = time.perf_counter() - start
+            timed = run(out)
+            elapsed = timed["seconds"] if isinstance(timed, dict) else time.perf_counter() - start
             if round_number >= args.warmup:
                 seconds[name].append(elapsed)
+                if isinstance(timed, dict) and cpu is not None:
+                    cpu.setdefault(name, []).append(timed)
             check(name, out)
             shutil.rmtree(out, ignore_errors=True)
             os.sync()  # this arm's writes and deletions reach the disk now, not during the next arm's timing
@@ -116,6 +156,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-dask", action="store_true", help="phase 1 only (no Prefect server, no Dask)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ingest_scale.json"))
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        help="another checkout of medtl (e.g. a worktree of the previous commit): phase 1 also runs its ingest and "
+        "this one's, each in a child process, in the same interleaved rounds (before/after under the same load)",
+    )
     args = parser.parse_args()
 
     from medtl.datasets.synth.archive import SOURCE, ArchiveOptions, iter_expected, make_archive
@@ -151,7 +198,13 @@ def main() -> None:
         return lambda out: _bare(folders, workers)
 
     phase1 = {"pydicom_1": bare(1), f"pydicom_{n}": bare(n), "local_1": local(1), f"local_{n}": local(n)}
-    seconds = _rounds(phase1, args, work, check)
+    if args.compare_with is not None:
+        here = Path(__file__).resolve().parent.parent
+        for workers in (1, n):
+            phase1[f"child_{workers}"] = _in_child(here, source, workers)
+            phase1[f"before_{workers}"] = _in_child(args.compare_with.resolve(), source, workers)
+    cpu: dict[str, list[dict]] = {}
+    seconds = _rounds(phase1, args, work, check, cpu)
     start_up: dict[str, float] = {}
     if not args.no_dask:
         seconds.update(_dask_phase(args, work, source, local(n), check, start_up))
@@ -163,6 +216,14 @@ def main() -> None:
         "parallel_efficiency_local": _spread(list(per_round["local_1"] / (n * per_round[f"local_{n}"]))),
         "parallel_efficiency_pydicom": _spread(list(per_round["pydicom_1"] / (n * per_round[f"pydicom_{n}"]))),
     }
+    if args.compare_with is not None:
+        for workers in (1, n):
+            ratios[f"speedup_over_before_{workers}"] = _spread(
+                list(per_round[f"before_{workers}"] / per_round[f"child_{workers}"])
+            )
+            for kind in ("ingest_process_cpu", "workers_cpu"):
+                for arm in (f"child_{workers}", f"before_{workers}"):
+                    ratios[f"{kind}_seconds_{arm}"] = _spread([run[kind] for run in cpu[arm]])
     if not args.no_dask:
         ratios["parallel_efficiency_dask"] = _spread(list(per_round["dask_1"] / (n * per_round[f"dask_{n}"])))
         ratios["dask_throughput_vs_local"] = _spread(list(per_round[f"local_{n}_beside_dask"] / per_round[f"dask_{n}"]))

@@ -72,9 +72,15 @@ def validate_document(model: type[M], data: Any, *, where: str | None = None) ->
 
 
 def validate_rows(
-    model: type[M], records: Iterable[dict[str, Any]], *, where: str | None = None, first_row_number: int = 0
+    model: type[M],
+    records: Iterable[dict[str, Any]],
+    *,
+    where: str | None = None,
+    first_row_number: int = 0,
+    contract: type[ContractModel] | None = None,
 ) -> list[M]:
-    """Validate every row and report all failing cells as (row, column, value, rule)."""
+    """Validate every row and report all failing cells as (row, column, value, rule); `contract`: the document
+    the rows belong to, where `model` is a part of one rather than a contract of its own."""
     rows: list[M] = []
     problems: list[ContractProblem] = []
     for number, record in enumerate(records, start=first_row_number):
@@ -83,25 +89,31 @@ def validate_rows(
         except ValidationError as error:
             problems.extend(_problems(error, f"row {number}, column "))
     if problems:
-        raise DataContractError(model.schema_filename(), problems, where=where)
+        raise DataContractError((contract or model).schema_filename(), problems, where=where)
     return rows
 
 
 def check_columns(
-    model: type[ContractModel], columns: dict[str, list[Any]], *, where: str | None = None, first_row_number: int = 0
+    model: type[BaseModel],
+    columns: dict[str, list[Any]],
+    *,
+    where: str | None = None,
+    first_row_number: int = 0,
+    contract: type[ContractModel] | None = None,
 ) -> None:
     """Check a table given as columns (name: one value per row) against its row contract; every failing cell is
     reported as (row, column, value, rule), as by validate_rows.
 
     Why columns: one list per field is checked in one pass of pydantic's core, without a model per row: about five
     times faster on an archive's manifest, which a re-run reads and writes whole. A row contract with validators of
-    its own, or one that allows extra columns, is checked row by row (the checks would not carry over)."""
+    its own, or one that allows extra columns, is checked row by row (the checks would not carry over). `contract`:
+    the document the table belongs to, where `model` is a part of one (a report's file records)."""
     checker = _column_checker(model)
     n_rows = max((len(values) for values in columns.values()), default=0)
     if n_rows == 0:  # no cell to check (as row by row): an empty table may leave its columns out
         return
     if checker is None:
-        validate_rows(model, rows_of(columns), where=where, first_row_number=first_row_number)
+        validate_rows(model, rows_of(columns), where=where, first_row_number=first_row_number, contract=contract)
         return
     filled = dict(columns)
     for name, info in model.model_fields.items():
@@ -110,7 +122,8 @@ def check_columns(
     try:
         checker.model_validate(filled)
     except ValidationError as error:
-        raise DataContractError(model.schema_filename(), _cell_problems(error, first_row_number), where=where) from None
+        name = (contract or model).schema_filename()  # type: ignore[attr-defined]
+        raise DataContractError(name, _cell_problems(error, first_row_number), where=where) from None
 
 
 def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -119,7 +132,7 @@ def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 @functools.cache
-def _column_checker(model: type[ContractModel]) -> type[BaseModel] | None:
+def _column_checker(model: type[BaseModel]) -> type[BaseModel] | None:
     """A model with one list per field of `model`, each item under that field's type and constraints."""
     decorators = model.__pydantic_decorators__
     if decorators.model_validators or decorators.field_validators or model.model_config.get("extra") != "forbid":

@@ -32,6 +32,7 @@ class InputFile:
     status: str | None = None  # set when discovery already decided the file's fate
     reason_code: str | None = None
     reason: str | None = None
+    file_id: str | None = None  # the keyed id the run's listing gave it (None: classified outside a run)
 
 
 def portable(file: InputFile) -> tuple:
@@ -41,12 +42,13 @@ def portable(file: InputFile) -> tuple:
     return file.size, file.kind, header, file.status, file.reason_code, file.reason
 
 
-def restored(path: Path, source_index: int, relative: str, sent: tuple) -> InputFile:
-    """The InputFile `portable` described, at `path` (the ingest process's own object, so dict lookups by it hit)."""
+def restored(path: Path, source_index: int, relative: str, sent: tuple, *, file_id: str | None = None) -> InputFile:
+    """The InputFile `portable` described, at `path` (the ingest process's own object, so dict lookups by it hit),
+    with the keyed id its listing gave it (not computed again for its records)."""
     size, kind, header, status, reason_code, reason = sent
     return InputFile(
         path, source_index, relative, size, kind, None if header is None else header_at(path, header), status,
-        reason_code, reason,
+        reason_code, reason, file_id,
     )  # fmt: skip
 
 
@@ -134,10 +136,9 @@ def walked_part(part: WalkPart) -> Iterator[tuple[str, str, str | None, bool]]:
     """(path, relative path, real path, is a link) of every file of the part; the real path is None for a link
     that is recorded and not followed (out of its source, or broken)."""
     prefix = os.path.join(part.base, "")  # every path found starts with it
-    base = Path(part.base)
     for path, real, is_link in _candidates(part):
         relative = path[len(prefix) :].replace(os.sep, "/")
-        if is_link and part.kind != "file" and link_fate(Path(path), base) is not None:
+        if is_link and part.kind != "file" and link_fate(Path(path), Path(part.base)) is not None:
             yield path, relative, None, True
             continue
         yield path, relative, os.path.realpath(path) if is_link else real, is_link
@@ -147,9 +148,9 @@ def _candidates(part: WalkPart) -> Iterator[tuple[str, str, bool]]:
     if part.kind == "file":
         return iter([(part.path, part.real, Path(part.path).is_symlink())])
     if part.kind == "tree":
-        return _walk(part.path, Path(part.base), part.real)
+        return _walk(part.path, part.base, part.real)
     listing = _listing(part.path)
-    return _own(listing, Path(part.base), part.real) if listing is not None else iter(())
+    return _own(listing, part.base, part.real) if listing is not None else iter(())
 
 
 def _listing(directory: str) -> tuple[list[os.DirEntry], list[os.DirEntry]] | None:
@@ -170,12 +171,12 @@ def _listing(directory: str) -> tuple[list[os.DirEntry], list[os.DirEntry]] | No
 
 
 def _own(
-    listing: tuple[list[os.DirEntry], list[os.DirEntry]], root: Path, real_directory: str
+    listing: tuple[list[os.DirEntry], list[os.DirEntry]], root: str, real_directory: str
 ) -> Iterator[tuple[str, str, bool]]:
     """A folder's linked subfolders that point out of the source, then its files (links included)."""
     folders, others = listing
     for entry in folders:
-        if entry.is_symlink() and link_fate(Path(entry.path), root) is not None:
+        if entry.is_symlink() and link_fate(Path(entry.path), Path(root)) is not None:
             yield entry.path, "", True
     for entry in others:
         if entry.is_symlink():
@@ -184,9 +185,10 @@ def _own(
             yield entry.path, os.path.join(real_directory, entry.name), False
 
 
-def _walk(directory: str, root: Path, real_directory: str) -> Iterator[tuple[str, str, bool]]:
+def _walk(directory: str, root: str, real_directory: str) -> Iterator[tuple[str, str, bool]]:
     """(path, real path, is a symbolic link) for every file under `directory`, folders and names in sorted order,
-    top down. Plain strings until a file is yielded: on an archive, Path objects per file cost more than the walk.
+    top down. Plain strings throughout, the source root too: on an archive, a Path per file or folder costs more
+    than its listing.
 
     os.scandir's entries know their type without a system call per file on common file systems. A folder that is
     walked is never a link, so its real path is its parent's plus its name: one resolve per source, not per folder.

@@ -88,8 +88,9 @@ def list_parts(parts: Sequence[WalkPart], pseudonymizer: Pseudonymizer) -> tuple
     Python call per file. Also each link's real path by position (None: recorded, not followed), for
     `merged_listing`; a plain file's real path follows from its source's."""
     walked, links = [], {}
+    bases: dict[str, Path] = {}  # one Path per source: an archive split into pieces has thousands of parts
     for part in parts:
-        base = Path(part.base)
+        base = bases.get(part.base) or bases.setdefault(part.base, Path(part.base))
         for path, relative, real, is_link in walked_part(part):
             if is_link:
                 links[len(walked)] = real

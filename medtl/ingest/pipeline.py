@@ -208,8 +208,8 @@ def ingest_sources(
             for result in results:
                 merge(steps, result.timings)
             laps.lap("decode")
-            by_path = {f.path: f for f in files}
-            rows, intensities, scans, outcomes = _collect(results, items, identities, by_path, pseudonymizer)
+            by_location = {str(f.path): f for f in files}
+            rows, intensities, scans, outcomes = _collect(results, items, identities, by_location, pseudonymizer)
             records: dict[Path, FileRecord] = {}  # of the files read this time
             kept_records = FileRecords.of(())
             known_rows = None  # rows carried over unread, with their recorded digests (none: every row is hashed)
@@ -239,7 +239,7 @@ def ingest_sources(
 
                 # The workers make the tensors while this process accounts for every file and assembles the outputs;
                 # nothing is written until the tensors are made, so a failed run leaves no manifest behind.
-                _file_records(files, grouping.fates, results, outcomes, by_path, records, private)
+                _file_records(files, grouping.fates, results, outcomes, by_location, records, private)
                 _ensure_all_accounted(files, records)
                 entries = state_entries(changes.listed, changes, previous, read, records, pseudonymizer)
                 fingerprint, state = assembled()
@@ -260,7 +260,7 @@ def ingest_sources(
         summary = labels_summary(label_index, label_table, rows, conflicts) if label_table is not None else None
         laps.lap("write_outputs")
         report = build_report(
-            FileRecords.concat(kept_records, FileRecords.of(records.values())),
+            FileRecords.concat(kept_records, FileRecords.checked(records.values())),
             n_sources=len(sources),
             n_scans=len(rows),
             key_id=pseudonymizer.key_id,
@@ -328,7 +328,8 @@ def _read_headers(
     def files() -> Iterator[InputFile]:
         for chunk, described in _classified(executor, n_workers, _chunks(to_read, _HEADER_CHUNK), limits):
             for item, portable_file in zip(chunk, described, strict=True):
-                file = read[item.location] = restored(item.path, item.index, item.relative, portable_file)
+                file = read[item.location] = restored(item.path, item.index, item.relative, portable_file,
+                                                      file_id=item.file_id)  # fmt: skip
                 yield file
 
     return list(bar.track(files(), "reading headers", None))
@@ -439,7 +440,7 @@ def _collect(
     results: list[WorkResult],
     items: list[WorkItem],
     identities: dict[int, _Identity],
-    by_path: dict[Path, InputFile],
+    by_location: dict[str, InputFile],
     pseudo: Pseudonymizer,
 ) -> tuple[list[dict[str, Any]], dict[str, IntensitySummary], list[ScanState], dict[int, tuple[str, list[str]]]]:
     """Manifest rows (labels joined later, over all rows), intensity summaries, each scan's group and join keys, and
@@ -452,7 +453,7 @@ def _collect(
         identity = identities[result.item_id]
         item = items[result.item_id]
         first = item.plan.headers[0].path if item.plan else item.nifti_path
-        unit = unit_of(by_path[first], pseudo)  # type: ignore[index]
+        unit = unit_of(by_location[str(first)], pseudo)
         series_id = pseudo.series(identity.series)
         scan_ids = []
         for scan, intensity in zip(result.scans, result.intensities, strict=True):
@@ -490,22 +491,23 @@ def _file_records(
     fates: Sequence[FileFate],
     results: list[WorkResult],
     outcomes: dict[int, tuple[str, list[str]]],
-    by_path: dict[Path, InputFile],
+    by_location: dict[str, InputFile],
     records: dict[Path, FileRecord],
     private: PrivateRecords,
 ) -> None:
-    """Every read file's record: its fate from discovery, from grouping, or from decoding its series."""
+    """Every read file's record: its fate from discovery, from grouping, or from decoding its series (files by
+    their path's text, as decoding results name them)."""
     for file in files:
         private.register(file)
         if file.status is not None:
             records[file.path] = private.record(file, file.status, file.reason_code, file.reason)
     for fate in fates:
-        file = by_path[fate.header.path]
+        file = by_location[str(fate.header.path)]
         records[file.path] = private.record(file, fate.status, fate.reason_code, fate.reason)
     for result in results:
         series_id, scan_ids = outcomes[result.item_id]
         for file_result in result.files:
-            file = by_path[file_result.path]
+            file = by_location[file_result.location]
             if file_result.error is not None or not scan_ids:
                 reason = file_result.error or result.error or "no scan could be formed from this file"
                 fallback = "decode_failed" if file_result.error and not result.error else "scan_rejected"

@@ -47,7 +47,8 @@ class PrivateRecords:
         self._status: dict[str, str] = {}
 
     def file_id(self, file: InputFile) -> str:
-        return self.pseudonymizer.file(f"{file.source_index}/{file.relative}")
+        """The keyed id of the file's place; the one its listing gave it where it has one."""
+        return file.file_id or self.pseudonymizer.file(f"{file.source_index}/{file.relative}")
 
     def register(self, file: InputFile) -> None:
         self._index[self.file_id(file)] = (file.source_index, file.relative)
@@ -103,9 +104,10 @@ class PrivateRecords:
         series_id: str | None = None,
         scan_ids: Sequence[str] = (),
     ) -> FileRecord:
+        """The file's record, not validated yet: FileRecords.checked validates a run's records together."""
         file_id = self.file_id(file)
         self._status[file_id] = status
-        return FileRecord(
+        return FileRecord.model_construct(
             file_id=file_id,
             source_index=file.source_index,
             size_bytes=file.size,

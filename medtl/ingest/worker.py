@@ -51,19 +51,17 @@ class WorkItem:
 
 @dataclass
 class FileResult:
-    path: Path
+    """One input file's outcome. Its path as text: a result per input file crosses back to the ingest process,
+    which looks the file up by that text; a `Path` would be rebuilt from its parts there, file by file."""
+
+    location: str
     sha256: str | None
     error: str | None = None
     code: str | None = None  # reason code when error is set; None means decode_failed
 
     def __reduce__(self) -> tuple:
-        """Pickled as plain values: a result per input file crosses back to the ingest process, and a pickled
-        dataclass holding a `Path` (rebuilt from its parts) takes several times as long to load."""
-        return _file_result, (str(self.path), self.sha256, self.error, self.code)
-
-
-def _file_result(path: str, sha256: str | None, error: str | None, code: str | None) -> FileResult:
-    return FileResult(Path(path), sha256, error, code)
+        """Pickled as plain values: a dataclass's pickled state (a dict) takes longer to load."""
+        return FileResult, (self.location, self.sha256, self.error, self.code)
 
 
 @dataclass
@@ -99,11 +97,12 @@ def run_item(item: WorkItem) -> WorkResult:
 
 
 def fail_item(item: WorkItem, result: WorkResult, code: str, reason: str) -> None:
-    hashes = {f.path: f.sha256 for f in result.files}
+    hashes = {f.location: f.sha256 for f in result.files}
     paths = [h.path for h in item.plan.headers] if item.plan else [item.nifti_path]
     result.scans, result.intensities = [], []
     result.error, result.error_code = reason, code
-    result.files = [FileResult(path, hashes.get(path), reason, code) for path in paths if path is not None]
+    locations = [str(path) for path in paths if path is not None]
+    result.files = [FileResult(location, hashes.get(location), reason, code) for location in locations]
 
 
 def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
@@ -123,7 +122,7 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
     cached = cache.lookup(source_key)
     if cached is not None:
         result.from_cache = True
-        result.files.extend(FileResult(path, digest) for path, digest in hashes.items())
+        result.files.extend(FileResult(str(path), digest) for path, digest in hashes.items())
         for record in cached:
             result.scans.append(record)
             result.intensities.append(summarize(cache.load_array(record["cache_path"], mmap=True)))
@@ -133,11 +132,13 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
         scans, outcomes = _decode(item, prefetched)
     except ReadError as error:
         result.error, result.error_code = error.what, error.reason_code
-        result.files.extend(FileResult(path, digest, error.what, error.reason_code) for path, digest in hashes.items())
+        result.files.extend(
+            FileResult(str(path), digest, error.what, error.reason_code) for path, digest in hashes.items()
+        )
         return
     result.files.extend(outcomes)
     warned = muted.count > 0 or any(h.value_warnings for h in (item.plan.headers if item.plan else []))
-    good = sorted(hashes[f.path] for f in outcomes if f.error is None)
+    good = sorted(f.sha256 for f in outcomes if f.error is None)  # the prefetched hash: a mismatch is an error
     source_hash = sha256_json(good)
     for scan in scans:
         if warned:
@@ -146,7 +147,7 @@ def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:
             record, array = _store(scan, cache, source_hash, n_files=len(good))
         except ReadError as error:
             result.error, result.error_code = error.what, "scan_rejected"
-            result.files = [FileResult(f.path, f.sha256, f.error or error.what, f.code) for f in result.files]
+            result.files = [FileResult(f.location, f.sha256, f.error or error.what, f.code) for f in result.files]
             return
         result.scans.append(record)
         result.intensities.append(summarize(scan.array))
@@ -184,21 +185,21 @@ def _prefetch(paths: list[Path], result: WorkResult) -> dict[Path, tuple[bytes |
                 else:
                     prefetched[path] = (None, sha256_file(path))
         except OSError as error:
-            result.files.append(FileResult(path, None, f"cannot read file ({error.strerror})"))
+            result.files.append(FileResult(str(path), None, f"cannot read file ({error.strerror})"))
     return prefetched
 
 
 def _decode(item: WorkItem, prefetched: dict[Path, tuple[bytes | None, str]]) -> tuple[list[Scan], list[FileResult]]:
     if item.plan is not None:
         plan_result = read_plan(item.plan, prefetched, item.limits)
-        outcomes = [FileResult(o.header.path, o.sha256, o.error, o.code) for o in plan_result.files]
+        outcomes = [FileResult(str(o.header.path), o.sha256, o.error, o.code) for o in plan_result.files]
         return plan_result.scans, outcomes
     if item.nifti_path is None or item.nifti_path not in prefetched:
         raise ReadError("cannot read file")
     scans, digest = read_nifti(item.nifti_path, item.limits)
     if digest != prefetched[item.nifti_path][1]:
         raise ReadError("the file changed while ingest was reading it")
-    return scans, [FileResult(item.nifti_path, digest)]
+    return scans, [FileResult(str(item.nifti_path), digest)]
 
 
 def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> tuple[dict[str, Any], np.ndarray]:

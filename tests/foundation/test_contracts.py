@@ -290,3 +290,22 @@ def test_report_file_records_are_columns_on_disk_and_records_to_readers(tmp_path
     assert read_json(IngestReport, tmp_path / "report.json") == report
     with pytest.raises(ValueError, match="file_id"):  # a list of records is validated as records are
         IngestReport.model_validate({**report.model_dump(), "files": [{**records[0].model_dump(), "file_id": "x"}]})
+
+
+def test_file_records_made_unvalidated_are_checked_together_cell_by_cell():
+    """A run makes one record per file read without validating it (model_construct); `FileRecords.checked` then
+    validates every cell in one pass and names the row and column of a bad one."""
+    from medtl.contracts.ingest import FileRecord, FileRecords
+
+    def made(n: int, **fields) -> FileRecord:
+        values = {"file_id": f"F-{n:016x}", "source_index": 0, "size_bytes": n, "sha256": None, "status": "ingested",
+                  "reason_code": None, "reason": None, "series_id": None, "scan_ids": [], **fields}  # fmt: skip
+        return FileRecord.model_construct(**values)
+
+    good = [made(1), made(2, status="quarantined", reason_code="decode_failed", reason="bad pixels")]
+    assert FileRecords.checked(good) == FileRecords.of(good) == good
+    bad = [*good, made(3, reason_code="Not A Code"), made(4, size_bytes=-1)]
+    with pytest.raises(DataContractError) as raised:
+        FileRecords.checked(bad)
+    where = {(problem.location.split(",")[0], problem.location.split()[-1]) for problem in raised.value.problems}
+    assert where == {("row 2", "reason_code"), ("row 3", "size_bytes")}

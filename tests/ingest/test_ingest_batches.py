@@ -88,5 +88,5 @@ def test_a_batch_whose_worker_died_is_run_series_by_series_and_only_the_crashing
     outcomes = [(0, [WorkResult(0), WorkResult(1)]), (1, None)]
     results = {result.item_id: result for result in isolate_failures(batches, outcomes, run_alone)}
     assert alone == [2, 3, 4] and sorted(results) == [0, 1, 2, 3, 4]
-    assert results[3].error_code == WORKER_CRASHED and results[3].files[0].path == files[3]
+    assert results[3].error_code == WORKER_CRASHED and results[3].files[0].location == str(files[3])
     assert all(results[n].error is None for n in (0, 1, 2, 4))
