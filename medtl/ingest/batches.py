@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from medtl.ingest.execution import crashed
+from medtl.ingest.execution import crashed, without_early_preprocessing
 from medtl.ingest.worker import WorkItem, WorkResult, run_item
 
 # A runner gets every work item of the run and yields each one's WorkResult, in any order (ingest sorts them).
@@ -74,6 +74,12 @@ def isolate_failures(
             failed.extend(batches[index])
         else:
             yield from results
-    if failed:
-        for item, result in zip(failed, run_alone(failed), strict=True):
-            yield result if result is not None else crashed(item)
+    if not failed:
+        return
+    alone = dict(zip((item.item_id for item in failed), run_alone(failed), strict=True))
+    plain = [p for item in failed if alone[item.item_id] is None and (p := without_early_preprocessing(item))]
+    if plain:  # died alone with its preprocessing while decoding: decoded once more without it
+        alone.update(zip((item.item_id for item in plain), run_alone(plain), strict=True))
+    for item in failed:
+        result = alone[item.item_id]
+        yield result if result is not None else crashed(item)

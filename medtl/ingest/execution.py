@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import chain, islice
 from multiprocessing import current_process, get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
@@ -214,7 +215,18 @@ class Decoding:
 def _isolated(item: WorkItem) -> WorkResult:
     """One item in a process of its own: if that process dies, only this item is lost (quarantined)."""
     result = run_alone(run_item, item)
+    if result is None and (plain := without_early_preprocessing(item)) is not None:
+        result = run_alone(run_item, plain)
     return result if result is not None else crashed(item)
+
+
+def without_early_preprocessing(item: WorkItem) -> WorkItem | None:
+    """`item` without its optional preprocessing while decoding (None: it has none).
+
+    Why: a process that died on an item alone may have died in that step, not in decoding. Decoded again without
+    it, the scan reaches the preprocessing pass, which accounts for it as a scan whose preprocessing failed,
+    instead of its files being blamed on their decoder."""
+    return replace(item, spec=None, spec_key=None) if item.spec is not None else None
 
 
 def is_broken(executor: Executor | None) -> bool:

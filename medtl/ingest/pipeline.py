@@ -38,6 +38,7 @@ from medtl.ingest.execution import (
     start_workers,
     surviving,
 )
+from medtl.ingest.expected import expected_spec
 from medtl.ingest.fingerprint import build_fingerprint, group_stats, row_digests
 from medtl.ingest.incremental import (
     STATE,
@@ -197,20 +198,31 @@ def ingest_sources(
             laps.lap("discovery_and_headers")
             grouping = group_headers([f.header for f in files if f.header is not None])
             items, identities = _work_items(files, grouping.plans, out, limits)
-            _expect_spec(items, spec or (_last_spec(out) if previous is not None else None))
+            expected = spec
+            if expected is None:  # the last run's choice, or the one this run will make, foreseen from the headers
+                has_nifti = any(item.nifti_path is not None for item in items)
+                expected = (
+                    _last_spec(out)
+                    if previous is not None
+                    else expected_spec(grouping.plans, has_nifti=has_nifti, choose=_default_spec)
+                )
+            _expect_spec(items, expected)
             settle()
             laps.lap("grouping")
             for identity in identities.values():
                 private.add_identifiers(identity.patient, identity.accession)
             ordered = _largest_first(items, files)
             decoding = Decoding(executor, ordered, n_workers)  # does nothing until iterated
-            results = list(bar.track(decoding if runner is None else runner(ordered), "decoding scans", len(items)))
-            for result in results:
-                merge(steps, result.timings)
-            laps.lap("decode")
             by_location = {str(f.path): f for f in files}
-            rows, intensities, scans, outcomes = _collect(results, items, identities, by_location, pseudonymizer)
             records: dict[Path, FileRecord] = {}  # of the files read this time
+            collected = _Collected(items, identities, pseudonymizer)
+            results = []
+            for result in bar.track(decoding if runner is None else runner(ordered), "decoding scans", len(items)):
+                results.append(result)
+                merge(steps, result.timings)
+                _record_decoded(result, collected.add(result, by_location), by_location, records, private)
+            laps.lap("decode")
+            rows, intensities, scans = collected.in_item_order()
             kept_records = FileRecords.of(())
             known_rows = None  # rows carried over unread, with their recorded digests (none: every row is hashed)
             if previous is not None:
@@ -239,7 +251,7 @@ def ingest_sources(
 
                 # The workers make the tensors while this process accounts for every file and assembles the outputs;
                 # nothing is written until the tensors are made, so a failed run leaves no manifest behind.
-                _file_records(files, grouping.fates, results, outcomes, by_location, records, private)
+                _file_records(files, grouping.fates, by_location, records, private)
                 _ensure_all_accounted(files, records)
                 entries = state_entries(changes.listed, changes, previous, read, records, pseudonymizer)
                 fingerprint, state = assembled()
@@ -436,27 +448,25 @@ def _nifti_identity(file: InputFile) -> _Identity:
 # -- collecting results ----------------------------------------------------------------------------------------------
 
 
-def _collect(
-    results: list[WorkResult],
-    items: list[WorkItem],
-    identities: dict[int, _Identity],
-    by_location: dict[str, InputFile],
-    pseudo: Pseudonymizer,
-) -> tuple[list[dict[str, Any]], dict[str, IntensitySummary], list[ScanState], dict[int, tuple[str, list[str]]]]:
-    """Manifest rows (labels joined later, over all rows), intensity summaries, each scan's group and join keys, and
-    per item its series pseudonym and scan ids (for its files' records)."""
-    rows: list[dict[str, Any]] = []
-    intensities: dict[str, IntensitySummary] = {}
-    scans: list[ScanState] = []
-    outcomes: dict[int, tuple[str, list[str]]] = {}
-    for result in sorted(results, key=lambda r: r.item_id):
-        identity = identities[result.item_id]
-        item = items[result.item_id]
+class _Collected:
+    """Manifest rows (labels joined later, over all rows), intensity summaries and each scan's group and join keys,
+    gathered result by result as the series are decoded, and given in item order (the order of work never shows).
+
+    Why as they arrive: the ingest process waits for the workers meanwhile, so accounting for a series there
+    costs no time, where after the last series it would hold up the run's end."""
+
+    def __init__(self, items: list[WorkItem], identities: dict[int, _Identity], pseudo: Pseudonymizer) -> None:
+        self.items, self.identities, self.pseudo = items, identities, pseudo
+        self._by_item: dict[int, tuple[list[dict[str, Any]], list[IntensitySummary], list[ScanState]]] = {}
+
+    def add(self, result: WorkResult, by_location: dict[str, InputFile]) -> tuple[str, list[str]]:
+        """The result's rows; returns its series pseudonym and scan ids (for its files' records)."""
+        pseudo, identity, item = self.pseudo, self.identities[result.item_id], self.items[result.item_id]
         first = item.plan.headers[0].path if item.plan else item.nifti_path
         unit = unit_of(by_location[str(first)], pseudo)
         series_id = pseudo.series(identity.series)
-        scan_ids = []
-        for scan, intensity in zip(result.scans, result.intensities, strict=True):
+        rows, scans, scan_ids = [], [], []
+        for scan in result.scans:
             scan_id = pseudo.pseudonym("scan", f"{identity.scan_prefix}|{scan['volume_index']}")
             scan_ids.append(scan_id)
             scans.append(
@@ -469,34 +479,65 @@ def _collect(
                     series_key=pseudo.series(identity.series),
                 )
             )
-            row = {
-                **scan,
-                "scan_id": scan_id,
-                "patient_id": pseudo.patient(identity.patient),
-                "study_id": pseudo.study(identity.study_key) if identity.study_key else None,
-                "series_id": series_id,
-                "source_format": "nifti" if item.nifti_path else "dicom",
-                "site": None,
-                "label": None,
-                "split": None,
-            }
-            rows.append(row)
-            intensities[scan_id] = intensity
-        outcomes[result.item_id] = (series_id, scan_ids)
-    return rows, intensities, scans, outcomes
+            rows.append(
+                {
+                    **scan,
+                    "scan_id": scan_id,
+                    "patient_id": pseudo.patient(identity.patient),
+                    "study_id": pseudo.study(identity.study_key) if identity.study_key else None,
+                    "series_id": series_id,
+                    "source_format": "nifti" if item.nifti_path else "dicom",
+                    "site": None,
+                    "label": None,
+                    "split": None,
+                }
+            )
+        self._by_item[result.item_id] = (rows, list(result.intensities), scans)
+        return series_id, scan_ids
+
+    def in_item_order(self) -> tuple[list[dict[str, Any]], dict[str, IntensitySummary], list[ScanState]]:
+        rows: list[dict[str, Any]] = []
+        intensities: dict[str, IntensitySummary] = {}
+        scans: list[ScanState] = []
+        for item_id in sorted(self._by_item):
+            item_rows, item_intensities, item_scans = self._by_item[item_id]
+            rows += item_rows
+            scans += item_scans
+            intensities.update(zip((row["scan_id"] for row in item_rows), item_intensities, strict=True))
+        return rows, intensities, scans
+
+
+def _record_decoded(
+    result: WorkResult,
+    outcome: tuple[str, list[str]],
+    by_location: dict[str, InputFile],
+    records: dict[Path, FileRecord],
+    private: PrivateRecords,
+) -> None:
+    """The records of one decoded series' files (by their path's text, as decoding results name them)."""
+    series_id, scan_ids = outcome
+    for file_result in result.files:
+        file = by_location[file_result.location]
+        if file_result.error is not None or not scan_ids:
+            reason = file_result.error or result.error or "no scan could be formed from this file"
+            fallback = "decode_failed" if file_result.error and not result.error else "scan_rejected"
+            code = file_result.code or result.error_code or fallback
+            records[file.path] = private.record(file, "quarantined", code, reason, sha256=file_result.sha256)
+        else:
+            records[file.path] = private.record(
+                file, "ingested", None, None, sha256=file_result.sha256, series_id=series_id, scan_ids=scan_ids
+            )
 
 
 def _file_records(
     files: list[InputFile],
     fates: Sequence[FileFate],
-    results: list[WorkResult],
-    outcomes: dict[int, tuple[str, list[str]]],
     by_location: dict[str, InputFile],
     records: dict[Path, FileRecord],
     private: PrivateRecords,
 ) -> None:
-    """Every read file's record: its fate from discovery, from grouping, or from decoding its series (files by
-    their path's text, as decoding results name them)."""
+    """Every read file registered, and the records of those whose fate discovery or grouping decided (the
+    decoded ones are recorded as their series come back, `_record_decoded`)."""
     for file in files:
         private.register(file)
         if file.status is not None:
@@ -504,19 +545,6 @@ def _file_records(
     for fate in fates:
         file = by_location[str(fate.header.path)]
         records[file.path] = private.record(file, fate.status, fate.reason_code, fate.reason)
-    for result in results:
-        series_id, scan_ids = outcomes[result.item_id]
-        for file_result in result.files:
-            file = by_location[file_result.location]
-            if file_result.error is not None or not scan_ids:
-                reason = file_result.error or result.error or "no scan could be formed from this file"
-                fallback = "decode_failed" if file_result.error and not result.error else "scan_rejected"
-                code = file_result.code or result.error_code or fallback
-                records[file.path] = private.record(file, "quarantined", code, reason, sha256=file_result.sha256)
-            else:
-                records[file.path] = private.record(
-                    file, "ingested", None, None, sha256=file_result.sha256, series_id=series_id, scan_ids=scan_ids
-                )
 
 
 def _largest_first(items: list[WorkItem], files: list[InputFile]) -> list[WorkItem]:
@@ -601,8 +629,9 @@ def _last_spec(out: Path) -> PreprocessingSpec | None:
 
 
 def _expect_spec(items: list[WorkItem], spec: PreprocessingSpec | None) -> None:
-    """Let the workers preprocess each scan under `spec` while its decoded array is in memory: given, or the
-    last run's. The preprocessing pass then finds those tensors made, and reads back only the scans whose
+    """Let the workers preprocess each scan under `spec` while its decoded array is in memory: given, the last
+    run's, or the one a first run will choose, foreseen from the headers (medtl/ingest/expected.py). The
+    preprocessing pass then finds those tensors made, and reads back only the scans whose
     tensors are missing (all of them when the spec finally chosen differs); on an archive larger than memory,
     that read-back would come from disk.
     """

@@ -7,8 +7,10 @@ not from SliceThickness (which is the slab thickness, not the step).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import nibabel.orientations as nio
 import numpy as np
@@ -21,14 +23,24 @@ TILT_TOLERANCE_DEG = 0.5
 
 
 def slice_normal(orientation: Sequence[float]) -> np.ndarray:
-    """Unit normal of an image plane from ImageOrientationPatient (row direction, column direction)."""
+    """Unit normal of an image plane from ImageOrientationPatient (row direction, column direction); read-only.
+
+    Remembered per orientation: an archive's series share a few orientations, and the cross product cost more
+    than the rest of a series' geometry (twice per stack, in grouping, decoding and foreseeing the spec)."""
+    return _unit_normal(tuple(float(value) for value in orientation))
+
+
+@functools.lru_cache(maxsize=4096)
+def _unit_normal(orientation: tuple[float, ...]) -> np.ndarray:
     row_dir = np.asarray(orientation[:3], dtype=float)
     col_dir = np.asarray(orientation[3:6], dtype=float)
     normal = np.cross(row_dir, col_dir)
     norm = np.linalg.norm(normal)
     if norm < 1e-6:
         raise ValueError("ImageOrientationPatient rows and columns are parallel")
-    return normal / norm
+    unit = normal / norm
+    unit.setflags(write=False)
+    return unit
 
 
 def projected_positions(positions: Sequence[Sequence[float]], orientation: Sequence[float]) -> np.ndarray:
@@ -138,13 +150,30 @@ def canonical_buffer(
     an axial slice (fixed z) is then one contiguous block, which makes slice-by-slice filling fast.
     """
     transform = orientation(affine)  # how each source axis maps onto R, A, S
-    canonical_shape = [0, 0, 0]
-    for source_axis in range(3):
-        canonical_shape[int(transform[source_axis, 0])] = int(shape[source_axis])
-    volume = np.empty(canonical_shape, dtype=dtype, order="F")
+    volume = np.empty(_reordered(transform, [int(size) for size in shape]), dtype=dtype, order="F")
     identity = nio.axcodes2ornt(("R", "A", "S"))
     view = nio.apply_orientation(volume, nio.ornt_transform(identity, transform))
     return volume, view, "RAS"
+
+
+def canonical_extent(
+    affine: np.ndarray, shape: tuple[int, int, int]
+) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """The shape and voxel size (as `Scan.spacing` measures it) of the canonical (RAS+) array made from a source
+    array of `shape` with `affine`, without making it: reorienting permutes and flips the affine's columns, so
+    each size is a source column's norm."""
+    transform = orientation(affine)
+    norms = [float(np.linalg.norm(affine[:3, axis])) for axis in range(3)]
+    spacing = _reordered(transform, norms)
+    return _reordered(transform, shape), (spacing[0], spacing[1], spacing[2])
+
+
+def _reordered(transform: np.ndarray, values: Sequence[Any]) -> Any:
+    """Per source axis `values`, in canonical axis order."""
+    reordered = list(values)
+    for source_axis in range(3):
+        reordered[int(transform[source_axis, 0])] = values[source_axis]
+    return tuple(reordered)
 
 
 def affine_to_canonical(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -90,3 +90,23 @@ def test_a_batch_whose_worker_died_is_run_series_by_series_and_only_the_crashing
     assert alone == [2, 3, 4] and sorted(results) == [0, 1, 2, 3, 4]
     assert results[3].error_code == WORKER_CRASHED and results[3].files[0].location == str(files[3])
     assert all(results[n].error is None for n in (0, 1, 2, 4))
+
+
+def test_a_series_that_dies_alone_is_decoded_once_more_without_its_early_preprocessing(tmp_path):
+    """A worker may die in the optional preprocessing while decoding, not in the decoder: alone without that
+    step, the series is decoded, and the preprocessing pass accounts for its tensor."""
+    from medtl.contracts import PreprocessingSpec
+
+    spec = PreprocessingSpec(spatial_dims=3, target_spacing=None, target_shape=[8, 8, 8])
+    items = [WorkItem(n, tmp_path, nifti_path=tmp_path / f"{n}.nii", spec=spec, spec_key="k") for n in range(3)]
+    runs: list[tuple[int, bool]] = []
+
+    def run_alone(failed: list[WorkItem]) -> Iterable[WorkResult | None]:
+        for item in failed:
+            runs.append((item.item_id, item.spec is not None))
+            dies = item.spec is not None or item.item_id == 2  # 2 dies in its decoder too
+            yield None if dies else WorkResult(item.item_id)
+
+    results = {result.item_id: result for result in isolate_failures([items], [(0, None)], run_alone)}
+    assert runs == [(0, True), (1, True), (2, True), (0, False), (1, False), (2, False)]
+    assert results[0].error is None and results[1].error is None and results[2].error_code == WORKER_CRASHED

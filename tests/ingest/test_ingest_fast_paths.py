@@ -519,7 +519,7 @@ def test_surviving_work_is_submitted_before_its_results_are_asked_for_and_comes_
 
 
 def test_a_run_whose_preprocessing_fails_writes_no_outputs(tmp_path, monkeypatch):
-    import medtl.ingest.pipeline as pipeline
+    import medtl.ingest.worker as worker
 
     rng = np.random.default_rng(1)
     sources = [tmp_path / "src" / name for name in ("a", "b", "c")]
@@ -529,7 +529,8 @@ def test_a_run_whose_preprocessing_fails_writes_no_outputs(tmp_path, monkeypatch
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pipeline, "preprocess_records", full_disk)  # the workers are forked with it
+    # writing any tensor fails, while decoding (where the error is left to the pass) and in the preprocessing pass
+    monkeypatch.setattr(worker, "preprocess_cached", full_disk)  # the workers are forked with it
     out = tmp_path / "out"
     with pytest.raises(OSError, match="No space left"):
         ingest_sources(sources, out=out, pseudonymizer=Pseudonymizer(DEVELOPMENT_KEY, key_id="development"), workers=2)
@@ -581,3 +582,52 @@ def test_a_scan_whose_preprocessing_raises_is_quarantined_and_the_run_goes_on(tm
         return frame.sort_values("scan_id").reset_index(drop=True)
 
     pd.testing.assert_frame_equal(by_scan(pd.read_parquet(out / "manifest.parquet")), by_scan(manifest))
+
+
+def test_a_first_ingest_foresees_its_spec_from_the_headers_and_preprocesses_while_decoding(tmp_path, monkeypatch):
+    """Without a given spec, the dominant stacks' geometry (any orientation, a radiograph beside them) gives the
+    default spec before decoding: every tensor is made from the array in memory, equal to the preprocessing
+    pass's, and the run without the foresight chooses the same spec and manifest."""
+    from medtl.contracts import read_table
+    from medtl.contracts.ingest import ManifestRow
+    from medtl.ingest import pipeline
+
+    sources = _oriented_cohort(tmp_path / "src")
+    key = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+    foreseen = ingest_sources(sources, out=tmp_path / "foreseen", pseudonymizer=key, workers=1)
+    steps = foreseen.report.timings.worker_steps
+    assert "preprocess" in steps and "preprocess_load" not in steps  # nothing read back for the pass
+    monkeypatch.setattr(pipeline, "expected_spec", lambda *args, **kwargs: None)
+    passed = ingest_sources(sources, out=tmp_path / "passed", pseudonymizer=key, workers=1)
+    assert "preprocess_load" in passed.report.timings.worker_steps
+    assert foreseen.spec == passed.spec and foreseen.spec.spatial_dims == 3
+    first = read_table(ManifestRow, tmp_path / "foreseen" / "manifest.parquet").sort_values("scan_id")
+    second = read_table(ManifestRow, tmp_path / "passed" / "manifest.parquet").sort_values("scan_id")
+    assert first.reset_index(drop=True).equals(second.reset_index(drop=True))
+    made, read_back = _tensors(tmp_path / "foreseen", foreseen.spec), _tensors(tmp_path / "passed", passed.spec)
+    assert made.keys() == read_back.keys() and len(made) == 4
+    for scan_id, tensor in read_back.items():
+        np.testing.assert_array_equal(made[scan_id], tensor)
+
+
+def test_the_spec_is_not_foreseen_where_the_dominant_scans_are_not_stacks():
+    from medtl.ingest.expected import expected_spec
+    from medtl.io.dicom.grouping import ScanPlan
+
+    stack = [SimpleNamespace(modality="CT", position=(0.0, 0.0, float(z)), orientation=(1, 0, 0, 0, 1, 0),
+                             pixel_spacing=(0.5, 0.5), rows=8, columns=6) for z in range(4)]  # fmt: skip
+    planar = SimpleNamespace(modality="DX")
+    chosen: list = []
+
+    def choose(groups):
+        chosen.append(max(groups, key=lambda group: group.n_scans))
+        return "spec"
+
+    assert expected_spec([ScanPlan("stack", "CT", stack)], has_nifti=False, choose=choose) == "spec"
+    assert [axis.median for axis in chosen[0].shape] == [6, 8, 4]
+    assert [axis.median for axis in chosen[0].spacing] == [0.5, 0.5, 1.0]
+    two_radiographs = [ScanPlan("planar", "DX", [planar]), ScanPlan("planar", "DX", [planar])]
+    assert expected_spec([ScanPlan("stack", "CT", stack), *two_radiographs], has_nifti=False, choose=choose) is None
+    assert expected_spec([ScanPlan("stack", "CT", stack)], has_nifti=True, choose=choose) is None  # NIfTI unread
+    enhanced = ScanPlan("enhanced", "MR", [SimpleNamespace(modality="MR")])
+    assert expected_spec([ScanPlan("stack", "CT", stack), enhanced], has_nifti=False, choose=choose) is None

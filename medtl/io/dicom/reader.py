@@ -18,6 +18,7 @@ from medtl.io.dicom.integral import integer_dtype, physical_integers
 from medtl.io.dicom.sop import uid_of
 from medtl.io.geometry import (
     LPS_TO_RAS,
+    StackGeometry,
     affine_to_canonical,
     analyse_stack,
     canonical_buffer,
@@ -109,11 +110,7 @@ def _read_stack(plan: ScanPlan, expected: Prefetched, limits: IngestLimits) -> P
     Only one slice and the finished volume are in memory at a time: no list of planes, no stacked copy, no
     reoriented copy. Slices that fail to decode are dropped afterwards and the geometry is recomputed.
     """
-    headers = plan.headers
-    geometry = analyse_stack([h.position for h in headers], headers[0].orientation)  # type: ignore[misc]
-    ordered = [headers[i] for i in geometry.order]
-    affine = _stack_affine(ordered, geometry.step)
-    shape = (ordered[0].columns or 0, ordered[0].rows or 0, len(ordered))
+    geometry, ordered, affine, shape = stack_geometry(plan.headers)
     filled = _fill_integers(ordered, expected, limits, affine, shape) or _fill(ordered, expected, limits, affine, shape)
     volume, codes, outcomes, kept, objects = filled
     if not kept:
@@ -199,6 +196,17 @@ def _fill_integers(
         outcomes.append(FileOutcome(header, digest))
         objects.append(fast_description(header, digest, decoder))
     return physical, codes, outcomes, list(range(len(ordered))), objects
+
+
+def stack_geometry(
+    headers: list[DicomHeader],
+) -> tuple[StackGeometry, list[DicomHeader], np.ndarray, tuple[int, int, int]]:
+    """A stack's slice order, its headers in that order, its RAS affine and its shape in source order: all from
+    the headers, before any pixel is read (ingest also foresees the dataset's default spec from them)."""
+    geometry = analyse_stack([h.position for h in headers], headers[0].orientation)  # type: ignore[misc]
+    ordered = [headers[i] for i in geometry.order]
+    affine = _stack_affine(ordered, geometry.step)
+    return geometry, ordered, affine, (ordered[0].columns or 0, ordered[0].rows or 0, len(ordered))
 
 
 def _stack_affine(ordered: list[DicomHeader], step: np.ndarray) -> np.ndarray:
