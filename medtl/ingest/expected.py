@@ -19,6 +19,7 @@ from typing import Any
 from medtl.contracts import PreprocessingSpec
 from medtl.contracts.ingest import GroupStats
 from medtl.ingest.fingerprint import group_stats
+from medtl.ingest.worker import ROW_DECIMALS
 from medtl.io.dicom.grouping import ScanPlan
 from medtl.io.dicom.reader import stack_geometry
 from medtl.io.geometry import canonical_extent
@@ -59,5 +60,5 @@ def _planned_row(plan: ScanPlan) -> dict[str, Any] | None:
         "image_kind": "volume",
         "modality": ordered[0].modality or plan.modality or "OT",
         "shape": list(canonical_shape),
-        "spacing": [round(value, 6) for value in spacing],  # as the worker's row rounds it
+        "spacing": [round(value, ROW_DECIMALS) for value in spacing],
     }

@@ -37,6 +37,9 @@ DECODER_VERSION = "1"
 PREFETCH_BUDGET_BYTES = 256 * 1024 * 1024
 
 
+ROW_DECIMALS = 6  # a manifest row's spacing and affine, rounded (ingest/expected.py foresees the same values)
+
+
 @dataclass
 class WorkItem:
     item_id: int
@@ -223,8 +226,8 @@ def _store(scan: Scan, cache: ScanCache, source_hash: str, *, n_files: int) -> t
         "volumes_in_series": scan.volumes_in_series,
         "image_kind": scan.image_kind,
         "shape": [int(size) for size in array.shape],
-        "spacing": [round(float(value), 6) for value in scan.spacing],
-        "affine": [round(float(value), 6) for value in scan.affine.reshape(-1)],
+        "spacing": [round(float(value), ROW_DECIMALS) for value in scan.spacing],
+        "affine": [round(float(value), ROW_DECIMALS) for value in scan.affine.reshape(-1)],
         "orientation": scan.orientation,
         "modality": meta.get("modality") or "OT",
         "sop_class": meta.get("sop_class"),
