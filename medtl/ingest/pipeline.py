@@ -198,14 +198,12 @@ def ingest_sources(
             laps.lap("discovery_and_headers")
             grouping = group_headers([f.header for f in files if f.header is not None])
             items, identities = _work_items(files, grouping.plans, out, limits)
-            expected = spec
-            if expected is None:  # the last run's choice, or the one this run will make, foreseen from the headers
+            expected = spec  # else the last run's choice, or the one this run will make, foreseen from the headers
+            if expected is None and previous is not None:
+                expected = _last_spec(out)
+            elif expected is None:
                 has_nifti = any(item.nifti_path is not None for item in items)
-                expected = (
-                    _last_spec(out)
-                    if previous is not None
-                    else expected_spec(grouping.plans, has_nifti=has_nifti, choose=_default_spec)
-                )
+                expected = expected_spec(grouping.plans, has_nifti=has_nifti, choose=_default_spec)
             _expect_spec(items, expected)
             settle()
             laps.lap("grouping")

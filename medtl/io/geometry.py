@@ -164,8 +164,7 @@ def canonical_extent(
     each size is a source column's norm."""
     transform = orientation(affine)
     norms = [float(np.linalg.norm(affine[:3, axis])) for axis in range(3)]
-    spacing = _reordered(transform, norms)
-    return _reordered(transform, shape), (spacing[0], spacing[1], spacing[2])
+    return _reordered(transform, shape), _reordered(transform, norms)
 
 
 def _reordered(transform: np.ndarray, values: Sequence[Any]) -> Any:
