@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from aside import SetAside
 from bench_ingest import write_cohort
 
 from medtl.contracts import PreprocessingSpec, read_json
@@ -89,6 +90,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="0 = one per CPU core")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--delete-outputs",
+        action="store_true",
+        help="delete each run's output before the next run instead of setting it aside (benchmarks/aside.py)",
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="medtl-bench-incremental-"))
     archive, snapshot = workdir / "archive", workdir / "snapshot"
@@ -108,29 +114,33 @@ def main() -> None:
         "incremental": [], "new_alone": [], "full_reread": [], "listing_one_piece": [], "listing_in_pieces": [],
     }  # fmt: skip
     details: list[dict] = []
-    for repeat in range(args.repeats):  # interleaved, so a noisy minute hits every method alike
-        incoming = archive / f"incoming-{repeat}"
-        write_cohort(incoming, n_series=n_new, size=args.size, seed=100 + repeat, slices=tuple(args.slices),
-                     first=args.series + repeat * n_new)  # fmt: skip
-        new_files = sum(1 for _ in incoming.rglob("*.dcm"))
-        runs = {}
-        for name in ("incremental", "new_alone", "full_reread"):
-            target = workdir / f"{name}-{repeat}"
-            shutil.rmtree(target, ignore_errors=True)
-            if name == "new_alone":
-                seconds, info = _timed([incoming], target, args.workers, spec=spec)
-            else:
-                shutil.copytree(snapshot, target)
-                seconds, info = _timed([archive], target, args.workers, spec=spec, incremental=name == "incremental")
-            times[name].append(seconds)
-            runs[name] = {"seconds": seconds, **info}
-            shutil.rmtree(target, ignore_errors=True)
-        for name, pieces in (("listing_one_piece", 1), ("listing_in_pieces", 4 * worker_count(args.workers))):
-            times[name].append(_listing_seconds(archive, args.workers, pieces))
-            runs[name] = {"seconds": times[name][-1]}
-        details.append({"new_files": new_files, **runs})
-        print(f"round {repeat + 1}: " + ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in runs.items()))
-        shutil.rmtree(incoming)  # the next round adds its own 1% to the same archive state
+    # each run's folder moved away, not deleted, until the rounds are over (aside.py)
+    with SetAside(workdir, delete=args.delete_outputs) as aside:
+        for repeat in range(args.repeats):  # interleaved, so a noisy minute hits every method alike
+            incoming = archive / f"incoming-{repeat}"
+            write_cohort(incoming, n_series=n_new, size=args.size, seed=100 + repeat, slices=tuple(args.slices),
+                         first=args.series + repeat * n_new)  # fmt: skip
+            new_files = sum(1 for _ in incoming.rglob("*.dcm"))
+            runs = {}
+            for name in ("incremental", "new_alone", "full_reread"):
+                target = workdir / f"{name}-{repeat}"
+                shutil.rmtree(target, ignore_errors=True)
+                if name == "new_alone":
+                    seconds, info = _timed([incoming], target, args.workers, spec=spec)
+                else:
+                    shutil.copytree(snapshot, target)
+                    os.sync()  # the copy reaches the disk before the run, not during it
+                    incremental = name == "incremental"
+                    seconds, info = _timed([archive], target, args.workers, spec=spec, incremental=incremental)
+                times[name].append(seconds)
+                runs[name] = {"seconds": seconds, **info}
+                aside.put(target)
+            for name, pieces in (("listing_one_piece", 1), ("listing_in_pieces", 4 * worker_count(args.workers))):
+                times[name].append(_listing_seconds(archive, args.workers, pieces))
+                runs[name] = {"seconds": times[name][-1]}
+            details.append({"new_files": new_files, **runs})
+            print(f"round {repeat + 1}: " + ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in runs.items()))
+            aside.put(incoming)  # out of the archive: the next round adds its own 1% to the same archive state
     ratio = [i / n for i, n in zip(times["incremental"], times["new_alone"], strict=True)]
     before = [f / i for f, i in zip(times["full_reread"], times["incremental"], strict=True)]
     pieces = [o / p for o, p in zip(times["listing_one_piece"], times["listing_in_pieces"], strict=True)]
@@ -140,6 +150,7 @@ def main() -> None:
         "archive": {"series": args.series, "files": n_files, "slices": list(args.slices), "size": args.size},
         "new": {"series": n_new, "percent": args.new_percent},
         "workers": args.workers,
+        "outputs_between_runs": "deleted" if args.delete_outputs else "set aside (benchmarks/aside.py)",
         "first_full_ingest_seconds": first_seconds,
         "first_full_ingest": first,
         "seconds": {name: _spread(values) for name, values in times.items()},

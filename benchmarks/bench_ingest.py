@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from aside import SetAside
+
 
 def write_cohort(
     root: Path, *, n_series: int, size: int, seed: int, slices: tuple[int, int] = (40, 96), first: int = 0
@@ -207,6 +210,11 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
+        "--delete-outputs",
+        action="store_true",
+        help="delete each run's output before the next run instead of setting it aside (benchmarks/aside.py)",
+    )
+    parser.add_argument(
         "--compare-with",
         type=Path,
         default=None,
@@ -245,19 +253,20 @@ def main() -> None:
         methods[f"before_medtl_{cpus}_workers"] = ("medtl", cpus)
     rounds: list[dict[str, dict]] = []
     load: list[list[float]] = []
-    for repeat in range(args.repeats):  # interleaved, so that a noisy minute hits every method alike
-        runs = {}
-        for name, (method, workers) in methods.items():
-            dataset = workdir / f"dataset-{name}-{repeat}"
-            shutil.rmtree(dataset, ignore_errors=True)
-            tree = args.compare_with.resolve() if name.startswith("before_") else None
-            runs[name] = measure(method, data, folders, workers=workers, dataset=dataset, tree=tree)
-            shutil.rmtree(dataset, ignore_errors=True)
-            os.sync()  # this run's cache writes and deletions reach the disk now, not during the next run
-        rounds.append(runs)
-        load.append([round(value, 2) for value in os.getloadavg()])
-        seconds = {name: round(run["seconds"], 3) for name, run in runs.items()}
-        print(json.dumps({"round": repeat, "seconds": seconds}), flush=True)  # a run stopped early still says this
+    # each run's dataset moved away, not deleted, until the rounds are over (aside.py)
+    with SetAside(workdir, delete=args.delete_outputs) as aside:
+        for repeat in range(args.repeats):  # interleaved, so that a noisy minute hits every method alike
+            runs = {}
+            for name, (method, workers) in methods.items():
+                dataset = workdir / f"dataset-{name}-{repeat}"
+                shutil.rmtree(dataset, ignore_errors=True)
+                tree = args.compare_with.resolve() if name.startswith("before_") else None
+                runs[name] = measure(method, data, folders, workers=workers, dataset=dataset, tree=tree)
+                aside.put(dataset)
+            rounds.append(runs)
+            load.append([round(value, 2) for value in os.getloadavg()])
+            seconds = {name: round(run["seconds"], 3) for name, run in runs.items()}
+            print(json.dumps({"round": repeat, "seconds": seconds}), flush=True)  # a run stopped early says this
     results = {name: summarise([r[name] for r in rounds], total_slices, megabytes) for name in methods}
     memory_largest = measure("medtl", data, [largest], workers=1, dataset=workdir / "mem-largest")
     memory_all = measure("medtl", data, folders, workers=1, dataset=workdir / "mem-all")
@@ -290,6 +299,7 @@ def main() -> None:
         "cohort": {"series": len(series), "slices": total_slices, "megabytes": round(megabytes, 1)},
         "largest_series_slices": max(s["slices"] for s in series),
         "repeats": args.repeats,
+        "outputs_between_runs": "deleted" if args.delete_outputs else "set aside (benchmarks/aside.py)",
         "load_average_after_each_round": load,
         "methods": results,
         "ratio_spread": ratio_spread,

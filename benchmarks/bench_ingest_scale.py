@@ -39,6 +39,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).parent))
+from aside import SetAside
+
 
 def _spread(values: list[float]) -> dict:
     return {"median": round(float(np.median(values)), 3), "min": round(min(values), 3),
@@ -122,10 +125,16 @@ def _in_child(tree: Path, source: Path, workers: int):
 
 
 def _rounds(
-    arms: dict, args: argparse.Namespace, work: Path, check, cpu: dict[str, list[dict]] | None = None
+    arms: dict,
+    args: argparse.Namespace,
+    work: Path,
+    aside: SetAside,
+    check,
+    cpu: dict[str, list[dict]] | None = None,
 ) -> dict[str, list[float]]:
-    """Warm-up rounds, then counted ones; every arm once per round, in order, each into a new folder. An arm that
-    times itself (a child process: `_in_child`) returns its seconds and CPU times, kept in `cpu`."""
+    """Warm-up rounds, then counted ones; every arm once per round, in order, each into a new folder, set aside
+    after it (aside.py: deleting it would slow the next arm's file creation). An arm that times itself (a child
+    process: `_in_child`) returns its seconds and CPU times, kept in `cpu`."""
     seconds: dict[str, list[float]] = {name: [] for name in arms}
     for round_number in range(args.warmup + args.rounds):
         for name, run in arms.items():
@@ -138,8 +147,7 @@ def _rounds(
                 if isinstance(timed, dict) and cpu is not None:
                     cpu.setdefault(name, []).append(timed)
             check(name, out)
-            shutil.rmtree(out, ignore_errors=True)
-            os.sync()  # this arm's writes and deletions reach the disk now, not during the next arm's timing
+            aside.put(out)
         print(json.dumps({"round": round_number, "seconds": {k: round(v[-1], 3) for k, v in seconds.items() if v}}),
               flush=True)  # fmt: skip
     return seconds
@@ -162,6 +170,12 @@ def main() -> None:
         default=None,
         help="another checkout of medtl (e.g. a worktree of the previous commit): phase 1 also runs its ingest and "
         "this one's, each in a child process, in the same interleaved rounds (before/after under the same load)",
+    )
+    parser.add_argument(
+        "--delete-outputs",
+        action="store_true",
+        help="delete each arm's output before the next arm instead of setting it aside (benchmarks/aside.py: on "
+        "ext4 without a journal this slows the next ingest's file creation)",
     )
     args = parser.parse_args()
 
@@ -204,10 +218,11 @@ def main() -> None:
             phase1[f"child_{workers}"] = _in_child(here, source, workers)
             phase1[f"before_{workers}"] = _in_child(args.compare_with.resolve(), source, workers)
     cpu: dict[str, list[dict]] = {}
-    seconds = _rounds(phase1, args, work, check, cpu)
     start_up: dict[str, float] = {}
-    if not args.no_dask:
-        seconds.update(_dask_phase(args, work, source, local(n), check, start_up))
+    with SetAside(work, delete=args.delete_outputs) as aside:
+        seconds = _rounds(phase1, args, work, aside, check, cpu)
+        if not args.no_dask:
+            seconds.update(_dask_phase(args, work, aside, source, local(n), check, start_up))
     per_round = {name: np.array(values) for name, values in seconds.items()}
     median = {name: float(np.median(values)) for name, values in seconds.items()}
     ratios = {
@@ -242,6 +257,7 @@ def main() -> None:
         "ratios": ratios,
         "targets": {"medtl_vs_pydicom_same_processes_time": "<= 1.2", "parallel_efficiency_local": ">= 0.8"},
         "same_manifest_all_arms": True,
+        "outputs_between_arms": "deleted" if args.delete_outputs else "set aside (benchmarks/aside.py)",
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "note": "medians over interleaved rounds (min-max); ratios per round; phase 1 (bare read and local ingest) "
@@ -255,7 +271,9 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _dask_phase(args, work: Path, source: Path, local_n, check, start_up: dict) -> dict[str, list[float]]:
+def _dask_phase(
+    args, work: Path, aside: SetAside, source: Path, local_n, check, start_up: dict
+) -> dict[str, list[float]]:
     from distributed import LocalCluster
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -281,7 +299,7 @@ def _dask_phase(args, work: Path, source: Path, local_n, check, start_up: dict) 
                                                        dashboard_address=None))  # fmt: skip
             start_up[f"dask_{workers}_cluster_s"] = round(time.perf_counter() - start, 2)
             arms[f"dask_{workers}"] = dask(workers, cluster.scheduler_address)
-        return _rounds(arms, args, work, check)
+        return _rounds(arms, args, work, aside, check)
 
 
 if __name__ == "__main__":
