@@ -548,12 +548,12 @@ def _file_records(
 def _largest_first(items: list[WorkItem], files: list[InputFile]) -> list[WorkItem]:
     """Biggest series first (by bytes): with the largest last, one worker finishes it alone while the others idle.
     Results are put back in item order afterwards, so the order of work never shows in the outputs."""
-    sizes = {file.path: file.size for file in files}
+    nifti_sizes = {file.path: file.size for file in files if file.kind == "nifti"}  # a DICOM header has its own
 
     def size(item: WorkItem) -> int:
         if item.plan is not None:
-            return sum(sizes.get(header.path, header.size) for header in item.plan.headers)
-        return sizes.get(item.nifti_path, 0) if item.nifti_path is not None else 0
+            return sum(header.size for header in item.plan.headers)
+        return nifti_sizes.get(item.nifti_path, 0) if item.nifti_path is not None else 0
 
     return sorted(items, key=size, reverse=True)
 

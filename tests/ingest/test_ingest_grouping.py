@@ -103,6 +103,17 @@ def test_identical_copies_are_skipped_once_read():
     assert len(result.plans) == 1 and [h.path.name for h in result.plans[0].headers] == ["0001", "0002"]
 
 
+def test_kept_copies_keep_the_path_order_of_their_first_copy():
+    """Projection images are one scan each, in the order of their files: a duplicated one keeps its first copy's
+    place among the others, whatever order the headers came in."""
+    dx = "1.2.840.10008.5.1.4.1.1.1.1"
+    images = [header(i, z=0.0, sop_class_uid=dx, path=Path(f"/in/{name}")) for i, name in enumerate("abc")]
+    copy = dataclasses.replace(images[1], path=Path("/in/zz-copy-of-b"))
+    result = group_headers([images[2], copy, images[0], images[1]])
+    assert [plan.headers[0].path.name for plan in result.plans] == ["a", "b", "c"]
+    assert [(f.header.path.name, f.reason_code) for f in result.fates] == [("zz-copy-of-b", "duplicate_instance")]
+
+
 def test_copies_that_differ_are_all_quarantined():
     original = header(1, z=0.0)
     altered = dataclasses.replace(original, path=Path("/in/aa-altered"), size=2000)

@@ -96,14 +96,22 @@ def _drop_duplicate_instances(headers: Iterable[DicomHeader], fates: list[FileFa
 
     Copies of different size cannot be the same object, and nothing here can tell which one is right.
     """
-    by_uid: dict[str, list[DicomHeader]] = defaultdict(list)
+    first: dict[str, DicomHeader] = {}
+    repeated: dict[str, list[DicomHeader]] = {}  # only UIDs met more than once: one list per archive, not per file
     unique: list[DicomHeader] = []
     for header in sorted(headers, key=lambda h: str(h.path)):
-        if header.sop_instance_uid is None:
+        uid = header.sop_instance_uid
+        if uid is None:
             unique.append(header)
+        elif uid not in first:
+            first[uid] = header
         else:
-            by_uid[header.sop_instance_uid].append(header)
-    for copies in by_uid.values():
+            repeated.setdefault(uid, [first[uid]]).append(header)
+    for uid, header in first.items():  # in path order of each instance's first copy
+        copies = repeated.get(uid)
+        if copies is None:
+            unique.append(header)
+            continue
         if len({h.size for h in copies}) > 1:
             fates.extend(
                 FileFate(
@@ -135,8 +143,11 @@ def _plan_stacked_series(members: list[DicomHeader], plans: list[ScanPlan], fate
 def _split(members: list[DicomHeader]) -> dict[tuple, list[DicomHeader]]:
     """Separate what can never be one volume: echoes, temporal positions, orientations and matrix sizes."""
     parts: dict[tuple, list[DicomHeader]] = defaultdict(list)
+    rounded: dict[tuple | None, tuple] = {}  # a series' slices mostly share one orientation: rounded once
     for header in members:
-        orientation = tuple(round(value, 3) for value in header.orientation or ())
+        orientation = rounded.get(header.orientation)
+        if orientation is None:
+            orientation = rounded[header.orientation] = tuple(round(value, 3) for value in header.orientation or ())
         key = (header.echo_number, header.temporal_position, orientation, header.rows, header.columns)
         parts[key].append(header)
     return parts
