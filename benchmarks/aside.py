@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
 
+RESERVE_BYTES = 4 * 1024**3  # below this much free disk, outputs are deleted at once after all (and it is said)
+
 
 class SetAside:
     """`put(path)` moves a finished run's output into a folder beside it; leaving the block deletes them all.
-    With `delete`, `put` deletes the output at once instead (to measure what that costs the next run)."""
+    With `delete`, `put` deletes the output at once instead (to measure what that costs the next run); so does a
+    disk with less than RESERVE_BYTES free, with a warning, rather than fill it."""
 
     def __init__(self, work: Path, *, delete: bool = False) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="set-aside-", dir=work))
@@ -36,6 +40,9 @@ class SetAside:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def put(self, path: Path) -> None:
+        if not self.delete and shutil.disk_usage(self.folder).free < RESERVE_BYTES:
+            print("set-aside: the disk is nearly full; outputs are deleted between runs from now on", file=sys.stderr)
+            self.delete = True
         if self.delete:
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists():
