@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the tiny training settings the tests use
 sys.path.insert(0, str(Path(__file__).parent))
 
+from aside import SetAside  # noqa: E402
 from bench_incremental import _age, _spread  # noqa: E402
 
 from medtl.datasets.synth import make_cohort  # noqa: E402
@@ -58,10 +59,16 @@ def main() -> None:
     parser.add_argument("--new-percent", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sr", action="store_true", help="also write a DICOM SR per scored series (each arm)")
+    parser.add_argument(
+        "--delete-outputs",
+        action="store_true",
+        help="delete each run's output before the next run instead of setting it aside (benchmarks/aside.py)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="medtl-bench-incremental-scoring-"))
     try:
-        with signing_key(work / "key.pem"):
+        # each run's folder set aside, not deleted, until the rounds are over (aside.py)
+        with signing_key(work / "key.pem"), SetAside(work, delete=args.delete_outputs) as aside:
             dataset = ingested_cohort(work, "dev", patients=8, seed=41, difficulty=0.0)
             train(dataset, tiny_config(epochs=1, early_stopping={"patience": 1, "min_epochs": 1}), work / "artifact")
             make_cohort(work / "night", patients=args.patients, seed=42)
@@ -92,10 +99,10 @@ def main() -> None:
                         seconds, scored = _timed(work / "artifact", [inbox], target, sr=args.sr)
                     times[name].append(seconds)
                     runs[name] = {"seconds": seconds, "scored": scored}
-                    shutil.rmtree(target, ignore_errors=True)
+                    aside.put(target)
                 rounds.append(runs)
                 print(f"round {repeat + 1}: " + ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in runs.items()))
-                shutil.rmtree(incoming)
+                aside.put(incoming)  # out of the inbox: the next round adds its own new patients
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ratio = [i / n for i, n in zip(times["incremental"], times["new_alone"], strict=True)]
@@ -106,6 +113,7 @@ def main() -> None:
         "inbox": {"patients": args.patients, "files": n_files, "scans_first_run": first_scored},
         "new": {"patients": n_new, "percent": args.new_percent},
         "sr": args.sr,
+        "outputs_between_runs": "deleted" if args.delete_outputs else "set aside (benchmarks/aside.py)",
         "first_run_seconds": first_seconds,
         "seconds": {name: _spread(values) for name, values in times.items()},
         "rounds": rounds,
