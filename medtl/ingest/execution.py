@@ -168,6 +168,13 @@ def _in_order(
         yield from surviving(fresh, func, rest, n_workers, alone, window=window)
 
 
+def in_chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` items (the last one shorter): jobs for the pool that each carry several items."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
 def bounded(executor: Executor | None, func: Callable[[T], R], items: Iterable[T], limit: int) -> Iterator[R]:
     """Submit at most `limit` tasks at a time, in order, so memory stays bounded whatever the cohort size; results
     come as they are done."""

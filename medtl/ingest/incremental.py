@@ -65,7 +65,7 @@ class Listed(NamedTuple):
     @property
     def walked(self) -> tuple[int, str, str, Path]:
         """What a header reader is sent: the path as text (a worker makes its own Path; this process makes one only
-        for a file that is read, in `_read_headers`)."""
+        for a file that is read, in `header_pass.read_headers`)."""
         return self.index, self.location, self.relative, self.root
 
 

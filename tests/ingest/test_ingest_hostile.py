@@ -26,7 +26,7 @@ from medtl.contracts.ingest import Fingerprint, IngestReport
 from medtl.errors import LabelsError, LimitExceededError
 from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
 from medtl.ingest import execution as execution_module
-from medtl.ingest import pipeline as pipeline_module
+from medtl.ingest import header_pass
 from medtl.ingest import worker as worker_module
 from medtl.ingest.discover import classify_file
 from medtl.ingest.execution import process_pool
@@ -136,14 +136,14 @@ def test_a_header_reader_that_crashes_its_worker_process_costs_that_file_only(tm
     for name in ("a", "b", "c", "d", "e"):
         good_series(src / name, patient_id=f"P{name.upper()}01")
     (src / "b" / "001.dcm").rename(src / "b" / "crash.dcm")
-    real = pipeline_module.classify_file
+    real = header_pass.classify_file
 
     def segfaulting(index, path, relative, *args, **kwargs):
         if relative.endswith("crash.dcm"):
             os.kill(os.getpid(), signal.SIGSEGV)
         return real(index, path, relative, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline_module, "classify_file", segfaulting)  # inherited by the forked workers
+    monkeypatch.setattr(header_pass, "classify_file", segfaulting)  # inherited by the forked workers
     ingest_sources([src], out=tmp_path / "out", pseudonymizer=PSEUDO, workers=workers)
     report, fates = _fates(tmp_path / "out")
     assert fates["worker_crashed"] == ["b/crash.dcm"]

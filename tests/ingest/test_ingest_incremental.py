@@ -16,7 +16,7 @@ from medtl.contracts import read_json, read_table
 from medtl.contracts.ingest import Fingerprint, IngestReport, ManifestRow
 from medtl.contracts.ingest_state import IngestState
 from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
-from medtl.ingest import pipeline, worker
+from medtl.ingest import header_pass, worker
 from medtl.ingest.incremental import STATE
 from medtl.ingest.pipeline import ingest_sources
 from support.dicom_factory import ct_series, dx_image
@@ -60,7 +60,7 @@ class Reads:
         self._folder = tempfile.TemporaryDirectory(prefix="medtl-reads-")  # removed with this object
         self._log = Path(self._folder.name) / "reads.tsv"
         self._log.touch()
-        classify, prefetch = pipeline.classify_file, worker._prefetch
+        classify, prefetch = header_pass.classify_file, worker._prefetch
 
         def counting_classify(index, path, relative, root=None, **kwargs):
             self._append([("header", relative)])
@@ -70,7 +70,7 @@ class Reads:
             self._append([("content", path.name) for path in paths])
             return prefetch(paths, result)
 
-        monkeypatch.setattr(pipeline, "classify_file", counting_classify)
+        monkeypatch.setattr(header_pass, "classify_file", counting_classify)
         monkeypatch.setattr(worker, "_prefetch", counting_prefetch)
 
     def _append(self, entries: list[tuple[str, str]]) -> None:

@@ -1,0 +1,78 @@
+"""The header pass: every listed file classified by the workers (DICOM header, NIfTI, or neither), in chunks.
+
+Why in chunks and in order: a file's header is small and the pass touches every file of an archive, so one job
+per file would cost more in process round trips than the reading; results come back in listing order, so the
+run's outputs do not depend on which worker read what. A file that kills its worker is found and quarantined
+without stopping the run (`_classified`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor
+from pathlib import Path
+
+from medtl.ingest.discover import InputFile, classify_file, portable, restored
+from medtl.ingest.execution import WORKER_CRASHED, in_chunks, run_alone, surviving
+from medtl.ingest.incremental import Listed
+from medtl.io.limits import IngestLimits
+from medtl.progress import Progress
+
+HEADER_CHUNK = 64
+
+
+def read_headers(
+    executor: Executor | None,
+    n_workers: int,
+    bar: Progress,
+    to_read: Iterable[Listed],
+    limits: IngestLimits,
+    read: dict[str, InputFile],
+) -> list[InputFile]:
+    """Every file of `to_read` classified (headers read by the workers), each also entered in `read` by its listed
+    location."""
+
+    def files() -> Iterator[InputFile]:
+        for chunk, described in _classified(executor, n_workers, in_chunks(to_read, HEADER_CHUNK), limits):
+            for item, portable_file in zip(chunk, described, strict=True):
+                file = read[item.location] = restored(item.path, item.index, item.relative, portable_file,
+                                                      file_id=item.file_id)  # fmt: skip
+                yield file
+
+    return list(bar.track(files(), "reading headers", None))
+
+
+def _classified(
+    executor: Executor | None, n_workers: int, chunks: Iterator[list[Listed]], limits: IngestLimits
+) -> Iterator[tuple[list[Listed], list[tuple]]]:
+    """Each chunk with its files as classified, in order. A worker that dies reading headers (pure Python, but a
+    hostile file may still find a way) breaks the pool: the chunks it may have held are classified again each in a
+    process of its own, file by file when that dies too, and the file that kills its process alone is quarantined
+    (`worker_crashed`); the rest go on in a new pool. Later passes see the broken pool and start their own."""
+    jobs = ((chunk, limits) for chunk in chunks)
+    window = 2 * n_workers
+    for (chunk, _), described in surviving(executor, _classify_chunk, jobs, n_workers, _chunk_alone, window=window):
+        yield chunk, described
+
+
+def _chunk_alone(job: tuple[list[Listed], IngestLimits]) -> list[tuple]:
+    chunk, limits = job
+    described = run_alone(_classify_chunk, job)
+    return described if described is not None else [_classified_alone(item, limits) for item in chunk]
+
+
+def _classified_alone(item: Listed, limits: IngestLimits) -> tuple:
+    described = run_alone(_classify_chunk, ([item], limits))
+    if described is not None:
+        return described[0]
+    reason = "reading this file's header crashed its worker process; the file is quarantined, the run goes on"
+    return portable(InputFile(item.path, item.index, item.relative, item.size, "other", None, "quarantined",
+                              WORKER_CRASHED, reason))  # fmt: skip
+
+
+def _classify_chunk(job: tuple[list[Listed], IngestLimits]) -> list[tuple]:
+    chunk, limits = job
+    return [
+        portable(classify_file(index, Path(location), relative, root, limits=limits))
+        for index, location, relative, root in (item.walked for item in chunk)
+    ]
