@@ -29,6 +29,9 @@ _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 
 @dataclass
 class Identity:
+    """A work item's identifiers as found (raw, PHI): they become pseudonyms in `Collected.add` and are kept in
+    `private/` only."""
+
     patient: str
     study: str | None  # as a labels file names it: StudyInstanceUID, or a NIfTI study folder's name
     accession: str | None
@@ -44,6 +47,8 @@ class Identity:
 def work_items(
     files: list[InputFile], plans: list[ScanPlan], out: Path, limits: IngestLimits
 ) -> tuple[list[WorkItem], dict[int, Identity]]:
+    """One work item per planned DICOM scan and per readable NIfTI file, numbered in that order, with each item's
+    identity by item id (the order of the outputs follows these numbers, not the order of work)."""
     items: list[WorkItem] = []
     identities: dict[int, Identity] = {}
     for plan in plans:
