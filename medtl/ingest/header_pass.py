@@ -18,7 +18,7 @@ from medtl.ingest.incremental import Listed
 from medtl.io.limits import IngestLimits
 from medtl.progress import Progress
 
-HEADER_CHUNK = 64
+_HEADER_CHUNK = 64
 
 
 def read_headers(
@@ -33,7 +33,7 @@ def read_headers(
     location."""
 
     def files() -> Iterator[InputFile]:
-        for chunk, described in _classified(executor, n_workers, in_chunks(to_read, HEADER_CHUNK), limits):
+        for chunk, described in _classified(executor, n_workers, in_chunks(to_read, _HEADER_CHUNK), limits):
             for item, portable_file in zip(chunk, described, strict=True):
                 file = read[item.location] = restored(item.path, item.index, item.relative, portable_file,
                                                       file_id=item.file_id)  # fmt: skip
