@@ -9,56 +9,125 @@ preprocessing pass makes whatever the chosen spec still needs.
 
 Foreseen only where the dominant kind of scan is DICOM stacks: a NIfTI file's geometry is in its own header, not
 read yet, and a projection image's array shape depends on its pixel data (colour or not).
+
+Computed by the worker processes, which are idle between the header pass and decoding: the geometry of every
+stack costs ~0.15 ms, and an archive of many small series made this the largest piece of the ingest process's own
+work, which is what bounds how many workers an ingest can keep busy. Each worker gets only the few header fields a
+stack's geometry is computed from (SliceGeometry), in chunks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, NamedTuple
 
 from medtl.contracts import PreprocessingSpec
 from medtl.contracts.ingest import GroupStats
+from medtl.contracts.ingest_state import as_tuples
 from medtl.ingest.fingerprint import group_stats
 from medtl.ingest.worker import ROW_DECIMALS
 from medtl.io.dicom.grouping import ScanPlan
 from medtl.io.dicom.reader import stack_geometry
 from medtl.io.geometry import canonical_extent
 
+Row = dict[str, Any]
+
+
+class SliceGeometry(NamedTuple):
+    """The fields of a slice's header that its stack's geometry and row are foreseen from (reader.PlacedSlice)."""
+
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, float, float, float, float, float] | None
+    pixel_spacing: tuple[float, float] | None
+    columns: int | None
+    rows: int | None
+    modality: str
+
+
+class _Stack(NamedTuple):
+    """A stack as sent to a worker: plain tuples (a named tuple unpickles through a Python call each), made
+    SliceGeometry again there."""
+
+    slices: list[tuple]
+    modality: str  # the plan's, where the first slice names none
+
 
 def expected_spec(
-    plans: Sequence[ScanPlan], *, has_nifti: bool, choose: Callable[[list[GroupStats]], PreprocessingSpec | None]
+    plans: Sequence[ScanPlan],
+    *,
+    has_nifti: bool,
+    choose: Callable[[list[GroupStats]], PreprocessingSpec | None],
+    executor: Executor | None = None,
+    n_workers: int = 1,
 ) -> PreprocessingSpec | None:
-    """The spec `choose` will pick from the rows of `plans` once decoded, or None where it cannot be foreseen."""
+    """The spec `choose` will pick from the rows of `plans` once decoded, or None where it cannot be foreseen.
+    With an executor, the stacks' rows are computed by its workers."""
     if has_nifti:
         return None
-    rows = []
-    for number, plan in enumerate(plans):
-        try:
-            row = _planned_row(plan)
-        except Exception:  # geometry no scanner writes: decoding will say so; nothing is foreseen
+    rows: list[Row | None] = []
+    stacks: list[_Stack] = []
+    for plan in plans:
+        if plan.handling == "planar":  # counted for the choice of the dominant kind; its shape is never used
+            header = plan.headers[0]
+            rows.append({"image_kind": "image2d", "modality": header.modality or plan.modality or "OT",
+                         "shape": [0, 0], "spacing": [0.0, 0.0]})  # fmt: skip
+        elif plan.handling == "stack":
+            rows.append(None)  # filled in below, in order
+            stacks.append(_Stack([_slice_of(header) for header in plan.headers], plan.modality))  # type: ignore[misc]
+        else:
             return None
-        if row is None:
+    stack_rows = iter(_stack_rows(stacks, executor, n_workers))
+    planned = []
+    for number, row in enumerate(rows):
+        row = row if row is not None else next(stack_rows)
+        if row is None:  # geometry no scanner writes: decoding will say so; nothing is foreseen
             return None
-        rows.append({"scan_id": f"planned-{number}", **row})
-    groups = group_stats(rows, {})
+        planned.append({"scan_id": f"planned-{number}", **row})
+    groups = group_stats(planned, {})
     if not groups or max(groups, key=lambda group: group.n_scans).image_kind != "volume":
         return None
     return choose(groups)
 
 
-def _planned_row(plan: ScanPlan) -> dict[str, Any] | None:
-    """What the scan's manifest row will say of its kind, modality, shape and spacing (None: not foreseeable)."""
-    if plan.handling == "planar":  # counted for the choice of the dominant kind; its shape is never used
-        header = plan.headers[0]
-        return {"image_kind": "image2d", "modality": header.modality or plan.modality or "OT", "shape": [0, 0],
-                "spacing": [0.0, 0.0]}  # fmt: skip
-    if plan.handling != "stack":
-        return None
-    _, ordered, affine, shape = stack_geometry(plan.headers)
+def _slice_of(header: Any) -> tuple:
+    return (header.position, header.orientation, header.pixel_spacing, header.columns, header.rows,
+                         header.modality)  # fmt: skip
+
+
+def _stack_rows(stacks: list[_Stack], executor: Executor | None, n_workers: int) -> list[Row | None]:
+    """Each stack's row (None: not foreseeable), in order; in a few chunks per worker when there is a pool."""
+    if executor is None or len(stacks) < _WORTH_SENDING:
+        return planned_rows(stacks)
+    size = -(-len(stacks) // (4 * max(1, n_workers)))
+    try:
+        chunks = executor.map(planned_rows, [stacks[i : i + size] for i in range(0, len(stacks), size)])
+        return [row for chunk in chunks for row in chunk]
+    except BrokenProcessPool:  # a header reader crashed the pool before: foreseen here instead
+        return planned_rows(stacks)
+
+
+_WORTH_SENDING = 64  # fewer stacks cost less here than the round trip to the workers
+
+
+def planned_rows(stacks: Sequence[_Stack]) -> list[Row | None]:
+    """What each stack's manifest row will say of its kind, modality, shape and spacing (None: not foreseeable)."""
+    rows: list[Row | None] = []
+    for stack in stacks:
+        try:
+            rows.append(_stack_row(stack))
+        except Exception:  # geometry no scanner writes: decoding will say so
+            rows.append(None)
+    return rows
+
+
+def _stack_row(stack: _Stack) -> Row:
+    _, ordered, affine, shape = stack_geometry(as_tuples(SliceGeometry, stack.slices))
     canonical_shape, spacing = canonical_extent(affine, shape)
     return {
         "image_kind": "volume",
-        "modality": ordered[0].modality or plan.modality or "OT",
+        "modality": ordered[0].modality or stack.modality or "OT",
         "shape": list(canonical_shape),
         "spacing": [round(value, ROW_DECIMALS) for value in spacing],
     }

@@ -189,7 +189,9 @@ def ingest_sources(
                 expected = _last_spec(out)
             elif expected is None:
                 has_nifti = any(item.nifti_path is not None for item in items)
-                expected = expected_spec(grouping.plans, has_nifti=has_nifti, choose=_default_spec)
+                expected = expected_spec(
+                    grouping.plans, has_nifti=has_nifti, choose=_default_spec, executor=executor, n_workers=n_workers
+                )
             _expect_spec(items, expected)
             settle()
             laps.lap("grouping")

@@ -631,3 +631,60 @@ def test_the_spec_is_not_foreseen_where_the_dominant_scans_are_not_stacks():
     assert expected_spec([ScanPlan("stack", "CT", stack)], has_nifti=True, choose=choose) is None  # NIfTI unread
     enhanced = ScanPlan("enhanced", "MR", [SimpleNamespace(modality="MR")])
     assert expected_spec([ScanPlan("stack", "CT", stack), enhanced], has_nifti=False, choose=choose) is None
+
+
+def _varied_stacks(n: int) -> list:
+    """Stacks of 2-9 slices with varied sizes, spacings, orientations and slice order, and one with rows and
+    columns parallel (no geometry: nothing is foreseen from it)."""
+    from medtl.io.dicom.grouping import ScanPlan
+
+    rng = np.random.default_rng(7)
+    plans = []
+    for number in range(n):
+        orientation = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0) if number % 3 else (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+        step, size = float(rng.choice([1.0, 2.5, 5.0])), int(rng.choice([16, 32]))
+        oblique = number % 3 == 0
+        slices = [
+            SimpleNamespace(modality="CT" if number % 4 else "MR", orientation=orientation, rows=size,
+                            columns=size + 2, pixel_spacing=(0.7, 0.7),
+                            position=(0.0, k * step, k * step) if oblique else (0.0, 0.0, k * step))
+            for k in rng.permutation(int(rng.integers(2, 10))).tolist()
+        ]  # fmt: skip
+        plans.append(ScanPlan("stack", "CT", slices))
+    return plans
+
+
+def test_the_workers_foresee_the_spec_that_this_process_would():
+    """The stacks' geometry is computed by the pool's workers, in chunks; the spec and the statistics it was
+    chosen from are the same as computed here, and a broken pool falls back to computing here."""
+    from concurrent.futures import Executor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from medtl.ingest.execution import process_pool
+    from medtl.ingest.expected import _WORTH_SENDING, expected_spec
+    from medtl.io.dicom.grouping import ScanPlan
+
+    plans = _varied_stacks(3 * _WORTH_SENDING)
+    seen: list = []
+
+    def choose(groups):
+        seen.append([group.model_dump() for group in groups])
+        return len(seen)
+
+    assert expected_spec(plans, has_nifti=False, choose=choose) == 1
+    with process_pool(2) as pool:
+        assert expected_spec(plans, has_nifti=False, choose=choose, executor=pool, n_workers=2) == 2
+
+    class Broken(Executor):
+        def map(self, *args, **kwargs):
+            raise BrokenProcessPool("a worker died")
+
+    assert expected_spec(plans, has_nifti=False, choose=choose, executor=Broken(), n_workers=2) == 3
+    assert seen[0] == seen[1] == seen[2]
+    assert {group["modality"] for group in seen[0]} == {"CT", "MR"}
+    assert sorted(axis["median"] for axis in seen[0][0]["spacing"]) != [0.7, 0.7, 0.7]  # the slice steps count
+    parallel = SimpleNamespace(modality="CT", orientation=(1.0, 0.0, 0.0, 1.0, 0.0, 0.0), rows=4, columns=4,
+                               pixel_spacing=(1.0, 1.0), position=(0.0, 0.0, 0.0))  # fmt: skip
+    unforeseeable = [*plans, ScanPlan("stack", "CT", [parallel, parallel])]
+    with process_pool(2) as pool:
+        assert expected_spec(unforeseeable, has_nifti=False, choose=choose, executor=pool, n_workers=2) is None

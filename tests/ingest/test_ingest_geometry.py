@@ -100,3 +100,14 @@ def test_orientation_is_nibabels_for_any_rotation(rotvec, scale, permutation, fl
     affine = np.eye(4)
     affine[:3, :3] = (np.eye(3)[list(permutation)] * np.asarray(flips)) @ rotation * np.asarray(zooms)
     np.testing.assert_array_equal(orientation(affine), nio.io_orientation(affine))
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.one_of(st.floats(-50.0, 50.0), st.just(0.0), st.just(2.5)), min_size=1, max_size=60),
+       with_nan=st.booleans())  # fmt: skip
+def test_a_stacks_median_step_is_numpys_to_the_bit(steps, with_nan):
+    from medtl.io.geometry import _median
+
+    values = np.asarray(steps + ([float("nan")] if with_nan else []), dtype=float)
+    expected, found = float(np.median(values)), _median(values)
+    assert found == expected or (np.isnan(expected) and np.isnan(found))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -198,9 +200,26 @@ def _fill_integers(
     return physical, codes, outcomes, list(range(len(ordered))), objects
 
 
-def stack_geometry(
-    headers: list[DicomHeader],
-) -> tuple[StackGeometry, list[DicomHeader], np.ndarray, tuple[int, int, int]]:
+class PlacedSlice(Protocol):
+    """What a stack's geometry is computed from: a DicomHeader has it, and so has the smaller record that ingest
+    sends a worker to foresee the spec (ingest/expected.py)."""
+
+    @property
+    def position(self) -> tuple[float, float, float] | None: ...
+    @property
+    def orientation(self) -> tuple[float, float, float, float, float, float] | None: ...
+    @property
+    def pixel_spacing(self) -> tuple[float, float] | None: ...
+    @property
+    def columns(self) -> int | None: ...
+    @property
+    def rows(self) -> int | None: ...
+
+
+S = TypeVar("S", bound=PlacedSlice)
+
+
+def stack_geometry(headers: list[S]) -> tuple[StackGeometry, list[S], np.ndarray, tuple[int, int, int]]:
     """A stack's slice order, its headers in that order, its RAS affine and its shape in source order: all from
     the headers, before any pixel is read (ingest also foresees the dataset's default spec from them)."""
     geometry = analyse_stack([h.position for h in headers], headers[0].orientation)  # type: ignore[misc]
@@ -209,7 +228,7 @@ def stack_geometry(
     return geometry, ordered, affine, (ordered[0].columns or 0, ordered[0].rows or 0, len(ordered))
 
 
-def _stack_affine(ordered: list[DicomHeader], step: np.ndarray) -> np.ndarray:
+def _stack_affine(ordered: Sequence[PlacedSlice], step: np.ndarray) -> np.ndarray:
     first = ordered[0]
     spacing = first.pixel_spacing or (1.0, 1.0)
     return LPS_TO_RAS @ lps_affine(first.orientation, spacing, first.position, step)  # type: ignore[arg-type]
