@@ -1,4 +1,5 @@
-"""Decoding elsewhere: series work items in batches bounded by bytes, for a runner outside this process (Dask).
+"""Series work items in batches bounded by bytes: for the local pool (execution.Decoding) and for a runner
+outside this process (Dask).
 
 Why this is possible: decoding a series is a pure function of its files (`run_item`): it reads them, writes
 content-addressed cache files into the dataset folder (atomic renames, so two writers of the same array are
@@ -17,8 +18,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from medtl.ingest.execution import crashed, without_early_preprocessing
-from medtl.ingest.worker import WorkItem, WorkResult, run_item
+from medtl.ingest.worker import WorkItem, WorkResult, crashed, run_item, without_early_preprocessing
 
 # A runner gets every work item of the run and yields each one's WorkResult, in any order (ingest sorts them).
 ItemRunner = Callable[[list[WorkItem]], Iterable[WorkResult]]
@@ -38,19 +38,24 @@ def item_bytes(item: WorkItem) -> int:
 
 
 def batch_items(
-    items: list[WorkItem], *, max_bytes: int = BATCH_BYTES, max_series: int = BATCH_SERIES
+    items: list[WorkItem],
+    *,
+    max_bytes: int = BATCH_BYTES,
+    max_series: int = BATCH_SERIES,
+    weight: Callable[[WorkItem], int] = item_bytes,
 ) -> list[list[WorkItem]]:
-    """Consecutive items grouped up to `max_bytes` of input files and `max_series` items; a larger item alone."""
+    """Consecutive items grouped up to `max_bytes` of input files (as `weight` counts them) and `max_series` items;
+    a larger item alone."""
     batches: list[list[WorkItem]] = []
     current: list[WorkItem] = []
     size = 0
     for item in items:
-        weight = item_bytes(item)
-        if current and (size + weight > max_bytes or len(current) >= max_series):
+        weight_of_item = weight(item)
+        if current and (size + weight_of_item > max_bytes or len(current) >= max_series):
             batches.append(current)
             current, size = [], 0
         current.append(item)
-        size += weight
+        size += weight_of_item
     if current:
         batches.append(current)
     return batches

@@ -13,8 +13,9 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from medtl.ingest.discover import InputFile, classify_file, portable, restored
-from medtl.ingest.execution import WORKER_CRASHED, in_chunks, run_alone, surviving
+from medtl.ingest.execution import in_chunks, run_alone, surviving
 from medtl.ingest.incremental import Listed
+from medtl.ingest.worker import WORKER_CRASHED
 from medtl.io.limits import IngestLimits
 from medtl.progress import Progress
 

@@ -197,8 +197,9 @@ def ingest_sources(
             laps.lap("grouping")
             for identity in identities.values():
                 private.add_identifiers(identity.patient, identity.accession)
-            ordered = _largest_first(items, files)
-            decoding = Decoding(executor, ordered, n_workers)  # does nothing until iterated
+            size = _item_size(files)
+            ordered = sorted(items, key=size, reverse=True)  # see _item_size
+            decoding = Decoding(executor, ordered, n_workers, size)  # does nothing until iterated
             by_location = {str(f.path): f for f in files}
             records: dict[Path, FileRecord] = {}  # of the files read this time
             collected = Collected(items, identities, pseudonymizer)
@@ -317,9 +318,10 @@ def _listed_ahead(
 # -- work and spec -------------------------------------------------------------------------------------------------
 
 
-def _largest_first(items: list[WorkItem], files: list[InputFile]) -> list[WorkItem]:
-    """Biggest series first (by bytes): with the largest last, one worker finishes it alone while the others idle.
-    Results are put back in item order afterwards, so the order of work never shows in the outputs."""
+def _item_size(files: list[InputFile]) -> Callable[[WorkItem], int]:
+    """An item's bytes, from what is known already (no stat). The biggest series go first: with the largest last,
+    one worker finishes it alone while the others idle; and small ones go to the workers in batches by bytes
+    (execution.Decoding). Results are put back in item order afterwards, so the order of work never shows."""
     nifti_sizes = {file.path: file.size for file in files if file.kind == "nifti"}  # a DICOM header has its own
 
     def size(item: WorkItem) -> int:
@@ -327,7 +329,7 @@ def _largest_first(items: list[WorkItem], files: list[InputFile]) -> list[WorkIt
             return sum(header.size for header in item.plan.headers)
         return nifti_sizes.get(item.nifti_path, 0) if item.nifti_path is not None else 0
 
-    return sorted(items, key=size, reverse=True)
+    return size
 
 
 def _unit(pseudonymizer: Pseudonymizer) -> Callable[[InputFile], str]:

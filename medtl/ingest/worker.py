@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ DECODER_VERSION = "1"
 PREFETCH_BUDGET_BYTES = 256 * 1024 * 1024
 
 
+WORKER_CRASHED = "worker_crashed"  # the reason code of input whose reading killed its process, even alone
 ROW_DECIMALS = 6  # a manifest row's spacing and affine, rounded (ingest/expected.py foresees the same values)
 
 
@@ -106,6 +107,23 @@ def fail_item(item: WorkItem, result: WorkResult, code: str, reason: str) -> Non
     result.error, result.error_code = reason, code
     locations = [str(path) for path in paths if path is not None]
     result.files = [FileResult(location, hashes.get(location), reason, code) for location in locations]
+
+
+def without_early_preprocessing(item: WorkItem) -> WorkItem | None:
+    """`item` without its optional preprocessing while decoding (None: it has none).
+
+    Why: a process that died on an item alone may have died in that step, not in decoding. Decoded again without
+    it, the scan reaches the preprocessing pass, which accounts for it as a scan whose preprocessing failed,
+    instead of its files being blamed on their decoder."""
+    return replace(item, spec=None, spec_key=None) if item.spec is not None else None
+
+
+def crashed(item: WorkItem) -> WorkResult:
+    """The result of an item whose worker process died even when it ran alone: its files are quarantined."""
+    result = WorkResult(item.item_id)
+    fail_item(item, result, WORKER_CRASHED, "decoding this scan crashed its worker process (a decoder failed inside "
+              "native code); the files are quarantined, the rest of the run goes on")  # fmt: skip
+    return result
 
 
 def _run_item(item: WorkItem, result: WorkResult, muted: Muted) -> None:

@@ -14,9 +14,8 @@ import pytest
 
 from medtl.datasets.synth.archive import SOURCE, ArchiveOptions, make_archive
 from medtl.ingest.batches import batch_items, isolate_failures, item_bytes, run_batch
-from medtl.ingest.execution import WORKER_CRASHED
 from medtl.ingest.pipeline import ingest_sources
-from medtl.ingest.worker import WorkItem, WorkResult
+from medtl.ingest.worker import WORKER_CRASHED, WorkItem, WorkResult
 from support.outcomes import fates_by_path, sorted_manifest
 from support.trained import DEV_PSEUDONYMIZER
 

@@ -128,6 +128,37 @@ def test_a_decoder_that_crashes_its_worker_process_costs_that_series_only(tmp_pa
     )
 
 
+def test_a_crash_inside_a_batch_of_series_costs_that_series_only(tmp_path, monkeypatch):
+    """Small series go to the workers in batches: a decoder that kills its process in the middle of one costs
+    that series, not its batch-mates, which are decoded again (their batch alone, then each alone)."""
+    src = tmp_path / "src"
+    names = [f"s{number:02d}" for number in range(24)]
+    for name in names:
+        good_series(src / name, patient_id=f"P{name.upper()}")
+    real, sizes = worker_module.read_plan, []
+    real_batches = execution_module.batch_items
+
+    def segfaulting(plan, *args, **kwargs):
+        if plan.headers[0].patient_id == "PS05":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(plan, *args, **kwargs)
+
+    def recorded(items, **kwargs):
+        batches = real_batches(items, **kwargs)
+        sizes.append([len(batch) for batch in batches])
+        return batches
+
+    monkeypatch.setattr(worker_module, "read_plan", segfaulting)  # inherited by the forked workers
+    monkeypatch.setattr(execution_module, "batch_items", recorded)
+    ingest_sources([src], out=tmp_path / "out", pseudonymizer=PSEUDO, workers=1)
+    assert sizes[0] == [3] * 8  # 24 series, one worker: eight batches of three
+    report, fates = _fates(tmp_path / "out")
+    assert [Path(p).parent.name for p in fates["worker_crashed"]] == ["s05"] * 4
+    assert report.counts == {"ingested": 23 * 4, "skipped": 0, "quarantined": 4}
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert len(manifest) == 23 and all((tmp_path / "out" / p).exists() for p in manifest.cache_path)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_header_reader_that_crashes_its_worker_process_costs_that_file_only(tmp_path, monkeypatch, workers):
     """The header pass is pure Python, but a worker dying there must not stop the run either: the file that kills
