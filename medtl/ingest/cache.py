@@ -121,13 +121,13 @@ class ScanCache:
         A failure of either leaves no file behind and is raised."""
         handle, tmp = _temporary_in(str(self.root / "arrays"))
         pending = PendingWrite(handle, array)
-        pending.thread.start()
+        pending.start()
         try:
             try:
                 yield pending
             finally:
                 with timed("cache_write"):  # the part of the write the block did not hide
-                    pending.thread.join()
+                    pending.join()
             if pending.error is not None:
                 raise pending.error
             if pending.relpath is None:
@@ -165,13 +165,31 @@ class ScanCache:
         return dtype == np.float32 and not fortran_order and tuple(found) == tuple(shape)
 
 
+# Below this size an array is written where it is made: starting and joining a thread costs more than the
+# write it would hide (an archive of small series writes two arrays per scan).
+BACKGROUND_WRITE_BYTES = 256 * 1024
+
+
 class PendingWrite:
     """An array being written to a temporary file; `relpath` is set by whoever learns its name meanwhile."""
 
     def __init__(self, handle: int, array: np.ndarray) -> None:
         self.relpath: str | None = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._write, args=(handle, array), daemon=True)
+        self.handle, self.array = handle, array
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """On a background thread, or at once for a small array."""
+        if self.array.nbytes < BACKGROUND_WRITE_BYTES:
+            self._write(self.handle, self.array)
+        else:
+            self.thread = threading.Thread(target=self._write, args=(self.handle, self.array), daemon=True)
+            self.thread.start()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
 
     def _write(self, handle: int, array: np.ndarray) -> None:
         try:
@@ -203,6 +221,9 @@ class WriteBehind:
 
     def save(self, relpath: str, array: np.ndarray) -> None:
         self._join()
+        if array.nbytes < BACKGROUND_WRITE_BYTES:  # a thread would cost more than the write
+            self.cache.save_array(relpath, array)
+            return
         self._thread = threading.Thread(target=self._save, args=(relpath, array), daemon=True)
         self._thread.start()
 

@@ -45,7 +45,18 @@ def summarize(array: np.ndarray) -> IntensitySummary:
         return IntensitySummary(0, 0.0, 0.0, np.zeros(SKETCH_POINTS))
     mean = float(sample.mean())
     m2 = float(np.square(sample - mean).sum())
-    return IntensitySummary(int(sample.size), mean, m2, np.quantile(sample, _MID_RANKS))
+    return IntensitySummary(int(sample.size), mean, m2, _quantiles_at_mid_ranks(sample))
+
+
+def _quantiles_at_mid_ranks(sample: np.ndarray) -> np.ndarray:
+    """`np.quantile(sample, _MID_RANKS)` (its default, linear method) from one sort: numpy partitions once per
+    requested point, and 128 points made this ~0.6 ms a scan, the largest fixed cost of a small scan's decode."""
+    ordered = np.sort(sample)
+    position = _MID_RANKS * (ordered.size - 1)
+    below = np.floor(position).astype(np.intp)
+    above = np.minimum(below + 1, ordered.size - 1)
+    low = ordered[below]
+    return low + (ordered[above] - low) * (position - below)
 
 
 def pooled_stats(summaries: Iterable[IntensitySummary]) -> IntensityStats:

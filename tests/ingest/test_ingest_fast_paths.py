@@ -376,9 +376,13 @@ def test_damaged_copies_get_pydicoms_header_or_go_to_pydicom(tmp_path):
     assert checked > 50
 
 
-def test_preprocessed_writes_finish_before_the_batch_returns_and_failures_surface(tmp_path, monkeypatch):
+@pytest.mark.parametrize("side", [4, 300])  # written where made; written on a background thread (> 256 KiB)
+def test_preprocessed_writes_finish_before_the_batch_returns_and_failures_surface(tmp_path, monkeypatch, side):
+    from medtl.ingest.cache import BACKGROUND_WRITE_BYTES
+
     cache = ScanCache(tmp_path)
-    arrays = [np.full((4, 4), k, np.float32) for k in range(3)]
+    arrays = [np.full((side, side), k, np.float32) for k in range(3)]
+    assert (arrays[0].nbytes < BACKGROUND_WRITE_BYTES) == (side == 4)
     with WriteBehind(cache) as writes:
         for k, array in enumerate(arrays):
             writes.save(f"cache/t/{k}.npy", array)

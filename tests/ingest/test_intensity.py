@@ -169,3 +169,13 @@ def test_a_hostile_summary_file_is_ignored_not_trusted(tmp_path):
             archive.writestr(f"{name}.npy", member.getvalue())
     path.write_bytes(buffer.getvalue())
     assert load_summaries(path, ["s0"]) == {}
+
+
+def test_the_sketch_is_numpys_quantiles_at_the_mid_ranks():
+    from medtl.ingest.intensity import _MID_RANKS, _quantiles_at_mid_ranks
+
+    rng = np.random.default_rng(3)
+    for sample in (rng.normal(size=4096), rng.integers(-1024, 3000, 999).astype(float), np.full(7, 2.5),
+                   np.array([4.0]), np.array([1.0, 1.0, 9.0])):  # fmt: skip
+        np.testing.assert_allclose(_quantiles_at_mid_ranks(sample), np.quantile(sample, _MID_RANKS), rtol=1e-12,
+                                   atol=1e-12)  # fmt: skip
