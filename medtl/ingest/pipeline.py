@@ -159,18 +159,13 @@ def ingest_sources(
         with process_pool(n_workers) as executor, Progress(progress) as bar:
             start_workers(executor, n_workers)
             laps.lap("start_workers")
-            listing = (
-                _listed_ahead(executor, sources, pseudonymizer, n_workers)
-                if incremental and (out / STATE).is_file()
-                else None
-            )
+            listing = _listed_ahead(executor, sources, pseudonymizer, n_workers)
             previous, full_reason = (
                 load_previous(out, settings) if incremental else (None, "a full re-read was asked for")
             )
             # written last: an interrupted run leaves no state, and the next run reads everything
             (out / STATE).unlink(missing_ok=True)
             changes = ChangeSet(previous, verify=verify)
-            # on a first run the workers read headers while the sources are still being walked and listed here
             found = (
                 listed(merged_listing(sources, (piece.result() for piece in listing)))
                 if listing is not None
@@ -305,9 +300,11 @@ def _task_notes(task: TaskDeclaration | None, rows: Sequence[dict[str, Any]]) ->
 def _listed_ahead(
     executor: Executor | None, sources: Sequence[Path], pseudonymizer: Pseudonymizer, n_workers: int
 ) -> list[Future[tuple[list[tuple], dict[int, str | None]]]] | None:
-    """On a re-run, the workers walk and stat the sources, in pieces, while this process loads the last run's
-    records; most files will not be read, so nothing is gained by handing them on one by one as they are found.
-    In pieces: listing is a re-run's floor on a large archive, and it then scales with the workers."""
+    """The workers walk and stat the sources, in pieces: on a re-run while this process loads the last run's
+    records (most files will not be read, so nothing is gained by handing them on one by one as they are found);
+    on a first run too, before they read the headers: walked here, the listing overlapped the header pass but was
+    ~0.1 ms of this process's time per file, and this process's own per-file work is what bounds how many workers
+    an ingest keeps busy. In pieces: listing is a re-run's floor on a large archive, and it scales with the workers."""
     if executor is None:
         return None
     # a missing source stops the run here, before the last run's records are loaded; pieces of unequal size even
