@@ -215,8 +215,8 @@ class ChangeSet:
     """The files of this run sorted by what must be read, as they are listed; `regroup` adds the rest of each
     touched group once all are listed.
 
-    Why sorted one file at a time: `fresh_of` hands each file to be read on as soon as it is listed, so the header
-    pass starts while the sources are still being walked (on a first ingest, every file is fresh).
+    Why sorted one file at a time: `fresh_of` hands each file to be read on as soon as it is listed, so where the
+    sources are walked in this process (no worker pool) the header pass starts while they are still being walked.
     """
 
     def __init__(self, previous: Previous | None, *, verify: bool = False) -> None:
