@@ -75,7 +75,7 @@ def expected_spec(
                          "shape": [0, 0], "spacing": [0.0, 0.0]})  # fmt: skip
         elif plan.handling == "stack":
             rows.append(None)  # filled in below, in order
-            stacks.append(_Stack([_slice_of(header) for header in plan.headers], plan.modality))  # type: ignore[misc]
+            stacks.append(_Stack([_slice_of(header) for header in plan.headers], plan.modality))
         else:
             return None
     stack_rows = iter(_stack_rows(stacks, executor, n_workers))
@@ -92,26 +92,26 @@ def expected_spec(
 
 
 def _slice_of(header: Any) -> tuple:
-    return (header.position, header.orientation, header.pixel_spacing, header.columns, header.rows,
-                         header.modality)  # fmt: skip
+    """A header's SliceGeometry fields, as a plain tuple."""
+    return header.position, header.orientation, header.pixel_spacing, header.columns, header.rows, header.modality
 
 
 def _stack_rows(stacks: list[_Stack], executor: Executor | None, n_workers: int) -> list[Row | None]:
     """Each stack's row (None: not foreseeable), in order; in a few chunks per worker when there is a pool."""
     if executor is None or len(stacks) < _WORTH_SENDING:
-        return planned_rows(stacks)
+        return _planned_rows(stacks)
     size = -(-len(stacks) // (4 * max(1, n_workers)))
     try:
-        chunks = executor.map(planned_rows, [stacks[i : i + size] for i in range(0, len(stacks), size)])
+        chunks = executor.map(_planned_rows, [stacks[i : i + size] for i in range(0, len(stacks), size)])
         return [row for chunk in chunks for row in chunk]
     except BrokenProcessPool:  # a header reader crashed the pool before: foreseen here instead
-        return planned_rows(stacks)
+        return _planned_rows(stacks)
 
 
 _WORTH_SENDING = 64  # fewer stacks cost less here than the round trip to the workers
 
 
-def planned_rows(stacks: Sequence[_Stack]) -> list[Row | None]:
+def _planned_rows(stacks: Sequence[_Stack]) -> list[Row | None]:
     """What each stack's manifest row will say of its kind, modality, shape and spacing (None: not foreseeable)."""
     rows: list[Row | None] = []
     for stack in stacks:

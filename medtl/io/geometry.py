@@ -87,7 +87,7 @@ def analyse_stack(positions: Sequence[Sequence[float]], orientation: Sequence[fl
 
 def _median(values: np.ndarray) -> float:
     """`np.median` of a 1-D float array, to the bit, without its overhead: a series of a few slices is analysed
-    once while grouping, once while foreseeing the spec and once while decoding, and an archive has thousands."""
+    while foreseeing the spec and again while decoding, and an archive has thousands."""
     if np.isnan(values).any():
         return float("nan")
     ordered = sorted(values.tolist())
