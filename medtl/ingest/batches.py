@@ -14,9 +14,7 @@ worker decodes one series at a time, so its memory stays bounded by the largest 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 from medtl.ingest.worker import WorkItem, WorkResult, crashed, run_item, without_early_preprocessing
 
@@ -28,13 +26,16 @@ BATCH_SERIES = 64
 
 
 def item_bytes(item: WorkItem) -> int:
-    """Bytes the item's files take on disk (0 for a file that cannot be stat'ed: its item fails on its own)."""
-    paths: list[Path] = [h.path for h in item.plan.headers] if item.plan else [p for p in [item.nifti_path] if p]
-    total = 0
-    for path in paths:
-        with contextlib.suppress(OSError):
-            total += path.stat().st_size
-    return total
+    """Bytes the item's files take on disk: a DICOM header knows its file's size; a NIfTI file is stat'ed (0 when
+    it cannot be: its item fails on its own). Orders the work (largest first) and bounds the batches."""
+    if item.plan is not None:
+        return sum(header.size for header in item.plan.headers)
+    if item.nifti_path is None:
+        return 0
+    try:
+        return item.nifti_path.stat().st_size
+    except OSError:
+        return 0
 
 
 def batch_items(
@@ -42,20 +43,18 @@ def batch_items(
     *,
     max_bytes: int = BATCH_BYTES,
     max_series: int = BATCH_SERIES,
-    weight: Callable[[WorkItem], int] = item_bytes,
 ) -> list[list[WorkItem]]:
-    """Consecutive items grouped up to `max_bytes` of input files (as `weight` counts them) and `max_series` items;
-    a larger item alone."""
+    """Consecutive items grouped up to `max_bytes` of input files and `max_series` items; a larger item alone."""
     batches: list[list[WorkItem]] = []
     current: list[WorkItem] = []
     size = 0
     for item in items:
-        weight_of_item = weight(item)
-        if current and (size + weight_of_item > max_bytes or len(current) >= max_series):
+        weight = item_bytes(item)
+        if current and (size + weight > max_bytes or len(current) >= max_series):
             batches.append(current)
             current, size = [], 0
         current.append(item)
-        size += weight_of_item
+        size += weight
     if current:
         batches.append(current)
     return batches

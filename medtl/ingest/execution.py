@@ -193,24 +193,22 @@ class Decoding:
     """Iterates over the WorkResult of every item; a crash leaves the given pool broken (`is_broken`), and the
     caller uses a new one afterwards.
 
-    Items go to the workers in batches of consecutive items (batches.batch_items; `size`: an item's bytes), a few
+    Items go to the workers in batches of consecutive items (batches.batch_items), a few
     per worker at most: each job costs this process a round trip whatever its size (submitting, pickling, a
     wake-up, unpickling its result: ~0.7 ms), so an archive of thousands of small series made this process,
     not the workers, the limit on how many workers an ingest can keep busy. A worker still decodes one series
     at a time, so its memory stays bounded by the largest series.
     """
 
-    def __init__(
-        self, executor: Executor | None, items: list[WorkItem], n_workers: int, size: Callable[[WorkItem], int]
-    ) -> None:
-        self.executor, self.items, self.n_workers, self.size = executor, items, n_workers, size
+    def __init__(self, executor: Executor | None, items: list[WorkItem], n_workers: int) -> None:
+        self.executor, self.items, self.n_workers = executor, items, n_workers
 
     def __iter__(self) -> Iterator[WorkResult]:
         yield from self._run(self.executor, list(self.items))
 
     def _run(self, executor: Executor | None, items: list[WorkItem]) -> Iterator[WorkResult]:
         per_batch = max(1, min(BATCH_SERIES, -(-len(items) // (BATCHES_PER_WORKER * self.n_workers))))
-        batches = batch_items(items, max_bytes=BATCH_BYTES, max_series=per_batch, weight=self.size)
+        batches = batch_items(items, max_bytes=BATCH_BYTES, max_series=per_batch)
         limit = 2 * self.n_workers
         done: set[int] = set()  # a batch's results come back together: its first item stands for it
         try:

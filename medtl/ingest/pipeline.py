@@ -31,7 +31,7 @@ from medtl.ingest.accounting import (
     without_failed,
     work_items,
 )
-from medtl.ingest.batches import ItemRunner
+from medtl.ingest.batches import ItemRunner, item_bytes
 from medtl.ingest.cache import ScanCache
 from medtl.ingest.declaration import complete_declaration, suggestion
 from medtl.ingest.discover import InputFile, walk_sources
@@ -192,9 +192,10 @@ def ingest_sources(
             laps.lap("grouping")
             for identity in identities.values():
                 private.add_identifiers(identity.patient, identity.accession)
-            size = _item_size(files)
-            ordered = sorted(items, key=size, reverse=True)  # see _item_size
-            decoding = Decoding(executor, ordered, n_workers, size)  # does nothing until iterated
+            # biggest series first: with the largest last, one worker finishes it alone while the others idle;
+            # results are put back in item order afterwards, so the order of work never shows in the outputs
+            ordered = sorted(items, key=item_bytes, reverse=True)
+            decoding = Decoding(executor, ordered, n_workers)  # does nothing until iterated
             by_location = {str(f.path): f for f in files}
             records: dict[Path, FileRecord] = {}  # of the files read this time
             collected = Collected(items, identities, pseudonymizer)
@@ -313,20 +314,6 @@ def _listed_ahead(
 
 
 # -- work and spec -------------------------------------------------------------------------------------------------
-
-
-def _item_size(files: list[InputFile]) -> Callable[[WorkItem], int]:
-    """An item's bytes, from what is known already (no stat). The biggest series go first: with the largest last,
-    one worker finishes it alone while the others idle; and small ones go to the workers in batches by bytes
-    (execution.Decoding). Results are put back in item order afterwards, so the order of work never shows."""
-    nifti_sizes = {file.path: file.size for file in files if file.kind == "nifti"}  # a DICOM header has its own
-
-    def size(item: WorkItem) -> int:
-        if item.plan is not None:
-            return sum(header.size for header in item.plan.headers)
-        return nifti_sizes.get(item.nifti_path, 0) if item.nifti_path is not None else 0
-
-    return size
 
 
 def _unit(pseudonymizer: Pseudonymizer) -> Callable[[InputFile], str]:
