@@ -23,7 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.contracts.task import TaskDeclaration
 from medtl.identity import pseudonymizer_from_env
-from medtl.ingest.batches import BATCH_SERIES, ItemRunner, batch_items, isolate_failures, run_batch
+from medtl.ingest.batches import (
+    BATCH_SERIES,
+    ItemRunner,
+    batch_items,
+    isolate_failures,
+    run_batch,
+    series_per_batch,
+)
 from medtl.ingest.pipeline import ingest_sources
 from medtl.ingest.preprocess import load_spec
 from medtl.ingest.worker import WorkItem, WorkResult
@@ -124,7 +131,7 @@ def _worker_threads(task_runner: object) -> int:
 
 def _decode_as_tasks(items: list[WorkItem], *, slots: int) -> Iterator[WorkResult]:
     # about 4 batches per worker thread, so that at the end no worker waits long for a straggler
-    per_batch = max(1, min(BATCH_SERIES, -(-len(items) // (4 * slots))))
+    per_batch = series_per_batch(len(items), slots, batches_per_slot=4, most=BATCH_SERIES)
     batches = batch_items(items, max_series=per_batch)
     futures = [decode_series.submit(SeriesBatch(batch), str(number)) for number, batch in enumerate(batches)]
     yield from isolate_failures(batches, enumerate(_outcome(future) for future in futures), _one_per_task)

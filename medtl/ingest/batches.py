@@ -38,6 +38,12 @@ def item_bytes(item: WorkItem) -> int:
         return 0
 
 
+def series_per_batch(n_items: int, slots: int, *, batches_per_slot: int, most: int) -> int:
+    """How many series a batch holds so that each worker slot gets about `batches_per_slot` batches (the last
+    ones even out the slots' finishing times), at most `most` and at least one."""
+    return max(1, min(most, -(-n_items // (batches_per_slot * max(1, slots)))))
+
+
 def batch_items(
     items: list[WorkItem],
     *,

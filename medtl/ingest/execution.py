@@ -22,7 +22,7 @@ from multiprocessing import current_process, get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from typing import TypeVar
 
-from medtl.ingest.batches import batch_items, run_batch
+from medtl.ingest.batches import batch_items, run_batch, series_per_batch
 from medtl.ingest.worker import WorkItem, WorkResult, crashed, run_item, without_early_preprocessing
 
 T = TypeVar("T")
@@ -193,11 +193,11 @@ class Decoding:
     """Iterates over the WorkResult of every item; a crash leaves the given pool broken (`is_broken`), and the
     caller uses a new one afterwards.
 
-    Items go to the workers in batches of consecutive items (batches.batch_items), a few
-    per worker at most: each job costs this process a round trip whatever its size (submitting, pickling, a
-    wake-up, unpickling its result: ~0.7 ms), so an archive of thousands of small series made this process,
-    not the workers, the limit on how many workers an ingest can keep busy. A worker still decodes one series
-    at a time, so its memory stays bounded by the largest series.
+    Items go to the workers in batches of consecutive items (batches.batch_items), a few per worker at most: each
+    job costs this process a round trip whatever its size (submitting, pickling, a wake-up, unpickling its result:
+    ~0.7 ms), so an archive of thousands of small series made this process, not the workers, the limit on how many
+    workers an ingest can keep busy. A worker still decodes one series at a time, so its memory stays bounded by
+    the largest series.
     """
 
     def __init__(self, executor: Executor | None, items: list[WorkItem], n_workers: int) -> None:
@@ -207,8 +207,10 @@ class Decoding:
         yield from self._run(self.executor, list(self.items))
 
     def _run(self, executor: Executor | None, items: list[WorkItem]) -> Iterator[WorkResult]:
-        per_batch = max(1, min(BATCH_SERIES, -(-len(items) // (BATCHES_PER_WORKER * self.n_workers))))
-        batches = batch_items(items, max_bytes=BATCH_BYTES, max_series=per_batch)
+        per_batch = series_per_batch(
+            len(items), self.n_workers, batches_per_slot=LOCAL_BATCHES_PER_WORKER, most=LOCAL_BATCH_SERIES
+        )
+        batches = batch_items(items, max_bytes=LOCAL_BATCH_BYTES, max_series=per_batch)
         limit = 2 * self.n_workers
         done: set[int] = set()  # a batch's results come back together: its first item stands for it
         try:
@@ -232,9 +234,10 @@ class Decoding:
 # Batches of the local pool: small enough that the largest series go alone and every worker gets several
 # batches (the last ones, of the smallest series, even out the workers' finishing times), large enough that an
 # archive of small series costs this process a round trip per ~16 series instead of one per series.
-BATCH_BYTES = 8 * 1024 * 1024
-BATCH_SERIES = 16
-BATCHES_PER_WORKER = 8
+# (Smaller than the Dask route's batches, batches.BATCH_BYTES: a local round trip costs far less than a task's.)
+LOCAL_BATCH_BYTES = 8 * 1024 * 1024
+LOCAL_BATCH_SERIES = 16
+LOCAL_BATCHES_PER_WORKER = 8
 
 
 def _isolated(item: WorkItem) -> WorkResult:
