@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,8 +89,33 @@ def _cells(side: int) -> int:
     return math.ceil(side / 32)
 
 
+class Probes(Mapping[int, Probe]):
+    """The timing probe of each candidate input side, measured when first asked for.
+
+    Why lazily: a probe of a large upsampled input takes seconds on a CPU, and a plan without a budget needs only
+    the side it picks, while a budget stops at the first side whose training alone it cannot afford (a larger input
+    never trains faster). Planning time counts against the budget."""
+
+    def __init__(self, sides: Sequence[int], measure: Callable[[int], Probe]) -> None:
+        self._sides, self._measure = sorted(sides), measure
+        self._measured: dict[int, Probe] = {}
+
+    def __getitem__(self, side: int) -> Probe:
+        if side not in self._sides:
+            raise KeyError(side)
+        if side not in self._measured:
+            self._measured[side] = self._measure(side)
+        return self._measured[side]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._sides)
+
+    def __len__(self) -> int:
+        return len(self._sides)
+
+
 def choose_side(
-    facts: PlanFacts, recipe: Recipe, probes: dict[int, Probe], available_s: float | None,
+    facts: PlanFacts, recipe: Recipe, probes: Mapping[int, Probe], available_s: float | None,
     search_seconds: Callable[[int], float],
 ) -> tuple[int, str, int | None]:  # fmt: skip
     """The input side, why, and a smaller fold count when that is what makes an upsampled side affordable.
@@ -99,7 +124,8 @@ def choose_side(
     take from them with that side (0 where it would be skipped). The largest side whose full schedule fits wins.
     When none but the native one does, the first upsampled side may still be bought with the budget's fold cut
     (5 -> 3 folds, full schedule): a last stage of 2x2 cells instead of 1x1 changes what the network can represent,
-    two more fold models only average more of the same."""
+    two more fold models only average more of the same. Sides are costed smallest first, up to the first whose
+    training alone exceeds `available_s` (`probes` may measure each side only when it is asked for)."""
     sides = sorted(probes)
     native = max(facts.native_shape)
     if len(sides) == 1:
@@ -116,8 +142,15 @@ def choose_side(
     def cost(side: int, n_folds: int) -> float:
         return train_seconds(facts, replace(shape, n_folds=n_folds), probes[side]) + search_seconds(side)
 
-    costs = ", ".join(f"{s} px ~{cost(s, shape.n_folds) / 60:.0f} min" for s in sides)
-    affordable = [s for s in sides if cost(s, shape.n_folds) <= available_s]
+    costed = []
+    for candidate in sides:
+        costed.append(candidate)
+        if train_seconds(facts, shape, probes[candidate]) > available_s:
+            break  # neither this side nor a larger one fits, with or without the empirical stage
+    costs = ", ".join(f"{s} px ~{cost(s, shape.n_folds) / 60:.0f} min" for s in costed)
+    if len(costed) < len(sides):
+        costs += f"; {', '.join(f'{s} px' for s in sides[len(costed) :])} not measured: larger, so dearer"
+    affordable = [s for s in costed if cost(s, shape.n_folds) <= available_s]
     side = max(affordable) if affordable else native
     if side != native:
         why = (
@@ -155,7 +188,7 @@ def _variants(recipe: Recipe, side: int, native: PreprocessingSpec, limit: int) 
     return variants[:limit]
 
 
-def _search_seconds(facts: PlanFacts, recipe: Recipe, side: int, native: PreprocessingSpec, probes: dict[int, Probe],
+def _search_seconds(facts: PlanFacts, recipe: Recipe, side: int, native: PreprocessingSpec, probes: Mapping[int, Probe],
                     limit: int) -> float:  # fmt: skip
     """The empirical stage's estimated cost with `side`: each candidate trains the inner folds of a two-fold split
     for a share of the schedule."""
@@ -203,7 +236,7 @@ def _validate(values: dict[str, Any], *, where: str) -> TrainConfig:
 
 
 def _search(
-    gathered: Gathered, recipe: Recipe, side: int, native: PreprocessingSpec, probes: dict[int, Probe],
+    gathered: Gathered, recipe: Recipe, side: int, native: PreprocessingSpec, probes: Mapping[int, Probe],
     options: PlanOptions, budget_s: float | None, device: torch.device,
 ) -> tuple[list[Candidate], Trial | None, str | None]:  # fmt: skip
     """Run the empirical stage when it fits its share of the budget: (table, winning trial, or a note why not)."""
@@ -253,12 +286,12 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
         "batch_size": recipe.values["batch_size"],
         "device": device,
     }
-    # one throwaway probe first: the process's first steps pay one-time costs (thread pools, lazy imports, kernels)
-    probe(recipe.config()["model"], shape=list(_spec_for(native, sides[0]).target_shape), **probe_kwargs)
-    probes = {
-        side: probe(recipe.config()["model"], shape=list(_spec_for(native, side).target_shape), **probe_kwargs)
-        for side in sides
-    }
+
+    def measure(side: int) -> Probe:
+        return probe(recipe.config()["model"], shape=list(_spec_for(native, side).target_shape), **probe_kwargs)
+
+    measure(sides[0])  # thrown away: the process's first steps pay one-time costs (thread pools, lazy imports, kernels)
+    probes = Probes(sides, measure)
     search = options.search if options.search is not None else budget_s is not None
 
     def search_seconds(side: int) -> float:  # what the empirical stage takes from the budget with this side

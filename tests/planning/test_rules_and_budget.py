@@ -6,7 +6,7 @@ import pytest
 
 from medtl.contracts.planning import PlanFacts, Probe
 from medtl.planning.budget import Shape, fit_to_budget, train_seconds
-from medtl.planning.plan import choose_side
+from medtl.planning.plan import Probes, choose_side
 from medtl.planning.rules import (
     BATCH_RANGE,
     MIN_STEPS_PER_EPOCH,
@@ -151,3 +151,17 @@ def test_a_small_image_is_upsampled_with_fewer_folds_when_only_that_fits_the_bud
     assert choose_side(f, recipe, probes, three[64] * 1.01, lambda side: three[64] * 0.1)[::2] == (28, None)
     # no budget: the smallest side whose last stage has 2x2 cells, all folds
     assert choose_side(f, recipe, probes, None, no_search)[::2] == (64, None)
+
+    # measured when asked for: no budget needs no probe here (the plan measures its chosen side afterwards), and a
+    # budget stops at the first side whose training alone it cannot afford
+    asked: list[int] = []
+
+    def lazily() -> Probes:
+        asked.clear()
+        return Probes(list(seconds), lambda side: asked.append(side) or probes[side])
+
+    assert choose_side(f, recipe, lazily(), None, no_search)[::2] == (64, None) and asked == []
+    side, why, _ = choose_side(f, recipe, lazily(), five[28] * 1.01, no_search)
+    assert side == 28 and asked == [28, 64] and "112 px not measured" in why
+    side, why, _ = choose_side(f, recipe, lazily(), five[112] * 1.01, no_search)
+    assert side == 112 and asked == [28, 64, 112] and "not measured" not in why
