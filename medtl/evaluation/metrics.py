@@ -8,7 +8,7 @@ and 1 and for small counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,10 +53,57 @@ def wilson(successes: int, total: int) -> tuple[float | None, float | None, floa
     return p, float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def _groups(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    groups = np.arange(n) if groups is None else np.asarray(groups)
-    unique, inverse = np.unique(groups, return_inverse=True)
-    return unique, [np.flatnonzero(inverse == g) for g in range(len(unique))]
+def patient_groups(groups: np.ndarray | None, n: int) -> tuple[int, np.ndarray]:
+    """(number of groups, each row's group number 0..groups-1)."""
+    if groups is None:
+        return n, np.arange(n)
+    unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    return len(unique), inverse.reshape(-1)
+
+
+RESAMPLE_BLOCK = 1 << 20  # drawn group numbers held at once (8 MiB), however many resamples and groups
+
+
+def resampled_groups(n_groups: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """The resamples' drawn groups, a block of rows at a time (one row per resample).
+
+    numpy's generator continues one stream across calls, so a block holds the very numbers one draw per resample
+    would give: results do not depend on the block size, and match those of earlier versions."""
+    rng = np.random.default_rng(seed)
+    per_block = max(1, RESAMPLE_BLOCK // max(1, n_groups))
+    for start in range(0, n_boot, per_block):
+        yield rng.integers(0, n_groups, size=(min(per_block, n_boot - start), n_groups))
+
+
+def rows_of_groups(inverse: np.ndarray, n_groups: int) -> Callable[[np.ndarray], np.ndarray]:
+    """drawn group numbers -> the rows of those groups, each group's rows in order, the groups in drawn order.
+
+    Vectorised (no Python step per drawn group): a patient-level bootstrap of a test set of thousands of patients
+    draws thousands of groups per resample, two thousand times per interval."""
+    order = np.argsort(inverse, kind="stable")  # rows grouped, each group's rows in ascending order
+    sizes = np.bincount(inverse, minlength=n_groups)
+    starts = np.cumsum(sizes) - sizes
+    if (sizes == 1).all():
+        return lambda drawn: order[drawn]
+
+    def rows(drawn: np.ndarray) -> np.ndarray:
+        lengths = sizes[drawn]
+        before = np.cumsum(lengths) - lengths  # where each drawn group's rows begin in the resample
+        return order[np.repeat(starts[drawn] - before, lengths) + np.arange(lengths.sum())]
+
+    return rows
+
+
+def _interval(value: float, estimates: np.ndarray, *, n_boot: int, level: float, per_patient: bool) -> Interval:
+    """The percentile interval of the defined resample estimates (in resample order)."""
+    if len(estimates) == 0:
+        return Interval(float(value), None, None, 0, "undefined interval")
+    alpha = (1 - level) / 2
+    low, high = np.quantile(estimates, [alpha, 1 - alpha])
+    unit = "patients" if per_patient else "images"
+    return Interval(
+        float(value), float(low), float(high), len(estimates), f"percentile bootstrap over {unit} ({n_boot})"
+    )
 
 
 def bootstrap(
@@ -72,24 +119,44 @@ def bootstrap(
     value = statistic(np.arange(n))
     if value is None:
         return Interval(None, None, None, 0, "undefined")
-    unique, members = _groups(groups, n)
-    rng = np.random.default_rng(seed)
-    single = np.concatenate(members) if len(unique) == n else None  # one row per group: index the draw directly
+    n_groups, inverse = patient_groups(groups, n)
+    rows_of = rows_of_groups(inverse, n_groups)
     estimates = []
-    for _ in range(n_boot):
-        drawn = rng.integers(0, len(unique), size=len(unique))
-        rows = single[drawn] if single is not None else np.concatenate([members[g] for g in drawn])
-        result = statistic(rows)
-        if result is not None:
-            estimates.append(result)
-    if not estimates:
-        return Interval(float(value), None, None, 0, "undefined interval")
-    alpha = (1 - level) / 2
-    low, high = np.quantile(estimates, [alpha, 1 - alpha])
-    unit = "patients" if len(unique) < n else "images"
-    return Interval(
-        float(value), float(low), float(high), len(estimates), f"percentile bootstrap over {unit} ({n_boot})"
-    )
+    for block in resampled_groups(n_groups, n_boot, seed):
+        for drawn in block:
+            result = statistic(rows_of(drawn))
+            if result is not None:
+                estimates.append(result)
+    return _interval(value, np.asarray(estimates, dtype=float), n_boot=n_boot, level=level, per_patient=n_groups < n)
+
+
+def count_bootstrap(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    counts: np.ndarray,
+    groups: np.ndarray | None = None,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """`bootstrap` for a statistic of summed counts: `counts` holds one row of counts per image (images x k) and
+    `statistic` maps sums (m x k) to m values, NaN where undefined. A resample's sums are how often it drew each
+    group times the groups' sums, so no resample is gathered: the same draws and the same numbers as `bootstrap`
+    of the equivalent statistic over rows, without a Python call per resample."""
+    counts = np.asarray(counts, dtype=float)  # integer counts: exact in float64, and sums by BLAS
+    n = len(counts)
+    value = float(statistic(counts.sum(axis=0, keepdims=True))[0])
+    if np.isnan(value):
+        return Interval(None, None, None, 0, "undefined")
+    n_groups, inverse = patient_groups(groups, n)
+    per_group = np.stack([np.bincount(inverse, weights=column, minlength=n_groups) for column in counts.T], axis=1)
+    estimates = []
+    for block in resampled_groups(n_groups, n_boot, seed):
+        resamples = np.arange(len(block))[:, None] * n_groups
+        drawn = np.bincount((block + resamples).ravel(), minlength=block.size).reshape(block.shape)
+        values = statistic(drawn.astype(float) @ per_group)
+        estimates.append(values[~np.isnan(values)])
+    return _interval(value, np.concatenate(estimates), n_boot=n_boot, level=level, per_patient=n_groups < n)
 
 
 def auroc_ci(
@@ -140,6 +207,16 @@ def auprc_ci(
     return bootstrap(statistic, len(targets), groups, n_boot=n_boot, seed=seed)
 
 
+# the per-image counts behind every threshold metric, and each metric as a ratio of their sums
+_COUNTS = ("true_positive", "positive", "true_negative", "negative", "predicted_positive", "predicted_negative")
+_RATIOS = {
+    "sensitivity": ("true_positive", "positive"),
+    "specificity": ("true_negative", "negative"),
+    "ppv": ("true_positive", "predicted_positive"),
+    "npv": ("true_negative", "predicted_negative"),
+}
+
+
 def threshold_metrics(
     targets: np.ndarray, scores: np.ndarray, threshold: float, groups: np.ndarray | None = None, *, seed: int = 0
 ) -> list[Estimate]:
@@ -147,55 +224,46 @@ def threshold_metrics(
     targets = np.asarray(targets).astype(bool)
     predicted = np.asarray(scores, dtype=float) >= threshold
     one_scan_each = groups is None or len(np.unique(groups)) == len(targets)
-    counts = {
-        "sensitivity": (int((predicted & targets).sum()), int(targets.sum())),
-        "specificity": (int((~predicted & ~targets).sum()), int((~targets).sum())),
-        "ppv": (int((predicted & targets).sum()), int(predicted.sum())),
-        "npv": (int((~predicted & ~targets).sum()), int((~predicted).sum())),
-    }
+    counts = np.stack(
+        [predicted & targets, targets, ~predicted & ~targets, ~targets, predicted, ~predicted], axis=1
+    ).astype(float)
+    totals = dict(zip(_COUNTS, counts.sum(axis=0).astype(int).tolist(), strict=True))
     estimates = []
-    for name, (hits, total) in counts.items():
+    for name, (hits, of) in _RATIOS.items():
         if one_scan_each:
-            value, low, high = wilson(hits, total)
-            estimates.append(Estimate(name=name, value=value, ci_low=low, ci_high=high, ci_method="wilson", n=total))
-        else:
-            statistic = _proportion(name, targets, predicted)
-            interval = bootstrap(statistic, len(targets), groups, seed=seed)
-            if interval.value is not None and interval.low == interval.high:
-                # every resample gives the same 0% or 100%: the bootstrap cannot express the uncertainty of a small
-                # count at the boundary, so fall back to a Wilson interval over the patients behind the denominator
-                patients = _denominator_patients(name, targets, predicted, np.asarray(groups))
-                _, low, high = wilson(round(interval.value * patients), patients)
-                interval = Interval(interval.value, low, high, 0, "wilson over patients (bootstrap degenerate)")
-            estimates.append(interval.estimate(name, n=total))
-
-    def balanced(rows: np.ndarray) -> float | None:
-        y, p = targets[rows], predicted[rows]
-        if y.all() or (~y).all():
-            return None
-        return float(((p & y).sum() / y.sum() + (~p & ~y).sum() / (~y).sum()) / 2)
-
-    estimates.append(bootstrap(balanced, len(targets), groups, seed=seed).estimate("balanced_accuracy", n=len(targets)))
+            value, low, high = wilson(totals[hits], totals[of])
+            estimates.append(
+                Estimate(name=name, value=value, ci_low=low, ci_high=high, ci_method="wilson", n=totals[of])
+            )
+            continue
+        interval = count_bootstrap(_ratio(hits, of), counts, groups, seed=seed)
+        if interval.value is not None and interval.low == interval.high:
+            # every resample gives the same 0% or 100%: the bootstrap cannot express the uncertainty of a small
+            # count at the boundary, so fall back to a Wilson interval over the patients behind the denominator
+            patients = len(np.unique(np.asarray(groups)[counts[:, _COUNTS.index(of)] > 0]))
+            _, low, high = wilson(round(interval.value * patients), patients)
+            interval = Interval(interval.value, low, high, 0, "wilson over patients (bootstrap degenerate)")
+        estimates.append(interval.estimate(name, n=totals[of]))
+    balanced = count_bootstrap(_balanced_accuracy, counts, groups, seed=seed)
+    estimates.append(balanced.estimate("balanced_accuracy", n=len(targets)))
     return estimates
 
 
-def _denominator_patients(name: str, targets: np.ndarray, predicted: np.ndarray, groups: np.ndarray) -> int:
-    mask = {"sensitivity": targets, "specificity": ~targets, "ppv": predicted, "npv": ~predicted}[name]
-    return len(np.unique(groups[mask]))
+def _ratio(hits: str, of: str) -> Callable[[np.ndarray], np.ndarray]:
+    numerator, denominator = _COUNTS.index(hits), _COUNTS.index(of)
 
-
-def _proportion(name: str, targets: np.ndarray, predicted: np.ndarray) -> Callable[[np.ndarray], float | None]:
-    def statistic(rows: np.ndarray) -> float | None:
-        y, p = targets[rows], predicted[rows]
-        numerator, denominator = {
-            "sensitivity": ((p & y).sum(), y.sum()),
-            "specificity": ((~p & ~y).sum(), (~y).sum()),
-            "ppv": ((p & y).sum(), p.sum()),
-            "npv": ((~p & ~y).sum(), (~p).sum()),
-        }[name]
-        return float(numerator / denominator) if denominator else None
+    def statistic(sums: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(sums[:, denominator] > 0, sums[:, numerator] / sums[:, denominator], np.nan)
 
     return statistic
+
+
+def _balanced_accuracy(sums: np.ndarray) -> np.ndarray:
+    """Mean of sensitivity and specificity; undefined unless both classes are present."""
+    tp, pos, tn, neg = (sums[:, _COUNTS.index(name)] for name in _COUNTS[:4])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((pos > 0) & (neg > 0), (tp / pos + tn / neg) / 2, np.nan)
 
 
 def roc_points(targets: np.ndarray, scores: np.ndarray) -> tuple[list[float], list[float]]:

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import binomtest, rankdata
 
 from medtl.contracts.task import TaskKind, decision_endpoint, endpoints
-from medtl.evaluation.metrics import Z95, Interval, _groups
+from medtl.evaluation.metrics import Z95, Interval, patient_groups, resampled_groups, rows_of_groups
 from medtl.ranking import fast_auroc, macro_auroc, mean_finding_auroc
 
 Verdict = Literal["superior", "non_inferior", "inconclusive", "inferior"]
@@ -173,15 +173,16 @@ def paired_interval(
             Interval(b, None, None, 0, "undefined") if b is not None else undefined,
             undefined,
         )
-    unique, members = _groups(patients, n)
-    rng = np.random.default_rng(seed)
+    n_groups, inverse = patient_groups(patients, n)
+    rows_of = rows_of_groups(inverse, n_groups)
     drawn: list[tuple[float, float]] = []
-    for _ in range(n_boot):
-        rows = np.concatenate([members[g] for g in rng.integers(0, len(unique), size=len(unique))])
-        resampled_a, resampled_b = statistic_a(probabilities_a, rows), statistic_b(probabilities_b, rows)
-        if resampled_a is not None and resampled_b is not None:
-            drawn.append((resampled_a, resampled_b))
-    unit = "patients" if len(unique) < n else "images"
+    for block in resampled_groups(n_groups, n_boot, seed):
+        for groups in block:
+            rows = rows_of(groups)
+            resampled_a, resampled_b = statistic_a(probabilities_a, rows), statistic_b(probabilities_b, rows)
+            if resampled_a is not None and resampled_b is not None:
+                drawn.append((resampled_a, resampled_b))
+    unit = "patients" if n_groups < n else "images"
     method = f"paired percentile bootstrap over {unit} ({n_boot})"
 
     def interval(value: float, values: np.ndarray) -> Interval:
