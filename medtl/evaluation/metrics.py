@@ -16,7 +16,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_curve
 
 from medtl.contracts.evaluation import Estimate
-from medtl.ranking import fast_auroc, fast_average_precision, macro_auroc, mean_finding_auroc
+from medtl.ranking import RankedScores, fast_auroc, fast_average_precision, macro_auroc, mean_finding_auroc
 
 Z95 = float(norm.ppf(0.975))
 
@@ -64,13 +64,14 @@ def patient_groups(groups: np.ndarray | None, n: int) -> tuple[int, np.ndarray]:
 RESAMPLE_BLOCK = 1 << 20  # drawn group numbers held at once (8 MiB), however many resamples and groups
 
 
-def resampled_groups(n_groups: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """The resamples' drawn groups, a block of rows at a time (one row per resample).
+def resampled_groups(n_groups: int, n_boot: int, seed: int, *, width: int = 0) -> Iterator[np.ndarray]:
+    """The resamples' drawn groups, a block of rows at a time (one row per resample; `width`: values a caller
+    holds per resample, when more than the groups, to size the blocks by).
 
     numpy's generator continues one stream across calls, so a block holds the very numbers one draw per resample
     would give: results do not depend on the block size, and match those of earlier versions."""
     rng = np.random.default_rng(seed)
-    per_block = max(1, RESAMPLE_BLOCK // max(1, n_groups))
+    per_block = max(1, RESAMPLE_BLOCK // max(1, n_groups, width))
     for start in range(0, n_boot, per_block):
         yield rng.integers(0, n_groups, size=(min(per_block, n_boot - start), n_groups))
 
@@ -130,6 +131,32 @@ def bootstrap(
     return _interval(value, np.asarray(estimates, dtype=float), n_boot=n_boot, level=level, per_patient=n_groups < n)
 
 
+def multiplicity_bootstrap(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    value: float | None,
+    n: int,
+    n_groups: int,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    width: int = 0,
+) -> Interval:
+    """`bootstrap` for a statistic that can be computed from how often a resample drew each of the `n_groups`
+    groups (patient_groups) of `n` rows: `statistic` maps those multiplicities (m resamples x groups) to m values,
+    NaN where undefined; `value`: the statistic on all rows. No resample is gathered and no Python call is made per
+    resample; the draws are `bootstrap`'s."""
+    if value is None or np.isnan(value):
+        return Interval(None, None, None, 0, "undefined")
+    estimates = []
+    for block in resampled_groups(n_groups, n_boot, seed, width=width):
+        resamples = np.arange(len(block))[:, None] * n_groups
+        drawn = np.bincount((block + resamples).ravel(), minlength=block.size).reshape(block.shape)
+        values = statistic(drawn.astype(float))
+        estimates.append(values[~np.isnan(values)])
+    return _interval(value, np.concatenate(estimates), n_boot=n_boot, level=level, per_patient=n_groups < n)
+
+
 def count_bootstrap(
     statistic: Callable[[np.ndarray], np.ndarray],
     counts: np.ndarray,
@@ -141,45 +168,60 @@ def count_bootstrap(
 ) -> Interval:
     """`bootstrap` for a statistic of summed counts: `counts` holds one row of counts per image (images x k) and
     `statistic` maps sums (m x k) to m values, NaN where undefined. A resample's sums are how often it drew each
-    group times the groups' sums, so no resample is gathered: the same draws and the same numbers as `bootstrap`
-    of the equivalent statistic over rows, without a Python call per resample."""
+    group times the groups' sums: the same numbers as `bootstrap` of the equivalent statistic over rows."""
     counts = np.asarray(counts, dtype=float)  # integer counts: exact in float64, and sums by BLAS
     n = len(counts)
-    value = float(statistic(counts.sum(axis=0, keepdims=True))[0])
-    if np.isnan(value):
-        return Interval(None, None, None, 0, "undefined")
     n_groups, inverse = patient_groups(groups, n)
     per_group = np.stack([np.bincount(inverse, weights=column, minlength=n_groups) for column in counts.T], axis=1)
-    estimates = []
-    for block in resampled_groups(n_groups, n_boot, seed):
-        resamples = np.arange(len(block))[:, None] * n_groups
-        drawn = np.bincount((block + resamples).ravel(), minlength=block.size).reshape(block.shape)
-        values = statistic(drawn.astype(float) @ per_group)
-        estimates.append(values[~np.isnan(values)])
-    return _interval(value, np.concatenate(estimates), n_boot=n_boot, level=level, per_patient=n_groups < n)
+    value = float(statistic(counts.sum(axis=0, keepdims=True))[0])
+    return multiplicity_bootstrap(
+        lambda drawn: statistic(drawn @ per_group), value, n, n_groups, n_boot=n_boot, level=level, seed=seed
+    )
 
 
 def auroc_ci(
     targets: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None, *, n_boot: int = 2000, seed: int = 0
 ) -> Interval:
-    targets, scores = np.asarray(targets).astype(int), np.asarray(scores, dtype=float)
+    """AUROC with its percentile bootstrap interval over groups (patients): each resample's AUROC from its images'
+    multiplicities (ranking.weighted_auroc), equal to the AUROC of the gathered resample."""
+    targets, scores = np.asarray(targets).astype(bool), np.asarray(scores, dtype=float)
+    value = fast_auroc(targets, scores)
+    if value is None:
+        return Interval(None, None, None, 0, "undefined: one class")
+    n_groups, inverse = patient_groups(groups, len(targets))
+    ranked = RankedScores(targets, scores)
+    return multiplicity_bootstrap(
+        lambda drawn: ranked.auroc(drawn[:, inverse]), value, len(targets), n_groups, n_boot=n_boot, seed=seed,
+        width=len(targets),
+    )  # fmt: skip
 
-    def statistic(rows: np.ndarray) -> float | None:
-        return fast_auroc(targets[rows], scores[rows])
 
-    result = bootstrap(statistic, len(targets), groups, n_boot=n_boot, seed=seed)
-    return result if result.value is not None else Interval(None, None, None, 0, "undefined: one class")
+def _class_aurocs_ci(
+    truth: np.ndarray, probabilities: np.ndarray, groups: np.ndarray | None, value: float | None,
+    combine: Callable[[np.ndarray], np.ndarray], *, n_boot: int, seed: int,
+) -> Interval:  # fmt: skip
+    """Interval of `combine` (classes x m AUROCs -> m values) over each column's one-vs-rest AUROC, every
+    resample's from its images' multiplicities (as auroc_ci)."""
+    n = len(truth)
+    n_groups, inverse = patient_groups(groups, n)
+    ranked = [RankedScores(truth[:, k], probabilities[:, k]) for k in range(truth.shape[1])]
+
+    def statistic(drawn: np.ndarray) -> np.ndarray:
+        weights = drawn[:, inverse]
+        return combine(np.stack([one.auroc(weights) for one in ranked]))
+
+    return multiplicity_bootstrap(statistic, value, n, n_groups, n_boot=n_boot, seed=seed, width=n * len(ranked))
 
 
 def macro_auroc_ci(frame, classes: list[str], *, n_boot: int = 2000, seed: int = 0) -> Interval:
-    """Macro one-vs-rest AUROC of a multiclass prediction frame (columns target, patient_id, p_<class>)."""
+    """Macro one-vs-rest AUROC of a multiclass prediction frame (columns target, patient_id, p_<class>); a
+    resample without every class has none."""
     targets = frame["target"].to_numpy().astype(int)
-    probabilities = frame[[f"p_{c}" for c in classes]].to_numpy()
-
-    def statistic(rows: np.ndarray) -> float | None:
-        return macro_auroc(targets[rows], probabilities[rows])
-
-    return bootstrap(statistic, len(targets), frame["patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
+    probabilities = frame[[f"p_{c}" for c in classes]].to_numpy().astype(float)
+    one_vs_rest = targets[:, None] == np.arange(len(classes))
+    value = macro_auroc(targets, probabilities)
+    return _class_aurocs_ci(one_vs_rest, probabilities, frame["patient_id"].to_numpy(), value,
+                            lambda aurocs: aurocs.mean(axis=0), n_boot=n_boot, seed=seed)  # fmt: skip
 
 
 def mean_finding_auroc_ci(
@@ -187,13 +229,17 @@ def mean_finding_auroc_ci(
 ) -> Interval:
     """Macro AUROC of a multi-label prediction: the mean of the findings' AUROCs that are defined (a finding with
     no positive, or no negative, scan in a resample has none and is left out of that resample's mean)."""
-    truth, probabilities = np.asarray(truth).astype(int), np.asarray(probabilities, dtype=float)
+    truth, probabilities = np.asarray(truth).astype(bool), np.asarray(probabilities, dtype=float)
+    value = mean_finding_auroc(truth, probabilities)
+    if value is None:
+        return Interval(None, None, None, 0, "undefined: no finding has both")
 
-    def statistic(rows: np.ndarray) -> float | None:
-        return mean_finding_auroc(truth[rows], probabilities[rows])
+    def defined_mean(aurocs: np.ndarray) -> np.ndarray:
+        counted = (~np.isnan(aurocs)).sum(axis=0)
+        with np.errstate(invalid="ignore"):
+            return np.where(counted > 0, np.nansum(aurocs, axis=0) / counted, np.nan)
 
-    result = bootstrap(statistic, len(truth), groups, n_boot=n_boot, seed=seed)
-    return result if result.value is not None else Interval(None, None, None, 0, "undefined: no finding has both")
+    return _class_aurocs_ci(truth, probabilities, groups, value, defined_mean, n_boot=n_boot, seed=seed)
 
 
 def auprc_ci(

@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from medtl.evaluation import metrics as metrics_module
 from medtl.evaluation.metrics import _RATIOS, _ratio, auprc_ci, auroc_ci, bootstrap, count_bootstrap, macro_auroc_ci
-from medtl.ranking import fast_auroc, fast_average_precision
+from medtl.ranking import RankedScores, fast_auroc, fast_average_precision
 
 
 def test_value_is_sklearns_auroc_and_the_interval_contains_it():
@@ -164,3 +164,17 @@ def test_resamples_drawn_in_blocks_give_the_same_interval(monkeypatch):
         lambda rows: fast_auroc(targets[rows], scores[rows]), len(patients), patients, n_boot=300
     )
     assert [whole.low, whole.high] == expected and whole.n_boot == n_defined
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.lists(st.tuples(st.booleans(), st.integers(0, 6), st.integers(0, 3)), min_size=1, max_size=40),
+)
+def test_auroc_of_a_reweighting_equals_the_auroc_of_the_images_repeated(data):
+    """Scores with ties, multiplicities including zero: the same number, to the bit, as the images repeated."""
+    targets = np.array([t for t, _, _ in data])
+    scores = np.array([s / 6 for _, s, _ in data])
+    weights = np.array([w for _, _, w in data])
+    repeated = fast_auroc(np.repeat(targets, weights), np.repeat(scores, weights))
+    (reweighted,) = RankedScores(targets, scores).auroc(weights[None, :].astype(float))
+    assert (repeated is None and np.isnan(reweighted)) or repeated == reweighted
