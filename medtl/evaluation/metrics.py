@@ -183,7 +183,7 @@ def auroc_ci(
     targets: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None, *, n_boot: int = 2000, seed: int = 0
 ) -> Interval:
     """AUROC with its percentile bootstrap interval over groups (patients): each resample's AUROC from its images'
-    multiplicities (ranking.weighted_auroc), equal to the AUROC of the gathered resample."""
+    multiplicities (ranking.RankedScores), equal to the AUROC of the gathered resample."""
     targets, scores = np.asarray(targets).astype(bool), np.asarray(scores, dtype=float)
     value = fast_auroc(targets, scores)
     if value is None:

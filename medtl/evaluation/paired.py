@@ -177,8 +177,8 @@ def paired_interval(
     rows_of = rows_of_groups(inverse, n_groups)
     drawn: list[tuple[float, float]] = []
     for block in resampled_groups(n_groups, n_boot, seed):
-        for groups in block:
-            rows = rows_of(groups)
+        for picked in block:
+            rows = rows_of(picked)
             resampled_a, resampled_b = statistic_a(probabilities_a, rows), statistic_b(probabilities_b, rows)
             if resampled_a is not None and resampled_b is not None:
                 drawn.append((resampled_a, resampled_b))
