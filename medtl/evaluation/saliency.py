@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from medtl.models.factory import rebuild_model
+from medtl.models.factory import model_structure
 
 THUMBNAIL_SIZE = 160
 
 
 def last_conv_name(network: nn.Module, spec: dict) -> str | None:
     """The deepest convolution before the head (MONAI Grad-CAM needs a module name)."""
-    built = rebuild_model(spec)
+    built = model_structure(spec)
     body = [
         name
         for stage, params in zip(built.stage_names, built.stages, strict=True)

@@ -20,6 +20,8 @@ _EXPORTS = {
     "create_model": "factory",
     "create_model_from_config": "factory",
     "rebuild_model": "factory",
+    "rebuild_with_weights": "factory",
+    "model_structure": "factory",
     "BuiltModel": "records",
     "WeightRecord": "records",
     "SOURCES": "sources",

@@ -7,8 +7,10 @@ fails in milliseconds with a message about the file, not after minutes of work.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import chain
 from typing import Any
 
+import torch
 from pydantic import ValidationError
 from torch import nn
 
@@ -256,3 +258,29 @@ def rebuild_model(spec: Mapping[str, Any]) -> BuiltModel:
         )
     kwargs = {k: v for k, v in spec.items() if k != "backbone"}
     return create_model(str(spec["backbone"]), weights="none", **kwargs)
+
+
+def model_structure(spec: Mapping[str, Any]) -> BuiltModel:
+    """`rebuild_model` without parameter storage (PyTorch's meta device), for what needs only the architecture's
+    module names and groups (the head's parameters, a stage's module path): nothing is allocated or initialised."""
+    with torch.device("meta"):
+        return rebuild_model(spec)
+
+
+def rebuild_with_weights(spec: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The network of `spec` holding `weights` (every key and only those, as load_state_dict(strict=True)).
+
+    Built on the meta device and given the weights' tensors, so the random initialisation that the weights would
+    replace at once is skipped (~0.35 s for a 3D ResNet-18 on a CPU core, paid per fold model of an ensemble by
+    every scoring, evaluation and comparison run). Weights of another dtype than the network's, or a module with
+    state outside its state dict, take the ordinary route: built, initialised, then loaded."""
+    with torch.device("meta"):
+        network = rebuild_model(spec).model
+    expected = {name: tensor.dtype for name, tensor in network.state_dict().items()}
+    if expected.keys() == weights.keys() and all(weights[name].dtype == dtype for name, dtype in expected.items()):
+        network.load_state_dict(weights, strict=True, assign=True)
+        if not any(tensor.is_meta for tensor in chain(network.parameters(), network.buffers())):
+            return network
+    network = rebuild_model(spec).model
+    network.load_state_dict(weights, strict=True)
+    return network

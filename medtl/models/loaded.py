@@ -17,7 +17,7 @@ from medtl.artifacts import VerifiedArtifact, open_verified
 from medtl.artifacts.contents import ArtifactContents
 from medtl.contracts import PreprocessingSpec
 from medtl.contracts.task import TaskKind
-from medtl.models.factory import rebuild_model
+from medtl.models.factory import rebuild_with_weights
 from medtl.models.heads import probabilities
 from medtl.models.mirrored import mirrored_mean
 
@@ -65,8 +65,7 @@ def load_model(
     )
     networks = []
     for name in names:
-        network = rebuild_model(verified.metadata["model"]).model
-        network.load_state_dict(verified.load_weights(name), strict=True)
+        network = rebuild_with_weights(verified.metadata["model"], verified.load_weights(name))
         networks.append(network.to(device).eval())
     task = contents.task
     return LoadedModel(

@@ -35,7 +35,7 @@ from medtl.ingest.cache import ScanCache
 from medtl.ingest.pipeline import MANIFEST, ingest_sources
 from medtl.ingest.preprocess import spec_hash
 from medtl.ingest.tensors import checked_tensor
-from medtl.models.factory import rebuild_model
+from medtl.models.factory import model_structure
 from medtl.models.loaded import LoadedModel, load_model
 from medtl.progress import Progress
 from medtl.scoring.inputs import record_inputs
@@ -112,7 +112,7 @@ def prepare(
     tensors, summary = safetensors_load(contents.ood_tensors()), contents.ood_summary
     reference = FeatureReference.from_parts(tensors, summary.model_dump())
     fingerprint = contents.fingerprint
-    built = rebuild_model(verified.metadata["model"])
+    built = model_structure(verified.metadata["model"])  # names only: the weights are the loaded model's
     head = head_module(model.networks[0], built.head_params)
     knn = feature_rule(verified.folder.name, built, tensors, summary)
     return Scorer(verified, model, policy, status.approved, fingerprint, reference, head, knn)

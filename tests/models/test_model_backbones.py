@@ -9,7 +9,15 @@ import torch
 import torchvision.models as tvm
 
 from medtl.errors import ConfigError, DuplicateNameError, UnknownNameError
-from medtl.models import create_model, get_backbone, list_backbones, rebuild_model, register_backbone
+from medtl.models import (
+    create_model,
+    get_backbone,
+    list_backbones,
+    model_structure,
+    rebuild_model,
+    rebuild_with_weights,
+    register_backbone,
+)
 
 REQUIRED = {
     "resnet18", "resnet50", "densenet121", "efficientnet_b0", "convnext_tiny",
@@ -96,6 +104,35 @@ def test_rebuild_from_spec_gives_the_same_architecture() -> None:
     shapes = {k: v.shape for k, v in built.model.state_dict().items()}
     assert shapes == {k: v.shape for k, v in again.model.state_dict().items()}
     again.model.load_state_dict(built.model.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "dims", "adapt"),
+    [("resnet18", 2, "inflate"), ("resnet18", 3, "inflate"), ("resnet18", 3, "acs"), ("resnet18", 3, "2.5d"),
+     ("efficientnet_b0", 2, "inflate"), ("monai_resnet10", 3, "inflate"), ("monai_densenet121", 3, "inflate")],
+)  # fmt: skip
+def test_a_network_rebuilt_around_its_weights_computes_what_the_trained_one_does(backbone, dims, adapt) -> None:
+    """Built on the meta device and handed the weights (no random initialisation first): same outputs, same
+    parameters and buffers, nothing left on the meta device; the structure alone allocates nothing."""
+    torch.manual_seed(0)
+    built = create_model(backbone, weights="none", in_channels=1, num_classes=3, spatial_dims=dims, adapt_3d=adapt)
+    spec = json.loads(json.dumps(built.spec))
+    built.model.train()
+    x = torch.randn(2, 1, *[_side(backbone, dims)] * dims)
+    built.model(x)  # moves BatchNorm running statistics away from their initial values
+    weights = {name: tensor.clone() for name, tensor in built.model.state_dict().items()}
+    rebuilt = rebuild_with_weights(spec, weights)
+    assert not any(t.is_meta for t in [*rebuilt.parameters(), *rebuilt.buffers()])
+    built.model.eval()
+    rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), built.model(x), rtol=0, atol=0)
+    structure = model_structure(spec)
+    assert structure.head_params == built.head_params and structure.stage_names == built.stage_names
+    assert all(t.is_meta for t in structure.model.parameters())
+    head = next(iter(built.head_params))
+    with pytest.raises(RuntimeError, match=f'Missing key.*"{head}"'):  # strict, as load_state_dict is
+        rebuild_with_weights(spec, {k: v for k, v in weights.items() if k != head})
 
 
 def test_densenet_forward_matches_torchvision_in_2d() -> None:
