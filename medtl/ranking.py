@@ -49,6 +49,13 @@ class RankedScores:
             return np.where(defined, pairs / (n_positive * n_negative), np.nan)
 
 
+def mean_of_defined(values: np.ndarray) -> np.ndarray:
+    """The mean of each column over its rows that are not NaN; NaN where none is (e.g. findings x resamples)."""
+    counted = (~np.isnan(values)).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counted > 0, np.nansum(values, axis=0) / counted, np.nan)
+
+
 def macro_auroc(targets: np.ndarray, probabilities: np.ndarray) -> float | None:
     """Macro one-vs-rest AUROC over the columns of `probabilities`, as roc_auc_score(multi_class="ovr",
     average="macro") computes it; None when a class is absent (or alone)."""

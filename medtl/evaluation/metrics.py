@@ -16,7 +16,14 @@ from scipy.stats import norm
 from sklearn.metrics import roc_curve
 
 from medtl.contracts.evaluation import Estimate
-from medtl.ranking import RankedScores, fast_auroc, fast_average_precision, macro_auroc, mean_finding_auroc
+from medtl.ranking import (
+    RankedScores,
+    fast_auroc,
+    fast_average_precision,
+    macro_auroc,
+    mean_finding_auroc,
+    mean_of_defined,
+)
 
 Z95 = float(norm.ppf(0.975))
 
@@ -74,6 +81,14 @@ def resampled_groups(n_groups: int, n_boot: int, seed: int, *, width: int = 0) -
     per_block = max(1, RESAMPLE_BLOCK // max(1, n_groups, width))
     for start in range(0, n_boot, per_block):
         yield rng.integers(0, n_groups, size=(min(per_block, n_boot - start), n_groups))
+
+
+def resampled_multiplicities(n_groups: int, n_boot: int, seed: int, *, width: int = 0) -> Iterator[np.ndarray]:
+    """How often each resample drew each group (resamples x groups, as floats), a block at a time: the draws of
+    `resampled_groups`, counted."""
+    for block in resampled_groups(n_groups, n_boot, seed, width=width):
+        offsets = np.arange(len(block))[:, None] * n_groups
+        yield np.bincount((block + offsets).ravel(), minlength=block.size).reshape(block.shape).astype(float)
 
 
 def rows_of_groups(inverse: np.ndarray, n_groups: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -149,10 +164,8 @@ def multiplicity_bootstrap(
     if value is None or np.isnan(value):
         return Interval(None, None, None, 0, "undefined")
     estimates = []
-    for block in resampled_groups(n_groups, n_boot, seed, width=width):
-        resamples = np.arange(len(block))[:, None] * n_groups
-        drawn = np.bincount((block + resamples).ravel(), minlength=block.size).reshape(block.shape)
-        values = statistic(drawn.astype(float))
+    for drawn in resampled_multiplicities(n_groups, n_boot, seed, width=width):
+        values = statistic(drawn)
         estimates.append(values[~np.isnan(values)])
     return _interval(value, np.concatenate(estimates), n_boot=n_boot, level=level, per_patient=n_groups < n)
 
@@ -234,12 +247,7 @@ def mean_finding_auroc_ci(
     if value is None:
         return Interval(None, None, None, 0, "undefined: no finding has both")
 
-    def defined_mean(aurocs: np.ndarray) -> np.ndarray:
-        counted = (~np.isnan(aurocs)).sum(axis=0)
-        with np.errstate(invalid="ignore"):
-            return np.where(counted > 0, np.nansum(aurocs, axis=0) / counted, np.nan)
-
-    return _class_aurocs_ci(truth, probabilities, groups, value, defined_mean, n_boot=n_boot, seed=seed)
+    return _class_aurocs_ci(truth, probabilities, groups, value, mean_of_defined, n_boot=n_boot, seed=seed)
 
 
 def auprc_ci(

@@ -21,11 +21,12 @@ import numpy as np
 from scipy.stats import binomtest, rankdata
 
 from medtl.contracts.task import TaskKind, decision_endpoint, endpoints
-from medtl.evaluation.metrics import Z95, Interval, patient_groups, resampled_groups, rows_of_groups
-from medtl.ranking import fast_auroc, macro_auroc, mean_finding_auroc
+from medtl.evaluation.metrics import Z95, Interval, patient_groups, resampled_multiplicities
+from medtl.ranking import RankedScores, mean_of_defined
 
 Verdict = Literal["superior", "non_inferior", "inconclusive", "inferior"]
-Statistic = Callable[[np.ndarray, np.ndarray], float | None]  # (probabilities (N, K), rows) -> value
+# (probabilities (N, K), multiplicities (m, N): how often each resample holds each scan) -> m values, NaN undefined
+Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -83,22 +84,39 @@ def summary_auroc_statistic(
     decision cut), the macro one-vs-rest AUROC (multiclass) or the mean of the findings' AUROCs (multilabel)."""
     decision = decision_endpoint(kind, classes, positive, cut)
     if decision is not None:
+        targets = decision.truth(truth)
 
-        def single(probabilities: np.ndarray, rows: np.ndarray) -> float | None:
-            return fast_auroc(decision.truth(truth[rows]), np.clip(decision.probability(probabilities[rows]), 0.0, 1.0))
+        def single(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            scores = np.clip(decision.probability(probabilities), 0.0, 1.0)
+            return RankedScores(targets, scores).auroc(weights)
 
         return single
     if kind == "multiclass":
+        one_vs_rest = truth[:, None] == np.arange(len(classes))
 
-        def macro(probabilities: np.ndarray, rows: np.ndarray) -> float | None:
-            return macro_auroc(truth[rows], probabilities[rows])
+        def macro(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            return _per_column_aurocs(one_vs_rest, probabilities, weights).mean(axis=0)  # NaN unless every class
 
         return macro
 
-    def findings(probabilities: np.ndarray, rows: np.ndarray) -> float | None:
-        return mean_finding_auroc(truth[rows], probabilities[rows])
+    def findings(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return mean_of_defined(_per_column_aurocs(truth, probabilities, weights))
 
     return findings
+
+
+def _per_column_aurocs(truth: np.ndarray, probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """columns x resamples: each column's one-vs-rest AUROC in each resample."""
+    columns = range(truth.shape[1])
+    return np.stack([RankedScores(truth[:, k], probabilities[:, k]).auroc(weights) for k in columns])
+
+
+def _shares(hits: np.ndarray, of: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per resample, the weighted share of the `of` scans that are `hits` (columns: one share each); NaN where a
+    resample holds none of them."""
+    numerator, denominator = weights @ (hits & of).astype(float), weights @ of.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / denominator, np.nan)
 
 
 def decision_statistics(
@@ -113,29 +131,28 @@ def decision_statistics(
     ApprovalStatus.thresholds gives them): sensitivity and specificity of the decision endpoint (binary, ordinal),
     their means over findings (multilabel), accuracy and balanced accuracy of the most probable class (multiclass)."""
     if kind == "multiclass":
+        of_class = truth[:, None] == np.arange(len(classes))
 
-        def accuracy(probabilities: np.ndarray, rows: np.ndarray) -> float | None:
-            return float((probabilities[rows].argmax(axis=1) == truth[rows]).mean()) if len(rows) else None
+        def accuracy(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            right = probabilities.argmax(axis=1) == truth
+            return _shares(right, np.ones_like(right), weights)
 
-        def balanced(probabilities: np.ndarray, rows: np.ndarray) -> float | None:
-            y, predicted = truth[rows], probabilities[rows].argmax(axis=1)
-            recalls = [(predicted[y == k] == k).mean() for k in range(len(classes)) if (y == k).any()]
-            return float(np.mean(recalls)) if recalls else None
+        def balanced(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            right = (probabilities.argmax(axis=1) == truth)[:, None]
+            return mean_of_defined(_shares(right, of_class, weights).T)  # the recall of each class present
 
         return {"accuracy": accuracy, "balanced_accuracy": balanced}
     decision = decision_endpoint(kind, classes, positive, cut)
     chosen = [decision] if decision is not None else endpoints(kind, classes)
+    truths = np.stack([endpoint.truth(truth).astype(bool) for endpoint in chosen], axis=1)
 
     def rate(which: Literal["sensitivity", "specificity"]) -> Statistic:
-        def statistic(probabilities: np.ndarray, rows: np.ndarray) -> float | None:
-            values = []
-            for endpoint in chosen:
-                y = endpoint.truth(truth[rows]).astype(bool)
-                predicted = np.clip(endpoint.probability(probabilities[rows]), 0.0, 1.0) >= thresholds[endpoint.id]
-                wanted = y if which == "sensitivity" else ~y
-                if wanted.any():
-                    values.append(float((predicted[wanted] == (which == "sensitivity")).mean()))
-            return float(np.mean(values)) if values else None
+        def statistic(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            flagged = np.stack(
+                [np.clip(e.probability(probabilities), 0.0, 1.0) >= thresholds[e.id] for e in chosen], axis=1
+            )
+            wanted = truths if which == "sensitivity" else ~truths
+            return mean_of_defined(_shares(flagged == (which == "sensitivity"), wanted, weights).T)
 
         return statistic
 
@@ -162,10 +179,11 @@ def paired_interval(
 ) -> PairedInterval:
     """Each model's value and the difference, with percentile CIs from one set of patient resamples (drawn as
     metrics.bootstrap draws them, so each model's interval equals its own bootstrap's for the same seed); a resample
-    where either statistic is undefined is left out of all three."""
+    where either statistic is undefined is left out of all three. Each resample is computed from how often it holds
+    each scan (metrics.resampled_multiplicities), a block of resamples per call."""
     n = len(patients)
-    everything = np.arange(n)
-    a, b = statistic_a(probabilities_a, everything), statistic_b(probabilities_b, everything)
+    everything = np.ones((1, n))
+    a, b = _value(statistic_a(probabilities_a, everything)), _value(statistic_b(probabilities_b, everything))
     if a is None or b is None:
         undefined = Interval(None, None, None, 0, "undefined")
         return PairedInterval(
@@ -174,14 +192,11 @@ def paired_interval(
             undefined,
         )
     n_groups, inverse = patient_groups(patients, n)
-    rows_of = rows_of_groups(inverse, n_groups)
-    drawn: list[tuple[float, float]] = []
-    for block in resampled_groups(n_groups, n_boot, seed):
-        for picked in block:
-            rows = rows_of(picked)
-            resampled_a, resampled_b = statistic_a(probabilities_a, rows), statistic_b(probabilities_b, rows)
-            if resampled_a is not None and resampled_b is not None:
-                drawn.append((resampled_a, resampled_b))
+    blocks = []
+    for drawn in resampled_multiplicities(n_groups, n_boot, seed, width=n):
+        weights = drawn[:, inverse]
+        values = np.stack([statistic_a(probabilities_a, weights), statistic_b(probabilities_b, weights)], axis=1)
+        blocks.append(values[~np.isnan(values).any(axis=1)])
     unit = "patients" if n_groups < n else "images"
     method = f"paired percentile bootstrap over {unit} ({n_boot})"
 
@@ -192,12 +207,16 @@ def paired_interval(
         low, high = np.quantile(values, [alpha, 1 - alpha])
         return Interval(value, float(low), float(high), len(values), method)
 
-    pairs = np.asarray(drawn, dtype=float).reshape(-1, 2)
+    pairs = np.concatenate(blocks)
     return PairedInterval(
         champion=interval(a, pairs[:, 0]),
         challenger=interval(b, pairs[:, 1]),
         difference=interval(b - a, pairs[:, 1] - pairs[:, 0]),
     )
+
+
+def _value(values: np.ndarray) -> float | None:
+    return None if np.isnan(values[0]) else float(values[0])
 
 
 def mcnemar_p(champion_only_correct: int, challenger_only_correct: int) -> float | None:

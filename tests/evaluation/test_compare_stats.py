@@ -183,3 +183,75 @@ def test_the_fast_auroc_equals_sklearns_and_the_paired_draws_equal_the_reports_b
     alone = auroc_ci(y, probabilities[:, 1], patients, n_boot=200, seed=4)
     assert (paired.champion.low, paired.champion.high) == pytest.approx((alone.low, alone.high))
     assert paired.difference.value == paired.difference.low == paired.difference.high == 0.0
+
+
+def _by_rows(kind: str, classes: list[str], truth: np.ndarray, thresholds: dict[str, float]):
+    """The statistics as first written: computed on a resample's rows (each scan repeated as often as drawn)."""
+    from medtl.contracts.task import decision_endpoint, endpoints
+    from medtl.ranking import fast_auroc, macro_auroc, mean_finding_auroc
+
+    decision = decision_endpoint(kind, classes, "pos" if kind == "binary" else None, None)
+    chosen = [decision] if decision is not None else endpoints(kind, classes)
+
+    def auroc(p, rows):
+        if decision is not None:
+            return fast_auroc(decision.truth(truth[rows]), np.clip(decision.probability(p[rows]), 0.0, 1.0))
+        return macro_auroc(truth[rows], p[rows]) if kind == "multiclass" else mean_finding_auroc(truth[rows], p[rows])
+
+    def rate(p, rows, sensitivity):
+        values = []
+        for endpoint in chosen:
+            y = endpoint.truth(truth[rows]).astype(bool)
+            flagged = np.clip(endpoint.probability(p[rows]), 0.0, 1.0) >= thresholds[endpoint.id]
+            wanted = y if sensitivity else ~y
+            if wanted.any():
+                values.append(float((flagged[wanted] == sensitivity).mean()))
+        return float(np.mean(values)) if values else None
+
+    def balanced(p, rows):
+        y, predicted = truth[rows], p[rows].argmax(axis=1)
+        recalls = [(predicted[y == k] == k).mean() for k in range(len(classes)) if (y == k).any()]
+        return float(np.mean(recalls)) if recalls else None
+
+    if kind == "multiclass":
+        named = {"accuracy": lambda p, rows: float((p[rows].argmax(axis=1) == truth[rows]).mean()),
+                 "balanced_accuracy": balanced}  # fmt: skip
+    else:
+        named = {
+            "sensitivity": lambda p, rows: rate(p, rows, True),
+            "specificity": lambda p, rows: rate(p, rows, False),
+        }
+    return auroc, named
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_each_resamples_statistics_from_multiplicities_equal_those_of_its_rows(kind):
+    """Every paired statistic, computed from how often a resample holds each scan, equals the statistic of the
+    resample's rows: AUROCs (ties included), macro and mean-over-findings AUROCs, rates, accuracies."""
+    from medtl.contracts.task import endpoints
+    from medtl.evaluation.paired import decision_statistics, summary_auroc_statistic
+
+    rng = np.random.default_rng({"binary": 0, "multiclass": 1, "multilabel": 2}[kind])
+    n, classes = 40, ["neg", "pos"] if kind == "binary" else ["a", "b", "c"]
+    probabilities = np.round(rng.dirichlet(np.ones(len(classes)), n), 1)  # rounded: ties
+    truth = (
+        rng.random((n, len(classes))) < 0.4 if kind == "multilabel"
+        else np.asarray([c == "pos" for c in rng.choice(classes, n)]).astype(int) if kind == "binary"
+        else rng.integers(0, len(classes), n)
+    )  # fmt: skip
+    thresholds = {
+        e.id: float(rng.uniform(0.2, 0.6)) for e in endpoints(kind, classes, "pos" if kind == "binary" else None)
+    }
+    positive = "pos" if kind == "binary" else None
+    fast = {"auroc": summary_auroc_statistic(kind, classes, positive, None, truth),
+            **decision_statistics(kind, classes, positive, None, truth, thresholds)}  # fmt: skip
+    auroc, named = _by_rows(kind, classes, truth, thresholds)
+    slow = {"auroc": auroc, **named}
+    weights = rng.integers(0, 3, (25, n)).astype(float)  # 25 resamples; some scans drawn 0, 1 or 2 times
+    weights[0] = 0
+    weights[0, :3] = 1  # one resample of three scans: often a class or finding absent
+    for name, statistic in fast.items():
+        values = statistic(probabilities, weights)
+        for resample, value in zip(weights.astype(int), values, strict=True):
+            expected = slow[name](probabilities, np.repeat(np.arange(n), resample))
+            assert (expected is None and np.isnan(value)) or value == pytest.approx(expected, rel=0, abs=1e-15), name
