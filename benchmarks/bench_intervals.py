@@ -4,7 +4,8 @@
 the whole test set, every subgroup and every cut of a graded task. medtl computes each resample from how often it
 drew each patient (medtl/evaluation/metrics.py: counts for the proportions, a weighted Mann-Whitney count for
 AUROC); the baseline draws the same patients with the same seed, gathers each resample's rows, calls sklearn's
-`roc_auc_score` and computes each proportion (sensitivity, specificity, PPV, NPV, balanced accuracy). The bounds
+`roc_auc_score` and computes each proportion (sensitivity, specificity, PPV, NPV, balanced accuracy), and the
+paired AUROC difference of two models on the same resamples (`medtl compare`'s interval). The bounds
 must agree to 1e-12 (the run stops otherwise); the time ratio is the median over interleaved rounds, with min and
 max.
 
@@ -25,21 +26,26 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from medtl.evaluation.metrics import auroc_ci, threshold_metrics
+from medtl.evaluation.paired import paired_interval, summary_auroc_statistic
 
 CASES = {"150_patients_1_scan": (150, 1), "300_patients_2_scans": (300, 2), "1000_patients_3_scans": (1000, 3)}
 N_BOOT = 2000
-METRICS = ("auroc", "sensitivity", "specificity", "ppv", "npv", "balanced_accuracy")
+METRICS = ("auroc", "sensitivity", "specificity", "ppv", "npv", "balanced_accuracy", "auroc_difference")
 
 
-def _cohort(patients: int, scans: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cohort(patients: int, scans: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Patients, targets, and two models' scores (the second one a little better: `medtl compare`'s pair)."""
     rng = np.random.default_rng(seed)
     groups = np.repeat(rng.permutation(patients), scans)
     targets = np.repeat(rng.random(patients) < 0.3, scans)
     scores = np.round(np.clip(targets * 0.3 + rng.random(len(groups)), 0, 1), 2)  # rounded: tied scores
-    return groups, targets, scores
+    challenger = np.round(np.clip(targets * 0.35 + rng.random(len(groups)), 0, 1), 2)
+    return groups, targets, scores, challenger
 
 
-def _baseline(groups: np.ndarray, targets: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, list]:
+def _baseline(
+    groups: np.ndarray, targets: np.ndarray, scores: np.ndarray, challenger: np.ndarray, threshold: float
+) -> dict[str, list]:
     """Resample patients, gather their rows, compute each metric: the textbook loop. With one scan per patient,
     medtl gives the four proportions Wilson intervals (no resampling), so only the rest are compared and timed."""
     unique, inverse = np.unique(groups, return_inverse=True)
@@ -58,16 +64,23 @@ def _baseline(groups: np.ndarray, targets: np.ndarray, scores: np.ndarray, thres
                 values[name].append(hits.sum() / of.sum())
         if 0 < y.sum() < len(y):
             values["auroc"].append(roc_auc_score(y, scores[rows]))
+            values["auroc_difference"].append(roc_auc_score(y, challenger[rows]) - values["auroc"][-1])
             values["balanced_accuracy"].append(((p & y).sum() / y.sum() + (~p & ~y).sum() / (~y).sum()) / 2)
     return {name: np.quantile(v, [0.025, 0.975]).tolist() for name, v in values.items() if v}
 
 
-def _medtl(groups: np.ndarray, targets: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, list]:
+def _medtl(
+    groups: np.ndarray, targets: np.ndarray, scores: np.ndarray, challenger: np.ndarray, threshold: float
+) -> dict[str, list]:
     auroc = auroc_ci(targets, scores, groups, n_boot=N_BOOT)
+    statistic = summary_auroc_statistic("binary", ["neg", "pos"], "pos", None, targets.astype(int))
+    as_probabilities = [np.stack([1 - s, s], axis=1) for s in (scores, challenger)]
+    paired = paired_interval(statistic, statistic, *as_probabilities, groups, n_boot=N_BOOT).difference
     by_name = {e.name: e for e in threshold_metrics(targets, scores, threshold, groups)}
     return {
         "auroc": [auroc.low, auroc.high],
-        **{name: [by_name[name].ci_low, by_name[name].ci_high] for name in METRICS[1:]},
+        **{name: [by_name[name].ci_low, by_name[name].ci_high] for name in METRICS[1:-1]},
+        "auroc_difference": [paired.low, paired.high],
     }
 
 
@@ -78,14 +91,14 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     for case, (patients, scans) in CASES.items():
-        groups, targets, scores = _cohort(patients, scans)
+        groups, targets, scores, challenger = _cohort(patients, scans)
         threshold = float(np.median(scores))
         seconds: dict[str, list[float]] = {"medtl": [], "baseline": []}
         bounds = {}
         for _ in range(args.rounds):  # interleaved: a noisy minute hits both arms alike
             for arm, run in (("medtl", _medtl), ("baseline", _baseline)):
                 started = time.perf_counter()
-                bounds[arm] = run(groups, targets, scores, threshold)
+                bounds[arm] = run(groups, targets, scores, challenger, threshold)
                 seconds[arm].append(time.perf_counter() - started)
         compared = bounds["baseline"].keys()
         difference = max(
