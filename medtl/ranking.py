@@ -49,6 +49,13 @@ class RankedScores:
             return np.where(defined, pairs / (n_positive * n_negative), np.nan)
 
 
+def column_aurocs(truth: np.ndarray, probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """columns x resamples: each column's one-vs-rest AUROC (truth[:, k] against probabilities[:, k]) under each
+    row of multiplicities, NaN where the column's class is absent or alone."""
+    columns = range(truth.shape[1])
+    return np.stack([RankedScores(truth[:, k], probabilities[:, k]).auroc(weights) for k in columns])
+
+
 def mean_of_defined(values: np.ndarray) -> np.ndarray:
     """The mean of each column over its rows that are not NaN; NaN where none is (e.g. findings x resamples)."""
     counted = (~np.isnan(values)).sum(axis=0)

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_curve
 from medtl.contracts.evaluation import Estimate
 from medtl.ranking import (
     RankedScores,
+    column_aurocs,
     fast_auroc,
     fast_average_precision,
     macro_auroc,
@@ -110,16 +111,18 @@ def rows_of_groups(inverse: np.ndarray, n_groups: int) -> Callable[[np.ndarray],
     return rows
 
 
-def _interval(value: float, estimates: np.ndarray, *, n_boot: int, level: float, per_patient: bool) -> Interval:
+def percentile_interval(value: float, estimates: np.ndarray, *, level: float, method: str) -> Interval:
     """The percentile interval of the defined resample estimates (in resample order)."""
     if len(estimates) == 0:
         return Interval(float(value), None, None, 0, "undefined interval")
     alpha = (1 - level) / 2
     low, high = np.quantile(estimates, [alpha, 1 - alpha])
+    return Interval(float(value), float(low), float(high), len(estimates), method)
+
+
+def _interval(value: float, estimates: np.ndarray, *, n_boot: int, level: float, per_patient: bool) -> Interval:
     unit = "patients" if per_patient else "images"
-    return Interval(
-        float(value), float(low), float(high), len(estimates), f"percentile bootstrap over {unit} ({n_boot})"
-    )
+    return percentile_interval(value, estimates, level=level, method=f"percentile bootstrap over {unit} ({n_boot})")
 
 
 def bootstrap(
@@ -217,13 +220,12 @@ def _class_aurocs_ci(
     resample's from its images' multiplicities (as auroc_ci)."""
     n = len(truth)
     n_groups, inverse = patient_groups(groups, n)
-    ranked = [RankedScores(truth[:, k], probabilities[:, k]) for k in range(truth.shape[1])]
 
     def statistic(drawn: np.ndarray) -> np.ndarray:
-        weights = drawn[:, inverse]
-        return combine(np.stack([one.auroc(weights) for one in ranked]))
+        return combine(column_aurocs(truth, probabilities, drawn[:, inverse]))
 
-    return multiplicity_bootstrap(statistic, value, n, n_groups, n_boot=n_boot, seed=seed, width=n * len(ranked))
+    width = n * truth.shape[1]
+    return multiplicity_bootstrap(statistic, value, n, n_groups, n_boot=n_boot, seed=seed, width=width)
 
 
 def macro_auroc_ci(frame, classes: list[str], *, n_boot: int = 2000, seed: int = 0) -> Interval:

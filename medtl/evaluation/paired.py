@@ -21,8 +21,8 @@ import numpy as np
 from scipy.stats import binomtest, rankdata
 
 from medtl.contracts.task import TaskKind, decision_endpoint, endpoints
-from medtl.evaluation.metrics import Z95, Interval, patient_groups, resampled_multiplicities
-from medtl.ranking import RankedScores, mean_of_defined
+from medtl.evaluation.metrics import Z95, Interval, patient_groups, percentile_interval, resampled_multiplicities
+from medtl.ranking import RankedScores, column_aurocs, mean_of_defined
 
 Verdict = Literal["superior", "non_inferior", "inconclusive", "inferior"]
 # (probabilities (N, K), multiplicities (m, N): how often each resample holds each scan) -> m values, NaN undefined
@@ -95,20 +95,14 @@ def summary_auroc_statistic(
         one_vs_rest = truth[:, None] == np.arange(len(classes))
 
         def macro(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
-            return _per_column_aurocs(one_vs_rest, probabilities, weights).mean(axis=0)  # NaN unless every class
+            return column_aurocs(one_vs_rest, probabilities, weights).mean(axis=0)  # NaN unless every class
 
         return macro
 
     def findings(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return mean_of_defined(_per_column_aurocs(truth, probabilities, weights))
+        return mean_of_defined(column_aurocs(truth, probabilities, weights))
 
     return findings
-
-
-def _per_column_aurocs(truth: np.ndarray, probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """columns x resamples: each column's one-vs-rest AUROC in each resample."""
-    columns = range(truth.shape[1])
-    return np.stack([RankedScores(truth[:, k], probabilities[:, k]).auroc(weights) for k in columns])
 
 
 def _shares(hits: np.ndarray, of: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -201,11 +195,7 @@ def paired_interval(
     method = f"paired percentile bootstrap over {unit} ({n_boot})"
 
     def interval(value: float, values: np.ndarray) -> Interval:
-        if not len(values):
-            return Interval(value, None, None, 0, "undefined interval")
-        alpha = (1 - level) / 2
-        low, high = np.quantile(values, [alpha, 1 - alpha])
-        return Interval(value, float(low), float(high), len(values), method)
+        return percentile_interval(value, values, level=level, method=method)
 
     pairs = np.concatenate(blocks)
     return PairedInterval(
