@@ -15,15 +15,16 @@ max.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reporting import machine, spread, write_report
 
 from medtl.evaluation.metrics import auroc_ci, threshold_metrics
 from medtl.evaluation.paired import paired_interval, summary_auroc_statistic
@@ -114,22 +115,19 @@ def main() -> None:
             "scans_per_patient": scans,
             "bounds": bounds["medtl"],
             "largest_bound_difference": difference,
-            "seconds": {
-                arm: {"median": statistics.median(v), "min": min(v), "max": max(v)} for arm, v in seconds.items()
-            },
-            "speedup": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
+            "seconds": {arm: spread(v) for arm, v in seconds.items()},
+            "speedup": spread(ratios),
         }
         print(f"{case}: {statistics.median(ratios):.0f}x faster ({min(ratios):.0f}-{max(ratios):.0f}), bounds equal")
     report = {
         "benchmark": "intervals",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine(),
         "n_boot": N_BOOT,
         "metrics": list(METRICS),
         "rounds": args.rounds,
         "cases": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reporting import machine, spread, write_report
 
 from medtl.models.factory import create_model, rebuild_model, rebuild_with_weights
 
@@ -64,20 +66,19 @@ def main() -> None:
         ratios = [p / m for p, m in zip(seconds["plain"], seconds["medtl"], strict=True)]
         results[case] = {
             "parameters": sum(t.numel() for t in weights.values()),
-            "seconds": {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in seconds.items()},
-            "plain_over_medtl": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
+            "seconds": {k: spread(v) for k, v in seconds.items()},
+            "plain_over_medtl": spread(ratios),
         }
-        spread = f"{statistics.median(ratios):.1f} ({min(ratios):.1f}-{max(ratios):.1f})"
-        print(f"{case}: plain / medtl time {spread}, same outputs")
+        shown = f"{statistics.median(ratios):.1f} ({min(ratios):.1f}-{max(ratios):.1f})"
+        print(f"{case}: plain / medtl time {shown}, same outputs")
     report = {
         "benchmark": "model_load",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine(),
         "threads": torch.get_num_threads(),
         "rounds": args.rounds,
         "cases": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
