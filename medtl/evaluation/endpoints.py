@@ -89,7 +89,7 @@ def endpoint_result(
     confusion: list[list[int]] = []
     threshold = point.threshold if point is not None else None
     if threshold is not None:
-        estimates += threshold_metrics(targets, scores, threshold, patients)
+        estimates += threshold_metrics(targets, scores, threshold, patients, n_boot=n_boot)
         predicted = (scores >= threshold).astype(int)
         confusion = [[int(((targets == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
     scored = frame.assign(endpoint_score=scores, endpoint_truth=targets)

@@ -288,7 +288,7 @@ def _evaluation(
     estimates: list[Estimate] = [
         auroc_ci(targets, scores, patients, n_boot=n_boot).estimate("auroc", n=int(frame["patient_id"].nunique())),
         auprc_ci(targets, scores, patients, n_boot=n_boot).estimate("auprc", n=int(targets.sum())),
-        *threshold_metrics(targets, scores, point.threshold, patients),
+        *threshold_metrics(targets, scores, point.threshold, patients, n_boot=n_boot),
     ]
     predicted = (scores >= point.threshold).astype(int)
     confusion = [[int(((targets == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]

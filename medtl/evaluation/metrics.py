@@ -274,9 +274,16 @@ _RATIOS = {
 
 
 def threshold_metrics(
-    targets: np.ndarray, scores: np.ndarray, threshold: float, groups: np.ndarray | None = None, *, seed: int = 0
+    targets: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    groups: np.ndarray | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> list[Estimate]:
-    """Sensitivity, specificity, PPV, NPV and balanced accuracy at `threshold` (positive when score >= threshold)."""
+    """Sensitivity, specificity, PPV, NPV and balanced accuracy at `threshold` (positive when score >= threshold);
+    `n_boot` resamples of patients where a patient has several scans (Wilson intervals where each has one)."""
     targets = np.asarray(targets).astype(bool)
     predicted = np.asarray(scores, dtype=float) >= threshold
     one_scan_each = groups is None or len(np.unique(groups)) == len(targets)
@@ -292,7 +299,7 @@ def threshold_metrics(
                 Estimate(name=name, value=value, ci_low=low, ci_high=high, ci_method="wilson", n=totals[of])
             )
             continue
-        interval = count_bootstrap(_ratio(hits, of), counts, groups, seed=seed)
+        interval = count_bootstrap(_ratio(hits, of), counts, groups, n_boot=n_boot, seed=seed)
         if interval.value is not None and interval.low == interval.high:
             # every resample gives the same 0% or 100%: the bootstrap cannot express the uncertainty of a small
             # count at the boundary, so fall back to a Wilson interval over the patients behind the denominator
@@ -300,7 +307,7 @@ def threshold_metrics(
             _, low, high = wilson(round(interval.value * patients), patients)
             interval = Interval(interval.value, low, high, 0, "wilson over patients (bootstrap degenerate)")
         estimates.append(interval.estimate(name, n=totals[of]))
-    balanced = count_bootstrap(_balanced_accuracy, counts, groups, seed=seed)
+    balanced = count_bootstrap(_balanced_accuracy, counts, groups, n_boot=n_boot, seed=seed)
     estimates.append(balanced.estimate("balanced_accuracy", n=len(targets)))
     return estimates
 

@@ -42,7 +42,7 @@ def subgroup_results(
             if threshold is not None:
                 estimates += [
                     e
-                    for e in threshold_metrics(targets, group[score].to_numpy(), threshold, patients)
+                    for e in threshold_metrics(targets, group[score].to_numpy(), threshold, patients, n_boot=n_boot)
                     if e.name in ("sensitivity", "specificity")
                 ]
             results.append(

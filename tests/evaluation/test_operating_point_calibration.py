@@ -53,6 +53,18 @@ def test_threshold_metrics_count_correctly():
     assert "patients" in grouped["sensitivity"].ci_method
 
 
+def test_threshold_metrics_take_the_callers_number_of_resamples():
+    # evaluate's n_boot reaches the threshold metrics too: their intervals say how many resamples they rest on
+    rng = np.random.default_rng(3)
+    targets = rng.integers(0, 2, 60)
+    scores = np.clip(targets * 0.3 + rng.random(60) * 0.7, 0, 1)
+    groups = np.repeat(np.arange(30), 2)
+    for n_boot in (250, 900):
+        estimates = {e.name: e for e in threshold_metrics(targets, scores, 0.5, groups, n_boot=n_boot)}
+        assert f"({n_boot})" in estimates["balanced_accuracy"].ci_method
+        assert f"({n_boot})" in estimates["sensitivity"].ci_method
+
+
 def test_brier_and_ece_on_a_hand_computed_example():
     targets = np.array([0, 1, 1, 0])
     scores = np.array([0.2, 0.8, 0.6, 0.4])
