@@ -283,7 +283,8 @@ def threshold_metrics(
     seed: int = 0,
 ) -> list[Estimate]:
     """Sensitivity, specificity, PPV, NPV and balanced accuracy at `threshold` (positive when score >= threshold);
-    `n_boot` resamples of patients where a patient has several scans (Wilson intervals where each has one)."""
+    `n_boot` bootstrap resamples (of patients); where each patient has one scan, the four proportions take Wilson
+    intervals instead and only balanced accuracy is bootstrapped."""
     targets = np.asarray(targets).astype(bool)
     predicted = np.asarray(scores, dtype=float) >= threshold
     one_scan_each = groups is None or len(np.unique(groups)) == len(targets)
