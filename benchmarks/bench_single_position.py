@@ -32,7 +32,7 @@ from bench_ingest_scale import _spread
 
 from medtl.models.factory import create_model
 from medtl.models.single_position import without_single_position_shortcut
-from medtl.training.loop import adamw
+from medtl.training.step import adamw
 
 CASES = {  # name: (spatial dims, side, batch) as the planner sets them for such data
     "2d_28px_batch16": (2, 28, 16),

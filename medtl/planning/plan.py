@@ -279,16 +279,12 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
                    "training patients (the label-efficiency curve); counted in the estimate")  # fmt: skip
     budget_s = options.budget_minutes * 60 if options.budget_minutes else None
     sides = input_sides(facts)
-    probe_kwargs = {
-        "augmentation": recipe.values["augmentation"],
-        "channels": facts.channels,
-        "n_classes": len(facts.classes),
-        "batch_size": recipe.values["batch_size"],
-        "device": device,
-    }
+    probed = load_config(None, recipe.config())  # the recipe as it stands: model, strategy, batch, augmentation
 
     def measure(side: int) -> Probe:
-        return probe(recipe.config()["model"], shape=list(_spec_for(native, side).target_shape), **probe_kwargs)
+        shape = list(_spec_for(native, side).target_shape)
+        return probe(probed, shape=shape, channels=facts.channels, n_classes=len(facts.classes),
+                     kind=facts.task_kind, device=device)  # fmt: skip
 
     measure(sides[0])  # thrown away: the process's first steps pay one-time costs (thread pools, lazy imports, kernels)
     probes = Probes(sides, measure)

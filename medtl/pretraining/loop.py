@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from medtl.contracts.pretraining import PretrainEpoch
 from medtl.progress import Progress
-from medtl.training.loop import adamw, autocast_for, lr_scale
+from medtl.training.loop import lr_scale
+from medtl.training.step import adamw, autocast_for
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "pretrain_checkpoint.pt"

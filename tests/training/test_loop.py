@@ -10,6 +10,7 @@ from medtl.models.factory import create_model
 from medtl.models.mirrored import mirror_views
 from medtl.models.strategies import StrategyConfig, resolve_schedule
 from medtl.training import loop
+from medtl.training import step as step_module
 from medtl.training.config import TrainConfig
 from medtl.training.data import TensorSet
 from medtl.training.loop import fit, lr_scale
@@ -149,13 +150,13 @@ def test_a_schedule_in_steps_takes_exactly_that_many_optimiser_steps(tiny_task, 
     config = _config(steps=steps, batch_size=batch)
     built, plans, train, tune = _setup(tiny_task, config)
     taken: list[float] = []
-    real = loop.apply_plan
+    real = step_module.apply_plan
 
     def counting(optimizer, plan, scale):
         taken.append(scale)
         return real(optimizer, plan, scale)
 
-    monkeypatch.setattr(loop, "apply_plan", counting)
+    monkeypatch.setattr(step_module, "apply_plan", counting)
     result = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=0)
     assert len(taken) == steps and len(result.curve) == epochs == loop.schedule_length(config, len(train))[0]
     warmup = loop.steps_per_epoch(len(train), batch)  # one warm-up epoch; the cosine spans the steps, not epochs
