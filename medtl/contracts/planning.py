@@ -64,8 +64,14 @@ class Probe(Strict):
 
     input_shape: list[int]
     batch_size: int = Field(ge=1)
-    seconds_per_step: float = Field(gt=0, description="one optimiser step (forward, backward, update), median")
-    seconds_per_image_predict: float = Field(gt=0)
+    seconds_per_step: float = Field(
+        gt=0,
+        description="median of one optimiser step as the loop runs it, with an epoch's start and a batch's collation",
+    )
+    seconds_per_image_predict: float = Field(gt=0, description="one image through one view of a prediction")
+    seconds_per_predict_batch: float = Field(
+        0.0, ge=0, description="fixed cost of one batch through one view of a prediction (0 in plans made before it)"
+    )
 
 
 class Estimate(Strict):

@@ -2,7 +2,8 @@
 
 The estimate is an upper bound: every fold and arm runs its whole schedule (early stopping only shortens it), plus
 the predictions of the tuning patients (after every epoch, or every few on tiny sets: training.loop.tuning_interval)
-and of the held-out patients once (each over every mirror view when predictions average over flips).
+and of the held-out patients once (each over every mirror view when predictions average over flips), each costing
+its images and a fixed cost per batch.
 Label-efficiency runs (train config label_fractions) add every arm on every fold once per share below 1; a schedule
 in steps keeps its step count on a share of the patients, so such a run costs its whole schedule (and, having more
 epochs, at least as many tuning predictions), not the share of it. Cuts, in order: the
@@ -49,8 +50,10 @@ def fold_seconds(facts: PlanFacts, shape: Shape, probe: Probe, share: float = 1.
     per_epoch = max(1, n_train // shape.batch_size)
     epochs = math.ceil(shape.steps / per_epoch)
     predictions = math.ceil(epochs / tuning_interval(per_epoch, MIN_STEPS_BETWEEN_TUNING))
-    predicted = predictions * n_tune + n_heldout
-    return shape.steps * probe.seconds_per_step + predicted * shape.prediction_views * probe.seconds_per_image_predict
+    images = predictions * n_tune + n_heldout
+    batches = predictions * math.ceil(n_tune / shape.batch_size) + math.ceil(n_heldout / shape.batch_size)
+    one_view = images * probe.seconds_per_image_predict + batches * probe.seconds_per_predict_batch
+    return shape.steps * probe.seconds_per_step + shape.prediction_views * one_view
 
 
 def train_seconds(facts: PlanFacts, shape: Shape, probe: Probe) -> float:

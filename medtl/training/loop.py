@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,23 +129,40 @@ def make_loader(data: TensorSet, config: TrainConfig, *, shuffle: bool, balance:
     )
 
 
-@torch.no_grad()
 def predict(
     model: nn.Module, data: TensorSet, *, device: torch.device, batch_size: int, flip_axes: Sequence[int] = ()
 ) -> np.ndarray:
     """Class (or finding) probabilities (N, K) in the dataset's row order, averaged over the mirror views of
     `flip_axes` (the artifact's prediction_flip_axes)."""
-    model.eval()
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    batches = (inputs for inputs, _, _ in loader)
+    return predict_batches(model, batches, data.task.kind, device=device, flip_axes=flip_axes)
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module, batches: Iterable[torch.Tensor], kind: TaskKind, *, device: torch.device,
+    flip_axes: Sequence[int] = (),
+) -> np.ndarray:  # fmt: skip
+    """`predict` over batches of inputs; the planner's probe times this, the path every prediction takes."""
+    model.eval()
     outputs = []
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         with autocast_for(device):
-            return probabilities(model(inputs), data.task.kind)
+            return probabilities(model(inputs), kind)
 
-    for inputs, _, _ in loader:
+    for inputs in batches:
         outputs.append(mirrored_mean(forward, inputs.to(device, non_blocking=True), flip_axes).cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0))
+
+
+def begin_epoch(built: BuiltModel, step: TrainStep, plan: EpochPlan) -> None:
+    """Training mode for the epoch's plan (BatchNorm of frozen stages stays in eval mode); the probe times it with
+    each step, as on a tiny set every epoch is one step."""
+    step.model.train()
+    step.augmenter.train()
+    set_bn_modes(built, plan)
 
 
 def fit(
@@ -201,9 +218,7 @@ def fit(
         # Each epoch's shuffling depends on (seed, epoch) only, so a resumed run replays exactly the same batches.
         loader.generator.manual_seed(seed * 100_003 + epoch)
         plan = plans[min(epoch, len(plans) - 1)]
-        model.train()
-        step_once.augmenter.train()
-        set_bn_modes(built, plan)
+        begin_epoch(built, step_once, plan)
         for step, (inputs, targets, _) in enumerate(loader):
             global_step = epoch * per_epoch + step
             if global_step >= total_steps:  # a schedule in steps may end part-way through its last epoch

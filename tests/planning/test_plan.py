@@ -61,6 +61,7 @@ def test_hardware_changes_the_estimate_not_the_recipe(dataset_2d, monkeypatch, m
             update={
                 "seconds_per_step": one.seconds_per_step / 50,
                 "seconds_per_image_predict": one.seconds_per_image_predict / 50,
+                "seconds_per_predict_batch": one.seconds_per_predict_batch / 50,
             }
         )
 

@@ -165,3 +165,16 @@ def test_a_small_image_is_upsampled_with_fewer_folds_when_only_that_fits_the_bud
     assert side == 28 and asked == [28, 64] and "112 px not measured" in why
     side, why, _ = choose_side(f, recipe, lazily(), five[112] * 1.01, no_search)
     assert side == 112 and asked == [28, 64, 112] and "not measured" not in why
+
+
+def test_a_prediction_pays_its_batchs_fixed_cost_however_few_images_it_holds():
+    """On a tiny set the tuning and held-out patients fit in one batch: their predictions cost a batch each (what
+    a prediction of 5 images mostly is on a CPU), not 5 images' share of a full batch."""
+    small, double = facts({"a": 10, "b": 10}), facts({"a": 20, "b": 20})
+    shape = Shape(64, 16, 5, [], prediction_views=2)
+    per_batch = Probe(input_shape=[28, 28], batch_size=16, seconds_per_step=1e-12, seconds_per_image_predict=1e-12,
+                      seconds_per_predict_batch=0.01)  # fmt: skip
+    per_image = per_batch.model_copy(update={"seconds_per_image_predict": 0.01, "seconds_per_predict_batch": 0.0})
+    assert train_seconds(small, shape, per_batch) == pytest.approx(train_seconds(double, shape, per_batch))
+    assert train_seconds(double, shape, per_image) == pytest.approx(2 * train_seconds(small, shape, per_image), 0.1)
+    assert train_seconds(small, shape, per_batch) >= 5 * 2 * 0.01 * 5  # >= 5 folds x 2 views x 5 predictions
