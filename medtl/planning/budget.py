@@ -21,8 +21,11 @@ from medtl.planning.rules import TUNE_FRACTION, training_images_per_fold
 from medtl.training.config import TrainConfig
 from medtl.training.loop import tuning_interval
 
-# a probe skips the body's backward pass; the features arm is one forward pass per scan and a few regressions
-ARM_COST = {"main": 1.0, "scratch": 1.0, "linear_probe": 0.5, "features": 0.05}
+# A linear probe runs the loop's whole step: frozen stages are parameter groups at lr 0, not requires_grad=False
+# (models/strategies.py says why), so the body's backward pass still runs; its folds took 0.74-1.4x the main arm's
+# (benchmarks/results/quality_breastmnist_from_*_cpu.json). The features arm is one forward pass per scan and a
+# few regressions.
+ARM_COST = {"main": 1.0, "scratch": 1.0, "linear_probe": 1.0, "features": 0.05}
 MIN_STEP_SHARE = 0.25  # never cut the schedule below a quarter of the rules' steps ...
 MIN_EPOCHS = 10  # ... nor below ten passes over the data
 FEWEST_FOLDS = 3

@@ -178,3 +178,11 @@ def test_a_prediction_pays_its_batchs_fixed_cost_however_few_images_it_holds():
     assert train_seconds(small, shape, per_batch) == pytest.approx(train_seconds(double, shape, per_batch))
     assert train_seconds(double, shape, per_image) == pytest.approx(2 * train_seconds(small, shape, per_image), 0.1)
     assert train_seconds(small, shape, per_batch) >= 5 * 2 * 0.01 * 5  # >= 5 folds x 2 views x 5 predictions
+
+
+def test_a_linear_probe_arm_is_budgeted_as_a_whole_arm_since_its_frozen_body_still_runs_backward():
+    f = facts({"a": 200, "b": 200})
+    probe = Probe(input_shape=[28, 28], batch_size=16, seconds_per_step=0.1, seconds_per_image_predict=0.001)
+    main_only = train_seconds(f, Shape(500, 16, 5, []), probe)
+    assert train_seconds(f, Shape(500, 16, 5, ["linear_probe"]), probe) == pytest.approx(2 * main_only)
+    assert train_seconds(f, Shape(500, 16, 5, ["features"]), probe) < 1.1 * main_only
