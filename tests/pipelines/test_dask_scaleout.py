@@ -21,7 +21,14 @@ DaskTaskRunner = pytest.importorskip("prefect_dask").DaskTaskRunner
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_folds_run_on_both_workers_and_equal_a_sequential_run(trained, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def prefect_url(tmp_path_factory):
+    """One real Prefect server for the module's tests: starting one takes ~10 s."""
+    with local_prefect_server(tmp_path_factory.mktemp("prefect-home")) as url:
+        yield url
+
+
+def test_folds_run_on_both_workers_and_equal_a_sequential_run(trained, prefect_url, tmp_path, monkeypatch):
     write_tiny_config(tmp_path / "train.yaml", cv={"n_folds": 3}, seed=5, final_model="ensemble")
     dataset = trained / "dev-data"
 
@@ -31,11 +38,10 @@ def test_folds_run_on_both_workers_and_equal_a_sequential_run(trained, tmp_path,
     scoring = ScoreParameters(artifact=trained / "artifact", sources=[trained / "dev" / "dicom"],
                               out=tmp_path / "scores-dask", allow_unapproved=True, chunk_size=3,
                               allow_development_key=True)  # fmt: skip
-    with local_prefect_server(tmp_path / "prefect-home") as url:
-        monkeypatch.setenv("PREFECT_API_URL", url)  # the worker processes read it from their environment
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            spread = on_dask(train_flow, n_workers=2)(params("on-dask"))
-            scored = on_dask(score_flow, n_workers=2)(scoring)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_url)  # the worker processes read it from their environment
+    with temporary_settings(updates={PREFECT_API_URL: prefect_url}):
+        spread = on_dask(train_flow, n_workers=2)(params("on-dask"))
+        scored = on_dask(score_flow, n_workers=2)(scoring)
     monkeypatch.delenv("PREFECT_API_URL")
     sequential = train_flow(params("sequential"))
 
@@ -74,16 +80,15 @@ def two_tasks(on_gpu: bool) -> list[tuple[float, float]]:
     return [future.result() for future in futures]
 
 
-def test_gpu_tasks_take_the_gpu_resource_so_one_gpu_runs_one_at_a_time(tmp_path, monkeypatch):
+def test_gpu_tasks_take_the_gpu_resource_so_one_gpu_runs_one_at_a_time(prefect_url, monkeypatch):
     """One worker with two threads and one GPU: plain tasks overlap, GPU-annotated tasks queue for the GPU."""
     runner = DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
         "n_workers": 1, "threads_per_worker": 2, "processes": False, "resources": {GPU: 1}, "dashboard_address": None,
     })  # fmt: skip
-    with local_prefect_server(tmp_path / "prefect-home") as url:
-        monkeypatch.setenv("PREFECT_API_URL", url)
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            plain = two_tasks.with_options(task_runner=runner)(False)
-            on_gpu = two_tasks.with_options(task_runner=runner.duplicate())(True)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_url)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_url}):
+        plain = two_tasks.with_options(task_runner=runner)(False)
+        on_gpu = two_tasks.with_options(task_runner=runner.duplicate())(True)
 
     def overlap(spans: list[tuple[float, float]]) -> float:
         first, second = sorted(spans)

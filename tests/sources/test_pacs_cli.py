@@ -32,7 +32,7 @@ def test_ping_and_query_report_counts_and_map_failures_to_exit_codes(orthanc, co
 
     refused = medtl("pacs", "ping", orthanc.dicomweb_uri, MEDTL_PACS_PASSWORD="wrong")
     assert refused.returncode == 10 and "refused our credentials" in refused.stderr and PASSWORD not in refused.stderr
-    orthanc.stop()
+    orthanc.stop(graceful=False)  # down is down; nothing restarts on its storage
     down = medtl("pacs", "ping", orthanc.dicomweb_uri)
     assert down.returncode == 9 and "run again later" in down.stderr
     bad = medtl("pacs", "ping", "dicomweb+http://user:pw@127.0.0.1:1/dicom-web")

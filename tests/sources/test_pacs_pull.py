@@ -212,7 +212,7 @@ def test_wrong_credentials_and_unknown_ae_titles_are_refused_with_what_to_do(ort
         with pytest.raises(SourceAuthError, match="rejected the association"):
             open_remote(wrong_title, FAST).ping()
     finally:
-        strict.stop()
+        strict.stop(graceful=False)
 
 
 def _by_series(files: list[Path]) -> dict[str, list[Path]]:
