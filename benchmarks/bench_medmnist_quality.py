@@ -8,7 +8,8 @@ artifact. Published results (MedMNIST v2, Yang et al. 2023; all trained from scr
     python benchmarks/bench_medmnist_quality.py breastmnist --budget 30
     python benchmarks/bench_medmnist_quality.py breastmnist --pretrain pneumoniamnist   # transfer between domains
     python benchmarks/bench_medmnist_quality.py retinamnist --source retinamnist.npz    # graded (ordinal) set
-    python benchmarks/bench_medmnist_quality.py breastmnist --plan plan.yaml   # a plan made elsewhere (CPU/GPU parity)
+    python benchmarks/bench_medmnist_quality.py breastmnist --plan-only plan.yaml   # plan here (e.g. on a CPU) ...
+    python benchmarks/bench_medmnist_quality.py breastmnist --plan plan.yaml   # ... train it elsewhere (CPU/GPU parity)
 
 Baselines in the same run: the published results, and, whenever the main arm starts from pretrained weights, the
 same architecture trained from scratch (the `scratch` arm) on the same splits.
@@ -121,7 +122,7 @@ def prepare(name: str, workdir: Path, size: int, limit: int | None, source: Path
 
 def plan_and_train(dataset: Path, artifact: Path, args: argparse.Namespace, weights_artifact: Path | None) -> dict:
     """`medtl plan` (with the budget) then `medtl train --config plan.yaml`, as a user runs them."""
-    from medtl.planning import PlanOptions, make_plan, read_plan, write_plan
+    from medtl.planning import read_plan
     from medtl.training.train import train
 
     if (artifact / "manifest.json").exists():  # sealed by an earlier run of this script (--keep-artifacts)
@@ -130,12 +131,19 @@ def plan_and_train(dataset: Path, artifact: Path, args: argparse.Namespace, weig
     if args.plan is not None:  # the same plan on another machine: no planning here
         shutil.copyfile(args.plan, plan_file)
     else:
-        options = PlanOptions(
-            budget_minutes=args.budget, seed=args.seed, weights_artifact=weights_artifact, search=args.search
-        )
-        write_plan(make_plan(dataset, options), plan_file)
+        plan_to_file(dataset, plan_file, args, weights_artifact)
     train(dataset, read_plan(plan_file), artifact)  # what the user runs: the plan as written to disk
     return artifact_summary(artifact)
+
+
+def plan_to_file(dataset: Path, plan_file: Path, args: argparse.Namespace, weights_artifact: Path | None) -> None:
+    """`medtl plan DATASET --budget MINUTES --out plan.yaml`."""
+    from medtl.planning import PlanOptions, make_plan, write_plan
+
+    options = PlanOptions(
+        budget_minutes=args.budget, seed=args.seed, weights_artifact=weights_artifact, search=args.search
+    )
+    write_plan(make_plan(dataset, options), plan_file)
 
 
 def artifact_summary(artifact: Path) -> dict:
@@ -238,6 +246,9 @@ def main() -> None:
     parser.add_argument(
         "--plan", type=Path, default=None, help="train this plan.yaml instead of planning (e.g. one made on a CPU)"
     )
+    parser.add_argument(
+        "--plan-only", type=Path, default=None, help="write the plan here and stop (to train it on another machine)"
+    )
     parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=None, help="the empirical stage")
     parser.add_argument("--size", type=int, default=28, help="the ingest's preprocessing (the plan may upsample)")
     parser.add_argument("--seed", type=int, default=0)
@@ -269,6 +280,9 @@ def main() -> None:
                                                                           source_args, None)}  # fmt: skip
     dataset = prepare(args.dataset, workdir, args.size, args.limit, args.source)
     report["prepare_seconds"] = round(time.perf_counter() - started, 1)
+    if args.plan_only is not None:  # the plan alone, as `medtl plan` writes it; --plan trains it elsewhere
+        plan_to_file(dataset, args.plan_only, args, weights_artifact)
+        return
     artifact = workdir / f"{args.dataset}-artifact"
     if not args.keep_artifacts:
         shutil.rmtree(artifact, ignore_errors=True)
