@@ -57,8 +57,8 @@ def plan_training(params: TrainParameters) -> TrainingPlan:
 
 @task(name="train-fold", task_run_name="{arm}-fold{fold}")
 def train_fold(plan: TrainingPlan, arm: str, fold: int) -> dict:
-    if plan.config.concurrent_folds > 1:  # beside other folds: in a process of its own (see concurrent_folds)
-        train_concurrently(train_unit, plan, [(arm, fold)], 1, sharing=plan.config.concurrent_folds)
+    if plan.fold_width > 1:  # beside other folds: in a process of its own (see concurrent_folds)
+        train_concurrently(train_unit, plan, [(arm, fold)], 1, sharing=plan.fold_width)
         outcome = finished_outcome(plan.workdir, arm, fold)
     else:
         outcome = train_unit(plan, arm, fold)
@@ -80,7 +80,7 @@ def package(plan: TrainingPlan, flow_run_id: str | None) -> dict:
 def _submitted(plan: TrainingPlan) -> dict[tuple[str, int], PrefectFuture]:
     """Every fold as a task: on this machine's threads `concurrent_folds` at a time (1: one GPU, or all CPU cores,
     per fold); on a Dask cluster all at once, its scheduler placing them one per free GPU worker."""
-    width = plan.config.concurrent_folds
+    width = plan.fold_width
     local = isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner)
     futures: dict[tuple[str, int], PrefectFuture] = {}
     with needs_gpu(plan.device.type == "cuda"):

@@ -239,6 +239,12 @@ def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps:
     )
     recipe.set("seed", seed, "one seed for splits, initialisation, loaders and augmentation")
     recipe.set("device", "auto", "the plan is device-independent; the run uses CUDA when present")
+    recipe.set(
+        "concurrent_folds",
+        "auto",
+        "speed only: on a GPU up to four folds side by side, as its memory and the cores allow (a small model leaves "
+        "one GPU mostly idle), one at a time on a CPU; the same folds and seeds either way",
+    )
     return recipe
 
 

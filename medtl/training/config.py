@@ -10,7 +10,7 @@ writes a config fitted to a dataset; this file only validates.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -146,13 +146,12 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "off"] = Field("auto", description="mixed precision on CUDA (bf16 where supported)")
     num_workers: int = Field(0, ge=0, description="DataLoader workers (tensors are preprocessed already)")
-    concurrent_folds: int = Field(
+    concurrent_folds: Annotated[int, Field(ge=1, le=MAX_CONCURRENT_FOLDS)] | Literal["auto"] = Field(
         1,
-        ge=1,
-        le=MAX_CONCURRENT_FOLDS,
         description="speed only: how many folds (of any arm) train at once, each in a process of its own; for a "
-        "small model on a GPU, which one fold leaves mostly idle (on a CPU it gains little). Not part of the recipe: "
-        "the same folds and seeds either way",
+        "small model on a GPU, which one fold leaves mostly idle (on a CPU it gains little). auto: several on a GPU "
+        "as far as its memory and the machine's cores allow, one on a CPU (training.concurrent.fold_width). Not "
+        "part of the recipe: the same folds and seeds either way",
     )
     checkpoint_every_s: float = Field(
         120.0,

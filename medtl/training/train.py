@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from medtl.hashing import sha256_json
 from medtl.outputs import staged_folder
 from medtl.progress import Progress
 from medtl.timing import duration
-from medtl.training.concurrent import train_concurrently
+from medtl.training.concurrent import fold_width, train_concurrently
 from medtl.training.config import SPEED_ONLY, TrainConfig
 from medtl.training.cv import (
     MAIN_ARM,
@@ -91,6 +93,7 @@ class TrainingPlan:
     workdir: Path
     started: datetime
     lineage: Lineage
+    fold_width: int = 1  # folds trained side by side (config.concurrent_folds, `auto` resolved for this machine)
 
     @property
     def units(self) -> list[tuple[str, int]]:
@@ -115,7 +118,7 @@ def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingP
     torch.use_deterministic_algorithms(config.deterministic, warn_only=False)
     device = choose_device(config.device)
     task = load_task(dataset, config.task, config.preprocessing)
-    build(task, arm_specs(config)[0], config.seed)  # ... and the pretrained weights, found and hash-checked now
+    built = build(task, arm_specs(config)[0], config.seed)  # ... and the pretrained weights, found and checked now
     splits, _ = resolve_splits(
         task.scans,
         dataset=dataset,
@@ -131,7 +134,14 @@ def prepare_training(dataset: Path, config: TrainConfig, out: Path) -> TrainingP
     workdir = out.with_name(out.name + ".work")
     claim_workdir(workdir, sha256_json({"manifest": task.manifest_hash, "splits": splits.model_dump(mode="json"),
                                          "config": config.model_dump(mode="json", exclude=SPEED_ONLY)}))  # fmt: skip
-    return TrainingPlan(Path(dataset), config, out, task, splits, device, workdir, started, lineage)
+    width = _fold_width(config, device, task, sum(p.numel() for p in built.model.parameters()))
+    return TrainingPlan(Path(dataset), config, out, task, splits, device, workdir, started, lineage, width)
+
+
+def _fold_width(config: TrainConfig, device: torch.device, task: TaskData, parameters: int) -> int:
+    image = task.in_channels * math.prod(task.spec.target_shape)
+    return fold_width(config.concurrent_folds, device, parameters=parameters, data_bytes=4 * image * len(task.scans),
+                      batch_voxels=image * config.batch_size, cores=os.cpu_count() or 1)  # fmt: skip
 
 
 def claim_workdir(workdir: Path, identity: str) -> None:
@@ -171,8 +181,8 @@ def finish_training(plan: TrainingPlan, *, flow_run_id: str | None = None, progr
     """Every fold not trained yet, then the final model, the artifact and its seal; the work folder goes last."""
     config, task, splits = plan.config, plan.task, plan.splits
     with Progress(progress) as bar:
-        if config.concurrent_folds > 1:  # trained side by side first; run_cv then reads them back
-            train_concurrently(train_unit, plan, _units_left(plan), config.concurrent_folds, bar.update)
+        if plan.fold_width > 1:  # trained side by side first; run_cv then reads them back
+            train_concurrently(train_unit, plan, _units_left(plan), plan.fold_width, bar.update)
         results, oof = run_cv(task, splits, config, device=plan.device, workdir=plan.workdir, progress=bar.update)
         efficiency = run_label_efficiency(
             task, splits, config, oof, device=plan.device, workdir=plan.workdir,

@@ -24,6 +24,9 @@ def test_plan_is_a_complete_config_with_a_reason_for_every_choice(dataset_2d, tm
     assert config.model.weights.source == "none"  # nothing is downloaded here: the plan says why
     assert "medtl weights list" in plan.reasons["model.weights"]
     assert [w.state for w in plan.weights] == ["missing"]
+    assert config.concurrent_folds == "auto" and "GPU" in plan.reasons["concurrent_folds"]  # resolved by the run
+    write_plan(config, tmp_path / "plan.yaml")
+    assert read_plan(tmp_path / "plan.yaml").concurrent_folds == "auto"
     assert config.steps is not None and config.steps * config.batch_size >= 20_000
     # 28 px images: the network's last stage would see 1x1 cells, so the input is upsampled (no budget: to 64)
     assert config.preprocessing is not None and config.preprocessing.target_shape == [64, 64]

@@ -64,6 +64,12 @@ def test_the_number_of_concurrent_folds_is_not_part_of_a_run_s_identity(dataset,
     assert finished.exists()  # the same run, faster: its finished folds are kept
 
 
+def test_auto_resolves_to_one_fold_at_a_time_on_a_cpu_and_a_number_is_kept(dataset, tmp_path):  # noqa: F811
+    auto = prepare_training(dataset, _config(seed=13, concurrent_folds="auto"), tmp_path / "auto")
+    assert auto.device.type == "cpu" and auto.fold_width == 1
+    assert prepare_training(dataset, _config(seed=13, concurrent_folds=3), tmp_path / "three").fold_width == 3
+
+
 def _dies(plan, arm, fold):
     os._exit(3)  # what the kernel's out-of-memory killer does to a process, as far as its parent can tell
 
