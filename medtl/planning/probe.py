@@ -85,7 +85,7 @@ def probe(
     def one_epoch_of_one_step() -> None:
         begin_epoch(built, step, plan)
         batch_inputs, batch_targets = next(iter(loader))
-        float(step(batch_inputs, batch_targets, plan, 1.0))  # the loop reads each loss, which waits for the step
+        float(step(batch_inputs, batch_targets, plan, 1.0))  # reading the loss waits for the step to finish
 
     seconds_per_step = _median_seconds(one_epoch_of_one_step, device, MEASURED_STEPS, warmup=WARMUP_STEPS)
 

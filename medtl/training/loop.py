@@ -212,7 +212,7 @@ def fit(
     last_checkpoint = time.monotonic()
     tuned = tune is not None and len(tune) > 0
     every = tuning_interval(per_epoch, config.min_steps_between_tuning)
-    losses: list[float] = []  # since the last record
+    losses: list[torch.Tensor] = []  # since the last record, on the device: read once per record, not per step
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         # Each epoch's shuffling depends on (seed, epoch) only, so a resumed run replays exactly the same batches.
@@ -224,12 +224,13 @@ def fit(
             if global_step >= total_steps:  # a schedule in steps may end part-way through its last epoch
                 break
             loss = step_once(inputs, targets, plan, lr_scale(global_step, total_steps, warmup, config.schedule.kind))
-            losses.append(float(loss))
+            losses.append(loss)  # reading it here would make the host wait for the GPU at every step
         if tuned and (epoch + 1) % every and epoch + 1 < epochs:  # no tuning prediction after this epoch
             elapsed += time.perf_counter() - started
             stale += 1  # epochs since the best, as patience counts them
             continue
-        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
+        train_loss = float(torch.stack(losses).double().mean()) if losses else None
+        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss}
         losses = []
         if tuned:
             predicted = predict(judged, tune, device=device, batch_size=config.batch_size, flip_axes=flip_axes)

@@ -76,6 +76,24 @@ def test_early_stopping_waits_patience_epochs_after_the_best(tiny_task, monkeypa
     assert result.stopped_early and result.best_epoch == 1
 
 
+def test_each_record_s_train_loss_is_the_mean_of_the_step_losses_since_the_one_before(tiny_task, monkeypatch):
+    returned: list[float] = []
+    real = step_module.TrainStep.__call__
+
+    def recorded(self, *args):
+        loss = real(self, *args)
+        returned.append(float(loss))
+        return loss
+
+    monkeypatch.setattr(step_module.TrainStep, "__call__", recorded)
+    config = _config(epochs=4, min_steps_between_tuning=4)  # 2 steps an epoch: a record every second epoch
+    built, plans, train, tune = _setup(tiny_task, config)
+    result = fit(built, plans, train, tune, config, device=torch.device("cpu"), positive=1, seed=0)
+    assert [record["epoch"] for record in result.curve] == [2, 4] and len(returned) == 8
+    for record, since in zip(result.curve, (returned[:4], returned[4:]), strict=True):
+        assert record["train_loss"] == pytest.approx(np.mean(since), rel=1e-12)
+
+
 @pytest.mark.parametrize("ema_decay", [None, 0.8])
 def test_an_interrupted_fold_resumes_to_exactly_the_same_result(tiny_task, tmp_path, ema_decay):
     config = _config(epochs=4, augmentation={"enabled": True}, checkpoint_every_s=0, ema_decay=ema_decay)
