@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from bench_medmnist_quality import prepare, run_header, signing_key
+from bench_medmnist_quality import fold_time, prepare, run_header, signing_key
 
 from medtl.training.config import TrainConfig
 from medtl.training.train import train
@@ -44,14 +44,14 @@ def config(args: argparse.Namespace, concurrent: int) -> TrainConfig:
     )
 
 
-def timed_run(dataset: Path, out: Path, cfg: TrainConfig) -> tuple[float, pd.DataFrame, float | None]:
+def timed_run(dataset: Path, out: Path, cfg: TrainConfig) -> tuple[float, pd.DataFrame, dict]:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     result = train(dataset, cfg, out)
     seconds = time.perf_counter() - started
     oof = pd.read_parquet(out / "predictions" / "oof.parquet").sort_values(["fold", "scan_id"])
     main = next(entry for entry in result.indicators if entry["arm"] == "main")
-    return seconds, oof.reset_index(drop=True), main["oof_auc"]
+    return seconds, oof.reset_index(drop=True), main
 
 
 def main() -> None:
@@ -78,10 +78,11 @@ def main() -> None:
     for number in range(args.rounds):
         order = [1, args.concurrent] if number % 2 == 0 else [args.concurrent, 1]
         runs = {width: timed_run(dataset, workdir / f"run-{width}", config(args, width)) for width in order}
-        (sequential, first, auc_one), (side_by_side, second, auc_many) = runs[1], runs[args.concurrent]
+        (sequential, first, one), (side_by_side, second, many) = runs[1], runs[args.concurrent]
         rounds.append({
             "order": order, "sequential_seconds": round(sequential, 2), "concurrent_seconds": round(side_by_side, 2),
-            "speedup": sequential / side_by_side, "oof_auc": [auc_one, auc_many],
+            "speedup": sequential / side_by_side, "oof_auc": [one["oof_auc"], many["oof_auc"]],
+            "fold_time": [fold_time(one["folds"]), fold_time(many["folds"])],  # steps vs whole epochs, per run
             "max_oof_probability_difference": float(np.abs(first.probability - second.probability).max()),
         })  # fmt: skip
         print(json.dumps(rounds[-1]), flush=True)

@@ -173,7 +173,20 @@ def artifact_summary(artifact: Path) -> dict:
         "candidates": [c.model_dump() for c in plan.candidates],
         "notes": plan.notes,
         "oof_auc_by_arm": {entry["arm"]: entry["oof_auc"] for entry in indicators},
+        "fold_time": {entry["arm"]: fold_time(entry["folds"]) for entry in indicators},
         "transfer": [{k: v for k, v in entry.items() if k not in ("folds", "pretrained")} for entry in indicators],
+    }
+
+
+def fold_time(folds: list[dict]) -> dict | None:
+    """Where an arm's training time went, summed over its folds: optimiser steps, and the rest of the epochs
+    (tuning predictions); a fold's set-up and its out-of-fold predictions are outside both."""
+    ends = [fold["curve"][-1] for fold in folds if fold.get("curve")]
+    if not ends or any(end.get("step_seconds") is None for end in ends):
+        return None  # the features arm (no epochs), or an artifact from before steps were timed apart
+    return {
+        "epochs_seconds": round(sum(end["seconds"] for end in ends), 2),
+        "steps_seconds": round(sum(end["step_seconds"] for end in ends), 2),
     }
 
 

@@ -95,7 +95,10 @@ class EpochRecord(Strict):
     train_loss: float | None = None
     tune_auc: float | None = None
     tune_loss: float | None = None
-    seconds: float = Field(ge=0)
+    seconds: float = Field(ge=0, description="since the fold began: its optimiser steps and tuning predictions")
+    step_seconds: float | None = Field(
+        None, ge=0, description="the part of `seconds` spent in optimiser steps (the rest: tuning predictions)"
+    )
 
 
 class CandidateC(Strict):

@@ -24,25 +24,20 @@ from medtl.contracts.task import TaskKind, output_units
 from medtl.models.factory import create_model_from_config
 from medtl.models.strategies import resolve_schedule
 from medtl.training.config import TrainConfig
-from medtl.training.loop import begin_epoch, predict_batches
+from medtl.training.loop import begin_epoch, predict_batches, wait_for_device
 from medtl.training.step import TrainStep
 
 WARMUP_STEPS, MEASURED_STEPS = 2, 5
 PREDICT_REPEATS = 3
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _median_seconds(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 0) -> float:
     timings = []
     for index in range(warmup + repeats):
-        _sync(device)
+        wait_for_device(device)
         started = time.perf_counter()
         run()
-        _sync(device)
+        wait_for_device(device)
         if index >= warmup:
             timings.append(time.perf_counter() - started)
     return statistics.median(timings)

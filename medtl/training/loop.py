@@ -206,6 +206,7 @@ def fit(
     best = state["best"] if state else {"auc": None, "loss": math.inf, "epoch": 0, "weights": None}
     curve: list[dict[str, Any]] = state["curve"] if state else []
     elapsed = curve[-1]["seconds"] if curve else 0.0
+    stepping = (curve[-1].get("step_seconds") or 0.0) if curve else 0.0  # of `elapsed`, in optimiser steps
     stale = state["stale"] if state else 0
     if state:
         torch.set_rng_state(state["rng"])
@@ -225,6 +226,8 @@ def fit(
                 break
             loss = step_once(inputs, targets, plan, lr_scale(global_step, total_steps, warmup, config.schedule.kind))
             losses.append(loss)  # reading it here would make the host wait for the GPU at every step
+        wait_for_device(device)  # once an epoch: the steps' time is theirs, not the next prediction's
+        stepping += time.perf_counter() - started
         if tuned and (epoch + 1) % every and epoch + 1 < epochs:  # no tuning prediction after this epoch
             elapsed += time.perf_counter() - started
             stale += 1  # epochs since the best, as patience counts them
@@ -238,6 +241,7 @@ def fit(
             record["tune_loss"] = tuning_loss(kind, torch.as_tensor(predicted), tune.targets)
         elapsed += time.perf_counter() - started
         record["seconds"] = round(elapsed, 3)
+        record["step_seconds"] = round(stepping, 3)
         curve.append(record)
         improved = _improves(record, best, config.early_stopping.metric)
         if improved or tune is None:
@@ -326,3 +330,10 @@ def _resume(workdir: Path, model: nn.Module, optimizer, averaged: AveragedModel 
     if averaged is not None:
         averaged.load_state_dict(state["averaged"])
     return state
+
+
+def wait_for_device(device: torch.device) -> None:
+    """Until the work queued on a GPU is done (CUDA runs asynchronously: a host clock read earlier times the
+    queueing, not the work)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -92,6 +92,9 @@ def test_each_record_s_train_loss_is_the_mean_of_the_step_losses_since_the_one_b
     assert [record["epoch"] for record in result.curve] == [2, 4] and len(returned) == 8
     for record, since in zip(result.curve, (returned[:4], returned[4:]), strict=True):
         assert record["train_loss"] == pytest.approx(np.mean(since), rel=1e-12)
+    first, last = result.curve
+    assert 0 < first["step_seconds"] < last["step_seconds"] <= last["seconds"]  # a part of the time, growing
+    assert last["seconds"] - last["step_seconds"] > first["seconds"] - first["step_seconds"] > 0  # + predictions
 
 
 @pytest.mark.parametrize("ema_decay", [None, 0.8])
