@@ -52,3 +52,13 @@ def test_small_sets_stay_on_the_gpu_during_a_fit(tiny_task):
     result = fit(built, plans, train, tune, config, device=torch.device("cuda"), positive=1, seed=0)
     assert train.resident and tune.resident
     assert len(result.curve) == 6  # 12 steps of 8 from 16 images: 2 per epoch, on any device
+
+
+def test_auto_trains_a_small_model_s_folds_side_by_side_on_a_gpu_with_room_for_them():
+    from medtl.training.concurrent import fold_width
+
+    if torch.cuda.mem_get_info()[0] < 16 << 30:
+        pytest.skip("four folds of the estimate (~1.4 GB each) need 16 GiB free: half of it for them")
+    small = {"parameters": 11_200_000, "data_bytes": 4 * 28 * 28 * 1000, "batch_voxels": 16 * 28 * 28, "cores": 8}
+    assert fold_width("auto", torch.device("cuda"), **small) == 4
+    assert fold_width("auto", torch.device("cuda"), **{**small, "cores": 4}) == 2
