@@ -54,6 +54,24 @@ def timed_run(dataset: Path, out: Path, cfg: TrainConfig) -> tuple[float, pd.Dat
     return seconds, oof.reset_index(drop=True), main
 
 
+def summary(args: argparse.Namespace, rounds: list[dict]) -> dict:
+    speedups = [entry["speedup"] for entry in rounds]
+    threads = torch.get_num_threads()
+    same_arithmetic = torch.cuda.is_available() or max(1, threads // args.concurrent) == threads
+    return {
+        **run_header("concurrent_folds", args),
+        "rounds": rounds,
+        "speedup": {"median": statistics.median(speedups), "min": min(speedups), "max": max(speedups)},
+        "cpu_threads": {"sequential": threads, "each_concurrent_fold": max(1, threads // args.concurrent)},
+        # On a CPU with fewer threads per process the sums run in another order, and training amplifies that: the
+        # predictions are then not expected to agree (tests/training/test_concurrent_folds.py checks equality at
+        # equal thread counts). On a GPU the kernels are the same either way.
+        "same_predictions": (
+            max(entry["max_oof_probability_difference"] for entry in rounds) < 1e-3 if same_arithmetic else None
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset")
@@ -86,23 +104,10 @@ def main() -> None:
             "max_oof_probability_difference": float(np.abs(first.probability - second.probability).max()),
         })  # fmt: skip
         print(json.dumps(rounds[-1]), flush=True)
-    speedups = [entry["speedup"] for entry in rounds]
-    threads = torch.get_num_threads()
-    same_arithmetic = torch.cuda.is_available() or max(1, threads // args.concurrent) == threads
-    report = {
-        **run_header("concurrent_folds", args),
-        "rounds": rounds,
-        "speedup": {"median": statistics.median(speedups), "min": min(speedups), "max": max(speedups)},
-        "cpu_threads": {"sequential": threads, "each_concurrent_fold": max(1, threads // args.concurrent)},
-        # On a CPU with fewer threads per process the sums run in another order, and training amplifies that: the
-        # predictions are then not expected to agree (tests/training/test_concurrent_folds.py checks equality at
-        # equal thread counts). On a GPU the kernels are the same either way.
-        "same_predictions": (
-            max(entry["max_oof_probability_difference"] for entry in rounds) < 1e-3 if same_arithmetic else None
-        ),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+        report = summary(args, rounds)
+        report["rounds_planned"] = args.rounds  # written after every round: a time limit keeps the rounds done
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({key: report[key] for key in ("speedup", "same_predictions")}, indent=2))
 
 
