@@ -6,7 +6,7 @@
 #
 #   bash benchmarks/run_gpu_checks.sh                    # every step
 #   PLANS=plans/ bash benchmarks/run_gpu_checks.sh concurrent parity ingest
-#   LIMIT_parity=100 INGEST_SERIES=800 bash ...    # a step's time limit (s) and sizes, to fit a short lease
+#   LIMIT_parity=100 INGEST_SERIES=800 bash ...    # a step's time limit (s) and sizes, to fit the time at hand
 #
 # Steps: augmentation (batched GPU augmentation vs CPU loader workers), tests (the gpu-marked tests), quality (the
 # planned path on PneumoniaMNIST, then BreastMNIST transferred from it), ingest (1 process against every core on
