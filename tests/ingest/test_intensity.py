@@ -93,6 +93,23 @@ def test_equal_sample_counts_give_the_same_bits_as_the_weighted_sort():
         assert (stats.p01, stats.p50, stats.p99) == tuple(float(value) for value in expected)
 
 
+@pytest.mark.parametrize("n_scans", [1, 2, 3, 57, 400])
+def test_equal_weights_pick_the_same_order_statistics_as_a_full_sort(n_scans):
+    # the equal-weight path partitions instead of sorting: with one to hundreds of scans (percentiles before the
+    # first centre, between centres, on a point mass), every bit must equal interpolating over the full sort
+    rng = np.random.default_rng(n_scans)
+    scans = [rng.normal(rng.normal(0, 80), 200, size=(2, 64, 64)) for _ in range(n_scans)]
+    for scan in scans[::3]:
+        scan[0] = -1024  # a point mass shared by several scans
+    summaries = [summarize(scan) for scan in scans]
+    values = np.sort(np.concatenate([summary.sketch for summary in summaries]))
+    weights = np.full(values.size, summaries[0].count / SKETCH_POINTS)
+    centres = (np.cumsum(weights) - weights / 2) / (summaries[0].count * n_scans)
+    expected = tuple(float(value) for value in np.interp([0.01, 0.5, 0.99], centres, values))
+    stats = pooled_stats(summaries)
+    assert (stats.p01, stats.p50, stats.p99) == expected
+
+
 def test_a_single_scan_percentiles_match_its_own_sample():
     rng = np.random.default_rng(2)
     scan = rng.normal(0, 1, size=(4, 64, 64))
