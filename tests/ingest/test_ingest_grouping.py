@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -52,7 +51,7 @@ def header(index: int, z: float, **overrides: object) -> DicomHeader:
         acquisition_time=None,
         gantry_tilt=None,
     )
-    return dataclasses.replace(base, **overrides)
+    return base._replace(**overrides)
 
 
 def test_repeated_positions_without_temporal_tags_become_one_volume_per_time_point():
@@ -95,7 +94,7 @@ def test_inconsistent_repeats_are_quarantined_not_guessed():
 
 def test_identical_copies_are_skipped_once_read():
     original = header(1, z=0.0)
-    copy = dataclasses.replace(original, path=Path("/in/zz-copy"))
+    copy = original._replace(path=Path("/in/zz-copy"))
     result = group_headers([copy, original, header(2, z=1.0)])
     assert [(f.header.path.name, f.status, f.reason_code) for f in result.fates] == [
         ("zz-copy", "skipped", "duplicate_instance")
@@ -108,7 +107,7 @@ def test_kept_copies_keep_the_path_order_of_their_first_copy():
     place among the others, whatever order the headers came in."""
     dx = "1.2.840.10008.5.1.4.1.1.1.1"
     images = [header(i, z=0.0, sop_class_uid=dx, path=Path(f"/in/{name}")) for i, name in enumerate("abc")]
-    copy = dataclasses.replace(images[1], path=Path("/in/zz-copy-of-b"))
+    copy = images[1]._replace(path=Path("/in/zz-copy-of-b"))
     result = group_headers([images[2], copy, images[0], images[1]])
     assert [plan.headers[0].path.name for plan in result.plans] == ["a", "b", "c"]
     assert [(f.header.path.name, f.reason_code) for f in result.fates] == [("zz-copy-of-b", "duplicate_instance")]
@@ -116,7 +115,7 @@ def test_kept_copies_keep_the_path_order_of_their_first_copy():
 
 def test_copies_that_differ_are_all_quarantined():
     original = header(1, z=0.0)
-    altered = dataclasses.replace(original, path=Path("/in/aa-altered"), size=2000)
+    altered = original._replace(path=Path("/in/aa-altered"), size=2000)
     result = group_headers([original, altered, header(2, z=1.0), header(3, z=2.0)])
     assert sorted((f.header.path.name, f.status, f.reason_code) for f in result.fates) == [
         ("0001", "quarantined", "conflicting_duplicate_instance"),

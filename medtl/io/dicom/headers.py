@@ -1,7 +1,7 @@
 """First pass over DICOM files: read headers only and keep the few facts grouping, geometry and decoding need.
 
 Why a slim record instead of the pydicom Dataset: thousands of headers are held at once while series are grouped,
-and records travel to worker processes; a frozen dataclass of plain values is small and picklable. The raw
+and records travel to worker processes; a named tuple of plain values is small, immutable and picklable. The raw
 identifiers (PatientID, UIDs, names) stay inside the ingest process: outputs get pseudonyms only.
 
 Values are read from pydicom's raw elements (bytes) rather than through its attribute access: for the ~40 tags
@@ -12,9 +12,8 @@ which knows the character set.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
-from operator import attrgetter
 from pathlib import Path
+from typing import NamedTuple
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -30,8 +29,7 @@ _PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"
 _TAGS: dict[str, int] = {}  # keyword -> tag, filled on first use (pydicom's lookup is slow per call)
 
 
-@dataclass(frozen=True)
-class DicomHeader:
+class DicomHeader(NamedTuple):
     path: Path
     size: int
     sop_class_uid: str | None
@@ -88,26 +86,29 @@ class DicomHeader:
 
     def __reduce__(self) -> tuple:
         """Pickled as its path's text and a tuple of its other values: headers travel to and from worker processes
-        by the thousand, and a dataclass's pickled state (a dict, and a `Path` rebuilt from its parts) takes twice
-        as long to load."""
+        by the thousand, and a pickled `Path` is rebuilt from its parts (most of a header's unpickling time)."""
         return _unpickled, (str(self.path), values_of(self))
 
 
-_FIELDS = tuple(field.name for field in fields(DicomHeader))
-values_of = attrgetter(*_FIELDS[1:])  # a header's values but its path, as a tuple, in field order
+_FIELDS = DicomHeader._fields
+
+
+def values_of(header: DicomHeader) -> tuple:
+    """A header's values but its path, as a tuple, in field order."""
+    return header[1:]
 
 
 def header_at(path: Path, values: tuple) -> DicomHeader:
     """The header `values_of` gave, at `path`.
 
-    Why: headers cross from the worker processes to the ingest process, which holds each file's path already. A
-    pickled dataclass holding a `Path` takes 27-44 us to unpickle (most of it rebuilding the `Path` from its
-    parts); a tuple of plain values takes 5 us, and this 2 us.
+    Why: headers cross from the worker processes to the ingest process, which holds each file's path already, and
+    one is made per file of an archive there. A named tuple is made from its values in one call and holds them in
+    a tenth of the memory a dataclass's attribute dict takes (44 fields), which the ingest process keeps for every
+    file of the run.
     """
-    header = object.__new__(DicomHeader)
-    # as unpickling fills a dataclass: the generated __init__ sets the 44 frozen fields one at a time (7.7 us)
-    header.__dict__.update(zip(_FIELDS, (path, *values), strict=True))
-    return header
+    if len(values) != len(_FIELDS) - 1:
+        raise ValueError(f"a header has {len(_FIELDS) - 1} values besides its path; got {len(values)}")
+    return tuple.__new__(DicomHeader, (path, *values))
 
 
 def _unpickled(path: str, values: tuple) -> DicomHeader:
@@ -322,4 +323,4 @@ def read_header(path: Path, *, force: bool = False, limits: IngestLimits = DEFAU
             header = header_from_dataset(ds, path, size, offset)
         except Exception as error:  # malformed values in one header quarantine that file
             raise ReadError(f"unreadable DICOM header values ({type(error).__name__})") from None
-    return replace(header, value_warnings=muted.count) if muted.count else header
+    return header._replace(value_warnings=muted.count) if muted.count else header
