@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medtl.contracts.ingest import FileRecord, FileRecords
+from medtl.contracts.ingest import FileRecord, FileRecords, FileRecordValues
 from medtl.contracts.ingest_state import ScanState
 from medtl.errors import IngestError
 from medtl.identity import Pseudonymizer
@@ -162,20 +162,21 @@ def record_decoded(
     result: WorkResult,
     outcome: tuple[str, list[str]],
     by_location: dict[str, InputFile],
-    records: dict[Path, FileRecord],
+    records: dict[str, FileRecordValues],
     private: PrivateRecords,
 ) -> None:
     """The records of one decoded series' files (by their path's text, as decoding results name them)."""
     series_id, scan_ids = outcome
     for file_result in result.files:
-        file = by_location[file_result.location]
+        location = file_result.location
+        file = by_location[location]
         if file_result.error is not None or not scan_ids:
             reason = file_result.error or result.error or "no scan could be formed from this file"
             fallback = "decode_failed" if file_result.error and not result.error else "scan_rejected"
             code = file_result.code or result.error_code or fallback
-            records[file.path] = private.record(file, "quarantined", code, reason, sha256=file_result.sha256)
+            records[location] = private.record(file, "quarantined", code, reason, sha256=file_result.sha256)
         else:
-            records[file.path] = private.record(
+            records[location] = private.record(
                 file, "ingested", None, None, sha256=file_result.sha256, series_id=series_id, scan_ids=scan_ids
             )
 
@@ -184,18 +185,19 @@ def file_records(
     files: list[InputFile],
     fates: Sequence[FileFate],
     by_location: dict[str, InputFile],
-    records: dict[Path, FileRecord],
+    records: dict[str, FileRecordValues],
     private: PrivateRecords,
 ) -> None:
     """Every read file registered, and the records of those whose fate discovery or grouping decided (the
-    decoded ones are recorded as their series come back, `record_decoded`)."""
+    decoded ones are recorded as their series come back, `record_decoded`). Records are kept by the path's text:
+    a `Path` hashes its parts the first time, and a run records every file it reads."""
     for file in files:
         private.register(file)
         if file.status is not None:
-            records[file.path] = private.record(file, file.status, file.reason_code, file.reason)
+            records[str(file.path)] = private.record(file, file.status, file.reason_code, file.reason)
     for fate in fates:
-        file = by_location[str(fate.header.path)]
-        records[file.path] = private.record(file, fate.status, fate.reason_code, fate.reason)
+        location = str(fate.header.path)
+        records[location] = private.record(by_location[location], fate.status, fate.reason_code, fate.reason)
 
 
 def without_failed(
@@ -203,7 +205,7 @@ def without_failed(
     rows: list[dict[str, Any]],
     scans: list[ScanState],
     intensities: dict[str, IntensitySummary],
-    records: dict[Path, FileRecord],
+    records: dict[str, FileRecordValues],
     kept_records: FileRecords,
     private: PrivateRecords,
 ) -> tuple[list[dict[str, Any]], list[ScanState], FileRecords]:
@@ -212,29 +214,30 @@ def without_failed(
     for scan_id in failed:
         intensities.pop(scan_id, None)
 
-    def amended(record: FileRecord) -> FileRecord:
+    def amendment(record: FileRecord | FileRecordValues) -> dict[str, Any] | None:
         lost = [scan_id for scan_id in record.scan_ids if scan_id in failed]
         if not lost:
-            return record
+            return None
         left = [scan_id for scan_id in record.scan_ids if scan_id not in failed]
         if left:
-            return record.model_copy(update={"scan_ids": left})
+            return {"scan_ids": left}
         private.restatus(record.file_id, "quarantined")
-        update = {"status": "quarantined", "reason_code": "preprocess_failed", "reason": failed[lost[0]],
-                  "series_id": None, "scan_ids": []}  # fmt: skip
-        return record.model_copy(update=update)
+        return {"status": "quarantined", "reason_code": "preprocess_failed", "reason": failed[lost[0]],
+                "series_id": None, "scan_ids": []}  # fmt: skip
 
-    for path, record in records.items():
-        records[path] = amended(record)
+    for location, record in records.items():
+        if (update := amendment(record)) is not None:
+            records[location] = record._replace(**update)
+    kept = [record.model_copy(update=update) if (update := amendment(record)) else record for record in kept_records]
     return (
         [row for row in rows if row["scan_id"] not in failed],
         [scan for scan in scans if scan.scan_id not in failed],
-        FileRecords.of(amended(record) for record in kept_records),
+        FileRecords.of(kept),
     )
 
 
-def ensure_all_accounted(files: list[InputFile], records: dict[Path, FileRecord]) -> None:
-    missing = [f for f in files if f.path not in records]
+def ensure_all_accounted(files: list[InputFile], records: dict[str, FileRecordValues]) -> None:
+    missing = [f for f in files if str(f.path) not in records]
     if missing:
         raise IngestError(
             f"{len(missing)} input file(s) have no recorded fate; this is a bug in medtl",

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from medtl import __version__
 from medtl.contracts import ManifestRow, read_json, read_rows
-from medtl.contracts.ingest import FileRecord, FileRecords, IngestChanges, IngestReport
+from medtl.contracts.ingest import FileRecords, FileRecordValues, IngestChanges, IngestReport
 from medtl.contracts.ingest_state import FileState, IngestState, ScanState, as_tuples
 from medtl.errors import MedTLError
 from medtl.hashing import sha256_file, sha256_json
@@ -362,7 +362,7 @@ def state_entries(
     changes: ChangeSet,
     previous: Previous | None,
     read: dict[str, InputFile],
-    records: dict[Path, FileRecord],
+    records: dict[str, FileRecordValues],
     pseudonymizer: Pseudonymizer,
 ) -> list[FileState]:
     """Every listed file's state: the last run's entry for a file not read (its stat is unchanged, so the entry
@@ -374,7 +374,7 @@ def state_entries(
             entries.append(previous.files[item.file_id])
             continue
         file = read[item.location]
-        digest = records[file.path].sha256
+        digest = records[str(file.path)].sha256
         if digest is None and file.header is not None:  # a DICOM file left out of its series (a localizer, a copy):
             digest = _hash(file.path)  # hashed now, or every racy check would re-read its series
         entries.append(

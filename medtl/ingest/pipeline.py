@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medtl.contracts import ManifestRow, PreprocessingSpec, read_json, write_json, write_rows
-from medtl.contracts.ingest import FileRecord, FileRecords, Fingerprint, GroupStats, IngestReport
+from medtl.contracts.ingest import FileRecords, FileRecordValues, Fingerprint, GroupStats, IngestReport
 from medtl.contracts.ingest_state import IngestState
 from medtl.contracts.task import TaskDeclaration, findings_of
 from medtl.errors import ConfigError, IngestError
@@ -197,7 +197,7 @@ def ingest_sources(
             ordered = sorted(items, key=item_bytes, reverse=True)
             decoding = Decoding(executor, ordered, n_workers)  # does nothing until iterated
             by_location = {str(f.path): f for f in files}
-            records: dict[Path, FileRecord] = {}  # of the files read this time
+            records: dict[str, FileRecordValues] = {}  # of the files read this time, by the path's text
             collected = Collected(items, identities, pseudonymizer)
             results = []
             for result in bar.track(decoding if runner is None else runner(ordered), "decoding scans", len(items)):

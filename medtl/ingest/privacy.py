@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic_core import to_json
 
 from medtl.contracts.base import atomic_write_bytes
-from medtl.contracts.ingest import FileRecord
+from medtl.contracts.ingest import FileRecordValues
 from medtl.identity import Pseudonymizer
 from medtl.ingest.discover import InputFile
 from medtl.ingest.labels import LabelTable
@@ -103,20 +103,12 @@ class PrivateRecords:
         sha256: str | None = None,
         series_id: str | None = None,
         scan_ids: Sequence[str] = (),
-    ) -> FileRecord:
+    ) -> FileRecordValues:
         """The file's record, not validated yet: FileRecords.checked validates a run's records together."""
         file_id = self.file_id(file)
         self._status[file_id] = status
-        return FileRecord.model_construct(
-            file_id=file_id,
-            source_index=file.source_index,
-            size_bytes=file.size,
-            sha256=sha256,
-            status=status,  # type: ignore[arg-type]
-            reason_code=reason_code,
-            reason=reason,
-            series_id=series_id,
-            scan_ids=list(scan_ids),
+        return FileRecordValues(
+            file_id, file.source_index, file.size, sha256, status, reason_code, reason, series_id, list(scan_ids)
         )
 
     def write(self, sources: Sequence[Path], labels: LabelTable | None) -> None:
