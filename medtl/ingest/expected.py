@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from medtl.contracts import PreprocessingSpec
@@ -75,7 +76,7 @@ def expected_spec(
                          "shape": [0, 0], "spacing": [0.0, 0.0]})  # fmt: skip
         elif plan.handling == "stack":
             rows.append(None)  # filled in below, in order
-            stacks.append(_Stack([_slice_of(header) for header in plan.headers], plan.modality))
+            stacks.append(_Stack(list(map(_slice_of, plan.headers)), plan.modality))
         else:
             return None
     stack_rows = iter(_stack_rows(stacks, executor, n_workers))
@@ -91,9 +92,8 @@ def expected_spec(
     return choose(groups)
 
 
-def _slice_of(header: Any) -> tuple:
-    """A header's SliceGeometry fields, as a plain tuple."""
-    return header.position, header.orientation, header.pixel_spacing, header.columns, header.rows, header.modality
+# A header's SliceGeometry fields, as a plain tuple (one call in C per header of the archive).
+_slice_of = attrgetter("position", "orientation", "pixel_spacing", "columns", "rows", "modality")
 
 
 def _stack_rows(stacks: list[_Stack], executor: Executor | None, n_workers: int) -> list[Row | None]:
