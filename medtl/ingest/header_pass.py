@@ -16,6 +16,7 @@ from medtl.ingest.discover import InputFile, classify_file, portable, restored
 from medtl.ingest.execution import in_chunks, run_alone, surviving
 from medtl.ingest.incremental import Listed
 from medtl.ingest.worker import WORKER_CRASHED
+from medtl.io.dicom.headers import DicomHeader
 from medtl.io.limits import IngestLimits
 from medtl.progress import Progress
 
@@ -73,7 +74,35 @@ def _classified_alone(item: Listed, limits: IngestLimits) -> tuple:
 
 def _classify_chunk(job: tuple[list[Listed], IngestLimits]) -> list[tuple]:
     chunk, limits = job
-    return [
+    described = [
         portable(classify_file(index, Path(location), relative, root, limits=limits))
         for index, location, relative, root in (item.walked for item in chunk)
     ]
+    return _shared(described)
+
+
+def _shared(described: list[tuple]) -> list[tuple]:
+    """The chunk's header values with equal values made one object: pickle then sends a repeated value once and
+    refers back to it, so the ingest process unpickles (and keeps, for the whole run) one string per series,
+    patient or transfer syntax instead of one per file. The files of a chunk are mostly one series, and the
+    ingest process's per-file work bounds how many workers an ingest keeps busy (600 series, 9,467 files: that
+    process's CPU time 0.63 s -> 0.56 s)."""
+    seen: dict = {}
+    shared = []
+    for size, kind, header, *rest in described:
+        if header is not None:
+            values = list(header)
+            for i in _TEXTS_AND_TUPLES:
+                values[i] = seen.setdefault(values[i], values[i])
+            header = tuple(values)
+        shared.append((size, kind, header, *rest))
+    return shared
+
+
+# Positions (in `values_of`) of the header fields that hold texts or tuples. The reader makes every such tuple of
+# floats or of texts, so values that are equal here are of one type and any of them may stand for the others.
+_TEXTS_AND_TUPLES = tuple(
+    i - 1
+    for i, name in enumerate(DicomHeader._fields)
+    if i and ("str" in str(DicomHeader.__annotations__[name]) or "tuple" in str(DicomHeader.__annotations__[name]))
+)

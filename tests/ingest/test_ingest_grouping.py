@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
 
+from medtl.ingest.header_pass import _shared
 from medtl.io.dicom.grouping import group_headers
-from medtl.io.dicom.headers import DicomHeader
+from medtl.io.dicom.headers import DicomHeader, values_of
 from medtl.io.dicom.sop import classify_sop
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -179,3 +181,22 @@ def test_image_classes_are_allowed(uid, handling):
 
 def test_a_multiframe_planar_object_is_a_cine_loop():
     assert classify_sop("1.2.840.10008.5.1.4.1.1.6.1", number_of_frames=30).reason_code == "cine_unsupported"
+
+
+def test_a_header_chunk_sends_each_repeated_value_once_and_every_value_unchanged():
+    # equal texts made as separate objects (as a worker parses them, file by file)
+    headers = [
+        header(i, z=float(i), series_uid="".join(["1.2.", "10"]), patient_name="".join(["DOE^", "JOHN"]))
+        for i in range(1, 9)
+    ]
+    described = [(1000, "dicom", values_of(h), None, None, None) for h in headers] + [
+        (5, "other", None, None, None, None)
+    ]
+    shared = _shared(described)
+    assert shared == described  # the same values, in the same places
+    series = {id(values[DicomHeader._fields.index("series_uid") - 1]) for _, _, values, *_ in shared[:-1]}
+    assert len(series) == 1  # one object for the whole chunk
+    saved = len(pickle.dumps(described)) - len(pickle.dumps(shared))
+    assert saved >= 7 * len("1.2.10" + "DOE^JOHN")  # the seven repeats of each are references now
+    positions = [values[DicomHeader._fields.index("position") - 1] for _, _, values, *_ in shared[:-1]]
+    assert positions == [(0.0, 0.0, float(i)) for i in range(1, 9)]  # a value of each file stays its own
