@@ -194,18 +194,18 @@ class FileRecords(Sequence[FileRecord]):
         self.columns = columns
 
     @classmethod
-    def of(cls, records: Iterable[FileRecord]) -> FileRecords:
-        """Records already validated (FileRecord objects) as columns, without validating them again."""
+    def of(cls, records: Iterable[FileRecord | FileRecordValues]) -> FileRecords:
+        """Records as columns, without validating them (again): FileRecord objects, or a run's FileRecordValues
+        that `checked` then validates."""
         listed = list(records)
         return cls._made(lambda name: [getattr(record, name) for record in listed])
 
     @classmethod
-    def checked(cls, records: Iterable[FileRecordValues]) -> FileRecords:
+    def checked(cls, records: Iterable[FileRecordValues | FileRecord]) -> FileRecords:
         """Records made without validation (one per file a run read) as columns, each cell checked against
         FileRecord in one pass over the columns: validating one model per file cost a full ingest about as much as
         grouping its headers."""
-        listed = list(records)
-        made = cls._made(lambda name: [getattr(record, name) for record in listed])
+        made = cls.of(records)
         check_columns(FileRecord, dict(made._named_columns()), where="ingest_report.json", contract=IngestReport)
         return made
 

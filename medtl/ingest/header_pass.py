@@ -111,10 +111,12 @@ def _shared(described: list[tuple]) -> list[tuple]:
     return shared
 
 
-# Positions (in `values_of`) of the header fields that hold texts or tuples. The reader makes every such tuple of
-# floats or of texts, so values that are equal here are of one type and any of them may stand for the others.
-_TEXTS_AND_TUPLES = tuple(
-    i - 1
-    for i, name in enumerate(DicomHeader._fields)
-    if i and ("str" in str(DicomHeader.__annotations__[name]) or "tuple" in str(DicomHeader.__annotations__[name]))
-)
+# The header fields a series' files mostly share (texts, and tuples the reader makes of floats or of texts, so
+# equal values are of one type and either may stand for the other), by position in `values_of`.
+_SHARED_FIELDS = (
+    "sop_class_uid", "transfer_syntax_uid", "patient_id", "study_uid", "series_uid", "accession_number",
+    "patient_name", "birth_date", "modality", "manufacturer", "manufacturer_model", "body_part", "sex", "patient_age",
+    "study_date", "image_type", "photometric", "orientation", "pixel_spacing", "imager_pixel_spacing",
+    "patient_orientation",
+)  # fmt: skip
+_TEXTS_AND_TUPLES = tuple(DicomHeader._fields.index(name) - 1 for name in _SHARED_FIELDS)
