@@ -138,7 +138,7 @@ class FileRecord(Strict):
 class FileRecordValues(NamedTuple):
     """A FileRecord's fields, in its order, not validated: what a run makes for each file it reads (an archive's
     worth, in the ingest process, whose per-file work bounds how many workers it keeps busy; a model instance costs
-    ten times a tuple). `FileRecords.checked` validates a run's records together."""
+    several times a tuple to make). `FileRecords.checked` validates a run's records together."""
 
     file_id: str
     source_index: int
@@ -201,7 +201,7 @@ class FileRecords(Sequence[FileRecord]):
         return cls._made(lambda name: [getattr(record, name) for record in listed])
 
     @classmethod
-    def checked(cls, records: Iterable[FileRecordValues | FileRecord]) -> FileRecords:
+    def checked(cls, records: Iterable[FileRecord | FileRecordValues]) -> FileRecords:
         """Records made without validation (one per file a run read) as columns, each cell checked against
         FileRecord in one pass over the columns: validating one model per file cost a full ingest about as much as
         grouping its headers."""

@@ -104,7 +104,7 @@ def _shared(described: list[tuple]) -> list[tuple]:
     for size, kind, header, *rest in described:
         if header is not None:
             values = list(header)
-            for i in _TEXTS_AND_TUPLES:
+            for i in _SHARED_POSITIONS:
                 values[i] = seen.setdefault(values[i], values[i])
             header = tuple(values)
         shared.append((size, kind, header, *rest))
@@ -119,4 +119,4 @@ _SHARED_FIELDS = (
     "study_date", "image_type", "photometric", "orientation", "pixel_spacing", "imager_pixel_spacing",
     "patient_orientation",
 )  # fmt: skip
-_TEXTS_AND_TUPLES = tuple(DicomHeader._fields.index(name) - 1 for name in _SHARED_FIELDS)
+_SHARED_POSITIONS = tuple(DicomHeader._fields.index(name) - 1 for name in _SHARED_FIELDS)

@@ -102,9 +102,9 @@ def header_at(path: Path, values: tuple) -> DicomHeader:
     """The header `values_of` gave, at `path`.
 
     Why: headers cross from the worker processes to the ingest process, which holds each file's path already, and
-    one is made per file of an archive there. A named tuple is made from its values in one call and holds them in
-    a tenth of the memory a dataclass's attribute dict takes (44 fields), which the ingest process keeps for every
-    file of the run.
+    one is made per file of an archive there. A named tuple is made from its values in one call and takes a quarter
+    of a dataclass's memory (~410 against ~1,650 bytes with its attribute dict, 44 fields), which the ingest process
+    keeps for every file of the run.
     """
     if len(values) != len(_FIELDS) - 1:
         raise ValueError(f"a header has {len(_FIELDS) - 1} values besides its path; got {len(values)}")
