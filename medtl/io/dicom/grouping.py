@@ -188,12 +188,13 @@ def _position_slots(along: np.ndarray) -> dict[int, list[int]]:
     slots: dict[int, list[int]] = {}
     slot = -1
     previous = None
-    for index in order:
-        value = along[index]
+    values = along.tolist()  # Python floats (the same doubles): numpy scalars cost more per slice than they save
+    for index in order.tolist():
+        value = values[index]
         if previous is None or value - previous > POSITION_TOLERANCE_MM:
             slot += 1
             slots[slot] = []
-        slots[slot].append(int(index))
+        slots[slot].append(index)
         previous = value
     return slots
 

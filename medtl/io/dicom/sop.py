@@ -71,20 +71,24 @@ def classify_sop(sop_class_uid: str | None, *, number_of_frames: int = 1) -> Sop
         return SopDecision("skip", None, "missing_sop_class", "no SOP Class UID: cannot tell what the object is")
     if sop_class_uid == MEDIA_STORAGE_DIRECTORY:
         return SopDecision("skip", None, "dicomdir", "a DICOMDIR index file, not an image")
-    name = sop_class_name(sop_class_uid)
     if not sop_class_uid.startswith(_STORAGE):
-        return SopDecision("skip", None, "unsupported_sop_class", f"not an image storage class ({name})")
+        return SopDecision(
+            "skip", None, "unsupported_sop_class", f"not an image storage class ({sop_class_name(sop_class_uid)})"
+        )
     suffix = sop_class_uid[len(_STORAGE) :]
+    # the images read come first, without looking up the class's name: only a reason to skip names it, and this
+    # runs for every file of an archive, in the ingest process, while its workers wait
     if suffix in _STACKED_VOLUME:
         return SopDecision("stack", _STACKED_VOLUME[suffix])
     if suffix in _ENHANCED_VOLUME:
         return SopDecision("enhanced", _ENHANCED_VOLUME[suffix])
-    if suffix in _PLANAR:
-        if number_of_frames > 1:
-            return SopDecision(
-                "skip", _PLANAR[suffix], "cine_unsupported", f"a multi-frame {name}: cine loops are not supported"
-            )
+    if suffix in _PLANAR and number_of_frames <= 1:
         return SopDecision("planar", _PLANAR[suffix])
+    name = sop_class_name(sop_class_uid)
+    if suffix in _PLANAR:
+        return SopDecision(
+            "skip", _PLANAR[suffix], "cine_unsupported", f"a multi-frame {name}: cine loops are not supported"
+        )
     if suffix in _CINE:
         return SopDecision("skip", None, "cine_unsupported", f"{name}: cine loops are not supported")
     for prefix, code, text in _SKIP_PREFIXES:
