@@ -225,10 +225,13 @@ def without_failed(
         return {"status": "quarantined", "reason_code": "preprocess_failed", "reason": failed[lost[0]],
                 "series_id": None, "scan_ids": []}  # fmt: skip
 
-    for location, record in records.items():
+    for location, record in records.items():  # this run's records (tuples)
         if (update := amendment(record)) is not None:
             records[location] = record._replace(**update)
-    kept = [record.model_copy(update=update) if (update := amendment(record)) else record for record in kept_records]
+    kept = []  # carried over from the last run (models)
+    for carried in kept_records:
+        update = amendment(carried)
+        kept.append(carried if update is None else carried.model_copy(update=update))
     return (
         [row for row in rows if row["scan_id"] not in failed],
         [scan for scan in scans if scan.scan_id not in failed],
