@@ -13,11 +13,13 @@ ingest into a new folder:
   phase 2, with a Prefect server and Dask clusters up (as at a site; their start-up is recorded apart):
     dask_1, dask_N         the ingest flow on a running Dask LocalCluster of 1 and N worker processes (one thread
                            each); the flow's own process reads headers and preprocesses with N processes
+    flow_N                 the same flow on its default task runner: N local worker processes decode (a flow run's
+                           own fixed costs: its API calls and the end of its heartbeat thread, up to 1 s)
     local_N                again, under the same background load as the Dask arms
 A warm-up round per phase is not counted (first imports, the file cache). Every arm's manifest (sorted by scan
 id) must equal the first's, and every file's outcome the archive's expected.csv. Reported: medians over rounds with
 min and max; medtl over the bare read with the same number of processes; parallel efficiency t1 / (N x tN) for
-medtl and for the bare read; Dask throughput over local.
+medtl and for the bare read; Dask throughput over local and over the same flow on local processes.
 
     python benchmarks/bench_ingest_scale.py --series 400 --workers 2 --out benchmarks/results/ingest_scale.json
 """
@@ -200,10 +202,13 @@ def main() -> None:
     pseudonymizer = pseudonymizer_from_env(allow_development_key=True)
     folders = _series_folders(source)
     reference: list[pd.DataFrame] = []
+    ingest_seconds: dict[str, list[float]] = {}  # per arm and round, warm-up included: the report's own wall time
 
     def check(name: str, out: Path) -> None:
         if name.startswith("pydicom"):
             return
+        report = json.loads((out / "ingest_report.json").read_text())
+        ingest_seconds.setdefault(name, []).append(report["timings"]["wall_seconds"])
         manifest = pd.read_parquet(out / "manifest.parquet").sort_values("scan_id", ignore_index=True)
         if not reference:
             reference.append(manifest)
@@ -247,6 +252,14 @@ def main() -> None:
     if not args.no_dask:
         ratios["parallel_efficiency_dask"] = _spread(list(per_round["dask_1"] / (n * per_round[f"dask_{n}"])))
         ratios["dask_throughput_vs_local"] = _spread(list(per_round[f"local_{n}_beside_dask"] / per_round[f"dask_{n}"]))
+        # the same flow with local worker processes: what the Dask route costs beyond a flow run's own fixed costs
+        ratios["dask_throughput_vs_flow"] = _spread(list(per_round[f"flow_{n}"] / per_round[f"dask_{n}"]))
+        ratios["flow_vs_library_time"] = _spread(list(per_round[f"flow_{n}"] / per_round[f"local_{n}_beside_dask"]))
+        # inside the flow, from each run's ingest_report.json (`timings.wall_seconds`: start of ingest to the report):
+        # without the flow run's fixed costs, whose end Prefect's heartbeat thread rounds up to a whole second
+        inner = {name: np.array(values[-args.rounds :]) for name, values in ingest_seconds.items()}
+        ratios["dask_vs_flow_ingest_time"] = _spread(list(inner[f"dask_{n}"] / inner[f"flow_{n}"]))
+        ratios["parallel_efficiency_dask_ingest"] = _spread(list(inner["dask_1"] / (n * inner[f"dask_{n}"])))
     archive = {"series": args.series, "files": summary.files, "megabytes": round(size_mb, 1), "matrix": args.matrix,
                "slices": args.slices, "counts": summary.counts, "transfer_syntaxes": summary.syntaxes,
                "scans": len(reference[0])}  # fmt: skip
@@ -258,6 +271,9 @@ def main() -> None:
         "workers": n,
         "start_up": start_up,
         "seconds": {name: _spread(values) for name, values in seconds.items()},
+        "ingest_report_wall_seconds": {
+            name: _spread(values[-args.rounds :]) for name, values in ingest_seconds.items() if name in seconds
+        },
         "files_per_s_median": {name: round(summary.files / value, 1) for name, value in median.items()},
         "ratios": ratios,
         "targets": {"medtl_vs_pydicom_same_processes_time": "<= 1.2", "parallel_efficiency_local": ">= 0.8"},
@@ -288,8 +304,7 @@ def _dask_phase(
 
     n = args.workers
 
-    def dask(workers: int, address: str):
-        flow = on_dask(ingest_flow, address=address)
+    def as_flow(flow, workers: int):
         return lambda out: flow(IngestParameters(sources=[source], out=out, workers=workers,
                                                  allow_development_key=True))  # fmt: skip
 
@@ -297,13 +312,13 @@ def _dask_phase(
         url = stack.enter_context(local_prefect_server(work / "prefect-home"))
         os.environ["PREFECT_API_URL"] = url  # Dask worker processes read it from the environment
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
-        arms = {f"local_{n}_beside_dask": local_n}
+        arms = {f"local_{n}_beside_dask": local_n, f"flow_{n}": as_flow(ingest_flow, n)}
         for workers in sorted({1, n}):
             start = time.perf_counter()
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                        dashboard_address=None))  # fmt: skip
             start_up[f"dask_{workers}_cluster_s"] = round(time.perf_counter() - start, 2)
-            arms[f"dask_{workers}"] = dask(workers, cluster.scheduler_address)
+            arms[f"dask_{workers}"] = as_flow(on_dask(ingest_flow, address=cluster.scheduler_address), workers)
         return _rounds(arms, args, work, aside, check)
 
 

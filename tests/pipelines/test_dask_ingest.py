@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import time
 
-import anyio
 import pandas as pd
 import pytest
-from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from medtl.datasets.synth.archive import SOURCE, ArchiveOptions, iter_expected, make_archive
@@ -26,6 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.slow
 def test_ingest_on_two_dask_workers_equals_a_local_run_and_so_does_its_rerun(tmp_path, monkeypatch):
+    from distributed import Client, LocalCluster, get_task_stream
+
     archive = tmp_path / "archive"
     make_archive(archive, ArchiveOptions(series=14, seed=11, slices=(3, 6), matrix=32, bad_fraction=0.25))
     source = archive / SOURCE
@@ -41,17 +41,25 @@ def test_ingest_on_two_dask_workers_equals_a_local_run_and_so_does_its_rerun(tmp
     def local(name: str):
         return ingest_sources([source], out=tmp_path / name, pseudonymizer=DEV_PSEUDONYMIZER, workers=2)
 
-    with local_prefect_server(tmp_path / "prefect-home") as url:
+    with (
+        local_prefect_server(tmp_path / "prefect-home") as url,
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as observer,
+        get_task_stream(observer) as stream,  # every task the workers ran, with the worker that ran it
+    ):
         monkeypatch.setenv("PREFECT_API_URL", url)  # the worker processes read it from their environment
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            first = on_dask(ingest_flow, n_workers=2)(params())
+            first = on_dask(ingest_flow, address=cluster.scheduler_address)(params())
             # a re-run after one slice vanished: only that series is read again, on the workers
             gone = next(path for path, (status, _) in sorted(expected.items()) if status == "ingested")
             (source / gone).unlink()
-            second = on_dask(ingest_flow, n_workers=2)(params())
-            decoded_as_tasks = anyio.run(_task_run_names)
+            second = on_dask(ingest_flow, address=cluster.scheduler_address)(params())
             monkeypatch.delenv("PREFECT_API_URL")
-    assert sum(name.startswith("decode-series-") for name in decoded_as_tasks) >= 8  # 4 per worker, both runs
+    decoded = [task for task in stream.data if str(task["key"]).startswith("medtl-decode-")]  # collected on exit
+    keys = {str(task["key"]) for task in decoded}
+    assert len({key.rsplit("-", 1)[0] for key in keys}) == 2  # each run's batches under keys of its own
+    assert len(keys) >= 8  # about 4 batches per worker in the first run, the changed series in the second
+    assert len({task["worker"] for task in decoded}) == 2
     assert first["files_read"] == len(expected)
     assert 0 < second["files_read"] < len(expected) // 2
 
@@ -60,11 +68,6 @@ def test_ingest_on_two_dask_workers_equals_a_local_run_and_so_does_its_rerun(tmp
     assert second["manifest_hash"] == reference.fingerprint.manifest_hash
     del expected[gone]
     assert fates_by_path(tmp_path / "on-dask") == fates_by_path(tmp_path / "local") == expected
-
-
-async def _task_run_names() -> list[str]:
-    async with get_client() as client:
-        return [run.name for run in await client.read_task_runs()]
 
 
 class _Future:
