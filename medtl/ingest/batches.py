@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from medtl.ingest.worker import WorkItem, WorkResult, crashed, run_item, without_early_preprocessing
+from medtl.io.allocator import heap_for_arrays
 
 # A runner gets every work item of the run and yields each one's WorkResult, in any order (ingest sorts them).
 ItemRunner = Callable[[list[WorkItem]], Iterable[WorkResult]]
@@ -67,8 +68,11 @@ def batch_items(
 
 
 def run_batch(items: list[WorkItem]) -> list[WorkResult]:
-    """The task body a remote runner calls: each series in turn, never raising (run_item quarantines instead)."""
-    return [run_item(item) for item in items]
+    """The task body a remote runner calls: each series in turn, never raising (run_item quarantines instead).
+    Large arrays come from the heap meanwhile where the process's allocator was tuned to map each one apart (a
+    Dask worker's: medtl/io/allocator.py)."""
+    with heap_for_arrays():
+        return [run_item(item) for item in items]
 
 
 def isolate_failures(
