@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from medtl.artifacts import resolve_trust
 from medtl.contracts.evaluation import ScoreRow
 from medtl.identity import pseudonymizer_from_env
+from medtl.io.allocator import heap_for_arrays
 from medtl.scoring.score import (
     STAGING,
     Scorer,
@@ -71,9 +72,10 @@ def ingest_new(params: ScoreParameters, scorer: Scorer) -> pd.DataFrame:
 
 @task(name="score-chunk", task_run_name="score-chunk-{index}")
 def score_one_chunk(params: ScoreParameters, scorer: Scorer, chunk: pd.DataFrame, index: int) -> list[dict]:
-    rows = score_chunk(
-        scorer, params.out / STAGING, chunk, policy=params.policy, tta=params.tta, batch_size=params.batch_size
-    )
+    with heap_for_arrays():  # on a Dask worker: see medtl/io/allocator.py
+        rows = score_chunk(
+            scorer, params.out / STAGING, chunk, policy=params.policy, tta=params.tta, batch_size=params.batch_size
+        )
     save_part(params.out, rows)
     return rows
 

@@ -21,6 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from medtl.errors import MedTLError
+from medtl.io.allocator import heap_for_arrays
 from medtl.planning import PlanOptions
 from medtl.planning.plan import plan_for_run, saved_plan_path, summary
 from medtl.training.concurrent import train_concurrently
@@ -61,7 +62,8 @@ def train_fold(plan: TrainingPlan, arm: str, fold: int) -> dict:
         train_concurrently(train_unit, plan, [(arm, fold)], 1, sharing=plan.fold_width)
         outcome = finished_outcome(plan.workdir, arm, fold)
     else:
-        outcome = train_unit(plan, arm, fold)
+        with heap_for_arrays():  # on a Dask worker: see medtl/io/allocator.py
+            outcome = train_unit(plan, arm, fold)
     return {"arm": arm, "fold": fold, "best_epoch": outcome.best_epoch, "tune_auc": outcome.best_tune_auc,
             "seconds": outcome.seconds, "worker": worker_name()}  # fmt: skip
 

@@ -1,16 +1,18 @@
-"""Decoding at full speed in processes whose C allocator was tuned through the environment (Dask's workers).
+"""Array work at full speed in processes whose C allocator was tuned through the environment (Dask's workers).
 
 Why: a Dask nanny starts its workers with `MALLOC_TRIM_THRESHOLD_=65536`, to hand freed memory back to the system
 soon. Setting any such variable also switches off glibc's own adjustment of the size above which a block is
-mapped from the system instead of taken from the heap, so every array over 128 KiB (a 64 x 64 x 20 float stack)
-is mapped, zero-filled and unmapped again each time it is made: decoding and preprocessing a series did the same
-work up to 3x slower there (preprocess 0.23 s against 0.07 s for 100 series; a loop of such temporaries 7x).
+mapped from the system instead of taken from the heap, so every array or tensor over 128 KiB (a 64 x 64 x 20 float
+stack) is mapped, zero-filled and unmapped again each time it is made. Measured (benchmarks/bench_allocator.py,
+child processes with and without the variable): medtl's preprocessing 2.2x slower, ResNet-18 training steps on the
+CPU 1.5x slower; inside `heap_for_arrays` 1.01x and 1.02x the untuned time. In the ingest flow on two Dask workers,
+preprocessing 100 series took 0.23 s against 0.07 s in local processes.
 
-`heap_for_arrays()` raises both sizes for the duration of a batch, then restores what the environment asked for
-and hands the memory the batch kept back to the system (`malloc_trim`), so the worker ends a batch as lean as its
-settings want it. The settings are process-wide: another task running meanwhile in the same worker keeps its freed
-memory a little longer too, never more than until the batch ends. Where the allocator is not glibc's, or nothing
-tuned it, nothing changes.
+`heap_for_arrays()` raises both sizes for the duration of a task (a batch of series, a fold, a chunk of scans),
+then restores what the environment asked for and hands the memory the task kept back to the system
+(`malloc_trim`), so the worker ends the task as lean as its settings want it. The settings are process-wide:
+another task running meanwhile in the same worker keeps its freed memory a little longer too, never more than until
+the last such block ends. Where the allocator is not glibc's, or nothing tuned it, nothing changes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -50,21 +53,32 @@ def tuned_by_environment() -> bool:
     return any(name in os.environ for name in _TUNING)
 
 
+_lock = threading.Lock()
+_active = 0  # blocks running now, in any thread: the settings are restored when the last one ends
+
+
 @contextmanager
 def heap_for_arrays() -> Iterator[None]:
     """Large arrays from the heap while the block runs, where the environment had made them mapped one by one."""
+    global _active
     library = _glibc() if tuned_by_environment() else None
     if library is None:
         yield
         return
-    library.mallopt(_M_MMAP_THRESHOLD, ARRAY_HEAP_BYTES)
-    library.mallopt(_M_TRIM_THRESHOLD, 2 * ARRAY_HEAP_BYTES)
+    with _lock:
+        _active += 1
+        if _active == 1:
+            library.mallopt(_M_MMAP_THRESHOLD, ARRAY_HEAP_BYTES)
+            library.mallopt(_M_TRIM_THRESHOLD, 2 * ARRAY_HEAP_BYTES)
     try:
         yield
     finally:
-        library.mallopt(_M_MMAP_THRESHOLD, _setting("MALLOC_MMAP_THRESHOLD_", _GLIBC_MMAP_THRESHOLD))
-        library.mallopt(_M_TRIM_THRESHOLD, _setting("MALLOC_TRIM_THRESHOLD_", _GLIBC_TRIM_THRESHOLD))
-        library.malloc_trim(0)
+        with _lock:
+            _active -= 1
+            if _active == 0:
+                library.mallopt(_M_MMAP_THRESHOLD, _setting("MALLOC_MMAP_THRESHOLD_", _GLIBC_MMAP_THRESHOLD))
+                library.mallopt(_M_TRIM_THRESHOLD, _setting("MALLOC_TRIM_THRESHOLD_", _GLIBC_TRIM_THRESHOLD))
+                library.malloc_trim(0)
 
 
 def _setting(name: str, default: int) -> int:

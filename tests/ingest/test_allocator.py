@@ -36,7 +36,9 @@ _PROBE = textwrap.dedent(
     faults()  # first use: numpy's own set-up
     plain = faults()
     with heap_for_arrays():
-        inside = faults()
+        with heap_for_arrays():  # a task inside another (or beside it, in another thread)
+            pass
+        inside = faults()  # the inner block's end did not restore the settings: the outer one is still running
     after = faults()
     print(json.dumps({"plain": plain, "inside": inside, "after": after}))
     """
@@ -44,7 +46,7 @@ _PROBE = textwrap.dedent(
 
 
 def _faults(environment: dict[str, str]) -> dict[str, int]:
-    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+    done = subprocess.run(  # this interpreter, a fixed script
         [sys.executable, "-c", _PROBE], env=environment, capture_output=True, text=True, check=True, timeout=120
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
