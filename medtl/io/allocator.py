@@ -81,6 +81,15 @@ def heap_for_arrays() -> Iterator[None]:
                 library.malloc_trim(0)
 
 
+def heap_for_arrays_from_now() -> None:
+    """The same thresholds for the rest of this process's life: for a process medtl starts for its own work (a fold
+    beside others), which inherits a Dask worker's environment and ends with that work."""
+    library = _glibc() if tuned_by_environment() else None
+    if library is not None:
+        library.mallopt(_M_MMAP_THRESHOLD, ARRAY_HEAP_BYTES)
+        library.mallopt(_M_TRIM_THRESHOLD, 2 * ARRAY_HEAP_BYTES)
+
+
 def _setting(name: str, default: int) -> int:
     """The environment's value for a threshold (what glibc read at start-up), or glibc's default."""
     try:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 
 from medtl.errors import TrainingError
+from medtl.io.allocator import heap_for_arrays_from_now
 
 Unit = tuple[str, int]  # (arm name, fold index)
 
@@ -107,3 +108,4 @@ def train_concurrently(
 
 def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
+    heap_for_arrays_from_now()  # spawned with the environment of a Dask worker, where there is one

@@ -40,7 +40,10 @@ _PROBE = textwrap.dedent(
             pass
         inside = faults()  # the inner block's end did not restore the settings: the outer one is still running
     after = faults()
-    print(json.dumps({"plain": plain, "inside": inside, "after": after}))
+    from medtl.io.allocator import heap_for_arrays_from_now
+    heap_for_arrays_from_now()  # a process medtl started for its own work: for the rest of its life
+    for_life = faults()
+    print(json.dumps({"plain": plain, "inside": inside, "after": after, "for_life": for_life}))
     """
 )
 
@@ -58,6 +61,7 @@ def test_a_tuned_allocator_serves_a_batch_from_the_heap_and_is_restored_after_it
     assert tuned["plain"] > 20_000
     assert tuned["inside"] < tuned["plain"] / 20
     assert tuned["after"] > tuned["plain"] / 2  # the environment's setting is back once the batch is done
+    assert tuned["for_life"] < tuned["plain"] / 20
 
 
 def test_an_untuned_allocator_is_left_alone():
@@ -65,3 +69,4 @@ def test_an_untuned_allocator_is_left_alone():
     untuned = _faults(environment)
     assert untuned["plain"] < 2_000  # glibc's own threshold adjustment already keeps these arrays on the heap
     assert untuned["inside"] < 2_000
+    assert untuned["for_life"] < 2_000
