@@ -2,8 +2,11 @@
 (ingest, train, evaluate; same cohort, config and seed), and the scoring flow with its chunks on one vs two Dask
 worker processes (plus Prefect's default thread runner), all in one run against one real loopback Prefect server.
 
-Server start-up is not counted (a site's server is already running); a Dask LocalCluster's start-up is, because
-`on_dask` starts one per flow run. Ratios only: these machines are shared and noisy.
+Server start-up is not counted (a site's server is already running). Dask arms two ways: `score_dask_N` with
+`on_dask(n_workers=N)`, which starts a LocalCluster per flow run (its start-up, the workers' imports and their
+first model load inside the run's time), and `score_running_N` on a LocalCluster started once before the rounds,
+as at a site (its start-up recorded apart). Medians over interleaved repeats with min and max; ratios only: these
+machines are shared and noisy.
 
     python benchmarks/bench_orchestration.py --out benchmarks/results/orchestration.json
 """
@@ -11,6 +14,7 @@ Server start-up is not counted (a site's server is already running); a Dask Loca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -19,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 CONFIG = {
@@ -32,7 +37,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=24)
     parser.add_argument("--incoming", type=int, default=60, help="patients in the batch to score")
     parser.add_argument("--chunk-size", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/orchestration.json"))
     args = parser.parse_args()
 
@@ -78,11 +83,13 @@ def main() -> None:
         action(run)
         return time.perf_counter() - start
 
+    from distributed import LocalCluster
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     seconds: dict[str, list[float]] = {"direct": [], "flow": [], "score_threads": [], "score_dask_1": [],
-                                       "score_dask_2": []}  # fmt: skip
-    with local_prefect_server(work / "prefect-home") as url:
+                                       "score_dask_2": [], "score_running_1": [], "score_running_2": []}  # fmt: skip
+    start_up: dict[str, float] = {}
+    with contextlib.ExitStack() as stack, local_prefect_server(work / "prefect-home") as url:
         os.environ["PREFECT_API_URL"] = url  # Dask worker processes read it from the environment
         with temporary_settings(updates={PREFECT_API_URL: url}):
             for repeat in range(args.repeats):  # interleaved, so drift in machine load hits both alike
@@ -92,6 +99,12 @@ def main() -> None:
             n_scans = None
             runners = {"score_threads": score_flow, "score_dask_1": on_dask(score_flow, n_workers=1),
                        "score_dask_2": on_dask(score_flow, n_workers=2)}  # fmt: skip
+            for workers in (1, 2):
+                started = time.perf_counter()
+                cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                           dashboard_address=None))  # fmt: skip
+                start_up[f"score_running_{workers}_cluster_s"] = round(time.perf_counter() - started, 2)
+                runners[f"score_running_{workers}"] = on_dask(score_flow, address=cluster.scheduler_address)
             for repeat in range(args.repeats):
                 for name, scoring in runners.items():
                     params = ScoreParameters(artifact=artifact, sources=[work / "incoming" / "dicom"],
@@ -102,20 +115,29 @@ def main() -> None:
                     seconds[name].append(time.perf_counter() - start)
                     n_scans = summary["scored"]
                     chunks = summary["chunks"]
-    best = {name: min(values) for name, values in seconds.items()}
+    median = {name: float(np.median(values)) for name, values in seconds.items()}
+    per_round = {name: np.array(values) for name, values in seconds.items()}
+
+    def spread(values) -> dict:
+        return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+
     report = {
         "benchmark": "orchestration",
         "cohort_patients": args.patients,
         "scored_scans": n_scans,
         "chunks": chunks,
-        "seconds": seconds,
-        "ratio_flow_vs_direct": round(best["flow"] / best["direct"], 3),
-        "scans_per_s": {name: round(n_scans / best[name], 2) for name in runners},
-        "ratio_dask2_vs_dask1_throughput": round(best["score_dask_1"] / best["score_dask_2"], 3),
-        "ratio_dask2_vs_threads_throughput": round(best["score_threads"] / best["score_dask_2"], 3),
+        "repeats": args.repeats,
+        "seconds": {name: {**spread(values), "rounds": values} for name, values in seconds.items()},
+        "start_up": start_up,
+        "ratio_flow_vs_direct": spread(per_round["flow"] / per_round["direct"]),
+        "scans_per_s_median": {name: round(n_scans / median[name], 2) for name in runners},
+        "ratio_dask2_vs_dask1_throughput": spread(per_round["score_dask_1"] / per_round["score_dask_2"]),
+        "ratio_running2_vs_running1_throughput": spread(per_round["score_running_1"] / per_round["score_running_2"]),
+        "ratio_running2_vs_threads_throughput": spread(per_round["score_threads"] / per_round["score_running_2"]),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
-        "note": "best of repeats; a Dask LocalCluster's start-up is inside each Dask run's time",
+        "note": "medians over interleaved repeats (min-max); score_dask_N start a LocalCluster per run (inside its "
+        "time), score_running_N use one started before the rounds (start_up)",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

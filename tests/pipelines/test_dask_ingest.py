@@ -83,6 +83,6 @@ def test_a_batch_whose_workers_died_counts_as_lost_and_any_other_failure_is_rais
 
     from pipelines.ingest import _outcome
 
-    assert _outcome(_Future(KilledWorker("decode-series-3", "tcp://127.0.0.1:1", 3))) is None
+    assert _outcome(_Future(KilledWorker("medtl-decode-0123456789ab-3", "tcp://127.0.0.1:1", 3))) is None
     with pytest.raises(ZeroDivisionError):  # a bug stays a bug: never quarantined as worker_crashed
         _outcome(_Future(ZeroDivisionError()))
