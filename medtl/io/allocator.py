@@ -68,8 +68,7 @@ def heap_for_arrays() -> Iterator[None]:
     with _lock:
         _active += 1
         if _active == 1:
-            library.mallopt(_M_MMAP_THRESHOLD, ARRAY_HEAP_BYTES)
-            library.mallopt(_M_TRIM_THRESHOLD, 2 * ARRAY_HEAP_BYTES)
+            _raise_thresholds(library)
     try:
         yield
     finally:
@@ -86,8 +85,12 @@ def heap_for_arrays_from_now() -> None:
     beside others), which inherits a Dask worker's environment and ends with that work."""
     library = _glibc() if tuned_by_environment() else None
     if library is not None:
-        library.mallopt(_M_MMAP_THRESHOLD, ARRAY_HEAP_BYTES)
-        library.mallopt(_M_TRIM_THRESHOLD, 2 * ARRAY_HEAP_BYTES)
+        _raise_thresholds(library)
+
+
+def _raise_thresholds(library: ctypes.CDLL) -> None:
+    library.mallopt(_M_MMAP_THRESHOLD, ARRAY_HEAP_BYTES)
+    library.mallopt(_M_TRIM_THRESHOLD, 2 * ARRAY_HEAP_BYTES)  # freed arrays stay for the next one
 
 
 def _setting(name: str, default: int) -> int:
