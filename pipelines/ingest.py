@@ -137,10 +137,16 @@ def _decode_on_dask(client: Any, items: list[WorkItem], *, slots: int) -> Iterat
 
 
 def _one_per_task(client: Any, run: str, items: list[WorkItem]) -> Iterable[WorkResult | None]:
+    """Each series of the lost batches as a task of its own; one lost again is tried once more with nothing else of
+    this run in flight. Why: a worker that dies takes the tasks queued on it along (Dask counts them as suspects of
+    its death), so a series that merely shared a worker with the one that crashes could be lost with it; alone on
+    the cluster, only the series that kills its worker is (None: quarantined as worker_crashed)."""
     futures = [client.submit(run_batch, [item], key=f"medtl-decode-{run}-alone-{item.item_id}")
                for item in items]  # fmt: skip
-    for future in futures:
-        results = _outcome(future)
+    outcomes = [_outcome(future) for future in futures]  # all settled before any series runs again
+    for item, results in zip(items, outcomes, strict=True):
+        if results is None:
+            results = _outcome(client.submit(run_batch, [item], key=f"medtl-decode-{run}-only-{item.item_id}"))
         yield results[0] if results else None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -68,6 +70,38 @@ def test_ingest_on_two_dask_workers_equals_a_local_run_and_so_does_its_rerun(tmp
     assert second["manifest_hash"] == reference.fingerprint.manifest_hash
     del expected[gone]
     assert fates_by_path(tmp_path / "on-dask") == fates_by_path(tmp_path / "local") == expected
+
+
+@pytest.mark.slow
+def test_a_series_that_kills_its_dask_worker_costs_that_series_only(tmp_path):
+    """The batch whose worker died runs again one series per task; the series that kills its worker alone too is
+    quarantined as worker_crashed, and every other series is ingested as in a local run."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from pipelines.ingest import _decode_on_dask
+    from support.crashing_worker import CrashOnPatient
+    from support.hostile_files import good_series
+
+    src = tmp_path / "src"
+    for name in ("a", "b", "crash", "c", "d", "e"):
+        good_series(src / name, patient_id=f"P{name.upper()}01")
+    # A task that kills one worker is lost at once, and every task goes to the worker when submitted: each dies
+    # with the worker as a suspect, as bystanders of a crash on a busy cluster can.
+    settings = {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": "inf"}
+    with (
+        dask.config.set(settings),
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        client.register_plugin(CrashOnPatient("PCRASH01"))
+        ingest_sources([src], out=tmp_path / "out", pseudonymizer=DEV_PSEUDONYMIZER, workers=1,
+                       runner=partial(_decode_on_dask, client, slots=2))  # fmt: skip
+    fates = fates_by_path(tmp_path / "out")
+    crashed = sorted(path for path, (status, code) in fates.items() if code == "worker_crashed")
+    assert [Path(path).parent.name for path in crashed] == ["crash"] * 4
+    assert {status for path, (status, _) in fates.items() if path not in crashed} == {"ingested"}
+    assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 5
 
 
 class _Future:
