@@ -53,6 +53,11 @@ def tuned_by_environment() -> bool:
     return any(name in os.environ for name in _TUNING)
 
 
+def _tuned_glibc() -> ctypes.CDLL | None:
+    """glibc, where the environment tuned it; None where there is nothing to change."""
+    return _glibc() if tuned_by_environment() else None
+
+
 _lock = threading.Lock()
 _active = 0  # blocks running now, in any thread: the settings are restored when the last one ends
 
@@ -61,7 +66,7 @@ _active = 0  # blocks running now, in any thread: the settings are restored when
 def heap_for_arrays() -> Iterator[None]:
     """Large arrays from the heap while the block runs, where the environment had made them mapped one by one."""
     global _active
-    library = _glibc() if tuned_by_environment() else None
+    library = _tuned_glibc()
     if library is None:
         yield
         return
@@ -83,7 +88,7 @@ def heap_for_arrays() -> Iterator[None]:
 def heap_for_arrays_from_now() -> None:
     """The same thresholds for the rest of this process's life: for a process medtl starts for its own work (a fold
     beside others), which inherits a Dask worker's environment and ends with that work."""
-    library = _glibc() if tuned_by_environment() else None
+    library = _tuned_glibc()
     if library is not None:
         _raise_thresholds(library)
 

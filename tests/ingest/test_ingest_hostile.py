@@ -38,6 +38,7 @@ from medtl.io.nifti import read_nifti
 from support.dicom_factory import ct_series
 from support.hostile_files import (
     PLANTED,
+    crashing_on_patient,
     deflate_bomb_dicom,
     good_series,
     gzip_nifti_bomb,
@@ -110,13 +111,7 @@ def test_a_decoder_that_crashes_its_worker_process_costs_that_series_only(tmp_pa
     src = tmp_path / "src"
     for name in ("a", "b", "crash", "c", "d", "e"):
         good_series(src / name, patient_id=f"P{name.upper()}01")
-    real = worker_module.read_plan
-
-    def segfaulting(plan, *args, **kwargs):
-        if plan.headers[0].patient_id == "PCRASH01":
-            os.kill(os.getpid(), signal.SIGSEGV)  # what a crash inside native decoding code does to the process
-        return real(plan, *args, **kwargs)
-
+    segfaulting = crashing_on_patient(worker_module.read_plan, "PCRASH01")
     monkeypatch.setattr(worker_module, "read_plan", segfaulting)  # inherited by the forked workers
     ingest_sources([src], out=tmp_path / "out", pseudonymizer=PSEUDO, workers=workers)
     report, fates = _fates(tmp_path / "out")
@@ -135,13 +130,9 @@ def test_a_crash_inside_a_batch_of_series_costs_that_series_only(tmp_path, monke
     names = [f"s{number:02d}" for number in range(24)]
     for name in names:
         good_series(src / name, patient_id=f"P{name.upper()}")
-    real, sizes = worker_module.read_plan, []
+    sizes = []
     real_batches = execution_module.batch_items
-
-    def segfaulting(plan, *args, **kwargs):
-        if plan.headers[0].patient_id == "PS05":
-            os.kill(os.getpid(), signal.SIGSEGV)
-        return real(plan, *args, **kwargs)
+    segfaulting = crashing_on_patient(worker_module.read_plan, "PS05")
 
     def recorded(items, **kwargs):
         batches = real_batches(items, **kwargs)

@@ -4,10 +4,9 @@ and a nanny restarts a killed worker, which must crash again on the same series.
 
 from __future__ import annotations
 
-import os
-import signal
-
 from distributed import WorkerPlugin
+
+from support.hostile_files import crashing_on_patient
 
 
 class CrashOnPatient(WorkerPlugin):
@@ -19,11 +18,4 @@ class CrashOnPatient(WorkerPlugin):
     def setup(self, worker: object) -> None:
         from medtl.ingest import worker as worker_module
 
-        real, patient_id = worker_module.read_plan, self.patient_id
-
-        def crashing(plan, *args, **kwargs):
-            if plan.headers[0].patient_id == patient_id:
-                os.kill(os.getpid(), signal.SIGSEGV)
-            return real(plan, *args, **kwargs)
-
-        worker_module.read_plan = crashing
+        worker_module.read_plan = crashing_on_patient(worker_module.read_plan, self.patient_id)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import os
+import signal
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -110,3 +114,14 @@ def gzip_nifti_bomb(path: Path, *, extra_gib: float = 1.5) -> Path:
         for _ in range(count):
             out.write(member)
     return path
+
+
+def crashing_on_patient(read_plan: Callable[..., Any], patient_id: str) -> Callable[..., Any]:
+    """`read_plan` that kills its process for the series of `patient_id`, as a crash inside a C decoder does."""
+
+    def crashing(plan: Any, *args: Any, **kwargs: Any) -> Any:
+        if plan.headers[0].patient_id == patient_id:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return read_plan(plan, *args, **kwargs)
+
+    return crashing
