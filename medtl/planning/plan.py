@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from pydantic import ValidationError
@@ -67,10 +68,32 @@ class PlanOptions:
     label_fractions: list[float] | None = None  # label-efficiency runs to plan for (train config label_fractions)
 
 
-def _spec_for(native: PreprocessingSpec, side: int) -> PreprocessingSpec:
-    if side == max(native.target_shape):
+def _spec_for(native: PreprocessingSpec, side: int, voxel_spacing: Sequence[float] | None = None) -> PreprocessingSpec:
+    """The ingest's spec with `side` as its longest axis. Upsampled (small 2D images): a square of that side.
+    Downsampled: every axis in proportion over the same field of view; a volume is resampled to a coarser spacing
+    (its spec's, else `voxel_spacing`, the scans' median, which the native spec kept by cropping unresampled)."""
+    longest = max(native.target_shape)
+    if side == longest:
         return native
-    return native.model_copy(update={"target_shape": [side] * native.spatial_dims})
+    if side > longest:
+        return native.model_copy(update={"target_shape": [side] * native.spatial_dims})
+    shape = [max(1, round(n * side / longest)) for n in native.target_shape]
+    update: dict[str, Any] = {"target_shape": shape}
+    if native.spatial_dims == 3:
+        spacing = native.target_spacing or voxel_spacing
+        if spacing is None:
+            raise ConfigError("a smaller 3D input needs the scans' voxel spacing; none was given (a planner defect)")
+        update["target_spacing"] = [
+            round(float(step) * n / m, 4) for step, n, m in zip(spacing, native.target_shape, shape, strict=True)
+        ]
+    return native.model_copy(update=update)
+
+
+def _median_spacing(task: TaskData) -> list[float] | None:
+    """The development scans' median voxel spacing per array axis (None without scans of the spec's dimensions)."""
+    development = task.scans[task.scans["split"] != "test"]
+    spacings = [list(value) for value in development["spacing"] if len(value) == task.spec.spatial_dims]
+    return [float(v) for v in np.median(np.asarray(spacings, dtype=float), axis=0)] if spacings else None
 
 
 def _shape_of(recipe: Recipe) -> Shape:
@@ -121,16 +144,22 @@ def choose_side(
     """The input side, why, and a smaller fold count when that is what makes an upsampled side affordable.
 
     `available_s`: seconds for the search and the training; `search_seconds(side)`: what the empirical stage would
-    take from them with that side (0 where it would be skipped). The largest side whose full schedule fits wins.
-    When none but the native one does, the first upsampled side may still be bought with the budget's fold cut
-    (5 -> 3 folds, full schedule): a last stage of 2x2 cells instead of 1x1 changes what the network can represent,
-    two more fold models only average more of the same. Sides are costed smallest first, up to the first whose
-    training alone exceeds `available_s` (`probes` may measure each side only when it is asked for)."""
+    take from them with that side (0 where it would be skipped). The largest side whose full schedule fits wins:
+    a schedule cut short costs more than a coarser input (the same rule upsamples small images only as far as the
+    budget affords, and downsamples large ones only as far as it must). When none but the native one does, the
+    first upsampled side may still be bought with the budget's fold cut (5 -> 3 folds, full schedule): a last stage
+    of 2x2 cells instead of 1x1 changes what the network can represent, two more fold models only average more of
+    the same. When not even the smallest side fits, the smallest is taken and the budget cuts its schedule. Sides
+    are costed smallest first, up to the first whose training alone exceeds `available_s` (`probes` may measure
+    each side only when it is asked for)."""
     sides = sorted(probes)
     native = max(facts.native_shape)
     if len(sides) == 1:
         return native, f"the ingest's preprocessing ({facts.native_shape})", None
+    upsampled = [s for s in sides if s > native]
     if available_s is None:
+        if not upsampled:
+            return native, f"the ingest's preprocessing ({facts.native_shape}; no budget given)", None
         side = next(s for s in sides if s >= MIN_SIDE_2D)
         why = (
             f"{native} px images upsampled to {side}: the network's last stage then sees {_cells(side)}x"
@@ -151,6 +180,13 @@ def choose_side(
     if len(costed) < len(sides):
         costs += f"; {', '.join(f'{s} px' for s in sides[len(costed) :])} not measured: larger, so dearer"
     affordable = [s for s in costed if cost(s, shape.n_folds) <= available_s]
+    if affordable and max(affordable) < native:
+        side = max(affordable)
+        why = f"{_downsampled(facts, side)}, the largest input whose full schedule fits the budget ({costs})"
+        return side, why, None
+    if not affordable and sides[0] < native:
+        why = f"{_downsampled(facts, sides[0])}, the smallest candidate: no input fits the full schedule ({costs})"
+        return sides[0], why, None
     side = max(affordable) if affordable else native
     if side != native:
         why = (
@@ -159,28 +195,41 @@ def choose_side(
             f"{_cells(side)} cells"
         )
         return side, why, None
-    upsampled = next(s for s in sides if s > native)
+    if not upsampled:
+        return native, f"the ingest's preprocessing ({facts.native_shape}): its full schedule fits ({costs})", None
     if shape.n_folds <= FEWEST_FOLDS:
         return native, f"the native {native} px: no larger input fits the budget with the full schedule ({costs})", None
-    fewer = f"{upsampled} px with {FEWEST_FOLDS} folds ~{cost(upsampled, FEWEST_FOLDS) / 60:.0f} min"
-    if cost(upsampled, FEWEST_FOLDS) <= available_s:
+    fewer = f"{upsampled[0]} px with {FEWEST_FOLDS} folds ~{cost(upsampled[0], FEWEST_FOLDS) / 60:.0f} min"
+    if cost(upsampled[0], FEWEST_FOLDS) <= available_s:
         why = (
-            f"{native} px images upsampled to {upsampled} with {FEWEST_FOLDS} folds instead of {shape.n_folds}: "
+            f"{native} px images upsampled to {upsampled[0]} with {FEWEST_FOLDS} folds instead of {shape.n_folds}: "
             f"with {shape.n_folds} folds no larger input fits ({costs}; {fewer}), and a last stage of "
-            f"{_cells(upsampled)}x{_cells(upsampled)} cells instead of 1x1 is worth more than two more fold models"
+            f"{_cells(upsampled[0])}x{_cells(upsampled[0])} cells instead of 1x1 is worth more than two more fold "
+            f"models"
         )
-        return upsampled, why, FEWEST_FOLDS
+        return upsampled[0], why, FEWEST_FOLDS
     why = f"the native {native} px: no larger input fits the budget with the full schedule ({costs}; {fewer})"
     return native, why, None
 
 
+def _downsampled(facts: PlanFacts, side: int) -> str:
+    kind = "volumes" if facts.spatial_dims == 3 else "images"
+    native = max(facts.native_shape)
+    return (
+        f"{kind} of {facts.native_shape} downsampled to a longest side of {side} (the same field of view at "
+        f"{native / side:.3g}x the voxel size; {(native / side) ** facts.spatial_dims:.3g}x fewer "
+        f"{'voxels' if facts.spatial_dims == 3 else 'pixels'} per step)"
+    )
+
+
 def _variants(recipe: Recipe, side: int, native: PreprocessingSpec, limit: int) -> list[Variant]:
-    """The rules' recipe first, then single-change variants: the native input size, a third of the lr."""
+    """The rules' recipe first, then single-change variants: the native input size (where upsampled), a third of
+    the lr."""
     strategy = recipe.config()["strategy"]
     low_lr = float(f"{strategy['lr'] * LR_VARIANT:.2g}")
     native_side = max(native.target_shape)
     variants = [Variant("rules", {}, {}, side)]
-    if side != native_side:
+    if side > native_side:  # upsampled: is it worth its cost? (a downsampled side is one the native did not fit)
         native_shape = str([native_side] * native.spatial_dims)
         variants.append(Variant("native size", {"preprocessing.target_shape": native_shape}, {}, native_side))
     lr_change = {"strategy": {**strategy, "lr": low_lr}}
@@ -207,6 +256,7 @@ def _search_steps(recipe: Recipe) -> int:
 
 def _trials(gathered: Gathered, recipe: Recipe, side: int, native: PreprocessingSpec, limit: int) -> list[Trial]:
     base = recipe.config()
+    spacing = _median_spacing(gathered.task)
     short = {
         "steps": _search_steps(recipe),
         "arms": [],
@@ -216,7 +266,7 @@ def _trials(gathered: Gathered, recipe: Recipe, side: int, native: Preprocessing
     tasks: dict[int, TaskData] = {}
     trials = []
     for variant in _variants(recipe, side, native, limit):
-        spec = _spec_for(native, variant.side)
+        spec = _spec_for(native, variant.side, spacing)
         if variant.side not in tasks:
             same = spec is native
             task = gathered.task if same else load_task(gathered.task.dataset, gathered.task_config, spec)
@@ -280,9 +330,10 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
     budget_s = options.budget_minutes * 60 if options.budget_minutes else None
     sides = input_sides(facts)
     probed = load_config(None, recipe.config())  # the recipe as it stands: model, strategy, batch, augmentation
+    spacing = _median_spacing(gathered.task)
 
     def measure(side: int) -> Probe:
-        shape = list(_spec_for(native, side).target_shape)
+        shape = list(_spec_for(native, side, spacing).target_shape)
         return probe(probed, shape=shape, channels=facts.channels, n_classes=len(facts.classes),
                      kind=facts.task_kind, device=device)  # fmt: skip
 
@@ -312,7 +363,7 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
             strategy = winner.config.strategy.model_dump(mode="json", exclude_none=True)
             recipe.set("strategy", strategy, recipe.reasons["strategy"] + f"; inner cross-validation: {winner.name!r}")
     if side != max(native.target_shape):
-        recipe.set("preprocessing", _spec_for(native, side).model_dump(mode="json"), why_side)
+        recipe.set("preprocessing", _spec_for(native, side, spacing).model_dump(mode="json"), why_side)
     else:
         recipe.reasons["preprocessing"] = why_side
     remaining = budget_s * PLAN_SHARE - (time.monotonic() - started) if budget_s else None

@@ -18,6 +18,8 @@ N_FOLDS = 5
 TUNE_FRACTION = 0.2
 NETWORK_STRIDE = 32  # total downsampling of the ResNet family: the last stage sees side / 32 cells
 MIN_SIDE_2D = 2 * NETWORK_STRIDE  # a 2x2 last stage, not 1x1, for small images
+DOWNSAMPLE_SHARES = (1 / 4, 3 / 8, 1 / 2, 3 / 4)  # smaller inputs a budget may take for large images and volumes
+SIDE_MULTIPLE = 8  # downsampled sides are multiples of this
 MIN_STEPS_PER_EPOCH = 16
 BATCH_RANGE = (16, 128)
 VOXELS_PER_BATCH = 8 * 1024**2  # 3D batches are capped by memory: batch x voxels at most this
@@ -116,12 +118,19 @@ def input_layout(facts: PlanFacts) -> tuple[str, str]:
 
 
 def input_sides(facts: PlanFacts) -> list[int]:
-    """Candidate square input sides for 2D, smallest first: the native side and, for small images, upsampled ones
-    that give the network's last stage at least 2x2 (then 4x4) cells. 3D inputs keep their side (cost is cubic)."""
+    """Candidate input sides (the longest axis), smallest first: the native side; for small 2D images, upsampled
+    ones that give the network's last stage at least 2x2 (then 4x4) cells; for large 2D images and 3D volumes,
+    downsampled ones (a quarter to three quarters of the side, never below a 2x2 last stage in 2D or a 1x1x1 one in
+    3D), which a budget that cannot afford the native input's full schedule picks from (plan.choose_side). Thin
+    volumes trained as 2.5D keep their side: their depth is already a handful of slices."""
     side = max(facts.native_shape)
-    if facts.spatial_dims == 3 or side >= MIN_SIDE_2D:
+    if facts.spatial_dims == 2 and side < MIN_SIDE_2D:
+        return sorted({side, MIN_SIDE_2D, min(4 * side, 2 * MIN_SIDE_2D)})
+    if facts.spatial_dims == 3 and input_layout(facts)[0] != "3d":
         return [side]
-    return sorted({side, MIN_SIDE_2D, min(4 * side, 2 * MIN_SIDE_2D)})
+    floor = MIN_SIDE_2D if facts.spatial_dims == 2 else NETWORK_STRIDE
+    smaller = {SIDE_MULTIPLE * round(side * share / SIDE_MULTIPLE) for share in DOWNSAMPLE_SHARES}
+    return sorted({side, *(s for s in smaller if floor <= s < side)})
 
 
 def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps: int | None = None) -> Recipe:

@@ -3,6 +3,7 @@ nothing but the estimate, and a dataset of masks is planned rather than refused.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import yaml
 
@@ -12,6 +13,7 @@ from medtl.planning import PlanOptions, make_plan, read_plan, write_plan
 from medtl.planning import plan as plan_module
 from medtl.training.config import TaskConfig
 from medtl.training.data import load_task
+from support.medmnist_like import make_dataset
 
 CHOICES = ("batch_size", "steps", "strategy", "model.backbone", "model.weights", "class_balance", "augmentation",
            "cv.n_folds", "early_stopping", "final_model", "preprocessing", "task.exclude_flags")  # fmt: skip
@@ -107,6 +109,25 @@ def test_a_dataset_of_masks_is_planned_not_refused(dataset_3d_masks):
     assert "100%" in config.plan.reasons["task.exclude_flags"]
     assert config.model.adapt_3d == "inflate" and config.preprocessing is None  # no 2D weights; 3D stays native
     assert config.plan.facts.spatial_dims == 3 and config.batch_size >= 2
+
+
+def test_volumes_a_budget_cannot_afford_are_planned_smaller_over_the_same_field_of_view(tmp_path):
+    """64^3 masks with a budget too small for any input: the smallest candidate (32^3, spacing doubled), and the
+    tensors training makes for it show each mask over the same field of view (a centre crop would not)."""
+    dataset = make_dataset(tmp_path, "adrenalmnist3d_64", sizes={"train": 12, "val": 3, "test": 3})
+    config = make_plan(dataset, PlanOptions(search=False, budget_minutes=0.05))
+    spec = config.preprocessing
+    assert spec is not None and spec.target_shape == [32, 32, 32] and spec.target_spacing == [2.0, 2.0, 2.0]
+    assert "downsampled to a longest side of 32" in config.plan.reasons["preprocessing"]
+    assert config.plan.probe.input_shape == [32, 32, 32]
+    native, smaller = load_task(dataset, config.task), load_task(dataset, config.task, spec)
+    tensors = {}
+    for name, task in (("native", native), ("smaller", smaller)):
+        tensors[name] = {row.scan_id: np.load(dataset / row.tensor_path) for row in task.scans.itertuples()}
+    assert {t.shape for t in tensors["smaller"].values()} == {(1, 32, 32, 32)}
+    for scan_id, full in tensors["native"].items():
+        # a blob's share of the volume is kept (a 32^3 centre crop of a 64^3 volume would multiply it by ~8)
+        assert tensors["smaller"][scan_id].mean() == pytest.approx(full.mean(), rel=0.25, abs=0.005)
 
 
 def test_an_interrupted_planned_run_resumes_with_its_own_plan(dataset_2d, tmp_path, monkeypatch):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from medtl.contracts import PreprocessingSpec
 from medtl.contracts.planning import PlanFacts, Probe
 from medtl.planning.budget import Shape, fit_to_budget, train_seconds
-from medtl.planning.plan import Probes, choose_side
+from medtl.planning.plan import Probes, _spec_for, choose_side
 from medtl.planning.rules import (
     BATCH_RANGE,
     MIN_STEPS_PER_EPOCH,
@@ -66,10 +67,16 @@ def test_few_minority_patients_mean_fewer_folds_and_loss_based_stopping():
     assert recipe.values["early_stopping"]["metric"] == "loss"
 
 
-def test_small_images_get_larger_inputs_and_thin_volumes_go_2_5d():
+def test_small_images_get_larger_inputs_large_ones_smaller_candidates_and_thin_volumes_go_2_5d():
     assert input_sides(facts({"a": 5, "b": 5}, shape=(28, 28))) == [28, 64, 112]
-    assert input_sides(facts({"a": 5, "b": 5}, shape=(256, 256))) == [256]
+    assert input_sides(facts({"a": 5, "b": 5}, shape=(64, 64))) == [64]  # a 2x2 last stage already
+    # large inputs: a quarter to three quarters of the side, down to a 2x2 last stage (2D) or 1x1x1 (3D)
+    assert input_sides(facts({"a": 5, "b": 5}, shape=(256, 256))) == [64, 96, 128, 192, 256]
+    assert input_sides(facts({"a": 5, "b": 5}, shape=(224, 224))) == [80, 112, 168, 224]
+    assert input_sides(facts({"a": 5, "b": 5}, shape=(64, 64, 64))) == [32, 48, 64]
+    assert input_sides(facts({"a": 5, "b": 5}, shape=(128, 128, 96))) == [32, 48, 64, 96, 128]
     assert input_sides(facts({"a": 5, "b": 5}, shape=(28, 28, 28))) == [28]
+    assert input_sides(facts({"a": 5, "b": 5}, shape=(128, 128, 8))) == [128]  # 2.5D: the slices stay as they are
     assert input_layout(facts({"a": 5, "b": 5}, shape=(128, 128, 8)))[0] == "2.5d"
     assert input_layout(facts({"a": 5, "b": 5}, shape=(64, 64, 64)))[0] == "3d"
     volume = base_recipe(facts({"a": 50, "b": 50}, shape=(28, 28, 28)), IMAGENET, seed=0)
@@ -165,6 +172,60 @@ def test_a_small_image_is_upsampled_with_fewer_folds_when_only_that_fits_the_bud
     assert side == 28 and asked == [28, 64] and "112 px not measured" in why
     side, why, _ = choose_side(f, recipe, lazily(), five[112] * 1.01, no_search)
     assert side == 112 and asked == [28, 64, 112] and "not measured" not in why
+
+
+def test_a_volume_the_budget_cannot_afford_is_downsampled_as_little_as_the_budget_allows():
+    """Largest side whose full schedule fits; when none does, the smallest (the budget then cuts its schedule); no
+    budget: the native side. Probed smallest first, up to the first side the budget cannot afford."""
+    f = facts({"a": 300, "b": 900}, shape=(64, 64, 64))
+    recipe = base_recipe(f, SCRATCH, seed=0)
+    seconds = {s: 0.5 * (s / 32) ** 3 for s in (32, 48, 64)}  # a step costs its voxels
+    probes = {s: Probe(input_shape=[s] * 3, batch_size=16, seconds_per_step=t, seconds_per_image_predict=t / 50)
+              for s, t in seconds.items()}  # fmt: skip
+    full = {s: train_seconds(f, _shape(recipe), probes[s]) for s in seconds}
+    assert full[32] < full[48] < full[64]
+
+    def no_search(side: int) -> float:
+        return 0.0
+
+    asked: list[int] = []
+
+    def lazily() -> Probes:
+        asked.clear()
+        return Probes(list(seconds), lambda side: asked.append(side) or probes[side])
+
+    assert choose_side(f, recipe, lazily(), full[64] * 1.01, no_search)[::2] == (64, None) and asked == [32, 48, 64]
+    side, why, folds = choose_side(f, recipe, lazily(), full[48] * 1.01, no_search)
+    assert (side, folds) == (48, None) and asked == [32, 48, 64]
+    assert "downsampled to a longest side of 48" in why and "2.37x fewer voxels" in why
+    side, why, _ = choose_side(f, recipe, lazily(), full[32] * 0.5, no_search)
+    assert side == 32 and asked == [32] and "smallest candidate" in why and "48 px, 64 px not measured" in why
+    side, why, _ = choose_side(f, recipe, lazily(), None, no_search)
+    assert side == 64 and asked == [] and "no budget" in why
+
+
+def test_a_smaller_input_keeps_the_field_of_view():
+    """Downsampled volumes are resampled to a proportionally coarser spacing (the spec's, else the scans' median)
+    and every axis keeps its proportion; upsampled 2D images become squares of the side."""
+    volume = PreprocessingSpec(spatial_dims=3, target_spacing=[1.0, 1.0, 1.0], target_shape=[64, 64, 64])
+    smaller = _spec_for(volume, 32)
+    assert smaller.target_shape == [32, 32, 32] and smaller.target_spacing == [2.0, 2.0, 2.0]
+    cropped = PreprocessingSpec(spatial_dims=3, target_spacing=None, target_shape=[128, 128, 64])
+    smaller = _spec_for(cropped, 96, voxel_spacing=[0.8, 0.8, 2.5])
+    assert smaller.target_shape == [96, 96, 48]
+    assert smaller.target_spacing == pytest.approx([0.8 * 4 / 3, 0.8 * 4 / 3, 2.5 * 4 / 3], abs=1e-4)
+    assert [n * s for n, s in zip(smaller.target_shape, smaller.target_spacing, strict=True)] == pytest.approx(
+        [128 * 0.8, 128 * 0.8, 64 * 2.5], rel=1e-4
+    )
+    image = PreprocessingSpec(spatial_dims=2, target_spacing=None, target_shape=[256, 256])
+    assert _spec_for(image, 128).target_shape == [128, 128] and _spec_for(image, 128).target_spacing is None
+    assert _spec_for(PreprocessingSpec(spatial_dims=2, target_shape=[28, 28]), 64).target_shape == [64, 64]
+    assert _spec_for(volume, 64) is volume
+
+
+def _shape(recipe) -> Shape:
+    v = recipe.values
+    return Shape(v["steps"], v["batch_size"], v["cv.n_folds"], list(v["arms"]), prediction_views=2)
 
 
 def test_a_prediction_pays_its_batchs_fixed_cost_however_few_images_it_holds():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medtl.contracts import PreprocessingSpec
-from medtl.datasets.medmnist import import_medmnist
+from medtl.datasets.medmnist import image_size, import_medmnist
 from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
 from medtl.ingest.pipeline import ingest_sources
 
@@ -25,33 +25,37 @@ def _images_2d(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     return images
 
 
-def _masks_3d(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+def _masks_3d(rng: np.random.Generator, labels: np.ndarray, side: int = 28) -> np.ndarray:
     """Binary shape masks (every scan looks like a label map): class 1 is the larger blob."""
-    grid = np.indices((28, 28, 28)).transpose(1, 2, 3, 0) - 13.5
-    volumes = np.zeros((len(labels), 28, 28, 28), dtype=np.uint8)
+    grid = np.indices((side,) * 3).transpose(1, 2, 3, 0) - (side - 1) / 2
+    volumes = np.zeros((len(labels), side, side, side), dtype=np.uint8)
+    scale = side / 28
     for index, label in enumerate(labels):
-        radius = (8.0 if label else 5.0) + rng.uniform(-1, 1)
+        radius = ((8.0 if label else 5.0) + rng.uniform(-1, 1)) * scale
         volumes[index] = (np.linalg.norm(grid, axis=-1) < radius).astype(np.uint8) * 255
     return volumes
 
 
 def make_dataset(root: Path, name: str, *, seed: int = 0, sizes: dict[str, int] | None = None) -> Path:
-    """A MedMNIST-format archive of a learnable task, imported with `import_medmnist` and ingested."""
+    """A MedMNIST-format archive of a learnable task, imported with `import_medmnist` and ingested at the size its
+    name promises (e.g. adrenalmnist3d_64: 64 voxels a side)."""
     rng = np.random.default_rng(seed)
+    side = image_size(name)
+    volumes = "3d" in name
     arrays = {}
     for split, n in (sizes or SIZES).items():
         labels = (np.arange(n) % 3 == 0).astype(np.uint8)  # a third positive: an imbalanced task
         rng.shuffle(labels)
-        images = _masks_3d(rng, labels) if name.endswith("3d") else _images_2d(rng, labels)
+        images = _masks_3d(rng, labels, side) if volumes else _images_2d(rng, labels)
         arrays[f"{split}_images"] = images
         arrays[f"{split}_labels"] = labels.reshape(-1, 1)
     archive = root / f"{name}.npz"
     np.savez_compressed(archive, **arrays)
     files = root / f"{name}-files"
     import_medmnist(name, source=str(archive), out=files, progress=False)
-    dims = 3 if name.endswith("3d") else 2
+    dims = 3 if volumes else 2
     spec = PreprocessingSpec(
-        spatial_dims=dims, target_spacing=None, target_shape=[28] * dims,
+        spatial_dims=dims, target_spacing=None, target_shape=[side] * dims,
         intensity={"kind": "range", "low": 0.0, "high": 255.0},
     )  # fmt: skip
     dataset = root / f"{name}-dataset"
