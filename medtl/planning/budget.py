@@ -8,7 +8,9 @@ Label-efficiency runs (train config label_fractions) add every arm on every fold
 in steps keeps its step count on a share of the patients, so such a run costs its whole schedule (and, having more
 epochs, at least as many tuning predictions), not the share of it. Cuts, in order: the
 label-efficiency runs and then the from-scratch comparison arm (both answer a question, neither makes the model),
-then steps down to a floor, then folds 5 -> 3.
+then steps down to a floor (a quarter of the rules' steps, and ten passes over the data where those are fewer than
+the 20,000 samples the rules give the smallest sets: on a large set the rules' schedule is itself capped below ten
+passes, and a floor of ten would forbid any cut), then folds 5 -> 3.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from medtl.contracts.planning import PlanFacts, Probe
-from medtl.planning.rules import TUNE_FRACTION, training_images_per_fold
+from medtl.planning.rules import SAMPLES_RANGE, TUNE_FRACTION, training_images_per_fold
 from medtl.training.config import TrainConfig
 from medtl.training.loop import tuning_interval
 
@@ -27,7 +29,8 @@ from medtl.training.loop import tuning_interval
 # few regressions.
 ARM_COST = {"main": 1.0, "scratch": 1.0, "linear_probe": 1.0, "features": 0.05}
 MIN_STEP_SHARE = 0.25  # never cut the schedule below a quarter of the rules' steps ...
-MIN_EPOCHS = 10  # ... nor below ten passes over the data
+MIN_EPOCHS = 10  # ... nor below ten passes over the data, where those are fewer samples than ...
+MIN_EPOCHS_SAMPLES = SAMPLES_RANGE[0]  # ... the fewest the rules ever plan (a large set learns in fewer passes)
 FEWEST_FOLDS = 3
 MIN_STEPS_BETWEEN_TUNING = TrainConfig.model_fields["min_steps_between_tuning"].default  # the plans keep it
 
@@ -88,7 +91,8 @@ def fit_to_budget(facts: PlanFacts, shape: Shape, probe: Probe, budget_s: float)
 
     def steps_for(candidate: Shape) -> int:
         n_train = training_images_per_fold(facts, candidate.n_folds)
-        floor = min(wanted, max(int(wanted * MIN_STEP_SHARE), MIN_EPOCHS * max(1, n_train // candidate.batch_size)))
+        passes = min(MIN_EPOCHS * max(1, n_train // candidate.batch_size), MIN_EPOCHS_SAMPLES // candidate.batch_size)
+        floor = min(wanted, max(int(wanted * MIN_STEP_SHARE), passes))
         return max(floor, min(wanted, _affordable_steps(facts, candidate, probe, budget_s)))
 
     shape = replace(shape, steps=steps_for(shape))

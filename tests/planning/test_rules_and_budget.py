@@ -103,6 +103,23 @@ def test_budget_cuts_the_comparison_arm_first_then_steps_then_folds():
     assert [cut.split(":")[0] for cut in cuts] == ["arms", "cv.n_folds", "steps"]
 
 
+def test_a_large_set_whose_schedule_is_under_ten_passes_can_still_be_cut_to_a_quarter():
+    """The rules cap a large set's schedule at 1,000,000 samples, near or under ten passes over it: the ten-pass
+    floor (meant for small sets) must not forbid most of the cut, or no budget is ever met."""
+    large = facts({str(k): 20_000 for k in range(8)})
+    recipe = base_recipe(large, SCRATCH, seed=0)
+    wanted, batch = recipe.values["steps"], recipe.values["batch_size"]
+    assert (wanted - 1) * batch < 1_000_000 and 10 * training_images_per_fold(large, 3) // batch > 3 * wanted // 4
+    probe = Probe(input_shape=[28, 28], batch_size=batch, seconds_per_step=0.25, seconds_per_image_predict=1e-4)
+    shape, cuts = fit_to_budget(large, Shape(wanted, batch, 5, []), probe, 60.0)
+    assert shape.steps == int(wanted * 0.25) and shape.n_folds == 3 and cuts[-1].startswith("steps")
+    # a small set keeps its ten passes where they are more than a quarter of its schedule
+    small = facts({"a": 200, "b": 200})
+    per_epoch = training_images_per_fold(small, 3) // 16
+    shape, _ = fit_to_budget(small, Shape(200, 16, 3, []), probe, 1.0)
+    assert shape.steps == 10 * per_epoch > 200 // 4
+
+
 def test_label_efficiency_runs_are_counted_and_cut_first():
     """A schedule in steps keeps its steps on a share of the patients: each share below 1 costs a whole run more."""
     f = facts({"a": 200, "b": 200})
