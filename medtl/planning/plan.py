@@ -213,12 +213,11 @@ def choose_side(
 
 
 def _downsampled(facts: PlanFacts, side: int) -> str:
-    kind = "volumes" if facts.spatial_dims == 3 else "images"
+    kind, unit = ("volumes", "voxel") if facts.spatial_dims == 3 else ("images", "pixel")
     native = max(facts.native_shape)
     return (
         f"{kind} of {facts.native_shape} downsampled to a longest side of {side} (the same field of view at "
-        f"{native / side:.3g}x the voxel size; {(native / side) ** facts.spatial_dims:.3g}x fewer "
-        f"{'voxels' if facts.spatial_dims == 3 else 'pixels'} per step)"
+        f"{native / side:.3g}x the {unit} size; {(native / side) ** facts.spatial_dims:.3g}x fewer {unit}s per step)"
     )
 
 
