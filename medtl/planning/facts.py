@@ -24,6 +24,7 @@ class Gathered:
     task_config: TaskConfig
     task: TaskData
     reasons: dict[str, str]
+    voxel_spacing: list[float] | None = None  # the development scans' median, per array axis (a smaller 3D input)
 
 
 def task_filters(dataset: Path, kind: str) -> tuple[TaskConfig, dict[str, str]]:
@@ -58,7 +59,13 @@ def gather(dataset: Path, spec: PreprocessingSpec) -> Gathered:
         task_kind=task.kind,
         **_class_balance(task, development),
     )
-    return Gathered(facts, task_config, task, reasons)
+    return Gathered(facts, task_config, task, reasons, _median_spacing(task, development))
+
+
+def _median_spacing(task: TaskData, development: np.ndarray) -> list[float] | None:
+    """The development scans' median voxel spacing per array axis (None without scans of the spec's dimensions)."""
+    spacings = [list(value) for value in task.scans.loc[development, "spacing"] if len(value) == task.spec.spatial_dims]
+    return [float(v) for v in np.median(np.asarray(spacings, dtype=float), axis=0)] if spacings else None
 
 
 def _class_balance(task: TaskData, development: np.ndarray) -> dict[str, object]:

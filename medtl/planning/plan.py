@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from pydantic import ValidationError
@@ -87,13 +86,6 @@ def _spec_for(native: PreprocessingSpec, side: int, voxel_spacing: Sequence[floa
             round(float(step) * n / m, 4) for step, n, m in zip(spacing, native.target_shape, shape, strict=True)
         ]
     return native.model_copy(update=update)
-
-
-def _median_spacing(task: TaskData) -> list[float] | None:
-    """The development scans' median voxel spacing per array axis (None without scans of the spec's dimensions)."""
-    development = task.scans[task.scans["split"] != "test"]
-    spacings = [list(value) for value in development["spacing"] if len(value) == task.spec.spatial_dims]
-    return [float(v) for v in np.median(np.asarray(spacings, dtype=float), axis=0)] if spacings else None
 
 
 def _shape_of(recipe: Recipe) -> Shape:
@@ -255,7 +247,6 @@ def _search_steps(recipe: Recipe) -> int:
 
 def _trials(gathered: Gathered, recipe: Recipe, side: int, native: PreprocessingSpec, limit: int) -> list[Trial]:
     base = recipe.config()
-    spacing = _median_spacing(gathered.task)
     short = {
         "steps": _search_steps(recipe),
         "arms": [],
@@ -265,7 +256,7 @@ def _trials(gathered: Gathered, recipe: Recipe, side: int, native: Preprocessing
     tasks: dict[int, TaskData] = {}
     trials = []
     for variant in _variants(recipe, side, native, limit):
-        spec = _spec_for(native, variant.side, spacing)
+        spec = _spec_for(native, variant.side, gathered.voxel_spacing)
         if variant.side not in tasks:
             same = spec is native
             task = gathered.task if same else load_task(gathered.task.dataset, gathered.task_config, spec)
@@ -329,7 +320,7 @@ def make_plan(dataset: Path, options: PlanOptions | None = None) -> TrainConfig:
     budget_s = options.budget_minutes * 60 if options.budget_minutes else None
     sides = input_sides(facts)
     probed = load_config(None, recipe.config())  # the recipe as it stands: model, strategy, batch, augmentation
-    spacing = _median_spacing(gathered.task)
+    spacing = gathered.voxel_spacing
 
     def measure(side: int) -> Probe:
         shape = list(_spec_for(native, side, spacing).target_shape)

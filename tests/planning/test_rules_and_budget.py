@@ -7,7 +7,7 @@ import pytest
 from medtl.contracts import PreprocessingSpec
 from medtl.contracts.planning import PlanFacts, Probe
 from medtl.planning.budget import Shape, fit_to_budget, train_seconds
-from medtl.planning.plan import Probes, _spec_for, choose_side
+from medtl.planning.plan import Probes, _shape_of, _spec_for, choose_side
 from medtl.planning.rules import (
     BATCH_RANGE,
     MIN_STEPS_PER_EPOCH,
@@ -199,7 +199,7 @@ def test_a_volume_the_budget_cannot_afford_is_downsampled_as_little_as_the_budge
     seconds = {s: 0.5 * (s / 32) ** 3 for s in (32, 48, 64)}  # a step costs its voxels
     probes = {s: Probe(input_shape=[s] * 3, batch_size=16, seconds_per_step=t, seconds_per_image_predict=t / 50)
               for s, t in seconds.items()}  # fmt: skip
-    full = {s: train_seconds(f, _shape(recipe), probes[s]) for s in seconds}
+    full = {s: train_seconds(f, _shape_of(recipe), probes[s]) for s in seconds}
     assert full[32] < full[48] < full[64]
 
     def no_search(side: int) -> float:
@@ -238,11 +238,6 @@ def test_a_smaller_input_keeps_the_field_of_view():
     assert _spec_for(image, 128).target_shape == [128, 128] and _spec_for(image, 128).target_spacing is None
     assert _spec_for(PreprocessingSpec(spatial_dims=2, target_shape=[28, 28]), 64).target_shape == [64, 64]
     assert _spec_for(volume, 64) is volume
-
-
-def _shape(recipe) -> Shape:
-    v = recipe.values
-    return Shape(v["steps"], v["batch_size"], v["cv.n_folds"], list(v["arms"]), prediction_views=2)
 
 
 def test_a_prediction_pays_its_batchs_fixed_cost_however_few_images_it_holds():
