@@ -147,6 +147,17 @@ def test_predictions_average_over_the_trained_flip_and_the_budget_counts_both_pa
     assert train_seconds(f, mirrored, predict_only) == pytest.approx(2 * train_seconds(f, once, predict_only))
 
 
+def no_search(side: int) -> float:
+    """An empirical stage that takes nothing from the budget (skipped)."""
+    return 0.0
+
+
+def lazy(probes: dict[int, Probe], asked: list[int]) -> Probes:
+    """`probes` measured when asked for, each side asked recorded in `asked` (emptied first)."""
+    asked.clear()
+    return Probes(list(probes), lambda side: asked.append(side) or probes[side])
+
+
 def test_a_small_image_is_upsampled_with_fewer_folds_when_only_that_fits_the_budget():
     """Largest side whose full schedule fits; else the first upsampled side with three folds; else the native one.
     The empirical stage's cost for a side counts against the same seconds."""
@@ -162,9 +173,6 @@ def test_a_small_image_is_upsampled_with_fewer_folds_when_only_that_fits_the_bud
              for s in seconds}  # fmt: skip
     assert three[64] < five[64] and five[28] < three[64]
 
-    def no_search(side: int) -> float:
-        return 0.0
-
     assert choose_side(f, recipe, probes, five[64] * 1.01, no_search)[::2] == (64, None)
     assert choose_side(f, recipe, probes, five[112] * 1.01, no_search)[::2] == (112, None)
     side, why, folds = choose_side(f, recipe, probes, three[64] * 1.01, no_search)
@@ -179,15 +187,10 @@ def test_a_small_image_is_upsampled_with_fewer_folds_when_only_that_fits_the_bud
     # measured when asked for: no budget needs no probe here (the plan measures its chosen side afterwards), and a
     # budget stops at the first side whose training alone it cannot afford
     asked: list[int] = []
-
-    def lazily() -> Probes:
-        asked.clear()
-        return Probes(list(seconds), lambda side: asked.append(side) or probes[side])
-
-    assert choose_side(f, recipe, lazily(), None, no_search)[::2] == (64, None) and asked == []
-    side, why, _ = choose_side(f, recipe, lazily(), five[28] * 1.01, no_search)
+    assert choose_side(f, recipe, lazy(probes, asked), None, no_search)[::2] == (64, None) and asked == []
+    side, why, _ = choose_side(f, recipe, lazy(probes, asked), five[28] * 1.01, no_search)
     assert side == 28 and asked == [28, 64] and "112 px not measured" in why
-    side, why, _ = choose_side(f, recipe, lazily(), five[112] * 1.01, no_search)
+    side, why, _ = choose_side(f, recipe, lazy(probes, asked), five[112] * 1.01, no_search)
     assert side == 112 and asked == [28, 64, 112] and "not measured" not in why
 
 
@@ -202,22 +205,15 @@ def test_a_volume_the_budget_cannot_afford_is_downsampled_as_little_as_the_budge
     full = {s: train_seconds(f, _shape_of(recipe), probes[s]) for s in seconds}
     assert full[32] < full[48] < full[64]
 
-    def no_search(side: int) -> float:
-        return 0.0
-
     asked: list[int] = []
-
-    def lazily() -> Probes:
-        asked.clear()
-        return Probes(list(seconds), lambda side: asked.append(side) or probes[side])
-
-    assert choose_side(f, recipe, lazily(), full[64] * 1.01, no_search)[::2] == (64, None) and asked == [32, 48, 64]
-    side, why, folds = choose_side(f, recipe, lazily(), full[48] * 1.01, no_search)
+    assert choose_side(f, recipe, lazy(probes, asked), full[64] * 1.01, no_search)[::2] == (64, None)
+    assert asked == [32, 48, 64]
+    side, why, folds = choose_side(f, recipe, lazy(probes, asked), full[48] * 1.01, no_search)
     assert (side, folds) == (48, None) and asked == [32, 48, 64]
     assert "downsampled to a longest side of 48" in why and "2.37x fewer voxels" in why
-    side, why, _ = choose_side(f, recipe, lazily(), full[32] * 0.5, no_search)
+    side, why, _ = choose_side(f, recipe, lazy(probes, asked), full[32] * 0.5, no_search)
     assert side == 32 and asked == [32] and "smallest candidate" in why and "48 px, 64 px not measured" in why
-    side, why, _ = choose_side(f, recipe, lazily(), None, no_search)
+    side, why, _ = choose_side(f, recipe, lazy(probes, asked), None, no_search)
     assert side == 64 and asked == [] and "no budget" in why
 
 
