@@ -71,4 +71,10 @@ class Laps:
 def duration(seconds: float) -> str:
     """A run's wall time or budget as a person reads it: seconds below two minutes (a 36 s budget rounded to
     minutes reads "0 min", and "1.0 min of a 1 min budget: exceeded" hides by how much), minutes above."""
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return duration_in(seconds, seconds)
+
+
+def duration_in(seconds: float, scale: float) -> str:
+    """`seconds` in the unit `duration` gives `scale`: a time and the budget it is compared with read in one unit
+    ("80 s of a 120 s budget", not "80 s of a 2.0 min budget")."""
+    return f"{seconds:.0f} s" if scale < 120 else f"{seconds / 60:.1f} min"

@@ -12,7 +12,7 @@ from typing import Any
 from medtl.artifacts.reader import VerifiedArtifact
 from medtl.contracts.planning import PlanRecord
 from medtl.reporting.model import Recipe, RecipeCandidate, RecipeChoice
-from medtl.timing import duration
+from medtl.timing import duration_in
 
 RUN_FILE = "metrics/run.json"
 MAX_VALUE_CHARS = 60
@@ -35,10 +35,12 @@ def _text(value: Any) -> str:
 
 
 def _run_line(run: dict[str, Any]) -> str:
-    line = f"Training took {duration(run['wall_seconds'])} on {run['device']}"
-    if run.get("budget_seconds"):
+    budget = run.get("budget_seconds")
+    scale = max(run["wall_seconds"], budget or 0.0)
+    line = f"Training took {duration_in(run['wall_seconds'], scale)} on {run['device']}"
+    if budget:
         verdict = "met" if run["met_budget"] else "exceeded"
-        line += f", against a budget of {duration(run['budget_seconds'])} ({verdict})"
+        line += f", against a budget of {duration_in(budget, scale)} ({verdict})"
     return line + "."
 
 

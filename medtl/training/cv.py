@@ -238,11 +238,11 @@ def run_cv(
             arm_result.pretrained = built.provenance()
             arm_result.schedule = _schedule(arm, config, task, splits, built)
             log.info(
-                "%s fold %d: best epoch %d, tuning AUC %s",
+                "%s fold %d: best epoch %d, %s",
                 arm.name,
                 fold.index,
                 outcome.best_epoch,
-                outcome.best_tune_auc,
+                _chosen_by(outcome),
             )
         results.append(arm_result)
     if progress is not None:
@@ -367,3 +367,12 @@ def _first_reaching(curve: list[dict[str, Any]], target: float | None) -> tuple[
         if value is not None and value >= target - 1e-9:
             return int(record["epoch"]), float(record["seconds"])
     return None, None
+
+
+def _chosen_by(outcome: FoldOutcome) -> str:
+    """How a fold's epoch was chosen, for the log: a small tuning set can hold a single class (no AUROC)."""
+    if outcome.best_tune_auc is not None:
+        return f"tuning AUC {outcome.best_tune_auc:.3f}"
+    if outcome.selection == "last_epoch":
+        return "no tuning set: the last epoch"
+    return "tuning AUC undefined (a single class in the tuning set): the lowest tuning loss"

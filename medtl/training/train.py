@@ -21,7 +21,7 @@ from medtl.errors import ConfigError
 from medtl.hashing import sha256_json
 from medtl.outputs import staged_folder
 from medtl.progress import Progress
-from medtl.timing import duration
+from medtl.timing import duration_in
 from medtl.training.concurrent import fold_width, train_concurrently
 from medtl.training.config import SPEED_ONLY, TrainConfig
 from medtl.training.cv import (
@@ -55,13 +55,16 @@ class TrainResult:
     def describe(self) -> str:
         lines = [f"artifact: {self.artifact} (manifest sha256 {self.manifest_hash[:16]}...)"]
         if self.run:
-            budget = self.run.get("budget_seconds")
+            budget, wall = self.run.get("budget_seconds"), self.run["wall_seconds"]
+            scale = max(wall, budget or 0.0)
             verdict = (
                 ""
                 if budget is None
-                else (f" of a {duration(budget)} budget: " + ("met" if self.run["met_budget"] else "EXCEEDED"))
+                else (
+                    f" of a {duration_in(budget, scale)} budget: " + ("met" if self.run["met_budget"] else "EXCEEDED")
+                )
             )
-            lines.append(f"wall time {duration(self.run['wall_seconds'])}{verdict}")
+            lines.append(f"wall time {duration_in(wall, scale)}{verdict}")
         for entry in self.indicators:
             value = entry["oof_auc"]
             lines.append(

@@ -122,3 +122,10 @@ def test_durations_read_in_seconds_below_two_minutes_and_in_minutes_above():
     from medtl.timing import duration
 
     assert [duration(s) for s in (0.4, 36, 119.4, 120, 1800)] == ["0 s", "36 s", "119 s", "2.0 min", "30.0 min"]
+
+
+def test_a_time_and_its_budget_read_in_one_unit():
+    from medtl.timing import duration_in
+
+    assert (duration_in(80, 126), duration_in(126, 126)) == ("1.3 min", "2.1 min")
+    assert (duration_in(80, 104), duration_in(104, 104)) == ("80 s", "104 s")

@@ -257,3 +257,14 @@ def test_with_a_weight_average_the_fold_returns_the_average_not_the_last_weights
     floats = [k for k, v in trained.items() if v.is_floating_point()]
     assert all(torch.allclose(result.state[k], trained[k], atol=1e-6) for k in floats) is same_as_trained
     assert torch.equal(result.state["bn1.num_batches_tracked"], trained["bn1.num_batches_tracked"])
+
+
+def test_the_log_says_how_a_fold_epoch_was_chosen_when_no_tuning_auroc_exists():
+    from medtl.training.cv import FoldOutcome, _chosen_by
+
+    def outcome(auc, selection):
+        return FoldOutcome(0, 3, auc, 1.0, False, selection, [])
+
+    assert _chosen_by(outcome(0.91234, "tune_auc")) == "tuning AUC 0.912"
+    assert "lowest tuning loss" in _chosen_by(outcome(None, "tune_loss"))
+    assert "last epoch" in _chosen_by(outcome(None, "last_epoch"))
