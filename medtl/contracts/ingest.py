@@ -225,7 +225,8 @@ class FileRecords(Sequence[FileRecord]):
     def ordered(self) -> FileRecords:
         """Sorted by source, then file id: the order a report lists them in, whatever the run's order."""
         keys = list(zip(self.columns.source_index, self.columns.file_id, strict=True))
-        return self.take(sorted(range(len(keys)), key=keys.__getitem__))
+        order = sorted(range(len(keys)), key=keys.__getitem__)  # a run's records are mostly in order already
+        return self if order == list(range(len(order))) else self.take(order)
 
     def positions(self) -> dict[str, int]:
         """Each file id's position."""

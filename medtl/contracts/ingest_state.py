@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
+from operator import itemgetter
 from typing import Annotated, ClassVar, NamedTuple, TypeVar
 
 from pydantic import Field
@@ -106,8 +107,8 @@ class IngestState(ContractModel):
     ) -> IngestState:
         """The record of `files` and `scans`, each sorted by its id (the order of the run never shows);
         `row_digests`: each scan's manifest row digest, by scan id."""
-        ordered_files = sorted(files, key=lambda entry: entry.file_id)
-        ordered_scans = sorted(scans, key=lambda scan: scan.scan_id)
+        ordered_files = sorted(files, key=itemgetter(0))  # by file id
+        ordered_scans = sorted(scans, key=itemgetter(0))  # by scan id
         return cls(
             medtl_version=medtl_version,
             settings_hash=settings_hash,

@@ -338,11 +338,15 @@ def carry_over(
     out: Path,
 ) -> Carried:
     """The last run's rows, records and intensity summaries for every group this run did not touch (no input read)."""
-    records = previous.records.take([previous.record_at[item.file_id] for item in changes.kept])
+    positions = [previous.record_at[item.file_id] for item in changes.kept]
+    statuses = previous.records.columns.status
     private.keep(
-        (item.file_id, item.index, item.relative, status)
-        for item, status in zip(changes.kept, records.columns.status, strict=True)
+        (item.file_id, item.index, item.relative, statuses[position])
+        for item, position in zip(changes.kept, positions, strict=True)
     )
+    # in the last report's order, which is the order this report lists them in: merged with the few new records,
+    # they are sorted again almost for free (as listed, they would be shuffled: file ids are keyed hashes)
+    records = previous.records.take(sorted(positions))
     private.carry_terms()
     cache = ScanCache(out)
     kept_scans = [scan for scan in previous.scans if scan.unit not in changes.affected]
@@ -366,12 +370,12 @@ def state_entries(
     pseudonymizer: Pseudonymizer,
 ) -> list[FileState]:
     """Every listed file's state: the last run's entry for a file not read (its stat is unchanged, so the entry
-    is too), as found for the others (`read`: by listed location)."""
+    is too), as found for the others (`read`: by listed location). The kept entries come first, in the last
+    state's order (by file id), which is the order the state is written in."""
     kept = {item.file_id for item in changes.kept}
-    entries = []
+    entries = [entry for file_id, entry in previous.files.items() if file_id in kept] if previous is not None else []
     for item in listed:
-        if previous is not None and item.file_id in kept:
-            entries.append(previous.files[item.file_id])
+        if item.file_id in kept:
             continue
         file = read[item.location]
         digest = records[str(file.path)].sha256

@@ -6,6 +6,8 @@ reason code a person reads in ingest_report.json.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import multiprocessing
@@ -464,3 +466,29 @@ def test_one_worker_reads_in_a_process_of_its_own_unless_this_process_may_not_st
     with caplog.at_level(logging.WARNING, logger="medtl.ingest.execution"), process_pool(2) as executor:
         assert executor is None
     assert "a decoder that crashes on a file ends the run" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "relatives",
+    [["b/2.dcm", "a b/é.dcm", " lead.dcm", "a/1.dcm"], ["a,b.dcm", 'q"x.dcm', "line\nbreak.dcm", "ok.dcm"]],
+    ids=["plain paths", "paths the csv module quotes"],
+)
+def test_the_private_source_index_reads_back_every_path_exactly(tmp_path, relatives):
+    """source_index.csv is how a site finds the file behind a quarantine entry: whatever its path holds, the csv
+    module reads it back unchanged, and the file is what the csv module itself would write."""
+    from medtl.ingest.privacy import PrivateRecords
+
+    private = PrivateRecords(tmp_path, Pseudonymizer(DEVELOPMENT_KEY, key_id="development"))
+    private.keep(
+        (f"F-{i:016x}", i % 2, relative, "ingested" if i else "skipped") for i, relative in enumerate(relatives)
+    )
+    private.write([tmp_path], None)
+    text = (tmp_path / "private" / "source_index.csv").read_bytes().decode("utf-8")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0] == ["file_id", "source_index", "relative_path", "status"]
+    expected = sorted(((i % 2, relative), f"F-{i:016x}") for i, relative in enumerate(relatives))
+    assert [(int(row[1]), row[2]) for row in rows[1:]] == [place for place, _ in expected]
+    assert [row[0] for row in rows[1:]] == [file_id for _, file_id in expected]
+    written = io.StringIO()
+    csv.writer(written).writerows(rows)
+    assert text == written.getvalue()
