@@ -95,6 +95,10 @@ def test_a_document_read_in_one_pass_equals_the_one_written_and_is_of_the_contra
         back.groups[0].intensity.p01 == float("-inf") and back.groups[0].intensity.p99 != back.groups[0].intensity.p99
     )
     assert back.model_dump_json() == written.model_dump_json()
+    # the same text as the standard library writes the document's JSON form (NaN and infinities as it writes them)
+    text = (tmp_path / "fingerprint.json").read_text(encoding="utf-8")
+    assert text == json.dumps(contract_base.contract_document(written), indent=2, ensure_ascii=False) + "\n"
+    assert '"p01": -Infinity' in text and '"p99": NaN' in text
 
 
 @pytest.mark.parametrize(
