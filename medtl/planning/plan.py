@@ -442,7 +442,7 @@ def summary(config: TrainConfig) -> str:
     plan = config.plan
     lines = [f"task: {plan.reasons.get('task.kind', config.task.kind)}"] if plan and config.task.kind else []
     lines += [
-        f"model: {config.model.backbone} ({config.model.weights.source}), input {_input(config, plan)}",
+        f"model: {config.model.backbone} ({_weights(config)}), input {_input(config, plan)}",
         f"batch {config.batch_size}, {config.steps} steps, lr {config.strategy.lr:g} ({config.strategy.name}), "
         f"{config.cv.n_folds} folds, arms {config.arms or 'none'}, final {config.final_model}",
     ]
@@ -460,6 +460,11 @@ def summary(config: TrainConfig) -> str:
             )
         lines.extend(f"note: {note}" for note in plan.notes)
     return "\n".join(lines)
+
+
+def _weights(config: TrainConfig) -> str:
+    source = config.model.weights.source
+    return "from scratch: no pretrained weights" if source == "none" else f"{source} weights"
 
 
 def _input(config: TrainConfig, plan: PlanRecord | None) -> str:

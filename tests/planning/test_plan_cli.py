@@ -35,6 +35,7 @@ def test_plan_then_train_without_a_config(dataset_2d, tmp_path, monkeypatch):
     record = PlanRecord.model_validate(written["plan"])
     assert written["steps"] == max(1, -(-20_000 // written["batch_size"]))  # the sample floor, for 35 images/fold
     assert record.reasons["batch_size"].startswith("~35 training images per fold")
+    assert "(from scratch: no pretrained weights)" in planned.output  # nothing is installed here
 
     budget = 0.4
     # The rules' floor keeps a quarter of this tiny set's 1,250 steps per fold, far more than 24 s buy on two cores;
