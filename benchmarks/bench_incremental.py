@@ -16,6 +16,11 @@ beforehand): `listing_one_piece` (one worker walks all, as before the walk was s
 
     python benchmarks/bench_incremental.py --series 1000 --out benchmarks/results/incremental.json
 
+With `--compare-with OTHER_CHECKOUT`, each round also re-runs the archive with this checkout and with the other,
+each in a child process of its own (timed inside it, imports left out, with the ingest process's and its workers'
+CPU time), in alternating order: a before/after comparison under the same load. `--compare-only` runs just those
+two arms (more rounds in the same time).
+
 Target (issue "Incremental"): incremental <= 3x new_alone. Archive files are dated an hour back, as an archive's
 files are older than the run that reads them (files dated within 2 s of the last run's start are hashed again).
 Times are medians over rounds with min and max; compare ratios, not absolute numbers.
@@ -28,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +82,36 @@ def _listing_seconds(archive: Path, workers: int, pieces: int) -> float:
     return seconds
 
 
+_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from medtl.contracts import PreprocessingSpec, read_json
+from medtl.identity import DEVELOPMENT_KEY, Pseudonymizer
+from medtl.ingest.pipeline import ingest_sources
+
+def cpu(who):
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+spec = read_json(PreprocessingSpec, Path(sys.argv[3]))
+pseudonymizer = Pseudonymizer(DEVELOPMENT_KEY, key_id="development")
+start, own, workers = time.perf_counter(), cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+ingest_sources([Path(sys.argv[1])], out=Path(sys.argv[2]), pseudonymizer=pseudonymizer, workers=int(sys.argv[4]),
+               spec=spec)
+print(json.dumps({"seconds": time.perf_counter() - start, "ingest_process_cpu": cpu(resource.RUSAGE_SELF) - own,
+                  "workers_cpu": cpu(resource.RUSAGE_CHILDREN) - workers}))
+"""
+
+
+def _rerun_in_child(tree: Path, archive: Path, out: Path, spec_path: Path, workers: int) -> dict:
+    """A re-run of the archive by the checkout at `tree`, in a process of its own, into `out` (a copy of the
+    first ingest's folder)."""
+    command = [sys.executable, "-c", _CHILD, str(archive), str(out), str(spec_path), str(workers)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=tree).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
 def _spread(values: list[float]) -> dict:
     return {"median": float(np.median(values)), "min": min(values), "max": max(values), "rounds": values}
 
@@ -90,6 +126,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="0 = one per CPU core")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--compare-with", type=Path, default=None, help="another checkout of medtl (see above)")
+    parser.add_argument("--compare-only", action="store_true", help="with --compare-with: only the two re-run arms")
     parser.add_argument(
         "--delete-outputs",
         action="store_true",
@@ -114,6 +152,9 @@ def main() -> None:
         "incremental": [], "new_alone": [], "full_reread": [], "listing_one_piece": [], "listing_in_pieces": [],
     }  # fmt: skip
     details: list[dict] = []
+    compared: dict[str, list[dict]] = {"this_checkout": [], "other_checkout": []}
+    if args.compare_only and args.compare_with is None:
+        parser.error("--compare-only needs --compare-with")
     # each run's folder moved away, not deleted, until the rounds are over (aside.py)
     with SetAside(workdir, delete=args.delete_outputs) as aside:
         for repeat in range(args.repeats):  # interleaved, so a noisy minute hits every method alike
@@ -122,7 +163,19 @@ def main() -> None:
                          first=args.series + repeat * n_new)  # fmt: skip
             new_files = sum(1 for _ in incoming.rglob("*.dcm"))
             runs = {}
-            for name in ("incremental", "new_alone", "full_reread"):
+            if args.compare_with is not None:
+                here, other = Path(__file__).resolve().parents[1], args.compare_with.resolve()
+                arms = [("this_checkout", here), ("other_checkout", other)]
+                for name, tree in arms if repeat % 2 == 0 else arms[::-1]:
+                    target = workdir / f"{name}-{repeat}"
+                    shutil.rmtree(target, ignore_errors=True)
+                    shutil.copytree(snapshot, target)
+                    os.sync()
+                    measured = _rerun_in_child(tree, archive, target, snapshot / "preprocessing.json", args.workers)
+                    compared[name].append(measured)
+                    runs[name] = measured
+                    aside.put(target)
+            for name in () if args.compare_only else ("incremental", "new_alone", "full_reread"):
                 target = workdir / f"{name}-{repeat}"
                 shutil.rmtree(target, ignore_errors=True)
                 if name == "new_alone":
@@ -135,19 +188,13 @@ def main() -> None:
                 times[name].append(seconds)
                 runs[name] = {"seconds": seconds, **info}
                 aside.put(target)
-            for name, pieces in (("listing_one_piece", 1), ("listing_in_pieces", 4 * worker_count(args.workers))):
+            listings = (("listing_one_piece", 1), ("listing_in_pieces", 4 * worker_count(args.workers)))
+            for name, pieces in () if args.compare_only else listings:
                 times[name].append(_listing_seconds(archive, args.workers, pieces))
                 runs[name] = {"seconds": times[name][-1]}
             details.append({"new_files": new_files, **runs})
             print(f"round {repeat + 1}: " + ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in runs.items()))
             aside.put(incoming)  # out of the archive: the next round adds its own 1% to the same archive state
-    ratio = [i / n for i, n in zip(times["incremental"], times["new_alone"], strict=True)]
-    # what the target asks, per file: with 1% new, re-run / new alone ~ 1 + 99 x (a kept file's cost / a new one's)
-    # each round's new series are set aside after it: every re-run kept the archive's n_files unread
-    kept_us = [(i - n) / n_files * 1e6 for i, n in zip(times["incremental"], times["new_alone"], strict=True)]
-    new_us = [n / d["new_files"] * 1e6 for n, d in zip(times["new_alone"], details, strict=True)]
-    before = [f / i for f, i in zip(times["full_reread"], times["incremental"], strict=True)]
-    pieces = [o / p for o, p in zip(times["listing_one_piece"], times["listing_in_pieces"], strict=True)]
     report = {
         "benchmark": "incremental",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -157,8 +204,35 @@ def main() -> None:
         "outputs_between_runs": "deleted" if args.delete_outputs else "set aside (benchmarks/aside.py)",
         "first_full_ingest_seconds": first_seconds,
         "first_full_ingest": first,
-        "seconds": {name: _spread(values) for name, values in times.items()},
         "rounds": details,
+    }
+    if not args.compare_only:
+        report.update(_against_new_alone(times, details, n_files))
+    if args.compare_with is not None:
+        trees = {"this_commit": Path(__file__).resolve().parents[1], "other_commit": args.compare_with.resolve()}
+        report["compared"] = {**{key: _commit(tree) for key, tree in trees.items()}, **_compared(compared)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    summary = {key: report[key] for key in ("ratios", "met") if key in report}
+    if "compared" in report:
+        summary["other_checkout_vs_this"] = report["compared"]["other_vs_this_seconds"]["median"]
+    print(json.dumps(summary))
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _against_new_alone(times: dict[str, list[float]], details: list[dict], n_files: int) -> dict:
+    """The target's figures: a re-run against the new series alone, the re-read of everything before change
+    detection, the listing in pieces against one piece, and what a kept and a new file cost."""
+    ratio = [i / n for i, n in zip(times["incremental"], times["new_alone"], strict=True)]
+    # what the target asks, per file: with 1% new, re-run / new alone ~ 1 + 99 x (a kept file's cost / a new one's)
+    # each round's new series are set aside after it: every re-run kept the archive's n_files unread
+    kept_us = [(i - n) / n_files * 1e6 for i, n in zip(times["incremental"], times["new_alone"], strict=True)]
+    new_us = [n / d["new_files"] * 1e6 for n, d in zip(times["new_alone"], details, strict=True)]
+    before = [f / i for f, i in zip(times["full_reread"], times["incremental"], strict=True)]
+    pieces = [o / p for o, p in zip(times["listing_one_piece"], times["listing_in_pieces"], strict=True)]
+    return {
+        "seconds": {name: _spread(values) for name, values in times.items()},
         "ratios": {
             "incremental_vs_new_alone": _spread(ratio),
             "full_reread_vs_incremental": _spread(before),
@@ -172,13 +246,24 @@ def main() -> None:
         "target": {"incremental_vs_new_alone": "<= 3.0"},
         "met": {"incremental_vs_new_alone": float(np.median(ratio)) <= 3.0},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    per_file = {k: round(v["median"], 1) for k, v in report["per_file_microseconds"].items() if isinstance(v, dict)}
-    print(json.dumps({"ratios": {k: v["median"] for k, v in report["ratios"].items()}, "per_file_us": per_file,
-                      "met": report["met"]}))  # fmt: skip
-    if args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _commit(tree: Path) -> str | None:
+    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or None
+
+
+def _compared(compared: dict[str, list[dict]]) -> dict:
+    """This checkout's re-runs against the other's, round by round (the same archive state and load)."""
+    this, other = compared["this_checkout"], compared["other_checkout"]
+    measures = ("seconds", "ingest_process_cpu", "workers_cpu")
+    return {
+        **{f"{arm}_{m}": _spread([run[m] for run in runs]) for arm, runs in compared.items() for m in measures},
+        "other_vs_this_seconds": _spread([o["seconds"] / t["seconds"] for o, t in zip(other, this, strict=True)]),
+        "other_vs_this_ingest_process_cpu": _spread(
+            [o["ingest_process_cpu"] / t["ingest_process_cpu"] for o, t in zip(other, this, strict=True)]
+        ),
+    }
 
 
 if __name__ == "__main__":
