@@ -46,4 +46,4 @@ class Progress:
             return
         if key not in self._tasks:
             self._tasks[key] = self._bar.add_task(label, total=total)
-        self._bar.update(self._tasks[key], completed=done, description=label)
+        self._bar.update(self._tasks[key], completed=done, total=total, description=label)  # a budget may cut it

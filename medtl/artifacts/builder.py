@@ -29,6 +29,7 @@ from medtl.artifacts.layout import (
     METADATA,
     MODEL_CARD,
     RECOMMENDED,
+    RECOMMENDED_PRETRAINED,
     WEIGHTS_DIR,
     check_relative_name,
     walk_files,
@@ -188,7 +189,8 @@ def _check_contents(folder: Path, files: list[str]) -> ArtifactMetadata:
             where=ENVIRONMENT,
             fix="write environment.txt with the same text that collect_provenance() hashed (add_environment)",
         )
-    missing = [name for name in RECOMMENDED if name not in files]
+    recommended = RECOMMENDED if metadata.kind == "model" else RECOMMENDED_PRETRAINED
+    missing = [name for name in recommended if name not in files]
     if missing:
         _log.info("artifact %s has no %s", folder.name, ", ".join(missing))
     return metadata

@@ -39,7 +39,9 @@ METRICS_DIR = "metrics"
 FIGURES_DIR = "figures"
 
 REQUIRED = (METADATA,)
-RECOMMENDED = (MODEL_CARD, ENVIRONMENT, CONFIG, PREPROCESSING, LABEL_MAP, SPLITS, OOF_PREDICTIONS, POOLED_METRICS)
+# what a sealed artifact should hold beside its weights: a pretrained backbone has no labels, splits or predictions
+RECOMMENDED_PRETRAINED = (MODEL_CARD, ENVIRONMENT, CONFIG, PREPROCESSING)
+RECOMMENDED = (*RECOMMENDED_PRETRAINED, LABEL_MAP, SPLITS, OOF_PREDICTIONS, POOLED_METRICS)
 
 # Formats whose content can be read without executing anything, each with the check the PHI gate runs on it.
 TEXT_SUFFIXES = frozenset({".json", ".jsonl", ".yaml", ".yml", ".csv", ".tsv", ".txt", ".md", ".html", ".htm"})

@@ -129,3 +129,14 @@ def test_a_time_and_its_budget_read_in_one_unit():
 
     assert (duration_in(80, 126), duration_in(126, 126)) == ("1.3 min", "2.1 min")
     assert (duration_in(80, 104), duration_in(104, 104)) == ("80 s", "104 s")
+
+
+def test_a_progress_bar_takes_a_total_that_changes_on_the_way():
+    """A budget may shorten a schedule after its first epoch: the bar then ends at the new total, not at 8%."""
+    from medtl.progress import Progress
+
+    with Progress(True) as bar:
+        bar.update("epoch 1/100", 1, 100)
+        bar.update("epoch 8/8", 8, 8)
+        (task,) = bar._bar.tasks
+        assert (task.completed, task.total, task.description) == (8, 8, "epoch 8/8")
