@@ -100,6 +100,10 @@ def fit_to_budget(facts: PlanFacts, shape: Shape, probe: Probe, budget_s: float)
         cuts.append(f"cv.n_folds: {shape.n_folds} -> {FEWEST_FOLDS}")
         shape = replace(shape, n_folds=FEWEST_FOLDS)
         shape = replace(shape, steps=steps_for(shape))
+    if not fits(shape) and "linear_probe" in shape.arms:  # the last cut: the main arm alone may fit, and is the model
+        shape = replace(shape, arms=[arm for arm in shape.arms if arm != "linear_probe"])
+        shape = replace(shape, steps=steps_for(shape))
+        cuts.append("arms: the linear-probe comparison arm dropped (the shortest schedule did not fit with it)")
     if shape.steps < wanted:
         cuts.append(f"steps: {wanted} -> {shape.steps}")
     return shape, cuts

@@ -169,7 +169,13 @@ def base_recipe(facts: PlanFacts, weights: WeightsPick, *, seed: int, max_steps:
         )
     recipe.set("model.backbone", backbone, why_net)
     recipe.set("model.weights", weights.weights, weights.reason)
-    if facts.spatial_dims == 3 and backbone == "resnet18":
+    if facts.spatial_dims == 3 and backbone == "resnet18" and weights.layout_3d is not None:
+        recipe.set(
+            "model.adapt_3d",
+            weights.layout_3d,
+            f"the pretrained network is 3D ({weights.layout_3d}): its kernels load into that layout only",
+        )
+    elif facts.spatial_dims == 3 and backbone == "resnet18":
         adapt = "2.5d" if layout == "2.5d" else ("acs" if weights.source != "none" else "inflate")
         recipe.set(
             "model.adapt_3d",

@@ -29,6 +29,7 @@ class WeightsPick:
     backbone: str
     weights: Any  # a weights choice for ModelConfig ("none" or a mapping)
     reason: str
+    layout_3d: str | None = None  # a 3D network's own adapt_3d (its kernels fit only it); None for 2D weights
 
     @property
     def source(self) -> str:
@@ -68,6 +69,7 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
     if artifact is not None:  # opened now: a broken seal or an untrusted signer stops the plan, not a later fold
         verified = open_verified(artifact)
         backbone = str(verified.metadata["model"]["backbone"])
+        layout_3d = _layout_3d(verified.metadata["model"])
         weights_file = source_weights_file(verified)
         checks.append(WeightsCheck(source="artifact", label=artifact.name, state="verified", usable=True))
         what = "self-supervised on unlabelled scans" if verified.kind == "pretrained" else "trained on medical images"
@@ -75,7 +77,7 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
             f"the named medtl artifact ({backbone}, {what}; {weights_file}) verified through its seal and the "
             "site's trust anchors"
         )
-        return WeightsPick(backbone, {"source": "artifact", "path": str(artifact)}, reason), checks
+        return WeightsPick(backbone, {"source": "artifact", "path": str(artifact)}, reason, layout_3d), checks
     for source, backbone, weights, reason in _preferences(spatial_dims):
         found, usable = _looked_at(_entry(source, backbone), source, backbone)
         checks.append(found)
@@ -87,7 +89,8 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
             f"no public pretrained file is usable here; the site's own pretrained backbone {entry.model_id} "
             f"({entry.backbone}, {entry.method} on {entry.scans} unlabelled scans) is verified through its seal"
         )
-        return WeightsPick(entry.backbone, {"source": "artifact", "path": entry.path}, reason), checks
+        layout_3d = _layout_3d(open_verified(Path(entry.path)).metadata["model"])
+        return WeightsPick(entry.backbone, {"source": "artifact", "path": entry.path}, reason, layout_3d), checks
     missing = ", ".join(f"{c.source} ({c.state})" for c in checks)
     return (
         WeightsPick(
@@ -99,3 +102,9 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
         ),
         checks,
     )
+
+
+def _layout_3d(model: dict[str, Any]) -> str | None:
+    """How a medtl network laid out its 3D convolutions (its weights load into that layout only); None for a 2D
+    network, whose weights any 3D layout can take (ACS, inflation, 2.5D)."""
+    return str(model.get("adapt_3d", "inflate")) if int(model.get("spatial_dims", 2)) == 3 else None

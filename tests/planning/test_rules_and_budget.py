@@ -86,6 +86,22 @@ def test_small_images_get_larger_inputs_large_ones_smaller_candidates_and_thin_v
     )
 
 
+def test_a_3d_pretrained_network_keeps_its_own_layout_and_2d_weights_are_adapted():
+    """A backbone pretrained on volumes (`medtl pretrain`, or an earlier 3D model) has 3D kernels: only its own
+    layout loads them. ImageNet's or a 2D model's kernels are adapted (ACS), whatever the volumes."""
+    from medtl.planning.weights import _layout_3d
+
+    site = {"source": "artifact", "path": "pretrained"}
+    volumes = facts({"a": 50, "b": 50}, shape=(28, 28, 28))
+    inflated = WeightsPick("resnet18", site, "site-pretrained", _layout_3d({"spatial_dims": 3, "adapt_3d": "inflate"}))
+    recipe = base_recipe(volumes, inflated, seed=0)
+    assert recipe.values["model.adapt_3d"] == "inflate" and "3D (inflate)" in recipe.reasons["model.adapt_3d"]
+    two_d = WeightsPick("resnet18", site, "a 2D model", _layout_3d({"spatial_dims": 2, "adapt_3d": "inflate"}))
+    assert base_recipe(volumes, two_d, seed=0).values["model.adapt_3d"] == "acs"
+    assert base_recipe(volumes, IMAGENET, seed=0).values["model.adapt_3d"] == "acs"
+    assert _layout_3d({"spatial_dims": 3, "adapt_3d": "acs"}) == "acs" and _layout_3d({"spatial_dims": 3}) == "inflate"
+
+
 def test_budget_cuts_the_comparison_arm_first_then_steps_then_folds():
     f = facts({"a": 200, "b": 200})
     probe = Probe(input_shape=[28, 28], batch_size=16, seconds_per_step=0.1, seconds_per_image_predict=0.001)
@@ -98,9 +114,17 @@ def test_budget_cuts_the_comparison_arm_first_then_steps_then_folds():
     shape, cuts = fit_to_budget(f, full, probe, train_seconds(f, without_scratch, probe) * 0.6)
     assert shape.n_folds == 5 and 250 <= shape.steps < 1000 and cuts[-1].startswith("steps")
     assert train_seconds(f, shape, probe) <= train_seconds(f, without_scratch, probe) * 0.6
-    shape, cuts = fit_to_budget(f, full, probe, 60.0)  # far too little: the floor, and three folds
-    assert shape.n_folds == 3 and shape.steps == 250
-    assert [cut.split(":")[0] for cut in cuts] == ["arms", "cv.n_folds", "steps"]
+    shape, cuts = fit_to_budget(f, full, probe, 60.0)  # far too little: the floor, three folds, the main arm only
+    assert shape.n_folds == 3 and shape.steps == 250 and shape.arms == []
+    assert [cut.split(":")[0] for cut in cuts] == ["arms", "cv.n_folds", "arms", "steps"]
+    # where the floor fits with the linear probe, the probe stays; where only the main arm's floor fits, it goes,
+    # and the main arm gets back the steps the probe would have taken
+    floor_with_probe = train_seconds(f, Shape(250, 16, 3, ["linear_probe"]), probe)
+    shape, _ = fit_to_budget(f, full, probe, floor_with_probe + 1)
+    assert shape.arms == ["linear_probe"] and shape.n_folds == 3 and shape.steps in (250, 251)
+    shape, cuts = fit_to_budget(f, full, probe, floor_with_probe * 0.8)
+    assert shape.arms == [] and shape.steps > 250 and "linear-probe" in cuts[-2]
+    assert train_seconds(f, shape, probe) <= floor_with_probe * 0.8
 
 
 def test_a_large_set_whose_schedule_is_under_ten_passes_can_still_be_cut_to_a_quarter():

@@ -230,3 +230,22 @@ def test_a_persisted_splits_locked_test_is_excluded_too(site, tmp_path):
     record = json.loads((out / "metrics" / "pretraining.json").read_text())
     assert set(record["exclusion"]["patients"]) == set(splits.locked_test)
     assert not set(splits.locked_test) & set(record["patients_used"])
+
+
+def test_a_plan_for_volumes_loads_a_backbone_pretrained_on_volumes(tmp_path):
+    """A backbone pretrained on volumes has 3D kernels: the plan keeps its layout (it once chose ACS, meant for 2D
+    kernels, and training stopped at its start on 20 shape mismatches), and the planned model loads its body."""
+    from medtl.models.factory import create_model_from_config
+    from medtl.planning import PlanOptions, make_plan
+
+    (tmp_path / "v").mkdir()
+    volumes = make_dataset(tmp_path / "v", "adrenalmnist3d", seed=3, sizes={"train": 16, "val": 4, "test": 6})
+    pretrained = tmp_path / "pre-3d"
+    with signing_key(tmp_path / "keys" / "pipeline.pem"):
+        pretrain([volumes], small(epochs=1), pretrained)
+        config = make_plan(volumes, PlanOptions(weights_artifact=pretrained, search=False, max_steps=8))
+        assert config.model.weights.source == "artifact" and config.model.adapt_3d == "inflate"
+        built = create_model_from_config(config.model, in_channels=1, num_classes=2, spatial_dims=3)
+    saved = load_file(pretrained / "weights" / "final.safetensors")
+    assert torch.equal(built.model.state_dict()["layer2.0.conv1.weight"], saved["layer2.0.conv1.weight"])
+    assert saved["layer2.0.conv1.weight"].ndim == 5
