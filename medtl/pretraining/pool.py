@@ -74,6 +74,7 @@ def build_pool(datasets: list[Path], scan_filter: ScanFilter, spec: Preprocessin
     """Select, exclude and preprocess; nothing here reads a label."""
     if not datasets:
         raise ConfigError("pretraining needs at least one ingested dataset", fix="name one or more DATASET folders")
+    spec_given = spec is not None
     spec = spec or dataset_spec(datasets[0])
     kind = "volume" if spec.spatial_dims == 3 else "image2d"
     if not applies_to(spec, kind):
@@ -96,6 +97,15 @@ def build_pool(datasets: list[Path], scan_filter: ScanFilter, spec: Preprocessin
     for dataset, manifest in manifests.items():
         exclude_flags, kept = _flags_for(manifest, kind, scan_filter)
         selected, counts = _select(manifest, kind, scan_filter.modalities, exclude_flags, excluded)
+        if len(manifest) and counts.get(f"not {kind}") == len(manifest):  # named, and not one scan could be used
+            other = "2D images" if kind == "volume" else "volumes"
+            source = "the given spec" if spec_given else f"{datasets[0].name}'s spec"
+            raise ConfigError(
+                f"{dataset.name} holds {other} only, and the pool's preprocessing ({spec.spatial_dims}D, {source}) "
+                f"takes {kind} scans",
+                where=dataset.name,
+                fix="pretrain 2D images and 3D volumes apart: one `medtl pretrain` for each kind",
+            )
         for reason, count in counts.items():
             left_out[reason] = left_out.get(reason, 0) + count
         excluded_scans += counts.get(EXCLUDED_PATIENT, 0)

@@ -70,3 +70,12 @@ def test_the_rule_is_applied_per_dataset_in_a_mixed_pool(images_with_two_outlier
     assert set(masks_like.kept_flags) == {"possible_label_map"} and "excluded QC flag" not in masks_like.left_out
     # the same patients in both: the two locked-test scans are left out of both; the rest of the copy is all kept
     assert masks_like.scans == 16 - 2 and len(pool.paths) == outliers.scans + masks_like.scans
+
+
+def test_a_named_dataset_of_the_other_image_kind_stops_the_pool_instead_of_vanishing(masks, images_with_two_outliers):
+    """Volumes and 2D images cannot share one pool: a dataset that would give it nothing is an error naming it,
+    not a pool that silently leaves it out."""
+    with pytest.raises(ConfigError, match=r"holds 2D images only, and the pool's preprocessing \(3D"):
+        build_pool([masks, images_with_two_outliers], ScanFilter(), None, [])
+    with pytest.raises(ConfigError, match=r"holds volumes only, and the pool's preprocessing \(2D"):
+        build_pool([images_with_two_outliers, masks], ScanFilter(), None, [])
