@@ -266,6 +266,9 @@ def _plan_options(
 ):
     from medtl.planning import PlanOptions
 
+    if budget is not None and not budget > 0:  # checked before any probe runs; NaN is not a budget either
+        raise ConfigError(f"--budget {budget:g}: a time budget is a number of minutes above 0", where="--budget",
+                          fix="give the minutes the run may take, e.g. --budget 30, or leave --budget out")  # fmt: skip
     return PlanOptions(
         budget_minutes=budget, device=device, search=search, seed=seed, weights_artifact=weights_artifact,
         max_steps=max_steps,

@@ -118,6 +118,18 @@ def test_a_usage_error_is_a_short_message_not_a_traceback(tmp_path):
     assert "Missing" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("budget", ["0", "-5", "nan"])
+def test_a_budget_of_no_minutes_is_refused_before_any_planning(tmp_path, budget):
+    """It once passed every probe and stopped with a traceback where the plan was recorded."""
+    from medtl.errors import ConfigError
+
+    (tmp_path / "dataset").mkdir()
+    command = ["plan", str(tmp_path / "dataset"), "--budget", budget, "--out", str(tmp_path / "plan.yaml")]
+    result = subprocess.run([sys.executable, "-m", "medtl.cli", *command], capture_output=True, text=True)
+    assert result.returncode == ConfigError.exit_code
+    assert "a time budget is a number of minutes above 0" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_durations_read_in_seconds_below_two_minutes_and_in_minutes_above():
     from medtl.timing import duration
 
