@@ -68,13 +68,15 @@ class Laps:
         return self._last - self.started
 
 
-def duration(seconds: float) -> str:
+def duration(seconds: float, scale: float | None = None) -> str:
     """A run's wall time or budget as a person reads it: seconds below two minutes (a 36 s budget rounded to
-    minutes reads "0 min", and "1.0 min of a 1 min budget: exceeded" hides by how much), minutes above."""
-    return duration_in(seconds, seconds)
+    minutes reads "0 min", and "1.0 min of a 1 min budget: exceeded" hides by how much), minutes above. `scale`:
+    the value whose unit to use, where the time is shown beside another."""
+    return f"{seconds:.0f} s" if (seconds if scale is None else scale) < 120 else f"{seconds / 60:.1f} min"
 
 
-def duration_in(seconds: float, scale: float) -> str:
-    """`seconds` in the unit `duration` gives `scale`: a time and the budget it is compared with read in one unit
-    ("80 s of a 120 s budget", not "80 s of a 2.0 min budget")."""
-    return f"{seconds:.0f} s" if scale < 120 else f"{seconds / 60:.1f} min"
+def time_and_budget(seconds: float, budget: float | None) -> tuple[str, str | None]:
+    """A time and the budget it is compared with, in one unit ("80 s of a 120 s budget", not "80 s of a 2.0 min
+    budget"); None for no budget."""
+    scale = max(seconds, budget or 0.0)
+    return duration(seconds, scale), (duration(budget, scale) if budget else None)

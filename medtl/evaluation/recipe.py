@@ -12,7 +12,7 @@ from typing import Any
 from medtl.artifacts.reader import VerifiedArtifact
 from medtl.contracts.planning import PlanRecord
 from medtl.reporting.model import Recipe, RecipeCandidate, RecipeChoice
-from medtl.timing import duration_in
+from medtl.timing import time_and_budget
 
 RUN_FILE = "metrics/run.json"
 MAX_VALUE_CHARS = 60
@@ -35,12 +35,11 @@ def _text(value: Any) -> str:
 
 
 def _run_line(run: dict[str, Any]) -> str:
-    budget = run.get("budget_seconds")
-    scale = max(run["wall_seconds"], budget or 0.0)
-    line = f"Training took {duration_in(run['wall_seconds'], scale)} on {run['device']}"
+    wall, budget = time_and_budget(run["wall_seconds"], run.get("budget_seconds"))
+    line = f"Training took {wall} on {run['device']}"
     if budget:
         verdict = "met" if run["met_budget"] else "exceeded"
-        line += f", against a budget of {duration_in(budget, scale)} ({verdict})"
+        line += f", against a budget of {budget} ({verdict})"
     return line + "."
 
 

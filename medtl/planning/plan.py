@@ -33,7 +33,7 @@ from medtl.planning.probe import probe
 from medtl.planning.rules import MIN_SIDE_2D, Recipe, base_recipe, input_sides
 from medtl.planning.search import INNER_FOLDS, Trial, compare
 from medtl.planning.weights import pick_weights
-from medtl.timing import duration_in
+from medtl.timing import time_and_budget
 from medtl.training.config import TrainConfig, load_config
 from medtl.training.data import TaskData, dataset_spec, load_task
 
@@ -448,11 +448,9 @@ def summary(config: TrainConfig) -> str:
     ]
     if plan is not None:
         e = plan.estimate
-        scale = max(e.train_seconds, e.budget_seconds or 0.0)
-        budget = f" of a {duration_in(e.budget_seconds, scale)} budget" if e.budget_seconds else ""
-        lines.append(
-            f"estimated training: at most ~{duration_in(e.train_seconds, scale)}{budget} on {plan.hardware.name}"
-        )
+        train, budget = time_and_budget(e.train_seconds, e.budget_seconds)
+        of_budget = f" of a {budget} budget" if budget else ""
+        lines.append(f"estimated training: at most ~{train}{of_budget} on {plan.hardware.name}")
         for candidate in plan.candidates:
             mean = "n/a" if candidate.mean_auc is None else f"{candidate.mean_auc:.3f}"
             lines.append(

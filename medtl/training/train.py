@@ -21,7 +21,7 @@ from medtl.errors import ConfigError
 from medtl.hashing import sha256_json
 from medtl.outputs import staged_folder
 from medtl.progress import Progress
-from medtl.timing import duration_in
+from medtl.timing import time_and_budget
 from medtl.training.concurrent import fold_width, train_concurrently
 from medtl.training.config import SPEED_ONLY, TrainConfig
 from medtl.training.cv import (
@@ -55,16 +55,9 @@ class TrainResult:
     def describe(self) -> str:
         lines = [f"artifact: {self.artifact} (manifest sha256 {self.manifest_hash[:16]}...)"]
         if self.run:
-            budget, wall = self.run.get("budget_seconds"), self.run["wall_seconds"]
-            scale = max(wall, budget or 0.0)
-            verdict = (
-                ""
-                if budget is None
-                else (
-                    f" of a {duration_in(budget, scale)} budget: " + ("met" if self.run["met_budget"] else "EXCEEDED")
-                )
-            )
-            lines.append(f"wall time {duration_in(wall, scale)}{verdict}")
+            wall, budget = time_and_budget(self.run["wall_seconds"], self.run.get("budget_seconds"))
+            verdict = (f" of a {budget} budget: " + ("met" if self.run["met_budget"] else "EXCEEDED")) if budget else ""
+            lines.append(f"wall time {wall}{verdict}")
         for entry in self.indicators:
             value = entry["oof_auc"]
             lines.append(

@@ -137,10 +137,12 @@ def test_durations_read_in_seconds_below_two_minutes_and_in_minutes_above():
 
 
 def test_a_time_and_its_budget_read_in_one_unit():
-    from medtl.timing import duration_in
+    from medtl.timing import time_and_budget
 
-    assert (duration_in(80, 126), duration_in(126, 126)) == ("1.3 min", "2.1 min")
-    assert (duration_in(80, 104), duration_in(104, 104)) == ("80 s", "104 s")
+    assert time_and_budget(80, 126) == ("1.3 min", "2.1 min")
+    assert time_and_budget(126, 104) == ("2.1 min", "1.7 min")
+    assert time_and_budget(80, 104) == ("80 s", "104 s")
+    assert time_and_budget(80, None) == ("80 s", None)
 
 
 def test_a_progress_bar_takes_a_total_that_changes_on_the_way():
