@@ -38,6 +38,7 @@ class IndexedStatus:
     entry: IndexedArtifact
     state: str  # verified | missing | changed | invalid
     detail: str
+    model: dict[str, Any] | None = None  # the verified artifact's model section (how its network is built)
 
 
 def index_path() -> Path:
@@ -121,10 +122,12 @@ def check_entry(entry: IndexedArtifact) -> IndexedStatus:
         return IndexedStatus(entry, "invalid", f"verification failed: {error.what}")
     if verified.manifest_hash != entry.manifest_sha256:
         return IndexedStatus(entry, "changed", "the folder now holds another artifact; register it again")
-    return IndexedStatus(entry, "verified", "manifest hashes, signature and audit chain verified")
+    return IndexedStatus(entry, "verified", "manifest hashes, signature and audit chain verified",
+                         dict(verified.metadata["model"]))  # fmt: skip
 
 
-def usable(spatial_dims: int) -> list[IndexedArtifact]:
+def usable(spatial_dims: int) -> list[IndexedStatus]:
     """Verified pretrained artifacts of this dimensionality, newest first."""
-    found = [s.entry for s in map(check_entry, read_index()) if s.state == "verified"]
-    return sorted((e for e in found if e.spatial_dims == spatial_dims), key=lambda e: e.registered_at, reverse=True)
+    found = [s for s in map(check_entry, read_index()) if s.state == "verified"]
+    mine = (s for s in found if s.entry.spatial_dims == spatial_dims)
+    return sorted(mine, key=lambda s: s.entry.registered_at, reverse=True)

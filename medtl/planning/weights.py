@@ -83,13 +83,14 @@ def pick_weights(spatial_dims: int, artifact: Path | None = None) -> tuple[Weigh
         checks.append(found)
         if usable:
             return WeightsPick(backbone, weights, reason), checks
-    for entry in usable_pretrained(spatial_dims):
+    for status in usable_pretrained(spatial_dims):
+        entry = status.entry
         checks.append(WeightsCheck(source="artifact", label=Path(entry.path).name, state="verified", usable=True))
         reason = (
             f"no public pretrained file is usable here; the site's own pretrained backbone {entry.model_id} "
             f"({entry.backbone}, {entry.method} on {entry.scans} unlabelled scans) is verified through its seal"
         )
-        layout_3d = _layout_3d(open_verified(Path(entry.path)).metadata["model"])
+        layout_3d = _layout_3d(status.model or {})
         return WeightsPick(entry.backbone, {"source": "artifact", "path": entry.path}, reason, layout_3d), checks
     missing = ", ".join(f"{c.source} ({c.state})" for c in checks)
     return (
